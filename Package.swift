@@ -1,0 +1,53 @@
+// swift-tools-version: 6.0
+// Cordon — host microsegmentation agent for Linux. GPL-2.0-or-later (the netfilter libraries are GPL).
+import PackageDescription
+
+let package = Package(
+    name: "Cordon",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "cordon", targets: ["cordon"]),
+        .executable(name: "cordon-bench", targets: ["cordon-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+    ],
+    targets: [
+        // One C module per system library, each with a prefixed shim for what Swift cannot import.
+        .target(
+            name: "CConntrack",
+            linkerSettings: [.linkedLibrary("netfilter_conntrack"), .linkedLibrary("nfnetlink")]
+        ),
+        .target(
+            name: "CNftnl",
+            linkerSettings: [.linkedLibrary("nftnl"), .linkedLibrary("mnl")]
+        ),
+
+        // Pure logic: no kernel, no database.
+        .target(name: "CordonCore"),
+
+        // One target per facility.
+        .target(name: "CordonStore", dependencies: ["CordonCore", .product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "CordonConntrack", dependencies: ["CordonCore", "CConntrack"]),
+        .target(name: "CordonNftables", dependencies: ["CordonCore", "CNftnl"]),
+        .target(
+            name: "CordonAgent",
+            dependencies: ["CordonCore", "CordonStore", "CordonConntrack", "CordonNftables", "Yams"]
+        ),
+
+        .executableTarget(
+            name: "cordon",
+            dependencies: ["CordonAgent", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "cordon-bench",
+            dependencies: ["CordonAgent", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+
+        .testTarget(name: "CordonCoreTests", dependencies: ["CordonCore", "CordonStore", "CordonAgent"]),
+        .testTarget(name: "CordonIntegrationTests", dependencies: ["CordonCore", "cordon"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

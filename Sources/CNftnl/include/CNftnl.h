@@ -1,0 +1,38 @@
+#ifndef CNFTNL_H
+#define CNFTNL_H
+/*
+ * libnftnl and libmnl for Swift.
+ *
+ * libnftnl's headers do not include the kernel headers they rely on, and <sys/uio.h> must precede
+ * libnftnl/batch.h (it uses struct iovec). The order below is the one that compiles.
+ */
+#include <netinet/in.h>
+#include <sys/uio.h>
+#include <sys/socket.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nf_conntrack_common.h>
+#include <linux/netlink.h>
+#include <libmnl/libmnl.h>
+#include <libnftnl/batch.h>
+#include <libnftnl/common.h>
+#include <libnftnl/table.h>
+#include <libnftnl/chain.h>
+#include <libnftnl/rule.h>
+#include <libnftnl/expr.h>
+#include <libnftnl/set.h>
+#include <stdint.h>
+#include <stddef.h>
+
+/* MNL_SOCKET_BUFFER_SIZE expands to a sysconf() call that Swift cannot import. */
+size_t CNftnl_socketBufferSize(void);
+
+/* NF_CT_STATE_BIT() is a function-like macro; Cordon needs the established|related mask. */
+extern const uint32_t CNftnl_ctStateEstablishedRelated;
+
+/* Netlink error messages carry the errno and the header of the message that failed; reading the
+ * struct through a helper keeps the pointer arithmetic in C, where the layout is defined. */
+int CNftnl_errorCode(const struct nlmsghdr *nlh, uint32_t *failedSeq);
+
+#endif

@@ -1,0 +1,79 @@
+/// One flow aggregate as the CLI shows it (`cordon flows --json`): the contract other tools read.
+public struct FlowRecord: Codable, Sendable, Equatable {
+    public var direction: Direction
+    public var `protocol`: String
+    public var family: AddressFamily
+    public var localAddress: String
+    public var localPort: UInt16?
+    public var remoteAddress: String
+    public var remotePort: UInt16?
+    public var icmpType: UInt8?
+    public var icmpCode: UInt8?
+    public var connections: UInt64
+    public var packets: UInt64
+    public var bytes: UInt64
+    public var firstSeen: String
+    public var lastSeen: String
+
+    enum CodingKeys: String, CodingKey {
+        case direction, `protocol`, family
+        case localAddress = "local_address", localPort = "local_port"
+        case remoteAddress = "remote_address", remotePort = "remote_port"
+        case icmpType = "icmp_type", icmpCode = "icmp_code"
+        case connections, packets, bytes
+        case firstSeen = "first_seen", lastSeen = "last_seen"
+    }
+
+    public init(key: FlowKey, stats: FlowStats) {
+        direction = key.direction
+        self.protocol = IPProtocolNumber.name(key.transport)
+        family = key.family
+        localAddress = key.local.description
+        localPort = key.localPort
+        remoteAddress = key.remote.description
+        remotePort = key.remotePort
+        icmpType = key.icmpType
+        icmpCode = key.icmpCode
+        connections = stats.connections
+        packets = stats.packets
+        bytes = stats.bytes
+        firstSeen = TimeText.rfc3339(stats.firstSeen)
+        lastSeen = TimeText.rfc3339(stats.lastSeen)
+    }
+
+    /// Nulls are written out, not omitted: a reader can rely on every field being present.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(direction, forKey: .direction)
+        try c.encode(self.protocol, forKey: .protocol)
+        try c.encode(family, forKey: .family)
+        try c.encode(localAddress, forKey: .localAddress)
+        try c.encode(localPort, forKey: .localPort)
+        try c.encode(remoteAddress, forKey: .remoteAddress)
+        try c.encode(remotePort, forKey: .remotePort)
+        try c.encode(icmpType, forKey: .icmpType)
+        try c.encode(icmpCode, forKey: .icmpCode)
+        try c.encode(connections, forKey: .connections)
+        try c.encode(packets, forKey: .packets)
+        try c.encode(bytes, forKey: .bytes)
+        try c.encode(firstSeen, forKey: .firstSeen)
+        try c.encode(lastSeen, forKey: .lastSeen)
+    }
+}
+
+/// The filters of `cordon flows`.
+public struct FlowFilter: Sendable, Equatable {
+    public var direction: Direction?
+    public var transport: UInt8?
+    /// Matches the local service port of inbound flows and the remote port of the others.
+    public var port: UInt16?
+    /// Only flows seen at or after this Unix time.
+    public var seenSince: Int64?
+
+    public init(direction: Direction? = nil, transport: UInt8? = nil, port: UInt16? = nil, seenSince: Int64? = nil) {
+        self.direction = direction
+        self.transport = transport
+        self.port = port
+        self.seenSince = seenSince
+    }
+}

@@ -1,0 +1,161 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Address family of a flow. The raw values are what `--json` prints.
+public enum AddressFamily: String, Sendable, Codable, CaseIterable {
+    case ipv4
+    case ipv6
+
+    /// Number of bits in an address of this family.
+    public var bitWidth: Int { self == .ipv4 ? 32 : 128 }
+}
+
+/// An IPv4 or IPv6 address held as two integers, so that hashing and masking on the per-event path
+/// cost a few instructions and no allocation.
+public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public let family: AddressFamily
+    /// IPv6: the first 64 bits. IPv4: zero.
+    public let high: UInt64
+    /// IPv6: the last 64 bits. IPv4: the address in the low 32 bits.
+    public let low: UInt64
+
+    public init(family: AddressFamily, high: UInt64, low: UInt64) {
+        self.family = family
+        self.high = family == .ipv4 ? 0 : high
+        self.low = family == .ipv4 ? low & 0xFFFF_FFFF : low
+    }
+
+    /// An IPv4 address from its value in host byte order (192.0.2.1 is 0xC000_0201).
+    public init(ipv4 value: UInt32) {
+        self.init(family: .ipv4, high: 0, low: UInt64(value))
+    }
+
+    /// An address from its network-order bytes: 4 for IPv4, 16 for IPv6.
+    public init?<C: Collection>(bytes: C) where C.Element == UInt8 {
+        switch bytes.count {
+        case 4:
+            self.init(ipv4: bytes.reduce(0) { $0 << 8 | UInt32($1) })
+        case 16:
+            let high = bytes.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            let low = bytes.dropFirst(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            self.init(family: .ipv6, high: high, low: low)
+        default:
+            return nil
+        }
+    }
+
+    /// Parses dotted-quad IPv4 or any RFC 4291 IPv6 text form.
+    public init?(_ text: String) {
+        var v4 = in_addr()
+        if inet_pton(AF_INET, text, &v4) == 1 {
+            self.init(ipv4: UInt32(bigEndian: v4.s_addr))
+            return
+        }
+        var v6 = in6_addr()
+        guard inet_pton(AF_INET6, text, &v6) == 1 else { return nil }
+        let bytes = withUnsafeBytes(of: &v6) { Array($0) }
+        self.init(bytes: bytes)
+    }
+
+    /// Network-order bytes: 4 for IPv4, 16 for IPv6.
+    public var bytes: [UInt8] {
+        switch family {
+        case .ipv4:
+            return (0..<4).map { UInt8(truncatingIfNeeded: low >> (24 - 8 * $0)) }
+        case .ipv6:
+            return (0..<8).map { UInt8(truncatingIfNeeded: high >> (56 - 8 * $0)) }
+                + (0..<8).map { UInt8(truncatingIfNeeded: low >> (56 - 8 * $0)) }
+        }
+    }
+
+    public var description: String {
+        var bytes = self.bytes
+        var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        let af = family == .ipv4 ? AF_INET : AF_INET6
+        _ = inet_ntop(af, &bytes, &buffer, socklen_t(buffer.count))
+        return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    /// The address with all bits past `prefixLength` cleared.
+    public func masked(to prefixLength: Int) -> IPAddress {
+        switch family {
+        case .ipv4:
+            let mask: UInt64 = prefixLength <= 0 ? 0 : (0xFFFF_FFFF << UInt64(32 - min(prefixLength, 32))) & 0xFFFF_FFFF
+            return IPAddress(ipv4: UInt32(low & mask))
+        case .ipv6:
+            let highMask: UInt64 = prefixLength <= 0 ? 0 : prefixLength >= 64 ? ~0 : ~0 << UInt64(64 - prefixLength)
+            let lowMask: UInt64 = prefixLength <= 64 ? 0 : prefixLength >= 128 ? ~0 : ~0 << UInt64(128 - prefixLength)
+            return IPAddress(family: .ipv6, high: high & highMask, low: low & lowMask)
+        }
+    }
+
+    public var isLoopback: Bool {
+        switch family {
+        case .ipv4: return low >> 24 == 127
+        case .ipv6: return high == 0 && low == 1 || isIPv4Mapped && IPAddress(ipv4: UInt32(low & 0xFFFF_FFFF)).isLoopback
+        }
+    }
+
+    /// 0.0.0.0 or :: — the source of a DHCP discover before the host has an address.
+    public var isUnspecified: Bool { high == 0 && low == 0 }
+
+    public var isMulticast: Bool {
+        switch family {
+        case .ipv4: return low >> 28 == 0xE
+        case .ipv6: return high >> 56 == 0xFF
+        }
+    }
+
+    /// 255.255.255.255, the limited broadcast address.
+    public var isLimitedBroadcast: Bool { family == .ipv4 && low == 0xFFFF_FFFF }
+
+    private var isIPv4Mapped: Bool { high == 0 && low >> 32 == 0xFFFF }
+
+    public static func < (lhs: IPAddress, rhs: IPAddress) -> Bool {
+        if lhs.family != rhs.family { return lhs.family == .ipv4 }
+        return (lhs.high, lhs.low) < (rhs.high, rhs.low)
+    }
+}
+
+/// An address with a prefix length: a single address when the length is the family's full width,
+/// otherwise the covering network that several remotes were rolled up into.
+public struct IPPrefix: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public let address: IPAddress
+    public let length: UInt8
+
+    public init(_ address: IPAddress, length: Int? = nil) {
+        let width = address.family.bitWidth
+        let length = max(0, min(length ?? width, width))
+        self.address = address.masked(to: length)
+        self.length = UInt8(length)
+    }
+
+    /// Parses `ADDRESS` or `ADDRESS/LENGTH`.
+    public init?(_ text: String) {
+        let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let address = IPAddress(String(parts[0])) else { return nil }
+        if parts.count == 2 {
+            guard let length = Int(parts[1]), (0...address.family.bitWidth).contains(length) else { return nil }
+            self.init(address, length: length)
+        } else {
+            self.init(address)
+        }
+    }
+
+    public var family: AddressFamily { address.family }
+
+    /// True when this is one address, not a rolled-up network.
+    public var isSingleAddress: Bool { Int(length) == address.family.bitWidth }
+
+    public func contains(_ other: IPAddress) -> Bool {
+        other.family == address.family && other.masked(to: Int(length)) == address
+    }
+
+    /// A single address prints bare; a network prints in CIDR notation.
+    public var description: String { isSingleAddress ? address.description : "\(address)/\(length)" }
+
+    public static func < (lhs: IPPrefix, rhs: IPPrefix) -> Bool {
+        (lhs.address, lhs.length) < (rhs.address, rhs.length)
+    }
+}

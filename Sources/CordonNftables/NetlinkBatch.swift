@@ -1,0 +1,149 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+internal import CNftnl
+
+/// A message of a batch the kernel refused, and why.
+public struct RefusedMessage: Sendable, CustomStringConvertible {
+    /// What the message did, e.g. "add chain inet cordon input".
+    public let what: String
+    public let errno: Int32
+    public var description: String { "\(what): \(String(cString: strerror(errno)))" }
+}
+
+/// Failure of a netlink transaction with nf_tables.
+public enum NftablesError: Error, CustomStringConvertible {
+    /// The kernel refused the batch; nothing in it took effect.
+    case refused([RefusedMessage])
+    case system(operation: String, errno: Int32)
+    case timeout(missingAcks: Int)
+
+    public var description: String {
+        switch self {
+        case .refused(let messages):
+            return "nf_tables refused the transaction (nothing was changed): "
+                + messages.map(\.description).joined(separator: "; ")
+        case .system(let operation, let errno):
+            return "nf_tables \(operation): \(String(cString: strerror(errno)))"
+        case .timeout(let missing):
+            return "nf_tables did not acknowledge \(missing) message(s) of the transaction"
+        }
+    }
+}
+
+/// One nf_tables transaction: every message between batch begin and end is applied by the kernel
+/// as a whole or not at all. Each message asks for an ACK, and each ACK is collected, so a refusal
+/// is traced to the message (by sequence number) that caused it.
+final class NetlinkBatch {
+    private let batch: OpaquePointer
+    private var sequence: UInt32
+    private var labels: [UInt32: String] = [:]
+
+    init() {
+        let page = UInt32(CNftnl_socketBufferSize())
+        batch = nftnl_batch_alloc(page, page)
+        sequence = UInt32(truncatingIfNeeded: time(nil))
+        nftnl_batch_begin(bufferPointer(), nextSequence())
+        nftnl_batch_update(batch)
+    }
+
+    deinit { nftnl_batch_free(batch) }
+
+    private func bufferPointer() -> UnsafeMutablePointer<CChar> {
+        nftnl_batch_buffer(batch).assumingMemoryBound(to: CChar.self)
+    }
+
+    private func nextSequence() -> UInt32 {
+        sequence &+= 1
+        return sequence
+    }
+
+    /// Appends one message; `build` writes its payload after the header.
+    func add(_ type: nf_tables_msg_types, flags: Int32, label: String, build: (UnsafeMutablePointer<nlmsghdr>) -> Void) {
+        let seq = nextSequence()
+        let header = nftnl_nlmsg_build_hdr(bufferPointer(), UInt16(type.rawValue), UInt16(NFPROTO_INET),
+                                           UInt16(flags | NLM_F_ACK), seq)!
+        build(header)
+        labels[seq] = label
+        nftnl_batch_update(batch)
+    }
+
+    /// Sends the batch in one `sendmsg` and waits for every ACK.
+    func commit(timeoutSeconds: Int = 10) throws {
+        nftnl_batch_end(bufferPointer(), nextSequence())
+        nftnl_batch_update(batch)
+
+        guard let socket = mnl_socket_open(NETLINK_NETFILTER) else {
+            throw NftablesError.system(operation: "open netlink socket", errno: errno)
+        }
+        defer { mnl_socket_close(socket) }
+        guard mnl_socket_bind(socket, 0, pid_t(bitPattern: UInt32(MNL_SOCKET_AUTOPID))) == 0 else {
+            throw NftablesError.system(operation: "bind netlink socket", errno: errno)
+        }
+        let fd = mnl_socket_get_fd(socket)
+        var one: Int32 = 1
+        // Error ACKs then carry only the failed message's header, not its (possibly large) payload.
+        setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, socklen_t(MemoryLayout<Int32>.size))
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+
+        var iov = [iovec](repeating: iovec(), count: Int(nftnl_batch_iovec_len(batch)))
+        nftnl_batch_iovec(batch, &iov, UInt32(iov.count))
+        let total = iov.reduce(0) { $0 + $1.iov_len }
+        // The whole batch must fit the send buffer or the kernel sees a truncated transaction.
+        var sendBuffer = Int32(clamping: total + 65_536)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sendBuffer, socklen_t(MemoryLayout<Int32>.size))
+        // Every success ACK is small, but there is one per message.
+        var receiveBuffer = Int32(clamping: max(1 << 20, labels.count * 64))
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &receiveBuffer, socklen_t(MemoryLayout<Int32>.size))
+
+        var kernel = sockaddr_nl()
+        kernel.nl_family = sa_family_t(AF_NETLINK)
+        let sent = iov.withUnsafeMutableBufferPointer { vectors in
+            withUnsafeMutablePointer(to: &kernel) { address in
+                var message = msghdr()
+                message.msg_name = UnsafeMutableRawPointer(address)
+                message.msg_namelen = socklen_t(MemoryLayout<sockaddr_nl>.size)
+                message.msg_iov = vectors.baseAddress
+                message.msg_iovlen = vectors.count
+                return sendmsg(fd, &message, 0)
+            }
+        }
+        guard sent == total else { throw NftablesError.system(operation: "send batch", errno: errno) }
+        try collectAcks(socket: socket)
+    }
+
+    private func collectAcks(socket: OpaquePointer) throws {
+        let portID = mnl_socket_get_portid(socket)
+        var pending = Set(labels.keys)
+        var refused: [RefusedMessage] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while !pending.isEmpty {
+            let received = mnl_socket_recvfrom(socket, &buffer, buffer.count)
+            if received < 0 {
+                if errno == EAGAIN { throw NftablesError.timeout(missingAcks: pending.count) }
+                if errno == EINTR { continue }
+                throw NftablesError.system(operation: "receive acknowledgements", errno: errno)
+            }
+            buffer.withUnsafeMutableBytes { raw in
+                var remaining = Int32(received)
+                var header = raw.baseAddress!.assumingMemoryBound(to: nlmsghdr.self)
+                while mnl_nlmsg_ok(header, remaining) {
+                    if header.pointee.nlmsg_type == UInt16(NLMSG_ERROR), header.pointee.nlmsg_pid == portID {
+                        var seq: UInt32 = 0
+                        let code = CNftnl_errorCode(header, &seq)
+                        pending.remove(seq)
+                        if code != 0 {
+                            refused.append(RefusedMessage(what: labels[seq] ?? "message \(seq)", errno: -code))
+                        }
+                    }
+                    header = mnl_nlmsg_next(header, &remaining)
+                }
+            }
+            // After a refusal the kernel still answers every message, but a refusal of the batch
+            // framing itself may be the only answer; do not wait for the rest then.
+            if !refused.isEmpty && refused.allSatisfy({ $0.what.hasPrefix("message ") }) { break }
+        }
+        if !refused.isEmpty { throw NftablesError.refused(refused) }
+    }
+}

@@ -1,0 +1,191 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CordonCore
+import GRDB
+
+/// Errors of the store, with the path so the operator knows which file is meant.
+public enum StoreError: Error, CustomStringConvertible {
+    case missing(path: String)
+    case corrupt(path: String, detail: String)
+
+    public var description: String {
+        switch self {
+        case .missing(let path): return "no Cordon database at \(path) (has `cordon agent` run with this --db?)"
+        case .corrupt(let path, let detail): return "database \(path): \(detail)"
+        }
+    }
+}
+
+/// The SQLite file: flow aggregates and the agent's persisted state.
+///
+/// WAL mode, so `cordon flows` reads while the agent writes. Every change of the schema goes
+/// through a named migration; uniqueness of a flow is the database's job, not the caller's.
+public final class FlowStore: Sendable {
+    public let path: String
+    private let pool: DatabasePool
+
+    /// Opens (and creates or migrates) the database for the agent.
+    public init(path: String) throws {
+        self.path = path
+        var config = Configuration()
+        config.busyMode = .timeout(5)
+        config.prepareDatabase { db in
+            // A flush is one transaction every few seconds; FULL fsyncs each one, which is cheap at
+            // that rate and keeps recorded flows across a power loss.
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        pool = try DatabasePool(path: path, configuration: config)
+        try Self.migrator.migrate(pool)
+    }
+
+    /// Opens an existing database for reading only (the CLI); never creates one.
+    public init(readingFrom path: String) throws {
+        self.path = path
+        guard access(path, F_OK) == 0 else { throw StoreError.missing(path: path) }
+        var config = Configuration()
+        config.readonly = true
+        config.busyMode = .timeout(5)
+        pool = try DatabasePool(path: path, configuration: config)
+        let applied = try pool.read { try Self.migrator.hasCompletedMigrations($0) }
+        guard applied else { throw StoreError.corrupt(path: path, detail: "schema is older or newer than this cordon") }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1-flows") { db in
+            try db.execute(sql: """
+                CREATE TABLE flows (
+                  id INTEGER PRIMARY KEY,
+                  direction TEXT NOT NULL CHECK (direction IN ('inbound', 'outbound', 'forward')),
+                  family TEXT NOT NULL CHECK (family IN ('ipv4', 'ipv6')),
+                  protocol INTEGER NOT NULL CHECK (protocol BETWEEN 0 AND 255),
+                  local_address TEXT NOT NULL,
+                  -- inbound: local service port; outbound/forward: remote port; ICMP: type << 8 | code
+                  service INTEGER NOT NULL CHECK (service BETWEEN 0 AND 65535),
+                  remote_address TEXT NOT NULL,
+                  remote_prefix INTEGER NOT NULL CHECK (remote_prefix BETWEEN 0 AND 128),
+                  connections INTEGER NOT NULL CHECK (connections >= 0),
+                  packets INTEGER NOT NULL DEFAULT 0,
+                  bytes INTEGER NOT NULL DEFAULT 0,
+                  first_seen INTEGER NOT NULL,
+                  last_seen INTEGER NOT NULL CHECK (last_seen >= first_seen),
+                  UNIQUE (direction, protocol, local_address, service, remote_address, remote_prefix)
+                );
+                CREATE INDEX flows_last_seen ON flows (last_seen);
+                CREATE TABLE agent_state (
+                  name TEXT PRIMARY KEY,
+                  value TEXT NOT NULL,
+                  updated_at INTEGER NOT NULL
+                );
+                """)
+        }
+        return migrator
+    }
+
+    /// Writes one flush in one transaction: absolute values, so retrying a flush is harmless.
+    public func write(_ changes: FlowChanges) throws {
+        guard !changes.isEmpty else { return }
+        try pool.write { db in
+            let upsert = try db.cachedStatement(sql: """
+                INSERT INTO flows (direction, family, protocol, local_address, service, remote_address, remote_prefix,
+                                   connections, packets, bytes, first_seen, last_seen)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (direction, protocol, local_address, service, remote_address, remote_prefix) DO UPDATE SET
+                  connections = excluded.connections, packets = excluded.packets, bytes = excluded.bytes,
+                  first_seen = excluded.first_seen, last_seen = excluded.last_seen
+                """)
+            for (key, stats) in changes.upserts {
+                try upsert.execute(arguments: [
+                    key.direction.rawValue, key.family.rawValue, Int(key.transport), key.local.description,
+                    Int(key.service), key.remote.address.description, Int(key.remote.length),
+                    Int64(clamping: stats.connections), Int64(clamping: stats.packets), Int64(clamping: stats.bytes),
+                    stats.firstSeen, stats.lastSeen,
+                ])
+            }
+            let delete = try db.cachedStatement(sql: """
+                DELETE FROM flows WHERE direction = ? AND protocol = ? AND local_address = ? AND service = ?
+                  AND remote_address = ? AND remote_prefix = ?
+                """)
+            for key in changes.removals {
+                try delete.execute(arguments: [
+                    key.direction.rawValue, Int(key.transport), key.local.description, Int(key.service),
+                    key.remote.address.description, Int(key.remote.length),
+                ])
+            }
+        }
+    }
+
+    /// Every aggregate, for the agent to continue where it stopped.
+    public func loadAll() throws -> [(key: FlowKey, stats: FlowStats)] {
+        try pool.read { db in
+            try Self.fetch(db, sql: "SELECT * FROM flows", arguments: [])
+        }
+    }
+
+    /// Aggregates matching a filter, most recently seen first.
+    public func flows(matching filter: FlowFilter) throws -> [(key: FlowKey, stats: FlowStats)] {
+        var clauses: [String] = []
+        var arguments: StatementArguments = []
+        if let direction = filter.direction {
+            clauses.append("direction = ?")
+            arguments += [direction.rawValue]
+        }
+        if let transport = filter.transport {
+            clauses.append("protocol = ?")
+            arguments += [Int(transport)]
+        }
+        if let port = filter.port {
+            clauses.append("service = ? AND protocol IN (6, 17, 33, 132, 136)")
+            arguments += [Int(port)]
+        }
+        if let since = filter.seenSince {
+            clauses.append("last_seen >= ?")
+            arguments += [since]
+        }
+        let condition = clauses.isEmpty ? "" : " WHERE " + clauses.joined(separator: " AND ")
+        let sql = "SELECT * FROM flows\(condition) ORDER BY last_seen DESC, direction, protocol, service, remote_address"
+        return try pool.read { db in try Self.fetch(db, sql: sql, arguments: arguments) }
+    }
+
+    private static func fetch(_ db: Database, sql: String, arguments: StatementArguments) throws
+        -> [(key: FlowKey, stats: FlowStats)]
+    {
+        var result: [(key: FlowKey, stats: FlowStats)] = []
+        let rows = try Row.fetchCursor(db, sql: sql, arguments: arguments)
+        while let row = try rows.next() {
+            let id: Int64 = row["id"]
+            guard let direction = Direction(rawValue: row["direction"]),
+                  let local = IPAddress(row["local_address"] as String),
+                  let remote = IPAddress(row["remote_address"] as String)
+            else {
+                throw StoreError.corrupt(path: db.description, detail: "flows row \(id) holds an unreadable address or direction")
+            }
+            let key = FlowKey(direction: direction, transport: UInt8(row["protocol"] as Int), local: local,
+                              remote: IPPrefix(remote, length: row["remote_prefix"]), service: UInt16(row["service"] as Int))
+            let stats = FlowStats(connections: UInt64(row["connections"] as Int64), packets: UInt64(row["packets"] as Int64),
+                                  bytes: UInt64(row["bytes"] as Int64), firstSeen: row["first_seen"], lastSeen: row["last_seen"])
+            result.append((key, stats))
+        }
+        return result
+    }
+
+    /// A persisted agent setting (mode, later the management channel), or nil.
+    public func state(_ name: String) throws -> String? {
+        try pool.read { db in try String.fetchOne(db, sql: "SELECT value FROM agent_state WHERE name = ?", arguments: [name]) }
+    }
+
+    public func setState(_ name: String, _ value: String) throws {
+        try pool.write { db in
+            try db.execute(sql: """
+                INSERT INTO agent_state (name, value, updated_at) VALUES (?, ?, ?)
+                ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+                """, arguments: [name, value, TimeText.now()])
+        }
+    }
+
+    /// Number of aggregates on disk.
+    public func flowCount() throws -> Int {
+        try pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM flows") ?? 0 }
+    }
+}
