@@ -34,20 +34,23 @@ let package = Package(
         .target(name: "CordonNftables", dependencies: ["CordonCore", "CNftnl"]),
         .target(
             name: "CordonAgent",
-            dependencies: ["CordonCore", "CordonStore", "CordonConntrack", "CordonNftables", "Yams"]
+            dependencies: ["CordonCore", "CordonStore", "CordonConntrack", "CordonNftables", "CNftnl", "Yams"]
         ),
+
+        // Throwaway network namespaces for the demo, the integration tests and the benchmarks.
+        .target(name: "CordonLab"),
 
         .executableTarget(
             name: "cordon",
-            dependencies: ["CordonAgent", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["CordonAgent", "CordonLab", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "cordon-bench",
-            dependencies: ["CordonAgent", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["CordonAgent", "CordonLab", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         .testTarget(name: "CordonCoreTests", dependencies: ["CordonCore", "CordonStore", "CordonAgent"]),
-        .testTarget(name: "CordonIntegrationTests", dependencies: ["CordonCore", "cordon"]),
+        .testTarget(name: "CordonIntegrationTests", dependencies: ["CordonCore", "CordonLab", "cordon"]),
     ],
     swiftLanguageModes: [.v6]
 )

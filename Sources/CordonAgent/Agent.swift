@@ -1,1 +1,178 @@
-enum Placeholder {}
+#if canImport(Glibc)
+import Glibc
+#endif
+import CordonConntrack
+import CordonCore
+import CordonNftables
+import CordonStore
+import Foundation
+import Synchronization
+
+/// The long-running agent: discovery mode in this version.
+///
+/// Threads: one reads conntrack events (nfct_catch blocks), one re-reads the table after lost
+/// events, one watches the host's addresses, one answers the control socket; the calling thread
+/// flushes to SQLite on a timer and waits for SIGTERM/SIGINT.
+public final class Agent: Sendable {
+    public let config: AgentConfig
+    private let log: @Sendable (String) -> Void
+    private let stopping = Atomic<Bool>(false)
+    private let lastFlush = Atomic<Int64>(0)
+    private let flushErrors = Atomic<UInt64>(0)
+    private let startedAt = TimeText.now()
+
+    public init(config: AgentConfig, log: @escaping @Sendable (String) -> Void) {
+        self.config = config
+        self.log = log
+    }
+
+    /// Runs until SIGTERM or SIGINT; flushes, removes the discovery table and returns.
+    public func run() throws {
+        // Blocked in every thread so that only `sigtimedwait` below sees them.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        let directory = (config.database as NSString).deletingLastPathComponent
+        if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        let store = try FlowStore(path: config.database)
+        var aggregator = FlowAggregator(remoteCap: config.remoteCap)
+        for (key, stats) in try store.loadAll() { aggregator.load(key, stats) }
+        try store.setState("mode", "discovery")
+        let recorder = FlowRecorder(aggregator: aggregator)
+        log("database \(config.database): \(recorder.flowCount) flow aggregates carried over")
+
+        let control = try ControlServer(path: config.socket)
+        let backend = NftablesBackend()
+        try backend.replace(CordonTables.discovery())
+        log("installed table inet \(CordonTables.baseName) (accept-all; makes the kernel track connections)")
+
+        recorder.setLocalAddresses(HostAddresses.read())
+        try HostAddresses.watch { recorder.setLocalAddresses($0) }
+
+        let resync = ResyncWorker(recorder: recorder, log: log)
+        let events = try startCapture(recorder: recorder, resync: resync)
+        // Subscribed first, dumped second: a connection opened in between is in both, and the
+        // recorder counts it once (by conntrack id).
+        let generation = recorder.beginDump()
+        let existing = try ConntrackTable.dump()
+        recorder.applyDump(existing, generation: generation, at: TimeText.now(), repair: false)
+        log("conntrack table read: \(existing.count) existing connections")
+
+        control.serve { [self] request in
+            switch request.command {
+            case "status":
+                let counters = recorder.counters
+                let last = lastFlush.load(ordering: .relaxed)
+                let report = StatusReport(
+                    mode: "discovery", isolated: false, flows: recorder.flowCount, events: counters.events,
+                    lostEvents: counters.lostEvents, resyncs: counters.resyncs,
+                    recoveredConnections: counters.recoveredConnections, ignoredEvents: counters.ignoredEvents,
+                    flushErrors: flushErrors.load(ordering: .relaxed), lastFlush: last == 0 ? nil : TimeText.rfc3339(last),
+                    database: config.database, backend: backend.name, pid: getpid(),
+                    startedAt: TimeText.rfc3339(startedAt), receiveBufferBytes: events)
+                return (try? JSONEncoder().encode(report)) ?? Data()
+            default:
+                return Data(#"{"error":"unknown command"}"#.utf8)
+            }
+        }
+        log("listening on \(config.socket); flushing every \(config.flushInterval) s")
+
+        var interval = timespec(tv_sec: Int(config.flushInterval),
+                                tv_nsec: Int((config.flushInterval - Double(Int(config.flushInterval))) * 1e9))
+        while true {
+            let signal = sigtimedwait(&signals, nil, &interval)
+            if signal == SIGTERM || signal == SIGINT {
+                log("signal \(signal): flushing and stopping")
+                break
+            }
+            flush(recorder, to: store)
+        }
+        stopping.store(true, ordering: .relaxed)
+        flush(recorder, to: store)
+        control.remove()
+        do {
+            try backend.remove(table: CordonTables.baseName)
+        } catch {
+            log("could not remove table inet \(CordonTables.baseName): \(error)")
+        }
+        log("stopped: \(recorder.flowCount) flow aggregates stored")
+    }
+
+    private func flush(_ recorder: FlowRecorder, to store: FlowStore) {
+        let changes = recorder.takeChanges()
+        do {
+            try store.write(changes)
+            lastFlush.store(TimeText.now(), ordering: .relaxed)
+        } catch {
+            recorder.restore(changes)
+            flushErrors.add(1, ordering: .relaxed)
+            log("flush failed, will retry: \(error)")
+        }
+    }
+
+    /// Starts the event thread; returns the receive buffer size the kernel granted.
+    private func startCapture(recorder: FlowRecorder, resync: ResyncWorker) throws -> Int {
+        let ready = Mutex<Result<Int, any Error>?>(nil)
+        let semaphore = DispatchSemaphore(value: 0)
+        let bufferBytes = config.receiveBufferMiB << 20
+        Thread.detachNewThread { [self] in
+            let subscription: ConntrackEvents
+            do {
+                subscription = try ConntrackEvents(receiveBuffer: bufferBytes, idleTimeout: 0.2) { entry in
+                    recorder.handle(entry, at: TimeText.now())
+                    return true
+                }
+                ready.withLock { $0 = .success(subscription.receiveBufferSize) }
+                semaphore.signal()
+            } catch {
+                ready.withLock { $0 = .failure(error) }
+                semaphore.signal()
+                return
+            }
+            while !stopping.load(ordering: .relaxed) {
+                do {
+                    if try subscription.next() == .overrun {
+                        recorder.noteLostEvents()
+                        resync.request()
+                    }
+                } catch {
+                    log("conntrack events: \(error); retrying")
+                    sleep(1)
+                }
+            }
+        }
+        semaphore.wait()
+        return try ready.withLock { $0! }.get()
+    }
+}
+
+/// Re-reads the conntrack table after lost events, off the event thread so reading events goes on
+/// meanwhile. Requests that arrive during a re-read are folded into one more re-read.
+final class ResyncWorker: Sendable {
+    private let pending = Atomic<Bool>(false)
+    private let wake = DispatchSemaphore(value: 0)
+
+    init(recorder: FlowRecorder, log: @escaping @Sendable (String) -> Void) {
+        Thread.detachNewThread { [self] in
+            while true {
+                wake.wait()
+                guard pending.exchange(false, ordering: .acquiringAndReleasing) else { continue }
+                let generation = recorder.beginDump()
+                do {
+                    let entries = try ConntrackTable.dump()
+                    recorder.applyDump(entries, generation: generation, at: TimeText.now(), repair: true)
+                } catch {
+                    recorder.applyDump([], generation: 0, at: TimeText.now(), repair: true)
+                    log("re-reading the conntrack table failed: \(error)")
+                }
+            }
+        }
+    }
+
+    func request() {
+        if !pending.exchange(true, ordering: .acquiringAndReleasing) { wake.signal() }
+    }
+}

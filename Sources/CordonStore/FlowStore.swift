@@ -123,7 +123,7 @@ public final class FlowStore: Sendable {
         }
     }
 
-    /// Aggregates matching a filter, most recently seen first.
+    /// Aggregates matching a filter, ordered by direction, protocol and port.
     public func flows(matching filter: FlowFilter) throws -> [(key: FlowKey, stats: FlowStats)] {
         var clauses: [String] = []
         var arguments: StatementArguments = []
@@ -144,7 +144,7 @@ public final class FlowStore: Sendable {
             arguments += [since]
         }
         let condition = clauses.isEmpty ? "" : " WHERE " + clauses.joined(separator: " AND ")
-        let sql = "SELECT * FROM flows\(condition) ORDER BY last_seen DESC, direction, protocol, service, remote_address"
+        let sql = "SELECT * FROM flows\(condition) ORDER BY direction, protocol, service, local_address, remote_prefix DESC, remote_address"
         return try pool.read { db in try Self.fetch(db, sql: sql, arguments: arguments) }
     }
 

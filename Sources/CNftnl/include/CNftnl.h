@@ -1,7 +1,7 @@
 #ifndef CNFTNL_H
 #define CNFTNL_H
 /*
- * libnftnl and libmnl for Swift.
+ * libnftnl and libmnl for Swift (nf_tables, and rtnetlink address notifications through libmnl).
  *
  * libnftnl's headers do not include the kernel headers they rely on, and <sys/uio.h> must precede
  * libnftnl/batch.h (it uses struct iovec). The order below is the one that compiles.
@@ -14,6 +14,7 @@
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nf_conntrack_common.h>
 #include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <libmnl/libmnl.h>
 #include <libnftnl/batch.h>
 #include <libnftnl/common.h>
@@ -24,6 +25,10 @@
 #include <libnftnl/set.h>
 #include <stdint.h>
 #include <stddef.h>
+
+/* RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR: the legacy group bits are macros of an enum Swift
+ * imports with a different type on each libc; named once here. */
+extern const unsigned int CNftnl_addressGroups;
 
 /* MNL_SOCKET_BUFFER_SIZE expands to a sysconf() call that Swift cannot import. */
 size_t CNftnl_socketBufferSize(void);

@@ -1,0 +1,93 @@
+import Foundation
+import Yams
+
+/// Settings of the agent. Precedence: command-line flag, then config file, then the default here.
+public struct AgentConfig: Sendable, Equatable {
+    public static let defaultDatabase = "/var/lib/cordon/cordon.db"
+    public static let defaultSocket = "/run/cordon/cordon.sock"
+
+    public var database = AgentConfig.defaultDatabase
+    public var socket = AgentConfig.defaultSocket
+    /// Seconds between flushes of the in-memory aggregates to SQLite.
+    public var flushInterval: Double = 2
+    /// Distinct remotes per (direction, protocol, port) before new ones roll up into prefixes.
+    public var remoteCap = 1024
+    /// Kernel receive buffer for conntrack events, in MiB.
+    public var receiveBufferMiB = 64
+
+    public init() {}
+
+    /// Limits that keep a typo in a config file from producing an agent that cannot work.
+    public static let flushIntervalRange: ClosedRange<Double> = 0.1...3600
+    public static let remoteCapRange: ClosedRange<Int> = 1...1_000_000
+    public static let receiveBufferRange: ClosedRange<Int> = 1...2048
+
+    /// Reads a YAML config file; unknown keys and out-of-range values are errors that name the
+    /// file, the line and the key.
+    public static func load(path: String) throws -> AgentConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError(file: path, line: nil, field: nil, message: "cannot read: \(error.localizedDescription)")
+        }
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw ConfigError(file: path, line: nil, field: nil, message: "not valid YAML: \(error)")
+        }
+        var config = AgentConfig()
+        guard let node else { return config }
+        guard let mapping = node.mapping else {
+            throw ConfigError(file: path, line: node.mark.map { $0.line }, field: nil, message: "expected a mapping of settings")
+        }
+        for (keyNode, value) in mapping {
+            let key = keyNode.string ?? ""
+            let line = keyNode.mark.map { $0.line }
+            func fail(_ message: String) -> ConfigError { ConfigError(file: path, line: line, field: key, message: message) }
+            switch key {
+            case "database":
+                guard let v = value.string, !v.isEmpty else { throw fail("expected a file path") }
+                config.database = v
+            case "socket":
+                guard let v = value.string, !v.isEmpty else { throw fail("expected a file path") }
+                config.socket = v
+            case "flush_interval":
+                guard let v = value.float, flushIntervalRange.contains(v) else {
+                    throw fail("expected seconds between \(flushIntervalRange.lowerBound) and \(flushIntervalRange.upperBound)")
+                }
+                config.flushInterval = v
+            case "remote_cap":
+                guard let v = value.int, remoteCapRange.contains(v) else {
+                    throw fail("expected an integer between \(remoteCapRange.lowerBound) and \(remoteCapRange.upperBound)")
+                }
+                config.remoteCap = v
+            case "receive_buffer_mib":
+                guard let v = value.int, receiveBufferRange.contains(v) else {
+                    throw fail("expected MiB between \(receiveBufferRange.lowerBound) and \(receiveBufferRange.upperBound)")
+                }
+                config.receiveBufferMiB = v
+            default:
+                throw fail("unknown setting; valid: database, socket, flush_interval, remote_cap, receive_buffer_mib")
+            }
+        }
+        return config
+    }
+}
+
+/// A config file problem, located.
+public struct ConfigError: Error, CustomStringConvertible {
+    public let file: String
+    /// 1-based.
+    public let line: Int?
+    public let field: String?
+    public let message: String
+
+    public var description: String {
+        var location = file
+        if let line { location += ":\(line)" }
+        if let field { location += ": \(field)" }
+        return "\(location): \(message)"
+    }
+}

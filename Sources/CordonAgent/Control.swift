@@ -1,0 +1,180 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CordonCore
+import Foundation
+
+/// What `cordon status` reports.
+public struct StatusReport: Codable, Sendable, Equatable {
+    public var mode: String
+    public var isolated: Bool
+    /// Flow aggregates held in memory (and on disk after the next flush).
+    public var flows: Int
+    public var events: UInt64
+    public var lostEvents: UInt64
+    public var resyncs: UInt64
+    public var recoveredConnections: UInt64
+    public var ignoredEvents: UInt64
+    public var flushErrors: UInt64
+    public var lastFlush: String?
+    public var database: String
+    public var backend: String
+    public var pid: Int32
+    public var startedAt: String
+    public var receiveBufferBytes: Int
+
+    enum CodingKeys: String, CodingKey {
+        case mode, isolated, flows, events
+        case lostEvents = "lost_events", resyncs, recoveredConnections = "recovered_connections"
+        case ignoredEvents = "ignored_events", flushErrors = "flush_errors", lastFlush = "last_flush"
+        case database, backend, pid, startedAt = "started_at", receiveBufferBytes = "receive_buffer_bytes"
+    }
+}
+
+/// A request on the control socket: one JSON object on one line, answered by one line.
+struct ControlRequest: Codable {
+    var command: String
+}
+
+/// The agent's end of the Unix control socket.
+final class ControlServer: Sendable {
+    let path: String
+    private let fd: Int32
+
+    /// Binds the socket with mode 0600: only root may steer the agent.
+    init(path: String) throws {
+        self.path = path
+        if ControlClient(path: path).isAnswering() { throw AgentError.alreadyRunning(socket: path) }
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty { mkdir(directory, 0o755) }
+        unlink(path)
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw AgentError.system("control socket", errno) }
+        var address = try ControlClient.socketAddress(path)
+        // umask, not chmod after bind: no instant where the socket exists with looser permissions.
+        let previous = umask(0o177)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        umask(previous)
+        guard bound == 0, listen(fd, 16) == 0 else {
+            let code = errno
+            close(fd)
+            throw AgentError.system("bind control socket \(path)", code)
+        }
+    }
+
+    /// Answers requests on a thread of its own, one at a time (each is a quick read of counters).
+    func serve(_ answer: @escaping @Sendable (ControlRequest) -> Data) {
+        let fd = self.fd
+        Thread.detachNewThread {
+            while true {
+                let client = accept(fd, nil, nil)
+                if client < 0 {
+                    if errno == EINTR || errno == ECONNABORTED { continue }
+                    return
+                }
+                var timeout = timeval(tv_sec: 2, tv_usec: 0)
+                setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                let reply: Data
+                if let line = ControlClient.readLine(client),
+                   let request = try? JSONDecoder().decode(ControlRequest.self, from: line) {
+                    reply = answer(request)
+                } else {
+                    reply = Data(#"{"error":"malformed request"}"#.utf8)
+                }
+                ControlClient.writeAll(client, reply + Data("\n".utf8))
+                close(client)
+            }
+        }
+    }
+
+    func remove() {
+        close(fd)
+        unlink(path)
+    }
+}
+
+/// The CLI's end of the control socket.
+public struct ControlClient: Sendable {
+    public let path: String
+
+    public init(path: String) { self.path = path }
+
+    /// Sends one request and returns the raw JSON answer.
+    public func send(_ command: String, timeoutSeconds: Int = 5) throws -> Data {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw AgentError.system("control socket", errno) }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = try Self.socketAddress(path)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else {
+            throw AgentError.notRunning(socket: path, reason: String(cString: strerror(errno)))
+        }
+        let request = try JSONEncoder().encode(ControlRequest(command: command))
+        Self.writeAll(fd, request + Data("\n".utf8))
+        guard let line = Self.readLine(fd) else {
+            throw AgentError.notRunning(socket: path, reason: "no answer within \(timeoutSeconds) s")
+        }
+        return line
+    }
+
+    /// True when an agent answers a status request.
+    public func isAnswering() -> Bool { (try? send("status", timeoutSeconds: 1)) != nil }
+
+    public func status() throws -> StatusReport {
+        let data = try send("status")
+        do {
+            return try JSONDecoder().decode(StatusReport.self, from: data)
+        } catch {
+            throw AgentError.protocolViolation("unexpected status answer: \(String(decoding: data, as: UTF8.self))")
+        }
+    }
+
+    static func socketAddress(_ path: String) throws -> sockaddr_un {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard bytes.count < capacity else {
+            throw AgentError.protocolViolation("socket path longer than \(capacity - 1) bytes: \(path)")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        return address
+    }
+
+    /// Reads up to a newline (or EOF), at most 1 MiB.
+    static func readLine(_ fd: Int32) -> Data? {
+        var data = Data()
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while data.count < 1 << 20 {
+            let count = read(fd, &chunk, chunk.count)
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            data.append(contentsOf: chunk[0..<count])
+            if chunk[count - 1] == UInt8(ascii: "\n") { break }
+        }
+        while data.last == UInt8(ascii: "\n") { data.removeLast() }
+        return data.isEmpty ? nil : data
+    }
+
+    static func writeAll(_ fd: Int32, _ data: Data) {
+        data.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let written = Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                if written < 0 && errno == EINTR { continue }
+                if written <= 0 { return }
+                offset += written
+            }
+        }
+    }
+}

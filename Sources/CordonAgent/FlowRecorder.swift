@@ -1,0 +1,119 @@
+import CordonConntrack
+import CordonCore
+import Synchronization
+
+/// Counters the agent reports in `cordon status`.
+public struct RecorderCounters: Sendable, Codable, Equatable {
+    /// Conntrack events and dump entries read.
+    public var events: UInt64 = 0
+    /// Times the kernel reported ENOBUFS: each means at least one event was lost.
+    public var lostEvents: UInt64 = 0
+    /// Table re-reads done to repair lost events.
+    public var resyncs: UInt64 = 0
+    /// Live connections found by a re-read that no event had reported.
+    public var recoveredConnections: UInt64 = 0
+    /// Events for traffic never subject to policy (loopback, host to itself).
+    public var ignoredEvents: UInt64 = 0
+}
+
+/// Turns conntrack entries into flow aggregates. Shared by the event thread, the re-sync thread
+/// and the flusher, so its state lives behind one lock; each event holds it for a few hash lookups.
+public final class FlowRecorder: Sendable {
+    private struct State {
+        var aggregator: FlowAggregator
+        var local = LocalAddresses()
+        /// Conntrack ids of connections already counted and still alive, with the re-sync
+        /// generation they were seen in; a dump counts only ids missing here.
+        var live: [UInt32: UInt32] = [:]
+        var generation: UInt32 = 0
+        /// Ids destroyed while a dump is in flight: the dump may still list them.
+        var destroyedDuringDump: Set<UInt32> = []
+        var dumping = false
+        var counters = RecorderCounters()
+    }
+
+    private let state: Mutex<State>
+
+    public init(aggregator: FlowAggregator) {
+        state = Mutex(State(aggregator: aggregator))
+    }
+
+    public func setLocalAddresses(_ addresses: LocalAddresses) {
+        state.withLock { $0.local = addresses }
+    }
+
+    public var localAddresses: LocalAddresses { state.withLock { $0.local } }
+
+    /// Records one event. Safe to call for every event the kernel sends.
+    public func handle(_ entry: ConntrackEntry, at now: Int64) {
+        state.withLock { s in
+            s.counters.events &+= 1
+            switch entry.kind {
+            case .new:
+                guard let key = s.local.flowKey(for: entry.tuple) else {
+                    s.counters.ignoredEvents &+= 1
+                    return
+                }
+                if s.live.updateValue(s.generation, forKey: entry.id) == nil { s.aggregator.record(key, at: now) }
+            case .destroy:
+                let counted = s.live.removeValue(forKey: entry.id) != nil
+                if s.dumping { s.destroyedDuringDump.insert(entry.id) }
+                guard let key = s.local.flowKey(for: entry.tuple) else {
+                    s.counters.ignoredEvents &+= 1
+                    return
+                }
+                // A connection whose NEW was lost is still a connection: count it on its way out.
+                s.aggregator.record(key, connections: counted ? 0 : 1, packets: entry.packets, bytes: entry.bytes, at: now)
+            case .existing:
+                s.counters.ignoredEvents &+= 1
+            }
+        }
+    }
+
+    /// Marks the start of a table dump; returns the generation to pass to `applyDump`.
+    public func beginDump() -> UInt32 {
+        state.withLock { s in
+            s.generation &+= 1
+            s.dumping = true
+            s.destroyedDuringDump.removeAll()
+            return s.generation
+        }
+    }
+
+    /// Counts the live connections of a dump that no event reported, and forgets ids that the
+    /// dump proves are gone (their DESTROY was lost).
+    /// - Parameter repair: false for the dump at start, whose finds are not "recovered" losses.
+    public func applyDump(_ entries: [ConntrackEntry], generation: UInt32, at now: Int64, repair: Bool) {
+        state.withLock { s in
+            var present = Set<UInt32>(minimumCapacity: entries.count)
+            for entry in entries {
+                s.counters.events &+= 1
+                present.insert(entry.id)
+                guard s.live[entry.id] == nil, !s.destroyedDuringDump.contains(entry.id) else { continue }
+                s.live[entry.id] = generation
+                guard let key = s.local.flowKey(for: entry.tuple) else {
+                    s.counters.ignoredEvents &+= 1
+                    continue
+                }
+                s.aggregator.record(key, packets: entry.packets, bytes: entry.bytes, at: now)
+                if repair { s.counters.recoveredConnections &+= 1 }
+            }
+            s.live = s.live.filter { $0.value >= generation || present.contains($0.key) }
+            s.dumping = false
+            s.destroyedDuringDump.removeAll()
+            if repair { s.counters.resyncs &+= 1 }
+        }
+    }
+
+    public func noteLostEvents() {
+        state.withLock { $0.counters.lostEvents &+= 1 }
+    }
+
+    public var counters: RecorderCounters { state.withLock { $0.counters } }
+
+    public var flowCount: Int { state.withLock { $0.aggregator.count } }
+
+    public func takeChanges() -> FlowChanges { state.withLock { $0.aggregator.takeChanges() } }
+
+    public func restore(_ changes: FlowChanges) { state.withLock { $0.aggregator.restore(changes) } }
+}

@@ -1,0 +1,154 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Synchronization
+
+/// The output of a finished command.
+public struct CommandResult: Sendable {
+    public let status: Int32
+    public let stdout: String
+    public let stderr: String
+    public var succeeded: Bool { status == 0 }
+}
+
+public struct LabError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Throwaway network namespaces joined by veth pairs, for the demo, the integration tests and the
+/// benchmarks: the only places Cordon is ever allowed to change a firewall.
+///
+/// Everything the lab creates is named after its process id, deleted by `cleanup()` (also called
+/// on deinit) and, should the process die first, swept by the next lab (`sweepStale`).
+public final class Lab: Sendable {
+    public static let namePrefix = "cordon-lab-"
+    public let tag: String
+    private let created = Mutex<[String]>([])
+    private let children = Mutex<[Child]>([])
+    private let links = Atomic<Int>(0)
+    /// Holds files the lab writes (configs, logs, the database).
+    public let directory: String
+
+    public init() throws {
+        guard geteuid() == 0 else { throw LabError("network namespaces need root") }
+        guard Self.which("ip") != nil else { throw LabError("`ip` not found: apt-get install -y iproute2") }
+        Self.sweepStale()
+        tag = String(getpid())
+        directory = NSTemporaryDirectory() + "cordon-lab-\(tag)-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    deinit { cleanup() }
+
+    /// Creates a namespace with loopback up; returns its name.
+    @discardableResult
+    public func namespace(_ role: String) throws -> String {
+        let name = "\(Self.namePrefix)\(tag)-\(role)"
+        _ = try? run(nil, ["ip", "netns", "del", name])
+        try check(run(nil, ["ip", "netns", "add", name]), "create namespace \(name)")
+        created.withLock { $0.append(name) }
+        try check(run(name, ["ip", "link", "set", "lo", "up"]), "bring up lo in \(name)")
+        return name
+    }
+
+    /// Joins two namespaces with a veth pair and gives each end its addresses (CIDR notation).
+    /// Returns the interface names (in `a`, in `b`).
+    @discardableResult
+    public func connect(_ a: String, _ aAddresses: [String], _ b: String, _ bAddresses: [String]) throws -> (String, String) {
+        let index = links.add(1, ordering: .relaxed).newValue
+        // Interface names are limited to 15 bytes.
+        let left = "cl\(index)a\(tag.suffix(6))", right = "cl\(index)b\(tag.suffix(6))"
+        try check(run(nil, ["ip", "link", "add", left, "netns", a, "type", "veth", "peer", "name", right, "netns", b]),
+                  "create veth \(left)/\(right)")
+        for (namespace, interface, addresses) in [(a, left, aAddresses), (b, right, bAddresses)] {
+            for address in addresses {
+                // nodad: IPv6 addresses are usable at once instead of after duplicate detection.
+                let extra = address.contains(":") ? ["nodad"] : []
+                try check(run(namespace, ["ip", "addr", "add", address, "dev", interface] + extra), "address \(address)")
+            }
+            try check(run(namespace, ["ip", "link", "set", interface, "up"]), "bring up \(interface)")
+        }
+        return (left, right)
+    }
+
+    /// Runs a command to completion, inside `namespace` when given; kills it after `timeout`.
+    @discardableResult
+    public func run(_ namespace: String?, _ arguments: [String], timeout: Double = 30, input: String? = nil) throws -> CommandResult {
+        let base = directory + "/.run-\(UInt64.random(in: 0...UInt64.max))"
+        let inputPath = base + ".in", out = base + ".out", err = base + ".err"
+        defer { for path in [inputPath, out, err] { unlink(path) } }
+        if let input { try input.write(toFile: inputPath, atomically: false, encoding: .utf8) }
+        let child = try Child(command(namespace, arguments), input: input == nil ? nil : inputPath, output: out, errors: err)
+        guard let status = child.wait(timeout: timeout) else {
+            child.signal(SIGKILL)
+            child.wait(timeout: 5)
+            throw LabError("timed out after \(timeout) s: \(arguments.joined(separator: " "))")
+        }
+        return CommandResult(status: status,
+                             stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
+                             stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "")
+    }
+
+    /// Starts a long-running command (a server, the agent); the lab kills it at cleanup.
+    /// Its output goes to `log` when given.
+    public func spawn(_ namespace: String?, _ arguments: [String], log: String? = nil) throws -> Child {
+        let child = try Child(command(namespace, arguments), output: log)
+        children.withLock { $0.append(child) }
+        return child
+    }
+
+    /// Sends a signal and waits up to `timeout` seconds for the child to exit.
+    /// Returns its exit status, or nil if it did not exit in time.
+    @discardableResult
+    public func stop(_ child: Child, signal: Int32 = SIGTERM, timeout: Double = 10) -> Int32? {
+        child.signal(signal)
+        return child.wait(timeout: timeout)
+    }
+
+    /// Kills what the lab started and deletes its namespaces and files. Idempotent.
+    public func cleanup() {
+        for child in children.withLock({ list in defer { list.removeAll() }; return list }) {
+            child.signal(SIGKILL)
+            child.wait(timeout: 5)
+        }
+        for name in created.withLock({ list in defer { list.removeAll() }; return list }).reversed() {
+            // Killing every process left in the namespace first lets `ip netns del` free it at once.
+            _ = try? run(nil, ["ip", "netns", "pids", name]).stdout.split(separator: "\n").compactMap { Int32($0) }
+                .forEach { kill($0, SIGKILL) }
+            _ = try? run(nil, ["ip", "netns", "del", name])
+        }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// Deletes namespaces left by labs whose process no longer exists (a crash, a SIGKILL).
+    public static func sweepStale() {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []
+        for name in names where name.hasPrefix(namePrefix) {
+            let pidText = name.dropFirst(namePrefix.count).prefix { $0.isNumber }
+            guard let pid = Int32(pidText), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            (try? Child(["ip", "netns", "del", name]))?.wait(timeout: 10)
+        }
+    }
+
+    /// Finds an executable in PATH and the sbin directories (root's tools live there).
+    public static func which(_ name: String) -> String? {
+        if name.hasPrefix("/") { return access(name, X_OK) == 0 ? name : nil }
+        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
+        for directory in path.split(separator: ":") where access("\(directory)/\(name)", X_OK) == 0 {
+            return "\(directory)/\(name)"
+        }
+        return nil
+    }
+
+    private func command(_ namespace: String?, _ arguments: [String]) -> [String] {
+        namespace.map { ["ip", "netns", "exec", $0] + arguments } ?? arguments
+    }
+
+    private func check(_ result: CommandResult, _ what: String) throws {
+        guard result.succeeded else {
+            throw LabError("\(what) failed (exit \(result.status)): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+}

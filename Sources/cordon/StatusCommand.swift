@@ -1,0 +1,38 @@
+import ArgumentParser
+import CordonAgent
+import Foundation
+
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Ask the running agent for its mode and counters (exit 1 when none answers)."
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        let report: StatusReport
+        do {
+            report = try ControlClient(path: global.socket ?? AgentConfig.defaultSocket).status()
+        } catch {
+            throw CLIError.failed("\(error)")
+        }
+        if json {
+            try printJSON(report)
+            return
+        }
+        print("""
+            mode:          \(report.mode)\(report.isolated ? " (ISOLATED)" : "")
+            flows:         \(report.flows) aggregates
+            events:        \(report.events) read, \(report.ignoredEvents) ignored (loopback)
+            lost events:   \(report.lostEvents) overruns, \(report.resyncs) re-syncs, \(report.recoveredConnections) connections recovered
+            last flush:    \(report.lastFlush ?? "not yet")\(report.flushErrors > 0 ? " (\(report.flushErrors) failed)" : "")
+            database:      \(report.database)
+            backend:       \(report.backend)
+            agent:         pid \(report.pid), started \(report.startedAt)
+            """)
+    }
+}
