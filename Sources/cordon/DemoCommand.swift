@@ -18,7 +18,6 @@ struct DemoCommand: ParsableCommand {
     )
 
     func run() throws {
-        setvbuf(stdout, nil, _IOLBF, 0)
         guard geteuid() == 0 else { throw CLIError.failed("the demo creates network namespaces: run it as root") }
         let lab: Lab
         do { lab = try Lab() } catch { throw CLIError.failed("\(error)") }
@@ -41,14 +40,19 @@ struct DemoCommand: ParsableCommand {
         }
     }
 
-    private func step(_ text: String) { print("\n== \(text)") }
+    private func step(_ text: String) { say("\n== \(text)") }
+
+    /// Unbuffered, so progress shows as it happens also when the output is piped.
+    private func say(_ text: String, terminator: String = "\n") {
+        FileHandle.standardOutput.write(Data((text + terminator).utf8))
+    }
 
     private func demo(_ lab: Lab) throws {
         let cordon = try DiscoveryScenario.cordonBinary()
         step("Building throwaway namespaces: host (the agent's), peer, and far (routed through host)")
         let scenario = try DiscoveryScenario(lab: lab)
-        print("   host \(DiscoveryScenario.hostV4) / \(DiscoveryScenario.hostV6)  <->  peer \(DiscoveryScenario.peerV4) / \(DiscoveryScenario.peerV6)")
-        print("   host \(DiscoveryScenario.routerV4)  <->  far \(DiscoveryScenario.farV4)")
+        say("   host \(DiscoveryScenario.hostV4) / \(DiscoveryScenario.hostV6)  <->  peer \(DiscoveryScenario.peerV4) / \(DiscoveryScenario.peerV6)")
+        say("   host \(DiscoveryScenario.routerV4)  <->  far \(DiscoveryScenario.farV4)")
 
         step("Opening sessions that predate the agent (an SSH-like session in, HTTPS out)")
         try scenario.openLongLivedSessions()
@@ -60,22 +64,22 @@ struct DemoCommand: ParsableCommand {
 
         step("Driving traffic: TCP, UDP and ICMP in both directions, forwarded TCP, and loopback")
         let traffic = try scenario.driveTraffic()
-        print("   \(traffic.inboundTCP22) × ssh in, \(traffic.inboundUDP514) × syslog in, \(traffic.outboundTCP443 + traffic.outboundTCP443v6) × https out, \(traffic.outboundUDP53) × dns out, \(traffic.forwardTCP8080) × web forwarded, pings both ways")
+        say("   \(traffic.inboundTCP22) × ssh in, \(traffic.inboundUDP514) × syslog in, \(traffic.outboundTCP443 + traffic.outboundTCP443v6) × https out, \(traffic.outboundUDP53) × dns out, \(traffic.forwardTCP8080) × web forwarded, pings both ways")
 
         usleep(1_200_000)
         step("cordon status")
-        print(try lab.run(nil, [cordon, "status", "--socket", socket]).stdout, terminator: "")
+        say(try lab.run(nil, [cordon, "status", "--socket", socket]).stdout, terminator: "")
 
         step("Stopping the agent (SIGTERM: flush, remove its table, exit 0)")
         let status = lab.stop(agent)
-        print("   agent exited with \(status.map(String.init) ?? "no exit within 10 s")")
+        say("   agent exited with \(status.map(String.init) ?? "no exit within 10 s")")
 
         step("cordon flows — what discovery recorded (the pre-existing sessions included, loopback not)")
         let flows = try lab.run(nil, [cordon, "flows", "--db", database])
-        print(flows.stdout, terminator: "")
+        say(flows.stdout, terminator: "")
         guard flows.succeeded else { throw CLIError.failed(flows.stderr) }
 
         step("Done. Namespaces and files are being removed.")
-        print("   Next: `cordon flows --json` for machine-readable output; Docs/ for the design.")
+        say("   Next: `cordon flows --json` for machine-readable output; Docs/ for the design.")
     }
 }

@@ -1,0 +1,46 @@
+import CordonAgent
+import Foundation
+import Testing
+
+@Suite struct ConfigTests {
+    func write(_ text: String) throws -> String {
+        let path = NSTemporaryDirectory() + "cordon-config-\(UUID().uuidString).yaml"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func readsEverySetting() throws {
+        let path = try write("database: /tmp/x.db\nsocket: /tmp/x.sock\nflush_interval: 0.5\nremote_cap: 64\nreceive_buffer_mib: 8\n")
+        defer { unlink(path) }
+        let config = try AgentConfig.load(path: path)
+        #expect(config.database == "/tmp/x.db")
+        #expect(config.socket == "/tmp/x.sock")
+        #expect(config.flushInterval == 0.5)
+        #expect(config.remoteCap == 64)
+        #expect(config.receiveBufferMiB == 8)
+    }
+
+    @Test func errorsNameFileLineAndField() throws {
+        let path = try write("database: /tmp/x.db\nremote_cap: lots\n")
+        defer { unlink(path) }
+        let error = try #require(throws: ConfigError.self) { try AgentConfig.load(path: path) }
+        #expect(error.file == path)
+        #expect(error.line == 2)
+        #expect(error.field == "remote_cap")
+        #expect(error.description.contains("\(path):2: remote_cap"))
+    }
+
+    @Test func unknownSettingsAreErrors() throws {
+        let path = try write("flush_intervall: 2\n")
+        defer { unlink(path) }
+        let error = try #require(throws: ConfigError.self) { try AgentConfig.load(path: path) }
+        #expect(error.field == "flush_intervall")
+        #expect(error.message.contains("unknown setting"))
+    }
+
+    @Test func outOfRangeValuesAreErrors() throws {
+        let path = try write("flush_interval: 0\n")
+        defer { unlink(path) }
+        #expect(throws: ConfigError.self) { try AgentConfig.load(path: path) }
+    }
+}

@@ -1,0 +1,55 @@
+import CordonCore
+import Foundation
+import Testing
+
+@Suite struct TextTests {
+    @Test func formatsRFC3339InUTC() {
+        #expect(TimeText.rfc3339(0) == "1970-01-01T00:00:00Z")
+        #expect(TimeText.rfc3339(1795381548) == "2026-11-22T21:05:48Z")
+    }
+
+    @Test(arguments: [("90s", 90), ("15m", 900), ("2h", 7200), ("7d", 604_800), ("1w", 604_800), ("0s", 0)] as [(String, Int64)])
+    func parsesDurations(_ text: String, _ seconds: Int64) {
+        #expect(TimeText.duration(text) == seconds)
+    }
+
+    @Test(arguments: ["", "h", "2", "2x", "-1h", "1.5h", "99999999999999999999d"])
+    func rejectsBadDurations(_ text: String) {
+        #expect(TimeText.duration(text) == nil)
+    }
+
+    @Test func protocolNamesRoundTrip() {
+        for name in ["tcp", "udp", "icmp", "icmpv6"] {
+            #expect(IPProtocolNumber.parse(name).map(IPProtocolNumber.name) == name)
+        }
+        #expect(IPProtocolNumber.parse("47") == 47)
+        #expect(IPProtocolNumber.name(47) == "47")
+        #expect(IPProtocolNumber.parse("TCP") == 6)
+        #expect(IPProtocolNumber.parse("tcpp") == nil)
+        #expect(IPProtocolNumber.parse("256") == nil)
+    }
+
+    @Test func flowJSONHasEveryContractFieldWithNulls() throws {
+        let key = FlowKey(direction: .outbound, transport: 17, local: IPAddress("192.0.2.10")!,
+                          remote: IPPrefix(IPAddress("198.51.100.53")!), service: 53)
+        let record = FlowRecord(key: key, stats: FlowStats(connections: 3, firstSeen: 0, lastSeen: 60))
+        let object = try JSONSerialization.jsonObject(with: JSONEncoder().encode(record)) as! [String: Any]
+        let fields = ["direction", "protocol", "family", "local_address", "local_port", "remote_address", "remote_port",
+                      "icmp_type", "icmp_code", "connections", "first_seen", "last_seen"]
+        for field in fields { #expect(object.keys.contains(field), "missing \(field)") }
+        #expect(object["local_port"] is NSNull)
+        #expect(object["icmp_type"] is NSNull)
+        #expect(object["remote_port"] as? Int == 53)
+        #expect(object["protocol"] as? String == "udp")
+        #expect(object["family"] as? String == "ipv4")
+        #expect(object["last_seen"] as? String == "1970-01-01T00:01:00Z")
+    }
+
+    @Test func discoveryTableRendersAsNftSyntax() {
+        let text = CordonTables.discovery().nftText
+        #expect(text.hasPrefix("table inet cordon {"))
+        #expect(text.contains("type filter hook input priority 0; policy accept;"))
+        #expect(text.contains("ct state established,related accept"))
+        #expect(!text.contains("drop"))
+    }
+}
