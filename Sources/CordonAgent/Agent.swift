@@ -20,6 +20,8 @@ public final class Agent: Sendable {
     private let lastFlush = Atomic<Int64>(0)
     private let flushErrors = Atomic<UInt64>(0)
     private let startedAt = TimeText.now()
+    /// agent_state entry holding the conntrack ids counted by the last run that are still alive.
+    static let liveConnectionsState = "live_connection_ids"
 
     public init(config: AgentConfig, log: @escaping @Sendable (String) -> Void) {
         self.config = config
@@ -42,6 +44,9 @@ public final class Agent: Sendable {
         for (key, stats) in try store.loadAll() { aggregator.load(key, stats) }
         try store.setState("mode", "discovery")
         let recorder = FlowRecorder(aggregator: aggregator)
+        if let saved = try store.state(Self.liveConnectionsState) {
+            recorder.adoptLiveConnections(saved.split(separator: ",").compactMap { UInt32($0) })
+        }
         log("database \(config.database): \(recorder.flowCount) flow aggregates carried over")
 
         let control = try ControlServer(path: config.socket)
@@ -92,6 +97,11 @@ public final class Agent: Sendable {
         }
         stopping.store(true, ordering: .relaxed)
         flush(recorder, to: store)
+        do {
+            try store.setState(Self.liveConnectionsState, recorder.liveConnectionIDs().map(String.init).joined(separator: ","))
+        } catch {
+            log("could not save live connection ids (a restart will count them again): \(error)")
+        }
         control.remove()
         do {
             try backend.remove(table: CordonTables.baseName)

@@ -25,7 +25,7 @@ public final class FlowRecorder: Sendable {
         /// Conntrack ids of connections already counted and still alive, with the re-sync
         /// generation they were seen in; a dump counts only ids missing here.
         var live: [UInt32: UInt32] = [:]
-        var generation: UInt32 = 0
+        var generation: UInt32 = 1
         /// Ids destroyed while a dump is in flight: the dump may still list them.
         var destroyedDuringDump: Set<UInt32> = []
         var dumping = false
@@ -102,6 +102,19 @@ public final class FlowRecorder: Sendable {
             s.dumping = false
             s.destroyedDuringDump.removeAll()
             if repair { s.counters.resyncs &+= 1 }
+        }
+    }
+
+    /// Ids of the live connections already counted, saved at a clean stop so that the next start's
+    /// dump does not count them again.
+    public func liveConnectionIDs() -> [UInt32] {
+        state.withLock { Array($0.live.keys) }
+    }
+
+    /// Takes over the ids a previous run saved. The first dump forgets those no longer alive.
+    public func adoptLiveConnections(_ ids: [UInt32]) {
+        state.withLock { s in
+            for id in ids where s.live[id] == nil { s.live[id] = 0 }
         }
     }
 

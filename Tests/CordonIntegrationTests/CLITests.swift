@@ -1,0 +1,59 @@
+import CordonLab
+import Foundation
+import Testing
+
+/// The command-line contract that needs no root: exit codes and messages.
+@Suite struct CLITests {
+    func cordon(_ arguments: [String]) throws -> CommandResult {
+        let binary = try DiscoveryScenario.cordonBinary()
+        let directory = NSTemporaryDirectory() + "cordon-cli-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let out = directory + "/out", err = directory + "/err"
+        let child = try Child([binary] + arguments, output: out, errors: err)
+        let status = try #require(child.wait(timeout: 30))
+        return CommandResult(status: status, stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
+                             stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "")
+    }
+
+    @Test func statusWithNoAgentSaysSoAndExitsOne() throws {
+        let result = try cordon(["status", "--socket", "/nonexistent/cordon.sock"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("no agent answers on /nonexistent/cordon.sock"))
+    }
+
+    @Test(arguments: [
+        (["flows", "--direction", "sideways"], "--direction"),
+        (["flows", "--protocol", "tcpp"], "--protocol"),
+        (["flows", "--port", "70000"], "--port"),
+        (["flows", "--since", "2 hours"], "--since"),
+        (["agent", "--flush-interval", "0"], "--flush-interval"),
+        (["nonsense"], "nonsense"),
+    ])
+    func invalidInputExitsTwoNamingTheOption(_ arguments: [String], _ named: String) throws {
+        let result = try cordon(arguments)
+        #expect(result.status == 2)
+        #expect(result.stderr.contains(named), "\(result.stderr)")
+    }
+
+    @Test func flowsOnAMissingDatabaseExitsOne() throws {
+        let result = try cordon(["flows", "--db", "/nonexistent/cordon.db"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("/nonexistent/cordon.db"))
+    }
+
+    @Test func agentWithABadConfigNamesFileLineAndField() throws {
+        let path = NSTemporaryDirectory() + "cordon-bad-\(UUID().uuidString).yaml"
+        try "flush_interval: 2\nremote_cap: -5\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let result = try cordon(["agent", "--config", path, "--db", "/nonexistent/x.db"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("\(path):2: remote_cap"), "\(result.stderr)")
+    }
+
+    @Test func helpListsTheSubcommands() throws {
+        let result = try cordon(["--help"])
+        #expect(result.status == 0)
+        for name in ["agent", "status", "flows", "demo"] { #expect(result.stdout.contains(name)) }
+    }
+}

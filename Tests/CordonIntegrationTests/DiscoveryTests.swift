@@ -1,0 +1,143 @@
+import CordonLab
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The real agent binary in throwaway namespaces, real traffic from socat and ping, assertions on
+/// what `cordon flows --json` reports afterwards.
+@Suite(.serialized, .enabled(if: Integration.shouldRun, Integration.skipNote))
+struct DiscoveryTests {
+    typealias S = DiscoveryScenario
+
+    @Test func recordsRealTrafficBothWaysIncludingSessionsOlderThanTheAgent() throws {
+        let cordon = try Integration.cordon()
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let scenario = try DiscoveryScenario(lab: lab)
+        try scenario.openLongLivedSessions()
+        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
+        // No timed flush: whatever is on disk afterwards was written by the flush on SIGTERM.
+        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket, flushInterval: 3600,
+                                            log: lab.directory + "/agent.log")
+
+        #expect(try lab.nftTables(scenario.host).contains("table inet cordon"))
+        let traffic = try scenario.driveTraffic()
+        usleep(300_000)
+
+        let statusResult = try lab.run(nil, [cordon, "status", "--json", "--socket", socket])
+        #expect(statusResult.succeeded)
+        let status = try #require(try JSONSerialization.jsonObject(with: Data(statusResult.stdout.utf8)) as? [String: Any])
+        #expect(status["mode"] as? String == "discovery")
+        #expect(status["isolated"] as? Bool == false)
+        #expect(status["lost_events"] as? Int == 0)
+        #expect((status["events"] as? Int ?? 0) >= 20)
+        #expect((status["flows"] as? Int ?? 0) == 9)
+
+        #expect(lab.stop(agent) == 0, "agent must exit 0 on SIGTERM")
+        let tables = try lab.nftTables(scenario.host)
+        #expect(!tables.contains("table inet cordon"), "discovery table must be removed on a clean stop")
+        #expect(tables.contains("table inet hostfw"), "other tables must be left alone")
+
+        let flows = try lab.flows(cordon, database: database)
+        func one(_ direction: String, _ proto: String, where match: (JSONFlow) -> Bool) -> JSONFlow? {
+            let found = flows.filter { $0.direction == direction && $0.proto == proto && match($0) }
+            #expect(found.count == 1, "expected one \(direction) \(proto) flow, found \(found.count): \(flows.map(\.object))")
+            return found.first
+        }
+        // +1: the session opened before the agent, found by the start-up dump.
+        let ssh = one("inbound", "tcp") { $0.localPort == 22 }
+        #expect(ssh?.connections == traffic.inboundTCP22 + 1)
+        #expect(ssh?.remote == S.peerV4)
+        #expect(ssh?.local == S.hostV4)
+        #expect(ssh?["remote_port"] is NSNull)
+        #expect(one("inbound", "udp") { $0.localPort == 514 }?.connections == traffic.inboundUDP514)
+        let https = one("outbound", "tcp") { $0.remotePort == 443 && $0.remote == S.peerV4 }
+        #expect(https?.connections == traffic.outboundTCP443 + 1)
+        #expect(https?["local_port"] is NSNull)
+        #expect(one("outbound", "tcp") { $0.remote == S.peerV6 }?.connections == traffic.outboundTCP443v6)
+        #expect(one("outbound", "udp") { $0.remotePort == 53 }?.connections == traffic.outboundUDP53)
+        let echo = one("inbound", "icmp") { _ in true }
+        #expect(echo?["icmp_type"] as? Int == 8)
+        #expect(echo?["icmp_code"] as? Int == 0)
+        #expect(one("inbound", "icmpv6") { _ in true }?["icmp_type"] as? Int == 128)
+        #expect(one("outbound", "icmp") { _ in true }?.connections == traffic.outboundPing)
+        let forwarded = one("forward", "tcp") { $0.remotePort == 8080 }
+        #expect(forwarded?.connections == traffic.forwardTCP8080)
+        #expect(forwarded?.local == S.farV4)
+        #expect(flows.count == 9, "nothing else, in particular no loopback: \(flows.map(\.object))")
+        #expect(!flows.contains { ($0.remote ?? "").hasPrefix("127.") || $0.remote == "::1" })
+        for flow in flows {
+            let family = flow["family"] as? String
+            #expect(family == ((flow.remote ?? "").contains(":") ? "ipv6" : "ipv4"))
+            #expect((flow["first_seen"] as? String)?.hasSuffix("Z") == true)
+        }
+
+        // Filters.
+        #expect(try lab.flows(cordon, database: database, filters: ["--direction", "inbound"]).count == 4)
+        #expect(try lab.flows(cordon, database: database, filters: ["--protocol", "udp"]).count == 2)
+        #expect(try lab.flows(cordon, database: database, filters: ["--port", "443"]).count == 2)
+        #expect(try lab.flows(cordon, database: database, filters: ["--since", "1h"]).count == 9)
+    }
+
+    @Test func restartContinuesTheSameDatabaseWithoutCountingTwice() throws {
+        let cordon = try Integration.cordon()
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let scenario = try DiscoveryScenario(lab: lab)
+        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
+        let log = lab.directory + "/agent.log"
+        var agent = try scenario.startAgent(binary: cordon, database: database, socket: socket, log: log)
+        try scenario.tcp(from: scenario.peer, to: S.hostV4, port: 22)
+        try scenario.tcp(from: scenario.peer, to: S.hostV4, port: 22)
+        #expect(lab.stop(agent) == 0)
+        // The two connections are still in the conntrack table (TIME_WAIT); the restarted agent's
+        // dump must not count them again.
+        agent = try scenario.startAgent(binary: cordon, database: database, socket: socket, log: log)
+        try scenario.tcp(from: scenario.peer, to: S.hostV4, port: 22)
+        #expect(lab.stop(agent) == 0)
+        let ssh = try lab.flows(cordon, database: database, filters: ["--port", "22"])
+        #expect(ssh.count == 1)
+        #expect(ssh.first?.connections == 3)
+    }
+
+    @Test func remotesPastTheCapRollUpIntoAPrefix() throws {
+        let cordon = try Integration.cordon()
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let scenario = try DiscoveryScenario(lab: lab)
+        let peerInterface = try lab.run(scenario.peer, ["ip", "-o", "-4", "addr", "show"]).stdout
+            .split(separator: "\n").first { $0.contains(S.peerV4) }?.split(separator: " ")[1]
+        let interface = String(try #require(peerInterface))
+        let sources = (21...24).map { "192.0.2.\($0)" }
+        for source in sources { try lab.run(scenario.peer, ["ip", "addr", "add", "\(source)/24", "dev", interface]) }
+        let config = lab.directory + "/cordon.yaml"
+        try "remote_cap: 2\nflush_interval: 0.2\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
+        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket,
+                                            extra: ["--config", config], log: lab.directory + "/agent.log")
+        for source in sources {
+            let result = try lab.run(scenario.peer, ["socat", "-T2", "-", "TCP:\(S.hostV4):22,bind=\(source)"], input: "x\n")
+            #expect(result.succeeded, "\(result.stderr)")
+        }
+        #expect(lab.stop(agent) == 0)
+        let ssh = try lab.flows(cordon, database: database, filters: ["--port", "22"])
+        #expect(Set(ssh.compactMap(\.remote)) == ["192.0.2.21", "192.0.2.22", "192.0.2.0/24"])
+        #expect(ssh.first { $0.remote == "192.0.2.0/24" }?.connections == 2)
+    }
+
+    @Test func aSecondAgentOnTheSameSocketIsRefused() throws {
+        let cordon = try Integration.cordon()
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
+        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
+        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket, log: lab.directory + "/a.log")
+        let second = try lab.run(scenario.host, [cordon, "agent", "--db", database, "--socket", socket], timeout: 20)
+        #expect(second.status == 1)
+        #expect(second.stderr.contains("already answers"))
+        #expect(agent.isRunning, "the first agent must be untouched")
+        #expect(lab.stop(agent) == 0)
+    }
+}

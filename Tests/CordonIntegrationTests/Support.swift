@@ -1,0 +1,56 @@
+import CordonLab
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// When namespace tests run: as root with the tools present, or always when CI demands them
+/// (CORDON_REQUIRE_NETNS=1), in which case a missing prerequisite fails the test instead.
+enum Integration {
+    static var required: Bool { ProcessInfo.processInfo.environment["CORDON_REQUIRE_NETNS"] == "1" }
+
+    static var unavailableReason: String? {
+        if geteuid() != 0 { return "needs root to create network namespaces" }
+        let missing = DiscoveryScenario.missingTools()
+        if !missing.isEmpty { return "needs \(missing.joined(separator: ", "))" }
+        return nil
+    }
+
+    static var shouldRun: Bool { required || unavailableReason == nil }
+
+    static var skipNote: Comment {
+        Comment(rawValue: "skipped: \(unavailableReason ?? "") (set CORDON_REQUIRE_NETNS=1 to make this a failure)")
+    }
+
+    static func cordon() throws -> String { try DiscoveryScenario.cordonBinary() }
+}
+
+/// A flow from `cordon flows --json`, read as plain JSON: the test checks the contract, not a
+/// Swift type that could drift with it.
+struct JSONFlow {
+    let object: [String: Any]
+    subscript(_ field: String) -> Any? { object[field] }
+    var direction: String? { object["direction"] as? String }
+    var proto: String? { object["protocol"] as? String }
+    var localPort: Int? { object["local_port"] as? Int }
+    var remotePort: Int? { object["remote_port"] as? Int }
+    var remote: String? { object["remote_address"] as? String }
+    var local: String? { object["local_address"] as? String }
+    var connections: Int { object["connections"] as? Int ?? -1 }
+}
+
+extension Lab {
+    /// Runs `cordon flows --json` on a database and parses it.
+    func flows(_ cordon: String, database: String, filters: [String] = []) throws -> [JSONFlow] {
+        let result = try run(nil, [cordon, "flows", "--json", "--db", database] + filters)
+        guard result.succeeded else { throw LabError("cordon flows failed: \(result.stderr)") }
+        let parsed = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8))
+        guard let array = parsed as? [[String: Any]] else { throw LabError("cordon flows --json is not an array") }
+        return array.map(JSONFlow.init)
+    }
+
+    func nftTables(_ namespace: String) throws -> String {
+        try run(namespace, ["nft", "list", "tables"]).stdout
+    }
+}
