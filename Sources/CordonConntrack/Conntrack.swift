@@ -21,6 +21,14 @@ public struct ConntrackEntry: Sendable {
     /// Both directions, when `nf_conntrack_acct` is on; otherwise 0.
     public var packets: UInt64
     public var bytes: UInt64
+
+    public init(kind: Kind, id: UInt32, tuple: ConnectionTuple, packets: UInt64 = 0, bytes: UInt64 = 0) {
+        self.kind = kind
+        self.id = id
+        self.tuple = tuple
+        self.packets = packets
+        self.bytes = bytes
+    }
 }
 
 /// What ended a subscription's read loop.

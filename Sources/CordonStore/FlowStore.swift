@@ -184,6 +184,11 @@ public final class FlowStore: Sendable {
         }
     }
 
+    /// Moves the write-ahead log into the main file and truncates it (for measuring file size).
+    public func checkpoint() throws {
+        try pool.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
+    }
+
     /// Number of aggregates on disk.
     public func flowCount() throws -> Int {
         try pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM flows") ?? 0 }

@@ -1,0 +1,149 @@
+import ArgumentParser
+import CordonLab
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+
+/// How fast the agent takes conntrack events, side by side with `conntrack -E`.
+///
+/// Two namespaces: `gen` sends UDP packets with ever-new source tuples to `host`, where each makes
+/// a new conntrack entry (NEW event) that expires a second later (DESTROY event). In `host` the
+/// agent and `conntrack -E >/dev/null` listen at the same time, both pinned to CPU 1; the generator
+/// is pinned to CPU 0. After the load, the run waits until the host's conntrack table is empty so
+/// that every DESTROY has been sent, then compares what each listener read with 2 × flows.
+struct IngestBenchmark: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ingest",
+                                                    abstract: "Conntrack event intake: agent vs conntrack -E (needs root).")
+
+    @Option(help: "New flows per second to try, comma-separated.")
+    var rates: String = "50000,100000,150000,200000"
+
+    @Option(help: "Seconds of load per run.")
+    var duration: Double = 20
+
+    @Option(help: "Runs per rate (medians are reported).")
+    var runs: Int = 3
+
+    @Option(help: "Agent receive buffer, MiB.")
+    var receiveBuffer: Int = 64
+
+    func run() throws {
+        let rateList = rates.split(separator: ",").compactMap { Double($0) }
+        guard !rateList.isEmpty, duration > 0, duration <= 300, runs > 0 else {
+            throw ValidationError("need rates, a duration of at most 300 s and at least one run")
+        }
+        let cordon = try DiscoveryScenario.cordonBinary()
+        let bench = URL(fileURLWithPath: cordon).deletingLastPathComponent().appendingPathComponent("cordon-bench").path
+        say("# cordon-bench ingest --rates \(rates) --duration \(format(duration, 0)) --runs \(runs) --receive-buffer \(receiveBuffer)")
+        say("# \(ProcessInfo.processInfo.activeProcessorCount) CPUs; generator on CPU 0, agent and conntrack -E on CPU 1")
+        say("| target/s | achieved/s | flows | agent lost % | agent overruns | agent CPU s/100k ev | conntrack -E lost % | conntrack -E CPU s/100k ev | CPU ratio agent/conntrack |")
+        say("|---|---|---|---|---|---|---|---|---|")
+        for rate in rateList {
+            var results: [RunResult] = []
+            for _ in 0..<runs {
+                results.append(try measure(rate: rate, cordon: cordon, bench: bench))
+            }
+            func m(_ f: (RunResult) -> Double) -> Double { median(results.map(f)) }
+            say("| \(format(rate, 0)) | \(format(m(\.achieved), 0)) | \(format(m { Double($0.flows) }, 0)) "
+                + "| \(format(m(\.agentLoss), 3)) | \(format(m { Double($0.agentOverruns) }, 0)) | \(format(m(\.agentCPUPer100k), 4)) "
+                + "| \(format(m(\.conntrackLoss), 3)) | \(format(m(\.conntrackCPUPer100k), 4)) | \(format(m(\.ratio), 2)) |")
+            for (i, r) in results.enumerated() {
+                say("#   run \(i + 1): \(r.detail)")
+            }
+        }
+    }
+
+    struct RunResult {
+        var achieved: Double
+        var flows: Int
+        var agentEvents: Int
+        var agentOverruns: Int
+        var agentCPU: Double
+        var agentRecorded: Int
+        var conntrackEvents: Int
+        var conntrackCPU: Double
+        var kernelDrops: Int
+        var agentLoss: Double { 100 * (1 - Double(agentEvents) / Double(2 * max(flows, 1))) }
+        var conntrackLoss: Double { 100 * (1 - Double(conntrackEvents) / Double(2 * max(flows, 1))) }
+        var agentCPUPer100k: Double { agentCPU / max(Double(agentEvents), 1) * 100_000 }
+        var conntrackCPUPer100k: Double { conntrackCPU / max(Double(conntrackEvents), 1) * 100_000 }
+        var ratio: Double { agentCPUPer100k / conntrackCPUPer100k }
+        var detail: String {
+            "flows \(flows), agent events \(agentEvents) (recorded \(agentRecorded) connections, CPU \(format(agentCPU, 2)) s), "
+                + "conntrack -E events \(conntrackEvents) (CPU \(format(conntrackCPU, 2)) s), kernel drops \(kernelDrops)"
+        }
+    }
+
+    private func measure(rate: Double, cordon: String, bench: String) throws -> RunResult {
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let host = try lab.namespace("host"), gen = try lab.namespace("gen")
+        try lab.connect(host, ["192.0.2.10/24"], gen, ["192.0.2.1/24"])
+        try lab.run(host, ["ip", "route", "add", "203.0.113.0/24", "via", "192.0.2.1"])
+        // Entries of one-way UDP expire after 1 s, so the table holds about one second of flows.
+        try lab.run(host, ["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=1"])
+        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
+        let config = lab.directory + "/cordon.yaml"
+        try "receive_buffer_mib: \(receiveBuffer)\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let agent = try lab.spawn(host, ["taskset", "-c", "1", cordon, "agent", "--db", database, "--socket", socket,
+                                         "--config", config], log: lab.directory + "/agent.log")
+        var up = false
+        for _ in 0..<500 where !up {
+            up = try lab.run(nil, [cordon, "status", "--socket", socket]).succeeded
+            if !up { usleep(20_000) }
+        }
+        guard up else { throw ValidationError("agent did not start: \((try? String(contentsOfFile: lab.directory + "/agent.log", encoding: .utf8)) ?? "")") }
+        let conntrackLog = lab.directory + "/conntrack.err"
+        let conntrack = try Child(["ip", "netns", "exec", host, "taskset", "-c", "1", "conntrack", "-E"], errors: conntrackLog)
+        defer { conntrack.signal(SIGKILL); conntrack.wait(timeout: 5) }
+        usleep(500_000)
+        let agentBefore = ProcessSample.read(agent.pid), conntrackBefore = ProcessSample.read(conntrack.pid)
+
+        let generated = try lab.run(gen, ["taskset", "-c", "0", bench, "generate", "--destination", "192.0.2.10",
+                                          "--rate", String(rate), "--duration", String(duration)], timeout: duration * 2 + 30)
+        guard generated.succeeded else { throw ValidationError("generator: \(generated.stderr)") }
+        let words = generated.stdout.split(separator: " ")
+        let flows = Int(words[1]) ?? 0
+        let achieved = Double(words.last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
+
+        // Every entry gone means every DESTROY event has been sent.
+        let drainStart = monotonic()
+        while monotonic() - drainStart < 90 {
+            let count = try lab.run(host, ["conntrack", "-C"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            if count == "0" { break }
+            usleep(200_000)
+        }
+        usleep(1_000_000)
+        let agentAfter = ProcessSample.read(agent.pid), conntrackAfter = ProcessSample.read(conntrack.pid)
+        let status = try lab.run(nil, [cordon, "status", "--json", "--socket", socket]).stdout
+        let report = try JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any] ?? [:]
+
+        conntrack.signal(SIGINT)
+        conntrack.wait(timeout: 10)
+        let conntrackText = (try? String(contentsOfFile: conntrackLog, encoding: .utf8)) ?? ""
+        // "conntrack v1.4.7 (conntrack-tools): 123 flow events have been shown."
+        let shown = conntrackText.split(separator: "\n").first { $0.contains("flow events have been shown") }
+            .flatMap { line in line.split(separator: " ").compactMap { Int($0) }.last } ?? 0
+
+        let stats = try lab.run(host, ["conntrack", "-S"]).stdout
+        let drops = stats.split(whereSeparator: { $0 == " " || $0 == "\n" }).reduce(0) { total, field in
+            for name in ["drop=", "early_drop=", "insert_failed="] where field.hasPrefix(name) {
+                return total + (Int(field.dropFirst(name.count)) ?? 0)
+            }
+            return total
+        }
+
+        _ = lab.stop(agent)
+        let recorded = try lab.run(nil, [cordon, "flows", "--json", "--db", database, "--port", "5001"]).stdout
+        let recordedConnections = ((try? JSONSerialization.jsonObject(with: Data(recorded.utf8))) as? [[String: Any]] ?? [])
+            .reduce(0) { $0 + ($1["connections"] as? Int ?? 0) }
+
+        return RunResult(
+            achieved: achieved, flows: flows,
+            agentEvents: report["events"] as? Int ?? 0, agentOverruns: report["lost_events"] as? Int ?? 0,
+            agentCPU: (agentAfter?.cpuSeconds ?? 0) - (agentBefore?.cpuSeconds ?? 0), agentRecorded: recordedConnections,
+            conntrackEvents: shown, conntrackCPU: (conntrackAfter?.cpuSeconds ?? 0) - (conntrackBefore?.cpuSeconds ?? 0),
+            kernelDrops: drops)
+    }
+}
