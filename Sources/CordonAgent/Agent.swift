@@ -58,7 +58,7 @@ public final class Agent: Sendable {
         try HostAddresses.watch { recorder.setLocalAddresses($0) }
 
         let resync = ResyncWorker(recorder: recorder, log: log)
-        let events = try startCapture(recorder: recorder, resync: resync)
+        let capture = try startCapture(recorder: recorder, resync: resync)
         // Subscribed first, dumped second: a connection opened in between is in both, and the
         // recorder counts it once (by conntrack id).
         let generation = recorder.beginDump()
@@ -77,7 +77,7 @@ public final class Agent: Sendable {
                     recoveredConnections: counters.recoveredConnections, ignoredEvents: counters.ignoredEvents,
                     flushErrors: flushErrors.load(ordering: .relaxed), lastFlush: last == 0 ? nil : TimeText.rfc3339(last),
                     database: config.database, backend: backend.name, pid: getpid(),
-                    startedAt: TimeText.rfc3339(startedAt), receiveBufferBytes: events)
+                    startedAt: TimeText.rfc3339(startedAt), receiveBufferBytes: capture.receiveBuffer)
                 return (try? JSONEncoder().encode(report)) ?? Data()
             default:
                 return Data(#"{"error":"unknown command"}"#.utf8)
@@ -95,7 +95,11 @@ public final class Agent: Sendable {
             }
             flush(recorder, to: store)
         }
+        // Let the event thread read what the kernel already queued, so that the last flush holds
+        // every connection reported before the signal.
         stopping.store(true, ordering: .relaxed)
+        capture.waker.wake()
+        if capture.done.wait(timeout: .now() + 2) == .timedOut { log("event thread did not finish; flushing what it read") }
         flush(recorder, to: store)
         do {
             try store.setState(Self.liveConnectionsState, recorder.liveConnectionIDs().map(String.init).joined(separator: ","))
@@ -123,28 +127,38 @@ public final class Agent: Sendable {
         }
     }
 
-    /// Starts the event thread; returns the receive buffer size the kernel granted.
-    private func startCapture(recorder: FlowRecorder, resync: ResyncWorker) throws -> Int {
-        let ready = Mutex<Result<Int, any Error>?>(nil)
+    /// The event thread, as the main thread sees it.
+    private struct Capture: Sendable {
+        /// Bytes of receive buffer the kernel granted.
+        let receiveBuffer: Int
+        let waker: ConntrackEvents.Waker
+        /// Signalled when the thread has read its last events.
+        let done: DispatchSemaphore
+    }
+
+    private func startCapture(recorder: FlowRecorder, resync: ResyncWorker) throws -> Capture {
+        let ready = Mutex<Result<Capture, any Error>?>(nil)
         let semaphore = DispatchSemaphore(value: 0)
+        let done = DispatchSemaphore(value: 0)
         let bufferBytes = config.receiveBufferMiB << 20
         Thread.detachNewThread { [self] in
             let subscription: ConntrackEvents
             do {
-                subscription = try ConntrackEvents(receiveBuffer: bufferBytes, idleTimeout: 0.2) { entry in
-                    recorder.handle(entry, at: TimeText.now())
-                    return true
+                subscription = try ConntrackEvents(receiveBuffer: bufferBytes)
+                ready.withLock {
+                    $0 = .success(Capture(receiveBuffer: subscription.receiveBufferSize, waker: subscription.waker, done: done))
                 }
-                ready.withLock { $0 = .success(subscription.receiveBufferSize) }
                 semaphore.signal()
             } catch {
                 ready.withLock { $0 = .failure(error) }
                 semaphore.signal()
                 return
             }
+            defer { done.signal() }
             while !stopping.load(ordering: .relaxed) {
                 do {
-                    if try subscription.next() == .overrun {
+                    let outcome = try subscription.next { recorder.handle($0, at: TimeText.now()) }
+                    if outcome == .overrun {
                         recorder.noteLostEvents()
                         resync.request()
                     }
@@ -153,6 +167,8 @@ public final class Agent: Sendable {
                     sleep(1)
                 }
             }
+            // Stopping: take what is already queued, without waiting for more.
+            while case .events = (try? subscription.next(wait: false) { recorder.handle($0, at: TimeText.now()) }) ?? .idle {}
         }
         semaphore.wait()
         return try ready.withLock { $0! }.get()

@@ -13,7 +13,7 @@ public struct AgentConfig: Sendable, Equatable {
     /// Distinct remotes per (direction, protocol, port) before new ones roll up into prefixes.
     public var remoteCap = 1024
     /// Kernel receive buffer for conntrack events, in MiB.
-    public var receiveBufferMiB = 64
+    public var receiveBufferMiB = 128
 
     public init() {}
 

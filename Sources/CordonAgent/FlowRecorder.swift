@@ -24,7 +24,7 @@ public final class FlowRecorder: Sendable {
         var local = LocalAddresses()
         /// Conntrack ids of connections already counted and still alive, with the re-sync
         /// generation they were seen in; a dump counts only ids missing here.
-        var live: [UInt32: UInt32] = [:]
+        var live = ConnectionIDTable()
         var generation: UInt32 = 1
         /// Ids destroyed while a dump is in flight: the dump may still list them.
         var destroyedDuringDump: Set<UInt32> = []
@@ -44,29 +44,37 @@ public final class FlowRecorder: Sendable {
 
     public var localAddresses: LocalAddresses { state.withLock { $0.local } }
 
-    /// Records one event. Safe to call for every event the kernel sends.
-    public func handle(_ entry: ConntrackEntry, at now: Int64) {
+    /// Records a batch of events under one acquisition of the lock.
+    public func handle(_ entries: [ConntrackEntry], at now: Int64) {
         state.withLock { s in
-            s.counters.events &+= 1
-            switch entry.kind {
-            case .new:
-                guard let key = s.local.flowKey(for: entry.tuple) else {
-                    s.counters.ignoredEvents &+= 1
-                    return
-                }
-                if s.live.updateValue(s.generation, forKey: entry.id) == nil { s.aggregator.record(key, at: now) }
-            case .destroy:
-                let counted = s.live.removeValue(forKey: entry.id) != nil
-                if s.dumping { s.destroyedDuringDump.insert(entry.id) }
-                guard let key = s.local.flowKey(for: entry.tuple) else {
-                    s.counters.ignoredEvents &+= 1
-                    return
-                }
-                // A connection whose NEW was lost is still a connection: count it on its way out.
-                s.aggregator.record(key, connections: counted ? 0 : 1, packets: entry.packets, bytes: entry.bytes, at: now)
-            case .existing:
+            for entry in entries { Self.handle(entry, in: &s, at: now) }
+        }
+    }
+
+    public func handle(_ entry: ConntrackEntry, at now: Int64) {
+        state.withLock { Self.handle(entry, in: &$0, at: now) }
+    }
+
+    private static func handle(_ entry: ConntrackEntry, in s: inout State, at now: Int64) {
+        s.counters.events &+= 1
+        switch entry.kind {
+        case .new:
+            guard let key = s.local.flowKey(for: entry.tuple) else {
                 s.counters.ignoredEvents &+= 1
+                return
             }
+            if s.live.updateValue(s.generation, forKey: entry.id) == nil { s.aggregator.record(key, at: now) }
+        case .destroy:
+            let counted = s.live.removeValue(forKey: entry.id) != nil
+            if s.dumping { s.destroyedDuringDump.insert(entry.id) }
+            guard let key = s.local.flowKey(for: entry.tuple) else {
+                s.counters.ignoredEvents &+= 1
+                return
+            }
+            // A connection whose NEW was lost is still a connection: count it on its way out.
+            s.aggregator.record(key, connections: counted ? 0 : 1, packets: entry.packets, bytes: entry.bytes, at: now)
+        case .existing:
+            s.counters.ignoredEvents &+= 1
         }
     }
 
@@ -89,8 +97,8 @@ public final class FlowRecorder: Sendable {
             for entry in entries {
                 s.counters.events &+= 1
                 present.insert(entry.id)
-                guard s.live[entry.id] == nil, !s.destroyedDuringDump.contains(entry.id) else { continue }
-                s.live[entry.id] = generation
+                guard !s.live.contains(entry.id), !s.destroyedDuringDump.contains(entry.id) else { continue }
+                s.live.updateValue(generation, forKey: entry.id)
                 guard let key = s.local.flowKey(for: entry.tuple) else {
                     s.counters.ignoredEvents &+= 1
                     continue
@@ -98,7 +106,7 @@ public final class FlowRecorder: Sendable {
                 s.aggregator.record(key, packets: entry.packets, bytes: entry.bytes, at: now)
                 if repair { s.counters.recoveredConnections &+= 1 }
             }
-            s.live = s.live.filter { $0.value >= generation || present.contains($0.key) }
+            s.live.filter { id, seen in seen >= generation || present.contains(id) }
             s.dumping = false
             s.destroyedDuringDump.removeAll()
             if repair { s.counters.resyncs &+= 1 }
@@ -108,13 +116,13 @@ public final class FlowRecorder: Sendable {
     /// Ids of the live connections already counted, saved at a clean stop so that the next start's
     /// dump does not count them again.
     public func liveConnectionIDs() -> [UInt32] {
-        state.withLock { Array($0.live.keys) }
+        state.withLock { $0.live.ids }
     }
 
     /// Takes over the ids a previous run saved. The first dump forgets those no longer alive.
     public func adoptLiveConnections(_ ids: [UInt32]) {
         state.withLock { s in
-            for id in ids where s.live[id] == nil { s.live[id] = 0 }
+            for id in ids where !s.live.contains(id) { s.live.updateValue(0, forKey: id) }
         }
     }
 

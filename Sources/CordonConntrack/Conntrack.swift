@@ -31,13 +31,13 @@ public struct ConntrackEntry: Sendable {
     }
 }
 
-/// What ended a subscription's read loop.
-public enum CatchOutcome: Sendable {
-    /// The handler asked to stop.
-    case stopped
+/// What one read of a subscription found.
+public enum CatchOutcome: Sendable, Equatable {
+    /// This many events were read and handed over.
+    case events(Int)
     /// The socket buffer overflowed (ENOBUFS): events were lost and the table must be re-read.
     case overrun
-    /// Nothing arrived within the receive timeout; a chance to check for shutdown.
+    /// Nothing arrived within the idle timeout; a chance to check for shutdown.
     case idle
 }
 
@@ -74,14 +74,13 @@ private func entry(_ ct: OpaquePointer, kind: ConntrackEntry.Kind) -> ConntrackE
     return ConntrackEntry(kind: kind, id: nfct_get_attr_u32(ct, ATTR_ID), tuple: tuple, packets: packets, bytes: bytes)
 }
 
-/// Carries the Swift handler through libnetfilter_conntrack's `void *` callback argument.
+/// Carries the Swift handler of a dump through libnetfilter_conntrack's `void *` callback argument.
 private final class HandlerBox {
-    let handle: (ConntrackEntry) -> Bool
-    var stopped = false
-    init(_ handle: @escaping (ConntrackEntry) -> Bool) { self.handle = handle }
+    let handle: (ConntrackEntry) -> Void
+    init(_ handle: @escaping (ConntrackEntry) -> Void) { self.handle = handle }
 }
 
-private let eventCallback: @convention(c) (nf_conntrack_msg_type, OpaquePointer?, UnsafeMutableRawPointer?) -> Int32 = {
+private let dumpCallback: @convention(c) (nf_conntrack_msg_type, OpaquePointer?, UnsafeMutableRawPointer?) -> Int32 = {
     type, ct, context in
     guard let ct, let context else { return CConntrack_callbackContinue }
     let box = Unmanaged<HandlerBox>.fromOpaque(context).takeUnretainedValue()
@@ -92,64 +91,126 @@ private let eventCallback: @convention(c) (nf_conntrack_msg_type, OpaquePointer?
     default: kind = .existing
     }
     guard let entry = entry(ct, kind: kind) else { return CConntrack_callbackContinue }
-    if box.handle(entry) { return CConntrack_callbackContinue }
-    box.stopped = true
-    return CConntrack_callbackStop
+    box.handle(entry)
+    return CConntrack_callbackContinue
 }
 
 /// A subscription to conntrack NEW and DESTROY events of the current network namespace.
 ///
-/// Not thread-safe: one thread owns it and calls `next` in a loop. `nfct_catch` blocks, which is
-/// why the caller gives it its own thread rather than a shared executor.
+/// Not thread-safe: one thread owns it and calls `next` in a loop. Events are read in batches
+/// (one recvmmsg per up to `batchSize` events) and, after the socket runs dry, the reader pauses
+/// for `coalescing` seconds before waiting again, so that at high rates each wake-up handles many
+/// events instead of one; the kernel buffer absorbs what arrives meanwhile.
 public final class ConntrackEvents {
     private let handle: OpaquePointer
-    private let box: HandlerBox
+    private let fd: Int32
+    private let batchSize = 256
+    private let slotSize = 4096
+    private let storage: UnsafeMutableRawPointer
+    private var slots: [UnsafeMutableRawPointer?]
+    private var lengths: [UInt32]
+    private let idleTimeout: Int32
+    private let coalescing: UInt32
+    private var entries: [ConntrackEntry] = []
+    private let wakeRead: Int32
+    /// Interrupts a waiting `next` from another thread (shutdown).
+    public let waker: Waker
+
+    /// Wakes the reader through a pipe it polls together with the netlink socket.
+    public struct Waker: Sendable {
+        fileprivate let fd: Int32
+        public func wake() {
+            var byte: UInt8 = 1
+            _ = write(fd, &byte, 1)
+        }
+    }
 
     /// - Parameters:
-    ///   - receiveBuffer: bytes of kernel socket buffer. Events arrive in bursts far faster than
-    ///     any consumer is scheduled, so a large buffer is what makes "lossless" possible at all.
-    ///   - idleTimeout: how long one `next` call may wait with no events, so the owner can check
+    ///   - receiveBuffer: bytes of kernel socket buffer. The kernel's garbage collector destroys
+    ///     expired entries in bursts; the buffer is what lets those bursts wait for the reader.
+    ///   - idleTimeout: longest wait in one `next` call with no events, so the owner can check
     ///     for shutdown.
-    public init(receiveBuffer: Int = 64 << 20, idleTimeout: Double = 0.2,
-                handler: @escaping (ConntrackEntry) -> Bool) throws {
+    ///   - coalescing: pause after the socket ran dry (microseconds are plenty; 0 turns it off).
+    public init(receiveBuffer: Int = 128 << 20, idleTimeout: Double = 0.2, coalescing: Double = 0.002) throws {
         guard let handle = nfct_open(UInt8(NFNL_SUBSYS_CTNETLINK), CConntrack_groupsNewDestroy) else {
             throw ConntrackError(operation: "subscribe to events", errno: errno)
         }
         self.handle = handle
-        box = HandlerBox(handler)
-        let fd = nfct_fd(handle)
+        fd = nfct_fd(handle)
         var size = Int32(clamping: receiveBuffer)
         // FORCE needs CAP_NET_ADMIN, which the agent has; it lifts the rmem_max ceiling.
         if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size)) != 0 {
             _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         }
-        var timeout = timeval(tv_sec: Int(idleTimeout), tv_usec: Int((idleTimeout - Double(Int(idleTimeout))) * 1_000_000))
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        nfct_callback_register(handle, NFCT_T_ALL, eventCallback, Unmanaged.passUnretained(box).toOpaque())
+        storage = UnsafeMutableRawPointer.allocate(byteCount: batchSize * slotSize, alignment: 16)
+        slots = (0..<batchSize).map { [storage, slotSize] in storage + $0 * slotSize }
+        lengths = [UInt32](repeating: 0, count: batchSize)
+        self.idleTimeout = Int32(idleTimeout * 1000)
+        self.coalescing = UInt32(coalescing * 1_000_000)
+        entries.reserveCapacity(batchSize)
+        var pipeEnds: [Int32] = [0, 0]
+        guard pipe(&pipeEnds) == 0 else {
+            nfct_close(handle)
+            throw ConntrackError(operation: "create wake-up pipe", errno: errno)
+        }
+        for end in pipeEnds { _ = fcntl(end, F_SETFD, FD_CLOEXEC); _ = fcntl(end, F_SETFL, O_NONBLOCK) }
+        wakeRead = pipeEnds[0]
+        waker = Waker(fd: pipeEnds[1])
     }
 
-    deinit { nfct_close(handle) }
+    deinit {
+        nfct_close(handle)
+        close(wakeRead)
+        close(waker.fd)
+        storage.deallocate()
+    }
 
     /// The receive buffer the kernel actually granted, in bytes.
     public var receiveBufferSize: Int {
         var size: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
-        getsockopt(nfct_fd(handle), SOL_SOCKET, SO_RCVBUF, &size, &length)
+        getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, &length)
         return Int(size)
     }
 
-    /// Reads and handles events until the handler says stop, the buffer overran, or the socket
-    /// stayed quiet for the idle timeout.
-    public func next() throws -> CatchOutcome {
-        box.stopped = false
-        let result = nfct_catch(handle)
-        if box.stopped { return .stopped }
-        guard result < 0 else { return .idle }
-        switch errno {
-        case ENOBUFS: return .overrun
-        case EAGAIN, EINTR: return .idle
-        default: throw ConntrackError(operation: "read events", errno: errno)
+    /// Reads what is queued (up to one batch) and hands it to `handle` in one call; when nothing
+    /// is queued, waits up to the idle timeout (or until woken) unless `wait` is false.
+    public func next(wait: Bool = true, _ handle: ([ConntrackEntry]) -> Void) throws -> CatchOutcome {
+        let received = slots.withUnsafeBufferPointer { slots in
+            CConntrack_receiveBatch(fd, slots.baseAddress, slotSize, &lengths, UInt32(batchSize))
         }
+        if received < 0 {
+            switch errno {
+            case ENOBUFS:
+                return .overrun
+            case EAGAIN:
+                guard wait else { return .idle }
+                var polled = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
+                              pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
+                let ready = poll(&polled, 2, idleTimeout)
+                if polled[1].revents != 0 {
+                    var drained = [UInt8](repeating: 0, count: 64)
+                    _ = read(wakeRead, &drained, drained.count)
+                } else if ready > 0 && coalescing > 0 {
+                    usleep(coalescing)
+                }
+                return .idle
+            default:
+                throw ConntrackError(operation: "read events", errno: errno)
+            }
+        }
+        entries.removeAll(keepingCapacity: true)
+        for index in 0..<Int(received) where lengths[index] > 0 {
+            guard let message = slots[index], let ct = nfct_new() else { continue }
+            defer { nfct_destroy(ct) }
+            let header = message.assumingMemoryBound(to: nlmsghdr.self)
+            guard nfct_nlmsg_parse(header, ct) >= 0 else { continue }
+            if let entry = entry(ct, kind: CConntrack_isDestroy(message) != 0 ? .destroy : .new) {
+                entries.append(entry)
+            }
+        }
+        handle(entries)
+        return .events(Int(received))
     }
 }
 
@@ -161,8 +222,8 @@ public enum ConntrackTable {
         }
         defer { nfct_close(handle) }
         var entries: [ConntrackEntry] = []
-        let box = HandlerBox { entries.append($0); return true }
-        nfct_callback_register(handle, NFCT_T_ALL, eventCallback, Unmanaged.passUnretained(box).toOpaque())
+        let box = HandlerBox { entries.append($0) }
+        nfct_callback_register(handle, NFCT_T_ALL, dumpCallback, Unmanaged.passUnretained(box).toOpaque())
         var family = UInt32(AF_UNSPEC)
         let result = withExtendedLifetime(box) { nfct_query(handle, NFCT_Q_DUMP, &family) }
         guard result == 0 else { throw ConntrackError(operation: "dump table", errno: errno) }

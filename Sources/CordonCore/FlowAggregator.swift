@@ -26,11 +26,16 @@ public struct FlowChanges: Sendable {
 /// flush writes absolute values, which makes a repeated flush harmless.
 public struct FlowAggregator: Sendable {
     public let remoteCap: Int
-    public private(set) var flows: [FlowKey: FlowStats] = [:]
+    private var entries: [FlowKey: Entry] = [:]
     private var groups: [FlowGroup: GroupState] = [:]
+    /// Keys changed since the last flush, each once (the entry's flag says whether it is listed).
     private var dirty: [FlowKey] = []
-    private var dirtySet: Set<FlowKey> = []
     private var removed: Set<FlowKey> = []
+
+    private struct Entry: Sendable {
+        var stats: FlowStats
+        var dirty: Bool
+    }
 
     private struct GroupState {
         var exact = 0
@@ -44,11 +49,16 @@ public struct FlowAggregator: Sendable {
         self.remoteCap = remoteCap
     }
 
-    public var count: Int { flows.count }
+    public var count: Int { entries.count }
+
+    /// Every aggregate (a copy: for tests, benchmarks and reports, not the event path).
+    public var flows: [FlowKey: FlowStats] { entries.mapValues(\.stats) }
+
+    public func stats(for key: FlowKey) -> FlowStats? { entries[key]?.stats }
 
     /// Restores an aggregate from the database without marking it for writing.
     public mutating func load(_ key: FlowKey, _ stats: FlowStats) {
-        if flows.updateValue(stats, forKey: key) != nil { return }
+        if entries.updateValue(Entry(stats: stats, dirty: false), forKey: key) != nil { return }
         var state = groups[key.group, default: GroupState()]
         if key.remote.isSingleAddress {
             state.exact += 1
@@ -66,11 +76,7 @@ public struct FlowAggregator: Sendable {
     public mutating func record(_ key: FlowKey, connections: UInt64 = 1, packets: UInt64 = 0, bytes: UInt64 = 0,
                                 at time: Int64) {
         let sample = FlowStats(connections: connections, packets: packets, bytes: bytes, firstSeen: time, lastSeen: time)
-        if flows[key]?.merge(sample) != nil {
-            markDirty(key)
-            return
-        }
-        admit(key, sample)
+        if !merge(sample, into: key) { admit(key, sample) }
     }
 
     /// Hands out everything changed since the last call, and forgets it.
@@ -78,29 +84,41 @@ public struct FlowAggregator: Sendable {
         var changes = FlowChanges()
         changes.upserts.reserveCapacity(dirty.count)
         for key in dirty {
-            if let stats = flows[key] { changes.upserts.append((key, stats)) }
+            guard let index = entries.index(forKey: key) else { continue }
+            entries.values[index].dirty = false
+            changes.upserts.append((key, entries.values[index].stats))
         }
         changes.removals = Array(removed)
         dirty.removeAll(keepingCapacity: true)
-        dirtySet.removeAll(keepingCapacity: true)
         removed.removeAll()
         return changes
     }
 
     /// Puts changes back when writing them failed, so the next flush retries them.
     public mutating func restore(_ changes: FlowChanges) {
-        for (key, _) in changes.upserts where flows[key] != nil { markDirty(key) }
-        for key in changes.removals where flows[key] == nil { removed.insert(key) }
+        for (key, _) in changes.upserts {
+            guard let index = entries.index(forKey: key), !entries.values[index].dirty else { continue }
+            entries.values[index].dirty = true
+            dirty.append(key)
+        }
+        for key in changes.removals where entries[key] == nil { removed.insert(key) }
     }
 
-    private mutating func markDirty(_ key: FlowKey) {
-        if dirtySet.insert(key).inserted { dirty.append(key) }
+    /// Folds a sample into an existing aggregate with one hash lookup; false if there is none.
+    private mutating func merge(_ sample: FlowStats, into key: FlowKey) -> Bool {
+        guard let index = entries.index(forKey: key) else { return false }
+        entries.values[index].stats.merge(sample)
+        if !entries.values[index].dirty {
+            entries.values[index].dirty = true
+            dirty.append(key)
+        }
+        return true
     }
 
     private mutating func insert(_ key: FlowKey, _ stats: FlowStats) {
-        flows[key] = stats
+        entries[key] = Entry(stats: stats, dirty: true)
         removed.remove(key)
-        markDirty(key)
+        dirty.append(key)
     }
 
     private mutating func admit(_ key: FlowKey, _ sample: FlowStats) {
@@ -115,10 +133,7 @@ public struct FlowAggregator: Sendable {
         let lengths = RollUpLevels.lengths(for: key.family)
         while true {
             let rolled = key.rolledUp(to: min(lengths[state.level], Int(key.remote.length)))
-            if flows[rolled]?.merge(sample) != nil {
-                markDirty(rolled)
-                return
-            }
+            if merge(sample, into: rolled) { return }
             if state.prefixes < remoteCap || state.level == lengths.count - 1 {
                 state.prefixes += 1
                 insert(rolled, sample)
@@ -132,17 +147,13 @@ public struct FlowAggregator: Sendable {
     /// Merges every rolled-up aggregate of a group into its prefix at `length`; returns how many
     /// rolled-up aggregates the group holds afterwards. Runs a few times per group at most.
     private mutating func coarsen(_ group: FlowGroup, to length: Int) -> Int {
-        let finer = flows.filter { $0.key.group == group && !$0.key.remote.isSingleAddress && Int($0.key.remote.length) > length }
-        for (key, stats) in finer {
-            flows[key] = nil
+        let finer = entries.filter { $0.key.group == group && !$0.key.remote.isSingleAddress && Int($0.key.remote.length) > length }
+        for (key, entry) in finer {
+            entries[key] = nil
             removed.insert(key)
             let coarse = key.rolledUp(to: length)
-            if flows[coarse]?.merge(stats) != nil {
-                markDirty(coarse)
-            } else {
-                insert(coarse, stats)
-            }
+            if !merge(entry.stats, into: coarse) { insert(coarse, entry.stats) }
         }
-        return flows.keys.reduce(0) { $0 + ($1.group == group && !$1.remote.isSingleAddress ? 1 : 0) }
+        return entries.keys.reduce(0) { $0 + ($1.group == group && !$1.remote.isSingleAddress ? 1 : 0) }
     }
 }

@@ -92,6 +92,17 @@ public struct FlowKey: Hashable, Sendable {
     public var icmpType: UInt8? { IPProtocolNumber.isICMP(transport) ? UInt8(service >> 8) : nil }
     public var icmpCode: UInt8? { IPProtocolNumber.isICMP(transport) ? UInt8(service & 0xFF) : nil }
 
+    /// Five words instead of a combine per field: this runs for every event the agent reads.
+    public func hash(into hasher: inout Hasher) {
+        let directionBits: UInt64 = direction == .inbound ? 0 : direction == .outbound ? 1 : 2
+        hasher.combine(directionBits | UInt64(transport) << 8 | UInt64(service) << 16 | UInt64(remote.length) << 32
+                       | (local.family == .ipv6 ? 1 << 40 : 0))
+        hasher.combine(local.high)
+        hasher.combine(local.low)
+        hasher.combine(remote.address.high)
+        hasher.combine(remote.address.low)
+    }
+
     /// The (direction, protocol, port) bucket whose distinct remotes are capped.
     public var group: FlowGroup {
         FlowGroup(direction: direction, family: family, transport: transport, service: service)

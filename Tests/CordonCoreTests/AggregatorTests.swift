@@ -101,3 +101,28 @@ import Testing
         #expect(aggregator.flows.keys.contains { $0.remote.description == "2001:db8:1::/64" })
     }
 }
+
+@Suite struct ConnectionIDTableTests {
+    /// Random inserts and removals checked against Swift's Dictionary, across growth.
+    @Test func behavesLikeADictionary() {
+        var table = ConnectionIDTable(capacity: 4)
+        var reference: [UInt32: UInt32] = [:]
+        var state: UInt64 = 42
+        for step in 0..<200_000 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1
+            // A small id space makes removals hit and probe runs collide.
+            let id = UInt32(truncatingIfNeeded: state >> 40) % 5_000
+            if state >> 63 == 0 {
+                #expect(table.updateValue(UInt32(step), forKey: id) == reference.updateValue(UInt32(step), forKey: id))
+            } else {
+                #expect(table.removeValue(forKey: id) == reference.removeValue(forKey: id))
+            }
+        }
+        #expect(table.count == reference.count)
+        for (id, generation) in reference { #expect(table[id] == generation) }
+        #expect(Set(table.ids) == Set(reference.keys))
+        table.filter { id, _ in id % 2 == 0 }
+        #expect(Set(table.ids) == Set(reference.keys.filter { $0 % 2 == 0 }))
+        #expect(table[0] == reference[0])
+    }
+}

@@ -99,7 +99,7 @@ struct DiscoveryTests {
         #expect(lab.stop(agent) == 0)
         let ssh = try lab.flows(cordon, database: database, filters: ["--port", "22"])
         #expect(ssh.count == 1)
-        #expect(ssh.first?.connections == 3)
+        #expect(ssh.first?.connections == 3, "agent log:\n\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
     }
 
     @Test func remotesPastTheCapRollUpIntoAPrefix() throws {
