@@ -17,12 +17,17 @@ struct GenerateCommand: ParsableCommand {
     @Option var port: UInt16 = 5001
     /// Destination ports port..<port+ports, to spread flows over more aggregation keys.
     @Option var ports: Int = 1
-    /// Sources are 203.0.113.1-254, ports 1024-65535: 16 million distinct tuples.
+    /// Sources are 203.0.113.<first-host>...<last-host> (1-254 by default), ports 1024-65535: with
+    /// all hosts, 16 million distinct tuples. Parallel generators take disjoint host ranges.
+    @Option var firstHost: Int = 1
+    @Option var lastHost: Int = 254
     @Option var rate: Double
     @Option var duration: Double
     @Option var maxPackets: Int = 50_000_000
 
     func run() throws {
+        guard 1 <= firstHost, firstHost <= lastHost, lastHost <= 254 else { throw ValidationError("hosts must be within 1...254") }
+        let hosts = lastHost - firstHost + 1
         var destinationAddress = in_addr()
         guard inet_pton(AF_INET, destination, &destinationAddress) == 1 else { throw ValidationError("bad --destination") }
         let fd = socket(AF_INET, Int32(SOCK_RAW.rawValue), Int32(IPPROTO_RAW))
@@ -58,18 +63,17 @@ struct GenerateCommand: ParsableCommand {
             let base = raw.baseAddress!
             try withUnsafePointer(to: &target) { address in
                 try address.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
-                    while sent < limit {
+                    while sent + batch <= limit {
                         let elapsed = monotonic() - start
                         if elapsed > duration * 1.5 { break }
-                        let due = min(limit, Int(rate * elapsed) + batch)
-                        if sent + batch > due {
+                        if sent + batch > Int(rate * elapsed) + batch {
                             usleep(100)
                             continue
                         }
                         for i in 0..<batch {
-                            // Source host 1-254 and port 1024-65535 from one running number.
-                            let host = 1 + sequence % 254
-                            let sourcePort = 1024 + (sequence / 254) % 64_512
+                            // Source host and port 1024-65535 from one running number.
+                            let host = firstHost + sequence % hosts
+                            let sourcePort = 1024 + (sequence / hosts) % 64_512
                             let destinationPort = Int(port) + sequence % max(ports, 1)
                             sequence += 1
                             let p = base + i * size

@@ -26,7 +26,16 @@ struct IngestBenchmark: ParsableCommand {
     var runs: Int = 3
 
     @Option(help: "Agent receive buffer, MiB.")
-    var receiveBuffer: Int = 64
+    var receiveBuffer: Int = 128
+
+    @Option(help: "CPU mask for the host namespace's receive processing (RPS); 0 leaves it on the generator's CPU.")
+    var rps: String = "0"
+
+    @Option(help: "Parallel generator processes, pinned round-robin to the CPUs, splitting the rate.")
+    var generators: Int = 1
+
+    @Option(help: "Listeners: both (side by side), agent, or conntrack.")
+    var listeners: String = "both"
 
     func run() throws {
         let rateList = rates.split(separator: ",").compactMap { Double($0) }
@@ -35,8 +44,10 @@ struct IngestBenchmark: ParsableCommand {
         }
         let cordon = try DiscoveryScenario.cordonBinary()
         let bench = URL(fileURLWithPath: cordon).deletingLastPathComponent().appendingPathComponent("cordon-bench").path
-        say("# cordon-bench ingest --rates \(rates) --duration \(format(duration, 0)) --runs \(runs) --receive-buffer \(receiveBuffer)")
-        say("# \(ProcessInfo.processInfo.activeProcessorCount) CPUs; generator on CPU 0, agent and conntrack -E on CPU 1")
+        guard (1...8).contains(generators) else { throw ValidationError("--generators: 1 to 8") }
+        guard ["both", "agent", "conntrack"].contains(listeners) else { throw ValidationError("--listeners: both, agent or conntrack") }
+        say("# cordon-bench ingest --rates \(rates) --duration \(format(duration, 0)) --runs \(runs) --receive-buffer \(receiveBuffer) --rps \(rps) --listeners \(listeners) --generators \(generators)")
+        say("# \(ProcessInfo.processInfo.activeProcessorCount) CPUs; generators pinned round-robin from CPU 0, listeners to CPU 1; receive processing mask \(rps)")
         say("| target/s | achieved/s | flows | agent lost % | agent overruns | agent CPU s/100k ev | conntrack -E lost % | conntrack -E CPU s/100k ev | CPU ratio agent/conntrack |")
         say("|---|---|---|---|---|---|---|---|---|")
         for rate in rateList {
@@ -64,10 +75,10 @@ struct IngestBenchmark: ParsableCommand {
         var conntrackEvents: Int
         var conntrackCPU: Double
         var kernelDrops: Int
-        var agentLoss: Double { 100 * (1 - Double(agentEvents) / Double(2 * max(flows, 1))) }
-        var conntrackLoss: Double { 100 * (1 - Double(conntrackEvents) / Double(2 * max(flows, 1))) }
-        var agentCPUPer100k: Double { agentCPU / max(Double(agentEvents), 1) * 100_000 }
-        var conntrackCPUPer100k: Double { conntrackCPU / max(Double(conntrackEvents), 1) * 100_000 }
+        var agentLoss: Double { agentEvents == 0 ? .nan : 100 * (1 - Double(agentEvents) / Double(2 * max(flows, 1))) }
+        var conntrackLoss: Double { conntrackEvents == 0 ? .nan : 100 * (1 - Double(conntrackEvents) / Double(2 * max(flows, 1))) }
+        var agentCPUPer100k: Double { agentEvents == 0 ? .nan : agentCPU / Double(agentEvents) * 100_000 }
+        var conntrackCPUPer100k: Double { conntrackEvents == 0 ? .nan : conntrackCPU / Double(conntrackEvents) * 100_000 }
         var ratio: Double { agentCPUPer100k / conntrackCPUPer100k }
         var detail: String {
             "flows \(flows), agent events \(agentEvents) (recorded \(agentRecorded) connections, CPU \(format(agentCPU, 2)) s), "
@@ -79,33 +90,61 @@ struct IngestBenchmark: ParsableCommand {
         let lab = try Lab()
         defer { lab.cleanup() }
         let host = try lab.namespace("host"), gen = try lab.namespace("gen")
-        try lab.connect(host, ["192.0.2.10/24"], gen, ["192.0.2.1/24"])
+        let (hostLink, _) = try lab.connect(host, ["192.0.2.10/24"], gen, ["192.0.2.1/24"])
         try lab.run(host, ["ip", "route", "add", "203.0.113.0/24", "via", "192.0.2.1"])
+        if rps != "0" {
+            try lab.run(host, ["sh", "-c", "echo \(rps) > /sys/class/net/\(hostLink)/queues/rx-0/rps_cpus"])
+        }
         // Entries of one-way UDP expire after 1 s, so the table holds about one second of flows.
         try lab.run(host, ["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=1"])
+        // Conntrack on in the namespace whichever listeners run (the agent adds its own table too).
+        try lab.run(host, ["nft", "-f", "-"], input: "table inet benchct {\n chain c {\n type filter hook input priority 50;\n ct state established accept\n }\n}\n")
         let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
         let config = lab.directory + "/cordon.yaml"
         try "receive_buffer_mib: \(receiveBuffer)\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let agent = try lab.spawn(host, ["taskset", "-c", "1", cordon, "agent", "--db", database, "--socket", socket,
-                                         "--config", config], log: lab.directory + "/agent.log")
-        var up = false
-        for _ in 0..<500 where !up {
-            up = try lab.run(nil, [cordon, "status", "--socket", socket]).succeeded
-            if !up { usleep(20_000) }
+        let withAgent = listeners != "conntrack", withConntrack = listeners != "agent"
+        var agent: Child?
+        if withAgent {
+            let started = try lab.spawn(host, ["taskset", "-c", "1", cordon, "agent", "--db", database, "--socket", socket,
+                                               "--config", config], log: lab.directory + "/agent.log")
+            var up = false
+            for _ in 0..<500 where !up {
+                up = try lab.run(nil, [cordon, "status", "--socket", socket]).succeeded
+                if !up { usleep(20_000) }
+            }
+            guard up else { throw ValidationError("agent did not start: \((try? String(contentsOfFile: lab.directory + "/agent.log", encoding: .utf8)) ?? "")") }
+            agent = started
         }
-        guard up else { throw ValidationError("agent did not start: \((try? String(contentsOfFile: lab.directory + "/agent.log", encoding: .utf8)) ?? "")") }
         let conntrackLog = lab.directory + "/conntrack.err"
-        let conntrack = try Child(["ip", "netns", "exec", host, "taskset", "-c", "1", "conntrack", "-E"], errors: conntrackLog)
-        defer { conntrack.signal(SIGKILL); conntrack.wait(timeout: 5) }
+        let conntrack = withConntrack
+            ? try Child(["ip", "netns", "exec", host, "taskset", "-c", "1", "conntrack", "-E"], errors: conntrackLog) : nil
+        defer { conntrack?.signal(SIGKILL); conntrack?.wait(timeout: 5) }
         usleep(500_000)
-        let agentBefore = ProcessSample.read(agent.pid), conntrackBefore = ProcessSample.read(conntrack.pid)
+        let agentBefore = agent.flatMap { ProcessSample.read($0.pid) }
+        let conntrackBefore = conntrack.flatMap { ProcessSample.read($0.pid) }
 
-        let generated = try lab.run(gen, ["taskset", "-c", "0", bench, "generate", "--destination", "192.0.2.10",
-                                          "--rate", String(rate), "--duration", String(duration)], timeout: duration * 2 + 30)
-        guard generated.succeeded else { throw ValidationError("generator: \(generated.stderr)") }
-        let words = generated.stdout.split(separator: " ")
-        let flows = Int(words[1]) ?? 0
-        let achieved = Double(words.last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
+        let cpus = ProcessInfo.processInfo.activeProcessorCount
+        let share = 254 / generators
+        var children: [(Child, String)] = []
+        for index in 0..<generators {
+            let output = lab.directory + "/generator-\(index).out"
+            let first = 1 + index * share, last = index == generators - 1 ? 254 : (index + 1) * share
+            children.append((try Child(["ip", "netns", "exec", gen, "taskset", "-c", String(index % cpus), bench, "generate",
+                                        "--destination", "192.0.2.10", "--rate", String(rate / Double(generators)),
+                                        "--duration", String(duration), "--first-host", String(first), "--last-host", String(last)],
+                                       output: output), output))
+        }
+        var flows = 0
+        var slowest = 0.0
+        for (child, output) in children {
+            guard child.wait(timeout: duration * 2 + 30) == 0 else { throw ValidationError("generator failed") }
+            // "sent N failed F seconds S rate R"
+            let words = ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").split(separator: " ")
+            guard words.count >= 8 else { throw ValidationError("generator printed nothing") }
+            flows += Int(words[1]) ?? 0
+            slowest = max(slowest, Double(words[5]) ?? 0)
+        }
+        let achieved = Double(flows) / max(slowest, 1e-9)
 
         // Every entry gone means every DESTROY event has been sent.
         let drainStart = monotonic()
@@ -115,16 +154,22 @@ struct IngestBenchmark: ParsableCommand {
             usleep(200_000)
         }
         usleep(1_000_000)
-        let agentAfter = ProcessSample.read(agent.pid), conntrackAfter = ProcessSample.read(conntrack.pid)
-        let status = try lab.run(nil, [cordon, "status", "--json", "--socket", socket]).stdout
-        let report = try JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any] ?? [:]
-
-        conntrack.signal(SIGINT)
-        conntrack.wait(timeout: 10)
-        let conntrackText = (try? String(contentsOfFile: conntrackLog, encoding: .utf8)) ?? ""
-        // "conntrack v1.4.7 (conntrack-tools): 123 flow events have been shown."
-        let shown = conntrackText.split(separator: "\n").first { $0.contains("flow events have been shown") }
-            .flatMap { line in line.split(separator: " ").compactMap { Int($0) }.last } ?? 0
+        let agentAfter = agent.flatMap { ProcessSample.read($0.pid) }
+        let conntrackAfter = conntrack.flatMap { ProcessSample.read($0.pid) }
+        var report: [String: Any] = [:]
+        if withAgent {
+            let status = try lab.run(nil, [cordon, "status", "--json", "--socket", socket]).stdout
+            report = try JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any] ?? [:]
+        }
+        var shown = 0
+        if let conntrack {
+            conntrack.signal(SIGINT)
+            conntrack.wait(timeout: 10)
+            let conntrackText = (try? String(contentsOfFile: conntrackLog, encoding: .utf8)) ?? ""
+            // "conntrack v1.4.7 (conntrack-tools): 123 flow events have been shown."
+            shown = conntrackText.split(separator: "\n").first { $0.contains("flow events have been shown") }
+                .flatMap { line in line.split(separator: " ").compactMap { Int($0) }.last } ?? 0
+        }
 
         let stats = try lab.run(host, ["conntrack", "-S"]).stdout
         let drops = stats.split(whereSeparator: { $0 == " " || $0 == "\n" }).reduce(0) { total, field in
@@ -134,10 +179,13 @@ struct IngestBenchmark: ParsableCommand {
             return total
         }
 
-        _ = lab.stop(agent)
-        let recorded = try lab.run(nil, [cordon, "flows", "--json", "--db", database, "--port", "5001"]).stdout
-        let recordedConnections = ((try? JSONSerialization.jsonObject(with: Data(recorded.utf8))) as? [[String: Any]] ?? [])
-            .reduce(0) { $0 + ($1["connections"] as? Int ?? 0) }
+        var recordedConnections = 0
+        if let agent {
+            _ = lab.stop(agent)
+            let recorded = try lab.run(nil, [cordon, "flows", "--json", "--db", database, "--port", "5001"]).stdout
+            recordedConnections = ((try? JSONSerialization.jsonObject(with: Data(recorded.utf8))) as? [[String: Any]] ?? [])
+                .reduce(0) { $0 + ($1["connections"] as? Int ?? 0) }
+        }
 
         return RunResult(
             achieved: achieved, flows: flows,
