@@ -58,6 +58,12 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
         self.init(bytes: bytes)
     }
 
+    /// Two words per address: direction is decided by set lookups on every event.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(high ^ (family == .ipv6 ? 0x8000_0000_0000_0000 : 0))
+        hasher.combine(low)
+    }
+
     /// Network-order bytes: 4 for IPv4, 16 for IPv6.
     public var bytes: [UInt8] {
         switch family {

@@ -75,13 +75,14 @@ struct IngestBenchmark: ParsableCommand {
         var conntrackEvents: Int
         var conntrackCPU: Double
         var kernelDrops: Int
+        var agentPeakRSS: Int
         var agentLoss: Double { agentEvents == 0 ? .nan : 100 * (1 - Double(agentEvents) / Double(2 * max(flows, 1))) }
         var conntrackLoss: Double { conntrackEvents == 0 ? .nan : 100 * (1 - Double(conntrackEvents) / Double(2 * max(flows, 1))) }
         var agentCPUPer100k: Double { agentEvents == 0 ? .nan : agentCPU / Double(agentEvents) * 100_000 }
         var conntrackCPUPer100k: Double { conntrackEvents == 0 ? .nan : conntrackCPU / Double(conntrackEvents) * 100_000 }
         var ratio: Double { agentCPUPer100k / conntrackCPUPer100k }
         var detail: String {
-            "flows \(flows), agent events \(agentEvents) (recorded \(agentRecorded) connections, CPU \(format(agentCPU, 2)) s), "
+            "flows \(flows), agent events \(agentEvents) (recorded \(agentRecorded) connections, CPU \(format(agentCPU, 2)) s, peak RSS \(format(Double(agentPeakRSS) / 1_048_576, 1)) MiB), "
                 + "conntrack -E events \(conntrackEvents) (CPU \(format(conntrackCPU, 2)) s), kernel drops \(kernelDrops)"
         }
     }
@@ -192,6 +193,6 @@ struct IngestBenchmark: ParsableCommand {
             agentEvents: report["events"] as? Int ?? 0, agentOverruns: report["lost_events"] as? Int ?? 0,
             agentCPU: (agentAfter?.cpuSeconds ?? 0) - (agentBefore?.cpuSeconds ?? 0), agentRecorded: recordedConnections,
             conntrackEvents: shown, conntrackCPU: (conntrackAfter?.cpuSeconds ?? 0) - (conntrackBefore?.cpuSeconds ?? 0),
-            kernelDrops: drops)
+            kernelDrops: drops, agentPeakRSS: agentAfter?.peakRSS ?? 0)
     }
 }
