@@ -46,7 +46,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "cordon-bench",
-            dependencies: ["CordonAgent", "CordonLab", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["CordonAgent", "CordonLab", "CConntrack", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         .testTarget(name: "CordonCoreTests", dependencies: ["CordonCore", "CordonStore", "CordonAgent"]),

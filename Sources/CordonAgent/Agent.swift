@@ -10,9 +10,9 @@ import Synchronization
 
 /// The long-running agent: discovery mode in this version.
 ///
-/// Threads: one reads conntrack events (nfct_catch blocks), one re-reads the table after lost
-/// events, one watches the host's addresses, one answers the control socket; the calling thread
-/// flushes to SQLite on a timer and waits for SIGTERM/SIGINT.
+/// Threads: one reads conntrack events, one re-reads the table after lost events, one watches the
+/// host's addresses, one answers the control socket; the calling thread flushes to SQLite on a
+/// timer and waits for signals (SIGTERM/SIGINT stop, SIGHUP flushes at once).
 public final class Agent: Sendable {
     public let config: AgentConfig
     private let log: @Sendable (String) -> Void
@@ -35,6 +35,7 @@ public final class Agent: Sendable {
         sigemptyset(&signals)
         sigaddset(&signals, SIGTERM)
         sigaddset(&signals, SIGINT)
+        sigaddset(&signals, SIGHUP)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let directory = (config.database as NSString).deletingLastPathComponent
@@ -51,9 +52,25 @@ public final class Agent: Sendable {
 
         let control = try ControlServer(path: config.socket)
         let backend = NftablesBackend()
-        try backend.replace(CordonTables.discovery())
+        do {
+            try backend.replace(CordonTables.discovery())
+        } catch {
+            control.remove()
+            throw error
+        }
         log("installed table inet \(CordonTables.baseName) (accept-all; makes the kernel track connections)")
+        do {
+            try record(recorder, store: store, control: control, backend: backend, signals: &signals)
+        } catch {
+            // Starting failed half-way: leave the host as it was found.
+            control.remove()
+            try? backend.remove(table: CordonTables.baseName)
+            throw error
+        }
+    }
 
+    private func record(_ recorder: FlowRecorder, store: FlowStore, control: ControlServer, backend: NftablesBackend,
+                        signals: inout sigset_t) throws {
         recorder.setLocalAddresses(HostAddresses.read())
         try HostAddresses.watch { recorder.setLocalAddresses($0) }
 
@@ -93,6 +110,7 @@ public final class Agent: Sendable {
                 log("signal \(signal): flushing and stopping")
                 break
             }
+            // A timeout, or SIGHUP: flush now.
             flush(recorder, to: store)
         }
         // Let the event thread read what the kernel already queued, so that the last flush holds

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CordonCore
 import Foundation
 
 /// What `cordon status` reports.

@@ -34,6 +34,9 @@ struct IngestBenchmark: ParsableCommand {
     @Option(help: "Parallel generator processes, pinned round-robin to the CPUs, splitting the rate.")
     var generators: Int = 1
 
+    @Option(help: "How flows are made: packets (UDP through a veth pair) or netlink (entries created through ctnetlink in the host namespace: no packet path, several times faster).")
+    var source: String = "packets"
+
     @Option(help: "Listeners: both (side by side), agent, or conntrack.")
     var listeners: String = "both"
 
@@ -45,8 +48,9 @@ struct IngestBenchmark: ParsableCommand {
         let cordon = try DiscoveryScenario.cordonBinary()
         let bench = URL(fileURLWithPath: cordon).deletingLastPathComponent().appendingPathComponent("cordon-bench").path
         guard (1...8).contains(generators) else { throw ValidationError("--generators: 1 to 8") }
+        guard ["packets", "netlink"].contains(source) else { throw ValidationError("--source: packets or netlink") }
         guard ["both", "agent", "conntrack"].contains(listeners) else { throw ValidationError("--listeners: both, agent or conntrack") }
-        say("# cordon-bench ingest --rates \(rates) --duration \(format(duration, 0)) --runs \(runs) --receive-buffer \(receiveBuffer) --rps \(rps) --listeners \(listeners) --generators \(generators)")
+        say("# cordon-bench ingest --rates \(rates) --duration \(format(duration, 0)) --runs \(runs) --receive-buffer \(receiveBuffer) --rps \(rps) --listeners \(listeners) --generators \(generators) --source \(source)")
         say("# \(ProcessInfo.processInfo.activeProcessorCount) CPUs; generators pinned round-robin from CPU 0, listeners to CPU 1; receive processing mask \(rps)")
         say("| target/s | achieved/s | flows | agent lost % | agent overruns | agent CPU s/100k ev | conntrack -E lost % | conntrack -E CPU s/100k ev | CPU ratio agent/conntrack |")
         say("|---|---|---|---|---|---|---|---|---|")
@@ -130,7 +134,8 @@ struct IngestBenchmark: ParsableCommand {
         for index in 0..<generators {
             let output = lab.directory + "/generator-\(index).out"
             let first = 1 + index * share, last = index == generators - 1 ? 254 : (index + 1) * share
-            children.append((try Child(["ip", "netns", "exec", gen, "taskset", "-c", String(index % cpus), bench, "generate",
+            let generator = source == "packets" ? [gen, "generate"] : [host, "inject"]
+            children.append((try Child(["ip", "netns", "exec", generator[0], "taskset", "-c", String(index % cpus), bench, generator[1],
                                         "--destination", "192.0.2.10", "--rate", String(rate / Double(generators)),
                                         "--duration", String(duration), "--first-host", String(first), "--last-host", String(last)],
                                        output: output), output))

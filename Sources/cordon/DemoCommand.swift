@@ -17,6 +17,8 @@ struct DemoCommand: ParsableCommand {
             """
     )
 
+    @OptionGroup var global: GlobalOptions
+
     func run() throws {
         guard geteuid() == 0 else { throw CLIError.failed("the demo creates network namespaces: run it as root") }
         let lab: Lab
@@ -57,7 +59,8 @@ struct DemoCommand: ParsableCommand {
         step("Opening sessions that predate the agent (an SSH-like session in, HTTPS out)")
         try scenario.openLongLivedSessions()
 
-        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
+        // Given --db, the demo's record outlives the demo (`cordon flows --db PATH` afterwards).
+        let database = global.db ?? lab.directory + "/cordon.db", socket = global.socket ?? lab.directory + "/cordon.sock"
         step("Starting `cordon agent` in the host namespace (discovery: records, blocks nothing)")
         let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket,
                                             log: lab.directory + "/agent.log")

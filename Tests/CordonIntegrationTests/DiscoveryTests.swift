@@ -140,4 +140,49 @@ struct DiscoveryTests {
         #expect(agent.isRunning, "the first agent must be untouched")
         #expect(lab.stop(agent) == 0)
     }
+
+    /// The README's first command: the demo runs to the end, keeps its record with --db, and
+    /// leaves no namespace behind.
+    @Test func demoRunsEndToEndAndCleansUp() throws {
+        let cordon = try Integration.cordon()
+        let directory = NSTemporaryDirectory() + "cordon-demo-test-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let database = directory + "/demo.db"
+        let out = directory + "/out"
+        let demo = try Child([cordon, "demo", "--db", database], output: out)
+        let status = demo.wait(timeout: 120)
+        let output = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+        #expect(status == 0, "demo output:\n\(output)")
+        #expect(output.contains("agent exited with 0"))
+        let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? [])
+            .filter { $0.hasPrefix("\(Lab.namePrefix)\(demo.pid)-") }
+        #expect(leftovers.isEmpty, "namespaces left: \(leftovers)")
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let flows = try lab.flows(cordon, database: database)
+        #expect(flows.contains { $0.direction == "inbound" && $0.localPort == 22 && $0.connections >= 4 })
+        #expect(flows.contains { $0.direction == "forward" })
+    }
+
+    /// Direction follows the host's addresses as they change: an address added while the agent
+    /// runs is recognised as the host's at once.
+    @Test func anAddressAddedWhileRunningIsTheHosts() throws {
+        let cordon = try Integration.cordon()
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
+        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
+        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket, log: lab.directory + "/agent.log")
+        let hostInterface = try lab.run(scenario.host, ["ip", "-o", "-4", "addr", "show"]).stdout
+            .split(separator: "\n").first { $0.contains(S.hostV4) }?.split(separator: " ")[1]
+        try lab.run(scenario.host, ["ip", "addr", "add", "192.0.2.11/24", "dev", String(try #require(hostInterface))])
+        usleep(200_000)
+        try scenario.tcp(from: scenario.peer, to: "192.0.2.11", port: 22)
+        #expect(lab.stop(agent) == 0)
+        let flows = try lab.flows(cordon, database: database, filters: ["--port", "22"])
+        #expect(flows.count == 1)
+        #expect(flows.first?.direction == "inbound")
+        #expect(flows.first?.local == "192.0.2.11")
+    }
 }
