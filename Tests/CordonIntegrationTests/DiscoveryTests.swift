@@ -107,9 +107,7 @@ struct DiscoveryTests {
         let lab = try Lab()
         defer { lab.cleanup() }
         let scenario = try DiscoveryScenario(lab: lab)
-        let peerInterface = try lab.run(scenario.peer, ["ip", "-o", "-4", "addr", "show"]).stdout
-            .split(separator: "\n").first { $0.contains(S.peerV4) }?.split(separator: " ")[1]
-        let interface = String(try #require(peerInterface))
+        let interface = try lab.interface(in: scenario.peer, holding: S.peerV4)
         let sources = (21...24).map { "192.0.2.\($0)" }
         for source in sources { try lab.run(scenario.peer, ["ip", "addr", "add", "\(source)/24", "dev", interface]) }
         let config = lab.directory + "/cordon.yaml"
@@ -174,9 +172,7 @@ struct DiscoveryTests {
         let scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
         let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
         let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket, log: lab.directory + "/agent.log")
-        let hostInterface = try lab.run(scenario.host, ["ip", "-o", "-4", "addr", "show"]).stdout
-            .split(separator: "\n").first { $0.contains(S.hostV4) }?.split(separator: " ")[1]
-        try lab.run(scenario.host, ["ip", "addr", "add", "192.0.2.11/24", "dev", String(try #require(hostInterface))])
+        try lab.run(scenario.host, ["ip", "addr", "add", "192.0.2.11/24", "dev", try lab.interface(in: scenario.host, holding: S.hostV4)])
         usleep(200_000)
         try scenario.tcp(from: scenario.peer, to: "192.0.2.11", port: 22)
         #expect(lab.stop(agent) == 0)

@@ -50,6 +50,14 @@ extension Lab {
         return array.map(JSONFlow.init)
     }
 
+    /// The interface that holds an address in a namespace.
+    func interface(in namespace: String, holding address: String) throws -> String {
+        let line = try run(namespace, ["ip", "-o", "addr", "show"]).stdout.split(separator: "\n")
+            .first { $0.contains(" \(address)/") }
+        guard let name = line?.split(separator: " ").dropFirst().first else { throw LabError("no interface holds \(address)") }
+        return String(name)
+    }
+
     func nftTables(_ namespace: String) throws -> String {
         try run(namespace, ["nft", "list", "tables"]).stdout
     }
