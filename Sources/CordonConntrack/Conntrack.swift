@@ -81,16 +81,10 @@ private final class HandlerBox {
 }
 
 private let dumpCallback: @convention(c) (nf_conntrack_msg_type, OpaquePointer?, UnsafeMutableRawPointer?) -> Int32 = {
-    type, ct, context in
+    _, ct, context in
     guard let ct, let context else { return CConntrack_callbackContinue }
     let box = Unmanaged<HandlerBox>.fromOpaque(context).takeUnretainedValue()
-    let kind: ConntrackEntry.Kind
-    switch type {
-    case NFCT_T_NEW: kind = .new
-    case NFCT_T_DESTROY: kind = .destroy
-    default: kind = .existing
-    }
-    guard let entry = entry(ct, kind: kind) else { return CConntrack_callbackContinue }
+    guard let entry = entry(ct, kind: .existing) else { return CConntrack_callbackContinue }
     box.handle(entry)
     return CConntrack_callbackContinue
 }
