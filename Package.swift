@@ -50,7 +50,7 @@ let package = Package(
         ),
 
         .testTarget(name: "CordonCoreTests", dependencies: ["CordonCore", "CordonStore", "CordonAgent"]),
-        .testTarget(name: "CordonIntegrationTests", dependencies: ["CordonCore", "CordonLab", "cordon"]),
+        .testTarget(name: "CordonIntegrationTests", dependencies: ["CordonCore", "CordonLab", "cordon", "cordon-bench"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -34,7 +34,7 @@ struct InjectCommand: ParsableCommand {
         nfct_set_attr_u8(ct, ATTR_L3PROTO, UInt8(AF_INET))
         nfct_set_attr_u8(ct, ATTR_L4PROTO, UInt8(IPPROTO_UDP))
         nfct_set_attr_u32(ct, ATTR_IPV4_DST, load.destinationAddress.s_addr)
-        nfct_set_attr_u32(ct, ATTR_TIMEOUT, 1)
+        nfct_set_attr_u32(ct, ATTR_TIMEOUT, load.timeout)
 
         try load.pace(batch: batch) { first in
             var length = 0

@@ -19,6 +19,8 @@ struct LoadOptions: ParsableArguments {
     @Option var rate: Double
     @Option var duration: Double
     @Option var maxFlows: Int = 50_000_000
+    @Option(help: "Seconds an injected entry lives (inject only).")
+    var timeout: UInt32 = 1
 
     func validate() throws {
         guard 1 <= firstHost, firstHost <= lastHost, lastHost <= 254 else { throw ValidationError("hosts must be within 1...254") }

@@ -181,4 +181,42 @@ struct DiscoveryTests {
         #expect(flows.first?.direction == "inbound")
         #expect(flows.first?.local == "192.0.2.11")
     }
+
+    /// Lost events are noticed and repaired: with the agent stopped (SIGSTOP) and a 1 MiB buffer,
+    /// a burst of new connections overruns its socket; when it runs again it must report the
+    /// overrun, re-read the table, and end with every one of those connections counted once.
+    @Test func anOverrunIsRepairedByReReadingTheTable() throws {
+        let cordon = try Integration.cordon()
+        let bench = URL(fileURLWithPath: cordon).deletingLastPathComponent().appendingPathComponent("cordon-bench").path
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
+        let config = lab.directory + "/cordon.yaml"
+        try "receive_buffer_mib: 1\nflush_interval: 0.2\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
+        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket,
+                                            extra: ["--config", config], log: lab.directory + "/agent.log")
+        agent.signal(SIGSTOP)
+        // 20,000 entries that stay alive for two minutes, made faster than any reader (ctnetlink).
+        let burst = try lab.run(scenario.host, [bench, "inject", "--destination", S.hostV4, "--rate", "100000",
+                                                "--duration", "0.2", "--timeout", "120"], timeout: 30)
+        agent.signal(SIGCONT)
+        #expect(burst.succeeded, "\(burst.stderr)")
+        let made = Int(burst.stdout.split(separator: " ").dropFirst().first ?? "") ?? 0
+        #expect(made == 19_968)
+
+        var status: [String: Any] = [:]
+        for _ in 0..<200 {
+            let text = try lab.run(nil, [cordon, "status", "--json", "--socket", socket]).stdout
+            status = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? [:]
+            if (status["resyncs"] as? Int ?? 0) >= 1 { break }
+            usleep(50_000)
+        }
+        #expect((status["lost_events"] as? Int ?? 0) >= 1, "the overrun must be reported: \(status)")
+        #expect((status["resyncs"] as? Int ?? 0) >= 1)
+        #expect((status["recovered_connections"] as? Int ?? 0) >= 1)
+        #expect(lab.stop(agent) == 0)
+        let flows = try lab.flows(cordon, database: database, filters: ["--port", "5001"])
+        #expect(flows.reduce(0) { $0 + $1.connections } == made, "every connection counted once")
+    }
 }
