@@ -154,17 +154,11 @@ public final class DiscoveryScenario: Sendable {
         return candidate
     }
 
-    /// Starts the agent in the host namespace with its files in the lab directory.
+    /// Starts the agent in the host namespace (see `Lab.startAgent`).
     public func startAgent(binary: String, database: String, socket: String, flushInterval: Double = 0.5,
                            extra: [String] = [], log: String) throws -> Child {
-        let agent = try lab.spawn(host, [binary, "agent", "--db", database, "--socket", socket,
-                                         "--flush-interval", String(flushInterval)] + extra, log: log)
-        for _ in 0..<500 {
-            if try lab.run(nil, [binary, "status", "--socket", socket]).succeeded { return agent }
-            guard agent.isRunning else { break }
-            usleep(20_000)
-        }
-        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-        throw LabError("agent did not come up:\n\(output)")
+        try lab.startAgent(in: host, binary: binary, arguments: ["--db", database, "--socket", socket,
+                                                                  "--flush-interval", String(flushInterval)] + extra,
+                           socket: socket, log: log)
     }
 }

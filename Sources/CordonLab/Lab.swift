@@ -113,6 +113,19 @@ public final class Lab: Sendable {
         return child.wait(timeout: timeout)
     }
 
+    /// Starts `cordon agent` in a namespace and waits (up to 10 s) until it answers `status` on
+    /// `socket`. `prefix` goes before the binary (e.g. `taskset -c 1`).
+    public func startAgent(in namespace: String, binary: String, arguments: [String], socket: String, log: String,
+                           prefix: [String] = []) throws -> Child {
+        let agent = try spawn(namespace, prefix + [binary, "agent"] + arguments, log: log)
+        for _ in 0..<500 {
+            if try run(nil, [binary, "status", "--socket", socket]).succeeded { return agent }
+            guard agent.isRunning else { break }
+            usleep(20_000)
+        }
+        throw LabError("agent did not come up:\n\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+    }
+
     /// Kills what the lab started and deletes its namespaces and files. Idempotent.
     public func cleanup() {
         for child in children.withLock({ list in defer { list.removeAll() }; return list }) {

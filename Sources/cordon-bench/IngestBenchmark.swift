@@ -110,15 +110,8 @@ struct IngestBenchmark: ParsableCommand {
         let withAgent = listeners != "conntrack", withConntrack = listeners != "agent"
         var agent: Child?
         if withAgent {
-            let started = try lab.spawn(host, ["taskset", "-c", "1", cordon, "agent", "--db", database, "--socket", socket,
-                                               "--config", config], log: lab.directory + "/agent.log")
-            var up = false
-            for _ in 0..<500 where !up {
-                up = try lab.run(nil, [cordon, "status", "--socket", socket]).succeeded
-                if !up { usleep(20_000) }
-            }
-            guard up else { throw ValidationError("agent did not start: \((try? String(contentsOfFile: lab.directory + "/agent.log", encoding: .utf8)) ?? "")") }
-            agent = started
+            agent = try lab.startAgent(in: host, binary: cordon, arguments: ["--db", database, "--socket", socket, "--config", config],
+                                       socket: socket, log: lab.directory + "/agent.log", prefix: ["taskset", "-c", "1"])
         }
         let conntrackLog = lab.directory + "/conntrack.err"
         let conntrack = withConntrack

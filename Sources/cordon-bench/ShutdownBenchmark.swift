@@ -42,14 +42,9 @@ struct ShutdownBenchmark: ParsableCommand {
         try lab.connect(host, ["192.0.2.10/24"], gen, ["192.0.2.1/24"])
         try lab.run(host, ["ip", "route", "add", "203.0.113.0/24", "via", "192.0.2.1"])
         let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
-        let agent = try lab.spawn(host, [cordon, "agent", "--db", database, "--socket", socket, "--flush-interval", "3600"],
-                                  log: lab.directory + "/agent.log")
-        var up = false
-        for _ in 0..<500 where !up {
-            up = try lab.run(nil, [cordon, "status", "--socket", socket]).succeeded
-            if !up { usleep(20_000) }
-        }
-        guard up else { throw ValidationError("agent did not start") }
+        let agent = try lab.startAgent(in: host, binary: cordon, arguments: ["--db", database, "--socket", socket,
+                                                                             "--flush-interval", "3600"],
+                                       socket: socket, log: lab.directory + "/agent.log")
         try lab.run(gen, [bench, "generate", "--destination", "192.0.2.10", "--ports", String(ports),
                           "--rate", "50000", "--duration", String(Double(flows) / 50_000)], timeout: 120)
         usleep(500_000)
