@@ -26,7 +26,7 @@ let package = Package(
         ),
 
         // Pure logic: no kernel, no database.
-        .target(name: "CordonCore"),
+        .target(name: "CordonCore", dependencies: ["Yams"]),
 
         // One target per facility.
         .target(name: "CordonStore", dependencies: ["CordonCore", .product(name: "GRDB", package: "GRDB.swift")]),

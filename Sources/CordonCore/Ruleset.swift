@@ -1,0 +1,139 @@
+/// An allow-list for one host (or a fleet of hosts, by selector): named external networks and the
+/// rules that let traffic to or from them through. Everything a ruleset does not allow is rejected
+/// once the host enforces.
+public struct Ruleset: Hashable, Sendable {
+    public var name: String?
+    public var description: String?
+    public var appliesTo: HostSelector
+    public var networks: [ExternalNetwork]
+    public var incoming: [Rule]
+    public var outgoing: [Rule]
+
+    public init(name: String? = nil, description: String? = nil, appliesTo: HostSelector = HostSelector(),
+                networks: [ExternalNetwork], incoming: [Rule] = [], outgoing: [Rule] = []) {
+        self.name = name
+        self.description = description
+        self.appliesTo = appliesTo
+        self.networks = networks
+        self.incoming = incoming
+        self.outgoing = outgoing
+    }
+
+    public func network(named name: String) -> ExternalNetwork? { networks.first { $0.name == name } }
+}
+
+/// Which hosts a ruleset is for. Empty lists mean "any": a ruleset without `appliesTo` applies to
+/// every host; with both lists, a host must match one agent id *or* carry every listed tag.
+public struct HostSelector: Hashable, Sendable {
+    public var agents: [String]
+    public var tags: [String]
+
+    public init(agents: [String] = [], tags: [String] = []) {
+        self.agents = agents
+        self.tags = tags
+    }
+
+    public var isEmpty: Bool { agents.isEmpty && tags.isEmpty }
+
+    public func matches(agent: String, tags hostTags: Set<String>) -> Bool {
+        if isEmpty { return true }
+        if agents.contains(agent) { return true }
+        return !tags.isEmpty && Set(tags).isSubset(of: hostTags)
+    }
+}
+
+/// A named set of addresses together with the services reached on them.
+public struct ExternalNetwork: Hashable, Sendable {
+    /// Where the proposer offers a standard network; no effect on enforcement.
+    public enum Usage: String, Hashable, Sendable { case incoming, outgoing, both }
+
+    public var name: String
+    public var comment: String?
+    public var usage: Usage?
+    public var entries: [IPPrefix]
+    public var services: [Service]
+
+    public init(name: String, comment: String? = nil, usage: Usage? = nil, entries: [IPPrefix], services: [Service]) {
+        self.name = name
+        self.comment = comment
+        self.usage = usage
+        self.entries = entries
+        self.services = services
+    }
+
+    /// True when a flow's remote address and service belong to this network.
+    public func contains(remote: IPPrefix, transport: UInt8, service: UInt16) -> Bool {
+        services.contains { $0.matches(transport: transport, service: service) }
+            && entries.contains { $0.family == remote.family && $0.length <= remote.length && $0.contains(remote.address) }
+    }
+}
+
+/// A protocol with a port range, or an ICMP/ICMPv6 type (and optionally code).
+public enum Service: Hashable, Sendable, CustomStringConvertible {
+    /// tcp, udp, sctp, dccp or udplite, with an inclusive port range.
+    case ports(transport: UInt8, range: ClosedRange<UInt16>)
+    /// icmp or icmpv6; nil type or code means any.
+    case icmp(transport: UInt8, type: UInt8?, code: UInt8?)
+
+    public var transport: UInt8 {
+        switch self {
+        case .ports(let transport, _), .icmp(let transport, _, _): return transport
+        }
+    }
+
+    /// `service` as flows hold it: the port, or `type << 8 | code` for ICMP.
+    public func matches(transport: UInt8, service: UInt16) -> Bool {
+        guard transport == self.transport else { return false }
+        switch self {
+        case .ports(_, let range):
+            return range.contains(service)
+        case .icmp(_, let type, let code):
+            return (type.map { UInt16($0) == service >> 8 } ?? true) && (code.map { UInt16($0) == service & 0xFF } ?? true)
+        }
+    }
+
+    /// The text form used in ruleset files: `tcp/22`, `udp/67-68`, `icmp/8/0`, `icmpv6/128`, `icmp`.
+    public var description: String {
+        switch self {
+        case .ports(let transport, let range):
+            let name = IPProtocolNumber.name(transport)
+            return range.lowerBound == range.upperBound ? "\(name)/\(range.lowerBound)" : "\(name)/\(range.lowerBound)-\(range.upperBound)"
+        case .icmp(let transport, let type, let code):
+            var text = IPProtocolNumber.name(transport)
+            if let type { text += "/\(type)" }
+            if let code { text += "/\(code)" }
+            return text
+        }
+    }
+
+    /// Parses the text form; returns nil with no explanation (the ruleset parser explains).
+    public init?(_ text: String) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard let transport = IPProtocolNumber.parse(parts[0]), UInt8(parts[0]) == nil else { return nil }
+        if IPProtocolNumber.isICMP(transport) {
+            guard parts.count <= 3 else { return nil }
+            var type: UInt8?, code: UInt8?
+            if parts.count >= 2 { guard let value = UInt8(parts[1]) else { return nil }; type = value }
+            if parts.count == 3 { guard let value = UInt8(parts[2]) else { return nil }; code = value }
+            self = .icmp(transport: transport, type: type, code: code)
+            return
+        }
+        guard IPProtocolNumber.hasPorts(transport), parts.count == 2 else { return nil }
+        let bounds = parts[1].split(separator: "-", omittingEmptySubsequences: false)
+        guard bounds.count <= 2, let low = UInt16(bounds[0]) else { return nil }
+        let high = bounds.count == 2 ? UInt16(bounds[1]) : low
+        guard let high, low <= high else { return nil }
+        self = .ports(transport: transport, range: low...high)
+    }
+}
+
+/// One allow rule: traffic from (incoming) or to (outgoing) a network.
+public struct Rule: Hashable, Sendable {
+    public var network: String
+    public var comment: String?
+
+    public init(network: String, comment: String? = nil) {
+        self.network = network
+        self.comment = comment
+    }
+}
