@@ -223,7 +223,9 @@ public enum RulesetParser {
         }
 
         func rules(_ node: Node, _ field: String, direction key: String) throws -> [(Rule, Node)] {
-            try sequence(node, field, limit: RulesetLimits.rules).enumerated().map { index, item in
+            // `incoming:` with nothing after it (every rule commented out) means no rules.
+            if case .scalar(let scalar) = node, ["", "~", "null"].contains(scalar.string) { return [] }
+            return try sequence(node, field, limit: RulesetLimits.rules).enumerated().map { index, item in
                 let path = "\(field)[\(index)]"
                 var rule = Rule(network: "")
                 var keyNode: Node?
