@@ -21,7 +21,8 @@ public struct Proposer: Sendable {
         self.serviceNames = serviceNames
     }
 
-    /// A group of leftover flows: one direction, protocol and port (or ICMP type/code).
+    /// A group of leftover flows: one direction, protocol and port (or ICMP type/code), both
+    /// address families.
     public struct Candidate: Hashable, Sendable {
         public var direction: Direction
         public var transport: UInt8
@@ -53,7 +54,9 @@ public struct Proposer: Sendable {
         var seen: [String: Set<IPPrefix>] = [:]
         var counts: [String: UInt64] = [:]
         var directions: [String: Set<Direction>] = [:]
-        var leftovers: [FlowGroup: Candidate] = [:]
+        // Both families in one candidate: one name, one rule, entries of either family.
+        struct CandidateKey: Hashable { var direction: Direction, transport: UInt8, service: UInt16 }
+        var leftovers: [CandidateKey: Candidate] = [:]
         for (key, stats) in flows {
             if let network = standardNetwork(for: key) {
                 seen[network.name, default: []].insert(key.remote)
@@ -61,7 +64,7 @@ public struct Proposer: Sendable {
                 directions[network.name, default: []].insert(key.direction)
                 continue
             }
-            let group = key.group
+            let group = CandidateKey(direction: key.direction, transport: key.transport, service: key.service)
             var candidate = leftovers[group] ?? Candidate(direction: key.direction, transport: key.transport, service: key.service,
                                                           remotes: [], connections: 0, lastSeen: stats.lastSeen)
             candidate.remotes.append(key.remote)

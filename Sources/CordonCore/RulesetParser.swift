@@ -11,6 +11,14 @@ public struct RulesetError: Error, Hashable, Sendable, CustomStringConvertible {
     public let message: String
 
     public var description: String { "\(file):\(line):\(column): \(field): \(message)" }
+
+    public init(file: String, line: Int, column: Int, field: String, message: String) {
+        self.file = file
+        self.line = line
+        self.column = column
+        self.field = field
+        self.message = message
+    }
 }
 
 /// Limits that keep one ruleset within what an nftables transaction and a reviewer can handle.

@@ -82,7 +82,12 @@ struct DemoCommand: ParsableCommand {
         say(flows.stdout, terminator: "")
         guard flows.succeeded else { throw CLIError.failed(flows.stderr) }
 
+        step("cordon propose — a ruleset from what was recorded (standard networks, then Somewhere candidates)")
+        let proposal = try lab.run(nil, [cordon, "propose", "--db", database])
+        say(proposal.succeeded ? proposal.stdout : proposal.stderr, terminator: "")
+        guard proposal.succeeded else { throw CLIError.failed("propose failed") }
+
         step("Done. Namespaces and files are being removed.")
-        say("   Next: `cordon flows --json` for machine-readable output; Docs/ for the design.")
+        say("   Next: `cordon flows --json` for machine-readable output; Docs/rulesets.md for the ruleset format.")
     }
 }

@@ -42,6 +42,22 @@ import Testing
         #expect(result.stderr.contains("/nonexistent/cordon.db"))
     }
 
+    @Test func proposeWithABrokenNetworksFileNamesIt() throws {
+        let path = NSTemporaryDirectory() + "cordon-networks-\(UUID().uuidString).yaml"
+        try "networks:\n  - name: ssh\n    entries: [0.0.0.0/0]\n    services: [tcp/22x]\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let result = try cordon(["propose", "--networks", path, "--db", "/nonexistent/cordon.db"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("\(path):4:"), "\(result.stderr)")
+        #expect(result.stderr.contains("networks[0].services[0]"))
+    }
+
+    @Test func proposeWithoutADatabaseExitsOne() throws {
+        let result = try cordon(["propose", "--db", "/nonexistent/cordon.db"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("/nonexistent/cordon.db"))
+    }
+
     @Test func agentWithABadConfigNamesFileLineAndField() throws {
         let path = NSTemporaryDirectory() + "cordon-bad-\(UUID().uuidString).yaml"
         try "flush_interval: 2\nremote_cap: -5\n".write(toFile: path, atomically: true, encoding: .utf8)
@@ -54,6 +70,6 @@ import Testing
     @Test func helpListsTheSubcommands() throws {
         let result = try cordon(["--help"])
         #expect(result.status == 0)
-        for name in ["agent", "status", "flows", "demo"] { #expect(result.stdout.contains(name)) }
+        for name in ["agent", "status", "flows", "propose", "demo"] { #expect(result.stdout.contains(name)) }
     }
 }

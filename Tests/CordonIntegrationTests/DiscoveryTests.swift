@@ -153,6 +153,11 @@ struct DiscoveryTests {
         let output = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
         #expect(status == 0, "demo output:\n\(output)")
         #expect(output.contains("agent exited with 0"))
+        // The proposal from the real run: the standard networks used, the leftovers as candidates.
+        #expect(output.contains("  - name: ssh\n"))
+        #expect(output.contains("  - name: dns\n"))
+        #expect(output.contains("  # - name: in-syslog-udp-514\n"))
+        #expect(output.contains("  # - name: out-https-tcp-443\n"))
         let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? [])
             .filter { $0.hasPrefix("\(Lab.namePrefix)\(demo.pid)-") }
         #expect(leftovers.isEmpty, "namespaces left: \(leftovers)")
