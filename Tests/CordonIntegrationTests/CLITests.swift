@@ -52,6 +52,16 @@ import Testing
         #expect(result.stderr.contains("networks[0].services[0]"))
     }
 
+    @Test func reviewOfAnInvalidRulesetExitsTwoWithItsLocation() throws {
+        let path = NSTemporaryDirectory() + "cordon-rules-\(UUID().uuidString).yaml"
+        try "networks:\n  - name: dns\n    entries: [192.0.2.53/24]\n    services: [udp/53]\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let result = try cordon(["review", path, "--db", "/nonexistent/cordon.db"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("\(path):3:"), "\(result.stderr)")
+        #expect(result.stderr.contains("did you mean 192.0.2.0/24"))
+    }
+
     @Test func proposeWithoutADatabaseExitsOne() throws {
         let result = try cordon(["propose", "--db", "/nonexistent/cordon.db"])
         #expect(result.status == 1)

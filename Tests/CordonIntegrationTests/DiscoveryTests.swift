@@ -224,4 +224,37 @@ struct DiscoveryTests {
         let flows = try lab.flows(cordon, database: database, filters: ["--port", "5001"])
         #expect(flows.reduce(0) { $0 + $1.connections } == made, "every connection counted once")
     }
+
+    /// Review against a real record: a ruleset without SSH is a lockout risk (exit 3); the
+    /// proposal from the same record allows the SSH that was used.
+    @Test func reviewFlagsCuttingSSHAndTheProposalDoesNot() throws {
+        let cordon = try Integration.cordon()
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
+        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
+        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket, log: lab.directory + "/agent.log")
+        try scenario.tcp(from: scenario.peer, to: S.hostV4, port: 22)
+        try scenario.udp(from: scenario.host, to: S.peerV4, port: 53)
+        #expect(lab.stop(agent) == 0)
+
+        let noSSH = lab.directory + "/no-ssh.yaml"
+        try "networks:\n  - name: dns\n    entries: [\(S.peerV4)]\n    services: [udp/53]\noutgoing:\n  - to: dns\n"
+            .write(toFile: noSSH, atomically: true, encoding: .utf8)
+        let risky = try lab.run(nil, [cordon, "review", noSSH, "--db", database, "--json"])
+        #expect(risky.status == 3)
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(risky.stdout.utf8)) as? [String: Any])
+        let kinds = (report["risks"] as? [[String: Any]] ?? []).compactMap { $0["kind"] as? String }
+        #expect(kinds.contains("ssh"))
+        #expect((report["rejected"] as? [[String: Any]])?.count == 1)
+        #expect((report["allowed"] as? [[String: Any]])?.first?["rule"] as? String == "outgoing:dns")
+
+        let proposal = lab.directory + "/proposed.yaml"
+        #expect(try lab.run(nil, [cordon, "propose", "--db", database, "--out", proposal]).succeeded)
+        let reviewed = try lab.run(nil, [cordon, "review", proposal, "--db", database, "--json"])
+        let proposed = try #require(try JSONSerialization.jsonObject(with: Data(reviewed.stdout.utf8)) as? [String: Any])
+        // The machine's own resolvers may not be the lab's peer, so only SSH is asserted here.
+        #expect(!((proposed["risks"] as? [[String: Any]] ?? []).contains { $0["kind"] as? String == "ssh" }))
+        #expect((proposed["rejected"] as? [[String: Any]])?.isEmpty == true)
+    }
 }

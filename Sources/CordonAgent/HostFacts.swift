@@ -1,0 +1,37 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CordonConntrack
+import CordonCore
+import Foundation
+
+/// Facts about this host that `review` weighs besides the recorded flows: its resolvers, whether
+/// a DHCP client runs, and the inbound sessions open right now (the operator's own, perhaps).
+public enum HostFacts {
+    /// DHCP client daemons, by process name.
+    public static let dhcpClients: Set<String> = ["dhclient", "dhcpcd", "udhcpc", "dhcp6c", "dhcpcd5"]
+
+    public static func reviewContext(environment: [String: String] = ProcessInfo.processInfo.environment) -> Review.Context {
+        var context = Review.Context()
+        context.resolvers = (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)).map(Review.resolvers(resolvConf:)) ?? []
+        context.dhcpClientRunning = dhcpClientRunning()
+        if let session = Review.sshSession(environment: environment["SSH_CONNECTION"]) { context.liveSessions.append(session) }
+        // Inbound SSH sessions in the live conntrack table (needs CAP_NET_ADMIN; skipped without).
+        let local = HostAddresses.read()
+        for entry in (try? ConntrackTable.dump()) ?? [] {
+            guard let key = local.flowKey(for: entry.tuple), key.direction == .inbound,
+                  key.transport == IPProtocolNumber.tcp, key.service == 22 else { continue }
+            context.liveSessions.append((22, key.remote.address, key.local))
+        }
+        return context
+    }
+
+    static func dhcpClientRunning() -> Bool {
+        let processes = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return processes.contains { pid in
+            guard pid.allSatisfy(\.isNumber),
+                  let name = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8) else { return false }
+            return dhcpClients.contains(name.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+    }
+}

@@ -1,0 +1,120 @@
+import ArgumentParser
+import CordonAgent
+import CordonCore
+import CordonStore
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct ReviewCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "review",
+        abstract: "Simulate a ruleset against every recorded flow and list lockout risks.",
+        discussion: """
+            Shows, per rule, the flows it allows; the flows enforcement would reject; and lockout \
+            risks: SSH (recorded, or open now) not allowed, DHCP in use but not allowed, the \
+            configured resolvers not allowed, the metadata endpoint used but not allowed. \
+            Exit 0 when there is no risk, 3 when there is, 2 for an invalid ruleset.
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: ArgumentHelp("Ruleset file.", valueName: "file"))
+    var file: String
+
+    @Flag(help: "Print JSON: allowed (flows with the rule), rejected, forwarded, risks.")
+    var json = false
+
+    func run() throws {
+        let ruleset = try loadRuleset(file)
+        let flows: [(key: FlowKey, stats: FlowStats)]
+        do {
+            flows = try FlowStore(readingFrom: global.db ?? AgentConfig.defaultDatabase).loadAll()
+        } catch {
+            throw CLIError.failed("\(error)")
+        }
+        let review = Review(ruleset: ruleset, flows: flows, context: HostFacts.reviewContext())
+        if json {
+            try printJSON(ReviewReport(review))
+        } else {
+            print(text(review, ruleset: ruleset), terminator: "")
+        }
+        if !review.risks.isEmpty { throw ExitCode(3) }
+    }
+
+    private func text(_ review: Review, ruleset: Ruleset) -> String {
+        var lines = ["ruleset \(file): \(ruleset.networks.count) networks, \(ruleset.incoming.count) incoming and \(ruleset.outgoing.count) outgoing rules"]
+        func connections<S: Sequence>(_ stats: S) -> UInt64 where S.Element == FlowStats { stats.reduce(0) { $0 + $1.connections } }
+        lines.append("")
+        lines.append("allowed: \(review.allowed.count) flows, \(connections(review.allowed.map(\.stats))) connections")
+        let byRule = Dictionary(grouping: review.allowed, by: \.rule)
+        for rule in byRule.keys.sorted() {
+            let flows = byRule[rule]!
+            lines.append("  \(rule.padding(toLength: 32, withPad: " ", startingAt: 0)) \(flows.count) flows, \(connections(flows.map(\.stats))) connections")
+        }
+        let unused = (ruleset.incoming.map { "incoming:\($0.network)" } + ruleset.outgoing.map { "outgoing:\($0.network)" })
+            .filter { byRule[$0] == nil }
+        if !unused.isEmpty { lines.append("  allowing no recorded flow: \(unused.joined(separator: ", "))") }
+        lines.append("")
+        lines.append("rejected: \(review.rejected.count) flows, \(connections(review.rejected.map(\.stats))) connections")
+        if !review.rejected.isEmpty {
+            lines.append(FlowRecord.table(review.rejected.map { FlowRecord(key: $0.key, stats: $0.stats) })
+                .split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+        }
+        if !review.forwarded.isEmpty {
+            lines.append("")
+            lines.append("forwarded (not governed by a host ruleset): \(review.forwarded.count) flows")
+        }
+        lines.append("")
+        if review.risks.isEmpty {
+            lines.append("risks: none found")
+        } else {
+            lines.append("LOCKOUT RISKS:")
+            for risk in review.risks { lines.append("  \(risk.kind.rawValue): \(risk.message)") }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+/// Reads and validates a ruleset file; any problem is exit 2 with its location.
+func loadRuleset(_ path: String) throws -> Ruleset {
+    let text: String
+    do {
+        text = try String(contentsOfFile: path, encoding: .utf8)
+    } catch {
+        throw CLIError.invalid("\(path): cannot read: \(error.localizedDescription)")
+    }
+    do {
+        return try RulesetParser.parse(text, file: path)
+    } catch let error as RulesetError {
+        throw CLIError.invalid(error.description)
+    }
+}
+
+/// `review --json`.
+struct ReviewReport: Encodable {
+    struct AllowedFlow: Encodable {
+        let flow: FlowRecord
+        let rule: String
+        enum Keys: String, CodingKey { case rule }
+        func encode(to encoder: any Encoder) throws {
+            try flow.encode(to: encoder)
+            var container = encoder.container(keyedBy: Keys.self)
+            try container.encode(rule, forKey: .rule)
+        }
+    }
+
+    let allowed: [AllowedFlow]
+    let rejected: [FlowRecord]
+    let forwarded: [FlowRecord]
+    let risks: [Review.Risk]
+
+    init(_ review: Review) {
+        allowed = review.allowed.map { AllowedFlow(flow: FlowRecord(key: $0.key, stats: $0.stats), rule: $0.rule) }
+        rejected = review.rejected.map { FlowRecord(key: $0.key, stats: $0.stats) }
+        forwarded = review.forwarded.map { FlowRecord(key: $0.key, stats: $0.stats) }
+        risks = review.risks
+    }
+}
