@@ -49,7 +49,10 @@ let package = Package(
             dependencies: ["CordonAgent", "CordonLab", "CConntrack", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
-        .testTarget(name: "CordonCoreTests", dependencies: ["CordonCore", "CordonStore", "CordonAgent"]),
+        .testTarget(
+            name: "CordonCoreTests",
+            dependencies: ["CordonCore", "CordonStore", "CordonAgent", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
         .testTarget(name: "CordonIntegrationTests", dependencies: ["CordonCore", "CordonLab", "cordon", "cordon-bench"]),
     ],
     swiftLanguageModes: [.v6]

@@ -88,13 +88,17 @@ public final class Agent: Sendable {
             case "status":
                 let counters = recorder.counters
                 let last = lastFlush.load(ordering: .relaxed)
+                let approved = (try? store.latestRuleset()).flatMap { $0 }.map {
+                    StatusReport.ApprovedRuleset(version: $0.version, digest: $0.digest, approvedAt: TimeText.rfc3339($0.approvedAt),
+                                                 operator: $0.operator)
+                }
                 let report = StatusReport(
                     mode: "discovery", isolated: false, flows: recorder.flowCount, events: counters.events,
                     lostEvents: counters.lostEvents, resyncs: counters.resyncs,
                     recoveredConnections: counters.recoveredConnections, ignoredEvents: counters.ignoredEvents,
                     flushErrors: flushErrors.load(ordering: .relaxed), lastFlush: last == 0 ? nil : TimeText.rfc3339(last),
                     database: config.database, backend: backend.name, pid: getpid(),
-                    startedAt: TimeText.rfc3339(startedAt), receiveBufferBytes: capture.receiveBuffer)
+                    startedAt: TimeText.rfc3339(startedAt), receiveBufferBytes: capture.receiveBuffer, ruleset: approved)
                 return (try? JSONEncoder().encode(report)) ?? Data()
             default:
                 return Data(#"{"error":"unknown command"}"#.utf8)

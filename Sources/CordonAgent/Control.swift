@@ -21,12 +21,44 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var pid: Int32
     public var startedAt: String
     public var receiveBufferBytes: Int
+    /// The latest approved ruleset, or nil when none is approved yet.
+    public var ruleset: ApprovedRuleset?
+
+    public struct ApprovedRuleset: Codable, Sendable, Equatable {
+        public var version: Int64
+        public var digest: String
+        public var approvedAt: String
+        public var `operator`: String
+        enum CodingKeys: String, CodingKey { case version, digest, approvedAt = "approved_at", `operator` }
+    }
 
     enum CodingKeys: String, CodingKey {
         case mode, isolated, flows, events
         case lostEvents = "lost_events", resyncs, recoveredConnections = "recovered_connections"
         case ignoredEvents = "ignored_events", flushErrors = "flush_errors", lastFlush = "last_flush"
         case database, backend, pid, startedAt = "started_at", receiveBufferBytes = "receive_buffer_bytes"
+        case ruleset
+    }
+
+    /// Nulls are written out: `ruleset` is present (null) before the first approval.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(mode, forKey: .mode)
+        try c.encode(isolated, forKey: .isolated)
+        try c.encode(flows, forKey: .flows)
+        try c.encode(events, forKey: .events)
+        try c.encode(lostEvents, forKey: .lostEvents)
+        try c.encode(resyncs, forKey: .resyncs)
+        try c.encode(recoveredConnections, forKey: .recoveredConnections)
+        try c.encode(ignoredEvents, forKey: .ignoredEvents)
+        try c.encode(flushErrors, forKey: .flushErrors)
+        try c.encode(lastFlush, forKey: .lastFlush)
+        try c.encode(database, forKey: .database)
+        try c.encode(backend, forKey: .backend)
+        try c.encode(pid, forKey: .pid)
+        try c.encode(startedAt, forKey: .startedAt)
+        try c.encode(receiveBufferBytes, forKey: .receiveBufferBytes)
+        try c.encode(ruleset, forKey: .ruleset)
     }
 }
 

@@ -26,12 +26,17 @@ public enum HostFacts {
         return context
     }
 
+    /// A DHCP client serves the network namespace it runs in; one in another namespace (another
+    /// container, the machine's own) does not renew this host's addresses.
     static func dhcpClientRunning() -> Bool {
-        let processes = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        let manager = FileManager.default
+        let ownNamespace = try? manager.destinationOfSymbolicLink(atPath: "/proc/self/ns/net")
+        let processes = (try? manager.contentsOfDirectory(atPath: "/proc")) ?? []
         return processes.contains { pid in
             guard pid.allSatisfy(\.isNumber),
-                  let name = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8) else { return false }
-            return dhcpClients.contains(name.trimmingCharacters(in: .whitespacesAndNewlines))
+                  let name = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8),
+                  dhcpClients.contains(name.trimmingCharacters(in: .whitespacesAndNewlines)) else { return false }
+            return (try? manager.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/net")) == ownNamespace
         }
     }
 }

@@ -126,6 +126,14 @@ public final class Lab: Sendable {
         throw LabError("agent did not come up:\n\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
     }
 
+    /// Gives a namespace its own /etc/resolv.conf: `ip netns exec` bind-mounts
+    /// /etc/netns/NAME/resolv.conf over it for commands run there. Removed at cleanup.
+    public func setResolvers(_ namespace: String, _ addresses: [String]) throws {
+        let directory = "/etc/netns/\(namespace)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try addresses.map { "nameserver \($0)\n" }.joined().write(toFile: directory + "/resolv.conf", atomically: true, encoding: .utf8)
+    }
+
     /// Kills what the lab started and deletes its namespaces and files. Idempotent.
     public func cleanup() {
         for child in children.withLock({ list in defer { list.removeAll() }; return list }) {
@@ -137,6 +145,7 @@ public final class Lab: Sendable {
             _ = try? run(nil, ["ip", "netns", "pids", name]).stdout.split(separator: "\n").compactMap { Int32($0) }
                 .forEach { kill($0, SIGKILL) }
             _ = try? run(nil, ["ip", "netns", "del", name])
+            try? FileManager.default.removeItem(atPath: "/etc/netns/\(name)")
         }
         try? FileManager.default.removeItem(atPath: directory)
     }

@@ -23,7 +23,7 @@ public enum StoreError: Error, CustomStringConvertible {
 /// through a named migration; uniqueness of a flow is the database's job, not the caller's.
 public final class FlowStore: Sendable {
     public let path: String
-    private let pool: DatabasePool
+    let pool: DatabasePool
 
     /// Opens (and creates or migrates) the database for the agent.
     public init(path: String) throws {
@@ -80,6 +80,7 @@ public final class FlowStore: Sendable {
                 );
                 """)
         }
+        registerDecisionMigrations(&migrator)
         return migrator
     }
 

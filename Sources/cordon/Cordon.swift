@@ -9,9 +9,10 @@ struct Cordon: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cordon",
         abstract: "Host microsegmentation agent: learn what a host talks to, then allow only that.",
-        discussion: "Exit codes: 0 success, 1 failure, 2 usage or invalid input; review: 3 when a lockout risk is found.",
+        discussion: "Exit codes: 0 success, 1 failure, 2 usage or invalid input; review and approve: 3 on a lockout risk.",
         version: "0.1.0",
-        subcommands: [AgentCommand.self, StatusCommand.self, FlowsCommand.self, ProposeCommand.self, ReviewCommand.self, DemoCommand.self]
+        subcommands: [AgentCommand.self, StatusCommand.self, FlowsCommand.self, ProposeCommand.self, ReviewCommand.self, ApproveCommand.self,
+                      RulesetsCommand.self, DemoCommand.self]
     )
 
     /// ArgumentParser exits 64 on usage errors; Cordon's contract is 2 (and 1 for failures).

@@ -31,6 +31,7 @@ struct StatusCommand: ParsableCommand {
             lost events:   \(report.lostEvents) overruns, \(report.resyncs) re-syncs, \(report.recoveredConnections) connections recovered
             last flush:    \(report.lastFlush ?? "not yet")\(report.flushErrors > 0 ? " (\(report.flushErrors) failed)" : "")
             database:      \(report.database)
+            ruleset:       \(report.ruleset.map { "version \($0.version) (sha256 \($0.digest.prefix(16))…), approved \($0.approvedAt) by \($0.operator)" } ?? "none approved")
             backend:       \(report.backend)
             agent:         pid \(report.pid), started \(report.startedAt)
             """)

@@ -1,6 +1,7 @@
 import CordonCore
 import CordonStore
 import Foundation
+import GRDB
 import Testing
 
 @Suite struct StoreTests {
@@ -82,5 +83,44 @@ import Testing
         try store.setState("mode", "discovery")
         try store.setState("mode", "discovery")
         #expect(try store.state("mode") == "discovery")
+    }
+}
+
+@Suite struct DecisionStoreTests {
+    func withStore(_ body: (FlowStore, String) throws -> Void) throws {
+        let path = NSTemporaryDirectory() + "cordon-decisions-\(UUID().uuidString).db"
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        try body(try FlowStore(path: path), path)
+    }
+
+    @Test func approvalsAreVersionsWithDigestAndChainedLogEntries() throws {
+        try withStore { store, _ in
+            let first = try store.approve(content: "networks: []\n", source: "a.yaml", operator: "alice", acceptedRisks: [], reason: "initial",
+                                          at: 100)
+            try store.record(action: "approve", operator: "bob", reason: "", policy: "x", outcome: "refused: lockout risk (ssh)", at: 150)
+            let second = try store.approve(content: "networks: [x]\n", source: "b.yaml", operator: "bob", acceptedRisks: ["dns"], reason: "",
+                                           at: 200)
+            #expect(first.version == 1 && second.version == 2)
+            #expect(first.digest == SHA256.hex("networks: []\n"))
+            #expect(try store.latestRuleset() == second)
+            #expect(try store.rulesetVersions().map(\.acceptedRisks) == [[], ["dns"]])
+            let log = try store.decisions()
+            #expect(log.map(\.outcome) == ["success", "refused: lockout risk (ssh)", "success (risks accepted: dns)"])
+            #expect(log[0].previousHash == "")
+            #expect(log[1].previousHash == log[0].hash)
+            #expect(log[2].previousHash == log[1].hash)
+            #expect(Set(log.map(\.id)).count == 3)
+        }
+    }
+
+    @Test func historyCannotBeRewritten() throws {
+        try withStore { store, path in
+            try store.approve(content: "networks: []\n", source: "a.yaml", operator: "alice", acceptedRisks: [], reason: "")
+            let queue = try DatabaseQueue(path: path)
+            #expect(throws: (any Error).self) { try queue.write { try $0.execute(sql: "UPDATE decisions SET operator = 'mallory'") } }
+            #expect(throws: (any Error).self) { try queue.write { try $0.execute(sql: "DELETE FROM decisions") } }
+            #expect(throws: (any Error).self) { try queue.write { try $0.execute(sql: "UPDATE rulesets SET content = ''") } }
+            #expect(try store.decisions().first?.operator == "alice")
+        }
     }
 }

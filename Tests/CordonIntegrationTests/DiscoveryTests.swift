@@ -257,4 +257,49 @@ struct DiscoveryTests {
         #expect(!((proposed["risks"] as? [[String: Any]] ?? []).contains { $0["kind"] as? String == "ssh" }))
         #expect((proposed["rejected"] as? [[String: Any]])?.isEmpty == true)
     }
+
+    /// Approval: refused on a lockout risk (and logged), stored with --accept-risk, and the
+    /// proposal of a real run approved cleanly when reviewed where the host's resolver is the peer.
+    @Test func approveRefusesRisksAndStoresVersions() throws {
+        let cordon = try Integration.cordon()
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
+        try lab.setResolvers(scenario.host, [S.peerV4])
+        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
+        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket, log: lab.directory + "/agent.log")
+        try scenario.tcp(from: scenario.peer, to: S.hostV4, port: 22)
+        try scenario.udp(from: scenario.host, to: S.peerV4, port: 53)
+        usleep(700_000)
+
+        let noSSH = lab.directory + "/no-ssh.yaml"
+        try "networks:\n  - name: dns\n    entries: [\(S.peerV4)]\n    services: [udp/53]\noutgoing:\n  - to: dns\n"
+            .write(toFile: noSSH, atomically: true, encoding: .utf8)
+        let refused = try lab.run(scenario.host, [cordon, "approve", noSSH, "--operator", "alice", "--db", database])
+        #expect(refused.status == 3)
+        #expect(refused.stderr.contains("ssh:"), "\(refused.stderr)")
+        let none = try lab.run(nil, [cordon, "rulesets", "--json", "--db", database])
+        #expect((try JSONSerialization.jsonObject(with: Data(none.stdout.utf8)) as? [Any])?.isEmpty == true, "a refusal stores nothing")
+
+        let accepted = try lab.run(scenario.host, [cordon, "approve", noSSH, "--operator", "alice", "--accept-risk", "--db", database])
+        #expect(accepted.succeeded, "\(accepted.stderr)")
+        #expect(accepted.stdout.contains("version 1"))
+
+        let proposal = lab.directory + "/proposed.yaml"
+        #expect(try lab.run(nil, [cordon, "propose", "--db", database, "--out", proposal]).succeeded)
+        let approved = try lab.run(scenario.host, [cordon, "approve", proposal, "--operator", "bob", "--db", database])
+        #expect(approved.succeeded, "the proposal of the run must approve without risk: \(approved.stderr)")
+
+        let versions = try #require(try JSONSerialization.jsonObject(with: Data(
+            try lab.run(nil, [cordon, "rulesets", "--json", "--db", database]).stdout.utf8)) as? [[String: Any]])
+        #expect(versions.map { $0["version"] as? Int } == [1, 2])
+        #expect(versions.map { $0["operator"] as? String } == ["alice", "bob"])
+        #expect(versions.first?["accepted_risks"] as? [String] == ["ssh"])
+        #expect(versions.last?["content"] as? String == (try String(contentsOfFile: proposal, encoding: .utf8)))
+
+        let status = try #require(try JSONSerialization.jsonObject(with: Data(
+            try lab.run(nil, [cordon, "status", "--json", "--socket", socket]).stdout.utf8)) as? [String: Any])
+        #expect((status["ruleset"] as? [String: Any])?["version"] as? Int == 2)
+        #expect(lab.stop(agent) == 0)
+    }
 }

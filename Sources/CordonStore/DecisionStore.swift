@@ -1,0 +1,151 @@
+import CordonCore
+import Foundation
+import GRDB
+
+/// An approved ruleset version: the exact file content, its digest, who approved it and when.
+public struct RulesetVersion: Codable, Sendable, Equatable {
+    public var version: Int64
+    public var digest: String
+    public var content: String
+    public var source: String
+    public var `operator`: String
+    public var approvedAt: Int64
+    /// Lockout risks the operator accepted explicitly (`--accept-risk`); empty when there were none.
+    public var acceptedRisks: [String]
+}
+
+/// One entry of the append-only decision log. Each entry's hash covers its fields and the previous
+/// entry's hash, so altering or removing an entry breaks the chain from there on.
+public struct Decision: Codable, Sendable, Equatable {
+    public var id: String
+    public var action: String
+    public var `operator`: String
+    public var reason: String
+    public var backend: String
+    public var policy: String
+    public var policyDigest: String
+    public var whitelist: String
+    public var appliedAt: Int64
+    public var outcome: String
+    public var previousHash: String
+    public var hash: String
+
+    /// The text the hash is taken over: every field, unambiguously separated.
+    static func chained(_ d: Decision) -> String {
+        [d.previousHash, d.id, d.action, d.operator, d.reason, d.backend, d.policyDigest, d.whitelist, String(d.appliedAt), d.outcome]
+            .map { "\($0.utf8.count):\($0)" }.joined(separator: "|")
+    }
+}
+
+extension FlowStore {
+    static func registerDecisionMigrations(_ migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("v2-rulesets-and-decisions") { db in
+            try db.execute(sql: """
+                CREATE TABLE rulesets (
+                  version INTEGER PRIMARY KEY AUTOINCREMENT,
+                  digest TEXT NOT NULL CHECK (length(digest) = 64),
+                  content TEXT NOT NULL,
+                  source TEXT NOT NULL,
+                  operator TEXT NOT NULL CHECK (operator <> ''),
+                  approved_at INTEGER NOT NULL,
+                  accepted_risks TEXT NOT NULL DEFAULT ''
+                );
+                CREATE TABLE decisions (
+                  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                  id TEXT NOT NULL UNIQUE,
+                  action TEXT NOT NULL,
+                  operator TEXT NOT NULL,
+                  reason TEXT NOT NULL,
+                  backend TEXT NOT NULL,
+                  policy TEXT NOT NULL,
+                  policy_digest TEXT NOT NULL,
+                  whitelist TEXT NOT NULL,
+                  applied_at INTEGER NOT NULL,
+                  outcome TEXT NOT NULL,
+                  previous_hash TEXT NOT NULL,
+                  hash TEXT NOT NULL UNIQUE
+                );
+                -- Approved versions and the log are history: never rewritten.
+                CREATE TRIGGER rulesets_append_only_update BEFORE UPDATE ON rulesets
+                  BEGIN SELECT RAISE(ABORT, 'rulesets are append-only'); END;
+                CREATE TRIGGER rulesets_append_only_delete BEFORE DELETE ON rulesets
+                  BEGIN SELECT RAISE(ABORT, 'rulesets are append-only'); END;
+                CREATE TRIGGER decisions_append_only_update BEFORE UPDATE ON decisions
+                  BEGIN SELECT RAISE(ABORT, 'the decision log is append-only'); END;
+                CREATE TRIGGER decisions_append_only_delete BEFORE DELETE ON decisions
+                  BEGIN SELECT RAISE(ABORT, 'the decision log is append-only'); END;
+                """)
+        }
+    }
+
+    /// Stores a new ruleset version and its decision-log entry in one transaction.
+    @discardableResult
+    public func approve(content: String, source: String, operator name: String, acceptedRisks: [String], reason: String,
+                        at time: Int64 = TimeText.now()) throws -> RulesetVersion {
+        let digest = SHA256.hex(content)
+        return try pool.write { db in
+            try db.execute(sql: """
+                INSERT INTO rulesets (digest, content, source, operator, approved_at, accepted_risks) VALUES (?, ?, ?, ?, ?, ?)
+                """, arguments: [digest, content, source, name, time, acceptedRisks.joined(separator: ",")])
+            let version = db.lastInsertedRowID
+            let outcome = acceptedRisks.isEmpty ? "success" : "success (risks accepted: \(acceptedRisks.joined(separator: ", ")))"
+            try Self.append(db, action: "approve", operator: name, reason: reason, backend: "", policy: content,
+                            policyDigest: digest, whitelist: "", outcome: outcome, at: time)
+            return RulesetVersion(version: version, digest: digest, content: content, source: source, operator: name,
+                                  approvedAt: time, acceptedRisks: acceptedRisks)
+        }
+    }
+
+    /// Records a decision that changed nothing (a refused approval, say).
+    public func record(action: String, operator name: String, reason: String, policy: String, outcome: String,
+                       at time: Int64 = TimeText.now()) throws {
+        try pool.write { db in
+            try Self.append(db, action: action, operator: name, reason: reason, backend: "", policy: policy,
+                            policyDigest: SHA256.hex(policy), whitelist: "", outcome: outcome, at: time)
+        }
+    }
+
+    static func append(_ db: Database, action: String, operator name: String, reason: String, backend: String, policy: String,
+                       policyDigest: String, whitelist: String, outcome: String, at time: Int64) throws {
+        let previous = try String.fetchOne(db, sql: "SELECT hash FROM decisions ORDER BY seq DESC LIMIT 1") ?? ""
+        var decision = Decision(id: UUID().uuidString.lowercased(), action: action, operator: name, reason: reason, backend: backend,
+                                policy: policy, policyDigest: policyDigest, whitelist: whitelist, appliedAt: time, outcome: outcome,
+                                previousHash: previous, hash: "")
+        decision.hash = SHA256.hex(Decision.chained(decision))
+        try db.execute(sql: """
+            INSERT INTO decisions (id, action, operator, reason, backend, policy, policy_digest, whitelist, applied_at, outcome,
+                                   previous_hash, hash)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [decision.id, action, name, reason, backend, policy, policyDigest, whitelist, time, outcome,
+                             previous, decision.hash])
+    }
+
+    public func rulesetVersions() throws -> [RulesetVersion] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM rulesets ORDER BY version").map(Self.version)
+        }
+    }
+
+    public func latestRuleset() throws -> RulesetVersion? {
+        try pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM rulesets ORDER BY version DESC LIMIT 1").map(Self.version)
+        }
+    }
+
+    public func decisions() throws -> [Decision] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM decisions ORDER BY seq").map { row in
+                Decision(id: row["id"], action: row["action"], operator: row["operator"], reason: row["reason"], backend: row["backend"],
+                         policy: row["policy"], policyDigest: row["policy_digest"], whitelist: row["whitelist"], appliedAt: row["applied_at"],
+                         outcome: row["outcome"], previousHash: row["previous_hash"], hash: row["hash"])
+            }
+        }
+    }
+
+    private static func version(_ row: Row) -> RulesetVersion {
+        let risks: String = row["accepted_risks"]
+        return RulesetVersion(version: row["version"], digest: row["digest"], content: row["content"], source: row["source"],
+                              operator: row["operator"], approvedAt: row["approved_at"],
+                              acceptedRisks: risks.isEmpty ? [] : risks.split(separator: ",").map(String.init))
+    }
+}

@@ -1,0 +1,70 @@
+import ArgumentParser
+import CordonAgent
+import CordonCore
+import CordonStore
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct ApproveCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "approve",
+        abstract: "Validate, review and store a ruleset as the new approved version.",
+        discussion: """
+            Refuses (exit 3) when the review finds a lockout risk, unless --accept-risk is given. \
+            Stores the exact file content with its SHA-256, the operator and the time, and writes a \
+            decision-log entry either way.
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: ArgumentHelp("Ruleset file.", valueName: "file"))
+    var file: String
+
+    @Option(name: .customLong("operator"), help: ArgumentHelp("Who approves (recorded).", valueName: "name"))
+    var operatorName: String
+
+    @Option(help: ArgumentHelp("Why (recorded).", valueName: "text"))
+    var reason: String = ""
+
+    @Flag(help: "Approve despite lockout risks (they are recorded as accepted).")
+    var acceptRisk = false
+
+    func validate() throws {
+        guard !operatorName.trimmingCharacters(in: .whitespaces).isEmpty else { throw ValidationError("--operator must name someone") }
+    }
+
+    func run() throws {
+        let ruleset = try loadRuleset(file)
+        let content = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+        let path = global.db ?? AgentConfig.defaultDatabase
+        guard access(path, F_OK) == 0 else { throw CLIError.failed("\(StoreError.missing(path: path))") }
+        let store: FlowStore
+        let review: Review
+        do {
+            store = try FlowStore(path: path)
+            review = Review(ruleset: ruleset, flows: try store.loadAll(), context: HostFacts.reviewContext())
+        } catch {
+            throw CLIError.failed("\(error)")
+        }
+        let kinds = review.risks.map(\.kind.rawValue)
+        if !review.risks.isEmpty && !acceptRisk {
+            try? store.record(action: "approve", operator: operatorName, reason: reason, policy: content,
+                              outcome: "refused: lockout risk (\(kinds.joined(separator: ", ")))")
+            var message = "refused to approve \(file): lockout risk\n"
+            for risk in review.risks { message += "  \(risk.kind.rawValue): \(risk.message)\n" }
+            message += "fix the ruleset, or approve with --accept-risk if you are sure"
+            FileHandle.standardError.write(Data("cordon: \(message)\n".utf8))
+            throw ExitCode(3)
+        }
+        do {
+            let version = try store.approve(content: content, source: file, operator: operatorName, acceptedRisks: kinds, reason: reason)
+            print("approved \(file) as version \(version.version) (sha256 \(version.digest)) by \(operatorName)"
+                  + (kinds.isEmpty ? "" : "; risks accepted: \(kinds.joined(separator: ", "))"))
+        } catch {
+            throw CLIError.failed("\(error)")
+        }
+    }
+}
