@@ -36,48 +36,59 @@ public struct Review: Sendable {
     public static let alwaysAllowedICMPv6Types: Set<UInt8> = [133, 134, 135, 136, 141, 142, 143]
 
     public init(ruleset: Ruleset, flows: [(key: FlowKey, stats: FlowStats)], context: Context = Context()) {
+        let rules = CompiledRules(ruleset)
         for (key, stats) in flows {
             if key.direction == .forward {
                 forwarded.append((key, stats))
-            } else if let rule = Self.rule(allowing: key, in: ruleset) {
+            } else if let rule = rules.rule(allowing: key) {
                 allowed.append(Allowed(key: key, stats: stats, rule: rule))
             } else {
                 rejected.append((key, stats))
             }
         }
-        risks = Self.risks(ruleset: ruleset, flows: flows, context: context)
+        risks = Self.risks(rules, flows: flows, context: context)
     }
 
-    /// The first rule that allows a flow, as text, or nil.
-    public static func rule(allowing key: FlowKey, in ruleset: Ruleset) -> String? {
-        if key.transport == IPProtocolNumber.icmpv6, let type = key.icmpType, alwaysAllowedICMPv6Types.contains(type) {
-            return "always: neighbour discovery"
+    /// The rules of a ruleset in evaluation order, each with its network ready for matching.
+    public struct CompiledRules: Sendable {
+        let incoming: [(title: String, matcher: NetworkMatcher)]
+        let outgoing: [(title: String, matcher: NetworkMatcher)]
+
+        public init(_ ruleset: Ruleset) {
+            var matchers: [String: NetworkMatcher] = [:]
+            for network in ruleset.networks { matchers[network.name] = NetworkMatcher(network) }
+            incoming = ruleset.incoming.compactMap { rule in matchers[rule.network].map { ("incoming:\(rule.network)", $0) } }
+            outgoing = ruleset.outgoing.compactMap { rule in matchers[rule.network].map { ("outgoing:\(rule.network)", $0) } }
         }
-        let (rules, title) = key.direction == .inbound ? (ruleset.incoming, "incoming") : (ruleset.outgoing, "outgoing")
-        for rule in rules {
-            if let network = ruleset.network(named: rule.network),
-               network.contains(remote: key.remote, transport: key.transport, service: key.service) {
-                return "\(title):\(rule.network)"
+
+        /// The first rule that allows a flow, as text, or nil.
+        public func rule(allowing key: FlowKey) -> String? {
+            if key.transport == IPProtocolNumber.icmpv6, let type = key.icmpType, alwaysAllowedICMPv6Types.contains(type) {
+                return "always: neighbour discovery"
             }
+            let rules = key.direction == .inbound ? incoming : outgoing
+            return rules.first { $0.matcher.contains(remote: key.remote, transport: key.transport, service: key.service) }?.title
         }
-        return nil
+
+        func allows(_ direction: Direction, _ transport: UInt8, _ port: UInt16, _ remote: IPAddress, local: IPAddress) -> Bool {
+            rule(allowing: FlowKey(direction: direction, transport: transport, local: local, remote: IPPrefix(remote), service: port)) != nil
+        }
     }
 
-    static func allows(_ ruleset: Ruleset, _ direction: Direction, _ transport: UInt8, _ port: UInt16, _ remote: IPAddress,
-                       local: IPAddress) -> Bool {
-        rule(allowing: FlowKey(direction: direction, transport: transport, local: local, remote: IPPrefix(remote), service: port),
-             in: ruleset) != nil
+    /// The first rule of `ruleset` that allows a flow, as text, or nil.
+    public static func rule(allowing key: FlowKey, in ruleset: Ruleset) -> String? {
+        CompiledRules(ruleset).rule(allowing: key)
     }
 
-    static func risks(ruleset: Ruleset, flows: [(key: FlowKey, stats: FlowStats)], context: Context) -> [Risk] {
+    static func risks(_ rules: CompiledRules, flows: [(key: FlowKey, stats: FlowStats)], context: Context) -> [Risk] {
         var risks: [Risk] = []
         func rejected(_ match: (FlowKey) -> Bool) -> [FlowKey] {
-            flows.map(\.key).filter { $0.direction != .forward && match($0) && rule(allowing: $0, in: ruleset) == nil }
+            flows.map(\.key).filter { $0.direction != .forward && match($0) && rules.rule(allowing: $0) == nil }
         }
         // SSH: recorded inbound SSH, and the sessions open now.
         let ssh = rejected { $0.direction == .inbound && $0.transport == IPProtocolNumber.tcp && $0.service == 22 }
         let sessions = context.liveSessions.filter {
-            !allows(ruleset, .inbound, IPProtocolNumber.tcp, $0.port, $0.remote, local: $0.local)
+            !rules.allows(.inbound, IPProtocolNumber.tcp, $0.port, $0.remote, local: $0.local)
         }
         if !ssh.isEmpty || !sessions.isEmpty {
             var parts: [String] = []
@@ -91,8 +102,8 @@ public struct Review: Sendable {
         let dhcpFlows = flows.map(\.key).filter { $0.transport == IPProtocolNumber.udp && [67, 68, 546, 547].contains($0.service) }
         let dhcpInUse = context.dhcpClientRunning || !dhcpFlows.isEmpty
         let anywhere4 = IPAddress("255.255.255.255")!, local4 = IPAddress("0.0.0.0")!
-        let dhcpOK = allows(ruleset, .outbound, IPProtocolNumber.udp, 67, anywhere4, local: local4)
-            && allows(ruleset, .inbound, IPProtocolNumber.udp, 68, dhcpFlows.first { $0.direction == .inbound }?.remote.address ?? anywhere4,
+        let dhcpOK = rules.allows(.outbound, IPProtocolNumber.udp, 67, anywhere4, local: local4)
+            && rules.allows(.inbound, IPProtocolNumber.udp, 68, dhcpFlows.first { $0.direction == .inbound }?.remote.address ?? anywhere4,
                       local: local4)
         if dhcpInUse && !dhcpOK {
             let why = context.dhcpClientRunning ? "a DHCP client is running" : "DHCP traffic was recorded"
@@ -100,7 +111,7 @@ public struct Review: Sendable {
         }
         // DNS: every configured resolver.
         let blocked = context.resolvers.filter { resolver in
-            !allows(ruleset, .outbound, IPProtocolNumber.udp, 53, resolver, local: resolver.family == .ipv4 ? local4 : IPAddress("::")!)
+            !rules.allows(.outbound, IPProtocolNumber.udp, 53, resolver, local: resolver.family == .ipv4 ? local4 : IPAddress("::")!)
         }
         if !blocked.isEmpty {
             risks.append(Risk(kind: .dns, message: "the configured resolver\(blocked.count == 1 ? "" : "s") \(list(blocked.map(\.description))) would be unreachable on udp/53: name resolution would fail"))

@@ -68,6 +68,28 @@ public struct ExternalNetwork: Hashable, Sendable {
     }
 }
 
+/// A network prepared for matching many flows: single-address entries in a hash set, the few
+/// wider prefixes in a list. A proposal narrows a network to every server seen, so entries can
+/// number in the thousands; a linear scan per flow made `review` quadratic.
+public struct NetworkMatcher: Sendable {
+    public let network: ExternalNetwork
+    private let single: Set<IPAddress>
+    private let wider: [IPPrefix]
+
+    public init(_ network: ExternalNetwork) {
+        self.network = network
+        single = Set(network.entries.filter(\.isSingleAddress).map(\.address))
+        wider = network.entries.filter { !$0.isSingleAddress }
+    }
+
+    /// Same answer as `ExternalNetwork.contains`.
+    public func contains(remote: IPPrefix, transport: UInt8, service: UInt16) -> Bool {
+        guard network.services.contains(where: { $0.matches(transport: transport, service: service) }) else { return false }
+        if remote.isSingleAddress && single.contains(remote.address) { return true }
+        return wider.contains { $0.family == remote.family && $0.length <= remote.length && $0.contains(remote.address) }
+    }
+}
+
 /// A protocol with a port range, or an ICMP/ICMPv6 type (and optionally code).
 public enum Service: Hashable, Sendable, CustomStringConvertible {
     /// tcp, udp, sctp, dccp or udplite, with an inclusive port range.

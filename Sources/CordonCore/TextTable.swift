@@ -7,26 +7,31 @@ public struct TextTable {
 
     public mutating func add(_ row: [String]) { rows.append(row) }
 
-    public var text: String {
-        let all = [header] + rows
-        let widths = header.indices.map { column in all.map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0 }
-        return all.map { row in
-            row.enumerated().map { column, cell in
-                column == row.count - 1 ? cell : cell.padding(toLength: widths[column] + 2)
-            }.joined()
-        }.joined(separator: "\n") + "\n"
-    }
-}
+    public var text: String { text(indent: "") }
 
-extension String {
-    fileprivate func padding(toLength length: Int) -> String {
-        count >= length ? self + " " : self + String(repeating: " ", count: length - count)
+    /// Every line starts with `indent` (for tables nested in a report).
+    public func text(indent: String) -> String {
+        let all = [header] + rows
+        var widths = [Int](repeating: 0, count: header.count)
+        for row in all {
+            for (column, cell) in row.enumerated() where column < widths.count { widths[column] = max(widths[column], cell.count) }
+        }
+        var out = ""
+        for row in all {
+            out += indent
+            for (column, cell) in row.enumerated() {
+                out += cell
+                if column < row.count - 1 { out += String(repeating: " ", count: max(1, widths[column] + 2 - cell.count)) }
+            }
+            out += "\n"
+        }
+        return out
     }
 }
 
 extension FlowRecord {
     /// The columns of `cordon flows` without `--json`.
-    public static func table(_ records: [FlowRecord]) -> String {
+    public static func table(_ records: [FlowRecord], indent: String = "") -> String {
         var table = TextTable(header: ["DIRECTION", "PROTO", "LOCAL", "PORT", "REMOTE", "RPORT", "CONNS", "FIRST SEEN", "LAST SEEN"])
         for r in records {
             let icmp = r.icmpType.map { "type \($0)/\(r.icmpCode ?? 0)" }
@@ -38,6 +43,6 @@ extension FlowRecord {
                 String(r.connections), r.firstSeen, r.lastSeen,
             ])
         }
-        return table.text
+        return table.text(indent: indent)
     }
 }

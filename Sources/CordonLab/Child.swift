@@ -12,6 +12,7 @@ public final class Child: Sendable {
     public let pid: pid_t
     public let arguments: [String]
     private let exitStatus = Mutex<Int32?>(nil)
+    private let usage = Mutex<rusage?>(nil)
 
     /// Starts `arguments[0]` (looked up in PATH) with stdin from `input` (or /dev/null) and
     /// stdout and stderr appended to `output` (or /dev/null).
@@ -49,7 +50,9 @@ public final class Child: Sendable {
         exitStatus.withLock { cached in
             if let cached { return cached }
             var raw: Int32 = 0
-            guard waitpid(pid, &raw, WNOHANG) == pid else { return nil }
+            var resources = rusage()
+            guard wait4(pid, &raw, WNOHANG, &resources) == pid else { return nil }
+            usage.withLock { $0 = resources }
             // WIFEXITED / WEXITSTATUS / WTERMSIG are macros; the encoding is the classic one.
             let signal = raw & 0x7F
             cached = signal == 0 ? (raw >> 8) & 0xFF : 128 + signal
@@ -58,6 +61,12 @@ public final class Child: Sendable {
     }
 
     public var isRunning: Bool { status == nil }
+
+    /// Peak resident set of the finished child, bytes (nil while it runs).
+    public var peakRSS: Int? {
+        _ = status
+        return usage.withLock { $0.map { Int($0.ru_maxrss) * 1024 } }
+    }
 
     public func signal(_ number: Int32) {
         if isRunning { kill(pid, number) }

@@ -2,6 +2,7 @@ import ArgumentParser
 #if canImport(Glibc)
 import Glibc
 #endif
+import CordonCore
 import Foundation
 
 @main
@@ -63,4 +64,37 @@ func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// Writes a (possibly huge) array one element per line, each encoded on its own, with sorted
+/// keys; with `key`, as the member `"key": [...]` of an enclosing object the caller writes.
+/// Output goes out in 64 KiB chunks rather than a `print` per element.
+func printJSONArray<T: Encodable>(_ items: [T], key: String? = nil) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    var buffer = key.map { "\"\($0)\": [" } ?? "["
+    for (index, item) in items.enumerated() {
+        buffer += index == 0 ? "\n  " : ",\n  "
+        if let fast = item as? FastJSON {
+            buffer += fast.json
+        } else {
+            buffer += String(decoding: try encoder.encode(item), as: UTF8.self)
+        }
+        if buffer.utf8.count >= 1 << 16 {
+            FileHandle.standardOutput.write(Data(buffer.utf8))
+            buffer = ""
+        }
+    }
+    buffer += items.isEmpty ? "]" : "\n]"
+    if key == nil { buffer += "\n" }
+    FileHandle.standardOutput.write(Data(buffer.utf8))
+}
+
+/// Values that write their own JSON (see `FlowRecord.json`).
+protocol FastJSON {
+    var json: String { get }
+}
+
+extension FlowRecord: FastJSON {
+    var json: String { json() }
 }

@@ -67,7 +67,7 @@ struct FlowsCommand: ParsableCommand {
             throw CLIError.failed("\(error)")
         }
         if json {
-            try printJSON(records)
+            try printJSONArray(records)
         } else if records.isEmpty {
             print("no flows recorded\(direction != nil || transport != nil || port != nil || since != nil ? " that match" : "")")
         } else {

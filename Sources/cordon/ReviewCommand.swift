@@ -37,7 +37,7 @@ struct ReviewCommand: ParsableCommand {
         }
         let review = Review(ruleset: ruleset, flows: flows, context: HostFacts.reviewContext())
         if json {
-            try printJSON(ReviewReport(review))
+            try ReviewReport(review).write()
         } else {
             print(text(review, ruleset: ruleset), terminator: "")
         }
@@ -52,7 +52,7 @@ struct ReviewCommand: ParsableCommand {
         let byRule = Dictionary(grouping: review.allowed, by: \.rule)
         for rule in byRule.keys.sorted() {
             let flows = byRule[rule]!
-            lines.append("  \(rule.padding(toLength: 32, withPad: " ", startingAt: 0)) \(flows.count) flows, \(connections(flows.map(\.stats))) connections")
+            lines.append("  \(rule)\(String(repeating: " ", count: max(1, 32 - rule.count)))\(flows.count) flows, \(connections(flows.map(\.stats))) connections")
         }
         let unused = (ruleset.incoming.map { "incoming:\($0.network)" } + ruleset.outgoing.map { "outgoing:\($0.network)" })
             .filter { byRule[$0] == nil }
@@ -60,8 +60,9 @@ struct ReviewCommand: ParsableCommand {
         lines.append("")
         lines.append("rejected: \(review.rejected.count) flows, \(connections(review.rejected.map(\.stats))) connections")
         if !review.rejected.isEmpty {
-            lines.append(FlowRecord.table(review.rejected.map { FlowRecord(key: $0.key, stats: $0.stats) })
-                .split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+            var table = FlowRecord.table(review.rejected.map { FlowRecord(key: $0.key, stats: $0.stats) }, indent: "  ")
+            table.removeLast()
+            lines.append(table)
         }
         if !review.forwarded.isEmpty {
             lines.append("")
@@ -93,9 +94,11 @@ func loadRuleset(_ path: String) throws -> Ruleset {
     }
 }
 
-/// `review --json`.
+/// `review --json`: one object, written element by element so that a review of a large record
+/// does not hold its whole JSON text in memory.
 struct ReviewReport: Encodable {
-    struct AllowedFlow: Encodable {
+    struct AllowedFlow: Encodable, FastJSON {
+        var json: String { flow.json(extra: [("rule", JSONText.quoted(rule))]) }
         let flow: FlowRecord
         let rule: String
         enum Keys: String, CodingKey { case rule }
@@ -116,5 +119,18 @@ struct ReviewReport: Encodable {
         rejected = review.rejected.map { FlowRecord(key: $0.key, stats: $0.stats) }
         forwarded = review.forwarded.map { FlowRecord(key: $0.key, stats: $0.stats) }
         risks = review.risks
+    }
+
+    func write() throws {
+        let separator = { FileHandle.standardOutput.write(Data(",\n".utf8)) }
+        FileHandle.standardOutput.write(Data("{\n".utf8))
+        try printJSONArray(allowed, key: "allowed")
+        separator()
+        try printJSONArray(rejected, key: "rejected")
+        separator()
+        try printJSONArray(forwarded, key: "forwarded")
+        separator()
+        try printJSONArray(risks, key: "risks")
+        FileHandle.standardOutput.write(Data("\n}\n".utf8))
     }
 }

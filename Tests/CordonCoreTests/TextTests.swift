@@ -69,3 +69,23 @@ import Testing
         #expect(SHA256.hex(String(repeating: "a", count: 1_000_000)) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
     }
 }
+
+@Suite struct JSONTextTests {
+    /// The hand-written JSON of a flow says exactly what the Codable encoding says.
+    @Test(arguments: [
+        FlowKey(direction: .inbound, transport: 6, local: IPAddress("192.0.2.10")!, remote: IPPrefix("198.51.100.0/24")!, service: 22),
+        FlowKey(direction: .outbound, transport: 58, local: IPAddress("2001:db8::10")!, remote: IPPrefix("2001:db8::1")!, service: 128 << 8),
+        FlowKey(direction: .forward, transport: 47, local: IPAddress("192.0.2.1")!, remote: IPPrefix("203.0.113.7")!, service: 0),
+    ])
+    func flowJSONMatchesTheEncoder(_ key: FlowKey) throws {
+        let record = FlowRecord(key: key, stats: FlowStats(connections: 5, packets: 7, bytes: 900, firstSeen: 10, lastSeen: 20))
+        let fast = try JSONSerialization.jsonObject(with: Data(record.json(extra: [("rule", "\"incoming:ssh\"")]).utf8)) as! NSDictionary
+        var encoded = try JSONSerialization.jsonObject(with: JSONEncoder().encode(record)) as! [String: Any]
+        encoded["rule"] = "incoming:ssh"
+        #expect(fast == encoded as NSDictionary)
+    }
+
+    @Test func escapesStrings() {
+        #expect(JSONText.quoted("a\"b\\c\nd\u{1}é") == "\"a\\\"b\\\\c\\nd\\u0001é\"")
+    }
+}
