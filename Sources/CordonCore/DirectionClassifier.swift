@@ -49,6 +49,13 @@ public struct LocalAddresses: Sendable, Equatable {
         unicast.contains(address) || broadcast.contains(address) || address.isMulticast || address.isLimitedBroadcast
     }
 
+    /// A DHCP server's answer to a client port (udp 67→68, DHCPv6 547→546) is for this host even
+    /// when it is addressed to the address being offered, which the host does not hold yet.
+    static func isDHCPReply(_ tuple: ConnectionTuple) -> Bool {
+        tuple.transport == IPProtocolNumber.udp
+            && (tuple.sourcePort == 67 && tuple.destinationPort == 68 || tuple.sourcePort == 547 && tuple.destinationPort == 546)
+    }
+
     /// Decides which side of a connection is this host and builds the aggregation key.
     ///
     /// Returns nil for traffic that is never subject to policy: loopback and the host talking to
@@ -70,7 +77,7 @@ public struct LocalAddresses: Sendable, Equatable {
             if isLocal(dst) { return nil }
             return key(.outbound, local: src, remote: dst)
         }
-        if receives(dst) {
+        if receives(dst) || Self.isDHCPReply(tuple) {
             return key(.inbound, local: dst, remote: src)
         }
         if isLocal(tuple.replySource) {

@@ -99,7 +99,9 @@ public struct Review: Sendable {
             risks.append(Risk(kind: .ssh, message: parts.joined(separator: "; ") + ": you could lock yourself out"))
         }
         // DHCP: leases must renew.
-        let dhcpFlows = flows.map(\.key).filter { $0.transport == IPProtocolNumber.udp && [67, 68, 546, 547].contains($0.service) }
+        let dhcpFlows = flows.map(\.key).filter {
+            $0.direction != .forward && $0.transport == IPProtocolNumber.udp && [67, 68, 546, 547].contains($0.service)
+        }
         let dhcpInUse = context.dhcpClientRunning || !dhcpFlows.isEmpty
         let anywhere4 = IPAddress("255.255.255.255")!, local4 = IPAddress("0.0.0.0")!
         let dhcpOK = rules.allows(.outbound, IPProtocolNumber.udp, 67, anywhere4, local: local4)

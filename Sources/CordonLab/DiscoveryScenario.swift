@@ -30,7 +30,8 @@ public final class DiscoveryScenario: Sendable {
     /// Builds the namespaces and starts the servers. With `hostFirewall`, the host namespace gets a
     /// firewall of its own (as most hosts have) before any traffic, so the kernel already tracks
     /// connections that predate the agent.
-    public init(lab: Lab, hostFirewall: Bool = true) throws {
+    /// Without `servers`, no socat listeners start (a test bringing real daemons for those ports).
+    public init(lab: Lab, hostFirewall: Bool = true, servers: Bool = true) throws {
         let missing = Self.missingTools()
         guard missing.isEmpty else {
             throw LabError("missing tools: apt-get install -y \(missing.joined(separator: " "))")
@@ -53,6 +54,7 @@ public final class DiscoveryScenario: Sendable {
             let result = try lab.run(host, ["nft", "-f", "-"], input: rules)
             guard result.succeeded else { throw LabError("host firewall: \(result.stderr)") }
         }
+        guard servers else { return }
         // Servers: an SSH-like port and syslog on the host; HTTPS, DNS and a web port on the peer.
         try listen(host, tcp: 22)
         try listen(host, udp: 514)

@@ -33,7 +33,9 @@ public final class Lab: Sendable {
     public let tag: String
     private let created = Mutex<[String]>([])
     private let children = Mutex<[Child]>([])
-    private let links = Atomic<Int>(0)
+    /// Process-wide: labs of one process (parallel test suites) must never pick the same names.
+    private static let labs = Atomic<Int>(0)
+    private static let links = Atomic<Int>(0)
     /// Holds files the lab writes (configs, logs, the database).
     public let directory: String
 
@@ -41,7 +43,8 @@ public final class Lab: Sendable {
         guard geteuid() == 0 else { throw LabError("network namespaces need root") }
         guard Self.which("ip") != nil else { throw LabError("`ip` not found: apt-get install -y iproute2") }
         Self.sweepStale()
-        tag = String(getpid())
+        // The process id first (sweepStale reads it), then a number unique in this process.
+        tag = "\(getpid())x\(Self.labs.add(1, ordering: .relaxed).newValue)"
         directory = NSTemporaryDirectory() + "cordon-lab-\(tag)-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
@@ -63,9 +66,10 @@ public final class Lab: Sendable {
     /// Returns the interface names (in `a`, in `b`).
     @discardableResult
     public func connect(_ a: String, _ aAddresses: [String], _ b: String, _ bAddresses: [String]) throws -> (String, String) {
-        let index = links.add(1, ordering: .relaxed).newValue
-        // Interface names are limited to 15 bytes.
-        let left = "cl\(index)a\(tag.suffix(6))", right = "cl\(index)b\(tag.suffix(6))"
+        let index = Self.links.add(1, ordering: .relaxed).newValue
+        // Interface names are limited to 15 bytes: "cl", the link number, a/b, the pid's last digits.
+        let pid = String(getpid() % 100_000)
+        let left = "cl\(index)a\(pid)", right = "cl\(index)b\(pid)"
         try check(run(nil, ["ip", "link", "add", left, "netns", a, "type", "veth", "peer", "name", right, "netns", b]),
                   "create veth \(left)/\(right)")
         for (namespace, interface, addresses) in [(a, left, aAddresses), (b, right, bAddresses)] {

@@ -67,6 +67,16 @@ import Testing
         #expect(key.remotePort == 67)
     }
 
+    @Test func dhcpOfferToTheAddressBeingOfferedIsInbound() throws {
+        let offer = ConnectionTuple(transport: 17, source: peer, destination: IPAddress("192.0.2.120")!, sourcePort: 67, destinationPort: 68)
+        let key = try #require(local.flowKey(for: offer))
+        #expect(key.direction == .inbound)
+        #expect(key.localPort == 68)
+        // Other traffic to an address the host does not hold is still forwarded traffic.
+        let other = ConnectionTuple(transport: 17, source: peer, destination: IPAddress("192.0.2.120")!, sourcePort: 68, destinationPort: 67)
+        #expect(local.flowKey(for: other)?.direction == .forward)
+    }
+
     @Test func redirectedConnectionIsInboundOnTheRealServicePort() throws {
         // DNAT of 203.0.113.5:80 to this host's port 8080.
         let tuple = ConnectionTuple(transport: 6, source: peer, destination: IPAddress("203.0.113.5")!, sourcePort: 50_000,

@@ -159,7 +159,7 @@ struct DiscoveryTests {
         #expect(output.contains("  # - name: in-syslog-udp-514\n"))
         #expect(output.contains("  # - name: out-https-tcp-443\n"))
         let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? [])
-            .filter { $0.hasPrefix("\(Lab.namePrefix)\(demo.pid)-") }
+            .filter { $0.hasPrefix("\(Lab.namePrefix)\(demo.pid)x") }
         #expect(leftovers.isEmpty, "namespaces left: \(leftovers)")
         let lab = try Lab()
         defer { lab.cleanup() }
