@@ -72,7 +72,7 @@ public enum ProposalText {
         return ExternalNetwork(name: String(label.prefix(RulesetLimits.nameLength)), entries: candidate.remotes, services: [service])
     }
 
-    static func summary(_ candidate: Proposer.Candidate, names: ServiceNames, listed: Int) -> String {
+    public static func summary(_ candidate: Proposer.Candidate, names: ServiceNames, listed: Int) -> String {
         var service: String
         if IPProtocolNumber.isICMP(candidate.transport) {
             service = "\(IPProtocolNumber.name(candidate.transport)) type \(candidate.service >> 8) code \(candidate.service & 0xFF)"

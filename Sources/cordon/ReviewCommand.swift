@@ -27,6 +27,17 @@ struct ReviewCommand: ParsableCommand {
     @Flag(help: "Print JSON: allowed (flows with the rule), rejected, forwarded, risks.")
     var json = false
 
+    @Flag(help: "Walk the rejected flow groups one by one (needs a terminal) and write the resulting ruleset.")
+    var interactive = false
+
+    @Option(help: ArgumentHelp("With --interactive: where to write (default FILE with .reviewed before .yaml).", valueName: "file"))
+    var out: String?
+
+    func validate() throws {
+        if interactive && json { throw ValidationError("--interactive and --json exclude each other") }
+        if out != nil && !interactive { throw ValidationError("--out is for --interactive") }
+    }
+
     func run() throws {
         let ruleset = try loadRuleset(file)
         let flows: [(key: FlowKey, stats: FlowStats)]
@@ -36,12 +47,52 @@ struct ReviewCommand: ParsableCommand {
             throw CLIError.failed("\(error)")
         }
         let review = Review(ruleset: ruleset, flows: flows, context: HostFacts.reviewContext())
+        if interactive {
+            guard isatty(0) == 1 else { throw CLIError.invalid("--interactive needs a terminal on standard input") }
+            return try walk(review, ruleset: ruleset, flows: flows)
+        }
         if json {
             try ReviewReport(review).write()
         } else {
             print(text(review, ruleset: ruleset), terminator: "")
         }
         if !review.risks.isEmpty { throw ExitCode(3) }
+    }
+
+    /// The learn-then-enforce loop: each leftover group, its flows, and a decision.
+    private func walk(_ review: Review, ruleset: Ruleset, flows: [(key: FlowKey, stats: FlowStats)]) throws {
+        let names = (try? String(contentsOfFile: "/etc/services", encoding: .utf8)).map(ServiceNames.init(servicesFile:)) ?? ServiceNames()
+        let candidates = Leftovers.candidates(review)
+        var result = ruleset
+        var decided = 0
+        print("\(candidates.count) flow group\(candidates.count == 1 ? "" : "s") would be rejected by \(file).")
+        loop: for (index, candidate) in candidates.enumerated() {
+            print("\n[\(index + 1)/\(candidates.count)] \(ProposalText.summary(candidate, names: names, listed: 8))")
+            let rows = review.rejected.filter { $0.key.direction == candidate.direction && $0.key.transport == candidate.transport
+                && $0.key.service == candidate.service }.prefix(10)
+            print(FlowRecord.table(rows.map { FlowRecord(key: $0.key, stats: $0.stats) }, indent: "    "), terminator: "")
+            while true {
+                print("allow [n]arrowed to these addresses, allow from [a]nywhere, [s]kip, [q]uit? ", terminator: "")
+                guard let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased() else { break loop }
+                switch answer {
+                case "n": Leftovers.allow(candidate, narrowed: true, in: &result, names: names); decided += 1
+                case "a": Leftovers.allow(candidate, narrowed: false, in: &result, names: names); decided += 1
+                case "s": break
+                case "q": break loop
+                default: continue
+                }
+                break
+            }
+        }
+        let destination = out ?? (file.hasSuffix(".yaml") ? String(file.dropLast(5)) + ".reviewed.yaml" : file + ".reviewed")
+        let text = RulesetText.render(result, header: ["Reviewed with `cordon review --interactive` from \(file); \(decided) group(s) allowed."])
+        _ = try RulesetParser.parse(text, file: destination)
+        do {
+            try text.write(toFile: destination, atomically: true, encoding: .utf8)
+        } catch {
+            throw CLIError.failed("cannot write \(destination): \(error.localizedDescription)")
+        }
+        print("\nwrote \(destination): \(decided) group\(decided == 1 ? "" : "s") allowed; review or approve it next.")
     }
 
     private func text(_ review: Review, ruleset: Ruleset) -> String {

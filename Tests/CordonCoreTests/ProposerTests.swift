@@ -111,3 +111,34 @@ import Testing
         #expect(ruleset.incoming.isEmpty && ruleset.outgoing.isEmpty)
     }
 }
+
+@Suite struct InteractiveReviewTests {
+    let host = IPAddress("192.0.2.10")!
+
+    @Test func allowedCandidatesRoundTripThroughTheRulesetText() throws {
+        let base = try RulesetParser.parse("networks:\n  - name: dns\n    entries: [192.0.2.53]\n    services: [udp/53]\noutgoing:\n  - to: dns\n",
+                                           file: "base.yaml")
+        let flows: [(key: FlowKey, stats: FlowStats)] = [
+            (FlowKey(direction: .inbound, transport: 17, local: host, remote: IPPrefix("192.0.2.20")!, service: 514),
+             FlowStats(connections: 3, firstSeen: 0, lastSeen: 10)),
+            (FlowKey(direction: .inbound, transport: 17, local: host, remote: IPPrefix("2001:db8::20")!, service: 514),
+             FlowStats(connections: 1, firstSeen: 0, lastSeen: 12)),
+            (FlowKey(direction: .outbound, transport: 6, local: host, remote: IPPrefix("203.0.113.5")!, service: 443),
+             FlowStats(connections: 1, firstSeen: 0, lastSeen: 11)),
+        ]
+        let candidates = Leftovers.candidates(Review(ruleset: base, flows: flows))
+        #expect(candidates.map(\.service) == [514, 443])
+        #expect(candidates.first?.connections == 4)
+        var result = base
+        Leftovers.allow(candidates[0], narrowed: true, in: &result, names: ServiceNames())
+        Leftovers.allow(candidates[1], narrowed: false, in: &result, names: ServiceNames())
+        Leftovers.allow(candidates[1], narrowed: false, in: &result, names: ServiceNames())  // a second time: a new name
+        let reparsed = try RulesetParser.parse(RulesetText.render(result, header: ["test"]), file: "out.yaml")
+        #expect(reparsed == result)
+        #expect(result.network(named: "in-udp-514")?.entries.map(\.description) == ["192.0.2.20", "2001:db8::20"])
+        #expect(result.network(named: "out-tcp-443")?.entries.map(\.description) == ["0.0.0.0/0", "::/0"])
+        #expect(result.network(named: "out-tcp-443-2") != nil)
+        #expect(result.incoming.map(\.network) == ["in-udp-514"])
+        #expect(Review(ruleset: result, flows: flows).rejected.isEmpty)
+    }
+}

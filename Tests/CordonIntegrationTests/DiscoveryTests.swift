@@ -302,4 +302,37 @@ struct DiscoveryTests {
         #expect((status["ruleset"] as? [String: Any])?["version"] as? Int == 2)
         #expect(lab.stop(agent) == 0)
     }
+
+    /// `review --interactive` at a real terminal (a pty from script(1)): the analyst allows one
+    /// group narrowed and one from anywhere; the written ruleset then rejects nothing recorded.
+    @Test func interactiveReviewWritesTheDecisions() throws {
+        let cordon = try Integration.cordon()
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let scenario = try DiscoveryScenario(lab: lab)
+        let dir = lab.directory, database = dir + "/cordon.db", socket = dir + "/cordon.sock"
+        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket, log: dir + "/agent.log")
+        _ = try scenario.driveTraffic(rounds: 1)
+        #expect(lab.stop(agent) == 0)
+        let proposal = dir + "/proposed.yaml", reviewed = dir + "/reviewed.yaml"
+        #expect(try lab.run(nil, [cordon, "propose", "--db", database, "--out", proposal]).succeeded)
+
+        let command = "\(cordon) review \(proposal) --interactive --db \(database) --out \(reviewed)"
+        let session = try lab.run(nil, ["script", "-qec", command, "/dev/null"], timeout: 60, input: "n\na\n")
+        #expect(session.succeeded, "\(session.stdout)\(session.stderr)")
+        #expect(session.stdout.contains("[1/2] inbound udp/514"))
+        #expect(session.stdout.contains("[2/2] outbound tcp/443"))
+        let text = try String(contentsOfFile: reviewed, encoding: .utf8)
+        #expect(text.contains("- name: in-syslog-udp-514\n"))
+        #expect(text.contains("entries: [\(S.peerV4)]"))
+        #expect(text.contains("- name: out-https-tcp-443\n"))
+        let check = try lab.run(nil, [cordon, "review", reviewed, "--db", database, "--json"])
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(check.stdout.utf8)) as? [String: Any])
+        #expect((report["rejected"] as? [Any])?.isEmpty == true, "\(check.stdout)")
+
+        // Without a terminal it refuses rather than guess.
+        let piped = try lab.run(nil, [cordon, "review", proposal, "--interactive", "--db", database], input: "n\n")
+        #expect(piped.status == 2)
+        #expect(piped.stderr.contains("needs a terminal"))
+    }
 }
