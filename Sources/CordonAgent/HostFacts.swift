@@ -16,11 +16,13 @@ public enum HostFacts {
         context.resolvers = (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)).map(Review.resolvers(resolvConf:)) ?? []
         context.dhcpClientRunning = dhcpClientRunning()
         if let session = Review.sshSession(environment: environment["SSH_CONNECTION"]) { context.liveSessions.append(session) }
-        // Inbound SSH sessions in the live conntrack table (needs CAP_NET_ADMIN; skipped without).
+        // Established inbound SSH sessions in the live conntrack table (needs CAP_NET_ADMIN;
+        // skipped without). Closing ones (TIME_WAIT) are nobody's lifeline any more.
         let local = HostAddresses.read()
-        for entry in (try? ConntrackTable.dump()) ?? [] {
+        for entry in (try? ConntrackTable.dump()) ?? [] where entry.tcpState == ConntrackEntry.tcpEstablished {
             guard let key = local.flowKey(for: entry.tuple), key.direction == .inbound,
-                  key.transport == IPProtocolNumber.tcp, key.service == 22 else { continue }
+                  key.transport == IPProtocolNumber.tcp, key.service == 22,
+                  !context.liveSessions.contains(where: { $0.port == 22 && $0.remote == key.remote.address }) else { continue }
             context.liveSessions.append((22, key.remote.address, key.local))
         }
         return context

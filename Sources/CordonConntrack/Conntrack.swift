@@ -21,8 +21,14 @@ public struct ConntrackEntry: Sendable {
     /// Both directions, when `nf_conntrack_acct` is on; otherwise 0.
     public var packets: UInt64
     public var bytes: UInt64
+    /// TCP only: the kernel's state (TCP_CONNTRACK_*; 3 is ESTABLISHED).
+    public var tcpState: UInt8?
 
-    public init(kind: Kind, id: UInt32, tuple: ConnectionTuple, packets: UInt64 = 0, bytes: UInt64 = 0) {
+    /// TCP_CONNTRACK_ESTABLISHED: a session in use, not one closing or half-open.
+    public static let tcpEstablished: UInt8 = 3
+
+    public init(kind: Kind, id: UInt32, tuple: ConnectionTuple, packets: UInt64 = 0, bytes: UInt64 = 0, tcpState: UInt8? = nil) {
+        self.tcpState = tcpState
         self.kind = kind
         self.id = id
         self.tuple = tuple
@@ -71,7 +77,8 @@ private func entry(_ ct: OpaquePointer, kind: ConntrackEntry.Kind) -> ConntrackE
         packets = nfct_get_attr_u64(ct, ATTR_ORIG_COUNTER_PACKETS) &+ nfct_get_attr_u64(ct, ATTR_REPL_COUNTER_PACKETS)
         bytes = nfct_get_attr_u64(ct, ATTR_ORIG_COUNTER_BYTES) &+ nfct_get_attr_u64(ct, ATTR_REPL_COUNTER_BYTES)
     }
-    return ConntrackEntry(kind: kind, id: nfct_get_attr_u32(ct, ATTR_ID), tuple: tuple, packets: packets, bytes: bytes)
+    let tcpState = transport == IPProtocolNumber.tcp && nfct_attr_is_set(ct, ATTR_TCP_STATE) > 0 ? nfct_get_attr_u8(ct, ATTR_TCP_STATE) : nil
+    return ConntrackEntry(kind: kind, id: nfct_get_attr_u32(ct, ATTR_ID), tuple: tuple, packets: packets, bytes: bytes, tcpState: tcpState)
 }
 
 /// Carries the Swift handler of a dump through libnetfilter_conntrack's `void *` callback argument.

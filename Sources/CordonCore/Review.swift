@@ -93,7 +93,8 @@ public struct Review: Sendable {
         if !ssh.isEmpty || !sessions.isEmpty {
             var parts: [String] = []
             if !ssh.isEmpty { parts.append("inbound SSH was recorded from \(list(ssh.map(\.remote.description))) and would be rejected") }
-            for session in sessions {
+            var described = Set<String>()
+            for session in sessions where described.insert("\(session.remote) \(session.port)").inserted {
                 parts.append("the session open now from \(session.remote) to port \(session.port) would be cut off")
             }
             risks.append(Risk(kind: .ssh, message: parts.joined(separator: "; ") + ": you could lock yourself out"))

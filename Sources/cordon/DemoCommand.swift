@@ -83,9 +83,27 @@ struct DemoCommand: ParsableCommand {
         guard flows.succeeded else { throw CLIError.failed(flows.stderr) }
 
         step("cordon propose — a ruleset from what was recorded (standard networks, then Somewhere candidates)")
-        let proposal = try lab.run(nil, [cordon, "propose", "--db", database])
-        say(proposal.succeeded ? proposal.stdout : proposal.stderr, terminator: "")
-        guard proposal.succeeded else { throw CLIError.failed("propose failed") }
+        let proposalFile = lab.directory + "/proposed.yaml"
+        let proposal = try lab.run(nil, [cordon, "propose", "--db", database, "--out", proposalFile])
+        guard proposal.succeeded else { throw CLIError.failed("propose failed: \(proposal.stderr)") }
+        say((try? String(contentsOfFile: proposalFile, encoding: .utf8)) ?? "", terminator: "")
+
+        // Review and approve run in the host's namespace, where its resolver is the peer.
+        try lab.setResolvers(scenario.host, [DiscoveryScenario.peerV4])
+        step("cordon review — what enforcing the proposal would reject, and lockout risks")
+        let review = try lab.run(scenario.host, [cordon, "review", proposalFile, "--db", database])
+        say(review.stdout + review.stderr, terminator: "")
+
+        step("cordon approve — without SSH the approval is refused (a lockout risk) ...")
+        let noSSH = lab.directory + "/no-ssh.yaml"
+        try (try String(contentsOfFile: proposalFile, encoding: .utf8)).replacingOccurrences(of: "  - from: ssh\n", with: "")
+            .write(toFile: noSSH, atomically: true, encoding: .utf8)
+        let refused = try lab.run(scenario.host, [cordon, "approve", noSSH, "--operator", "demo", "--db", database])
+        say(refused.stderr + "   (exit \(refused.status))")
+        step("... and the proposal itself is approved and stored as a version")
+        let approved = try lab.run(scenario.host, [cordon, "approve", proposalFile, "--operator", "demo", "--db", database])
+        say(approved.stdout + approved.stderr, terminator: "")
+        say(try lab.run(nil, [cordon, "rulesets", "--db", database]).stdout, terminator: "")
 
         step("Done. Namespaces and files are being removed.")
         say("   Next: `cordon flows --json` for machine-readable output; Docs/rulesets.md for the ruleset format.")
