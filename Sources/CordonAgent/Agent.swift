@@ -38,6 +38,8 @@ public final class Agent: Sendable {
         sigaddset(&signals, SIGHUP)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
+        // The record says whom this host talks to: readable by root only (database, WAL, directory).
+        umask(0o077)
         let directory = (config.database as NSString).deletingLastPathComponent
         if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
         let store = try FlowStore(path: config.database)

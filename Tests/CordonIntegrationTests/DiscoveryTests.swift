@@ -36,6 +36,8 @@ struct DiscoveryTests {
         #expect((status["flows"] as? Int ?? 0) == 9)
 
         #expect(lab.stop(agent) == 0, "agent must exit 0 on SIGTERM")
+        let mode = (try FileManager.default.attributesOfItem(atPath: database)[.posixPermissions] as? Int) ?? 0
+        #expect(mode & 0o077 == 0, "the record is for root only, not mode \(String(mode, radix: 8))")
         let tables = try lab.nftTables(scenario.host)
         #expect(!tables.contains("table inet cordon"), "discovery table must be removed on a clean stop")
         #expect(tables.contains("table inet hostfw"), "other tables must be left alone")
