@@ -1,6 +1,13 @@
 import CordonCore
 import Foundation
 
+extension ServiceNames {
+    /// The host's /etc/services, or no names when it is missing (minimal containers).
+    public static func system() -> ServiceNames {
+        (try? String(contentsOfFile: "/etc/services", encoding: .utf8)).map(ServiceNames.init(servicesFile:)) ?? ServiceNames()
+    }
+}
+
 /// Where the standard networks file is found: an explicit path, else the installed copies, else
 /// the `Rulesets/` directory of the source tree the binary was built in (development and demo).
 public enum StandardNetworks {

@@ -158,6 +158,11 @@ public struct IPPrefix: Hashable, Sendable, Comparable, CustomStringConvertible 
         other.family == address.family && other.masked(to: Int(length)) == address
     }
 
+    /// True when every address of `other` (a single address or a rolled-up network) is in this one.
+    public func covers(_ other: IPPrefix) -> Bool {
+        length <= other.length && contains(other.address)
+    }
+
     /// A single address prints bare; a network prints in CIDR notation.
     public var description: String { isSingleAddress ? address.description : "\(address)/\(length)" }
 

@@ -30,6 +30,24 @@ public struct Proposer: Sendable {
         public var remotes: [IPPrefix]
         public var connections: UInt64
         public var lastSeen: Int64
+
+        /// Groups flows by direction, protocol and port (or ICMP type/code), both families in one
+        /// candidate (one name, one rule); remotes sorted, groups in a stable order.
+        public static func grouping(_ flows: [(key: FlowKey, stats: FlowStats)]) -> [Candidate] {
+            struct Group: Hashable { var direction: Direction, transport: UInt8, service: UInt16 }
+            var groups: [Group: Candidate] = [:]
+            for (key, stats) in flows {
+                let group = Group(direction: key.direction, transport: key.transport, service: key.service)
+                var candidate = groups[group] ?? Candidate(direction: key.direction, transport: key.transport, service: key.service,
+                                                           remotes: [], connections: 0, lastSeen: stats.lastSeen)
+                candidate.remotes.append(key.remote)
+                candidate.connections += stats.connections
+                candidate.lastSeen = max(candidate.lastSeen, stats.lastSeen)
+                groups[group] = candidate
+            }
+            return groups.values.map { var sorted = $0; sorted.remotes.sort(); return sorted }
+                .sorted { ($0.direction.rawValue, $0.transport, $0.service) < ($1.direction.rawValue, $1.transport, $1.service) }
+        }
     }
 
     public struct Proposal: Sendable {
@@ -54,23 +72,15 @@ public struct Proposer: Sendable {
         var seen: [String: Set<IPPrefix>] = [:]
         var counts: [String: UInt64] = [:]
         var directions: [String: Set<Direction>] = [:]
-        // Both families in one candidate: one name, one rule, entries of either family.
-        struct CandidateKey: Hashable { var direction: Direction, transport: UInt8, service: UInt16 }
-        var leftovers: [CandidateKey: Candidate] = [:]
+        var leftovers: [(key: FlowKey, stats: FlowStats)] = []
         for (key, stats) in flows {
-            if let network = standardNetwork(for: key) {
-                seen[network.name, default: []].insert(key.remote)
-                counts[network.name, default: 0] += stats.connections
-                directions[network.name, default: []].insert(key.direction)
+            guard let network = standardNetwork(for: key) else {
+                leftovers.append((key, stats))
                 continue
             }
-            let group = CandidateKey(direction: key.direction, transport: key.transport, service: key.service)
-            var candidate = leftovers[group] ?? Candidate(direction: key.direction, transport: key.transport, service: key.service,
-                                                          remotes: [], connections: 0, lastSeen: stats.lastSeen)
-            candidate.remotes.append(key.remote)
-            candidate.connections += stats.connections
-            candidate.lastSeen = max(candidate.lastSeen, stats.lastSeen)
-            leftovers[group] = candidate
+            seen[network.name, default: []].insert(key.remote)
+            counts[network.name, default: 0] += stats.connections
+            directions[network.name, default: []].insert(key.direction)
         }
         var ruleset = Ruleset(name: "proposed", description: "Proposed by cordon propose from recorded flows; review before approving.",
                               networks: [])
@@ -87,11 +97,7 @@ public struct Proposer: Sendable {
             if usage == .incoming || (usage == .both && !observed.isEmpty) { ruleset.incoming.append(Rule(network: network.name)) }
             if usage == .outgoing || (usage == .both && !observed.isEmpty) { ruleset.outgoing.append(Rule(network: network.name)) }
         }
-        let candidates = leftovers.values.map { candidate -> Candidate in
-            var sorted = candidate
-            sorted.remotes.sort()
-            return sorted
-        }.sorted { ($0.direction.rawValue, $0.transport, $0.service) < ($1.direction.rawValue, $1.transport, $1.service) }
+        let candidates = Candidate.grouping(leftovers)
         return Proposal(ruleset: ruleset, candidates: candidates, seen: seen.mapValues { $0.sorted() }, connections: counts)
     }
 }

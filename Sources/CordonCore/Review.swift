@@ -75,11 +75,6 @@ public struct Review: Sendable {
         }
     }
 
-    /// The first rule of `ruleset` that allows a flow, as text, or nil.
-    public static func rule(allowing key: FlowKey, in ruleset: Ruleset) -> String? {
-        CompiledRules(ruleset).rule(allowing: key)
-    }
-
     static func risks(_ rules: CompiledRules, flows: [(key: FlowKey, stats: FlowStats)], context: Context) -> [Risk] {
         var risks: [Risk] = []
         func rejected(_ match: (FlowKey) -> Bool) -> [FlowKey] {

@@ -64,7 +64,7 @@ public struct ExternalNetwork: Hashable, Sendable {
     /// True when a flow's remote address and service belong to this network.
     public func contains(remote: IPPrefix, transport: UInt8, service: UInt16) -> Bool {
         services.contains { $0.matches(transport: transport, service: service) }
-            && entries.contains { $0.family == remote.family && $0.length <= remote.length && $0.contains(remote.address) }
+            && entries.contains { $0.covers(remote) }
     }
 }
 
@@ -86,7 +86,7 @@ public struct NetworkMatcher: Sendable {
     public func contains(remote: IPPrefix, transport: UInt8, service: UInt16) -> Bool {
         guard network.services.contains(where: { $0.matches(transport: transport, service: service) }) else { return false }
         if remote.isSingleAddress && single.contains(remote.address) { return true }
-        return wider.contains { $0.family == remote.family && $0.length <= remote.length && $0.contains(remote.address) }
+        return wider.contains { $0.covers(remote) }
     }
 }
 

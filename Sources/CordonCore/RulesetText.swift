@@ -27,19 +27,7 @@ public enum RulesetText {
 /// The leftover groups of a ruleset against a record: what `review --interactive` walks through.
 public enum Leftovers {
     public static func candidates(_ review: Review) -> [Proposer.Candidate] {
-        struct Key: Hashable { var direction: Direction, transport: UInt8, service: UInt16 }
-        var groups: [Key: Proposer.Candidate] = [:]
-        for (key, stats) in review.rejected where key.direction != .forward {
-            let id = Key(direction: key.direction, transport: key.transport, service: key.service)
-            var candidate = groups[id] ?? Proposer.Candidate(direction: key.direction, transport: key.transport, service: key.service,
-                                                             remotes: [], connections: 0, lastSeen: stats.lastSeen)
-            candidate.remotes.append(key.remote)
-            candidate.connections += stats.connections
-            candidate.lastSeen = max(candidate.lastSeen, stats.lastSeen)
-            groups[id] = candidate
-        }
-        return groups.values.map { var c = $0; c.remotes.sort(); return c }
-            .sorted { ($0.direction.rawValue, $0.transport, $0.service) < ($1.direction.rawValue, $1.transport, $1.service) }
+        Proposer.Candidate.grouping(review.rejected.filter { $0.key.direction != .forward })
     }
 
     /// Adds a candidate to a ruleset: its network (anywhere, or narrowed to the remotes seen)

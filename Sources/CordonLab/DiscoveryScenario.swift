@@ -156,11 +156,18 @@ public final class DiscoveryScenario: Sendable {
         return candidate
     }
 
+    /// Where the agent's files go unless a caller says otherwise: the lab directory.
+    public var database: String { lab.directory + "/cordon.db" }
+    public var socket: String { lab.directory + "/cordon.sock" }
+    public var agentLog: String { lab.directory + "/agent.log" }
+
     /// Starts the agent in the host namespace (see `Lab.startAgent`).
-    public func startAgent(binary: String, database: String, socket: String, flushInterval: Double = 0.5,
-                           extra: [String] = [], log: String) throws -> Child {
-        try lab.startAgent(in: host, binary: binary, arguments: ["--db", database, "--socket", socket,
-                                                                  "--flush-interval", String(flushInterval)] + extra,
-                           socket: socket, log: log)
+    public func startAgent(binary: String, database: String? = nil, socket: String? = nil, flushInterval: Double = 0.5,
+                           extra: [String] = [], log: String? = nil) throws -> Child {
+        let socket = socket ?? self.socket
+        return try lab.startAgent(in: host, binary: binary,
+                                  arguments: ["--db", database ?? self.database, "--socket", socket,
+                                              "--flush-interval", String(flushInterval)] + extra,
+                                  socket: socket, log: log ?? agentLog)
     }
 }

@@ -60,10 +60,9 @@ struct DemoCommand: ParsableCommand {
         try scenario.openLongLivedSessions()
 
         // Given --db, the demo's record outlives the demo (`cordon flows --db PATH` afterwards).
-        let database = global.db ?? lab.directory + "/cordon.db", socket = global.socket ?? lab.directory + "/cordon.sock"
+        let database = global.db ?? scenario.database, socket = global.socket ?? scenario.socket
         step("Starting `cordon agent` in the host namespace (discovery: records, blocks nothing)")
-        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket,
-                                            log: lab.directory + "/agent.log")
+        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket)
 
         step("Driving traffic: TCP, UDP and ICMP in both directions, forwarded TCP, and loopback")
         let traffic = try scenario.driveTraffic()

@@ -35,7 +35,7 @@ struct ProposeCommand: ParsableCommand {
         } catch {
             throw CLIError.failed("\(error)")
         }
-        let names = (try? String(contentsOfFile: "/etc/services", encoding: .utf8)).map(ServiceNames.init(servicesFile:)) ?? ServiceNames()
+        let names = ServiceNames.system()
         let proposal = Proposer(standard: standard, serviceNames: names).propose(flows)
         let text = ProposalText.render(proposal, names: names, flowCount: flows.count,
                                        firstSeen: flows.map(\.stats.firstSeen).min(), lastSeen: flows.map(\.stats.lastSeen).max())

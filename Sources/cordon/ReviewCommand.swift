@@ -61,7 +61,7 @@ struct ReviewCommand: ParsableCommand {
 
     /// The learn-then-enforce loop: each leftover group, its flows, and a decision.
     private func walk(_ review: Review, ruleset: Ruleset, flows: [(key: FlowKey, stats: FlowStats)]) throws {
-        let names = (try? String(contentsOfFile: "/etc/services", encoding: .utf8)).map(ServiceNames.init(servicesFile:)) ?? ServiceNames()
+        let names = ServiceNames.system()
         let candidates = Leftovers.candidates(review)
         var result = ruleset
         var decided = 0

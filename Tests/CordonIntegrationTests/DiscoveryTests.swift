@@ -17,10 +17,9 @@ struct DiscoveryTests {
         defer { lab.cleanup() }
         let scenario = try DiscoveryScenario(lab: lab)
         try scenario.openLongLivedSessions()
-        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
+        let database = scenario.database, socket = scenario.socket
         // No timed flush: whatever is on disk afterwards was written by the flush on SIGTERM.
-        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket, flushInterval: 3600,
-                                            log: lab.directory + "/agent.log")
+        let agent = try scenario.startAgent(binary: cordon, flushInterval: 3600)
 
         #expect(try lab.nftTables(scenario.host).contains("table inet cordon"))
         let traffic = try scenario.driveTraffic()
@@ -88,20 +87,19 @@ struct DiscoveryTests {
         let lab = try Lab()
         defer { lab.cleanup() }
         let scenario = try DiscoveryScenario(lab: lab)
-        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
-        let log = lab.directory + "/agent.log"
-        var agent = try scenario.startAgent(binary: cordon, database: database, socket: socket, log: log)
+        let database = scenario.database, socket = scenario.socket
+        var agent = try scenario.startAgent(binary: cordon)
         try scenario.tcp(from: scenario.peer, to: S.hostV4, port: 22)
         try scenario.tcp(from: scenario.peer, to: S.hostV4, port: 22)
         #expect(lab.stop(agent) == 0)
         // The two connections are still in the conntrack table (TIME_WAIT); the restarted agent's
         // dump must not count them again.
-        agent = try scenario.startAgent(binary: cordon, database: database, socket: socket, log: log)
+        agent = try scenario.startAgent(binary: cordon)
         try scenario.tcp(from: scenario.peer, to: S.hostV4, port: 22)
         #expect(lab.stop(agent) == 0)
         let ssh = try lab.flows(cordon, database: database, filters: ["--port", "22"])
         #expect(ssh.count == 1)
-        #expect(ssh.first?.connections == 3, "agent log:\n\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+        #expect(ssh.first?.connections == 3, "agent log:\n\((try? String(contentsOfFile: scenario.agentLog, encoding: .utf8)) ?? "")")
     }
 
     @Test func remotesPastTheCapRollUpIntoAPrefix() throws {
@@ -114,9 +112,8 @@ struct DiscoveryTests {
         for source in sources { try lab.run(scenario.peer, ["ip", "addr", "add", "\(source)/24", "dev", interface]) }
         let config = lab.directory + "/cordon.yaml"
         try "remote_cap: 2\nflush_interval: 0.2\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
-        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket,
-                                            extra: ["--config", config], log: lab.directory + "/agent.log")
+        let database = scenario.database, socket = scenario.socket
+        let agent = try scenario.startAgent(binary: cordon, extra: ["--config", config])
         for source in sources {
             let result = try lab.run(scenario.peer, ["socat", "-T2", "-", "TCP:\(S.hostV4):22,bind=\(source)"], input: "x\n")
             #expect(result.succeeded, "\(result.stderr)")
@@ -132,8 +129,8 @@ struct DiscoveryTests {
         let lab = try Lab()
         defer { lab.cleanup() }
         let scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
-        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
-        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket, log: lab.directory + "/a.log")
+        let database = scenario.database, socket = scenario.socket
+        let agent = try scenario.startAgent(binary: cordon)
         let second = try lab.run(scenario.host, [cordon, "agent", "--db", database, "--socket", socket], timeout: 20)
         #expect(second.status == 1)
         #expect(second.stderr.contains("already answers"))
@@ -177,8 +174,8 @@ struct DiscoveryTests {
         let lab = try Lab()
         defer { lab.cleanup() }
         let scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
-        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
-        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket, log: lab.directory + "/agent.log")
+        let database = scenario.database, socket = scenario.socket
+        let agent = try scenario.startAgent(binary: cordon)
         try lab.run(scenario.host, ["ip", "addr", "add", "192.0.2.11/24", "dev", try lab.interface(in: scenario.host, holding: S.hostV4)])
         usleep(200_000)
         try scenario.tcp(from: scenario.peer, to: "192.0.2.11", port: 22)
@@ -200,9 +197,8 @@ struct DiscoveryTests {
         let scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
         let config = lab.directory + "/cordon.yaml"
         try "receive_buffer_mib: 1\nflush_interval: 0.2\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
-        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket,
-                                            extra: ["--config", config], log: lab.directory + "/agent.log")
+        let database = scenario.database, socket = scenario.socket
+        let agent = try scenario.startAgent(binary: cordon, extra: ["--config", config])
         agent.signal(SIGSTOP)
         // 20,000 entries that stay alive for two minutes, made faster than any reader (ctnetlink).
         let burst = try lab.run(scenario.host, [bench, "inject", "--destination", S.hostV4, "--rate", "100000",
@@ -234,8 +230,8 @@ struct DiscoveryTests {
         let lab = try Lab()
         defer { lab.cleanup() }
         let scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
-        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
-        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket, log: lab.directory + "/agent.log")
+        let database = scenario.database, socket = scenario.socket
+        let agent = try scenario.startAgent(binary: cordon)
         try scenario.tcp(from: scenario.peer, to: S.hostV4, port: 22)
         try scenario.udp(from: scenario.host, to: S.peerV4, port: 53)
         #expect(lab.stop(agent) == 0)
@@ -268,8 +264,8 @@ struct DiscoveryTests {
         defer { lab.cleanup() }
         let scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
         try lab.setResolvers(scenario.host, [S.peerV4])
-        let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
-        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket, log: lab.directory + "/agent.log")
+        let database = scenario.database, socket = scenario.socket
+        let agent = try scenario.startAgent(binary: cordon)
         try scenario.tcp(from: scenario.peer, to: S.hostV4, port: 22)
         try scenario.udp(from: scenario.host, to: S.peerV4, port: 53)
         usleep(700_000)
@@ -312,8 +308,8 @@ struct DiscoveryTests {
         let lab = try Lab()
         defer { lab.cleanup() }
         let scenario = try DiscoveryScenario(lab: lab)
-        let dir = lab.directory, database = dir + "/cordon.db", socket = dir + "/cordon.sock"
-        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket, log: dir + "/agent.log")
+        let dir = lab.directory, database = scenario.database, socket = scenario.socket
+        let agent = try scenario.startAgent(binary: cordon)
         _ = try scenario.driveTraffic(rounds: 1)
         #expect(lab.stop(agent) == 0)
         let proposal = dir + "/proposed.yaml", reviewed = dir + "/reviewed.yaml"
