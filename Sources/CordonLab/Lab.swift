@@ -130,6 +130,38 @@ public final class Lab: Sendable {
         throw LabError("agent did not come up:\n\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
     }
 
+    /// Runs `body` on a thread of its own that has joined `namespace`: netlink sockets it opens talk
+    /// to that namespace's kernel state, never the machine's. (`setns` moves only the calling
+    /// thread, which is why the body does not run on the caller's.)
+    public func inNamespace<T: Sendable>(_ namespace: String, _ body: @escaping @Sendable () throws -> T) throws -> T {
+        let result = Mutex<Result<T, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            defer { done.signal() }
+            let fd = open("/run/netns/\(namespace)", O_RDONLY | O_CLOEXEC)
+            guard fd >= 0, Self.setNetworkNamespace(fd) == 0 else {
+                let code = errno
+                if fd >= 0 { close(fd) }
+                result.withLock { $0 = .failure(LabError("join namespace \(namespace): \(String(cString: strerror(code)))")) }
+                return
+            }
+            close(fd)
+            let outcome = Result { try body() }
+            result.withLock { $0 = outcome }
+        }
+        thread.start()
+        done.wait()
+        return try result.withLock { $0! }.get()
+    }
+
+    /// glibc's `setns`, which Swift's Glibc module hides with the other GNU extensions.
+    private static func setNetworkNamespace(_ fd: Int32) -> Int32 {
+        typealias SetNS = @convention(c) (Int32, Int32) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "setns") else { return -1 }
+        let cloneNewNet: Int32 = 0x4000_0000
+        return unsafeBitCast(symbol, to: SetNS.self)(fd, cloneNewNet)
+    }
+
     /// Gives a namespace its own /etc/resolv.conf: `ip netns exec` bind-mounts
     /// /etc/netns/NAME/resolv.conf over it for commands run there. Removed at cleanup.
     public func setResolvers(_ namespace: String, _ addresses: [String]) throws {
