@@ -2,20 +2,30 @@
 ///
 /// Rendering to data first keeps the decision of *what* to install pure and testable (and
 /// printable as nft syntax for an operator to compare with `nft list table`); a backend only
-/// translates it into one kernel transaction.
+/// translates it into one kernel transaction. The vocabulary is deliberately small: what the
+/// discovery, enforcement and (later) isolation tables need, each piece with one meaning.
 public struct FirewallTable: Hashable, Sendable {
     /// Cordon's tables are `inet` (IPv4 and IPv6 in one).
     public var name: String
+    public var sets: [FirewallSet]
     public var chains: [FirewallChain]
 
-    public init(name: String, chains: [FirewallChain]) {
+    public init(name: String, sets: [FirewallSet] = [], chains: [FirewallChain]) {
         self.name = name
+        self.sets = sets
         self.chains = chains
     }
 
-    /// nft syntax, as `nft list table inet NAME` would show it.
+    public func set(named name: String) -> FirewallSet? { sets.first { $0.name == name } }
+
+    /// nft syntax that `nft -f` accepts and that loads exactly what the backend commits: sets
+    /// first, then chains, in the layout of `nft list table`.
     public var nftText: String {
         var lines = ["table inet \(name) {"]
+        for set in sets {
+            lines += set.nftLines.map { "\t" + $0 }
+            lines.append("")
+        }
         for (index, chain) in chains.enumerated() {
             if index > 0 { lines.append("") }
             lines.append("\tchain \(chain.name) {")
@@ -30,14 +40,17 @@ public struct FirewallTable: Hashable, Sendable {
 
 public struct FirewallChain: Hashable, Sendable {
     public enum Hook: String, Sendable, CaseIterable { case prerouting, input, forward, output, postrouting }
+    /// What a base chain does with a packet no rule decided on.
+    public enum Policy: String, Hashable, Sendable { case accept, drop }
+
     public var name: String
     public var hook: Hook
     /// Lower runs first; `filter` is 0.
     public var priority: Int32
-    public var policy: Verdict
+    public var policy: Policy
     public var rules: [FirewallRule]
 
-    public init(name: String, hook: Hook, priority: Int32 = 0, policy: Verdict, rules: [FirewallRule]) {
+    public init(name: String, hook: Hook, priority: Int32 = 0, policy: Policy, rules: [FirewallRule]) {
         self.name = name
         self.hook = hook
         self.priority = priority
@@ -46,7 +59,30 @@ public struct FirewallChain: Hashable, Sendable {
     }
 }
 
-public enum Verdict: String, Hashable, Sendable { case accept, drop }
+/// What a rule does with a packet it matched.
+public enum Verdict: Hashable, Sendable {
+    case accept
+    /// Silently: the sender learns nothing and waits for its timeout.
+    case drop
+    /// Answers so that a local program fails at once instead of hanging.
+    case reject(Rejection)
+
+    public enum Rejection: Hashable, Sendable {
+        /// A TCP reset (connect() fails with ECONNREFUSED); the rule must match TCP only.
+        case tcpReset
+        /// ICMP / ICMPv6 "administratively prohibited", for any protocol and both families.
+        case adminProhibited
+    }
+
+    public var nftText: String {
+        switch self {
+        case .accept: return "accept"
+        case .drop: return "drop"
+        case .reject(.tcpReset): return "reject with tcp reset"
+        case .reject(.adminProhibited): return "reject with icmpx admin-prohibited"
+        }
+    }
+}
 
 /// Conntrack states a rule can match, with the kernel's bit for each (`NF_CT_STATE_BIT`).
 public enum ConntrackState: String, Hashable, Sendable, CaseIterable, Comparable {
@@ -68,17 +104,69 @@ public enum ConntrackState: String, Hashable, Sendable, CaseIterable, Comparable
 }
 
 public struct FirewallRule: Hashable, Sendable {
+    /// Conditions, all of which must hold, evaluated in order (cheap ones first).
     public enum Match: Hashable, Sendable {
         case conntrackState(Set<ConntrackState>)
+        /// The packet arrived on (input) or leaves by (output) the loopback interface. Loopback is
+        /// interface 1 in every network namespace, so the match is one integer comparison.
+        case loopback(Side)
+        /// IPv4 or IPv6: guards every match that reads a network header field.
+        case family(AddressFamily)
+        /// The transport protocol (`meta l4proto`).
+        case transport(UInt8)
+        /// An ICMPv6 type in a range (neighbour discovery); needs `.transport(58)` before it.
+        case icmpv6Type(ClosedRange<UInt8>)
+        /// The packet's key is in a set: the peer's address (source on input, destination on
+        /// output) concatenated with the set's other fields. Needs `.family` before it.
+        case inSet(name: String, key: SetKey)
+    }
+
+    public enum Side: String, Hashable, Sendable { case incoming = "iif", outgoing = "oif" }
+
+    /// The packet fields a set lookup concatenates, in the set's field order.
+    public struct SetKey: Hashable, Sendable {
+        public var peer: Side
+        public var fields: [FirewallSet.Field]
+        public init(peer: Side, fields: [FirewallSet.Field]) {
+            self.peer = peer
+            self.fields = fields
+        }
+
+        var nftText: String {
+            fields.map { field in
+                switch field {
+                case .ipv4Address: return peer == .incoming ? "ip saddr" : "ip daddr"
+                case .ipv6Address: return peer == .incoming ? "ip6 saddr" : "ip6 daddr"
+                case .transport: return "meta l4proto"
+                case .port: return "th dport"
+                case .icmpType: return "icmp type"
+                case .icmpCode: return "icmp code"
+                case .icmpv6Type: return "icmpv6 type"
+                case .icmpv6Code: return "icmpv6 code"
+                }
+            }.joined(separator: " . ")
+        }
+    }
+
+    /// Sends matching packets to an NFLOG group, where the agent reads them (red flows).
+    public struct Log: Hashable, Sendable {
+        public var prefix: String
+        public var group: UInt16
+        public init(prefix: String, group: UInt16) {
+            self.prefix = prefix
+            self.group = group
+        }
     }
 
     public var matches: [Match]
     public var counter: Bool
+    public var log: Log?
     public var verdict: Verdict?
 
-    public init(matches: [Match], counter: Bool = false, verdict: Verdict?) {
+    public init(matches: [Match], counter: Bool = false, log: Log? = nil, verdict: Verdict?) {
         self.matches = matches
         self.counter = counter
+        self.log = log
         self.verdict = verdict
     }
 
@@ -88,10 +176,21 @@ public struct FirewallRule: Hashable, Sendable {
             switch match {
             case .conntrackState(let states):
                 words.append("ct state " + states.sorted().map(\.rawValue).joined(separator: ","))
+            case .loopback(let side):
+                words.append("\(side.rawValue) \"lo\"")
+            case .family(let family):
+                words.append("meta nfproto \(family.rawValue)")
+            case .transport(let number):
+                words.append("meta l4proto \(FirewallSet.Field.transportName(number))")
+            case .icmpv6Type(let range):
+                words.append(range.count == 1 ? "icmpv6 type \(range.lowerBound)" : "icmpv6 type \(range.lowerBound)-\(range.upperBound)")
+            case .inSet(let name, let key):
+                words.append("\(key.nftText) @\(name)")
             }
         }
         if counter { words.append("counter") }
-        if let verdict { words.append(verdict.rawValue) }
+        if let log { words.append("log prefix \"\(log.prefix)\" group \(log.group)") }
+        if let verdict { words.append(verdict.nftText) }
         return words.joined(separator: " ")
     }
 }

@@ -40,8 +40,9 @@ final class NetlinkBatch {
     private var labels: [UInt32: String] = [:]
 
     init() {
-        let page = UInt32(CNftnl_socketBufferSize())
-        batch = nftnl_batch_alloc(page, page)
+        // Pages become the iovecs of one sendmsg. A message must fit in the overrun space, and
+        // set element messages are up to ~50 KiB (see NftablesBackend.elementsPerMessage).
+        batch = nftnl_batch_alloc(256 * 1024, 128 * 1024)
         sequence = UInt32(truncatingIfNeeded: time(nil))
         nftnl_batch_begin(bufferPointer(), nextSequence())
         nftnl_batch_update(batch)

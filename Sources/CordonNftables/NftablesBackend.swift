@@ -10,19 +10,29 @@ public struct NftablesBackend: FirewallBackend {
 
     public init() {}
 
+    /// The whole table in one transaction: the kernel switches from the old content to the new
+    /// between two packets, or (refusing any message) keeps the old content untouched.
     public func replace(_ table: FirewallTable) throws {
         let batch = NetlinkBatch()
-        // add + delete + add: the first add makes the delete valid when the table is absent;
-        // deleting (rather than flushing) also drops set elements and chains no longer wanted.
+        // add + delete + add: the first add makes the delete valid when the table is absent.
+        // Deleting rather than flushing also drops sets and chains no longer wanted, and it is
+        // much faster: flushing a large concatenated set and refilling it in one transaction
+        // costs seconds, a fresh set milliseconds.
         addTable(table.name, to: batch)
         batch.add(NFT_MSG_DELTABLE, flags: 0, label: "delete table inet \(table.name)") { header in
             Self.withTable(table.name) { nftnl_table_nlmsg_build_payload(header, $0) }
         }
         addTable(table.name, to: batch)
+        var setIDs: [String: UInt32] = [:]
+        for (index, set) in table.sets.enumerated() {
+            let id = UInt32(index + 1)
+            setIDs[set.name] = id
+            addSet(set, id: id, table: table.name, to: batch)
+        }
         for chain in table.chains {
             addChain(chain, table: table.name, to: batch)
             for (index, rule) in chain.rules.enumerated() {
-                addRule(rule, chain: chain.name, table: table.name, index: index, to: batch)
+                addRule(rule, chain: chain.name, table: table.name, index: index, setIDs: setIDs, to: batch)
             }
         }
         try batch.commit()
@@ -51,6 +61,57 @@ public struct NftablesBackend: FirewallBackend {
         body(table)
     }
 
+    /// Elements per message: a netlink attribute is at most 64 KiB and the element list is one
+    /// attribute, so large sets are spread over several messages of the same transaction.
+    static func elementsPerMessage(_ set: FirewallSet) -> Int {
+        // Per element: the element nest, two key nests with their data attributes (key, key end).
+        let perElement = 4 + 2 * (4 + 4 + set.keyLength)
+        return max(1, 48 * 1024 / perElement)
+    }
+
+    private func addSet(_ set: FirewallSet, id: UInt32, table: String, to batch: NetlinkBatch) {
+        func describe(_ object: OpaquePointer) {
+            nftnl_set_set_u32(object, UInt16(NFTNL_SET_FAMILY.rawValue), UInt32(NFPROTO_INET))
+            nftnl_set_set_str(object, UInt16(NFTNL_SET_TABLE.rawValue), table)
+            nftnl_set_set_str(object, UInt16(NFTNL_SET_NAME.rawValue), set.name)
+            nftnl_set_set_u32(object, UInt16(NFTNL_SET_ID.rawValue), id)
+        }
+        batch.add(NFT_MSG_NEWSET, flags: NLM_F_CREATE, label: "add set inet \(table) \(set.name)") { header in
+            let object = nftnl_set_alloc()!
+            defer { nftnl_set_free(object) }
+            describe(object)
+            nftnl_set_set_u32(object, UInt16(NFTNL_SET_KEY_TYPE.rawValue), set.keyTypeID)
+            nftnl_set_set_u32(object, UInt16(NFTNL_SET_KEY_LEN.rawValue), UInt32(set.keyLength))
+            nftnl_set_set_u32(object, UInt16(NFTNL_SET_FLAGS.rawValue), UInt32(NFT_SET_INTERVAL.rawValue | NFT_SET_CONCAT.rawValue))
+            // Field lengths tell the kernel where one field of the key ends and the next begins;
+            // without them it would treat the concatenation as one long interval.
+            var lengths = [UInt8](repeating: 0, count: 16)
+            for (index, field) in set.fields.enumerated() { lengths[index] = UInt8(field.length) }
+            nftnl_set_set_data(object, UInt16(NFTNL_SET_DESC_CONCAT.rawValue), lengths, UInt32(lengths.count))
+            nftnl_set_nlmsg_build_payload(header, object)
+        }
+        let chunk = Self.elementsPerMessage(set)
+        var start = 0
+        while start < set.elements.count {
+            let end = min(start + chunk, set.elements.count)
+            let label = "add element inet \(table) \(set.name) (elements \(start + 1)-\(end) of \(set.elements.count))"
+            batch.add(NFT_MSG_NEWSETELEM, flags: NLM_F_CREATE, label: label) { [start] header in
+                let object = nftnl_set_alloc()!
+                defer { nftnl_set_free(object) }
+                describe(object)
+                for element in set.elements[start..<end] {
+                    let item = nftnl_set_elem_alloc()!
+                    var low = set.keyBytes(element, high: false), high = set.keyBytes(element, high: true)
+                    nftnl_set_elem_set(item, UInt16(NFTNL_SET_ELEM_KEY), &low, UInt32(low.count))
+                    nftnl_set_elem_set(item, UInt16(NFTNL_SET_ELEM_KEY_END), &high, UInt32(high.count))
+                    nftnl_set_elem_add(object, item)
+                }
+                nftnl_set_elems_nlmsg_build_payload(header, object)
+            }
+            start = end
+        }
+    }
+
     private func addChain(_ chain: FirewallChain, table: String, to batch: NetlinkBatch) {
         batch.add(NFT_MSG_NEWCHAIN, flags: NLM_F_CREATE, label: "add chain inet \(table) \(chain.name)") { header in
             let object = nftnl_chain_alloc()!
@@ -61,12 +122,13 @@ public struct NftablesBackend: FirewallBackend {
             nftnl_chain_set_str(object, UInt16(NFTNL_CHAIN_TYPE.rawValue), "filter")
             nftnl_chain_set_u32(object, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue), Self.hookNumber(chain.hook))
             nftnl_chain_set_s32(object, UInt16(NFTNL_CHAIN_PRIO.rawValue), chain.priority)
-            nftnl_chain_set_u32(object, UInt16(NFTNL_CHAIN_POLICY.rawValue), Self.verdictCode(chain.policy))
+            nftnl_chain_set_u32(object, UInt16(NFTNL_CHAIN_POLICY.rawValue), chain.policy == .accept ? UInt32(NF_ACCEPT) : UInt32(NF_DROP))
             nftnl_chain_nlmsg_build_payload(header, object)
         }
     }
 
-    private func addRule(_ rule: FirewallRule, chain: String, table: String, index: Int, to batch: NetlinkBatch) {
+    private func addRule(_ rule: FirewallRule, chain: String, table: String, index: Int, setIDs: [String: UInt32],
+                         to batch: NetlinkBatch) {
         let label = "add rule inet \(table) \(chain) #\(index + 1) (\(rule.nftText))"
         batch.add(NFT_MSG_NEWRULE, flags: NLM_F_CREATE | NLM_F_APPEND, label: label) { header in
             let object = nftnl_rule_alloc()!
@@ -74,56 +136,9 @@ public struct NftablesBackend: FirewallBackend {
             nftnl_rule_set_u32(object, UInt16(NFTNL_RULE_FAMILY.rawValue), UInt32(NFPROTO_INET))
             nftnl_rule_set_str(object, UInt16(NFTNL_RULE_TABLE.rawValue), table)
             nftnl_rule_set_str(object, UInt16(NFTNL_RULE_CHAIN.rawValue), chain)
-            for expression in Self.expressions(for: rule) { nftnl_rule_add_expr(object, expression) }
+            for expression in RuleExpressions.build(rule, setIDs: setIDs) { nftnl_rule_add_expr(object, expression) }
             nftnl_rule_nlmsg_build_payload(header, object)
         }
-    }
-
-    /// Translates a rule into nf_tables expressions; the rule then owns them.
-    private static func expressions(for rule: FirewallRule) -> [OpaquePointer] {
-        var result: [OpaquePointer] = []
-        for match in rule.matches {
-            switch match {
-            case .conntrackState(let states):
-                let mask = states.reduce(UInt32(0)) { $0 | $1.bit }
-                let ct = nftnl_expr_alloc("ct")!
-                nftnl_expr_set_u32(ct, UInt16(NFTNL_EXPR_CT_KEY), UInt32(NFT_CT_STATE.rawValue))
-                nftnl_expr_set_u32(ct, UInt16(NFTNL_EXPR_CT_DREG), UInt32(NFT_REG_1.rawValue))
-                result.append(ct)
-                result.append(bitwise(mask: mask))
-                result.append(compareNotZero())
-            }
-        }
-        if rule.counter { result.append(nftnl_expr_alloc("counter")!) }
-        if let verdict = rule.verdict {
-            let immediate = nftnl_expr_alloc("immediate")!
-            nftnl_expr_set_u32(immediate, UInt16(NFTNL_EXPR_IMM_DREG), UInt32(NFT_REG_VERDICT.rawValue))
-            nftnl_expr_set_u32(immediate, UInt16(NFTNL_EXPR_IMM_VERDICT), verdictCode(verdict))
-            result.append(immediate)
-        }
-        return result
-    }
-
-    /// reg1 = reg1 & mask (the ct state bits a rule asks for).
-    private static func bitwise(mask: UInt32) -> OpaquePointer {
-        let expression = nftnl_expr_alloc("bitwise")!
-        var mask = mask, zero: UInt32 = 0
-        nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_BITWISE_SREG), UInt32(NFT_REG_1.rawValue))
-        nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_BITWISE_DREG), UInt32(NFT_REG_1.rawValue))
-        nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_BITWISE_LEN), 4)
-        nftnl_expr_set(expression, UInt16(NFTNL_EXPR_BITWISE_MASK), &mask, 4)
-        nftnl_expr_set(expression, UInt16(NFTNL_EXPR_BITWISE_XOR), &zero, 4)
-        return expression
-    }
-
-    /// reg1 != 0.
-    private static func compareNotZero() -> OpaquePointer {
-        let expression = nftnl_expr_alloc("cmp")!
-        var zero: UInt32 = 0
-        nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_CMP_SREG), UInt32(NFT_REG_1.rawValue))
-        nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_CMP_OP), UInt32(NFT_CMP_NEQ.rawValue))
-        nftnl_expr_set(expression, UInt16(NFTNL_EXPR_CMP_DATA), &zero, 4)
-        return expression
     }
 
     private static func hookNumber(_ hook: FirewallChain.Hook) -> UInt32 {
@@ -134,9 +149,5 @@ public struct NftablesBackend: FirewallBackend {
         case .output: return UInt32(NF_INET_LOCAL_OUT.rawValue)
         case .postrouting: return UInt32(NF_INET_POST_ROUTING.rawValue)
         }
-    }
-
-    private static func verdictCode(_ verdict: Verdict) -> UInt32 {
-        verdict == .accept ? UInt32(NF_ACCEPT) : UInt32(NF_DROP)
     }
 }

@@ -1,0 +1,122 @@
+extension CordonTables {
+    /// NFLOG group the enforcement table logs rejected packets to, unless configured otherwise.
+    public static let defaultLogGroup: UInt16 = 7100
+    /// Log prefixes: they tell the agent which chain (direction) rejected a packet.
+    public static let inboundLogPrefix = "cordon-in"
+    public static let outboundLogPrefix = "cordon-out"
+
+    /// ICMPv6 types a host needs whatever its ruleset: router and neighbour discovery (133-136)
+    /// and multicast listener reports (141-143). Without them IPv6 neighbours vanish.
+    public static let neighbourDiscoveryTypes: [ClosedRange<UInt8>] = [133...136, 141...143]
+
+    /// Default-reject for one host: loopback, established and related traffic, neighbour
+    /// discovery, the management channel and the ruleset's allow rules pass; every other inbound
+    /// packet is dropped silently, every other outbound one is refused at once (TCP reset, or ICMP
+    /// administratively prohibited) so local programs fail fast instead of hanging. Both are
+    /// counted and logged to `logGroup`, where the agent records them as rejected flows.
+    ///
+    /// Rules are few and fixed; the ruleset's size only changes the sets' elements.
+    public static func enforcement(ruleset: Ruleset, management: ManagementChannel,
+                                   logGroup: UInt16 = defaultLogGroup) -> FirewallTable {
+        var sets: [FirewallSet] = []
+        var input: [FirewallRule] = [
+            FirewallRule(matches: [.loopback(.incoming)], verdict: .accept),
+            FirewallRule(matches: [.conntrackState([.established, .related])], verdict: .accept),
+        ]
+        input += neighbourDiscoveryTypes.map { FirewallRule(matches: [.transport(IPProtocolNumber.icmpv6), .icmpv6Type($0)], verdict: .accept) }
+        input.append(FirewallRule(matches: [.conntrackState([.invalid])], verdict: .drop))
+        var output: [FirewallRule] = [
+            FirewallRule(matches: [.loopback(.outgoing)], verdict: .accept),
+            FirewallRule(matches: [.conntrackState([.established, .related])], verdict: .accept),
+        ]
+        output += neighbourDiscoveryTypes.map { FirewallRule(matches: [.transport(IPProtocolNumber.icmpv6), .icmpv6Type($0)], verdict: .accept) }
+
+        let allowed = AllowedBoxes(ruleset)
+        let sources: [(prefix: String, comment: String, incoming: (AddressFamily) -> [FirewallSet.Box], outgoing: (AddressFamily) -> [FirewallSet.Box])] = [
+            ("mgmt", "management channel: \(management.summary)", management.incomingBoxes, management.outgoingBoxes),
+            ("allow", "ruleset", { allowed.incoming[$0] ?? [] }, { allowed.outgoing[$0] ?? [] }),
+        ]
+        for source in sources {
+            for (side, boxesOf) in [(FirewallRule.Side.incoming, source.incoming), (.outgoing, source.outgoing)] {
+                let direction = side == .incoming ? "in" : "out"
+                for family in AddressFamily.allCases {
+                    let boxes = boxesOf(family)
+                    let portBoxes = boxes.filter { IPProtocolNumber.hasPorts($0.transport) }
+                    let icmp: UInt8 = family == .ipv4 ? IPProtocolNumber.icmp : IPProtocolNumber.icmpv6
+                    let icmpBoxes = boxes.filter { $0.transport == icmp }
+                    let suffix = family == .ipv4 ? "v4" : "v6"
+                    let address: FirewallSet.Field = family == .ipv4 ? .ipv4Address : .ipv6Address
+                    var rules: [FirewallRule] = []
+                    if !portBoxes.isEmpty {
+                        let set = FirewallSet(name: "\(source.prefix)_\(direction)_\(suffix)", fields: [address, .transport, .port],
+                                              elements: FirewallSet.portElements(portBoxes), comment: "\(source.comment) (\(direction)bound)")
+                        sets.append(set)
+                        rules.append(FirewallRule(matches: [.family(family), .inSet(name: set.name, key: .init(peer: side, fields: set.fields))],
+                                                  verdict: .accept))
+                    }
+                    if !icmpBoxes.isEmpty {
+                        let fields: [FirewallSet.Field] = family == .ipv4 ? [.ipv4Address, .icmpType, .icmpCode] : [.ipv6Address, .icmpv6Type, .icmpv6Code]
+                        let set = FirewallSet(name: "\(source.prefix)_\(direction)_icmp_\(suffix)", fields: fields,
+                                              elements: FirewallSet.icmpElements(icmpBoxes), comment: "\(source.comment) (\(direction)bound ICMP)")
+                        sets.append(set)
+                        rules.append(FirewallRule(matches: [.family(family), .transport(icmp),
+                                                            .inSet(name: set.name, key: .init(peer: side, fields: set.fields))],
+                                                  verdict: .accept))
+                    }
+                    if side == .incoming { input += rules } else { output += rules }
+                }
+            }
+        }
+
+        input.append(FirewallRule(matches: [], counter: true, log: .init(prefix: inboundLogPrefix, group: logGroup), verdict: .drop))
+        output.append(FirewallRule(matches: [], counter: true, log: .init(prefix: outboundLogPrefix, group: logGroup), verdict: nil))
+        output.append(FirewallRule(matches: [.transport(IPProtocolNumber.tcp)], verdict: .reject(.tcpReset)))
+        output.append(FirewallRule(matches: [], verdict: .reject(.adminProhibited)))
+
+        return FirewallTable(name: baseName, sets: sets, chains: [
+            FirewallChain(name: "input", hook: .input, policy: .drop, rules: input),
+            // Routed traffic is not the host's own: a host ruleset has no forward rules, so it is
+            // left as discovery has it (tracked, accepted).
+            FirewallChain(name: "forward", hook: .forward, policy: .accept,
+                          rules: [FirewallRule(matches: [.conntrackState([.established, .related])], verdict: .accept)]),
+            FirewallChain(name: "output", hook: .output, policy: .drop, rules: output),
+        ])
+    }
+
+    /// A ruleset's allow rules as set boxes, per direction and family.
+    struct AllowedBoxes {
+        var incoming: [AddressFamily: [FirewallSet.Box]] = [:]
+        var outgoing: [AddressFamily: [FirewallSet.Box]] = [:]
+
+        init(_ ruleset: Ruleset) {
+            for (rules, isIncoming) in [(ruleset.incoming, true), (ruleset.outgoing, false)] {
+                for rule in rules {
+                    guard let network = ruleset.network(named: rule.network) else { continue }
+                    for entry in network.entries {
+                        for service in network.services {
+                            guard let box = Self.box(entry, service) else { continue }
+                            if isIncoming { incoming[entry.family, default: []].append(box) } else { outgoing[entry.family, default: []].append(box) }
+                        }
+                    }
+                }
+            }
+        }
+
+        /// nil when the service cannot apply to the entry's family (ICMP to an IPv6 network).
+        static func box(_ entry: IPPrefix, _ service: Service) -> FirewallSet.Box? {
+            switch service {
+            case .ports(let transport, let range):
+                return FirewallSet.Box(addresses: entry.span, transport: transport, services: range)
+            case .icmp(let transport, let type, let code):
+                guard (transport == IPProtocolNumber.icmp) == (entry.family == .ipv4) else { return nil }
+                let services: ClosedRange<UInt16>
+                switch (type, code) {
+                case (nil, _): services = 0...UInt16.max
+                case (let type?, nil): services = UInt16(type) << 8...(UInt16(type) << 8 | 0xFF)
+                case (let type?, let code?): services = (UInt16(type) << 8 | UInt16(code))...(UInt16(type) << 8 | UInt16(code))
+                }
+                return FirewallSet.Box(addresses: entry.span, transport: transport, services: services)
+            }
+        }
+    }
+}

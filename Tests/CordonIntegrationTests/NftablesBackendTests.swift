@@ -1,0 +1,88 @@
+import CordonCore
+import CordonLab
+import CordonNftables
+import Foundation
+import Testing
+
+/// The nftables backend against the real kernel, in a namespace of its own.
+@Suite struct NftablesBackendTests {
+    static let ruleset = """
+        name: backend-test
+        networks:
+          - name: ssh
+            entries: [198.51.100.0/28, "2001:db8:ad::/48", 198.51.100.7]
+            services: [tcp/22]
+          - name: web
+            entries: [0.0.0.0/0, "::/0"]
+            services: [tcp/443, tcp/1024-2048, udp/443]
+          - name: dns
+            entries: [192.0.2.53, 192.0.2.54, 192.0.2.55]
+            services: [udp/53, tcp/53]
+          - name: icmp
+            entries: [0.0.0.0/0, "::/0"]
+            services: [icmp/8/0, icmp/0, icmp/3/4, icmpv6/128, icmpv6/1]
+        incoming:
+          - from: ssh
+          - from: icmp
+        outgoing:
+          - to: web
+          - to: dns
+          - to: icmp
+        """
+
+    static func table() throws -> FirewallTable {
+        let management = ManagementChannel(
+            collectors: [try ManagementChannel.collector("203.0.113.5:9000")],
+            resolvers: [IPAddress("192.0.2.53")!],
+            extra: [try ManagementChannel.extra("tcp/[2001:db8::99]:8443"), try ManagementChannel.extra("icmp/203.0.113.0/24")])
+        return CordonTables.enforcement(ruleset: try RulesetParser.parse(ruleset, file: "backend-test.yaml"), management: management)
+    }
+
+    @Test("what the backend commits over netlink is exactly what `nft -f` of the rendering loads")
+    func committedEqualsRendering() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let host = try lab.namespace("host")
+        let table = try Self.table()
+
+        try lab.inNamespace(host) { try NftablesBackend().replace(table) }
+        let viaNetlink = try lab.run(host, ["nft", "list", "table", "inet", CordonTables.baseName])
+        #expect(viaNetlink.succeeded, "\(viaNetlink.stderr)")
+
+        try lab.inNamespace(host) { try NftablesBackend().remove(table: CordonTables.baseName) }
+        #expect(try lab.nftTables(host).isEmpty)
+        let loaded = try lab.run(host, ["nft", "-f", "-"], input: table.nftText)
+        #expect(loaded.succeeded, "nft -f refused the rendering: \(loaded.stderr)\n\(table.nftText)")
+        let viaNft = try lab.run(host, ["nft", "list", "table", "inet", CordonTables.baseName])
+
+        #expect(viaNetlink.stdout == viaNft.stdout)
+        // Not two empty listings agreeing: the sets and the default-reject tail are there.
+        #expect(viaNetlink.stdout.contains("set allow_out_v4"))
+        #expect(viaNetlink.stdout.contains("policy drop"))
+        #expect(viaNetlink.stdout.contains("reject with tcp reset"))
+    }
+
+    @Test("a batch the kernel refuses names the refused message and leaves the previous table exactly as it was")
+    func refusedBatchChangesNothing() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let host = try lab.namespace("host")
+        let good = try Self.table()
+        try lab.inNamespace(host) { try NftablesBackend().replace(good) }
+        let before = try lab.run(host, ["nft", "list", "ruleset"]).stdout
+
+        // A rule that looks up a set the table does not have: the kernel refuses that message,
+        // after the table was deleted and re-created earlier in the same transaction.
+        var bad = CordonTables.enforcement(ruleset: Ruleset(networks: []), management: ManagementChannel())
+        bad.chains[0].rules.append(FirewallRule(matches: [.family(.ipv4), .inSet(name: "missing", key: .init(peer: .incoming, fields: [.ipv4Address]))],
+                                                verdict: .accept))
+        let refused = bad
+        let error = #expect(throws: NftablesError.self) { try lab.inNamespace(host) { try NftablesBackend().replace(refused) } }
+        let text = error.map { "\($0)" } ?? ""
+        #expect(text.contains("add rule inet cordon input"), "\(text)")
+        #expect(text.contains("@missing"), "\(text)")
+        #expect(try lab.run(host, ["nft", "list", "ruleset"]).stdout == before)
+    }
+}
