@@ -40,4 +40,8 @@ extern const uint32_t CNftnl_ctStateEstablishedRelated;
  * struct through a helper keeps the pointer arithmetic in C, where the layout is defined. */
 int CNftnl_errorCode(const struct nlmsghdr *nlh, uint32_t *failedSeq);
 
+/* nfnetlink_log (packets nftables logs to an NFLOG group): its message, attribute and copy-mode
+ * numbers import as they are; it relies on nfnetlink.h, included above. */
+#include <linux/netfilter/nfnetlink_log.h>
+
 #endif
