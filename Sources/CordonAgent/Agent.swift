@@ -8,11 +8,13 @@ import CordonStore
 import Foundation
 import Synchronization
 
-/// The long-running agent: discovery mode in this version.
+/// The long-running agent: records flows, and moves the firewall between discovery and
+/// default-reject when an operator says so (`Enforcer`).
 ///
-/// Threads: one reads conntrack events, one re-reads the table after lost events, one watches the
-/// host's addresses, one answers the control socket; the calling thread flushes to SQLite on a
-/// timer and waits for signals (SIGTERM/SIGINT stop, SIGHUP flushes at once).
+/// Threads: one reads conntrack events, one reads the packets enforcement refuses (NFLOG), one
+/// re-reads the table after lost events, one watches the host's addresses, one answers the
+/// control socket; the calling thread flushes to SQLite on a timer, watches the confirmation
+/// deadline and waits for signals (SIGTERM/SIGINT stop, SIGHUP flushes at once).
 public final class Agent: Sendable {
     public let config: AgentConfig
     private let log: @Sendable (String) -> Void
@@ -28,7 +30,7 @@ public final class Agent: Sendable {
         self.log = log
     }
 
-    /// Runs until SIGTERM or SIGINT; flushes, removes the discovery table and returns.
+    /// Runs until SIGTERM or SIGINT; flushes, leaves the firewall as `Enforcer.stop` says, returns.
     public func run() throws {
         // Blocked in every thread so that only `sigtimedwait` below sees them.
         var signals = sigset_t()
@@ -45,7 +47,6 @@ public final class Agent: Sendable {
         let store = try FlowStore(path: config.database)
         var aggregator = FlowAggregator(remoteCap: config.remoteCap)
         for (key, stats) in try store.loadAll() { aggregator.load(key, stats) }
-        try store.setState("mode", "discovery")
         let recorder = FlowRecorder(aggregator: aggregator)
         if let saved = try store.state(Self.liveConnectionsState) {
             recorder.adoptLiveConnections(saved.split(separator: ",").compactMap { UInt32($0) })
@@ -54,25 +55,27 @@ public final class Agent: Sendable {
 
         let control = try ControlServer(path: config.socket)
         let backend = NftablesBackend()
+        let enforcer: Enforcer
         do {
-            try backend.replace(CordonTables.discovery())
+            enforcer = try Enforcer(backend: backend, store: store, config: config, log: log)
+            try enforcer.reconcile()
         } catch {
+            // The kernel keeps what it had: nothing was installed, or the transaction was refused.
             control.remove()
             throw error
         }
-        log("installed table inet \(CordonTables.baseName) (accept-all; makes the kernel track connections)")
         do {
-            try record(recorder, store: store, control: control, backend: backend, signals: &signals)
+            try record(recorder, store: store, control: control, backend: backend, enforcer: enforcer, signals: &signals)
         } catch {
-            // Starting failed half-way: leave the host as it was found.
+            // Starting failed half-way: discovery's table goes, enforced rules stay (fail-closed).
             control.remove()
-            try? backend.remove(table: CordonTables.baseName)
+            enforcer.stop()
             throw error
         }
     }
 
     private func record(_ recorder: FlowRecorder, store: FlowStore, control: ControlServer, backend: NftablesBackend,
-                        signals: inout sigset_t) throws {
+                        enforcer: Enforcer, signals: inout sigset_t) throws {
         recorder.setLocalAddresses(HostAddresses.read())
         try HostAddresses.watch { recorder.setLocalAddresses($0) }
 
@@ -84,46 +87,52 @@ public final class Agent: Sendable {
         let existing = try ConntrackTable.dump()
         recorder.applyDump(existing, generation: generation, at: TimeText.now(), repair: false)
         log("conntrack table read: \(existing.count) existing connections")
+        let packetLog = startPacketLog(recorder: recorder)
 
         control.serve { [self] request in
+            func answer(_ value: some Encodable) -> Data { (try? JSONEncoder().encode(value)) ?? Data() }
+            func missingOperator() -> Data { answer(ControlAnswer(ok: false, message: "\(request.command) needs --operator NAME")) }
             switch request.command {
             case "status":
-                let counters = recorder.counters
-                let last = lastFlush.load(ordering: .relaxed)
-                let approved = (try? store.latestRuleset()).flatMap { $0 }.map {
-                    StatusReport.ApprovedRuleset(version: $0.version, digest: $0.digest, approvedAt: TimeText.rfc3339($0.approvedAt),
-                                                 operator: $0.operator)
-                }
-                let report = StatusReport(
-                    mode: "discovery", isolated: false, flows: recorder.flowCount, events: counters.events,
-                    lostEvents: counters.lostEvents, resyncs: counters.resyncs,
-                    recoveredConnections: counters.recoveredConnections, ignoredEvents: counters.ignoredEvents,
-                    flushErrors: flushErrors.load(ordering: .relaxed), lastFlush: last == 0 ? nil : TimeText.rfc3339(last),
-                    database: config.database, backend: backend.name, pid: getpid(),
-                    startedAt: TimeText.rfc3339(startedAt), receiveBufferBytes: capture.receiveBuffer, ruleset: approved)
-                return (try? JSONEncoder().encode(report)) ?? Data()
+                return answer(status(recorder: recorder, store: store, backend: backend, enforcer: enforcer, receiveBuffer: capture.receiveBuffer))
+            case "enforce":
+                guard let name = request.operator, !name.isEmpty else { return missingOperator() }
+                return answer(enforcer.enforce(operator: name, confirmWithin: request.confirmWithin ?? 120))
+            case "confirm":
+                guard let name = request.operator, !name.isEmpty else { return missingOperator() }
+                return answer(enforcer.confirm(operator: name))
+            case "discover":
+                guard let name = request.operator, !name.isEmpty else { return missingOperator() }
+                return answer(enforcer.discover(operator: name, reason: request.reason ?? "return to discovery"))
             default:
                 return Data(#"{"error":"unknown command"}"#.utf8)
             }
         }
         log("listening on \(config.socket); flushing every \(config.flushInterval) s")
 
-        var interval = timespec(tv_sec: Int(config.flushInterval),
-                                tv_nsec: Int((config.flushInterval - Double(Int(config.flushInterval))) * 1e9))
+        // Wakes a few times a second for the confirmation deadline; flushes on its own schedule.
+        let tick = min(0.25, config.flushInterval)
+        var nextFlush = Self.monotonic() + config.flushInterval
         while true {
-            let signal = sigtimedwait(&signals, nil, &interval)
+            let wait = max(0.001, min(tick, nextFlush - Self.monotonic()))
+            var timeout = timespec(tv_sec: Int(wait), tv_nsec: Int((wait - Double(Int(wait))) * 1e9))
+            let signal = sigtimedwait(&signals, nil, &timeout)
             if signal == SIGTERM || signal == SIGINT {
                 log("signal \(signal): flushing and stopping")
                 break
             }
-            // A timeout, or SIGHUP: flush now.
-            flush(recorder, to: store)
+            if signal == SIGHUP || Self.monotonic() >= nextFlush {
+                flush(recorder, to: store)
+                nextFlush = Self.monotonic() + config.flushInterval
+            }
+            enforcer.tick()
         }
         // Let the event thread read what the kernel already queued, so that the last flush holds
         // every connection reported before the signal.
         stopping.store(true, ordering: .relaxed)
         capture.waker.wake()
         if capture.done.wait(timeout: .now() + 2) == .timedOut { log("event thread did not finish; flushing what it read") }
+        packetLog?.close()
         flush(recorder, to: store)
         do {
             try store.setState(Self.liveConnectionsState, recorder.liveConnectionIDs().map(String.init).joined(separator: ","))
@@ -131,12 +140,65 @@ public final class Agent: Sendable {
             log("could not save live connection ids (a restart will count them again): \(error)")
         }
         control.remove()
-        do {
-            try backend.remove(table: CordonTables.baseName)
-        } catch {
-            log("could not remove table inet \(CordonTables.baseName): \(error)")
-        }
+        enforcer.stop()
         log("stopped: \(recorder.flowCount) flow aggregates stored")
+    }
+
+    private static func monotonic() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+    private func status(recorder: FlowRecorder, store: FlowStore, backend: NftablesBackend, enforcer: Enforcer,
+                        receiveBuffer: Int) -> StatusReport {
+        let counters = recorder.counters
+        let last = lastFlush.load(ordering: .relaxed)
+        let enforcement = enforcer.snapshot
+        func summary(_ version: RulesetVersion?) -> StatusReport.ApprovedRuleset? {
+            version.map {
+                StatusReport.ApprovedRuleset(version: $0.version, digest: $0.digest, approvedAt: TimeText.rfc3339($0.approvedAt), operator: $0.operator)
+            }
+        }
+        let inForce = enforcement.mode == .enforce ? enforcement.version.flatMap { try? store.ruleset(version: $0) } : nil
+        return StatusReport(
+            mode: enforcement.mode.rawValue, isolated: false, flows: recorder.flowCount, events: counters.events,
+            lostEvents: counters.lostEvents, resyncs: counters.resyncs,
+            recoveredConnections: counters.recoveredConnections, ignoredEvents: counters.ignoredEvents,
+            flushErrors: flushErrors.load(ordering: .relaxed), lastFlush: last == 0 ? nil : TimeText.rfc3339(last),
+            database: config.database, backend: backend.name, pid: getpid(),
+            startedAt: TimeText.rfc3339(startedAt), receiveBufferBytes: receiveBuffer,
+            ruleset: summary(inForce), approved: summary((try? store.latestRuleset()).flatMap { $0 }),
+            confirmDeadline: enforcement.confirmDeadline.map(TimeText.rfc3339),
+            management: config.effectiveManagement().summary,
+            rejectedInbound: counters.rejectedInbound, rejectedOutbound: counters.rejectedOutbound,
+            lostLogMessages: counters.lostLogMessages)
+    }
+
+    /// Reads the packets the enforcement table refuses and records them as rejected flows. Without
+    /// it enforcement still works; only the red flows are missing, which the log says.
+    private func startPacketLog(recorder: FlowRecorder) -> PacketLog? {
+        let packetLog: PacketLog
+        do {
+            packetLog = try PacketLog(group: config.logGroup)
+        } catch {
+            log("rejected flows will not be recorded: \(error)")
+            return nil
+        }
+        Thread.detachNewThread { [self] in
+            while !stopping.load(ordering: .relaxed) {
+                do {
+                    let outcome = try packetLog.next { packet in
+                        let inbound = packet.prefix == CordonTables.inboundLogPrefix
+                        guard inbound || packet.prefix == CordonTables.outboundLogPrefix else { return }
+                        recorder.recordRejected(packet.header, inbound: inbound, at: TimeText.now())
+                    }
+                    if outcome == .overrun { recorder.noteLostLogMessages() }
+                } catch PacketLogError.closed {
+                    return
+                } catch {
+                    log("packet log: \(error); retrying")
+                    sleep(1)
+                }
+            }
+        }
+        return packetLog
     }
 
     private func flush(_ recorder: FlowRecorder, to store: FlowStore) {

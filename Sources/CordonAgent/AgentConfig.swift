@@ -1,3 +1,4 @@
+import CordonCore
 import Foundation
 import Yams
 
@@ -14,8 +15,22 @@ public struct AgentConfig: Sendable, Equatable {
     public var remoteCap = 1024
     /// Kernel receive buffer for conntrack events, in MiB.
     public var receiveBufferMiB = 128
+    /// Always allowed while enforcing; the only traffic while isolated. Without configured
+    /// resolvers, the nameservers of /etc/resolv.conf at the time of each apply are used.
+    public var management = ManagementChannel()
+    /// NFLOG group of the enforcement table's refused packets (one reader per group and namespace).
+    public var logGroup: UInt16 = CordonTables.defaultLogGroup
 
     public init() {}
+
+    /// The management channel to install now: resolvers from resolv.conf when none are configured.
+    public func effectiveManagement(resolvConf: String = "/etc/resolv.conf") -> ManagementChannel {
+        var channel = management
+        if channel.resolvers.isEmpty, let text = try? String(contentsOfFile: resolvConf, encoding: .utf8) {
+            channel.resolvers = Review.resolvers(resolvConf: text)
+        }
+        return channel
+    }
 
     /// Limits that keep a typo in a config file from producing an agent that cannot work.
     public static let flushIntervalRange: ClosedRange<Double> = 0.1...3600
@@ -63,13 +78,29 @@ public struct AgentConfig: Sendable, Equatable {
                     throw fail("expected an integer between \(remoteCapRange.lowerBound) and \(remoteCapRange.upperBound)")
                 }
                 config.remoteCap = v
+            case "collectors", "resolvers", "extra_allow":
+                guard let items = value.sequence?.map({ $0.string }), !items.contains(nil) else {
+                    throw fail("expected a list of strings")
+                }
+                do {
+                    switch key {
+                    case "collectors": config.management.collectors = try items.map { text throws(ManagementChannel.ParseError) in try ManagementChannel.collector(text!) }
+                    case "resolvers": config.management.resolvers = try items.map { text throws(ManagementChannel.ParseError) in try ManagementChannel.resolver(text!) }
+                    default: config.management.extra = try items.map { text throws(ManagementChannel.ParseError) in try ManagementChannel.extra(text!) }
+                    }
+                } catch {
+                    throw fail("'\(error.value)': \(error.message)")
+                }
+            case "log_group":
+                guard let v = value.int, let group = UInt16(exactly: v) else { throw fail("expected an NFLOG group 0-65535") }
+                config.logGroup = group
             case "receive_buffer_mib":
                 guard let v = value.int, receiveBufferRange.contains(v) else {
                     throw fail("expected MiB between \(receiveBufferRange.lowerBound) and \(receiveBufferRange.upperBound)")
                 }
                 config.receiveBufferMiB = v
             default:
-                throw fail("unknown setting; valid: database, socket, flush_interval, remote_cap, receive_buffer_mib")
+                throw fail("unknown setting; valid: database, socket, flush_interval, remote_cap, receive_buffer_mib, collectors, resolvers, extra_allow, log_group")
             }
         }
         return config

@@ -8,6 +8,8 @@ public enum AgentError: Error, CustomStringConvertible {
     case notRunning(socket: String, reason: String)
     case alreadyRunning(socket: String)
     case protocolViolation(String)
+    /// The database holds something the agent will not act on without an operator.
+    case invalidState(String)
 
     public var description: String {
         switch self {
@@ -15,6 +17,7 @@ public enum AgentError: Error, CustomStringConvertible {
         case .notRunning(let socket, let reason): return "no agent answers on \(socket) (\(reason))"
         case .alreadyRunning(let socket): return "another agent already answers on \(socket)"
         case .protocolViolation(let what): return "control socket: \(what)"
+        case .invalidState(let what): return what
         }
     }
 }

@@ -21,8 +21,17 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var pid: Int32
     public var startedAt: String
     public var receiveBufferBytes: Int
-    /// The latest approved ruleset, or nil when none is approved yet.
+    /// The ruleset in force (enforce mode), or nil in discovery.
     public var ruleset: ApprovedRuleset?
+    /// The latest approved ruleset, or nil when none is approved yet.
+    public var approved: ApprovedRuleset?
+    /// When an unconfirmed enforcement rolls back by itself (RFC 3339), or nil.
+    public var confirmDeadline: String?
+    /// The management channel in force, as one line.
+    public var management: String
+    public var rejectedInbound: UInt64
+    public var rejectedOutbound: UInt64
+    public var lostLogMessages: UInt64
 
     public struct ApprovedRuleset: Codable, Sendable, Equatable {
         public var version: Int64
@@ -37,7 +46,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case lostEvents = "lost_events", resyncs, recoveredConnections = "recovered_connections"
         case ignoredEvents = "ignored_events", flushErrors = "flush_errors", lastFlush = "last_flush"
         case database, backend, pid, startedAt = "started_at", receiveBufferBytes = "receive_buffer_bytes"
-        case ruleset
+        case ruleset, approved, confirmDeadline = "confirm_deadline", management
+        case rejectedInbound = "rejected_inbound", rejectedOutbound = "rejected_outbound", lostLogMessages = "lost_log_messages"
     }
 
     /// Nulls are written out: `ruleset` is present (null) before the first approval.
@@ -59,12 +69,32 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(startedAt, forKey: .startedAt)
         try c.encode(receiveBufferBytes, forKey: .receiveBufferBytes)
         try c.encode(ruleset, forKey: .ruleset)
+        try c.encode(approved, forKey: .approved)
+        try c.encode(confirmDeadline, forKey: .confirmDeadline)
+        try c.encode(management, forKey: .management)
+        try c.encode(rejectedInbound, forKey: .rejectedInbound)
+        try c.encode(rejectedOutbound, forKey: .rejectedOutbound)
+        try c.encode(lostLogMessages, forKey: .lostLogMessages)
     }
 }
 
 /// A request on the control socket: one JSON object on one line, answered by one line.
-struct ControlRequest: Codable {
-    var command: String
+public struct ControlRequest: Codable, Sendable {
+    /// status, enforce, confirm or discover.
+    public var command: String
+    public var `operator`: String?
+    public var reason: String?
+    /// enforce: seconds before an unconfirmed enforcement rolls back.
+    public var confirmWithin: Int64?
+
+    enum CodingKeys: String, CodingKey { case command, `operator`, reason, confirmWithin = "confirm_within" }
+
+    public init(command: String, operator name: String? = nil, reason: String? = nil, confirmWithin: Int64? = nil) {
+        self.command = command
+        self.operator = name
+        self.reason = reason
+        self.confirmWithin = confirmWithin
+    }
 }
 
 /// The agent's end of the Unix control socket.
@@ -134,6 +164,20 @@ public struct ControlClient: Sendable {
 
     /// Sends one request and returns the raw JSON answer.
     public func send(_ command: String, timeoutSeconds: Int = 5) throws -> Data {
+        try send(ControlRequest(command: command), timeoutSeconds: timeoutSeconds)
+    }
+
+    /// A command that changes the firewall; the agent says whether it did and what it did.
+    public func command(_ request: ControlRequest, timeoutSeconds: Int = 60) throws -> ControlAnswer {
+        let data = try send(request, timeoutSeconds: timeoutSeconds)
+        do {
+            return try JSONDecoder().decode(ControlAnswer.self, from: data)
+        } catch {
+            throw AgentError.protocolViolation("unexpected answer: \(String(decoding: data, as: UTF8.self))")
+        }
+    }
+
+    public func send(_ request: ControlRequest, timeoutSeconds: Int) throws -> Data {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw AgentError.system("control socket", errno) }
         defer { close(fd) }
@@ -147,8 +191,7 @@ public struct ControlClient: Sendable {
         guard connected == 0 else {
             throw AgentError.notRunning(socket: path, reason: String(cString: strerror(errno)))
         }
-        let request = try JSONEncoder().encode(ControlRequest(command: command))
-        Self.writeAll(fd, request + Data("\n".utf8))
+        Self.writeAll(fd, try JSONEncoder().encode(request) + Data("\n".utf8))
         guard let line = Self.readLine(fd) else {
             throw AgentError.notRunning(socket: path, reason: "no answer within \(timeoutSeconds) s")
         }

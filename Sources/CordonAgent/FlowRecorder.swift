@@ -14,6 +14,12 @@ public struct RecorderCounters: Sendable, Codable, Equatable {
     public var recoveredConnections: UInt64 = 0
     /// Events for traffic never subject to policy (loopback, host to itself).
     public var ignoredEvents: UInt64 = 0
+    /// Packets enforcement refused, from the NFLOG group: dropped inbound, rejected outbound.
+    public var rejectedInbound: UInt64 = 0
+    public var rejectedOutbound: UInt64 = 0
+    /// Times the kernel dropped log messages (ENOBUFS): red flows are then incomplete, though
+    /// the table's own counters (`nft list table inet cordon`) still count every packet.
+    public var lostLogMessages: UInt64 = 0
 }
 
 /// Turns conntrack entries into flow aggregates. Shared by the event thread, the re-sync thread
@@ -76,6 +82,29 @@ public final class FlowRecorder: Sendable {
         case .existing:
             s.counters.ignoredEvents &+= 1
         }
+    }
+
+    /// Records a packet the enforcement table refused as a rejected flow. Each refused packet
+    /// counts as one attempt: a refused connection never reaches conntrack's event stream, and
+    /// the client's retransmissions are attempts too.
+    public func recordRejected(_ header: PacketHeader, inbound: Bool, at now: Int64) {
+        let service: UInt16
+        if IPProtocolNumber.isICMP(header.transport) {
+            service = UInt16(header.icmpType ?? 0) << 8 | UInt16(header.icmpCode ?? 0)
+        } else {
+            service = header.destinationPort ?? 0
+        }
+        let key = FlowKey(direction: inbound ? .inbound : .outbound, transport: header.transport,
+                          local: inbound ? header.destination : header.source,
+                          remote: IPPrefix(inbound ? header.source : header.destination), service: service, verdict: .rejected)
+        state.withLock { s in
+            if inbound { s.counters.rejectedInbound &+= 1 } else { s.counters.rejectedOutbound &+= 1 }
+            s.aggregator.record(key, connections: 1, packets: 1, at: now)
+        }
+    }
+
+    public func noteLostLogMessages() {
+        state.withLock { $0.counters.lostLogMessages &+= 1 }
     }
 
     /// Marks the start of a table dump; returns the generation to pass to `applyDump`.

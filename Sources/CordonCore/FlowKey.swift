@@ -8,6 +8,14 @@ public enum Direction: String, Sendable, Codable, CaseIterable {
     case forward
 }
 
+/// What the host's firewall did with a flow: everything recorded from conntrack was let through
+/// (in discovery, or by the enforced ruleset); what enforcement refused is recorded from the
+/// packets it logs. Part of the key: a flow refused today is not the same record as the one
+/// allowed last week.
+public enum FlowVerdict: String, Sendable, Codable, CaseIterable {
+    case allowed, rejected
+}
+
 /// IP protocol numbers Cordon names; any other protocol is reported by number.
 public enum IPProtocolNumber {
     public static let icmp: UInt8 = 1
@@ -60,21 +68,24 @@ public struct FlowKey: Hashable, Sendable {
     public var remote: IPPrefix
     /// The service port (see above), or `type << 8 | code` for ICMP, or 0.
     public var service: UInt16
+    public var verdict: FlowVerdict
 
-    public init(direction: Direction, transport: UInt8, local: IPAddress, remote: IPPrefix, service: UInt16) {
+    public init(direction: Direction, transport: UInt8, local: IPAddress, remote: IPPrefix, service: UInt16,
+                verdict: FlowVerdict = .allowed) {
         self.direction = direction
         self.transport = transport
         self.local = local
         self.remote = remote
         self.service = service
+        self.verdict = verdict
     }
 
     public init(direction: Direction, transport: UInt8, local: IPAddress, remote: IPPrefix,
-                port: UInt16? = nil, icmpType: UInt8? = nil, icmpCode: UInt8? = nil) {
+                port: UInt16? = nil, icmpType: UInt8? = nil, icmpCode: UInt8? = nil, verdict: FlowVerdict = .allowed) {
         let service: UInt16 = IPProtocolNumber.isICMP(transport)
             ? UInt16(icmpType ?? 0) << 8 | UInt16(icmpCode ?? 0)
             : port ?? 0
-        self.init(direction: direction, transport: transport, local: local, remote: remote, service: service)
+        self.init(direction: direction, transport: transport, local: local, remote: remote, service: service, verdict: verdict)
     }
 
     public var family: AddressFamily { local.family }
@@ -96,7 +107,7 @@ public struct FlowKey: Hashable, Sendable {
     public func hash(into hasher: inout Hasher) {
         let directionBits: UInt64 = direction == .inbound ? 0 : direction == .outbound ? 1 : 2
         hasher.combine(directionBits | UInt64(transport) << 8 | UInt64(service) << 16 | UInt64(remote.length) << 32
-                       | (local.family == .ipv6 ? 1 << 40 : 0))
+                       | (local.family == .ipv6 ? 1 << 40 : 0) | (verdict == .rejected ? 1 << 41 : 0))
         hasher.combine(local.high)
         hasher.combine(local.low)
         hasher.combine(remote.address.high)
@@ -105,7 +116,7 @@ public struct FlowKey: Hashable, Sendable {
 
     /// The (direction, protocol, port) bucket whose distinct remotes are capped.
     public var group: FlowGroup {
-        FlowGroup(direction: direction, family: family, transport: transport, service: service)
+        FlowGroup(direction: direction, family: family, transport: transport, service: service, verdict: verdict)
     }
 
     /// The same key with the remote replaced by its covering prefix.
@@ -116,12 +127,14 @@ public struct FlowKey: Hashable, Sendable {
     }
 }
 
-/// The unit the remote-address cap applies to: one direction, family, protocol and port.
+/// The unit the remote-address cap applies to: one direction, family, protocol and port, and
+/// the verdict (a scan that enforcement refuses must not roll up the allowed peers of that port).
 public struct FlowGroup: Hashable, Sendable {
     public var direction: Direction
     public var family: AddressFamily
     public var transport: UInt8
     public var service: UInt16
+    public var verdict: FlowVerdict = .allowed
 }
 
 /// What is known of one flow aggregate.

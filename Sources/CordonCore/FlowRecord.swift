@@ -14,6 +14,8 @@ public struct FlowRecord: Codable, Sendable, Equatable {
     public var bytes: UInt64
     public var firstSeen: String
     public var lastSeen: String
+    /// "allowed", or "rejected" for what enforcement refused (red flows).
+    public var verdict: FlowVerdict
 
     enum CodingKeys: String, CodingKey {
         case direction, `protocol`, family
@@ -21,7 +23,7 @@ public struct FlowRecord: Codable, Sendable, Equatable {
         case remoteAddress = "remote_address", remotePort = "remote_port"
         case icmpType = "icmp_type", icmpCode = "icmp_code"
         case connections, packets, bytes
-        case firstSeen = "first_seen", lastSeen = "last_seen"
+        case firstSeen = "first_seen", lastSeen = "last_seen", verdict
     }
 
     public init(key: FlowKey, stats: FlowStats) {
@@ -39,6 +41,7 @@ public struct FlowRecord: Codable, Sendable, Equatable {
         bytes = stats.bytes
         firstSeen = TimeText.rfc3339(stats.firstSeen)
         lastSeen = TimeText.rfc3339(stats.lastSeen)
+        verdict = key.verdict
     }
 
     /// Nulls are written out, not omitted: a reader can rely on every field being present.
@@ -58,6 +61,7 @@ public struct FlowRecord: Codable, Sendable, Equatable {
         try c.encode(bytes, forKey: .bytes)
         try c.encode(firstSeen, forKey: .firstSeen)
         try c.encode(lastSeen, forKey: .lastSeen)
+        try c.encode(verdict, forKey: .verdict)
     }
 }
 
@@ -69,12 +73,15 @@ public struct FlowFilter: Sendable, Equatable {
     public var port: UInt16?
     /// Only flows seen at or after this Unix time.
     public var seenSince: Int64?
+    public var verdict: FlowVerdict?
 
-    public init(direction: Direction? = nil, transport: UInt8? = nil, port: UInt16? = nil, seenSince: Int64? = nil) {
+    public init(direction: Direction? = nil, transport: UInt8? = nil, port: UInt16? = nil, seenSince: Int64? = nil,
+                verdict: FlowVerdict? = nil) {
         self.direction = direction
         self.transport = transport
         self.port = port
         self.seenSince = seenSince
+        self.verdict = verdict
     }
 }
 
@@ -91,6 +98,7 @@ extension FlowRecord {
             ("icmp_type", number(icmpType)), ("last_seen", string(lastSeen)), ("local_address", string(localAddress)),
             ("local_port", number(localPort)), ("packets", String(packets)), ("protocol", string(self.protocol)),
             ("remote_address", string(remoteAddress)), ("remote_port", number(remotePort)),
+            ("verdict", string(verdict.rawValue)),
         ]
         members += extra.map { ($0.key, $0.json) }
         members.sort { $0.0 < $1.0 }

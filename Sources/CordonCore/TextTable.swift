@@ -36,7 +36,7 @@ extension FlowRecord {
         for r in records {
             let icmp = r.icmpType.map { "type \($0)/\(r.icmpCode ?? 0)" }
             table.add([
-                r.direction.rawValue, r.protocol, r.localAddress,
+                r.verdict == .rejected ? "\(r.direction.rawValue) REJECTED" : r.direction.rawValue, r.protocol, r.localAddress,
                 r.localPort.map(String.init) ?? (r.direction == .inbound ? icmp ?? "-" : "-"),
                 r.remoteAddress,
                 r.remotePort.map(String.init) ?? (r.direction != .inbound ? icmp ?? "-" : "-"),

@@ -96,12 +96,13 @@ extension FlowStore {
         }
     }
 
-    /// Records a decision that changed nothing (a refused approval, say).
-    public func record(action: String, operator name: String, reason: String, policy: String, outcome: String,
-                       at time: Int64 = TimeText.now()) throws {
+    /// Records a decision: a refused approval, or a transition of the firewall with its outcome.
+    /// `policyDigest` defaults to the SHA-256 of `policy`; an applied ruleset passes its approved digest.
+    public func record(action: String, operator name: String, reason: String, policy: String, policyDigest: String? = nil,
+                       backend: String = "", whitelist: String = "", outcome: String, at time: Int64 = TimeText.now()) throws {
         try pool.write { db in
-            try Self.append(db, action: action, operator: name, reason: reason, backend: "", policy: policy,
-                            policyDigest: SHA256.hex(policy), whitelist: "", outcome: outcome, at: time)
+            try Self.append(db, action: action, operator: name, reason: reason, backend: backend, policy: policy,
+                            policyDigest: policyDigest ?? SHA256.hex(policy), whitelist: whitelist, outcome: outcome, at: time)
         }
     }
 
@@ -123,6 +124,12 @@ extension FlowStore {
     public func rulesetVersions() throws -> [RulesetVersion] {
         try pool.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM rulesets ORDER BY version").map(Self.version)
+        }
+    }
+
+    public func ruleset(version: Int64) throws -> RulesetVersion? {
+        try pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM rulesets WHERE version = ?", arguments: [version]).map(Self.version)
         }
     }
 

@@ -81,6 +81,37 @@ public final class FlowStore: Sendable {
                 """)
         }
         registerDecisionMigrations(&migrator)
+        migrator.registerMigration("v3-flow-verdict") { db in
+            // The verdict joins the flow's identity; SQLite cannot change a UNIQUE constraint in
+            // place, so the table is rebuilt (rows keep their ids; all were allowed until now).
+            try db.execute(sql: """
+                CREATE TABLE flows_v3 (
+                  id INTEGER PRIMARY KEY,
+                  direction TEXT NOT NULL CHECK (direction IN ('inbound', 'outbound', 'forward')),
+                  family TEXT NOT NULL CHECK (family IN ('ipv4', 'ipv6')),
+                  protocol INTEGER NOT NULL CHECK (protocol BETWEEN 0 AND 255),
+                  local_address TEXT NOT NULL,
+                  -- inbound: local service port; outbound/forward: remote port; ICMP: type << 8 | code
+                  service INTEGER NOT NULL CHECK (service BETWEEN 0 AND 65535),
+                  remote_address TEXT NOT NULL,
+                  remote_prefix INTEGER NOT NULL CHECK (remote_prefix BETWEEN 0 AND 128),
+                  connections INTEGER NOT NULL CHECK (connections >= 0),
+                  packets INTEGER NOT NULL DEFAULT 0,
+                  bytes INTEGER NOT NULL DEFAULT 0,
+                  first_seen INTEGER NOT NULL,
+                  last_seen INTEGER NOT NULL CHECK (last_seen >= first_seen),
+                  verdict TEXT NOT NULL DEFAULT 'allowed' CHECK (verdict IN ('allowed', 'rejected')),
+                  UNIQUE (direction, protocol, local_address, service, remote_address, remote_prefix, verdict)
+                );
+                INSERT INTO flows_v3 (id, direction, family, protocol, local_address, service, remote_address, remote_prefix,
+                                      connections, packets, bytes, first_seen, last_seen)
+                  SELECT id, direction, family, protocol, local_address, service, remote_address, remote_prefix,
+                         connections, packets, bytes, first_seen, last_seen FROM flows;
+                DROP TABLE flows;
+                ALTER TABLE flows_v3 RENAME TO flows;
+                CREATE INDEX flows_last_seen ON flows (last_seen);
+                """)
+        }
         return migrator
     }
 
@@ -90,9 +121,9 @@ public final class FlowStore: Sendable {
         try pool.write { db in
             let upsert = try db.cachedStatement(sql: """
                 INSERT INTO flows (direction, family, protocol, local_address, service, remote_address, remote_prefix,
-                                   connections, packets, bytes, first_seen, last_seen)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (direction, protocol, local_address, service, remote_address, remote_prefix) DO UPDATE SET
+                                   connections, packets, bytes, first_seen, last_seen, verdict)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (direction, protocol, local_address, service, remote_address, remote_prefix, verdict) DO UPDATE SET
                   connections = excluded.connections, packets = excluded.packets, bytes = excluded.bytes,
                   first_seen = excluded.first_seen, last_seen = excluded.last_seen
                 """)
@@ -101,17 +132,17 @@ public final class FlowStore: Sendable {
                     key.direction.rawValue, key.family.rawValue, Int(key.transport), key.local.description,
                     Int(key.service), key.remote.address.description, Int(key.remote.length),
                     Int64(clamping: stats.connections), Int64(clamping: stats.packets), Int64(clamping: stats.bytes),
-                    stats.firstSeen, stats.lastSeen,
+                    stats.firstSeen, stats.lastSeen, key.verdict.rawValue,
                 ])
             }
             let delete = try db.cachedStatement(sql: """
                 DELETE FROM flows WHERE direction = ? AND protocol = ? AND local_address = ? AND service = ?
-                  AND remote_address = ? AND remote_prefix = ?
+                  AND remote_address = ? AND remote_prefix = ? AND verdict = ?
                 """)
             for key in changes.removals {
                 try delete.execute(arguments: [
                     key.direction.rawValue, Int(key.transport), key.local.description, Int(key.service),
-                    key.remote.address.description, Int(key.remote.length),
+                    key.remote.address.description, Int(key.remote.length), key.verdict.rawValue,
                 ])
             }
         }
@@ -144,15 +175,19 @@ public final class FlowStore: Sendable {
             clauses.append("last_seen >= ?")
             arguments += [since]
         }
+        if let verdict = filter.verdict {
+            clauses.append("verdict = ?")
+            arguments += [verdict.rawValue]
+        }
         let condition = clauses.isEmpty ? "" : " WHERE " + clauses.joined(separator: " AND ")
-        let sql = "SELECT \(Self.columns) FROM flows\(condition) ORDER BY direction, protocol, service, local_address, remote_prefix DESC, remote_address"
+        let sql = "SELECT \(Self.columns) FROM flows\(condition) ORDER BY direction, verdict, protocol, service, local_address, remote_prefix DESC, remote_address"
         return try pool.read { db in try Self.fetch(db, sql: sql, arguments: arguments) }
     }
 
     /// The columns `fetch` reads, by position: looking them up by name cost more than decoding.
     private static let columns = """
         id, direction, local_address, remote_address, protocol, remote_prefix, service, connections, packets, bytes, \
-        first_seen, last_seen
+        first_seen, last_seen, verdict
         """
 
     private static func fetch(_ db: Database, sql: String, arguments: StatementArguments) throws
@@ -169,7 +204,8 @@ public final class FlowStore: Sendable {
                 throw StoreError.corrupt(path: db.description, detail: "flows row \(id) holds an unreadable address or direction")
             }
             let key = FlowKey(direction: direction, transport: UInt8(row[4] as Int), local: local,
-                              remote: IPPrefix(remote, length: row[5]), service: UInt16(row[6] as Int))
+                              remote: IPPrefix(remote, length: row[5]), service: UInt16(row[6] as Int),
+                              verdict: FlowVerdict(rawValue: row[12]) ?? .allowed)
             let stats = FlowStats(connections: UInt64(row[7] as Int64), packets: UInt64(row[8] as Int64),
                                   bytes: UInt64(row[9] as Int64), firstSeen: row[10], lastSeen: row[11])
             result.append((key, stats))

@@ -6,20 +6,37 @@ import Foundation
 struct AgentCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent",
-        abstract: "Run the agent in the foreground (discovery: record flows, block nothing).",
-        discussion: "Stops on SIGTERM or SIGINT after flushing everything to the database."
+        abstract: "Run the agent in the foreground: record flows, and enforce when told to.",
+        discussion: """
+            Starts in the mode the database last recorded (discovery on first start) and reconciles the \
+            kernel with it. Stops on SIGTERM or SIGINT after flushing everything to the database; an \
+            enforced ruleset stays in the kernel (fail-closed), an unconfirmed one is rolled back first.
+            """
     )
 
     @OptionGroup var global: GlobalOptions
 
-    @Option(help: ArgumentHelp("YAML config file (database, socket, flush_interval, remote_cap, receive_buffer_mib).",
-                               valueName: "file"))
+    @Option(help: ArgumentHelp("YAML config file (see Docs/operations.md for its keys).", valueName: "file"))
     var config: String?
+
+    @Option(name: .customLong("collector"), help: ArgumentHelp(
+        "Management collector, always reachable over TCP and checked after enforce (repeatable).", valueName: "address:port"))
+    var collectors: [String] = []
+
+    @Option(name: .customLong("resolver"), help: ArgumentHelp(
+        "DNS resolver always reachable on port 53 (repeatable; default: the nameservers of /etc/resolv.conf).", valueName: "ip"))
+    var resolvers: [String] = []
+
+    @Option(name: .customLong("extra-allow"), help: ArgumentHelp(
+        "Extra whitelist entry, allowed both ways (repeatable), e.g. tcp/192.0.2.0/24:443 or udp/[2001:db8::1]:514.",
+        valueName: "proto/address[:port]"))
+    var extraAllow: [String] = []
 
     @Option(help: ArgumentHelp("Seconds between writes to the database (default 2).", valueName: "seconds"))
     var flushInterval: Double?
 
     func validate() throws {
+        _ = try managementOverrides()
         if let flushInterval, !AgentConfig.flushIntervalRange.contains(flushInterval) {
             throw ValidationError("--flush-interval must be between \(AgentConfig.flushIntervalRange.lowerBound) and \(AgentConfig.flushIntervalRange.upperBound) seconds")
         }
@@ -35,6 +52,11 @@ struct AgentCommand: ParsableCommand {
         if let db = global.db { settings.database = db }
         if let socket = global.socket { settings.socket = socket }
         if let flushInterval { settings.flushInterval = flushInterval }
+        // A list on the command line replaces the config file's list of the same kind.
+        let overrides = try managementOverrides()
+        if !collectors.isEmpty { settings.management.collectors = overrides.collectors }
+        if !resolvers.isEmpty { settings.management.resolvers = overrides.resolvers }
+        if !extraAllow.isEmpty { settings.management.extra = overrides.extra }
 
         let agent = Agent(config: settings) { message in
             FileHandle.standardError.write(Data("\(TimeText.rfc3339(TimeText.now())) cordon agent: \(message)\n".utf8))
@@ -43,6 +65,17 @@ struct AgentCommand: ParsableCommand {
             try agent.run()
         } catch {
             throw CLIError.failed("agent: \(error)")
+        }
+    }
+
+    private func managementOverrides() throws -> ManagementChannel {
+        do {
+            return ManagementChannel(
+                collectors: try collectors.map { text throws(ManagementChannel.ParseError) in try ManagementChannel.collector(text) },
+                resolvers: try resolvers.map { text throws(ManagementChannel.ParseError) in try ManagementChannel.resolver(text) },
+                extra: try extraAllow.map { text throws(ManagementChannel.ParseError) in try ManagementChannel.extra(text) })
+        } catch {
+            throw ValidationError(error.description)
         }
     }
 }

@@ -13,7 +13,8 @@ struct Cordon: ParsableCommand {
         discussion: "Exit codes: 0 success, 1 failure, 2 usage or invalid input; review and approve: 3 on a lockout risk.",
         version: "0.1.0",
         subcommands: [AgentCommand.self, StatusCommand.self, FlowsCommand.self, ProposeCommand.self, ReviewCommand.self, ApproveCommand.self,
-                      RulesetsCommand.self, DemoCommand.self]
+                      RulesetsCommand.self, RenderCommand.self, EnforceCommand.self, ConfirmCommand.self, DiscoverCommand.self,
+                      DemoCommand.self]
     )
 
     /// ArgumentParser exits 64 on usage errors; Cordon's contract is 2 (and 1 for failures).

@@ -26,6 +26,9 @@ struct FlowsCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Only flows seen within this span, e.g. 90s, 15m, 2h, 7d.", valueName: "span"))
     var since: String?
 
+    @Option(help: ArgumentHelp("allowed, or rejected (what enforcement refused).", valueName: "verdict"))
+    var verdict: String?
+
     func validate() throws {
         _ = try filter()
     }
@@ -49,6 +52,12 @@ struct FlowsCommand: ParsableCommand {
             guard let value = UInt16(port) else { throw ValidationError("--port '\(port)': expected a number 0-65535") }
             filter.port = value
         }
+        if let verdict {
+            guard let value = FlowVerdict(rawValue: verdict) else {
+                throw ValidationError("--verdict '\(verdict)': expected allowed or rejected")
+            }
+            filter.verdict = value
+        }
         if let since {
             guard let span = TimeText.duration(since) else {
                 throw ValidationError("--since '\(since)': expected a number with s, m, h, d or w, e.g. 2h or 7d")
@@ -69,7 +78,7 @@ struct FlowsCommand: ParsableCommand {
         if json {
             try printJSONArray(records)
         } else if records.isEmpty {
-            print("no flows recorded\(direction != nil || transport != nil || port != nil || since != nil ? " that match" : "")")
+            print("no flows recorded\(direction != nil || transport != nil || port != nil || since != nil || verdict != nil ? " that match" : "")")
         } else {
             print(FlowRecord.table(records), terminator: "")
         }

@@ -31,7 +31,10 @@ struct StatusCommand: ParsableCommand {
             lost events:   \(report.lostEvents) overruns, \(report.resyncs) re-syncs, \(report.recoveredConnections) connections recovered
             last flush:    \(report.lastFlush ?? "not yet")\(report.flushErrors > 0 ? " (\(report.flushErrors) failed)" : "")
             database:      \(report.database)
-            ruleset:       \(report.ruleset.map { "version \($0.version) (sha256 \($0.digest.prefix(16))…), approved \($0.approvedAt) by \($0.operator)" } ?? "none approved")
+            ruleset:       \(report.ruleset.map { "version \($0.version) (sha256 \($0.digest.prefix(16))…) in force" } ?? "none in force")\(report.confirmDeadline.map { ", rolls back at \($0) unless confirmed" } ?? "")
+            approved:      \(report.approved.map { "version \($0.version) (sha256 \($0.digest.prefix(16))…), approved \($0.approvedAt) by \($0.operator)" } ?? "none approved")
+            management:    \(report.management)
+            rejected:      \(report.rejectedInbound) inbound, \(report.rejectedOutbound) outbound packets\(report.lostLogMessages > 0 ? " (\(report.lostLogMessages) log overruns)" : "")
             backend:       \(report.backend)
             agent:         pid \(report.pid), started \(report.startedAt)
             """)

@@ -1,0 +1,359 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CordonCore
+import CordonStore
+import Foundation
+import Synchronization
+
+/// The mode the host's firewall is in, persisted so that a restarted agent (after a crash, an
+/// upgrade, a reboot) puts the kernel back exactly where the operators left it.
+public struct EnforcementState: Codable, Sendable, Equatable {
+    public enum Mode: String, Codable, Sendable { case discovery, enforce }
+    public var mode: Mode = .discovery
+    /// The approved ruleset version in force while enforcing.
+    public var version: Int64?
+    /// Unix seconds by which `cordon confirm` must come, or the agent rolls back; nil once confirmed.
+    public var confirmDeadline: Int64?
+    /// Seconds the operator gave for confirmation (for the log of a rollback).
+    public var confirmWindow: Int64?
+    /// The last enforcement an operator confirmed: where a rollback returns to (nil: discovery).
+    public var confirmedVersion: Int64?
+
+    enum CodingKeys: String, CodingKey {
+        case mode, version, confirmDeadline = "confirm_deadline", confirmWindow = "confirm_window"
+        case confirmedVersion = "confirmed_version"
+    }
+
+    public init() {}
+}
+
+/// What the agent answers to a control command that changes the firewall.
+public struct ControlAnswer: Codable, Sendable, Equatable {
+    public var ok: Bool
+    public var message: String
+    public init(ok: Bool, message: String) {
+        self.ok = ok
+        self.message = message
+    }
+}
+
+/// Moves the host between discovery and default-reject, one atomic kernel transaction per move,
+/// with the ways back the product promises: a management-channel check right after enforcing,
+/// a confirmation deadline, and reconciliation on restart. Every move is a decision-log entry.
+///
+/// One lock serialises the control thread (commands) and the main loop (the deadline), so a
+/// rollback can never interleave with an enforce.
+public final class Enforcer: Sendable {
+    static let stateName = "enforcement"
+    /// The management channel and log group last installed: what `cordon render` shows, and
+    /// what isolation uses when the agent is down.
+    public static let managementName = "management"
+    public static let logGroupName = "log_group"
+    /// Who the log names when the agent acts on its own (rollback, re-apply).
+    static let agentOperator = "cordon-agent"
+
+    private let backend: any FirewallBackend
+    private let store: FlowStore
+    private let config: AgentConfig
+    private let log: @Sendable (String) -> Void
+    private let state: Mutex<EnforcementState>
+
+    init(backend: any FirewallBackend, store: FlowStore, config: AgentConfig, log: @escaping @Sendable (String) -> Void) throws {
+        self.backend = backend
+        self.store = store
+        self.config = config
+        self.log = log
+        var persisted = EnforcementState()
+        if let text = try store.state(Self.stateName) {
+            do {
+                persisted = try JSONDecoder().decode(EnforcementState.self, from: Data(text.utf8))
+            } catch {
+                throw AgentError.invalidState("agent_state '\(Self.stateName)' is unreadable (\(error)); not guessing a firewall mode")
+            }
+        }
+        state = Mutex(persisted)
+    }
+
+    var snapshot: EnforcementState { state.withLock { $0 } }
+
+    /// The table for a state: discovery's accept-all, or the enforcement of an approved version.
+    private func table(for version: Int64?) throws -> (table: FirewallTable, ruleset: RulesetVersion?, management: ManagementChannel) {
+        let management = config.effectiveManagement()
+        guard let version else { return (CordonTables.discovery(), nil, management) }
+        guard let approved = try store.ruleset(version: version) else {
+            throw AgentError.invalidState("approved ruleset version \(version) is not in the database")
+        }
+        let ruleset = try RulesetParser.parse(approved.content, file: "approved ruleset version \(version)")
+        return (CordonTables.enforcement(ruleset: ruleset, management: management, logGroup: config.logGroup), approved, management)
+    }
+
+    private func persist(_ new: EnforcementState, management: ManagementChannel) throws {
+        try store.setState(Self.stateName, String(decoding: try JSONEncoder().encode(new), as: UTF8.self))
+        try store.setState("mode", new.mode.rawValue)
+        try store.setState(Self.managementName, String(decoding: try JSONEncoder().encode(management), as: UTF8.self))
+        try store.setState(Self.logGroupName, String(config.logGroup))
+    }
+
+    private func record(_ action: String, operator name: String, reason: String, ruleset: RulesetVersion?,
+                        management: ManagementChannel, outcome: String) {
+        do {
+            try store.record(action: action, operator: name, reason: reason, policy: ruleset?.content ?? "discovery",
+                             policyDigest: ruleset?.digest, backend: backend.name, whitelist: management.summary, outcome: outcome)
+        } catch {
+            log("could not write the decision log (\(action): \(outcome)): \(error)")
+        }
+    }
+
+    private static func describe(_ version: Int64?) -> String { version.map { "ruleset version \($0)" } ?? "discovery" }
+
+    // MARK: Start and stop
+
+    /// Puts the kernel where the persisted state says, in one transaction: no gap when the rules
+    /// of a killed agent are still in force. A deadline that passed while the agent was down is
+    /// honoured now.
+    func reconcile() throws {
+        try state.withLock { s in
+            if s.mode == .enforce, let deadline = s.confirmDeadline, deadline <= TimeText.now() {
+                log("the confirmation deadline passed while the agent was down: rolling back")
+                try rollBack(&s, reason: "not confirmed by \(TimeText.rfc3339(deadline)); the agent was down at the deadline")
+                return
+            }
+            let target = s.mode == .enforce ? s.version : nil
+            let prepared: (table: FirewallTable, ruleset: RulesetVersion?, management: ManagementChannel)
+            do {
+                prepared = try table(for: target)
+                try backend.replace(prepared.table)
+            } catch {
+                if s.mode == .enforce {
+                    record("reapply", operator: Self.agentOperator, reason: "agent start", ruleset: nil, management: config.effectiveManagement(),
+                           outcome: "failed: \(error); the kernel keeps what it had")
+                }
+                throw error
+            }
+            try persist(s, management: prepared.management)
+            if s.mode == .enforce {
+                record("reapply", operator: Self.agentOperator, reason: "agent start", ruleset: prepared.ruleset,
+                       management: prepared.management, outcome: "success: \(Self.describe(target)) in force")
+            }
+            log("firewall reconciled: \(Self.describe(target))\(s.confirmDeadline.map { ", awaiting confirmation until \(TimeText.rfc3339($0))" } ?? "")")
+        }
+    }
+
+    /// At a clean stop: discovery's accept-all table goes (it only existed for conntrack); an
+    /// enforced ruleset stays (fail-closed); an unconfirmed one is rolled back first, since no
+    /// agent will be there to do it at the deadline.
+    func stop() {
+        state.withLock { s in
+            if s.mode == .enforce, s.confirmDeadline != nil {
+                do {
+                    try rollBack(&s, reason: "agent stopped before the enforcement was confirmed")
+                } catch {
+                    log("rollback at stop failed: \(error)")
+                }
+            }
+            guard s.mode == .discovery else {
+                log("leaving \(Self.describe(s.version)) in force (fail-closed)")
+                return
+            }
+            do {
+                try backend.remove(table: CordonTables.baseName)
+            } catch {
+                log("could not remove table inet \(CordonTables.baseName): \(error)")
+            }
+        }
+    }
+
+    // MARK: Commands
+
+    func enforce(operator name: String, confirmWithin: Int64) -> ControlAnswer {
+        state.withLock { s in
+            let approved: RulesetVersion
+            do {
+                guard let latest = try store.latestRuleset() else {
+                    return ControlAnswer(ok: false, message: "no approved ruleset: review and approve one first (cordon approve)")
+                }
+                approved = latest
+            } catch {
+                return ControlAnswer(ok: false, message: "cannot read the approved rulesets: \(error)")
+            }
+            let reason = "enforce ruleset version \(approved.version), confirm within \(confirmWithin) s"
+            let prepared: (table: FirewallTable, ruleset: RulesetVersion?, management: ManagementChannel)
+            do {
+                prepared = try table(for: approved.version)
+                try backend.replace(prepared.table)
+            } catch {
+                record("enforce", operator: name, reason: reason, ruleset: approved, management: config.effectiveManagement(),
+                       outcome: "failed: \(error)")
+                return ControlAnswer(ok: false, message: "enforce failed, nothing changed: \(error)")
+            }
+
+            // The rules are in force; the management channel must still work through them.
+            let failures = ManagementProbe.check(prepared.management.collectors)
+            if !failures.isEmpty {
+                let why = "management channel check failed: " + failures.joined(separator: "; ")
+                record("enforce", operator: name, reason: reason, ruleset: approved, management: prepared.management,
+                       outcome: "failed: \(why); rolled back")
+                do {
+                    try rollBack(&s, reason: why)
+                } catch {
+                    return ControlAnswer(ok: false, message: "\(why); ROLLBACK FAILED: \(error)")
+                }
+                return ControlAnswer(ok: false, message: "\(why); rolled back to \(Self.describe(s.mode == .enforce ? s.version : nil))")
+            }
+
+            var next = s
+            next.mode = .enforce
+            next.version = approved.version
+            next.confirmDeadline = TimeText.now() + confirmWithin
+            next.confirmWindow = confirmWithin
+            do {
+                try persist(next, management: prepared.management)
+            } catch {
+                // Not persisted means a restart would not know the deadline: do not keep the rules.
+                try? rollBack(&s, reason: "could not persist the enforcement: \(error)")
+                return ControlAnswer(ok: false, message: "could not persist the enforcement (\(error)); rolled back")
+            }
+            s = next
+            let checked = prepared.management.collectors.isEmpty
+                ? "no collector configured to check"
+                : "collectors reachable: \(prepared.management.collectors.map(\.hostPort).joined(separator: ", "))"
+            let deadline = TimeText.rfc3339(next.confirmDeadline!)
+            record("enforce", operator: name, reason: reason, ruleset: approved, management: prepared.management,
+                   outcome: "success: \(checked); awaiting confirmation until \(deadline)")
+            log("enforcing ruleset version \(approved.version) for \(name); rollback at \(deadline) unless confirmed")
+            return ControlAnswer(ok: true, message: """
+                enforcing ruleset version \(approved.version) (sha256 \(approved.digest.prefix(16))…); \(checked).
+                Run `cordon confirm --operator NAME` by \(deadline), or the host rolls back to \(Self.describe(s.confirmedVersion)).
+                """)
+        }
+    }
+
+    func confirm(operator name: String) -> ControlAnswer {
+        state.withLock { s in
+            guard s.mode == .enforce, s.confirmDeadline != nil, let version = s.version else {
+                return ControlAnswer(ok: false, message: "nothing awaits confirmation (mode: \(Self.describe(s.mode == .enforce ? s.version : nil)))")
+            }
+            var next = s
+            next.confirmDeadline = nil
+            next.confirmedVersion = version
+            let management = config.effectiveManagement()
+            do {
+                try persist(next, management: management)
+            } catch {
+                return ControlAnswer(ok: false, message: "could not persist the confirmation: \(error); the deadline still stands")
+            }
+            s = next
+            record("confirm", operator: name, reason: "confirm ruleset version \(version)", ruleset: try? store.ruleset(version: version),
+                   management: management, outcome: "success")
+            log("ruleset version \(version) confirmed by \(name)")
+            return ControlAnswer(ok: true, message: "ruleset version \(version) confirmed: it stays in force")
+        }
+    }
+
+    func discover(operator name: String, reason: String) -> ControlAnswer {
+        state.withLock { s in
+            let management = config.effectiveManagement()
+            do {
+                try backend.replace(CordonTables.discovery())
+            } catch {
+                record("discover", operator: name, reason: reason, ruleset: nil, management: management, outcome: "failed: \(error)")
+                return ControlAnswer(ok: false, message: "return to discovery failed, nothing changed: \(error)")
+            }
+            let next = EnforcementState()
+            do { try persist(next, management: management) } catch { log("could not persist discovery mode: \(error)") }
+            s = next
+            record("discover", operator: name, reason: reason, ruleset: nil, management: management, outcome: "success")
+            log("back to discovery for \(name)")
+            return ControlAnswer(ok: true, message: "discovery: nothing is blocked, flows are recorded")
+        }
+    }
+
+    /// Called by the main loop a few times a second: the deadline needs no operator and no network.
+    func tick() {
+        state.withLock { s in
+            guard s.mode == .enforce, let deadline = s.confirmDeadline, TimeText.now() >= deadline else { return }
+            do {
+                try rollBack(&s, reason: "not confirmed within \(s.confirmWindow ?? 0) s")
+            } catch {
+                // Keep trying at every tick rather than leave unconfirmed rules in force silently.
+                log("ROLLBACK FAILED, retrying: \(error)")
+            }
+        }
+    }
+
+    /// Back to the last confirmed state: discovery, or the ruleset an operator confirmed before.
+    private func rollBack(_ s: inout EnforcementState, reason: String) throws {
+        let target = s.confirmedVersion
+        let management = config.effectiveManagement()
+        let prepared: (table: FirewallTable, ruleset: RulesetVersion?, management: ManagementChannel)
+        do {
+            prepared = try table(for: target)
+            try backend.replace(prepared.table)
+        } catch {
+            record("rollback", operator: Self.agentOperator, reason: reason, ruleset: nil, management: management, outcome: "failed: \(error)")
+            throw error
+        }
+        var next = EnforcementState()
+        if let target {
+            next.mode = .enforce
+            next.version = target
+            next.confirmedVersion = target
+        }
+        try persist(next, management: prepared.management)
+        s = next
+        record("rollback", operator: Self.agentOperator, reason: reason, ruleset: prepared.ruleset, management: prepared.management,
+               outcome: "success: back to \(Self.describe(target))")
+        log("rolled back to \(Self.describe(target)): \(reason)")
+    }
+}
+
+/// The management channel's health: a TCP connect to every collector, through whatever rules
+/// are in force. Connect-only: it proves the path, and needs nothing from the collector's protocol.
+enum ManagementProbe {
+    /// The failures, one text per collector that did not accept a connection in time.
+    static func check(_ collectors: [ManagementChannel.Endpoint], timeoutSeconds: Double = 2) -> [String] {
+        collectors.compactMap { endpoint in
+            connect(endpoint, timeoutSeconds: timeoutSeconds).map { "collector \(endpoint.hostPort) unreachable (\($0))" }
+        }
+    }
+
+    /// nil on success, else why.
+    static func connect(_ endpoint: ManagementChannel.Endpoint, timeoutSeconds: Double) -> String? {
+        let address = endpoint.addresses.address
+        let family = address.family == .ipv4 ? AF_INET : AF_INET6
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return String(cString: strerror(errno)) }
+        defer { close(fd) }
+        var storage = sockaddr_storage()
+        let length: socklen_t
+        let bytes = address.bytes
+        if address.family == .ipv4 {
+            var v4 = sockaddr_in()
+            v4.sin_family = sa_family_t(AF_INET)
+            v4.sin_port = (endpoint.port ?? 0).bigEndian
+            withUnsafeMutableBytes(of: &v4.sin_addr) { $0.copyBytes(from: bytes) }
+            withUnsafeMutableBytes(of: &storage) { $0.copyBytes(from: withUnsafeBytes(of: v4) { Array($0) }) }
+            length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        } else {
+            var v6 = sockaddr_in6()
+            v6.sin6_family = sa_family_t(AF_INET6)
+            v6.sin6_port = (endpoint.port ?? 0).bigEndian
+            withUnsafeMutableBytes(of: &v6.sin6_addr) { $0.copyBytes(from: bytes) }
+            withUnsafeMutableBytes(of: &storage) { $0.copyBytes(from: withUnsafeBytes(of: v6) { Array($0) }) }
+            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+        }
+        let started = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, length) }
+        }
+        if started == 0 { return nil }
+        guard errno == EINPROGRESS else { return String(cString: strerror(errno)) }
+        var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        let ready = poll(&poller, 1, Int32(timeoutSeconds * 1000))
+        if ready == 0 { return "no answer within \(timeoutSeconds) s" }
+        var error: Int32 = 0
+        var size = socklen_t(MemoryLayout<Int32>.size)
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size)
+        return error == 0 ? nil : String(cString: strerror(error))
+    }
+}
