@@ -205,7 +205,8 @@ public final class Enforcer: Sendable {
             var next = s
             next.mode = .enforce
             next.version = approved.version
-            next.confirmDeadline = TimeText.now() + confirmWithin
+            // Rounded up to the second: a rollback may come a little late, never early.
+            next.confirmDeadline = Int64((Date().timeIntervalSince1970 + Double(confirmWithin)).rounded(.up))
             next.confirmWindow = confirmWithin
             do {
                 try persist(next, management: prepared.management)

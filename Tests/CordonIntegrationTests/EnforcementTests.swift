@@ -1,0 +1,235 @@
+import CordonCore
+import CordonLab
+import CordonStore
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Enforcement through the real agent in the discovery topology: peer 192.0.2.20 serves tcp/443,
+/// udp/53 and tcp/8080 (socat), the host serves tcp/22 and udp/514. The ruleset allows SSH in,
+/// HTTPS and ping out; a collector listens on the peer.
+@Suite(.serialized) struct EnforcementTests {
+    typealias S = DiscoveryScenario
+    static let collectorPort = 9000
+
+    static let ruleset = """
+        name: enforcement-test
+        networks:
+          - name: ssh
+            entries: [192.0.2.0/24]
+            services: [tcp/22]
+          - name: https
+            entries: [192.0.2.20, "2001:db8::20"]
+            services: [tcp/443]
+          - name: ping
+            entries: [0.0.0.0/0, "::/0"]
+            services: [icmp/8, icmp/0, icmpv6/128, icmpv6/129]
+        incoming:
+          - from: ssh
+          - from: ping
+        outgoing:
+          - to: https
+          - to: ping
+        """
+
+    /// A scenario with the agent running, a collector on the peer, and `ruleset` approved.
+    struct Setup {
+        let lab: Lab
+        let scenario: DiscoveryScenario
+        let cordon: String
+        var agent: Child
+
+        init(collector: String = "\(S.peerV4):\(EnforcementTests.collectorPort)", listen: Bool = true) throws {
+            cordon = try Integration.cordon()
+            lab = try Lab()
+            scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
+            if listen {
+                _ = try lab.spawn(scenario.peer, ["socat", "TCP-LISTEN:\(EnforcementTests.collectorPort),fork,reuseaddr", "SYSTEM:true"])
+            }
+            try lab.setResolvers(scenario.host, [S.peerV4])
+            agent = try scenario.startAgent(binary: cordon, extra: ["--collector", collector])
+            try approve(EnforcementTests.ruleset)
+        }
+
+        func approve(_ text: String) throws {
+            let file = lab.directory + "/ruleset-\(UInt32.random(in: 0...UInt32.max)).yaml"
+            try text.write(toFile: file, atomically: true, encoding: .utf8)
+            let result = try lab.run(scenario.host, [cordon, "approve", file, "--operator", "analyst", "--accept-risk", "--db", scenario.database])
+            guard result.succeeded else { throw LabError("approve: \(result.stdout)\(result.stderr)") }
+        }
+
+        /// Runs a cordon subcommand against this agent (its database and socket).
+        @discardableResult
+        func cordon(_ arguments: [String], timeout: Double = 60) throws -> CommandResult {
+            try lab.run(scenario.host, [cordon] + arguments + ["--db", scenario.database, "--socket", scenario.socket], timeout: timeout)
+        }
+
+        func status() throws -> [String: Any] {
+            let result = try cordon(["status", "--json"])
+            guard result.succeeded, let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any] else {
+                throw LabError("status: \(result.stderr)")
+            }
+            return object
+        }
+
+        func decisions() throws -> [Decision] { try FlowStore(readingFrom: scenario.database).decisions() }
+
+        /// Outbound TCP from the host: nil when it connected, else the error and how long it took.
+        func connect(from namespace: String, to address: String, port: Int, timeout: Int = 3) throws -> (error: String, seconds: Double)? {
+            let started = Date()
+            let result = try lab.run(namespace, ["socat", "-T1", "-u", "/dev/null", "TCP:\(address):\(port),connect-timeout=\(timeout)"],
+                                     timeout: Double(timeout) + 5)
+            return result.succeeded ? nil : (result.stderr, Date().timeIntervalSince(started))
+        }
+
+        func tableText() throws -> String { try lab.run(scenario.host, ["nft", "list", "table", "inet", "cordon"]).stdout }
+    }
+
+    @Test("enforce: approved traffic flows, an unapproved port out is refused at once, one in gets silence, both are red flows; confirm keeps it; discover opens it")
+    func enforceConfirmDiscover() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let (lab, scenario) = (setup.lab, setup.scenario)
+        _ = try lab.spawn(scenario.host, ["socat", "TCP-LISTEN:5555,fork,reuseaddr", "PIPE"])
+        // An established session from before the switch, on a port the ruleset does not allow
+        // (tcp/5555): it must survive, being established.
+        // The client writes only after the switch; the host's echo comes back through it.
+        let session = try lab.spawn(scenario.peer, ["sh", "-c", "(sleep 3; echo still-here) | socat -T5 - TCP:\(S.hostV4):5555"],
+                                    log: lab.directory + "/session.log")
+        usleep(300_000)
+
+        let enforce = try setup.cordon(["enforce", "--operator", "alice", "--confirm-within", "60"])
+        #expect(enforce.succeeded, "\(enforce.stdout)\(enforce.stderr)")
+        var status = try setup.status()
+        #expect(status["mode"] as? String == "enforce")
+        #expect(status["confirm_deadline"] is String)
+        #expect((status["ruleset"] as? [String: Any])?["version"] as? Int == 1)
+        #expect(status["backend"] as? String == "nftables")
+
+        // Approved: SSH port in, HTTPS out (v4 and v6), ping both ways, the collector.
+        try scenario.tcp(from: scenario.peer, to: S.hostV4, port: 22)
+        try scenario.tcp(from: scenario.host, to: S.peerV4, port: 443)
+        try scenario.tcp(from: scenario.host, to: "[\(S.peerV6)]", port: 443)
+        try scenario.ping(from: scenario.host, to: S.peerV4)
+        try scenario.ping(from: scenario.peer, to: S.hostV4)
+        try scenario.ping(from: scenario.peer, to: S.hostV6)
+        #expect(try setup.connect(from: scenario.host, to: S.peerV4, port: Self.collectorPort) == nil)
+        // Not approved, outbound: refused at once (a TCP reset), not left to time out.
+        let refused = try #require(try setup.connect(from: scenario.host, to: S.peerV4, port: 8080))
+        #expect(refused.error.contains("Connection refused"), "\(refused.error)")
+        #expect(refused.seconds < 1.5)
+        // Not approved, inbound: silence until the client gives up.
+        let silent = try #require(try setup.connect(from: scenario.peer, to: S.hostV4, port: 5555, timeout: 2))
+        #expect(!silent.error.contains("Connection refused"), "\(silent.error)")
+        #expect(silent.seconds >= 1.9)
+        // The session from before enforcement is alive.
+        #expect(session.wait(timeout: 10) == 0)
+        #expect(try String(contentsOfFile: lab.directory + "/session.log", encoding: .utf8).contains("still-here"))
+
+        // Red flows: both refusals recorded with verdict "rejected".
+        usleep(1_200_000)
+        let red = try lab.flows(setup.cordon, database: scenario.database, filters: ["--verdict", "rejected"])
+        #expect(red.contains { $0.direction == "outbound" && $0.remotePort == 8080 && $0.remote == S.peerV4 && $0["verdict"] as? String == "rejected" })
+        #expect(red.contains { $0.direction == "inbound" && $0.localPort == 5555 && $0.remote == S.peerV4 })
+        #expect(!red.contains { $0.remotePort == 443 || $0.localPort == 22 }, "approved traffic is not red")
+        status = try setup.status()
+        #expect((status["rejected_outbound"] as? Int ?? 0) >= 1)
+        #expect((status["rejected_inbound"] as? Int ?? 0) >= 1)
+
+        let confirm = try setup.cordon(["confirm", "--operator", "alice"])
+        #expect(confirm.succeeded, "\(confirm.stderr)")
+        status = try setup.status()
+        #expect(status["confirm_deadline"] is NSNull)
+        #expect(status["mode"] as? String == "enforce")
+        #expect(try setup.cordon(["confirm", "--operator", "alice"]).status == 1, "nothing left to confirm")
+
+        let discover = try setup.cordon(["discover", "--operator", "alice"])
+        #expect(discover.succeeded, "\(discover.stderr)")
+        #expect(try setup.connect(from: scenario.host, to: S.peerV4, port: 8080) == nil)
+        #expect(try setup.status()["mode"] as? String == "discovery")
+        #expect(try setup.tableText().contains("policy accept"))
+
+        let actions = try setup.decisions().map { "\($0.action) \($0.operator) \($0.outcome.split(separator: ":").first ?? "")" }
+        #expect(actions.suffix(3) == ["enforce alice success", "confirm alice success", "discover alice success"])
+        let enforced = try #require(try setup.decisions().first { $0.action == "enforce" })
+        #expect(enforced.backend == "nftables")
+        #expect(enforced.whitelist.contains("collector \(S.peerV4):\(Self.collectorPort)"))
+        #expect(enforced.policy.contains("name: enforcement-test"))
+    }
+
+    @Test("an enforcement nobody confirms rolls back by itself, and the log says so")
+    func unconfirmedRollsBack() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let enforce = try setup.cordon(["enforce", "--operator", "bob", "--confirm-within", "2"])
+        #expect(enforce.succeeded, "\(enforce.stderr)")
+        #expect(try setup.connect(from: setup.scenario.host, to: S.peerV4, port: 8080) != nil)
+        var mode = ""
+        for _ in 0..<60 where mode != "discovery" {
+            usleep(100_000)
+            mode = try setup.status()["mode"] as? String ?? ""
+        }
+        #expect(mode == "discovery")
+        #expect(try setup.connect(from: setup.scenario.host, to: S.peerV4, port: 8080) == nil)
+        let last = try #require(try setup.decisions().last)
+        #expect(last.action == "rollback" && last.operator == "cordon-agent")
+        #expect(last.reason == "not confirmed within 2 s")
+        #expect(last.outcome == "success: back to discovery")
+    }
+
+    @Test("a collector that cannot be reached through the new rules rolls back at once")
+    func unreachableCollectorRollsBack() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup(listen: false)
+        defer { setup.lab.cleanup() }
+        let before = try setup.tableText()
+        let enforce = try setup.cordon(["enforce", "--operator", "carol"])
+        #expect(enforce.status == 1)
+        #expect(enforce.stderr.contains("collector \(S.peerV4):\(Self.collectorPort) unreachable"), "\(enforce.stderr)")
+        #expect(enforce.stderr.contains("rolled back to discovery"), "\(enforce.stderr)")
+        #expect(try setup.status()["mode"] as? String == "discovery")
+        #expect(try setup.tableText() == before)
+        let actions = try setup.decisions().suffix(2).map(\.action)
+        #expect(actions == ["enforce", "rollback"])
+        #expect(try setup.decisions().suffix(2).first?.outcome.hasPrefix("failed: management channel check failed") == true)
+    }
+
+    @Test("after kill -9 the rules stay in force; a restarted agent adopts them in one transaction; a new version swaps atomically")
+    func crashRestartAndSwap() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        var setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let (lab, scenario) = (setup.lab, setup.scenario)
+        #expect(try setup.cordon(["enforce", "--operator", "dave"]).succeeded)
+        #expect(try setup.cordon(["confirm", "--operator", "dave"]).succeeded)
+
+        setup.agent.signal(SIGKILL)
+        _ = setup.agent.wait(timeout: 10)
+        #expect(try setup.tableText().contains("policy drop"), "rules outlive the agent")
+        #expect(try setup.connect(from: scenario.host, to: S.peerV4, port: 8080) != nil)
+
+        setup.agent = try scenario.startAgent(binary: setup.cordon, extra: ["--collector", "\(S.peerV4):\(Self.collectorPort)"])
+        let status = try setup.status()
+        #expect(status["mode"] as? String == "enforce")
+        #expect(status["confirm_deadline"] is NSNull)
+        #expect(try setup.decisions().last?.action == "reapply")
+        #expect(try setup.connect(from: scenario.host, to: S.peerV4, port: 8080) != nil)
+
+        // Version 2 adds tcp/8080 out. A ping stream that both versions allow runs across the
+        // swap: an instant without rules or with wrong ones would lose some of it.
+        try setup.approve(Self.ruleset.replacingOccurrences(of: "services: [tcp/443]", with: "services: [tcp/443, tcp/8080]"))
+        let pings = try lab.spawn(scenario.peer, ["ping", "-q", "-i", "0.01", "-c", "200", "-W", "1", S.hostV4], log: lab.directory + "/ping.log")
+        usleep(300_000)
+        let swap = try setup.cordon(["enforce", "--operator", "dave"])
+        #expect(swap.succeeded, "\(swap.stderr)")
+        #expect(pings.wait(timeout: 20) == 0)
+        let summary = try String(contentsOfFile: lab.directory + "/ping.log", encoding: .utf8)
+        #expect(summary.contains("200 received"), "\(summary)")
+        #expect(try setup.connect(from: scenario.host, to: S.peerV4, port: 8080) == nil)
+        #expect((try setup.status()["ruleset"] as? [String: Any])?["version"] as? Int == 2)
+    }
+}
