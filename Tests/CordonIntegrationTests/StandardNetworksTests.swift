@@ -8,7 +8,8 @@ import Glibc
 /// The seven standard networks from real peers: sshd, dnsmasq (DNS and DHCP) with dhclient on the
 /// host, chrony, a listener on 389, a web server on 169.254.169.254:80, ping, and one unusual
 /// port. Discovery records them; `propose` must cover exactly the seven; `review` must find no
-/// lockout risk in the proposal; `approve` must store it.
+/// lockout risk in the proposal; `approve` must store it; once enforced, the same real clients
+/// must still work, and nothing else.
 @Suite(.serialized, .enabled(if: Integration.shouldRun && Peers.installed, Peers.skipNote))
 struct StandardNetworksTests {
     typealias S = DiscoveryScenario
@@ -107,6 +108,55 @@ struct StandardNetworksTests {
         #expect(review.status == 0, "\(review.stdout)\(review.stderr)")
         let approve = try lab.run(scenario.host, [cordon, "approve", proposal, "--operator", "analyst", "--db", database])
         #expect(approve.succeeded, "\(approve.stderr)")
+
+        // Enforce the approved proposal, with a collector on the peer, while an SSH session is open.
+        _ = try lab.spawn(scenario.peer, ["socat", "TCP-LISTEN:9000,fork,reuseaddr", "SYSTEM:true"])
+        _ = try lab.spawn(scenario.host, ["socat", "TCP-LISTEN:5555,fork,reuseaddr", "PIPE"])
+        let enforcing = try scenario.startAgent(binary: cordon, extra: ["--collector", "\(S.peerV4):9000"])
+        let sshBase = ["ssh", "-i", dir + "/client_key", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                       "-o", "BatchMode=yes", "root@\(S.hostV4)"]
+        let session = try lab.spawn(scenario.peer, sshBase + ["echo session-open; sleep 4; echo session-survived"], log: dir + "/session.log")
+        for _ in 0..<100 where !((try? String(contentsOfFile: dir + "/session.log", encoding: .utf8)) ?? "").contains("session-open") {
+            usleep(100_000)
+        }
+        let enforce = try lab.run(scenario.host, [cordon, "enforce", "--operator", "analyst", "--socket", socket, "--db", database], timeout: 60)
+        #expect(enforce.succeeded, "\(enforce.stdout)\(enforce.stderr)")
+
+        // Everything the seven networks allow works through the rules, from real clients.
+        let sshAfter = try lab.run(scenario.peer, sshBase + ["echo in"], timeout: 30)
+        #expect(sshAfter.succeeded && sshAfter.stdout.contains("in"), "ssh while enforcing: \(sshAfter.stderr)")
+        let dnsAfter = try lab.run(scenario.host, ["getent", "ahostsv4", "cordon.test"], timeout: 20)
+        #expect(dnsAfter.stdout.contains(S.peerV4), "dns while enforcing: \(dnsAfter.stderr)")
+        let ntpAfter = try lab.run(scenario.host, ["chronyd", "-Q", "-t", "20", "-f", dir + "/chrony-client.conf"], timeout: 40)
+        #expect(ntpAfter.succeeded, "ntp while enforcing: \(ntpAfter.stdout) \(ntpAfter.stderr)")
+        let renew = try lab.run(scenario.host, ["dhclient", "-1", "-v", "-sf", dir + "/dhclient-script", "-lf", dir + "/dhclient.leases",
+                                                 "-pf", dir + "/dhclient.pid", hostLink], timeout: 40)
+        #expect(renew.succeeded, "dhcp while enforcing: \(renew.stderr)")
+        if let pid = Int32(((try? String(contentsOfFile: dir + "/dhclient.pid", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)) {
+            kill(pid, SIGKILL)
+        }
+        try scenario.tcp(from: scenario.host, to: S.peerV4, port: 389)
+        let metadataAfter = try lab.run(scenario.host, ["socat", "-T2", "-", "TCP:169.254.169.254:80"], input: "GET / HTTP/1.0\r\n\r\n")
+        #expect(metadataAfter.stdout.contains("meta"), "metadata while enforcing: \(metadataAfter.stderr)")
+        try scenario.ping(from: scenario.host, to: S.peerV4)
+        try scenario.ping(from: scenario.peer, to: S.hostV4)
+
+        // And nothing else: the unusual port out is refused at once, an unapproved port in gets silence.
+        var started = Date()
+        let out = try lab.run(scenario.host, ["socat", "-u", "/dev/null", "TCP:\(S.peerV4):4711,connect-timeout=3"], timeout: 10)
+        #expect(!out.succeeded && out.stderr.contains("Connection refused") && Date().timeIntervalSince(started) < 1.5, "\(out.stderr)")
+        started = Date()
+        let into = try lab.run(scenario.peer, ["socat", "-u", "/dev/null", "TCP:\(S.hostV4):5555,connect-timeout=2"], timeout: 10)
+        #expect(!into.succeeded && !into.stderr.contains("Connection refused") && Date().timeIntervalSince(started) >= 1.9, "\(into.stderr)")
+
+        // The session opened before the switch lived through it.
+        #expect(session.wait(timeout: 15) == 0)
+        #expect(((try? String(contentsOfFile: dir + "/session.log", encoding: .utf8)) ?? "").contains("session-survived"))
+        let confirm = try lab.run(scenario.host, [cordon, "confirm", "--operator", "analyst", "--socket", socket, "--db", database])
+        #expect(confirm.succeeded, "\(confirm.stderr)")
+        #expect(lab.stop(enforcing) == 0)
+        // A confirmed ruleset outlives the agent.
+        #expect(try lab.run(scenario.host, ["nft", "list", "table", "inet", "cordon"]).stdout.contains("policy drop"))
     }
 }
 
