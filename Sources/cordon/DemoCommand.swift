@@ -8,12 +8,13 @@ import Glibc
 struct DemoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
-        abstract: "Show discovery end to end in throwaway network namespaces (needs root).",
+        abstract: "Show the lifecycle end to end in throwaway network namespaces (needs root).",
         discussion: """
             Creates namespaces joined by veth pairs, runs the agent in one of them, drives real \
-            traffic (socat, ping) from peers in both directions, and prints what discovery \
-            recorded. Nothing outside those namespaces is touched; they are deleted at the end, \
-            also on failure or Ctrl-C.
+            traffic (socat, ping) from peers in both directions, prints what discovery recorded, \
+            proposes, reviews and approves a ruleset, enforces it (allowed traffic works, the rest is \
+            refused), confirms, and returns to discovery. Nothing outside those namespaces is \
+            touched; they are deleted at the end, also on failure or Ctrl-C.
             """
     )
 
@@ -104,7 +105,54 @@ struct DemoCommand: ParsableCommand {
         say(approved.stdout + approved.stderr, terminator: "")
         say(try lab.run(nil, [cordon, "rulesets", "--db", database]).stdout, terminator: "")
 
+        try enforce(lab, scenario: scenario, cordon: cordon, database: database, socket: socket)
+
         step("Done. Namespaces and files are being removed.")
-        say("   Next: `cordon flows --json` for machine-readable output; Docs/rulesets.md for the ruleset format.")
+        say("   Next: `cordon flows --json` for machine-readable output; Docs/rulesets.md for the ruleset format;")
+        say("   Docs/operations.md for enforcing on a real host (collectors, the confirm window, recovery).")
+    }
+
+    private func enforce(_ lab: Lab, scenario: DiscoveryScenario, cordon: String, database: String, socket: String) throws {
+        typealias S = DiscoveryScenario
+        step("Starting the agent again, with a collector on the peer (\(S.peerV4):9000) as its management channel")
+        _ = try lab.spawn(scenario.peer, ["socat", "TCP-LISTEN:9000,fork,reuseaddr", "SYSTEM:true"])
+        let agent = try scenario.startAgent(binary: cordon, database: database, socket: socket,
+                                            extra: ["--collector", "\(S.peerV4):9000"])
+
+        step("cordon render — the nftables table enforce will commit (loads with `nft -f` to exactly the same)")
+        say(try lab.run(nil, [cordon, "render", "--db", database]).stdout, terminator: "")
+
+        step("cordon enforce — one atomic transaction, then a TCP check of the collector through the new rules")
+        let enforced = try lab.run(scenario.host, [cordon, "enforce", "--operator", "demo", "--confirm-within", "120",
+                                                   "--db", database, "--socket", socket], timeout: 60)
+        say(enforced.stdout + enforced.stderr, terminator: "")
+        guard enforced.succeeded else { throw CLIError.failed("enforce failed") }
+
+        step("While enforcing: what the ruleset allows still works ...")
+        try scenario.tcp(from: scenario.peer, to: S.hostV4, port: 22)
+        say("   ssh port from the peer: connected")
+        try scenario.ping(from: scenario.peer, to: S.hostV4)
+        say("   ping from the peer: answered")
+        step("... and what it does not is refused: at once going out, silently coming in")
+        for (from, to, port, what) in [(scenario.host, S.peerV4, 443, "https out (a candidate the proposal left commented out)"),
+                                       (scenario.peer, S.hostV4, 2222, "tcp/2222 in (never approved)")] {
+            let started = Date()
+            let result = try lab.run(from, ["socat", "-u", "/dev/null", "TCP:\(to):\(port),connect-timeout=2"], timeout: 10)
+            let reason = result.succeeded ? "connected?!" : (result.stderr.contains("refused") ? "refused (TCP reset)" : "no answer (dropped)")
+            say("   \(what): \(reason) after \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
+        }
+        usleep(1_200_000)
+        step("cordon flows --verdict rejected — the red flows")
+        say(try lab.run(nil, [cordon, "flows", "--verdict", "rejected", "--db", database]).stdout, terminator: "")
+
+        step("cordon status — enforcing, and when it rolls back unless confirmed")
+        say(try lab.run(nil, [cordon, "status", "--socket", socket]).stdout, terminator: "")
+        step("cordon confirm — keep the rules (they now outlive the agent)")
+        say(try lab.run(scenario.host, [cordon, "confirm", "--operator", "demo", "--socket", socket]).stdout, terminator: "")
+        step("cordon discover — and back to discovery in one transaction")
+        say(try lab.run(scenario.host, [cordon, "discover", "--operator", "demo", "--socket", socket]).stdout, terminator: "")
+        try scenario.tcp(from: scenario.host, to: S.peerV4, port: 443)
+        say("   https out: connected again")
+        lab.stop(agent)
     }
 }

@@ -157,6 +157,11 @@ struct DiscoveryTests {
         #expect(output.contains("  - name: dns\n"))
         #expect(output.contains("  # - name: in-syslog-udp-514\n"))
         #expect(output.contains("  # - name: out-https-tcp-443\n"))
+        // Enforced: the unapproved https candidate refused at once, an unapproved port in dropped.
+        #expect(output.contains("enforcing ruleset version 1"))
+        #expect(output.contains("https out (a candidate the proposal left commented out): refused (TCP reset)"))
+        #expect(output.contains("tcp/2222 in (never approved): no answer (dropped)"))
+        #expect(output.contains("https out: connected again"))
         let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? [])
             .filter { $0.hasPrefix("\(Lab.namePrefix)\(demo.pid)x") }
         #expect(leftovers.isEmpty, "namespaces left: \(leftovers)")
