@@ -20,6 +20,33 @@ import Testing
         #expect(config.receiveBufferMiB == 8)
     }
 
+    @Test func readsTheManagementChannel() throws {
+        let path = try write("""
+            collectors: ["192.0.2.20:9000", "[2001:db8::20]:9000"]
+            resolvers: [192.0.2.53]
+            extra_allow: ["tcp/198.51.100.0/24:22"]
+            log_group: 12
+            """)
+        defer { unlink(path) }
+        let config = try AgentConfig.load(path: path)
+        #expect(config.management.summary == "collector 192.0.2.20:9000, collector [2001:db8::20]:9000, resolver 192.0.2.53, extra tcp/198.51.100.0/24:22")
+        #expect(config.logGroup == 12)
+        #expect(config.effectiveManagement(resolvConf: "/nonexistent").resolvers.map(\.description) == ["192.0.2.53"])
+    }
+
+    @Test func resolversDefaultToResolvConf() throws {
+        let resolv = try write("nameserver 127.0.0.53\nnameserver 192.0.2.1\n")
+        defer { unlink(resolv) }
+        #expect(AgentConfig().effectiveManagement(resolvConf: resolv).resolvers.map(\.description) == ["192.0.2.1"])
+    }
+
+    @Test func aBadManagementEntryNamesLineFieldAndValue() throws {
+        let path = try write("database: /tmp/x.db\ncollectors: [\"collector.example:9000\"]\n")
+        defer { unlink(path) }
+        let error = try #require(throws: ConfigError.self) { try AgentConfig.load(path: path) }
+        #expect(error.description.hasPrefix("\(path):2: collectors: 'collector.example:9000': "), "\(error)")
+    }
+
     @Test func errorsNameFileLineAndField() throws {
         let path = try write("database: /tmp/x.db\nremote_cap: lots\n")
         defer { unlink(path) }

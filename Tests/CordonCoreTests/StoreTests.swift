@@ -1,5 +1,5 @@
 import CordonCore
-import CordonStore
+@testable import CordonStore
 import Foundation
 import GRDB
 import Testing
@@ -11,6 +11,36 @@ import Testing
 
     func key(_ direction: Direction, _ transport: UInt8, _ remote: String, _ service: UInt16) -> FlowKey {
         FlowKey(direction: direction, transport: transport, local: IPAddress("192.0.2.10")!, remote: IPPrefix(remote)!, service: service)
+    }
+
+    @Test func aDatabaseFromBeforeVerdictsKeepsItsFlowsAsAllowed() throws {
+        let path = temporaryPath()
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        do {
+            // The schema as the previous release left it, with one flow.
+            let pool = try DatabasePool(path: path)
+            try FlowStore.migrator.migrate(pool, upTo: "v2-rulesets-and-decisions")
+            try pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO flows (direction, family, protocol, local_address, service, remote_address, remote_prefix,
+                                       connections, first_seen, last_seen)
+                    VALUES ('inbound', 'ipv4', 6, '192.0.2.10', 22, '198.51.100.1', 32, 5, 10, 20)
+                    """)
+            }
+        }
+        let store = try FlowStore(path: path)
+        let all = try store.loadAll()
+        #expect(all.map(\.key) == [key(.inbound, 6, "198.51.100.1", 22)])
+        #expect(all.first?.key.verdict == .allowed)
+        #expect(all.first?.stats.connections == 5)
+        // The same flow refused later is a record of its own.
+        var aggregator = FlowAggregator()
+        var rejected = key(.inbound, 6, "198.51.100.1", 22)
+        rejected.verdict = .rejected
+        aggregator.record(rejected, at: 30)
+        try store.write(aggregator.takeChanges())
+        #expect(try store.loadAll().count == 2)
+        #expect(try store.flows(matching: FlowFilter(verdict: .rejected)).map(\.key) == [rejected])
     }
 
     @Test func flushesAreUpsertsAndSurviveReopening() throws {

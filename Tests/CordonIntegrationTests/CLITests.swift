@@ -28,12 +28,52 @@ import Testing
         (["flows", "--port", "70000"], "--port"),
         (["flows", "--since", "2 hours"], "--since"),
         (["agent", "--flush-interval", "0"], "--flush-interval"),
+        (["agent", "--collector", "collector.example:9000"], "--collector"),
+        (["agent", "--extra-allow", "icmp/192.0.2.1:80"], "--extra-allow"),
+        (["agent", "--resolver", "dns"], "--resolver"),
+        (["enforce", "--operator", "a", "--confirm-within", "0"], "--confirm-within"),
+        (["enforce"], "--operator"),
+        (["flows", "--verdict", "denied"], "--verdict"),
         (["nonsense"], "nonsense"),
     ])
     func invalidInputExitsTwoNamingTheOption(_ arguments: [String], _ named: String) throws {
         let result = try cordon(arguments)
         #expect(result.status == 2)
         #expect(result.stderr.contains(named), "\(result.stderr)")
+    }
+
+    @Test func enforceWithoutAnAgentRefusesRatherThanApplyingWithoutAWayBack() throws {
+        let result = try cordon(["enforce", "--operator", "a", "--socket", "/nonexistent/cordon.sock"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("needs the running agent"), "\(result.stderr)")
+    }
+
+    @Test func renderPrintsTheTableAsTextAndJSONWithoutAgentOrKernel() throws {
+        let directory = NSTemporaryDirectory() + "cordon-render-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try """
+            networks:
+              - name: web
+                entries: [198.51.100.0/24, 198.51.101.0/24]
+                services: [tcp/443]
+            outgoing:
+              - to: web
+            """.write(toFile: directory + "/r.yaml", atomically: true, encoding: .utf8)
+        try "collectors: [\"203.0.113.9:9000\"]\nresolvers: [192.0.2.53]\nlog_group: 42\n"
+            .write(toFile: directory + "/agent.yaml", atomically: true, encoding: .utf8)
+        let text = try cordon(["render", "--ruleset", directory + "/r.yaml", "--config", directory + "/agent.yaml"])
+        #expect(text.status == 0, "\(text.stderr)")
+        #expect(text.stdout.contains("198.51.100.0/23 . tcp . 443"), "adjacent networks merge: \(text.stdout)")
+        #expect(text.stdout.contains("203.0.113.9 . tcp . 9000"))
+        #expect(text.stdout.contains("log prefix \"cordon-out\" group 42"))
+        let json = try cordon(["render", "--json", "--ruleset", directory + "/r.yaml", "--config", directory + "/agent.yaml"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        let sets = try #require(object["sets"] as? [[String: Any]])
+        #expect(sets.first { $0["name"] as? String == "allow_out_v4" }?["elements"] as? [String] == ["198.51.100.0/23 . tcp . 443"])
+        #expect(object["management"] as? String == "collector 203.0.113.9:9000, resolver 192.0.2.53")
+        let chains = try #require(object["chains"] as? [[String: Any]])
+        #expect(chains.map { $0["policy"] as? String } == ["drop", "accept", "drop"])
     }
 
     @Test func flowsOnAMissingDatabaseExitsOne() throws {
