@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CordonConntrack
 import CordonCore
+import CordonStore
 import Foundation
 
 /// Facts about this host that `review` weighs besides the recorded flows: its resolvers, whether
@@ -11,8 +12,15 @@ public enum HostFacts {
     /// DHCP client daemons, by process name.
     public static let dhcpClients: Set<String> = ["dhclient", "dhcpcd", "udhcpc", "dhcp6c", "dhcpcd5"]
 
-    public static func reviewContext(environment: [String: String] = ProcessInfo.processInfo.environment) -> Review.Context {
+    /// - Parameter store: the database whose agent last installed a management channel (its
+    ///   resolvers are always allowed while enforcing).
+    public static func reviewContext(store: FlowStore? = nil,
+                                     environment: [String: String] = ProcessInfo.processInfo.environment) -> Review.Context {
         var context = Review.Context()
+        if let text = (try? store?.state(Enforcer.managementName)).flatMap({ $0 }),
+           let channel = try? JSONDecoder().decode(ManagementChannel.self, from: Data(text.utf8)) {
+            context.managementResolvers = channel.resolvers
+        }
         context.resolvers = (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)).map(Review.resolvers(resolvConf:)) ?? []
         context.dhcpClientRunning = dhcpClientRunning()
         if let session = Review.sshSession(environment: environment["SSH_CONNECTION"]) { context.liveSessions.append(session) }

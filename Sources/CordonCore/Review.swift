@@ -22,6 +22,9 @@ public struct Review: Sendable {
         /// Inbound sessions open right now that an operator may be using (from $SSH_CONNECTION and
         /// the live conntrack table): the local port and the remote address.
         public var liveSessions: [(port: UInt16, remote: IPAddress, local: IPAddress)] = []
+        /// Resolvers the agent's management channel allows whatever the ruleset says (from the
+        /// channel it last installed); they are no risk.
+        public var managementResolvers: [IPAddress] = []
         public init() {}
     }
 
@@ -109,7 +112,7 @@ public struct Review: Sendable {
         }
         // DNS: every configured resolver.
         let blocked = context.resolvers.filter { resolver in
-            !rules.allows(.outbound, IPProtocolNumber.udp, 53, resolver, local: resolver.family == .ipv4 ? local4 : IPAddress("::")!)
+            !context.managementResolvers.contains(resolver) && !rules.allows(.outbound, IPProtocolNumber.udp, 53, resolver, local: resolver.family == .ipv4 ? local4 : IPAddress("::")!)
         }
         if !blocked.isEmpty {
             risks.append(Risk(kind: .dns, message: "the configured resolver\(blocked.count == 1 ? "" : "s") \(list(blocked.map(\.description))) would be unreachable on udp/53: name resolution would fail"))

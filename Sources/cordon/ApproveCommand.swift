@@ -45,7 +45,7 @@ struct ApproveCommand: ParsableCommand {
         let review: Review
         do {
             store = try FlowStore(path: path)
-            review = Review(ruleset: ruleset, flows: try store.loadAll(), context: HostFacts.reviewContext())
+            review = Review(ruleset: ruleset, flows: try store.loadAll(), context: HostFacts.reviewContext(store: store))
         } catch {
             throw CLIError.failed("\(error)")
         }

@@ -41,12 +41,14 @@ struct ReviewCommand: ParsableCommand {
     func run() throws {
         let ruleset = try loadRuleset(file)
         let flows: [(key: FlowKey, stats: FlowStats)]
+        let store: FlowStore
         do {
-            flows = try FlowStore(readingFrom: global.db ?? AgentConfig.defaultDatabase).loadAll()
+            store = try FlowStore(readingFrom: global.db ?? AgentConfig.defaultDatabase)
+            flows = try store.loadAll()
         } catch {
             throw CLIError.failed("\(error)")
         }
-        let review = Review(ruleset: ruleset, flows: flows, context: HostFacts.reviewContext())
+        let review = Review(ruleset: ruleset, flows: flows, context: HostFacts.reviewContext(store: store))
         if interactive {
             guard isatty(0) == 1 else { throw CLIError.invalid("--interactive needs a terminal on standard input") }
             return try walk(review, ruleset: ruleset, flows: flows)

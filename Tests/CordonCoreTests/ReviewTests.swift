@@ -76,6 +76,15 @@ import Testing
         #expect(review.risks.first?.message.contains("192.0.2.53") == false)
     }
 
+    @Test func resolversOfTheManagementChannelAreNoRisk() throws {
+        var context = Review.Context()
+        context.resolvers = [IPAddress("192.0.2.53")!, IPAddress("198.51.100.53")!]
+        context.managementResolvers = [IPAddress("198.51.100.53")!]
+        #expect(Review(ruleset: try ruleset(Self.base), flows: [], context: context).risks.isEmpty)
+        context.managementResolvers = [IPAddress("203.0.113.53")!]
+        #expect(Review(ruleset: try ruleset(Self.base), flows: [], context: context).risks.map(\.kind) == [.dns])
+    }
+
     @Test func metadataUsedButNotAllowedIsARisk() throws {
         let review = Review(ruleset: try ruleset(Self.base), flows: [flow(.outbound, 6, "169.254.169.254", 80)])
         #expect(review.risks.map(\.kind) == [.metadata])
