@@ -313,10 +313,15 @@ public final class Enforcer: Sendable {
 /// are in force. Connect-only: it proves the path, and needs nothing from the collector's protocol.
 enum ManagementProbe {
     /// The failures, one text per collector that did not accept a connection in time.
+    /// All at once, so that several unreachable collectors cost one timeout, not one each.
     static func check(_ collectors: [ManagementChannel.Endpoint], timeoutSeconds: Double = 2) -> [String] {
-        collectors.compactMap { endpoint in
-            connect(endpoint, timeoutSeconds: timeoutSeconds).map { "collector \(endpoint.hostPort) unreachable (\($0))" }
+        let results = Mutex([String?](repeating: nil, count: collectors.count))
+        DispatchQueue.concurrentPerform(iterations: collectors.count) { index in
+            let endpoint = collectors[index]
+            let failure = connect(endpoint, timeoutSeconds: timeoutSeconds).map { "collector \(endpoint.hostPort) unreachable (\($0))" }
+            results.withLock { $0[index] = failure }
         }
+        return results.withLock { $0.compactMap { $0 } }
     }
 
     /// nil on success, else why.

@@ -45,7 +45,8 @@ public struct Proposer: Sendable {
                 candidate.lastSeen = max(candidate.lastSeen, stats.lastSeen)
                 groups[group] = candidate
             }
-            return groups.values.map { var sorted = $0; sorted.remotes.sort(); return sorted }
+            // A peer seen allowed (discovery) and refused (enforcing) is one entry.
+            return groups.values.map { var sorted = $0; sorted.remotes = Array(Set(sorted.remotes)).sorted(); return sorted }
                 .sorted { ($0.direction.rawValue, $0.transport, $0.service) < ($1.direction.rawValue, $1.transport, $1.service) }
         }
     }

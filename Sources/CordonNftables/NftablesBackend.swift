@@ -63,7 +63,7 @@ public struct NftablesBackend: FirewallBackend {
 
     /// Elements per message: a netlink attribute is at most 64 KiB and the element list is one
     /// attribute, so large sets are spread over several messages of the same transaction.
-    static func elementsPerMessage(_ set: FirewallSet) -> Int {
+    public static func elementsPerMessage(_ set: FirewallSet) -> Int {
         // Per element: the element nest, two key nests with their data attributes (key, key end).
         let perElement = 4 + 2 * (4 + 4 + set.keyLength)
         return max(1, 48 * 1024 / perElement)

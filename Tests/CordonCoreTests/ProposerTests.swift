@@ -68,6 +68,15 @@ import Testing
         #expect(ProposalText.network(for: https, names: names).name == "out-https-tcp-443")
     }
 
+    @Test func aPeerSeenAllowedAndRefusedIsOneCandidateEntry() throws {
+        var refused = flow(.outbound, 6, "203.0.113.5", 8443, connections: 2)
+        refused.key.verdict = .rejected
+        let proposal = Proposer(standard: try standard(), serviceNames: names).propose([flow(.outbound, 6, "203.0.113.5", 8443), refused])
+        let candidate = try #require(proposal.candidates.first { $0.service == 8443 })
+        #expect(candidate.remotes.map(\.description) == ["203.0.113.5"])
+        #expect(candidate.connections == 3)
+    }
+
     @Test func theFileIsAValidRulesetAndCandidatesUncommentIntoOne() throws {
         let proposal = Proposer(standard: try standard(), serviceNames: names).propose(week)
         let text = ProposalText.render(proposal, names: names, flowCount: week.count, firstSeen: 0, lastSeen: 1)

@@ -63,6 +63,29 @@ import Testing
         #expect(viaNetlink.stdout.contains("reject with tcp reset"))
     }
 
+    @Test("a large set goes over many element messages of one transaction and arrives whole")
+    func largeSetsAreSplit() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let host = try lab.namespace("host")
+        // 20,000 /30s four addresses apart never touch, so none merge: 20,000 elements, about
+        // twenty messages at the attribute limit.
+        let entries = (0..<20_000).map { i -> IPPrefix in IPPrefix(IPAddress(ipv4: 0x0A00_0000 + UInt32(i) * 8), length: 30) }
+        let ruleset = Ruleset(networks: [ExternalNetwork(name: "many", entries: entries, services: [.ports(transport: IPProtocolNumber.tcp, range: 443...443)])],
+                              outgoing: [Rule(network: "many")])
+        let table = CordonTables.enforcement(ruleset: ruleset, management: ManagementChannel())
+        let set = try #require(table.set(named: "allow_out_v4"))
+        #expect(set.elements.count == 20_000)
+        #expect(set.elements.count > 10 * NftablesBackend.elementsPerMessage(set))
+        try lab.inNamespace(host) { try NftablesBackend().replace(table) }
+        let listed = try lab.run(host, ["nft", "-j", "list", "set", "inet", CordonTables.baseName, "allow_out_v4"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [String: Any])
+        let items = try #require(object["nftables"] as? [[String: Any]])
+        let elements = items.compactMap { ($0["set"] as? [String: Any])?["elem"] as? [Any] }.first ?? []
+        #expect(elements.count == 20_000)
+    }
+
     @Test("a batch the kernel refuses names the refused message and leaves the previous table exactly as it was")
     func refusedBatchChangesNothing() throws {
         guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
