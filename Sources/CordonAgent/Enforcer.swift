@@ -77,15 +77,22 @@ public final class Enforcer: Sendable {
 
     var snapshot: EnforcementState { state.withLock { $0 } }
 
-    /// The table for a state: discovery's accept-all, or the enforcement of an approved version.
-    private func table(for version: Int64?) throws -> (table: FirewallTable, ruleset: RulesetVersion?, management: ManagementChannel) {
+    /// Seconds the kernel's own confirmation switch waits past the deadline: the agent's rollback
+    /// (a tick every 0.25 s, a replace in milliseconds) normally comes first.
+    public static let kernelGrace: Int64 = 5
+
+    /// The table for a state: discovery's accept-all, or the enforcement of an approved version
+    /// (armed to open by itself after `openAfter` seconds while unconfirmed).
+    private func table(for version: Int64?, openAfter: Int64? = nil) throws
+        -> (table: FirewallTable, ruleset: RulesetVersion?, management: ManagementChannel) {
         let management = config.effectiveManagement()
         guard let version else { return (CordonTables.discovery(), nil, management) }
         guard let approved = try store.ruleset(version: version) else {
             throw AgentError.invalidState("approved ruleset version \(version) is not in the database")
         }
         let ruleset = try RulesetParser.parse(approved.content, file: "approved ruleset version \(version)")
-        return (CordonTables.enforcement(ruleset: ruleset, management: management, logGroup: config.logGroup), approved, management)
+        return (CordonTables.enforcement(ruleset: ruleset, management: management, logGroup: config.logGroup, openAfter: openAfter),
+                approved, management)
     }
 
     private func persist(_ new: EnforcementState, management: ManagementChannel) throws {
@@ -122,7 +129,7 @@ public final class Enforcer: Sendable {
             let target = s.mode == .enforce ? s.version : nil
             let prepared: (table: FirewallTable, ruleset: RulesetVersion?, management: ManagementChannel)
             do {
-                prepared = try table(for: target)
+                prepared = try table(for: target, openAfter: s.confirmDeadline.map { max(1, $0 - TimeText.now()) + Self.kernelGrace })
                 try backend.replace(prepared.table)
             } catch {
                 if s.mode == .enforce {
@@ -180,7 +187,7 @@ public final class Enforcer: Sendable {
             let reason = "enforce ruleset version \(approved.version), confirm within \(confirmWithin) s"
             let prepared: (table: FirewallTable, ruleset: RulesetVersion?, management: ManagementChannel)
             do {
-                prepared = try table(for: approved.version)
+                prepared = try table(for: approved.version, openAfter: confirmWithin + Self.kernelGrace)
                 try backend.replace(prepared.table)
             } catch {
                 record("enforce", operator: name, reason: reason, ruleset: approved, management: config.effectiveManagement(),
@@ -237,16 +244,22 @@ public final class Enforcer: Sendable {
             }
             var next = s
             next.confirmDeadline = nil
+            next.confirmWindow = nil
             next.confirmedVersion = version
-            let management = config.effectiveManagement()
+            // The same rules without the kernel's confirmation switch, in one transaction.
+            let prepared: (table: FirewallTable, ruleset: RulesetVersion?, management: ManagementChannel)
             do {
-                try persist(next, management: management)
+                prepared = try table(for: version)
+                try backend.replace(prepared.table)
+                try persist(next, management: prepared.management)
             } catch {
-                return ControlAnswer(ok: false, message: "could not persist the confirmation: \(error); the deadline still stands")
+                record("confirm", operator: name, reason: "confirm ruleset version \(version)", ruleset: try? store.ruleset(version: version),
+                       management: config.effectiveManagement(), outcome: "failed: \(error)")
+                return ControlAnswer(ok: false, message: "confirmation failed: \(error); the deadline still stands")
             }
             s = next
-            record("confirm", operator: name, reason: "confirm ruleset version \(version)", ruleset: try? store.ruleset(version: version),
-                   management: management, outcome: "success")
+            record("confirm", operator: name, reason: "confirm ruleset version \(version)", ruleset: prepared.ruleset,
+                   management: prepared.management, outcome: "success")
             log("ruleset version \(version) confirmed by \(name)")
             return ControlAnswer(ok: true, message: "ruleset version \(version) confirmed: it stays in force")
         }

@@ -9,6 +9,9 @@ extension CordonTables {
     /// and multicast listener reports (141-143). Without them IPv6 neighbours vanish.
     public static let neighbourDiscoveryTypes: [ClosedRange<UInt8>] = [133...136, 141...143]
 
+    /// The set of the kernel-side confirmation switch.
+    public static let armedSetName = "armed"
+
     /// Default-reject for one host: loopback, established and related traffic, neighbour
     /// discovery, the management channel and the ruleset's allow rules pass; every other inbound
     /// packet is dropped silently, every other outbound one is refused at once (TCP reset, or ICMP
@@ -16,16 +19,29 @@ extension CordonTables {
     /// counted and logged to `logGroup`, where the agent records them as rejected flows.
     ///
     /// Rules are few and fixed; the ruleset's size only changes the sets' elements.
+    ///
+    /// - Parameter openAfter: while an enforcement awaits confirmation, the seconds after which
+    ///   the kernel itself stops enforcing: the `armed` set's two elements (ipv4, ipv6) expire then,
+    ///   and the first rule of each chain (`meta nfproto != @armed accept`) starts accepting
+    ///   everything. The agent rolls back before that; this is the way back when it cannot (killed
+    ///   during the window, and not restarted). Confirmation commits the table without it.
     public static func enforcement(ruleset: Ruleset, management: ManagementChannel,
-                                   logGroup: UInt16 = defaultLogGroup) -> FirewallTable {
+                                   logGroup: UInt16 = defaultLogGroup, openAfter: Int64? = nil) -> FirewallTable {
         var sets: [FirewallSet] = []
-        var input: [FirewallRule] = [
+        var armed: [FirewallRule] = []
+        if let openAfter {
+            sets.append(FirewallSet(name: armedSetName, fields: [.family], elements: [.init([.init(2)]), .init([.init(10)])],
+                                    comment: "confirmation switch: once these expire, every packet is accepted",
+                                    elementTimeout: openAfter))
+            armed.append(FirewallRule(matches: [.familyNotInSet(name: armedSetName)], verdict: .accept))
+        }
+        var input: [FirewallRule] = armed + [
             FirewallRule(matches: [.loopback(.incoming)], verdict: .accept),
             FirewallRule(matches: [.conntrackState([.established, .related])], verdict: .accept),
         ]
         input += neighbourDiscoveryTypes.map { FirewallRule(matches: [.transport(IPProtocolNumber.icmpv6), .icmpv6Type($0)], verdict: .accept) }
         input.append(FirewallRule(matches: [.conntrackState([.invalid])], verdict: .drop))
-        var output: [FirewallRule] = [
+        var output: [FirewallRule] = armed + [
             FirewallRule(matches: [.loopback(.outgoing)], verdict: .accept),
             FirewallRule(matches: [.conntrackState([.established, .related])], verdict: .accept),
         ]

@@ -119,6 +119,9 @@ public struct FirewallRule: Hashable, Sendable {
         /// The packet's key is in a set: the peer's address (source on input, destination on
         /// output) concatenated with the set's other fields. Needs `.family` before it.
         case inSet(name: String, key: SetKey)
+        /// The packet's family is *not* in the set: true once the set's elements have expired.
+        /// The confirmation switch (see `CordonTables.enforcement`).
+        case familyNotInSet(name: String)
     }
 
     public enum Side: String, Hashable, Sendable { case incoming = "iif", outgoing = "oif" }
@@ -143,6 +146,7 @@ public struct FirewallRule: Hashable, Sendable {
                 case .icmpCode: return "icmp code"
                 case .icmpv6Type: return "icmpv6 type"
                 case .icmpv6Code: return "icmpv6 code"
+                case .family: return "meta nfproto"
                 }
             }.joined(separator: " . ")
         }
@@ -186,6 +190,8 @@ public struct FirewallRule: Hashable, Sendable {
                 words.append(range.count == 1 ? "icmpv6 type \(range.lowerBound)" : "icmpv6 type \(range.lowerBound)-\(range.upperBound)")
             case .inSet(let name, let key):
                 words.append("\(key.nftText) @\(name)")
+            case .familyNotInSet(let name):
+                words.append("meta nfproto != @\(name)")
             }
         }
         if counter { words.append("counter") }

@@ -11,6 +11,8 @@ public struct FirewallSet: Hashable, Sendable {
         case transport = "inet_proto", port = "inet_service"
         case icmpType = "icmp_type", icmpCode = "icmp_code"
         case icmpv6Type = "icmpv6_type", icmpv6Code = "icmpv6_code"
+        /// IPv4 or IPv6 (`meta nfproto`): the key of the confirmation switch.
+        case family = "nf_proto"
 
         /// Bytes of the value; in a concatenation each field occupies a multiple of 4.
         public var length: Int {
@@ -18,7 +20,7 @@ public struct FirewallSet: Hashable, Sendable {
             case .ipv4Address: return 4
             case .ipv6Address: return 16
             case .port: return 2
-            case .transport, .icmpType, .icmpCode, .icmpv6Type, .icmpv6Code: return 1
+            case .transport, .icmpType, .icmpCode, .icmpv6Type, .icmpv6Code, .family: return 1
             }
         }
 
@@ -26,6 +28,7 @@ public struct FirewallSet: Hashable, Sendable {
         /// elements as addresses and names rather than hex.
         public var typeID: UInt32 {
             switch self {
+            case .family: return 2
             case .ipv4Address: return 7
             case .ipv6Address: return 8
             case .transport: return 12
@@ -74,16 +77,26 @@ public struct FirewallSet: Hashable, Sendable {
     public var elements: [Element]
     /// Shown above the set in the rendering: which rules fill it.
     public var comment: String?
+    /// Seconds after which every element disappears by itself (a set with the `timeout` flag);
+    /// nil for the allow sets, which are intervals and never expire.
+    public var elementTimeout: Int64?
 
-    public init(name: String, fields: [Field], elements: [Element], comment: String? = nil) {
+    public init(name: String, fields: [Field], elements: [Element], comment: String? = nil, elementTimeout: Int64? = nil) {
         self.name = name
         self.fields = fields
         self.elements = elements
         self.comment = comment
+        self.elementTimeout = elementTimeout
     }
 
-    /// The concatenated key's length in bytes, as the kernel stores it (4-byte slots).
-    public var keyLength: Int { fields.reduce(0) { $0 + ($1.length + 3) / 4 * 4 } }
+    /// Interval sets are Cordon's allow sets; a set with expiring elements holds single values.
+    public var isInterval: Bool { elementTimeout == nil }
+
+    /// The key's length in bytes as the kernel stores it: one field at its own size, a
+    /// concatenation in 4-byte slots.
+    public var keyLength: Int {
+        fields.count == 1 ? fields[0].length : fields.reduce(0) { $0 + ($1.length + 3) / 4 * 4 }
+    }
 
     /// nft's type number of the concatenation: each field's type shifted in 6 bits at a time.
     public var keyTypeID: UInt32 { fields.reduce(0) { $0 << 6 | $1.typeID } }
@@ -95,7 +108,7 @@ public struct FirewallSet: Hashable, Sendable {
         for (field, span) in zip(fields, element.spans) {
             let value = high ? span.high : span.low
             for index in (0..<field.length).reversed() { bytes.append(UInt8(truncatingIfNeeded: value >> (8 * index))) }
-            bytes += repeatElement(0, count: (field.length + 3) / 4 * 4 - field.length)
+            if fields.count > 1 { bytes += repeatElement(0, count: (field.length + 3) / 4 * 4 - field.length) }
         }
         return bytes
     }
@@ -105,7 +118,7 @@ public struct FirewallSet: Hashable, Sendable {
         if let comment { lines.append("# \(comment)") }
         lines.append("set \(name) {")
         lines.append("\ttype \(fields.map(\.rawValue).joined(separator: " . "))")
-        lines.append("\tflags interval")
+        lines.append(isInterval ? "\tflags interval" : "\tflags timeout")
         if !elements.isEmpty {
             lines.append("\telements = {")
             for (index, element) in elements.enumerated() {
@@ -124,6 +137,8 @@ public struct FirewallSet: Hashable, Sendable {
                 return Self.addressText(span, family: field == .ipv4Address ? .ipv4 : .ipv6)
             case .transport:
                 return Self.transportText(span)
+            case .family:
+                return (span.low == 2 ? "ipv4" : "ipv6") + (elementTimeout.map { " timeout \($0)s" } ?? "")
             default:
                 return span.low == span.high ? "\(span.low)" : "\(span.low)-\(span.high)"
             }

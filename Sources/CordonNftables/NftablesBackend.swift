@@ -82,12 +82,16 @@ public struct NftablesBackend: FirewallBackend {
             describe(object)
             nftnl_set_set_u32(object, UInt16(NFTNL_SET_KEY_TYPE.rawValue), set.keyTypeID)
             nftnl_set_set_u32(object, UInt16(NFTNL_SET_KEY_LEN.rawValue), UInt32(set.keyLength))
-            nftnl_set_set_u32(object, UInt16(NFTNL_SET_FLAGS.rawValue), UInt32(NFT_SET_INTERVAL.rawValue | NFT_SET_CONCAT.rawValue))
-            // Field lengths tell the kernel where one field of the key ends and the next begins;
-            // without them it would treat the concatenation as one long interval.
-            var lengths = [UInt8](repeating: 0, count: 16)
-            for (index, field) in set.fields.enumerated() { lengths[index] = UInt8(field.length) }
-            nftnl_set_set_data(object, UInt16(NFTNL_SET_DESC_CONCAT.rawValue), lengths, UInt32(lengths.count))
+            if set.isInterval {
+                nftnl_set_set_u32(object, UInt16(NFTNL_SET_FLAGS.rawValue), UInt32(NFT_SET_INTERVAL.rawValue | NFT_SET_CONCAT.rawValue))
+                // Field lengths tell the kernel where one field of the key ends and the next begins;
+                // without them it would treat the concatenation as one long interval.
+                var lengths = [UInt8](repeating: 0, count: 16)
+                for (index, field) in set.fields.enumerated() { lengths[index] = UInt8(field.length) }
+                nftnl_set_set_data(object, UInt16(NFTNL_SET_DESC_CONCAT.rawValue), lengths, UInt32(lengths.count))
+            } else {
+                nftnl_set_set_u32(object, UInt16(NFTNL_SET_FLAGS.rawValue), UInt32(NFT_SET_TIMEOUT.rawValue))
+            }
             nftnl_set_nlmsg_build_payload(header, object)
         }
         let chunk = Self.elementsPerMessage(set)
@@ -103,7 +107,12 @@ public struct NftablesBackend: FirewallBackend {
                     let item = nftnl_set_elem_alloc()!
                     var low = set.keyBytes(element, high: false), high = set.keyBytes(element, high: true)
                     nftnl_set_elem_set(item, UInt16(NFTNL_SET_ELEM_KEY), &low, UInt32(low.count))
-                    nftnl_set_elem_set(item, UInt16(NFTNL_SET_ELEM_KEY_END), &high, UInt32(high.count))
+                    if set.isInterval {
+                        nftnl_set_elem_set(item, UInt16(NFTNL_SET_ELEM_KEY_END), &high, UInt32(high.count))
+                    }
+                    if let timeout = set.elementTimeout {
+                        nftnl_set_elem_set_u64(item, UInt16(NFTNL_SET_ELEM_TIMEOUT), UInt64(timeout) * 1000)
+                    }
                     nftnl_set_elem_add(object, item)
                 }
                 nftnl_set_elems_nlmsg_build_payload(header, object)

@@ -39,6 +39,14 @@ enum RuleExpressions {
                 result.append(expression)
             case .inSet(let name, let key):
                 result += lookup(name, key: key, id: setIDs[name])
+            case .familyNotInSet(let name):
+                result.append(meta(NFT_META_NFPROTO, into: register))
+                let expression = nftnl_expr_alloc("lookup")!
+                nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_LOOKUP_SREG), register)
+                nftnl_expr_set_str(expression, UInt16(NFTNL_EXPR_LOOKUP_SET), name)
+                if let id = setIDs[name] { nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_LOOKUP_SET_ID), id) }
+                nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_LOOKUP_FLAGS), UInt32(NFT_LOOKUP_F_INV.rawValue))
+                result.append(expression)
             }
         }
         if rule.counter { result.append(nftnl_expr_alloc("counter")!) }
@@ -87,6 +95,8 @@ enum RuleExpressions {
                 result.append(payload(NFT_PAYLOAD_TRANSPORT_HEADER, offset: 0, length: 1, into: next))
             case .icmpCode, .icmpv6Code:
                 result.append(payload(NFT_PAYLOAD_TRANSPORT_HEADER, offset: 1, length: 1, into: next))
+            case .family:
+                result.append(meta(NFT_META_NFPROTO, into: next))
             }
             next += UInt32((field.length + 3) / 4)
         }

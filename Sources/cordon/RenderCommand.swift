@@ -29,14 +29,23 @@ struct RenderCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Take the management channel and log group from this agent config file.", valueName: "file"))
     var config: String?
 
+    @Option(help: ArgumentHelp(
+        "Show what `enforce --confirm-within SECONDS` commits first (with the kernel's confirmation switch); by default the table in force once confirmed.",
+        valueName: "seconds"))
+    var confirmWithin: Int64?
+
     func validate() throws {
         if version != nil && ruleset != nil { throw ValidationError("--version and --ruleset exclude each other") }
+        if let confirmWithin, !EnforceCommand.confirmRange.contains(confirmWithin) {
+            throw ValidationError("--confirm-within must be between \(EnforceCommand.confirmRange.lowerBound) and \(EnforceCommand.confirmRange.upperBound) seconds")
+        }
     }
 
     func run() throws {
         let (parsed, label) = try chooseRuleset()
         let (management, logGroup) = try managementChannel()
-        let table = CordonTables.enforcement(ruleset: parsed, management: management, logGroup: logGroup)
+        let table = CordonTables.enforcement(ruleset: parsed, management: management, logGroup: logGroup,
+                                             openAfter: confirmWithin.map { $0 + Enforcer.kernelGrace })
         if json {
             try printJSON(RenderedTable(table, ruleset: label, management: management))
         } else {

@@ -128,6 +128,21 @@ import Testing
         #expect(ping4.elements.map(ping4.elementText) == ["0.0.0.0/0 . 8 . 0-255"])
     }
 
+    @Test("while unconfirmed, each chain starts with the kernel's confirmation switch; confirmed, it is gone")
+    func confirmationSwitch() throws {
+        let armed = CordonTables.enforcement(ruleset: Self.ruleset, management: ManagementChannel(), openAfter: 125)
+        let set = try #require(armed.set(named: CordonTables.armedSetName))
+        #expect(set.elements.map(set.elementText) == ["ipv4 timeout 125s", "ipv6 timeout 125s"])
+        #expect(set.keyLength == 1)
+        for chain in armed.chains where chain.hook != .forward {
+            #expect(chain.rules.first?.nftText == "meta nfproto != @armed accept")
+        }
+        let confirmed = CordonTables.enforcement(ruleset: Self.ruleset, management: ManagementChannel())
+        #expect(confirmed.set(named: CordonTables.armedSetName) == nil)
+        #expect(!confirmed.nftText.contains("@armed"))
+        #expect(Array(armed.chains[0].rules.dropFirst()) == confirmed.chains[0].rules, "otherwise the same rules")
+    }
+
     @Test("the management channel gets its own sets, before the ruleset's")
     func management() throws {
         let management = ManagementChannel(collectors: [try ManagementChannel.collector("203.0.113.5:9000")],

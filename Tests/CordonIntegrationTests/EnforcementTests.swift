@@ -1,3 +1,4 @@
+import CordonAgent
 import CordonCore
 import CordonLab
 import CordonStore
@@ -179,6 +180,28 @@ import Glibc
         #expect(last.action == "rollback" && last.operator == "cordon-agent")
         #expect(last.reason == "not confirmed within 2 s")
         #expect(last.outcome == "success: back to discovery")
+    }
+
+    @Test("an agent killed before confirmation cannot keep the host closed: the kernel opens it by itself after the deadline")
+    func killedBeforeConfirmationOpensInTheKernel() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let enforce = try setup.cordon(["enforce", "--operator", "erin", "--confirm-within", "1"])
+        #expect(enforce.succeeded, "\(enforce.stderr)")
+        setup.agent.signal(SIGKILL)
+        _ = setup.agent.wait(timeout: 10)
+        let killedAt = Date()
+        #expect(try setup.connect(from: setup.scenario.host, to: S.peerV4, port: 8080) != nil, "still enforcing right after the kill")
+        // Deadline (1 s, rounded up) plus the kernel's grace, then the armed elements expire.
+        var open = false
+        while !open && Date().timeIntervalSince(killedAt) < 15 {
+            usleep(250_000)
+            open = try setup.connect(from: setup.scenario.host, to: S.peerV4, port: 8080, timeout: 1) == nil
+        }
+        #expect(open, "the kernel's confirmation switch did not open the host")
+        #expect(Date().timeIntervalSince(killedAt) >= Double(Enforcer.kernelGrace) - 1, "not before the deadline and grace")
+        #expect(try setup.tableText().contains("policy drop"), "the rules are still there; only the switch expired")
     }
 
     @Test("a collector that cannot be reached through the new rules rolls back at once")
