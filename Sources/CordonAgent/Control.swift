@@ -170,11 +170,11 @@ public struct ControlClient: Sendable {
     /// A command that changes the firewall; the agent says whether it did and what it did.
     public func command(_ request: ControlRequest, timeoutSeconds: Int = 60) throws -> ControlAnswer {
         let data = try send(request, timeoutSeconds: timeoutSeconds)
-        do {
-            return try JSONDecoder().decode(ControlAnswer.self, from: data)
-        } catch {
-            throw AgentError.protocolViolation("unexpected answer: \(String(decoding: data, as: UTF8.self))")
+        if let answer = try? JSONDecoder().decode(ControlAnswer.self, from: data) { return answer }
+        if String(decoding: data, as: UTF8.self).contains("unknown command") {
+            throw AgentError.protocolViolation("the agent on \(path) does not know `\(request.command)` (an older version?); nothing changed")
         }
+        throw AgentError.protocolViolation("unexpected answer: \(String(decoding: data, as: UTF8.self))")
     }
 
     public func send(_ request: ControlRequest, timeoutSeconds: Int) throws -> Data {

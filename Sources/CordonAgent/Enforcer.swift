@@ -40,10 +40,14 @@ public struct ControlAnswer: Codable, Sendable, Equatable {
 
 /// Moves the host between discovery and default-reject, one atomic kernel transaction per move,
 /// with the ways back the product promises: a management-channel check right after enforcing,
-/// a confirmation deadline, and reconciliation on restart. Every move is a decision-log entry.
+/// a confirmation deadline (kept by the agent and, should it die, by the kernel), and
+/// reconciliation on restart. Every move is a decision-log entry.
 ///
 /// One lock serialises the control thread (commands) and the main loop (the deadline), so a
 /// rollback can never interleave with an enforce.
+///
+/// The invariant every path keeps: when the kernel may hold rules nobody confirmed, the state says
+/// so with a deadline, so that `tick` keeps trying to roll back until it succeeds.
 public final class Enforcer: Sendable {
     static let stateName = "enforcement"
     /// The management channel and log group last installed: what `cordon render` shows, and
@@ -52,12 +56,23 @@ public final class Enforcer: Sendable {
     public static let logGroupName = "log_group"
     /// Who the log names when the agent acts on its own (rollback, re-apply).
     static let agentOperator = "cordon-agent"
+    /// Seconds the kernel's own confirmation switch waits past the deadline: the agent's rollback
+    /// (a tick every 0.25 s, a replace in milliseconds) normally comes first.
+    public static let kernelGrace: Int64 = 5
+    /// Accepted values of a confirmation window, in seconds.
+    public static let confirmRange: ClosedRange<Int64> = 1...86_400
+
+    private struct Inner {
+        var state: EnforcementState
+        /// Set by `stop`: a command accepted during shutdown must not change the firewall after it.
+        var stopped = false
+    }
 
     private let backend: any FirewallBackend
     private let store: FlowStore
     private let config: AgentConfig
     private let log: @Sendable (String) -> Void
-    private let state: Mutex<EnforcementState>
+    private let inner: Mutex<Inner>
 
     init(backend: any FirewallBackend, store: FlowStore, config: AgentConfig, log: @escaping @Sendable (String) -> Void) throws {
         self.backend = backend
@@ -72,34 +87,41 @@ public final class Enforcer: Sendable {
                 throw AgentError.invalidState("agent_state '\(Self.stateName)' is unreadable (\(error)); not guessing a firewall mode")
             }
         }
-        state = Mutex(persisted)
+        inner = Mutex(Inner(state: persisted))
     }
 
-    var snapshot: EnforcementState { state.withLock { $0 } }
+    var snapshot: EnforcementState { inner.withLock { $0.state } }
 
-    /// Seconds the kernel's own confirmation switch waits past the deadline: the agent's rollback
-    /// (a tick every 0.25 s, a replace in milliseconds) normally comes first.
-    public static let kernelGrace: Int64 = 5
+    private typealias Prepared = (table: FirewallTable, ruleset: RulesetVersion?, management: ManagementChannel)
 
-    /// The table for a state: discovery's accept-all, or the enforcement of an approved version
-    /// (armed to open by itself after `openAfter` seconds while unconfirmed).
-    private func table(for version: Int64?, openAfter: Int64? = nil) throws
-        -> (table: FirewallTable, ruleset: RulesetVersion?, management: ManagementChannel) {
+    /// The table for a state: discovery's accept-all, or the enforcement of an approved version.
+    /// While unconfirmed (`openAfter`), the kernel's switch falls back to `fallback` (the last
+    /// confirmed version; nil: discovery) when it expires.
+    private func table(for version: Int64?, openAfter: Int64? = nil, fallback: Int64? = nil) throws -> Prepared {
         let management = config.effectiveManagement()
         guard let version else { return (CordonTables.discovery(), nil, management) }
-        guard let approved = try store.ruleset(version: version) else {
-            throw AgentError.invalidState("approved ruleset version \(version) is not in the database")
-        }
-        let ruleset = try RulesetParser.parse(approved.content, file: "approved ruleset version \(version)")
-        return (CordonTables.enforcement(ruleset: ruleset, management: management, logGroup: config.logGroup, openAfter: openAfter),
+        let (approved, ruleset) = try load(version)
+        let previous = try fallback.map { try load($0).1 }
+        return (CordonTables.enforcement(ruleset: ruleset, management: management, logGroup: config.logGroup,
+                                         openAfter: openAfter, fallback: previous),
                 approved, management)
     }
 
+    private func load(_ version: Int64) throws -> (RulesetVersion, Ruleset) {
+        guard let approved = try store.ruleset(version: version) else {
+            throw AgentError.invalidState("approved ruleset version \(version) is not in the database")
+        }
+        return (approved, try RulesetParser.parse(approved.content, file: "approved ruleset version \(version)"))
+    }
+
+    /// One transaction: the mode, and the channel and log group it was installed with.
     private func persist(_ new: EnforcementState, management: ManagementChannel) throws {
-        try store.setState(Self.stateName, String(decoding: try JSONEncoder().encode(new), as: UTF8.self))
-        try store.setState("mode", new.mode.rawValue)
-        try store.setState(Self.managementName, String(decoding: try JSONEncoder().encode(management), as: UTF8.self))
-        try store.setState(Self.logGroupName, String(config.logGroup))
+        try store.setStates([
+            (Self.stateName, String(decoding: try JSONEncoder().encode(new), as: UTF8.self)),
+            ("mode", new.mode.rawValue),
+            (Self.managementName, String(decoding: try JSONEncoder().encode(management), as: UTF8.self)),
+            (Self.logGroupName, String(config.logGroup)),
+        ])
     }
 
     private func record(_ action: String, operator name: String, reason: String, ruleset: RulesetVersion?,
@@ -114,22 +136,44 @@ public final class Enforcer: Sendable {
 
     private static func describe(_ version: Int64?) -> String { version.map { "ruleset version \($0)" } ?? "discovery" }
 
+    private static func changedNothing(_ error: any Error) -> Bool { (error as? any FirewallBackendError)?.changedNothing ?? false }
+
+    /// Marks the kernel's content as unknown or unconfirmed with a deadline of now, so that the
+    /// next tick rolls back; persisted if possible (a restart then does the same).
+    private func rollBackSoon(_ s: inout EnforcementState, version: Int64) {
+        var next = s
+        next.mode = .enforce
+        next.version = version
+        next.confirmDeadline = TimeText.now()
+        next.confirmWindow = 0
+        s = next
+        do { try persist(next, management: config.effectiveManagement()) } catch { log("could not persist the pending rollback: \(error)") }
+    }
+
+    /// Seconds until `deadline` plus the grace, never less than the grace: the armed set's timeout.
+    private static func armedTimeout(until deadline: Int64, from now: Double) -> Int64 {
+        max(0, Int64((Double(deadline) - now).rounded(.up))) + kernelGrace
+    }
+
     // MARK: Start and stop
 
     /// Puts the kernel where the persisted state says, in one transaction: no gap when the rules
-    /// of a killed agent are still in force. A deadline that passed while the agent was down is
-    /// honoured now.
+    /// of a killed agent are still in force. An unconfirmed enforcement is re-armed with the time
+    /// it has left; a deadline that passed while the agent was down is honoured now.
     func reconcile() throws {
-        try state.withLock { s in
+        try inner.withLock { inner in
+            var s = inner.state
+            defer { inner.state = s }
             if s.mode == .enforce, let deadline = s.confirmDeadline, deadline <= TimeText.now() {
                 log("the confirmation deadline passed while the agent was down: rolling back")
                 try rollBack(&s, reason: "not confirmed by \(TimeText.rfc3339(deadline)); the agent was down at the deadline")
                 return
             }
             let target = s.mode == .enforce ? s.version : nil
-            let prepared: (table: FirewallTable, ruleset: RulesetVersion?, management: ManagementChannel)
+            let prepared: Prepared
             do {
-                prepared = try table(for: target, openAfter: s.confirmDeadline.map { max(1, $0 - TimeText.now()) + Self.kernelGrace })
+                prepared = try table(for: target, openAfter: s.confirmDeadline.map { Self.armedTimeout(until: $0, from: Date().timeIntervalSince1970) },
+                                     fallback: s.confirmDeadline == nil ? nil : s.confirmedVersion)
                 try backend.replace(prepared.table)
             } catch {
                 if s.mode == .enforce {
@@ -149,18 +193,19 @@ public final class Enforcer: Sendable {
 
     /// At a clean stop: discovery's accept-all table goes (it only existed for conntrack); an
     /// enforced ruleset stays (fail-closed); an unconfirmed one is rolled back first, since no
-    /// agent will be there to do it at the deadline.
+    /// agent will be there to do it at the deadline. Commands that arrive later are refused.
     func stop() {
-        state.withLock { s in
-            if s.mode == .enforce, s.confirmDeadline != nil {
+        inner.withLock { inner in
+            inner.stopped = true
+            if inner.state.mode == .enforce, inner.state.confirmDeadline != nil {
                 do {
-                    try rollBack(&s, reason: "agent stopped before the enforcement was confirmed")
+                    try rollBack(&inner.state, reason: "agent stopped before the enforcement was confirmed")
                 } catch {
-                    log("rollback at stop failed: \(error)")
+                    log("rollback at stop failed (the kernel's confirmation switch still applies): \(error)")
                 }
             }
-            guard s.mode == .discovery else {
-                log("leaving \(Self.describe(s.version)) in force (fail-closed)")
+            guard inner.state.mode == .discovery else {
+                log("leaving \(Self.describe(inner.state.version)) in force (fail-closed)")
                 return
             }
             do {
@@ -174,7 +219,13 @@ public final class Enforcer: Sendable {
     // MARK: Commands
 
     func enforce(operator name: String, confirmWithin: Int64) -> ControlAnswer {
-        state.withLock { s in
+        guard Self.confirmRange.contains(confirmWithin) else {
+            return ControlAnswer(ok: false, message: "confirm_within must be \(Self.confirmRange.lowerBound) to \(Self.confirmRange.upperBound) seconds")
+        }
+        return inner.withLock { inner in
+            guard !inner.stopped else { return ControlAnswer(ok: false, message: "the agent is stopping; nothing changed") }
+            var s = inner.state
+            defer { inner.state = s }
             let approved: RulesetVersion
             do {
                 guard let latest = try store.latestRuleset() else {
@@ -185,14 +236,30 @@ public final class Enforcer: Sendable {
                 return ControlAnswer(ok: false, message: "cannot read the approved rulesets: \(error)")
             }
             let reason = "enforce ruleset version \(approved.version), confirm within \(confirmWithin) s"
-            let prepared: (table: FirewallTable, ruleset: RulesetVersion?, management: ManagementChannel)
+            // One base time for the agent's deadline and the kernel's switch: the collector check
+            // below uses up the window, never the grace.
+            let now = Date().timeIntervalSince1970
+            let deadline = Int64((now + Double(confirmWithin)).rounded(.up))
+            let prepared: Prepared
             do {
-                prepared = try table(for: approved.version, openAfter: confirmWithin + Self.kernelGrace)
-                try backend.replace(prepared.table)
+                prepared = try table(for: approved.version, openAfter: Self.armedTimeout(until: deadline, from: now), fallback: s.confirmedVersion)
             } catch {
                 record("enforce", operator: name, reason: reason, ruleset: approved, management: config.effectiveManagement(),
                        outcome: "failed: \(error)")
                 return ControlAnswer(ok: false, message: "enforce failed, nothing changed: \(error)")
+            }
+            do {
+                try backend.replace(prepared.table)
+            } catch {
+                if Self.changedNothing(error) {
+                    record("enforce", operator: name, reason: reason, ruleset: approved, management: prepared.management, outcome: "failed: \(error)")
+                    return ControlAnswer(ok: false, message: "enforce failed, nothing changed: \(error)")
+                }
+                // The kernel may hold the new rules: treat them as unconfirmed and roll back now.
+                record("enforce", operator: name, reason: reason, ruleset: approved, management: prepared.management,
+                       outcome: "failed: \(error); outcome unknown, rolling back")
+                rollBackSoon(&s, version: approved.version)
+                return ControlAnswer(ok: false, message: "enforce failed with an unknown outcome (\(error)); rolling back to \(Self.describe(s.confirmedVersion))")
             }
 
             // The rules are in force; the management channel must still work through them.
@@ -204,7 +271,8 @@ public final class Enforcer: Sendable {
                 do {
                     try rollBack(&s, reason: why)
                 } catch {
-                    return ControlAnswer(ok: false, message: "\(why); ROLLBACK FAILED: \(error)")
+                    rollBackSoon(&s, version: approved.version)
+                    return ControlAnswer(ok: false, message: "\(why); the rollback failed (\(error)) and is being retried")
                 }
                 return ControlAnswer(ok: false, message: "\(why); rolled back to \(Self.describe(s.mode == .enforce ? s.version : nil))")
             }
@@ -212,34 +280,38 @@ public final class Enforcer: Sendable {
             var next = s
             next.mode = .enforce
             next.version = approved.version
-            // Rounded up to the second: a rollback may come a little late, never early.
-            next.confirmDeadline = Int64((Date().timeIntervalSince1970 + Double(confirmWithin)).rounded(.up))
+            next.confirmDeadline = deadline
             next.confirmWindow = confirmWithin
             do {
                 try persist(next, management: prepared.management)
             } catch {
                 // Not persisted means a restart would not know the deadline: do not keep the rules.
-                try? rollBack(&s, reason: "could not persist the enforcement: \(error)")
-                return ControlAnswer(ok: false, message: "could not persist the enforcement (\(error)); rolled back")
+                rollBackSoon(&s, version: approved.version)
+                record("enforce", operator: name, reason: reason, ruleset: approved, management: prepared.management,
+                       outcome: "failed: could not persist the enforcement (\(error)); rolling back")
+                return ControlAnswer(ok: false, message: "could not persist the enforcement (\(error)); rolling back")
             }
             s = next
             let checked = prepared.management.collectors.isEmpty
                 ? "no collector configured to check"
                 : "collectors reachable: \(prepared.management.collectors.map(\.hostPort).joined(separator: ", "))"
-            let deadline = TimeText.rfc3339(next.confirmDeadline!)
+            let deadlineText = TimeText.rfc3339(deadline)
             record("enforce", operator: name, reason: reason, ruleset: approved, management: prepared.management,
-                   outcome: "success: \(checked); awaiting confirmation until \(deadline)")
-            log("enforcing ruleset version \(approved.version) for \(name); rollback at \(deadline) unless confirmed")
+                   outcome: "success: \(checked); awaiting confirmation until \(deadlineText)")
+            log("enforcing ruleset version \(approved.version) for \(name); rollback at \(deadlineText) unless confirmed")
             return ControlAnswer(ok: true, message: """
                 enforcing ruleset version \(approved.version) (sha256 \(approved.digest.prefix(16))…); \(checked).
-                Run `cordon confirm --operator NAME` by \(deadline), or the host rolls back to \(Self.describe(s.confirmedVersion)).
+                Run `cordon confirm --operator NAME` by \(deadlineText), or the host rolls back to \(Self.describe(s.confirmedVersion)).
                 """)
         }
     }
 
     func confirm(operator name: String) -> ControlAnswer {
-        state.withLock { s in
-            guard s.mode == .enforce, s.confirmDeadline != nil, let version = s.version else {
+        inner.withLock { inner in
+            guard !inner.stopped else { return ControlAnswer(ok: false, message: "the agent is stopping; nothing changed") }
+            var s = inner.state
+            defer { inner.state = s }
+            guard s.mode == .enforce, let deadline = s.confirmDeadline, let version = s.version, (s.confirmWindow ?? 0) > 0 else {
                 return ControlAnswer(ok: false, message: "nothing awaits confirmation (mode: \(Self.describe(s.mode == .enforce ? s.version : nil)))")
             }
             var next = s
@@ -247,15 +319,26 @@ public final class Enforcer: Sendable {
             next.confirmWindow = nil
             next.confirmedVersion = version
             // The same rules without the kernel's confirmation switch, in one transaction.
-            let prepared: (table: FirewallTable, ruleset: RulesetVersion?, management: ManagementChannel)
+            let prepared: Prepared
             do {
                 prepared = try table(for: version)
                 try backend.replace(prepared.table)
-                try persist(next, management: prepared.management)
             } catch {
+                if !Self.changedNothing(error) { rollBackSoon(&s, version: version) }
                 record("confirm", operator: name, reason: "confirm ruleset version \(version)", ruleset: try? store.ruleset(version: version),
                        management: config.effectiveManagement(), outcome: "failed: \(error)")
-                return ControlAnswer(ok: false, message: "confirmation failed: \(error); the deadline still stands")
+                return ControlAnswer(ok: false, message: "confirmation failed (\(error)); the deadline still stands")
+            }
+            do {
+                try persist(next, management: prepared.management)
+            } catch {
+                // The switch is gone from the kernel but the confirmation is not on disk: put the
+                // switch back, so that a dead agent still cannot leave the rules unconfirmed.
+                if let armed = try? table(for: version, openAfter: Self.armedTimeout(until: deadline, from: Date().timeIntervalSince1970),
+                                          fallback: s.confirmedVersion) {
+                    try? backend.replace(armed.table)
+                }
+                return ControlAnswer(ok: false, message: "could not persist the confirmation (\(error)); the deadline still stands")
             }
             s = next
             record("confirm", operator: name, reason: "confirm ruleset version \(version)", ruleset: prepared.ruleset,
@@ -266,17 +349,27 @@ public final class Enforcer: Sendable {
     }
 
     func discover(operator name: String, reason: String) -> ControlAnswer {
-        state.withLock { s in
+        inner.withLock { inner in
+            guard !inner.stopped else { return ControlAnswer(ok: false, message: "the agent is stopping; nothing changed") }
             let management = config.effectiveManagement()
             do {
                 try backend.replace(CordonTables.discovery())
             } catch {
                 record("discover", operator: name, reason: reason, ruleset: nil, management: management, outcome: "failed: \(error)")
-                return ControlAnswer(ok: false, message: "return to discovery failed, nothing changed: \(error)")
+                return ControlAnswer(ok: false, message: "return to discovery failed: \(error)")
             }
-            let next = EnforcementState()
-            do { try persist(next, management: management) } catch { log("could not persist discovery mode: \(error)") }
-            s = next
+            // The kernel is in discovery whatever happens next; the state says so.
+            inner.state = EnforcementState()
+            do {
+                try persist(inner.state, management: management)
+            } catch {
+                record("discover", operator: name, reason: reason, ruleset: nil, management: management,
+                       outcome: "failed: discovery is in the kernel but could not be persisted (\(error))")
+                return ControlAnswer(ok: false, message: """
+                    discovery is in the kernel, but the mode could not be saved (\(error)): \
+                    a restart of the agent would re-apply the previous mode
+                    """)
+            }
             record("discover", operator: name, reason: reason, ruleset: nil, management: management, outcome: "success")
             log("back to discovery for \(name)")
             return ControlAnswer(ok: true, message: "discovery: nothing is blocked, flows are recorded")
@@ -285,10 +378,12 @@ public final class Enforcer: Sendable {
 
     /// Called by the main loop a few times a second: the deadline needs no operator and no network.
     func tick() {
-        state.withLock { s in
-            guard s.mode == .enforce, let deadline = s.confirmDeadline, TimeText.now() >= deadline else { return }
+        inner.withLock { inner in
+            guard !inner.stopped, inner.state.mode == .enforce, let deadline = inner.state.confirmDeadline,
+                  TimeText.now() >= deadline else { return }
             do {
-                try rollBack(&s, reason: "not confirmed within \(s.confirmWindow ?? 0) s")
+                let window = inner.state.confirmWindow ?? 0
+                try rollBack(&inner.state, reason: window > 0 ? "not confirmed within \(window) s" : "after a failed or unknown transition")
             } catch {
                 // Keep trying at every tick rather than leave unconfirmed rules in force silently.
                 log("ROLLBACK FAILED, retrying: \(error)")
@@ -300,7 +395,7 @@ public final class Enforcer: Sendable {
     private func rollBack(_ s: inout EnforcementState, reason: String) throws {
         let target = s.confirmedVersion
         let management = config.effectiveManagement()
-        let prepared: (table: FirewallTable, ruleset: RulesetVersion?, management: ManagementChannel)
+        let prepared: Prepared
         do {
             prepared = try table(for: target)
             try backend.replace(prepared.table)
@@ -314,8 +409,13 @@ public final class Enforcer: Sendable {
             next.version = target
             next.confirmedVersion = target
         }
-        try persist(next, management: prepared.management)
         s = next
+        do {
+            try persist(next, management: prepared.management)
+        } catch {
+            // The kernel is back; a restart would re-apply the old state and roll back again.
+            log("rolled back, but could not persist it: \(error)")
+        }
         record("rollback", operator: Self.agentOperator, reason: reason, ruleset: prepared.ruleset, management: prepared.management,
                outcome: "success: back to \(Self.describe(target))")
         log("rolled back to \(Self.describe(target)): \(reason)")
@@ -370,6 +470,7 @@ enum ManagementProbe {
         var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
         let ready = poll(&poller, 1, Int32(timeoutSeconds * 1000))
         if ready == 0 { return "no answer within \(timeoutSeconds) s" }
+        if ready < 0 { return "poll: \(String(cString: strerror(errno)))" }
         var error: Int32 = 0
         var size = socklen_t(MemoryLayout<Int32>.size)
         getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size)

@@ -11,6 +11,17 @@ extension CordonTables {
 
     /// The set of the kernel-side confirmation switch.
     public static let armedSetName = "armed"
+    /// Names of the last confirmed ruleset's sets and chains inside an unconfirmed table.
+    public static let previousPrefix = "prev_"
+
+    private static func renamingSets(_ rule: FirewallRule) -> FirewallRule {
+        var renamed = rule
+        renamed.matches = rule.matches.map { match in
+            if case .inSet(let name, let key) = match { return .inSet(name: previousPrefix + name, key: key) }
+            return match
+        }
+        return renamed
+    }
 
     /// Default-reject for one host: loopback, established and related traffic, neighbour
     /// discovery, the management channel and the ruleset's allow rules pass; every other inbound
@@ -20,32 +31,58 @@ extension CordonTables {
     ///
     /// Rules are few and fixed; the ruleset's size only changes the sets' elements.
     ///
-    /// - Parameter openAfter: while an enforcement awaits confirmation, the seconds after which
-    ///   the kernel itself stops enforcing: the `armed` set's two elements (ipv4, ipv6) expire then,
-    ///   and the first rule of each chain (`meta nfproto != @armed accept`) starts accepting
-    ///   everything. The agent rolls back before that; this is the way back when it cannot (killed
-    ///   during the window, and not restarted). Confirmation commits the table without it.
+    /// - Parameters:
+    ///   - openAfter: while an enforcement awaits confirmation, the seconds after which the kernel
+    ///     itself rolls back: the `armed` set's two elements (ipv4, ipv6) expire then, and the first
+    ///     rule of the input and output chains (`meta nfproto != @armed …`) takes over. The agent
+    ///     rolls back before that; this is the way back when it cannot (killed inside the window
+    ///     and not restarted). Confirmation commits the table without it.
+    ///   - fallback: what that rule falls back to: the last confirmed ruleset, kept whole in the
+    ///     chains `prev_input` and `prev_output` (sets prefixed `prev_`); nil means discovery
+    ///     (the rule accepts).
     public static func enforcement(ruleset: Ruleset, management: ManagementChannel,
-                                   logGroup: UInt16 = defaultLogGroup, openAfter: Int64? = nil) -> FirewallTable {
+                                   logGroup: UInt16 = defaultLogGroup, openAfter: Int64? = nil,
+                                   fallback: Ruleset? = nil) -> FirewallTable {
         var sets: [FirewallSet] = []
-        var armed: [FirewallRule] = []
+        var previousChains: [FirewallChain] = []
+        var armedInput: [FirewallRule] = [], armedOutput: [FirewallRule] = []
         if let openAfter {
+            let target = fallback == nil ? "every packet is accepted" : "the last confirmed ruleset applies (prev_ chains)"
             sets.append(FirewallSet(name: armedSetName, fields: [.family], elements: [.init([.init(2)]), .init([.init(10)])],
-                                    comment: "confirmation switch: once these expire, every packet is accepted",
-                                    elementTimeout: openAfter))
-            armed.append(FirewallRule(matches: [.familyNotInSet(name: armedSetName)], verdict: .accept))
+                                    comment: "confirmation switch: once these expire, \(target)", elementTimeout: openAfter))
+            if let fallback {
+                let previous = enforcement(ruleset: fallback, management: management, logGroup: logGroup)
+                sets += previous.sets.map { set in
+                    var renamed = set
+                    renamed.name = previousPrefix + set.name
+                    renamed.comment = "last confirmed: " + (set.comment ?? "")
+                    return renamed
+                }
+                for chain in previous.chains where chain.hook == .input || chain.hook == .output {
+                    previousChains.append(FirewallChain(name: previousPrefix + chain.name, hook: nil,
+                                                        rules: chain.rules.map(Self.renamingSets)))
+                }
+            }
+            let guardMatch = FirewallRule.Match.familyNotInSet(name: armedSetName)
+            armedInput = [FirewallRule(matches: [guardMatch], verdict: fallback == nil ? .accept : .jump(previousPrefix + "input"))]
+            armedOutput = [FirewallRule(matches: [guardMatch], verdict: fallback == nil ? .accept : .jump(previousPrefix + "output"))]
         }
-        var input: [FirewallRule] = armed + [
+        var input: [FirewallRule] = armedInput + [
             FirewallRule(matches: [.loopback(.incoming)], verdict: .accept),
             FirewallRule(matches: [.conntrackState([.established, .related])], verdict: .accept),
         ]
-        input += neighbourDiscoveryTypes.map { FirewallRule(matches: [.transport(IPProtocolNumber.icmpv6), .icmpv6Type($0)], verdict: .accept) }
+        // Guarded by the family: protocol 58 inside IPv4 is not neighbour discovery.
+        input += neighbourDiscoveryTypes.map {
+            FirewallRule(matches: [.family(.ipv6), .transport(IPProtocolNumber.icmpv6), .icmpv6Type($0)], verdict: .accept)
+        }
         input.append(FirewallRule(matches: [.conntrackState([.invalid])], verdict: .drop))
-        var output: [FirewallRule] = armed + [
+        var output: [FirewallRule] = armedOutput + [
             FirewallRule(matches: [.loopback(.outgoing)], verdict: .accept),
             FirewallRule(matches: [.conntrackState([.established, .related])], verdict: .accept),
         ]
-        output += neighbourDiscoveryTypes.map { FirewallRule(matches: [.transport(IPProtocolNumber.icmpv6), .icmpv6Type($0)], verdict: .accept) }
+        output += neighbourDiscoveryTypes.map {
+            FirewallRule(matches: [.family(.ipv6), .transport(IPProtocolNumber.icmpv6), .icmpv6Type($0)], verdict: .accept)
+        }
 
         let allowed = AllowedBoxes(ruleset)
         let sources: [(prefix: String, comment: String, incoming: (AddressFamily) -> [FirewallSet.Box], outgoing: (AddressFamily) -> [FirewallSet.Box])] = [
@@ -89,7 +126,8 @@ extension CordonTables {
         output.append(FirewallRule(matches: [.transport(IPProtocolNumber.tcp)], verdict: .reject(.tcpReset)))
         output.append(FirewallRule(matches: [], verdict: .reject(.adminProhibited)))
 
-        return FirewallTable(name: baseName, sets: sets, chains: [
+        // Regular chains first, so that a reader (and `nft -f`) meets them before the jumps.
+        return FirewallTable(name: baseName, sets: sets, chains: previousChains + [
             FirewallChain(name: "input", hook: .input, policy: .drop, rules: input),
             // Routed traffic is not the host's own: a host ruleset has no forward rules, so it is
             // left as discovery has it (tracked, accepted).

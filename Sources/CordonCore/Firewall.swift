@@ -29,7 +29,9 @@ public struct FirewallTable: Hashable, Sendable {
         for (index, chain) in chains.enumerated() {
             if index > 0 { lines.append("") }
             lines.append("\tchain \(chain.name) {")
-            lines.append("\t\ttype filter hook \(chain.hook.rawValue) priority \(chain.priority); policy \(chain.policy.rawValue);")
+            if let hook = chain.hook {
+                lines.append("\t\ttype filter hook \(hook.rawValue) priority \(chain.priority); policy \(chain.policy.rawValue);")
+            }
             lines += chain.rules.map { "\t\t" + $0.nftText }
             lines.append("\t}")
         }
@@ -44,13 +46,15 @@ public struct FirewallChain: Hashable, Sendable {
     public enum Policy: String, Hashable, Sendable { case accept, drop }
 
     public var name: String
-    public var hook: Hook
-    /// Lower runs first; `filter` is 0.
+    /// nil for a regular chain, reached only by a `jump` from a rule.
+    public var hook: Hook?
+    /// Lower runs first; `filter` is 0. Base chains only.
     public var priority: Int32
+    /// Base chains only: a regular chain returns to its caller when no rule decided.
     public var policy: Policy
     public var rules: [FirewallRule]
 
-    public init(name: String, hook: Hook, priority: Int32 = 0, policy: Policy, rules: [FirewallRule]) {
+    public init(name: String, hook: Hook?, priority: Int32 = 0, policy: Policy = .accept, rules: [FirewallRule]) {
         self.name = name
         self.hook = hook
         self.priority = priority
@@ -66,6 +70,8 @@ public enum Verdict: Hashable, Sendable {
     case drop
     /// Answers so that a local program fails at once instead of hanging.
     case reject(Rejection)
+    /// Continues in a regular chain of the same table.
+    case jump(String)
 
     public enum Rejection: Hashable, Sendable {
         /// A TCP reset (connect() fails with ECONNREFUSED); the rule must match TCP only.
@@ -80,6 +86,7 @@ public enum Verdict: Hashable, Sendable {
         case .drop: return "drop"
         case .reject(.tcpReset): return "reject with tcp reset"
         case .reject(.adminProhibited): return "reject with icmpx admin-prohibited"
+        case .jump(let chain): return "jump \(chain)"
         }
     }
 }
@@ -220,6 +227,13 @@ public enum CordonTables {
             FirewallChain(name: "output", hook: .output, policy: .accept, rules: [rule]),
         ])
     }
+}
+
+/// A backend error that knows whether the kernel may have applied the change anyway (an
+/// acknowledgement that never came). Callers treat any other error as "may have applied".
+public protocol FirewallBackendError: Error {
+    /// True when the kernel certainly applied nothing: the transaction was refused, or never sent.
+    var changedNothing: Bool { get }
 }
 
 /// Where Cordon's tables are installed. One implementation per kernel interface; the agent only

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 internal import CNftnl
+import CordonCore
 
 /// A message of a batch the kernel refused, and why.
 public struct RefusedMessage: Sendable, CustomStringConvertible {
@@ -12,11 +13,22 @@ public struct RefusedMessage: Sendable, CustomStringConvertible {
 }
 
 /// Failure of a netlink transaction with nf_tables.
-public enum NftablesError: Error, CustomStringConvertible {
+public enum NftablesError: FirewallBackendError, CustomStringConvertible {
     /// The kernel refused the batch; nothing in it took effect.
     case refused([RefusedMessage])
     case system(operation: String, errno: Int32)
     case timeout(missingAcks: Int)
+
+    /// Refused, or failed before the batch reached the kernel. Once `sendmsg` returned, the
+    /// kernel has processed the batch; a missing or unreadable acknowledgement says nothing of
+    /// the outcome.
+    public var changedNothing: Bool {
+        switch self {
+        case .refused: return true
+        case .system(let operation, _): return operation != "receive acknowledgements"
+        case .timeout: return false
+        }
+    }
 
     public var description: String {
         switch self {

@@ -29,8 +29,9 @@ public struct NftablesBackend: FirewallBackend {
             setIDs[set.name] = id
             addSet(set, id: id, table: table.name, to: batch)
         }
+        // Every chain before any rule: a rule may jump to a chain listed after its own.
+        for chain in table.chains { addChain(chain, table: table.name, to: batch) }
         for chain in table.chains {
-            addChain(chain, table: table.name, to: batch)
             for (index, rule) in chain.rules.enumerated() {
                 addRule(rule, chain: chain.name, table: table.name, index: index, setIDs: setIDs, to: batch)
             }
@@ -128,10 +129,12 @@ public struct NftablesBackend: FirewallBackend {
             nftnl_chain_set_u32(object, UInt16(NFTNL_CHAIN_FAMILY.rawValue), UInt32(NFPROTO_INET))
             nftnl_chain_set_str(object, UInt16(NFTNL_CHAIN_TABLE.rawValue), table)
             nftnl_chain_set_str(object, UInt16(NFTNL_CHAIN_NAME.rawValue), chain.name)
-            nftnl_chain_set_str(object, UInt16(NFTNL_CHAIN_TYPE.rawValue), "filter")
-            nftnl_chain_set_u32(object, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue), Self.hookNumber(chain.hook))
-            nftnl_chain_set_s32(object, UInt16(NFTNL_CHAIN_PRIO.rawValue), chain.priority)
-            nftnl_chain_set_u32(object, UInt16(NFTNL_CHAIN_POLICY.rawValue), chain.policy == .accept ? UInt32(NF_ACCEPT) : UInt32(NF_DROP))
+            if let hook = chain.hook {
+                nftnl_chain_set_str(object, UInt16(NFTNL_CHAIN_TYPE.rawValue), "filter")
+                nftnl_chain_set_u32(object, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue), Self.hookNumber(hook))
+                nftnl_chain_set_s32(object, UInt16(NFTNL_CHAIN_PRIO.rawValue), chain.priority)
+                nftnl_chain_set_u32(object, UInt16(NFTNL_CHAIN_POLICY.rawValue), chain.policy == .accept ? UInt32(NF_ACCEPT) : UInt32(NF_DROP))
+            }
             nftnl_chain_nlmsg_build_payload(header, object)
         }
     }

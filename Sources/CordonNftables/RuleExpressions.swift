@@ -60,6 +60,10 @@ enum RuleExpressions {
         case nil: break
         case .accept: result.append(immediate(UInt32(NF_ACCEPT)))
         case .drop: result.append(immediate(UInt32(NF_DROP)))
+        case .jump(let chain):
+            let expression = immediate(UInt32(bitPattern: NFT_JUMP.rawValue))
+            nftnl_expr_set_str(expression, UInt16(NFTNL_EXPR_IMM_CHAIN), chain)
+            result.append(expression)
         case .reject(let kind):
             let expression = nftnl_expr_alloc("reject")!
             if kind == .tcpReset {

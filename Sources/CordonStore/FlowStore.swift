@@ -219,11 +219,19 @@ public final class FlowStore: Sendable {
     }
 
     public func setState(_ name: String, _ value: String) throws {
+        try setStates([(name, value)])
+    }
+
+    /// Several settings in one transaction: all of them or none.
+    public func setStates(_ values: [(name: String, value: String)]) throws {
         try pool.write { db in
-            try db.execute(sql: """
-                INSERT INTO agent_state (name, value, updated_at) VALUES (?, ?, ?)
-                ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
-                """, arguments: [name, value, TimeText.now()])
+            let now = TimeText.now()
+            for (name, value) in values {
+                try db.execute(sql: """
+                    INSERT INTO agent_state (name, value, updated_at) VALUES (?, ?, ?)
+                    ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+                    """, arguments: [name, value, now])
+            }
         }
     }
 

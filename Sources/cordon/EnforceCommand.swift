@@ -23,12 +23,10 @@ struct EnforceCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Seconds before an unconfirmed enforcement rolls back (default 120).", valueName: "seconds"))
     var confirmWithin: Int64 = 120
 
-    static let confirmRange: ClosedRange<Int64> = 1...86_400
-
     func validate() throws {
         guard !operatorName.trimmingCharacters(in: .whitespaces).isEmpty else { throw ValidationError("--operator must name someone") }
-        guard Self.confirmRange.contains(confirmWithin) else {
-            throw ValidationError("--confirm-within must be between \(Self.confirmRange.lowerBound) and \(Self.confirmRange.upperBound) seconds")
+        guard Enforcer.confirmRange.contains(confirmWithin) else {
+            throw ValidationError("--confirm-within must be between \(Enforcer.confirmRange.lowerBound) and \(Enforcer.confirmRange.upperBound) seconds")
         }
     }
 
@@ -42,10 +40,15 @@ struct EnforceCommand: ParsableCommand {
 /// of a rollback at the deadline.
 func sendToAgent(_ global: GlobalOptions, _ request: ControlRequest) throws {
     let answer: ControlAnswer
+    let timeout = 60
     do {
-        answer = try ControlClient(path: global.socket ?? AgentConfig.defaultSocket).command(request)
+        answer = try ControlClient(path: global.socket ?? AgentConfig.defaultSocket).command(request, timeoutSeconds: timeout)
+    } catch AgentError.notRunning(let socket, let reason) where reason.hasPrefix("no answer") {
+        throw CLIError.failed("the agent on \(socket) did not answer within \(timeout) s: the outcome of `\(request.command)` is unknown; check `cordon status`")
+    } catch AgentError.notRunning(let socket, let reason) {
+        throw CLIError.failed("no agent answers on \(socket) (\(reason)); `cordon \(request.command)` needs the running agent")
     } catch {
-        throw CLIError.failed("\(error); `cordon \(request.command)` needs the running agent")
+        throw CLIError.failed("\(error)")
     }
     guard answer.ok else { throw CLIError.failed(answer.message) }
     print(answer.message)

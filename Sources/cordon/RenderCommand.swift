@@ -36,8 +36,8 @@ struct RenderCommand: ParsableCommand {
 
     func validate() throws {
         if version != nil && ruleset != nil { throw ValidationError("--version and --ruleset exclude each other") }
-        if let confirmWithin, !EnforceCommand.confirmRange.contains(confirmWithin) {
-            throw ValidationError("--confirm-within must be between \(EnforceCommand.confirmRange.lowerBound) and \(EnforceCommand.confirmRange.upperBound) seconds")
+        if let confirmWithin, !Enforcer.confirmRange.contains(confirmWithin) {
+            throw ValidationError("--confirm-within must be between \(Enforcer.confirmRange.lowerBound) and \(Enforcer.confirmRange.upperBound) seconds")
         }
     }
 
@@ -99,7 +99,8 @@ struct RenderedTable: Encodable {
     }
     struct Chain: Encodable {
         var name: String
-        var hook: String
+        /// null for a regular chain (reached by `jump`).
+        var hook: String?
         var priority: Int32
         var policy: String
         var rules: [String]
@@ -119,7 +120,7 @@ struct RenderedTable: Encodable {
             Set(name: set.name, type: set.fields.map(\.rawValue).joined(separator: " . "), elements: set.elements.map(set.elementText))
         }
         chains = table.chains.map {
-            Chain(name: $0.name, hook: $0.hook.rawValue, priority: $0.priority, policy: $0.policy.rawValue, rules: $0.rules.map(\.nftText))
+            Chain(name: $0.name, hook: $0.hook?.rawValue, priority: $0.priority, policy: $0.policy.rawValue, rules: $0.rules.map(\.nftText))
         }
     }
 }

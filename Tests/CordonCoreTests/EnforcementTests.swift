@@ -109,8 +109,8 @@ import Testing
         #expect(input.rules.map(\.nftText) == [
             "iif \"lo\" accept",
             "ct state established,related accept",
-            "meta l4proto ipv6-icmp icmpv6 type 133-136 accept",
-            "meta l4proto ipv6-icmp icmpv6 type 141-143 accept",
+            "meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 133-136 accept",
+            "meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 141-143 accept",
             "ct state invalid drop",
             "meta nfproto ipv4 ip saddr . meta l4proto . th dport @allow_in_v4 accept",
             "meta nfproto ipv4 meta l4proto icmp ip saddr . icmp type . icmp code @allow_in_icmp_v4 accept",
@@ -141,6 +141,29 @@ import Testing
         #expect(confirmed.set(named: CordonTables.armedSetName) == nil)
         #expect(!confirmed.nftText.contains("@armed"))
         #expect(Array(armed.chains[0].rules.dropFirst()) == confirmed.chains[0].rules, "otherwise the same rules")
+    }
+
+    @Test("trying a new version, the switch falls back to the last confirmed one, kept whole in prev_ chains")
+    func confirmationSwitchFallsBackToTheConfirmedVersion() throws {
+        let previous = try RulesetParser.parse("""
+            networks:
+              - name: web
+                entries: [203.0.113.0/24]
+                services: [tcp/443]
+            outgoing:
+              - to: web
+            """, file: "v1.yaml")
+        let table = CordonTables.enforcement(ruleset: Self.ruleset, management: ManagementChannel(), openAfter: 10, fallback: previous)
+        let confirmedV1 = CordonTables.enforcement(ruleset: previous, management: ManagementChannel())
+        #expect(table.chains.map(\.name) == ["prev_input", "prev_output", "input", "forward", "output"])
+        #expect(table.chains.first { $0.name == "input" }?.rules.first?.nftText == "meta nfproto != @armed jump prev_input")
+        #expect(table.chains.first { $0.name == "output" }?.rules.first?.nftText == "meta nfproto != @armed jump prev_output")
+        // prev_output is version 1's output chain, its sets renamed.
+        let prevOutput = try #require(table.chains.first { $0.name == "prev_output" })
+        #expect(prevOutput.hook == nil)
+        #expect(prevOutput.rules.map(\.nftText) == confirmedV1.chains[2].rules.map { $0.nftText.replacingOccurrences(of: "@allow_", with: "@prev_allow_") })
+        #expect(table.set(named: "prev_allow_out_v4")?.elements == confirmedV1.set(named: "allow_out_v4")?.elements)
+        #expect(prevOutput.rules.last?.verdict == .reject(.adminProhibited), "the fallback decides every packet itself")
     }
 
     @Test("the management channel gets its own sets, before the ruleset's")

@@ -187,6 +187,7 @@ import Glibc
         guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
         let setup = try Setup()
         defer { setup.lab.cleanup() }
+        let enforcedAt = Date()
         let enforce = try setup.cordon(["enforce", "--operator", "erin", "--confirm-within", "1"])
         #expect(enforce.succeeded, "\(enforce.stderr)")
         setup.agent.signal(SIGKILL)
@@ -200,8 +201,87 @@ import Glibc
             open = try setup.connect(from: setup.scenario.host, to: S.peerV4, port: 8080, timeout: 1) == nil
         }
         #expect(open, "the kernel's confirmation switch did not open the host")
-        #expect(Date().timeIntervalSince(killedAt) >= Double(Enforcer.kernelGrace) - 1, "not before the deadline and grace")
+        #expect(Date().timeIntervalSince(enforcedAt) >= Double(1 + Enforcer.kernelGrace) - 0.5, "not before the deadline and grace")
         #expect(try setup.tableText().contains("policy drop"), "the rules are still there; only the switch expired")
+    }
+
+    @Test("trying a new version: no confirmation rolls back to the confirmed one; a dead agent's kernel switch falls back to it too")
+    func rollbackReturnsToTheConfirmedVersion() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        var setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let host = setup.scenario.host
+        #expect(try setup.cordon(["enforce", "--operator", "fay"]).succeeded)
+        #expect(try setup.cordon(["confirm", "--operator", "fay"]).succeeded)
+        try setup.approve(Self.ruleset.replacingOccurrences(of: "services: [tcp/443]", with: "services: [tcp/443, tcp/8080]"))
+
+        // The agent rolls back at the deadline, to version 1.
+        #expect(try setup.cordon(["enforce", "--operator", "fay", "--confirm-within", "2"]).succeeded)
+        #expect(try setup.connect(from: host, to: S.peerV4, port: 8080) == nil, "version 2 allows 8080")
+        var version = 2
+        for _ in 0..<60 where version != 1 {
+            usleep(100_000)
+            version = (try setup.status()["ruleset"] as? [String: Any])?["version"] as? Int ?? 0
+        }
+        #expect(version == 1)
+        #expect(try setup.status()["mode"] as? String == "enforce")
+        #expect(try setup.connect(from: host, to: S.peerV4, port: 8080) != nil, "version 1 refuses 8080 again")
+        #expect(try setup.decisions().last?.outcome == "success: back to ruleset version 1")
+
+        // The agent dies inside the window: the kernel falls back to version 1, not to open.
+        #expect(try setup.cordon(["enforce", "--operator", "fay", "--confirm-within", "1"]).succeeded)
+        setup.agent.signal(SIGKILL)
+        _ = setup.agent.wait(timeout: 10)
+        #expect(try setup.connect(from: host, to: S.peerV4, port: 8080) == nil, "version 2 in force")
+        // Until the switch expires version 2 connects to 8080; after it, version 1 refuses it (an
+        // open host would keep connecting).
+        let killedAt = Date()
+        var refused: (error: String, seconds: Double)?
+        while refused == nil && Date().timeIntervalSince(killedAt) < Double(2 + Enforcer.kernelGrace + 5) {
+            usleep(250_000)
+            refused = try setup.connect(from: host, to: S.peerV4, port: 8080, timeout: 1)
+        }
+        #expect(refused?.error.contains("Connection refused") == true, "version 1 again, not an open host")
+        try setup.scenario.tcp(from: host, to: S.peerV4, port: 443)
+        // A restarted agent sees the passed deadline and makes version 1 official.
+        setup.agent = try setup.scenario.startAgent(binary: setup.cordon, extra: ["--collector", "\(S.peerV4):\(Self.collectorPort)"])
+        #expect((try setup.status()["ruleset"] as? [String: Any])?["version"] as? Int == 1)
+        #expect(!(try setup.tableText().contains("@armed")))
+    }
+
+    @Test("SIGTERM inside the window rolls back before exiting; a restart inside it re-arms with the time left")
+    func stopAndRestartInsideTheWindow() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        var setup = try Setup()
+        defer { setup.lab.cleanup() }
+        #expect(try setup.cordon(["enforce", "--operator", "gus", "--confirm-within", "60"]).succeeded)
+        let deadline = try setup.status()["confirm_deadline"] as? String
+        setup.agent.signal(SIGKILL)
+        _ = setup.agent.wait(timeout: 10)
+        setup.agent = try setup.scenario.startAgent(binary: setup.cordon, extra: ["--collector", "\(S.peerV4):\(Self.collectorPort)"])
+        #expect(try setup.status()["confirm_deadline"] as? String == deadline, "the same deadline after a crash")
+        let table = try setup.tableText()
+        #expect(table.contains("meta nfproto != @armed accept"), "re-armed in the kernel")
+        #expect(try setup.decisions().last?.action == "reapply")
+
+        #expect(setup.lab.stop(setup.agent) == 0)
+        #expect(!(try setup.lab.nftTables(setup.scenario.host).contains("cordon")), "rolled back to discovery, whose table goes at stop")
+        let last = try #require(try setup.decisions().last)
+        #expect(last.action == "rollback" && last.reason == "agent stopped before the enforcement was confirmed")
+    }
+
+    @Test("a malformed command on the socket is refused, and the agent stays up")
+    func socketInputIsChecked() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        for request in [#"{"command":"enforce","operator":"x","confirm_within":-10}"#, #"{"command":"enforce","operator":"x","confirm_within":9223372036854775807}"#,
+                        #"{"command":"enforce","confirm_within":10}"#, #"{"command":"confirm","operator":""}"#] {
+            let answer = try setup.lab.run(nil, ["socat", "-t2", "-", "UNIX-CONNECT:\(setup.scenario.socket)"], input: request + "\n")
+            #expect(answer.stdout.contains(#""ok":false"#), "\(request): \(answer.stdout) \(answer.stderr)")
+        }
+        #expect(setup.agent.isRunning)
+        #expect(try setup.status()["mode"] as? String == "discovery")
     }
 
     @Test("a collector that cannot be reached through the new rules rolls back at once")
@@ -242,16 +322,27 @@ import Glibc
         #expect(try setup.decisions().last?.action == "reapply")
         #expect(try setup.connect(from: scenario.host, to: S.peerV4, port: 8080) != nil)
 
-        // Version 2 adds tcp/8080 out. A ping stream that both versions allow runs across the
-        // swap: an instant without rules or with wrong ones would lose some of it.
+        // Version 2 adds tcp/8080 out. New connections run across the swap: to 443 (allowed by
+        // both versions) each must connect, to 7070 (a listener neither allows) each must be
+        // refused. An instant without rules would connect to 7070; one with wrong rules would
+        // refuse 443.
         try setup.approve(Self.ruleset.replacingOccurrences(of: "services: [tcp/443]", with: "services: [tcp/443, tcp/8080]"))
-        let pings = try lab.spawn(scenario.peer, ["ping", "-q", "-i", "0.01", "-c", "200", "-W", "1", S.hostV4], log: lab.directory + "/ping.log")
-        usleep(300_000)
+        _ = try lab.spawn(scenario.peer, ["socat", "TCP-LISTEN:7070,fork,reuseaddr", "SYSTEM:true"])
+        usleep(200_000)
+        let probe = """
+            for i in $(seq 1 80); do
+              socat -u /dev/null TCP:\(S.peerV4):443,connect-timeout=1 && echo allowed-ok || echo allowed-FAILED
+              socat -u /dev/null TCP:\(S.peerV4):7070,connect-timeout=1 2>/dev/null && echo forbidden-OPEN || echo forbidden-ok
+            done
+            """
+        let probes = try lab.spawn(scenario.host, ["sh", "-c", probe], log: lab.directory + "/probe.log")
+        usleep(150_000)
         let swap = try setup.cordon(["enforce", "--operator", "dave"])
         #expect(swap.succeeded, "\(swap.stderr)")
-        #expect(pings.wait(timeout: 20) == 0)
-        let summary = try String(contentsOfFile: lab.directory + "/ping.log", encoding: .utf8)
-        #expect(summary.contains("200 received"), "\(summary)")
+        #expect(probes.wait(timeout: 60) == 0)
+        let lines = try String(contentsOfFile: lab.directory + "/probe.log", encoding: .utf8).split(separator: "\n")
+        #expect(lines.filter { $0 == "allowed-ok" }.count == 80, "\(lines.filter { $0.hasSuffix("FAILED") || $0.hasSuffix("OPEN") })")
+        #expect(lines.filter { $0 == "forbidden-ok" }.count == 80)
         #expect(try setup.connect(from: scenario.host, to: S.peerV4, port: 8080) == nil)
         #expect((try setup.status()["ruleset"] as? [String: Any])?["version"] as? Int == 2)
     }

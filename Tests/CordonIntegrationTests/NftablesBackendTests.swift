@@ -30,23 +30,25 @@ import Testing
           - to: icmp
         """
 
-    static func table(openAfter: Int64? = nil) throws -> FirewallTable {
+    static func table(openAfter: Int64? = nil, fallback: Bool = false) throws -> FirewallTable {
         let management = ManagementChannel(
             collectors: [try ManagementChannel.collector("203.0.113.5:9000")],
             resolvers: [IPAddress("192.0.2.53")!],
             extra: [try ManagementChannel.extra("tcp/[2001:db8::99]:8443"), try ManagementChannel.extra("icmp/203.0.113.0/24")])
-        return CordonTables.enforcement(ruleset: try RulesetParser.parse(ruleset, file: "backend-test.yaml"), management: management,
-                                        openAfter: openAfter)
+        let parsed = try RulesetParser.parse(ruleset, file: "backend-test.yaml")
+        var previous = parsed
+        previous.outgoing.removeAll { $0.network == "web" }
+        return CordonTables.enforcement(ruleset: parsed, management: management, openAfter: openAfter, fallback: fallback ? previous : nil)
     }
 
     @Test("what the backend commits over netlink is exactly what `nft -f` of the rendering loads",
-          arguments: [nil, 125] as [Int64?])
-    func committedEqualsRendering(openAfter: Int64?) throws {
+          arguments: [(nil, false), (125, false), (125, true)] as [(Int64?, Bool)])
+    func committedEqualsRendering(openAfter: Int64?, fallback: Bool) throws {
         guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
         let lab = try Lab()
         defer { lab.cleanup() }
         let host = try lab.namespace("host")
-        let table = try Self.table(openAfter: openAfter)
+        let table = try Self.table(openAfter: openAfter, fallback: fallback)
 
         try lab.inNamespace(host) { try NftablesBackend().replace(table) }
         let viaNetlink = try lab.run(host, ["nft", "list", "table", "inet", CordonTables.baseName])
@@ -61,7 +63,10 @@ import Testing
         // Expiring elements show the time left, which moves between the two listings.
         func steady(_ text: String) -> String { text.replacingOccurrences(of: #" expires [0-9hms]+"#, with: "", options: .regularExpression) }
         #expect(steady(viaNetlink.stdout) == steady(viaNft.stdout))
-        if openAfter != nil {
+        if fallback {
+            #expect(viaNetlink.stdout.contains("meta nfproto != @armed jump prev_input"), "\(viaNetlink.stdout)")
+            #expect(viaNetlink.stdout.contains("chain prev_output {"))
+        } else if openAfter != nil {
             #expect(viaNetlink.stdout.contains("meta nfproto != @armed accept"), "\(viaNetlink.stdout)")
             #expect(viaNetlink.stdout.contains("ipv4 timeout 2m5s"), "\(viaNetlink.stdout)")
         }
