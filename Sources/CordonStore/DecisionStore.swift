@@ -149,6 +149,36 @@ extension FlowStore {
         }
     }
 
+    /// Checks the decision log: every entry's hash over its fields, every link to the entry
+    /// before, every policy against its digest, and that no entry was removed (gaps in the
+    /// sequence, or entries missing at the end, which `sqlite_sequence` still counts).
+    /// Returns one line per problem; empty when the log is intact.
+    public func verifyDecisions() throws -> [String] {
+        try pool.read { db in
+            var problems: [String] = []
+            var previousHash = ""
+            var previousSeq: Int64 = 0
+            let rows = try Row.fetchCursor(db, sql: "SELECT * FROM decisions ORDER BY seq")
+            while let row = try rows.next() {
+                let seq: Int64 = row["seq"]
+                let decision = Decision(id: row["id"], action: row["action"], operator: row["operator"], reason: row["reason"],
+                                        backend: row["backend"], policy: row["policy"], policyDigest: row["policy_digest"],
+                                        whitelist: row["whitelist"], appliedAt: row["applied_at"], outcome: row["outcome"],
+                                        previousHash: row["previous_hash"], hash: row["hash"])
+                let label = "entry \(seq) (\(decision.action) by \(decision.operator), id \(decision.id))"
+                if seq != previousSeq + 1 { problems.append("entries \(previousSeq + 1)-\(seq - 1) are missing before \(label)") }
+                if decision.previousHash != previousHash { problems.append("\(label) does not link to the entry before it") }
+                if SHA256.hex(Decision.chained(decision)) != decision.hash { problems.append("\(label) was altered: its hash does not match its fields") }
+                if SHA256.hex(decision.policy) != decision.policyDigest { problems.append("\(label): its policy does not match its digest") }
+                previousHash = decision.hash
+                previousSeq = seq
+            }
+            let issued = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'decisions'") ?? 0
+            if issued > previousSeq { problems.append("entries \(previousSeq + 1)-\(issued) were removed from the end of the log") }
+            return problems
+        }
+    }
+
     private static func version(_ row: Row) -> RulesetVersion {
         let risks: String = row["accepted_risks"]
         return RulesetVersion(version: row["version"], digest: row["digest"], content: row["content"], source: row["source"],

@@ -112,6 +112,7 @@ public final class FlowStore: Sendable {
                 CREATE INDEX flows_last_seen ON flows (last_seen);
                 """)
         }
+        registerActionMigrations(&migrator)
         return migrator
     }
 

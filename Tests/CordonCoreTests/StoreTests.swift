@@ -153,4 +153,27 @@ import Testing
             #expect(try store.decisions().first?.operator == "alice")
         }
     }
+
+    /// Someone with write access drops the triggers and edits the file: `verifyDecisions` names it.
+    @Test(arguments: [
+        ("UPDATE decisions SET outcome = 'success' WHERE seq = 2", "entry 2 (enforce by bob", "was altered"),
+        ("UPDATE decisions SET policy = 'allow everything' WHERE seq = 2", "entry 2 (enforce by bob", "does not match its digest"),
+        ("DELETE FROM decisions WHERE seq = 2", "entries 2-2 are missing", "before entry 3"),
+        ("DELETE FROM decisions WHERE seq = 3", "entries 3-3 were removed from the end", ""),
+    ])
+    func tamperingIsEvident(_ sql: String, _ first: String, _ second: String) throws {
+        try withStore { store, path in
+            try store.approve(content: "networks: []\n", source: "a.yaml", operator: "alice", acceptedRisks: [], reason: "")
+            try store.record(action: "enforce", operator: "bob", reason: "", policy: "networks: []\n", outcome: "failed: x")
+            try store.record(action: "rollback", operator: "cordon-agent", reason: "", policy: "discovery", outcome: "success")
+            #expect(try store.verifyDecisions().isEmpty)
+            let queue = try DatabaseQueue(path: path)
+            try queue.write { db in
+                try db.execute(sql: "DROP TRIGGER decisions_append_only_update; DROP TRIGGER decisions_append_only_delete")
+                try db.execute(sql: sql)
+            }
+            let problems = try store.verifyDecisions()
+            #expect(problems.contains { $0.contains(first) && $0.contains(second) }, "\(problems)")
+        }
+    }
 }
