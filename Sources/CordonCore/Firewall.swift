@@ -137,9 +137,13 @@ public struct FirewallRule: Hashable, Sendable {
     public struct SetKey: Hashable, Sendable {
         public var peer: Side
         public var fields: [FirewallSet.Field]
-        public init(peer: Side, fields: [FirewallSet.Field]) {
+        /// The port field is the packet's source port: the peer's port on a reply. Isolation
+        /// matches replies this way, without trusting conntrack state.
+        public var sourcePort: Bool
+        public init(peer: Side, fields: [FirewallSet.Field], sourcePort: Bool = false) {
             self.peer = peer
             self.fields = fields
+            self.sourcePort = sourcePort
         }
 
         var nftText: String {
@@ -148,7 +152,7 @@ public struct FirewallRule: Hashable, Sendable {
                 case .ipv4Address: return peer == .incoming ? "ip saddr" : "ip daddr"
                 case .ipv6Address: return peer == .incoming ? "ip6 saddr" : "ip6 daddr"
                 case .transport: return "meta l4proto"
-                case .port: return "th dport"
+                case .port: return sourcePort ? "th sport" : "th dport"
                 case .icmpType: return "icmp type"
                 case .icmpCode: return "icmp code"
                 case .icmpv6Type: return "icmpv6 type"
@@ -246,4 +250,8 @@ public protocol FirewallBackend: Sendable {
     func replace(_ table: FirewallTable) throws
     /// Deletes a table if it exists, touching no other table.
     func remove(table name: String) throws
+    /// The kernel's handle of a table, nil when it does not exist.
+    func handle(of table: String) throws -> UInt64?
+    /// Deletes the table with this handle only (not a later table of the same name).
+    func remove(table name: String, handle: UInt64) throws
 }

@@ -94,7 +94,7 @@ enum RuleExpressions {
             case .transport:
                 result.append(meta(NFT_META_L4PROTO, into: next))
             case .port:
-                result.append(payload(NFT_PAYLOAD_TRANSPORT_HEADER, offset: 2, length: 2, into: next))
+                result.append(payload(NFT_PAYLOAD_TRANSPORT_HEADER, offset: key.sourcePort ? 0 : 2, length: 2, into: next))
             case .icmpType, .icmpv6Type:
                 result.append(payload(NFT_PAYLOAD_TRANSPORT_HEADER, offset: 0, length: 1, into: next))
             case .icmpCode, .icmpv6Code:

@@ -159,7 +159,7 @@ import Testing
         ("UPDATE decisions SET outcome = 'success' WHERE seq = 2", "entry 2 (enforce by bob", "was altered"),
         ("UPDATE decisions SET policy = 'allow everything' WHERE seq = 2", "entry 2 (enforce by bob", "does not match its digest"),
         ("DELETE FROM decisions WHERE seq = 2", "entries 2-2 are missing", "before entry 3"),
-        ("DELETE FROM decisions WHERE seq = 3", "entries 3-3 were removed from the end", ""),
+        ("DELETE FROM decisions WHERE seq = 3", "entries 3-3 were removed", "from the end of the log"),
     ])
     func tamperingIsEvident(_ sql: String, _ first: String, _ second: String) throws {
         try withStore { store, path in
