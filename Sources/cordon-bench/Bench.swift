@@ -11,7 +11,8 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cordon-bench",
         abstract: "Measure Cordon against the kernel's own tools, in throwaway network namespaces.",
-        subcommands: [IngestBenchmark.self, WeekBenchmark.self, ShutdownBenchmark.self, ProposeBenchmark.self, GenerateCommand.self, InjectCommand.self]
+        subcommands: [IngestBenchmark.self, WeekBenchmark.self, ShutdownBenchmark.self, ProposeBenchmark.self, ApplyBenchmark.self,
+                      PacketCostBenchmark.self, GenerateCommand.self, InjectCommand.self]
     )
 }
 
