@@ -42,7 +42,7 @@ let package = Package(
 
         .executableTarget(
             name: "cordon",
-            dependencies: ["CordonAgent", "CordonLab", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["CordonAgent", "CordonNftables", "CordonLab", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "cordon-bench",

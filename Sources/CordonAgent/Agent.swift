@@ -56,16 +56,19 @@ public final class Agent: Sendable {
         let control = try ControlServer(path: config.socket)
         let backend = NftablesBackend()
         let enforcer: Enforcer
+        let isolator: Isolator
         do {
             enforcer = try Enforcer(backend: backend, store: store, config: config, log: log)
             try enforcer.reconcile()
+            isolator = try Isolator(backend: backend, store: store, management: { [config] in config.effectiveManagement() }, log: log)
+            isolator.reconcile()
         } catch {
             // The kernel keeps what it had: nothing was installed, or the transaction was refused.
             control.remove()
             throw error
         }
         do {
-            try record(recorder, store: store, control: control, backend: backend, enforcer: enforcer, signals: &signals)
+            try record(recorder, store: store, control: control, backend: backend, enforcer: enforcer, isolator: isolator, signals: &signals)
         } catch {
             // Starting failed half-way: discovery's table goes, enforced rules stay (fail-closed).
             control.remove()
@@ -75,7 +78,7 @@ public final class Agent: Sendable {
     }
 
     private func record(_ recorder: FlowRecorder, store: FlowStore, control: ControlServer, backend: NftablesBackend,
-                        enforcer: Enforcer, signals: inout sigset_t) throws {
+                        enforcer: Enforcer, isolator: Isolator, signals: inout sigset_t) throws {
         recorder.setLocalAddresses(HostAddresses.read())
         try HostAddresses.watch { recorder.setLocalAddresses($0) }
 
@@ -94,7 +97,8 @@ public final class Agent: Sendable {
             func missingOperator() -> Data { answer(ControlAnswer(ok: false, message: "\(request.command) needs --operator NAME")) }
             switch request.command {
             case "status":
-                return answer(status(recorder: recorder, store: store, backend: backend, enforcer: enforcer, receiveBuffer: capture.receiveBuffer))
+                return answer(status(recorder: recorder, store: store, backend: backend, enforcer: enforcer, isolator: isolator,
+                                     receiveBuffer: capture.receiveBuffer))
             case "enforce":
                 guard let name = request.operator, !name.isEmpty else { return missingOperator() }
                 return answer(enforcer.enforce(operator: name, confirmWithin: request.confirmWithin ?? 120))
@@ -104,6 +108,12 @@ public final class Agent: Sendable {
             case "discover":
                 guard let name = request.operator, !name.isEmpty else { return missingOperator() }
                 return answer(enforcer.discover(operator: name, reason: request.reason ?? "return to discovery"))
+            case "isolate":
+                guard let name = request.operator, !name.isEmpty else { return missingOperator() }
+                return answer(isolator.isolate(operator: name, reason: request.reason ?? "", via: "through the agent"))
+            case "release":
+                guard let name = request.operator, !name.isEmpty else { return missingOperator() }
+                return answer(isolator.release(operator: name, reason: request.reason ?? ""))
             default:
                 return Data(#"{"error":"unknown command"}"#.utf8)
             }
@@ -146,7 +156,7 @@ public final class Agent: Sendable {
 
     private static func monotonic() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
-    private func status(recorder: FlowRecorder, store: FlowStore, backend: NftablesBackend, enforcer: Enforcer,
+    private func status(recorder: FlowRecorder, store: FlowStore, backend: NftablesBackend, enforcer: Enforcer, isolator: Isolator,
                         receiveBuffer: Int) -> StatusReport {
         let counters = recorder.counters
         let last = lastFlush.load(ordering: .relaxed)
@@ -158,7 +168,7 @@ public final class Agent: Sendable {
         }
         let inForce = enforcement.mode == .enforce ? enforcement.version.flatMap { try? store.ruleset(version: $0) } : nil
         return StatusReport(
-            mode: enforcement.mode.rawValue, isolated: false, flows: recorder.flowCount, events: counters.events,
+            mode: enforcement.mode.rawValue, isolated: isolator.snapshot.isolated, flows: recorder.flowCount, events: counters.events,
             lostEvents: counters.lostEvents, resyncs: counters.resyncs,
             recoveredConnections: counters.recoveredConnections, ignoredEvents: counters.ignoredEvents,
             flushErrors: flushErrors.load(ordering: .relaxed), lastFlush: last == 0 ? nil : TimeText.rfc3339(last),

@@ -41,13 +41,15 @@ import Glibc
         let scenario: DiscoveryScenario
         let cordon: String
         var agent: Child
+        /// The collector's listener on the peer (an echo server), nil when the setup has none.
+        var collectorListener: Child?
 
         init(collector: String = "\(S.peerV4):\(EnforcementTests.collectorPort)", listen: Bool = true) throws {
             cordon = try Integration.cordon()
             lab = try Lab()
             scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
             if listen {
-                _ = try lab.spawn(scenario.peer, ["socat", "TCP-LISTEN:\(EnforcementTests.collectorPort),fork,reuseaddr", "SYSTEM:true"])
+                collectorListener = try lab.spawn(scenario.peer, ["socat", "TCP-LISTEN:\(EnforcementTests.collectorPort),fork,reuseaddr", "PIPE"])
             }
             try lab.setResolvers(scenario.host, [S.peerV4])
             agent = try scenario.startAgent(binary: cordon, extra: ["--collector", collector])

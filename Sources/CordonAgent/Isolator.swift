@@ -1,0 +1,206 @@
+import CordonCore
+import CordonStore
+import Foundation
+import Synchronization
+
+/// Whether the isolation overlay is in force, persisted so that the agent adopts an isolation
+/// the CLI applied while it was down, and so that a restart never forgets one.
+public struct IsolationState: Codable, Sendable, Equatable {
+    public var isolated = false
+    /// Unix seconds.
+    public var since: Int64?
+    public var `operator`: String?
+    public var reason: String?
+    /// The kernel handle of the overlay table as applied: release deletes exactly that table.
+    public var handle: UInt64?
+
+    public init() {}
+}
+
+/// Emergency isolation: a separate table (`CordonTables.isolation`) that lets only the management
+/// channel through, on top of whatever mode the base table is in, so that releasing it returns
+/// the host exactly to that mode. Used by the agent (control commands) and, when no agent answers,
+/// by the CLI directly: emergency must not depend on the daemon being healthy.
+///
+/// Every request is an action (`cordon actions`) and a decision-log entry.
+public final class Isolator: Sendable {
+    static let stateName = "isolation"
+    /// How long a release waits for every collector to accept a connection.
+    public static let releaseCheckSeconds: Double = 10
+
+    private let backend: any FirewallBackend
+    private let store: FlowStore
+    private let management: @Sendable () -> ManagementChannel
+    private let log: @Sendable (String) -> Void
+    private let state: Mutex<IsolationState>
+
+    /// - Parameter management: the channel to let through, read at each apply.
+    public init(backend: any FirewallBackend, store: FlowStore, management: @escaping @Sendable () -> ManagementChannel,
+                log: @escaping @Sendable (String) -> Void) throws {
+        self.backend = backend
+        self.store = store
+        self.management = management
+        self.log = log
+        var persisted = IsolationState()
+        if let text = try store.state(Self.stateName) {
+            do {
+                persisted = try JSONDecoder().decode(IsolationState.self, from: Data(text.utf8))
+            } catch {
+                throw AgentError.invalidState("agent_state '\(Self.stateName)' is unreadable (\(error)); not guessing whether the host is isolated")
+            }
+        }
+        state = Mutex(persisted)
+    }
+
+    public var snapshot: IsolationState { state.withLock { $0 } }
+
+    private func persist(_ new: IsolationState) throws {
+        try store.setState(Self.stateName, String(decoding: try JSONEncoder().encode(new), as: UTF8.self))
+    }
+
+    private func record(_ action: String, operator name: String, reason: String, channel: ManagementChannel, outcome: String) {
+        let table = CordonTables.isolation(management: channel).nftText
+        do {
+            try store.record(action: action, operator: name, reason: reason, policy: table, backend: backend.name,
+                             whitelist: channel.summary, outcome: outcome)
+        } catch {
+            log("could not write the decision log (\(action): \(outcome)): \(error)")
+        }
+    }
+
+    private func settle(_ id: String, _ status: ActionRecord.Status, _ detail: String) {
+        do { try store.settleAction(id, status, detail: detail) } catch { log("could not settle action \(id): \(error)") }
+    }
+
+    /// Installs the overlay (replacing any copy of it in one transaction) and records its handle.
+    private func apply(_ s: inout IsolationState, operator name: String, reason: String, channel: ManagementChannel) throws {
+        try backend.replace(CordonTables.isolation(management: channel))
+        var next = s
+        next.isolated = true
+        next.since = next.since ?? TimeText.now()
+        next.operator = name
+        next.reason = reason
+        next.handle = try? backend.handle(of: CordonTables.isolationName)
+        try persist(next)
+        s = next
+    }
+
+    // MARK: Commands
+
+    public func isolate(operator name: String, reason: String, via: String) -> ControlAnswer {
+        state.withLock { s in
+            let channel = management()
+            let id: String
+            do { id = try store.requestAction("isolate", operator: name, reason: reason) } catch {
+                return ControlAnswer(ok: false, message: "cannot record the request: \(error)")
+            }
+            let present = (try? backend.handle(of: CordonTables.isolationName)).flatMap { $0 }
+            if s.isolated, let present, present == s.handle {
+                let since = s.since.map(TimeText.rfc3339) ?? "?"
+                settle(id, .noop, "already isolated since \(since)")
+                record("isolate", operator: name, reason: reason, channel: channel, outcome: "no-op: already isolated since \(since)")
+                return ControlAnswer(ok: true, message: "already isolated since \(since) by \(s.operator ?? "?"); nothing changed")
+            }
+            do {
+                try apply(&s, operator: name, reason: reason, channel: channel)
+            } catch {
+                settle(id, .failed, "\(error)")
+                record("isolate", operator: name, reason: reason, channel: channel, outcome: "failed: \(error)")
+                return ControlAnswer(ok: false, message: "isolation failed: \(error)")
+            }
+            settle(id, .applied, "isolated (\(via)); management channel: \(channel.summary)")
+            record("isolate", operator: name, reason: reason, channel: channel, outcome: "success (\(via))")
+            log("ISOLATED by \(name) (\(via)): only the management channel passes: \(channel.summary)")
+            return ControlAnswer(ok: true, message: "isolated: only the management channel passes (\(channel.summary))")
+        }
+    }
+
+    /// Deletes the overlay, then checks the management channel for up to `releaseCheckSeconds`;
+    /// when it fails the overlay goes back (an escalation, logged) and the answer is a failure.
+    public func release(operator name: String, reason: String) -> ControlAnswer {
+        state.withLock { s in
+            let channel = management()
+            let id: String
+            do {
+                id = try store.requestAction("release", operator: name, reason: reason)
+                // A release always wins over earlier isolates.
+                try store.supersedePending("isolate", by: id)
+            } catch {
+                return ControlAnswer(ok: false, message: "cannot record the request: \(error)")
+            }
+            let present = (try? backend.handle(of: CordonTables.isolationName)).flatMap { $0 }
+            guard s.isolated || present != nil else {
+                settle(id, .noop, "not isolated")
+                record("release", operator: name, reason: reason, channel: channel, outcome: "no-op: not isolated")
+                return ControlAnswer(ok: true, message: "not isolated; nothing changed")
+            }
+            do {
+                if let handle = s.handle, present == handle {
+                    try backend.remove(table: CordonTables.isolationName, handle: handle)
+                } else {
+                    // Re-created since (a restore by the guard, another tool): still ours by name.
+                    try backend.remove(table: CordonTables.isolationName)
+                }
+            } catch {
+                settle(id, .failed, "\(error)")
+                record("release", operator: name, reason: reason, channel: channel, outcome: "failed: \(error); still isolated")
+                return ControlAnswer(ok: false, message: "release failed, still isolated: \(error)")
+            }
+
+            // The host is in its base mode again; the collectors must be reachable through it.
+            var failures = ManagementProbe.check(channel.collectors)
+            let started = Date()
+            while !failures.isEmpty && Date().timeIntervalSince(started) < Self.releaseCheckSeconds {
+                usleep(500_000)
+                failures = ManagementProbe.check(channel.collectors)
+            }
+            if !failures.isEmpty {
+                let why = "management channel check failed: " + failures.joined(separator: "; ")
+                var detail = "\(why); isolated again"
+                do {
+                    try apply(&s, operator: Enforcer.agentOperator, reason: "escalation: \(why)", channel: channel)
+                } catch {
+                    detail = "\(why); RE-ISOLATION FAILED: \(error)"
+                }
+                settle(id, .failed, detail)
+                record("release", operator: name, reason: reason, channel: channel, outcome: "failed: \(detail)")
+                record("isolate", operator: Enforcer.agentOperator, reason: "escalation after a failed release: \(why)", channel: channel,
+                       outcome: detail.contains("FAILED") ? "failed: \(detail)" : "success")
+                log("release by \(name) failed its check; \(detail)")
+                return ControlAnswer(ok: false, message: "release failed: \(detail)")
+            }
+            do {
+                try persist(IsolationState())
+            } catch {
+                log("released, but could not persist it (a restart would isolate again): \(error)")
+            }
+            s = IsolationState()
+            let checked = channel.collectors.isEmpty ? "no collector configured to check" : "collectors reachable"
+            settle(id, .applied, "released; \(checked)")
+            record("release", operator: name, reason: reason, channel: channel, outcome: "success: \(checked)")
+            log("released by \(name); \(checked)")
+            return ControlAnswer(ok: true, message: "released: the host is back in its previous mode; \(checked)")
+        }
+    }
+
+    /// At agent start: settles what a crash left pending and puts the overlay back if the state
+    /// says the host is isolated (the CLI may have isolated it while the agent was down).
+    func reconcile() {
+        do { try store.failPendingActions(detail: "the agent restarted before the action completed") } catch {
+            log("could not settle pending actions: \(error)")
+        }
+        state.withLock { s in
+            guard s.isolated else { return }
+            let channel = management()
+            do {
+                try apply(&s, operator: s.operator ?? Enforcer.agentOperator, reason: s.reason ?? "", channel: channel)
+                record("reapply", operator: Enforcer.agentOperator, reason: "agent start: the host is isolated", channel: channel, outcome: "success")
+                log("isolation in force since \(s.since.map(TimeText.rfc3339) ?? "?") (adopted at start)")
+            } catch {
+                record("reapply", operator: Enforcer.agentOperator, reason: "agent start: the host is isolated", channel: channel,
+                       outcome: "failed: \(error)")
+                log("could not re-apply the isolation: \(error)")
+            }
+        }
+    }
+}

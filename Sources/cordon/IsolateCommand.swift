@@ -1,0 +1,89 @@
+import ArgumentParser
+import CordonAgent
+import CordonCore
+import CordonNftables
+import CordonStore
+import Foundation
+
+struct IsolateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "isolate",
+        abstract: "Emergency: cut the host off from everything but its management channel.",
+        discussion: """
+            Adds the overlay table inet cordon_isolate (priority -10): only the collectors, DNS to the \\
+            resolvers and the extra whitelist pass, both ways; everything else is dropped, established \\
+            connections included. The base mode (discovery or enforce) stays underneath. Through the \\
+            agent when it answers within 2 s; otherwise applied directly, with the management channel the \\
+            agent last installed (or --config), and recorded for the agent to adopt. Isolating an isolated \\
+            host is a recorded no-op.
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(name: .customLong("operator"), help: ArgumentHelp("Who isolates (recorded).", valueName: "name"))
+    var operatorName: String
+
+    @Option(help: ArgumentHelp("Why (recorded).", valueName: "text"))
+    var reason: String = ""
+
+    @Option(help: ArgumentHelp("Without an agent: take the management channel from this agent config file.", valueName: "file"))
+    var config: String?
+
+    func validate() throws {
+        guard !operatorName.trimmingCharacters(in: .whitespaces).isEmpty else { throw ValidationError("--operator must name someone") }
+    }
+
+    func run() throws {
+        try emergency(global, config: config, request: ControlRequest(command: "isolate", operator: operatorName, reason: reason)) {
+            $0.isolate(operator: operatorName, reason: reason, via: "directly from the CLI (no agent answered)")
+        }
+    }
+}
+
+/// Sends an isolation command to the agent; when none answers (not running, or hung), does it
+/// here with an Isolator of its own on the same database. Exit 1 when the answer is a failure.
+func emergency(_ global: GlobalOptions, config: String?, request: ControlRequest,
+               direct: (Isolator) -> ControlAnswer) throws {
+    let socket = global.socket ?? AgentConfig.defaultSocket
+    var answer: ControlAnswer?
+    do {
+        answer = try ControlClient(path: socket).command(request, timeoutSeconds: request.command == "release" ? 60 : 2)
+    } catch AgentError.notRunning(_, let reason) {
+        FileHandle.standardError.write(Data("cordon: no agent answers on \(socket) (\(reason)); acting directly\n".utf8))
+    } catch {
+        throw CLIError.failed("\(error)")
+    }
+    if answer == nil {
+        let isolator: Isolator
+        do {
+            let database = global.db ?? AgentConfig.defaultDatabase
+            let store = try FlowStore(path: database)
+            let channel = try persistedManagement(store: store, config: config)
+            isolator = try Isolator(backend: NftablesBackend(), store: store, management: { channel }) { message in
+                FileHandle.standardError.write(Data("cordon: \(message)\n".utf8))
+            }
+        } catch let error as CLIError {
+            throw error
+        } catch {
+            throw CLIError.failed("\(error)")
+        }
+        answer = direct(isolator)
+    }
+    guard let answer, answer.ok else { throw CLIError.failed(answer?.message ?? "no answer") }
+    print(answer.message)
+}
+
+/// The management channel the agent last installed (the database), or an agent config file's.
+func persistedManagement(store: FlowStore, config: String?) throws -> ManagementChannel {
+    if let config {
+        do { return try AgentConfig.load(path: config).effectiveManagement() } catch let error as ConfigError {
+            throw CLIError.invalid(error.description)
+        }
+    }
+    if let text = try store.state(Enforcer.managementName),
+       let channel = try? JSONDecoder().decode(ManagementChannel.self, from: Data(text.utf8)) {
+        return channel
+    }
+    return AgentConfig().effectiveManagement()
+}

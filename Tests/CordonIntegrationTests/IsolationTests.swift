@@ -1,0 +1,134 @@
+import CordonAgent
+import CordonCore
+import CordonLab
+import CordonStore
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Emergency isolation in the discovery topology (see `EnforcementTests.Setup`): the collector is
+/// an echo server on the peer, which is also the host's resolver (udp/53 echo).
+@Suite(.serialized) struct IsolationTests {
+    typealias S = DiscoveryScenario
+    typealias Setup = EnforcementTests.Setup
+
+    /// True when a TCP connection from `namespace` is accepted within a second.
+    static func connects(_ setup: Setup, from namespace: String, to address: String, port: Int) throws -> Bool {
+        try setup.connect(from: namespace, to: address, port: port, timeout: 1) == nil
+    }
+
+    @Test("isolation drops new and established traffic, the admin's session included, while the collector channel and DNS live")
+    func isolationCutsEverythingButTheManagementChannel() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let (lab, scenario) = (setup.lab, setup.scenario)
+        _ = try lab.spawn(scenario.host, ["socat", "TCP-LISTEN:5555,fork,reuseaddr", "PIPE"])
+        usleep(200_000)
+        // Two sessions that write only after the isolation: the admin's shell-like session in,
+        // and the agent-like session to the collector out.
+        let admin = try lab.spawn(scenario.peer, ["sh", "-c", "(sleep 2; echo admin-alive) | socat -T4 - TCP:\(S.hostV4):5555"],
+                                  log: lab.directory + "/admin.log")
+        let channel = try lab.spawn(scenario.host, ["sh", "-c", "(sleep 2; echo channel-alive) | socat -T4 - TCP:\(S.peerV4):\(EnforcementTests.collectorPort)"],
+                                    log: lab.directory + "/channel.log")
+        usleep(500_000)
+
+        let isolate = try setup.cordon(["isolate", "--operator", "ivy", "--reason", "compromised"])
+        #expect(isolate.succeeded, "\(isolate.stdout)\(isolate.stderr)")
+        #expect(try setup.status()["isolated"] as? Bool == true)
+
+        _ = admin.wait(timeout: 15)
+        _ = channel.wait(timeout: 15)
+        #expect(!(try String(contentsOfFile: lab.directory + "/admin.log", encoding: .utf8)).contains("admin-alive"), "the admin's session died")
+        #expect(try String(contentsOfFile: lab.directory + "/channel.log", encoding: .utf8).contains("channel-alive"), "the collector channel lived")
+        #expect(try Self.connects(setup, from: scenario.host, to: S.peerV4, port: EnforcementTests.collectorPort))
+        try scenario.udp(from: scenario.host, to: S.peerV4, port: 53)
+        #expect(!(try Self.connects(setup, from: scenario.host, to: S.peerV4, port: 443)), "new connections out are dropped")
+        #expect(!(try Self.connects(setup, from: scenario.peer, to: S.hostV4, port: 22)), "new connections in are dropped")
+        #expect(throws: LabError.self) { try scenario.ping(from: scenario.peer, to: S.hostV4) }
+
+        // Isolating again is a recorded no-op.
+        let again = try setup.cordon(["isolate", "--operator", "ivy"])
+        #expect(again.succeeded && again.stdout.contains("already isolated"), "\(again.stdout)\(again.stderr)")
+        let actions = try FlowStore(readingFrom: scenario.database).actions()
+        #expect(actions.map(\.status) == [.applied, .noop])
+        let log = try setup.decisions().filter { $0.action == "isolate" }
+        #expect(log.map(\.outcome.first) == ["s", "n"])
+        #expect(log.first?.whitelist.contains("collector \(S.peerV4):\(EnforcementTests.collectorPort)") == true)
+        #expect(log.first?.reason == "compromised")
+    }
+
+    @Test("release returns a discovery host to open and an enforcing host to exactly its ruleset")
+    func releaseRestoresTheExactPreviousMode() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let host = setup.scenario.host
+
+        #expect(try setup.cordon(["isolate", "--operator", "ivy"]).succeeded)
+        #expect(!(try Self.connects(setup, from: host, to: S.peerV4, port: 8080)))
+        let release = try setup.cordon(["release", "--operator", "ivy"])
+        #expect(release.succeeded, "\(release.stderr)")
+        #expect(try Self.connects(setup, from: host, to: S.peerV4, port: 8080), "discovery: open again")
+        #expect(!(try setup.lab.nftTables(host).contains(CordonTables.isolationName)))
+
+        #expect(try setup.cordon(["enforce", "--operator", "ivy"]).succeeded)
+        #expect(try setup.cordon(["confirm", "--operator", "ivy"]).succeeded)
+        func steady(_ text: String) -> String { text.replacingOccurrences(of: #"packets \d+ bytes \d+"#, with: "", options: .regularExpression) }
+        let enforced = steady(try setup.tableText())
+        #expect(try setup.cordon(["isolate", "--operator", "ivy"]).succeeded)
+        #expect(try setup.cordon(["release", "--operator", "ivy"]).succeeded)
+        #expect(steady(try setup.tableText()) == enforced)
+        #expect(try setup.status()["mode"] as? String == "enforce")
+        #expect(try Self.connects(setup, from: host, to: S.peerV4, port: 443))
+        #expect(try setup.connect(from: host, to: S.peerV4, port: 8080)?.error.contains("Connection refused") == true)
+        #expect(try FlowStore(readingFrom: setup.scenario.database).actions().map(\.status) == [.applied, .applied, .applied, .applied])
+    }
+
+    @Test("a release whose collector check fails isolates again, logs the escalation and exits 1")
+    func failedReleaseReIsolates() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        #expect(try setup.cordon(["isolate", "--operator", "ivy"]).succeeded)
+        if let listener = setup.collectorListener { setup.lab.stop(listener, signal: SIGKILL) }
+        let started = Date()
+        let release = try setup.cordon(["release", "--operator", "ivy"], timeout: 90)
+        #expect(release.status == 1)
+        #expect(release.stderr.contains("isolated again"), "\(release.stderr)")
+        #expect(Date().timeIntervalSince(started) >= Isolator.releaseCheckSeconds - 0.5, "it kept trying for the whole check")
+        #expect(try setup.status()["isolated"] as? Bool == true)
+        #expect(try setup.lab.nftTables(setup.scenario.host).contains(CordonTables.isolationName))
+        let tail = try setup.decisions().suffix(2)
+        #expect(tail.map(\.action) == ["release", "isolate"])
+        #expect(tail.first?.outcome.hasPrefix("failed: management channel check failed") == true)
+        #expect(tail.last?.operator == "cordon-agent")
+        #expect(try FlowStore(readingFrom: setup.scenario.database).actions().last?.status == .failed)
+    }
+
+    @Test("with the agent killed, isolate applies directly; the restarted agent adopts it; release wins over it")
+    func isolateWithoutTheAgent() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        var setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let host = setup.scenario.host
+        setup.agent.signal(SIGKILL)
+        _ = setup.agent.wait(timeout: 10)
+
+        let isolate = try setup.cordon(["isolate", "--operator", "ivy", "--reason", "agent down"])
+        #expect(isolate.succeeded, "\(isolate.stderr)")
+        #expect(isolate.stderr.contains("acting directly"))
+        #expect(!(try Self.connects(setup, from: host, to: S.peerV4, port: 443)))
+        #expect(try Self.connects(setup, from: host, to: S.peerV4, port: EnforcementTests.collectorPort))
+        #expect(try FlowStore(readingFrom: setup.scenario.database).actions().last?.detail.contains("directly from the CLI") == true)
+
+        setup.agent = try setup.scenario.startAgent(binary: setup.cordon, extra: ["--collector", "\(S.peerV4):\(EnforcementTests.collectorPort)"])
+        #expect(try setup.status()["isolated"] as? Bool == true, "adopted at start")
+        #expect(!(try Self.connects(setup, from: host, to: S.peerV4, port: 443)))
+        #expect(try setup.cordon(["release", "--operator", "ivy"]).succeeded)
+        #expect(try Self.connects(setup, from: host, to: S.peerV4, port: 443))
+        #expect(try FlowStore(readingFrom: setup.scenario.database).verifyDecisions().isEmpty)
+    }
+}
