@@ -3,6 +3,7 @@ import Glibc
 #endif
 internal import CNftnl
 import CordonCore
+import Synchronization
 
 /// A message of a batch the kernel refused, and why.
 public struct RefusedMessage: Sendable, CustomStringConvertible {
@@ -48,15 +49,20 @@ public enum NftablesError: FirewallBackendError, CustomStringConvertible {
 /// is traced to the message (by sequence number) that caused it.
 final class NetlinkBatch {
     private let batch: OpaquePointer
-    private var sequence: UInt32
     private var labels: [UInt32: String] = [:]
+    /// Sequence numbers of batch begin and end: a refusal of the framing itself carries one.
+    private var framing: Set<UInt32> = []
+    /// Process-wide, so that an acknowledgement left over from an earlier transaction on a kept
+    /// socket can never be taken for one of this transaction's.
+    private static let sequence = Atomic<UInt32>(UInt32(truncatingIfNeeded: time(nil)) << 8)
 
     init() {
         // Pages become the iovecs of one sendmsg. A message must fit in the overrun space, and
         // set element messages are up to ~50 KiB (see NftablesBackend.elementsPerMessage).
         batch = nftnl_batch_alloc(256 * 1024, 128 * 1024)
-        sequence = UInt32(truncatingIfNeeded: time(nil))
-        nftnl_batch_begin(bufferPointer(), nextSequence())
+        let begin = nextSequence()
+        framing.insert(begin)
+        nftnl_batch_begin(bufferPointer(), begin)
         nftnl_batch_update(batch)
     }
 
@@ -67,8 +73,7 @@ final class NetlinkBatch {
     }
 
     private func nextSequence() -> UInt32 {
-        sequence &+= 1
-        return sequence
+        Self.sequence.add(1, ordering: .relaxed).newValue
     }
 
     /// Appends one message; `build` writes its payload after the header.
@@ -81,22 +86,24 @@ final class NetlinkBatch {
         nftnl_batch_update(batch)
     }
 
-    /// Sends the batch in one `sendmsg` and waits for every ACK.
-    func commit(timeoutSeconds: Int = 10) throws {
-        nftnl_batch_end(bufferPointer(), nextSequence())
+    /// Sends the batch in one `sendmsg` and waits for every ACK, on the connection's socket
+    /// (or a socket of its own, closed afterwards, without one).
+    func commit(on connection: NetlinkConnection? = nil, timeoutSeconds: Int = 10) throws {
+        let end = nextSequence()
+        framing.insert(end)
+        nftnl_batch_end(bufferPointer(), end)
         nftnl_batch_update(batch)
+        if let connection {
+            try connection.withSocket { try send(on: $0, timeoutSeconds: timeoutSeconds) }
+        } else {
+            let socket = try NetlinkConnection.open()
+            defer { mnl_socket_close(socket) }
+            try send(on: socket, timeoutSeconds: timeoutSeconds)
+        }
+    }
 
-        guard let socket = mnl_socket_open(NETLINK_NETFILTER) else {
-            throw NftablesError.system(operation: "open netlink socket", errno: errno)
-        }
-        defer { mnl_socket_close(socket) }
-        guard mnl_socket_bind(socket, 0, pid_t(bitPattern: UInt32(MNL_SOCKET_AUTOPID))) == 0 else {
-            throw NftablesError.system(operation: "bind netlink socket", errno: errno)
-        }
+    private func send(on socket: OpaquePointer, timeoutSeconds: Int) throws {
         let fd = mnl_socket_get_fd(socket)
-        var one: Int32 = 1
-        // Error ACKs then carry only the failed message's header, not its (possibly large) payload.
-        setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, socklen_t(MemoryLayout<Int32>.size))
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
 
@@ -146,7 +153,7 @@ final class NetlinkBatch {
                         var seq: UInt32 = 0
                         let code = CNftnl_errorCode(header, &seq)
                         pending.remove(seq)
-                        if code != 0 {
+                        if code != 0, labels[seq] != nil || framing.contains(seq) {
                             refused.append(RefusedMessage(what: labels[seq] ?? "message \(seq)", errno: -code))
                         }
                     }
@@ -158,5 +165,47 @@ final class NetlinkBatch {
             if !refused.isEmpty && refused.allSatisfy({ $0.what.hasPrefix("message ") }) { break }
         }
         if !refused.isEmpty { throw NftablesError.refused(refused) }
+    }
+}
+
+/// A netlink socket kept open across transactions. Closing a socket makes the kernel finish
+/// destroying what its transactions replaced before the close returns (milliseconds per table);
+/// a kept socket lets `replace` return as soon as the kernel acknowledged the new rules. Any
+/// failure drops the socket, so that no leftover of a broken exchange reaches the next one.
+final class NetlinkConnection: Sendable {
+    /// The mnl socket; only ever touched under the mutex.
+    private struct Held: @unchecked Sendable { let socket: OpaquePointer }
+    private let socket = Mutex<Held?>(nil)
+
+    deinit { socket.withLock { if let open = $0 { mnl_socket_close(open.socket) } } }
+
+    static func open() throws -> OpaquePointer {
+        guard let socket = mnl_socket_open(NETLINK_NETFILTER) else {
+            throw NftablesError.system(operation: "open netlink socket", errno: errno)
+        }
+        guard mnl_socket_bind(socket, 0, pid_t(bitPattern: UInt32(MNL_SOCKET_AUTOPID))) == 0 else {
+            let code = errno
+            mnl_socket_close(socket)
+            throw NftablesError.system(operation: "bind netlink socket", errno: code)
+        }
+        var one: Int32 = 1
+        // Error ACKs then carry only the failed message's header, not its (possibly large) payload.
+        setsockopt(mnl_socket_get_fd(socket), SOL_NETLINK, NETLINK_CAP_ACK, &one, socklen_t(MemoryLayout<Int32>.size))
+        return socket
+    }
+
+    /// One transaction at a time on the socket.
+    func withSocket<T>(_ body: (OpaquePointer) throws -> T) throws -> T {
+        try socket.withLock { held in
+            let open = try held?.socket ?? Self.open()
+            held = Held(socket: open)
+            do {
+                return try body(open)
+            } catch {
+                mnl_socket_close(open)
+                held = nil
+                throw error
+            }
+        }
     }
 }

@@ -7,6 +7,9 @@ import CordonCore
 /// nf_tables over netlink with libnftnl and libmnl: no `nft` binary, one batch per change.
 public struct NftablesBackend: FirewallBackend {
     public let name = "nftables"
+    /// Kept open for the backend's lifetime, in the network namespace of the thread that first
+    /// uses it (see `NetlinkConnection`).
+    let connection = NetlinkConnection()
 
     public init() {}
 
@@ -36,7 +39,7 @@ public struct NftablesBackend: FirewallBackend {
                 addRule(rule, chain: chain.name, table: table.name, index: index, setIDs: setIDs, to: batch)
             }
         }
-        try batch.commit()
+        try batch.commit(on: connection)
     }
 
     public func remove(table name: String) throws {
@@ -45,7 +48,7 @@ public struct NftablesBackend: FirewallBackend {
         batch.add(NFT_MSG_DELTABLE, flags: 0, label: "delete table inet \(name)") { header in
             Self.withTable(name) { nftnl_table_nlmsg_build_payload(header, $0) }
         }
-        try batch.commit()
+        try batch.commit(on: connection)
     }
 
     private func addTable(_ name: String, to batch: NetlinkBatch) {
