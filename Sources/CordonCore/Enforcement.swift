@@ -100,9 +100,19 @@ extension CordonTables {
                     let suffix = family == .ipv4 ? "v4" : "v6"
                     let address: FirewallSet.Field = family == .ipv4 ? .ipv4Address : .ipv6Address
                     var rules: [FirewallRule] = []
-                    if !portBoxes.isEmpty {
+                    // Exact prefixes with single ports: one hash set per prefix length, longest first.
+                    let (exact, ranges) = FirewallSet.exactElements(portBoxes, family: family)
+                    for length in exact.keys.sorted(by: >) {
+                        let set = FirewallSet(name: "\(source.prefix)_\(direction)_\(suffix)_p\(length)", fields: [address, .transport, .port],
+                                              elements: exact[length]!.sorted { $0.spans.map(\.low).lexicographicallyPrecedes($1.spans.map(\.low)) },
+                                              comment: "\(source.comment) (\(direction)bound, /\(length) prefixes, single ports)", exact: true)
+                        sets.append(set)
+                        let key = FirewallRule.SetKey(peer: side, fields: set.fields, addressPrefix: length == family.bitWidth ? nil : length)
+                        rules.append(FirewallRule(matches: [.family(family), .inSet(name: set.name, key: key)], verdict: .accept))
+                    }
+                    if !ranges.isEmpty {
                         let set = FirewallSet(name: "\(source.prefix)_\(direction)_\(suffix)", fields: [address, .transport, .port],
-                                              elements: FirewallSet.portElements(portBoxes), comment: "\(source.comment) (\(direction)bound)")
+                                              elements: FirewallSet.portElements(ranges), comment: "\(source.comment) (\(direction)bound)")
                         sets.append(set)
                         rules.append(FirewallRule(matches: [.family(family), .inSet(name: set.name, key: .init(peer: side, fields: set.fields))],
                                                   verdict: .accept))

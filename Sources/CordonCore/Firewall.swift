@@ -140,17 +140,26 @@ public struct FirewallRule: Hashable, Sendable {
         /// The port field is the packet's source port: the peer's port on a reply. Isolation
         /// matches replies this way, without trusting conntrack state.
         public var sourcePort: Bool
-        public init(peer: Side, fields: [FirewallSet.Field], sourcePort: Bool = false) {
+        /// The address is masked to this prefix length before the lookup (an exact set of one
+        /// prefix length); nil: the whole address.
+        public var addressPrefix: Int?
+        public init(peer: Side, fields: [FirewallSet.Field], sourcePort: Bool = false, addressPrefix: Int? = nil) {
             self.peer = peer
             self.fields = fields
             self.sourcePort = sourcePort
+            self.addressPrefix = addressPrefix
+        }
+
+        /// The mask of `addressPrefix` as an address of the family (255.255.255.192, ffff:ffff::).
+        public func mask(_ family: AddressFamily) -> IPAddress? {
+            addressPrefix.map { IPAddress(value: $0 == 0 ? 0 : ~UInt128(0) << (family.bitWidth - $0), family: family).masked(to: family.bitWidth) }
         }
 
         var nftText: String {
             fields.map { field in
                 switch field {
-                case .ipv4Address: return peer == .incoming ? "ip saddr" : "ip daddr"
-                case .ipv6Address: return peer == .incoming ? "ip6 saddr" : "ip6 daddr"
+                case .ipv4Address: return (peer == .incoming ? "ip saddr" : "ip daddr") + (mask(.ipv4).map { " & \($0)" } ?? "")
+                case .ipv6Address: return (peer == .incoming ? "ip6 saddr" : "ip6 daddr") + (mask(.ipv6).map { " & \($0)" } ?? "")
                 case .transport: return "meta l4proto"
                 case .port: return sourcePort ? "th sport" : "th dport"
                 case .icmpType: return "icmp type"

@@ -93,8 +93,10 @@ public struct NftablesBackend: FirewallBackend {
                 var lengths = [UInt8](repeating: 0, count: 16)
                 for (index, field) in set.fields.enumerated() { lengths[index] = UInt8(field.length) }
                 nftnl_set_set_data(object, UInt16(NFTNL_SET_DESC_CONCAT.rawValue), lengths, UInt32(lengths.count))
-            } else {
+            } else if set.elementTimeout != nil {
                 nftnl_set_set_u32(object, UInt16(NFTNL_SET_FLAGS.rawValue), UInt32(NFT_SET_TIMEOUT.rawValue))
+            } else {
+                nftnl_set_set_u32(object, UInt16(NFTNL_SET_FLAGS.rawValue), 0)
             }
             nftnl_set_nlmsg_build_payload(header, object)
         }

@@ -89,8 +89,10 @@ enum RuleExpressions {
             switch field {
             case .ipv4Address:
                 result.append(payload(NFT_PAYLOAD_NETWORK_HEADER, offset: key.peer == .incoming ? 12 : 16, length: 4, into: next))
+                if let mask = key.mask(.ipv4) { result.append(bitwise(mask: mask.bytes, register: next)) }
             case .ipv6Address:
                 result.append(payload(NFT_PAYLOAD_NETWORK_HEADER, offset: key.peer == .incoming ? 8 : 24, length: 16, into: next))
+                if let mask = key.mask(.ipv6) { result.append(bitwise(mask: mask.bytes, register: next)) }
             case .transport:
                 result.append(meta(NFT_META_L4PROTO, into: next))
             case .port:
@@ -125,6 +127,18 @@ enum RuleExpressions {
         nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_PAYLOAD_OFFSET), offset)
         nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_PAYLOAD_LEN), length)
         nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_PAYLOAD_DREG), register)
+        return expression
+    }
+
+    /// register = register & mask, over the mask's length (an address prefix), in place.
+    private static func bitwise(mask: [UInt8], register: UInt32) -> OpaquePointer {
+        let expression = nftnl_expr_alloc("bitwise")!
+        var mask = mask, zero = [UInt8](repeating: 0, count: mask.count)
+        nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_BITWISE_SREG), register)
+        nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_BITWISE_DREG), register)
+        nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_BITWISE_LEN), UInt32(mask.count))
+        nftnl_expr_set(expression, UInt16(NFTNL_EXPR_BITWISE_MASK), &mask, UInt32(mask.count))
+        nftnl_expr_set(expression, UInt16(NFTNL_EXPR_BITWISE_XOR), &zero, UInt32(zero.count))
         return expression
     }
 

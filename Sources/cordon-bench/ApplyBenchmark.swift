@@ -102,12 +102,12 @@ struct ApplyBenchmark: ParsableCommand {
         let ruleset = SyntheticRuleset.outgoing(entries: count)
         let management = SyntheticRuleset.management
         let table = CordonTables.enforcement(ruleset: ruleset, management: management)
-        let large = SyntheticRuleset.elements(of: table, set: "allow_out_v4", transport: IPProtocolNumber.tcp, port: 443)
+        let large = SyntheticRuleset.elements(of: table, set: SyntheticRuleset.largeSet.outgoing, transport: IPProtocolNumber.tcp, port: 443)
         guard large == count else {
             throw ValidationError("the \(count) entries rendered to \(large) elements: they merged or split")
         }
         var result = Result(entries: count, setElements: table.sets.reduce(0) { $0 + $1.elements.count })
-        note("# \(count) entries: set allow_out_v4 holds \(large) elements for tcp/443 (one per entry, none merged); "
+        note("# \(count) entries: set \(SyntheticRuleset.largeSet.outgoing) holds \(large) elements for tcp/443 (one per entry, none merged); "
              + "\(result.setElements) elements in all \(table.sets.count) sets")
 
         let lab = try Lab()
@@ -193,14 +193,18 @@ enum SyntheticRuleset {
         [Rule(network: "admins")],
         [Rule(network: "dns")])
 
-    /// `count` /26 networks two apart (every 128 addresses), so that no two merge into one
-    /// interval: `below` of them upwards from 10.0.0.0, the rest upwards from 204.0.0.0.
+    /// `count` /24 networks two apart (every 512 addresses), so that no two merge into a wider
+    /// prefix: `below` of them upwards from 10.0.0.0, the rest upwards from 204.0.0.0. All /24,
+    /// like the generator's 203.0.113.0/24: one exact set holds them all.
     static func fillers(_ count: Int, below: Int) -> [IPPrefix] {
         (0..<count).map { index in
-            let base: UInt32 = index < below ? 0x0A00_0000 + UInt32(index) * 128 : 0xCC00_0000 + UInt32(index - below) * 128
-            return IPPrefix(IPAddress(ipv4: base), length: 26)
+            let base: UInt32 = index < below ? 0x0A00_0000 + UInt32(index) * 512 : 0xCC00_0000 + UInt32(index - below) * 512
+            return IPPrefix(IPAddress(ipv4: base), length: 24)
         }
     }
+
+    /// Where the large network's elements go: the exact set of /24 prefixes.
+    static let largeSet = (incoming: "allow_in_v4_p24", outgoing: "allow_out_v4_p24")
 
     /// A ruleset whose network `large` of `entries` CIDRs is allowed out on tcp/443.
     static func outgoing(entries: Int) -> Ruleset {

@@ -73,13 +73,13 @@ struct PacketCostBenchmark: ParsableCommand {
             let ruleset = SyntheticRuleset.incoming(entries: count, source: Self.source, service: .ports(transport: IPProtocolNumber.udp,
                                                                                                           range: Self.port...Self.port))
             let table = CordonTables.enforcement(ruleset: ruleset, management: SyntheticRuleset.management)
-            let large = SyntheticRuleset.elements(of: table, set: "allow_in_v4", transport: IPProtocolNumber.udp, port: Self.port)
-            let set = table.set(named: "allow_in_v4")!
-            let position = set.elements.firstIndex { $0.spans[0] == Self.source.span } ?? -1
+            let large = SyntheticRuleset.elements(of: table, set: SyntheticRuleset.largeSet.incoming, transport: IPProtocolNumber.udp, port: Self.port)
+            let set = table.set(named: SyntheticRuleset.largeSet.incoming)!
+            let position = set.elements.firstIndex { $0.spans[0].low == Self.source.span.low } ?? -1
             guard large == count, position >= 0 else {
                 throw ValidationError("the \(count) entries rendered to \(large) elements, the source's at \(position)")
             }
-            say("# \(count) entries: set allow_in_v4 holds \(large) elements for udp/\(Self.port) (one per entry, none merged); "
+            say("# \(count) entries: set \(SyntheticRuleset.largeSet.incoming) holds \(large) elements for udp/\(Self.port) (one per entry, none merged); "
                 + "the generator's \(Self.source) is element \(position + 1) of \(set.elements.count)")
             cases.append(Case(name: "\(count) entries", entries: count, table: table))
         }

@@ -67,6 +67,30 @@ import Testing
         #expect(set.keyTypeID == (7 << 12 | 12 << 6 | 13))
     }
 
+    @Test("an interval becomes the fewest covering prefixes")
+    func prefixes() {
+        func text(_ low: String, _ high: String) -> [String] {
+            let family: AddressFamily = low.contains(":") ? .ipv6 : .ipv4
+            return FirewallSet.prefixes(.init(IPAddress(low)!.value, IPAddress(high)!.value), width: family.bitWidth)
+                .map { "\(IPAddress(value: $0.address, family: family))/\($0.length)" }
+        }
+        #expect(text("10.0.0.1", "10.0.0.6") == ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"])
+        #expect(text("0.0.0.0", "255.255.255.255") == ["0.0.0.0/0"])
+        #expect(text("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff") == ["::/0"])
+        #expect(text("198.51.100.0", "198.51.101.255") == ["198.51.100.0/23"])
+    }
+
+    @Test("exact prefixes with a few ports go to hash sets by length; wide port ranges and anywhere stay intervals")
+    func exactSplit() {
+        let (exact, rest) = FirewallSet.exactElements([
+            Self.box("198.51.100.0/24", 22...22), Self.box("192.0.2.7", 67...68, IPProtocolNumber.udp),
+            Self.box("192.0.2.8", 1024...65535), Self.box("0.0.0.0/0", 443...443),
+        ], family: .ipv4)
+        #expect(exact[24]?.count == 1)
+        #expect(exact[32]?.count == 2, "udp/67 and udp/68 spelled out")
+        #expect(rest.map(\.services) == [443...443, 1024...65535])
+    }
+
     @Test("ICMP services become type x code rectangles with the same coverage")
     func icmpRectangles() {
         let any = IPPrefix("0.0.0.0/0")!.span
@@ -112,7 +136,7 @@ import Testing
             "meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 133-136 accept",
             "meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 141-143 accept",
             "ct state invalid drop",
-            "meta nfproto ipv4 ip saddr . meta l4proto . th dport @allow_in_v4 accept",
+            "meta nfproto ipv4 ip saddr & 255.255.255.240 . meta l4proto . th dport @allow_in_v4_p28 accept",
             "meta nfproto ipv4 meta l4proto icmp ip saddr . icmp type . icmp code @allow_in_icmp_v4 accept",
             "meta nfproto ipv6 meta l4proto ipv6-icmp ip6 saddr . icmpv6 type . icmpv6 code @allow_in_icmp_v6 accept",
             "counter log prefix \"cordon-in\" group 42 drop",
@@ -122,7 +146,8 @@ import Testing
             "meta l4proto tcp reject with tcp reset",
             "reject with icmpx admin-prohibited",
         ])
-        let dns6 = try #require(table.set(named: "allow_out_v6"))
+        let dns6 = try #require(table.set(named: "allow_out_v6_p128"))
+        #expect(dns6.exact)
         #expect(dns6.elements.map(dns6.elementText) == ["2001:db8::53 . tcp . 53", "2001:db8::53 . udp . 53"])
         let ping4 = try #require(table.set(named: "allow_in_icmp_v4"))
         #expect(ping4.elements.map(ping4.elementText) == ["0.0.0.0/0 . 8 . 0-255"])
@@ -172,11 +197,14 @@ import Testing
                                            resolvers: [IPAddress("192.0.2.53")!],
                                            extra: [try ManagementChannel.extra("tcp/198.51.100.0/24:8443")])
         let table = CordonTables.enforcement(ruleset: Ruleset(networks: []), management: management)
-        let out = try #require(table.set(named: "mgmt_out_v4"))
-        #expect(out.elements.map(out.elementText) == ["192.0.2.53 . tcp . 53", "198.51.100.0/24 . tcp . 8443", "203.0.113.5 . tcp . 9000",
-                                                      "192.0.2.53 . udp . 53"])
-        let incoming = try #require(table.set(named: "mgmt_in_v4"))
-        #expect(incoming.elements.map(incoming.elementText) == ["198.51.100.0/24 . tcp . 8443"])
+        let hosts = try #require(table.set(named: "mgmt_out_v4_p32"))
+        #expect(hosts.elements.map(hosts.elementText) == ["192.0.2.53 . tcp . 53", "192.0.2.53 . udp . 53", "203.0.113.5 . tcp . 9000"])
+        let network = try #require(table.set(named: "mgmt_out_v4_p24"))
+        #expect(network.elements.map(network.elementText) == ["198.51.100.0 . tcp . 8443"])
+        let incoming = try #require(table.set(named: "mgmt_in_v4_p24"))
+        #expect(incoming.elements.map(incoming.elementText) == ["198.51.100.0 . tcp . 8443"])
+        let output = try #require(table.chains.first { $0.hook == .output })
+        #expect(output.rules.map(\.nftText).contains("meta nfproto ipv4 ip daddr & 255.255.255.0 . meta l4proto . th dport @mgmt_out_v4_p24 accept"))
         #expect(table.sets.allSatisfy { $0.name.hasPrefix("mgmt_") })
     }
 
@@ -196,7 +224,7 @@ import Testing
         }
         let small = try table(10), large = try table(5000)
         #expect(small.chains.map(\.rules.count) == large.chains.map(\.rules.count))
-        #expect(large.set(named: "allow_out_v4")?.elements.count == 5000)
+        #expect(large.set(named: "allow_out_v4_p25")?.elements.count == 5000)
     }
 }
 

@@ -71,7 +71,8 @@ import Testing
             #expect(viaNetlink.stdout.contains("ipv4 timeout 2m5s"), "\(viaNetlink.stdout)")
         }
         // Not two empty listings agreeing: the sets and the default-reject tail are there.
-        #expect(viaNetlink.stdout.contains("set allow_out_v4"))
+        #expect(viaNetlink.stdout.contains("set allow_out_v4_p32"))
+        #expect(viaNetlink.stdout.contains("set allow_out_v4 {"), "tcp/1024-2048 stays an interval set")
         #expect(viaNetlink.stdout.contains("policy drop"))
         #expect(viaNetlink.stdout.contains("reject with tcp reset"))
     }
@@ -88,11 +89,11 @@ import Testing
         let ruleset = Ruleset(networks: [ExternalNetwork(name: "many", entries: entries, services: [.ports(transport: IPProtocolNumber.tcp, range: 443...443)])],
                               outgoing: [Rule(network: "many")])
         let table = CordonTables.enforcement(ruleset: ruleset, management: ManagementChannel())
-        let set = try #require(table.set(named: "allow_out_v4"))
+        let set = try #require(table.set(named: "allow_out_v4_p30"))
         #expect(set.elements.count == 20_000)
         #expect(set.elements.count > 10 * NftablesBackend.elementsPerMessage(set))
         try lab.inNamespace(host) { try NftablesBackend().replace(table) }
-        let listed = try lab.run(host, ["nft", "-j", "list", "set", "inet", CordonTables.baseName, "allow_out_v4"])
+        let listed = try lab.run(host, ["nft", "-j", "list", "set", "inet", CordonTables.baseName, "allow_out_v4_p30"])
         let object = try #require(try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [String: Any])
         let items = try #require(object["nftables"] as? [[String: Any]])
         let elements = items.compactMap { ($0["set"] as? [String: Any])?["elem"] as? [Any] }.first ?? []
