@@ -54,7 +54,7 @@ public final class Agent: Sendable {
         log("database \(config.database): \(recorder.flowCount) flow aggregates carried over")
 
         let control = try ControlServer(path: config.socket)
-        let backend = NftablesBackend()
+        let backend = NftablesBackend(recordingInstalled: true)
         let enforcer: Enforcer
         let isolator: Isolator
         do {
@@ -91,14 +91,26 @@ public final class Agent: Sendable {
         recorder.applyDump(existing, generation: generation, at: TimeText.now(), repair: false)
         log("conntrack table read: \(existing.count) existing connections")
         let packetLog = startPacketLog(recorder: recorder)
+        let tableGuard = TableGuard(
+            backend: backend, installed: backend.installed!,
+            restore: { try enforcer.reapply(); try isolator.reapply() },
+            record: { [config] action, reason, outcome in
+                try? store.record(action: action, operator: Enforcer.agentOperator, reason: reason, policy: "guard", backend: backend.name,
+                                  whitelist: config.effectiveManagement().summary, outcome: outcome)
+            },
+            log: log)
 
         control.serve { [self] request in
             func answer(_ value: some Encodable) -> Data { (try? JSONEncoder().encode(value)) ?? Data() }
             func missingOperator() -> Data { answer(ControlAnswer(ok: false, message: "\(request.command) needs --operator NAME")) }
             switch request.command {
             case "status":
-                return answer(status(recorder: recorder, store: store, backend: backend, enforcer: enforcer, isolator: isolator,
-                                     receiveBuffer: capture.receiveBuffer))
+                var report = status(recorder: recorder, store: store, backend: backend, enforcer: enforcer, isolator: isolator,
+                                    receiveBuffer: capture.receiveBuffer)
+                report.degraded = tableGuard.degraded.load(ordering: .relaxed)
+                report.guardRestores = tableGuard.restores.load(ordering: .relaxed)
+                report.guardEscalations = tableGuard.escalations.load(ordering: .relaxed)
+                return answer(report)
             case "enforce":
                 guard let name = request.operator, !name.isEmpty else { return missingOperator() }
                 return answer(enforcer.enforce(operator: name, confirmWithin: request.confirmWithin ?? 120))
@@ -119,6 +131,7 @@ public final class Agent: Sendable {
             }
         }
         log("listening on \(config.socket); flushing every \(config.flushInterval) s")
+        tableGuard.start()
 
         // Wakes a few times a second for the confirmation deadline; flushes on its own schedule.
         let tick = min(0.25, config.flushInterval)

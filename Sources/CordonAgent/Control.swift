@@ -32,6 +32,11 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var rejectedInbound: UInt64
     public var rejectedOutbound: UInt64
     public var lostLogMessages: UInt64
+    /// The guard could not restore Cordon's tables three times in a row (`cordon status` exits 1).
+    public var degraded = false
+    /// Times the guard put back tables something else had removed or changed, and escalations.
+    public var guardRestores: UInt64 = 0
+    public var guardEscalations: UInt64 = 0
 
     public struct ApprovedRuleset: Codable, Sendable, Equatable {
         public var version: Int64
@@ -48,6 +53,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case database, backend, pid, startedAt = "started_at", receiveBufferBytes = "receive_buffer_bytes"
         case ruleset, approved, confirmDeadline = "confirm_deadline", management
         case rejectedInbound = "rejected_inbound", rejectedOutbound = "rejected_outbound", lostLogMessages = "lost_log_messages"
+        case degraded, guardRestores = "guard_restores", guardEscalations = "guard_escalations"
     }
 
     /// Nulls are written out: `ruleset` is present (null) before the first approval.
@@ -75,6 +81,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(rejectedInbound, forKey: .rejectedInbound)
         try c.encode(rejectedOutbound, forKey: .rejectedOutbound)
         try c.encode(lostLogMessages, forKey: .lostLogMessages)
+        try c.encode(degraded, forKey: .degraded)
+        try c.encode(guardRestores, forKey: .guardRestores)
+        try c.encode(guardEscalations, forKey: .guardEscalations)
     }
 }
 

@@ -191,6 +191,19 @@ public final class Enforcer: Sendable {
         }
     }
 
+    /// Re-installs what the state says (the guard, after someone else changed the table): the
+    /// same table, an unconfirmed one armed with the time it has left. Throws when refused.
+    func reapply() throws {
+        try inner.withLock { inner in
+            guard !inner.stopped else { return }
+            let s = inner.state
+            let target = s.mode == .enforce ? s.version : nil
+            let prepared = try table(for: target, openAfter: s.confirmDeadline.map { Self.armedTimeout(until: $0, from: Date().timeIntervalSince1970) },
+                                     fallback: s.confirmDeadline == nil ? nil : s.confirmedVersion)
+            try backend.replace(prepared.table)
+        }
+    }
+
     /// At a clean stop: discovery's accept-all table goes (it only existed for conntrack); an
     /// enforced ruleset stays (fail-closed); an unconfirmed one is rolled back first, since no
     /// agent will be there to do it at the deadline. Commands that arrive later are refused.

@@ -183,6 +183,14 @@ public final class Isolator: Sendable {
         }
     }
 
+    /// Re-installs the overlay when the state says the host is isolated (the guard).
+    func reapply() throws {
+        try state.withLock { s in
+            guard s.isolated else { return }
+            try apply(&s, operator: s.operator ?? Enforcer.agentOperator, reason: s.reason ?? "", channel: management())
+        }
+    }
+
     /// At agent start: settles what a crash left pending and puts the overlay back if the state
     /// says the host is isolated (the CLI may have isolated it while the agent was down).
     func reconcile() {

@@ -48,8 +48,11 @@ public enum SHA256 {
     }
 
     /// Lowercase hex of the digest of a string's UTF-8 bytes.
-    public static func hex(_ text: String) -> String {
-        digest(Array(text.utf8)).map { byte in
+    public static func hex(_ text: String) -> String { hex(bytes: Array(text.utf8)) }
+
+    /// Lowercase hex of the digest of bytes.
+    public static func hex(bytes: [UInt8]) -> String {
+        digest(bytes).map { byte in
             let digits = Array("0123456789abcdef")
             return String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
         }.joined()

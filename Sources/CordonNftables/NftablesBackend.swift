@@ -10,8 +10,13 @@ public struct NftablesBackend: FirewallBackend {
     /// Kept open for the backend's lifetime, in the network namespace of the thread that first
     /// uses it (see `NetlinkConnection`).
     let connection = NetlinkConnection()
+    /// With it, every replace and remove records what the kernel holds afterwards (the guard's
+    /// reference); nil for one-off uses (the CLI, the benchmarks).
+    public let installed: InstalledTables?
 
-    public init() {}
+    public init(recordingInstalled: Bool = false) {
+        installed = recordingInstalled ? InstalledTables() : nil
+    }
 
     /// The whole table in one transaction: the kernel switches from the old content to the new
     /// between two packets, or (refusing any message) keeps the old content untouched.
@@ -39,7 +44,17 @@ public struct NftablesBackend: FirewallBackend {
                 addRule(rule, chain: chain.name, table: table.name, index: index, setIDs: setIDs, to: batch)
             }
         }
-        try batch.commit(on: connection)
+        try installedChange(table.name) { try batch.commit(on: connection) }
+    }
+
+    /// Runs a change and records the table's fingerprint after it, marking the change as ours
+    /// while it runs so that the guard does not take it for tampering.
+    func installedChange(_ name: String, _ change: () throws -> Void) throws {
+        guard let installed else { return try change() }
+        installed.begin()
+        defer { installed.end() }
+        try change()
+        installed.set(name, try? fingerprint(of: name))
     }
 
     public func remove(table name: String) throws {
@@ -48,7 +63,7 @@ public struct NftablesBackend: FirewallBackend {
         batch.add(NFT_MSG_DELTABLE, flags: 0, label: "delete table inet \(name)") { header in
             Self.withTable(name) { nftnl_table_nlmsg_build_payload(header, $0) }
         }
-        try batch.commit(on: connection)
+        try installedChange(name) { try batch.commit(on: connection) }
     }
 
     private func addTable(_ name: String, to batch: NetlinkBatch) {

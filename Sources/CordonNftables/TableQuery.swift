@@ -82,6 +82,6 @@ extension NftablesBackend {
             nftnl_table_set_u64(table, UInt16(NFTNL_TABLE_HANDLE.rawValue), handle)
             nftnl_table_nlmsg_build_payload(header, table)
         }
-        try batch.commit(on: connection)
+        try installedChange(name) { try batch.commit(on: connection) }
     }
 }

@@ -1,11 +1,14 @@
 import ArgumentParser
 import CordonAgent
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "Ask the running agent for its mode and counters (exit 1 when none answers)."
+        abstract: "Ask the running agent for its mode and counters (exit 1 when none answers, or when it is degraded)."
     )
 
     @OptionGroup var global: GlobalOptions
@@ -19,6 +22,13 @@ struct StatusCommand: ParsableCommand {
             report = try ControlClient(path: global.socket ?? AgentConfig.defaultSocket).status()
         } catch {
             throw CLIError.failed("\(error)")
+        }
+        defer {
+            // After the output: automation reads both.
+            if report.degraded {
+                FileHandle.standardError.write(Data("cordon: degraded: the guard could not restore Cordon's tables; see `cordon log`\n".utf8))
+                Glibc.exit(1)
+            }
         }
         if json {
             try printJSON(report)
@@ -35,6 +45,7 @@ struct StatusCommand: ParsableCommand {
             approved:      \(report.approved.map { "version \($0.version) (sha256 \($0.digest.prefix(16))…), approved \($0.approvedAt) by \($0.operator)" } ?? "none approved")
             management:    \(report.management)
             rejected:      \(report.rejectedInbound) inbound, \(report.rejectedOutbound) outbound packets\(report.lostLogMessages > 0 ? " (\(report.lostLogMessages) log overruns)" : "")
+            guard:         \(report.guardRestores) restores, \(report.guardEscalations) escalations\(report.degraded ? " — DEGRADED" : "")
             backend:       \(report.backend)
             agent:         pid \(report.pid), started \(report.startedAt)
             """)

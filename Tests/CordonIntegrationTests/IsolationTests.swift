@@ -26,14 +26,17 @@ import Glibc
         defer { setup.lab.cleanup() }
         let (lab, scenario) = (setup.lab, setup.scenario)
         _ = try lab.spawn(scenario.host, ["socat", "TCP-LISTEN:5555,fork,reuseaddr", "PIPE"])
-        usleep(200_000)
+        try setup.waitUntil("the host listens on 5555") { try lab.run(scenario.host, ["ss", "-Hltn", "sport = :5555"]).stdout.contains(":5555") }
         // Two sessions that write only after the isolation: the admin's shell-like session in,
         // and the agent-like session to the collector out.
         let admin = try lab.spawn(scenario.peer, ["sh", "-c", "(sleep 2; echo admin-alive) | socat -T4 - TCP:\(S.hostV4):5555"],
                                   log: lab.directory + "/admin.log")
         let channel = try lab.spawn(scenario.host, ["sh", "-c", "(sleep 2; echo channel-alive) | socat -T4 - TCP:\(S.peerV4):\(EnforcementTests.collectorPort)"],
                                     log: lab.directory + "/channel.log")
-        usleep(500_000)
+        try setup.waitUntil("both sessions are established") {
+            try lab.run(scenario.peer, ["ss", "-Htn", "state", "established", "dport = :5555"]).stdout.contains(":5555")
+                && lab.run(scenario.host, ["ss", "-Htn", "state", "established", "dport = :\(EnforcementTests.collectorPort)"]).stdout.contains(":")
+        }
 
         let isolate = try setup.cordon(["isolate", "--operator", "ivy", "--reason", "compromised"])
         #expect(isolate.succeeded, "\(isolate.stdout)\(isolate.stderr)")
@@ -106,6 +109,47 @@ import Glibc
         #expect(tail.first?.outcome.hasPrefix("failed: management channel check failed") == true)
         #expect(tail.last?.operator == "cordon-agent")
         #expect(try FlowStore(readingFrom: setup.scenario.database).actions().last?.status == .failed)
+    }
+
+    @Test("the guard undoes `nft flush ruleset` and a foreign rule within 2 s, and never restores the agent's own changes")
+    func guardRestoresTables() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let (lab, host) = (setup.lab, setup.scenario.host)
+        #expect(try setup.cordon(["enforce", "--operator", "ivy"]).succeeded)
+        #expect(try setup.cordon(["confirm", "--operator", "ivy"]).succeeded)
+        #expect(try setup.cordon(["isolate", "--operator", "ivy"]).succeeded)
+        usleep(500_000)
+        #expect(try setup.status()["guard_restores"] as? Int == 0, "the agent's own transactions are not tampering")
+
+        func waitFor(_ condition: () throws -> Bool) rethrows -> Double? {
+            let started = Date()
+            while Date().timeIntervalSince(started) < 5 {
+                if try condition() { return Date().timeIntervalSince(started) }
+                usleep(50_000)
+            }
+            return nil
+        }
+        #expect(try lab.run(host, ["nft", "flush", "ruleset"]).succeeded)
+        let restored = try waitFor {
+            let tables = try lab.nftTables(host)
+            return tables.contains("table inet cordon\n") && tables.contains(CordonTables.isolationName)
+        }
+        #expect(restored.map { $0 < 2 } == true, "restored after \(restored.map { String($0) } ?? "never")")
+        #expect(try setup.tableText().contains("policy drop"))
+        #expect(!(try Self.connects(setup, from: host, to: S.peerV4, port: 443)), "still isolated")
+
+        // A rule slipped in at the top of the input chain goes again.
+        #expect(try lab.run(host, ["nft", "insert", "rule", "inet", "cordon", "input", "tcp", "dport", "5555", "accept"]).succeeded)
+        let removed = try waitFor { !(try setup.tableText().contains("tcp dport 5555 accept")) }
+        #expect(removed.map { $0 < 2 } == true)
+        let status = try setup.status()
+        #expect((status["guard_restores"] as? Int ?? 0) >= 2)
+        #expect(status["degraded"] as? Bool == false)
+        let restores = try setup.decisions().filter { $0.action == "restore" }
+        #expect(restores.count >= 2 && restores.allSatisfy { $0.outcome == "success" })
+        #expect(restores.first?.reason.contains("table inet cordon removed") == true, "\(restores.first?.reason ?? "")")
     }
 
     @Test("with the agent killed, isolate applies directly; the restarted agent adopts it; release wins over it")

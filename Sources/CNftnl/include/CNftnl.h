@@ -44,4 +44,8 @@ int CNftnl_errorCode(const struct nlmsghdr *nlh, uint32_t *failedSeq);
  * numbers import as they are; it relies on nfnetlink.h, included above. */
 #include <linux/netfilter/nfnetlink_log.h>
 
+/* The process id in an NFT_MSG_NEWGEN notification (NFTA_GEN_PROC_PID): who committed the
+ * transaction that made this generation; 0 when absent. Attribute iteration is macros in libmnl. */
+uint32_t CNftnl_generationPid(const struct nlmsghdr *nlh);
+
 #endif

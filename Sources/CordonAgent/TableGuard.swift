@@ -1,0 +1,99 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CordonCore
+import CordonNftables
+import Foundation
+import Synchronization
+
+/// Notices when anything but this agent removes or changes Cordon's tables (`nft flush ruleset`,
+/// another firewall manager's reload) and puts them back.
+///
+/// Two triggers: nf_tables notifications (each transaction ends with a new-generation message
+/// naming the committing process; another process's wakes the check at once) and a periodic
+/// check (every 30 s) for what notifications cannot show (a lost notification, an overrun). The
+/// check compares each table's fingerprint in the kernel with the one recorded when the agent
+/// installed it. Three failed restores in a row mark the agent degraded.
+final class TableGuard: Sendable {
+    static let interval: Double = 30
+    static let escalateAfter = 3
+
+    private let backend: NftablesBackend
+    private let installed: InstalledTables
+    /// Re-installs what the agent's state says should be in the kernel.
+    private let restore: @Sendable () throws -> Void
+    /// action, reason, outcome → the decision log.
+    private let record: @Sendable (String, String, String) -> Void
+    private let log: @Sendable (String) -> Void
+    private let wake = DispatchSemaphore(value: 0)
+    private let failures = Atomic<Int>(0)
+    let restores = Atomic<UInt64>(0)
+    let escalations = Atomic<UInt64>(0)
+    let degraded = Atomic<Bool>(false)
+
+    init(backend: NftablesBackend, installed: InstalledTables, restore: @escaping @Sendable () throws -> Void,
+         record: @escaping @Sendable (String, String, String) -> Void, log: @escaping @Sendable (String) -> Void) {
+        self.backend = backend
+        self.installed = installed
+        self.restore = restore
+        self.record = record
+        self.log = log
+    }
+
+    func start() {
+        let ownPid = UInt32(getpid())
+        do {
+            let events = try RulesetEvents()
+            Thread.detachNewThread { [self] in
+                while true {
+                    let committers = events.next(timeout: 3600)
+                    if committers.contains(where: { $0 != ownPid }) { wake.signal() }
+                }
+            }
+        } catch {
+            log("guard: no nf_tables notifications (\(error)); checking every \(Int(Self.interval)) s only")
+        }
+        Thread.detachNewThread { [self] in
+            while true {
+                let notified = wake.wait(timeout: .now() + Self.interval) == .success
+                // Let a burst of foreign transactions (a reload) finish before looking.
+                if notified { usleep(100_000); while wake.wait(timeout: .now()) == .success {} }
+                check(trigger: notified ? "another program changed nf_tables" : "periodic check")
+            }
+        }
+    }
+
+    /// Compares the kernel with what the agent installed; restores on any difference.
+    func check(trigger: String) {
+        guard let token = installed.quiet else { return }
+        var changed: [String] = []
+        for (name, expected) in installed.snapshot {
+            let current = try? backend.fingerprint(of: name)
+            if current != expected { changed.append(current == nil ? "table inet \(name) removed" : "table inet \(name) changed") }
+        }
+        // A change of the agent's own during the check makes the comparison meaningless.
+        guard !changed.isEmpty, installed.unchanged(since: token) else { return }
+        let reason = "\(trigger): " + changed.joined(separator: ", ")
+        do {
+            try restore()
+            restores.add(1, ordering: .relaxed)
+            failures.store(0, ordering: .relaxed)
+            record("restore", reason, "success")
+            log("guard: \(reason); restored")
+        } catch {
+            let count = failures.add(1, ordering: .relaxed).newValue
+            record("restore", reason, "failed (\(count) in a row): \(error)")
+            log("guard: \(reason); RESTORE FAILED (\(count) in a row): \(error)")
+            if count >= Self.escalateAfter && !degraded.exchange(true, ordering: .relaxed) {
+                escalations.add(1, ordering: .relaxed)
+                record("escalate", "\(count) restores failed in a row", "degraded: Cordon's tables are not what the agent installed")
+            }
+            // Try again soon rather than at the next period.
+            DispatchQueue.global().asyncAfter(deadline: .now() + 1) { [self] in wake.signal() }
+        }
+        if degraded.load(ordering: .relaxed), failures.load(ordering: .relaxed) == 0 {
+            degraded.store(false, ordering: .relaxed)
+            log("guard: recovered from degraded")
+        }
+    }
+}

@@ -1,0 +1,190 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+internal import CNftnl
+import CordonCore
+import Synchronization
+
+/// What a table holds in the kernel, reduced to one digest: its chains (hook, priority, policy),
+/// every rule's expressions (handles, positions and counter values left out: they change without
+/// anyone changing the rules), and every set with its elements (except the elements of sets that
+/// expire by design, which only count by their set). Two fingerprints differ when anything that
+/// decides a packet's fate differs.
+public struct TableFingerprint: Hashable, Sendable {
+    public let digest: String
+    /// One line per chain, rule and set, for the log when something changed.
+    public let lines: [String]
+}
+
+/// The fingerprints of the tables this backend installed last, for the guard to compare the
+/// kernel against. Kept only when asked for (the agent): reading a table back costs a dump.
+public final class InstalledTables: Sendable {
+    private struct State {
+        var fingerprints: [String: TableFingerprint] = [:]
+        /// Changes of ours in flight, and a count of all of them: a check that overlaps one is void.
+        var busy = 0
+        var generation: UInt64 = 0
+    }
+    private let state = Mutex(State())
+    public init() {}
+    public var snapshot: [String: TableFingerprint] { state.withLock { $0.fingerprints } }
+    /// nil while a change of ours runs; otherwise a token that `unchanged(since:)` checks.
+    public var quiet: UInt64? { state.withLock { $0.busy == 0 ? $0.generation : nil } }
+    public func unchanged(since token: UInt64) -> Bool { state.withLock { $0.busy == 0 && $0.generation == token } }
+    func begin() { state.withLock { $0.busy += 1; $0.generation += 1 } }
+    func end() { state.withLock { $0.busy -= 1; $0.generation += 1 } }
+    func set(_ name: String, _ fingerprint: TableFingerprint?) { state.withLock { $0.fingerprints[name] = fingerprint } }
+}
+
+extension NftablesBackend {
+    /// nil when no `inet` table has that name.
+    public func fingerprint(of table: String) throws -> TableFingerprint? {
+        guard try handle(of: table) != nil else { return nil }
+        var lines: [String] = []
+        try NetlinkDump.run(NFT_MSG_GETCHAIN, build: { header in
+            let chain = nftnl_chain_alloc()!
+            defer { nftnl_chain_free(chain) }
+            nftnl_chain_set_str(chain, UInt16(NFTNL_CHAIN_TABLE.rawValue), table)
+            nftnl_chain_nlmsg_build_payload(header, chain)
+        }) { header in
+            let chain = nftnl_chain_alloc()!
+            defer { nftnl_chain_free(chain) }
+            guard nftnl_chain_nlmsg_parse(header, chain) == 0,
+                  String(cString: nftnl_chain_get_str(chain, UInt16(NFTNL_CHAIN_TABLE.rawValue))) == table else { return }
+            var line = "chain " + String(cString: nftnl_chain_get_str(chain, UInt16(NFTNL_CHAIN_NAME.rawValue)))
+            if nftnl_chain_is_set(chain, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue)) {
+                line += " hook \(nftnl_chain_get_u32(chain, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue)))"
+                line += " priority \(nftnl_chain_get_s32(chain, UInt16(NFTNL_CHAIN_PRIO.rawValue)))"
+                line += " policy \(nftnl_chain_get_u32(chain, UInt16(NFTNL_CHAIN_POLICY.rawValue)))"
+            }
+            lines.append(line)
+        }
+        try NetlinkDump.run(NFT_MSG_GETRULE, build: { header in
+            let rule = nftnl_rule_alloc()!
+            defer { nftnl_rule_free(rule) }
+            nftnl_rule_set_str(rule, UInt16(NFTNL_RULE_TABLE.rawValue), table)
+            nftnl_rule_nlmsg_build_payload(header, rule)
+        }) { header in
+            let rule = nftnl_rule_alloc()!
+            defer { nftnl_rule_free(rule) }
+            guard nftnl_rule_nlmsg_parse(header, rule) == 0,
+                  String(cString: nftnl_rule_get_str(rule, UInt16(NFTNL_RULE_TABLE.rawValue))) == table else { return }
+            let chain = String(cString: nftnl_rule_get_str(rule, UInt16(NFTNL_RULE_CHAIN.rawValue)))
+            nftnl_rule_unset(rule, UInt16(NFTNL_RULE_HANDLE.rawValue))
+            nftnl_rule_unset(rule, UInt16(NFTNL_RULE_POSITION.rawValue))
+            if let iterator = nftnl_expr_iter_create(rule) {
+                while let expression = nftnl_expr_iter_next(iterator) {
+                    if String(cString: nftnl_expr_get_str(expression, UInt16(NFTNL_EXPR_NAME))) == "counter" {
+                        nftnl_expr_set_u64(expression, UInt16(NFTNL_EXPR_CTR_PACKETS), 0)
+                        nftnl_expr_set_u64(expression, UInt16(NFTNL_EXPR_CTR_BYTES), 0)
+                    }
+                }
+                nftnl_expr_iter_destroy(iterator)
+            }
+            // The rule's own netlink encoding, less what changes by itself, is its identity.
+            var buffer = [UInt8](repeating: 0, count: 1 << 16)
+            let length: Int = buffer.withUnsafeMutableBytes { raw in
+                let out = nftnl_nlmsg_build_hdr(raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(NFT_MSG_NEWRULE.rawValue),
+                                                UInt16(NFPROTO_INET), 0, 0)!
+                nftnl_rule_nlmsg_build_payload(out, rule)
+                return Int(out.pointee.nlmsg_len)
+            }
+            lines.append("rule \(chain) " + SHA256.hex(bytes: Array(buffer[16..<length])).prefix(32))
+        }
+        var sets: [(name: String, flags: UInt32)] = []
+        try NetlinkDump.run(NFT_MSG_GETSET, build: { header in
+            let set = nftnl_set_alloc()!
+            defer { nftnl_set_free(set) }
+            nftnl_set_set_str(set, UInt16(NFTNL_SET_TABLE.rawValue), table)
+            nftnl_set_nlmsg_build_payload(header, set)
+        }) { header in
+            let set = nftnl_set_alloc()!
+            defer { nftnl_set_free(set) }
+            guard nftnl_set_nlmsg_parse(header, set) == 0 else { return }
+            sets.append((String(cString: nftnl_set_get_str(set, UInt16(NFTNL_SET_NAME.rawValue))),
+                         nftnl_set_get_u32(set, UInt16(NFTNL_SET_FLAGS.rawValue))))
+        }
+        for (name, flags) in sets.sorted(by: { $0.name < $1.name }) {
+            if flags & UInt32(NFT_SET_TIMEOUT.rawValue) != 0 {
+                lines.append("set \(name) flags \(flags) (expiring elements)")
+                continue
+            }
+            var keys: [[UInt8]] = []
+            try NetlinkDump.run(NFT_MSG_GETSETELEM, build: { header in
+                let set = nftnl_set_alloc()!
+                defer { nftnl_set_free(set) }
+                nftnl_set_set_str(set, UInt16(NFTNL_SET_TABLE.rawValue), table)
+                nftnl_set_set_str(set, UInt16(NFTNL_SET_NAME.rawValue), name)
+                nftnl_set_elems_nlmsg_build_payload(header, set)
+            }) { header in
+                let set = nftnl_set_alloc()!
+                defer { nftnl_set_free(set) }
+                guard nftnl_set_elems_nlmsg_parse(header, set) == 0, let iterator = nftnl_set_elems_iter_create(set) else { return }
+                defer { nftnl_set_elems_iter_destroy(iterator) }
+                var element = nftnl_set_elems_iter_cur(iterator)
+                while let current = element {
+                    var key: [UInt8] = []
+                    for attribute in [NFTNL_SET_ELEM_KEY, NFTNL_SET_ELEM_KEY_END] {
+                        var length: UInt32 = 0
+                        if let data = nftnl_set_elem_get(current, UInt16(attribute), &length) {
+                            key += UnsafeRawBufferPointer(start: data, count: Int(length))
+                        }
+                    }
+                    keys.append(key)
+                    element = nftnl_set_elems_iter_next(iterator)
+                }
+            }
+            let sorted = keys.sorted { $0.lexicographicallyPrecedes($1) }
+            lines.append("set \(name) flags \(flags) elements \(keys.count) " + SHA256.hex(bytes: sorted.flatMap { $0 }).prefix(32))
+        }
+        return TableFingerprint(digest: SHA256.hex(lines.joined(separator: "\n")), lines: lines)
+    }
+}
+
+/// A netlink dump request: one message, answered by many, up to NLMSG_DONE.
+enum NetlinkDump {
+    static func run(_ type: nf_tables_msg_types, build: (UnsafeMutablePointer<nlmsghdr>) -> Void,
+                    each: (UnsafeMutablePointer<nlmsghdr>) -> Void) throws {
+        let socket = try NetlinkConnection.open()
+        defer { mnl_socket_close(socket) }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(mnl_socket_get_fd(socket), SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        let length: Int = buffer.withUnsafeMutableBytes { raw in
+            let header = nftnl_nlmsg_build_hdr(raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(type.rawValue),
+                                               UInt16(NFPROTO_INET), UInt16(NLM_F_DUMP), 1)!
+            build(header)
+            return Int(header.pointee.nlmsg_len)
+        }
+        guard mnl_socket_sendto(socket, buffer, length) == length else {
+            throw NftablesError.system(operation: "send dump request", errno: errno)
+        }
+        var large = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let received = mnl_socket_recvfrom(socket, &large, large.count)
+            if received < 0 {
+                if errno == EINTR { continue }
+                throw NftablesError.system(operation: "receive dump", errno: errno)
+            }
+            var done = false
+            var failure: Int32 = 0
+            large.withUnsafeMutableBytes { raw in
+                var remaining = Int32(received)
+                var header = raw.baseAddress!.assumingMemoryBound(to: nlmsghdr.self)
+                while mnl_nlmsg_ok(header, remaining) {
+                    switch Int32(header.pointee.nlmsg_type) {
+                    case NLMSG_DONE: done = true
+                    case NLMSG_ERROR:
+                        var seq: UInt32 = 0
+                        failure = -CNftnl_errorCode(header, &seq)
+                        done = true
+                    default: each(header)
+                    }
+                    header = mnl_nlmsg_next(header, &remaining)
+                }
+            }
+            if failure != 0 && failure != ENOENT { throw NftablesError.system(operation: "dump", errno: failure) }
+            if done { return }
+        }
+    }
+}
