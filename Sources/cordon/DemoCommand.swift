@@ -13,8 +13,10 @@ struct DemoCommand: ParsableCommand {
             Creates namespaces joined by veth pairs, runs the agent in one of them, drives real \
             traffic (socat, ping) from peers in both directions, prints what discovery recorded, \
             proposes, reviews and approves a ruleset, enforces it (allowed traffic works, the rest is \
-            refused), confirms, and returns to discovery. Nothing outside those namespaces is \
-            touched; they are deleted at the end, also on failure or Ctrl-C.
+            refused), confirms, returns to discovery, isolates the host (only the management channel \
+            passes), shows the guard undoing `nft flush ruleset`, releases, and prints the actions and \
+            the verified decision log. Nothing outside those namespaces is touched; they are deleted at \
+            the end, also on failure or Ctrl-C.
             """
     )
 
@@ -153,6 +155,44 @@ struct DemoCommand: ParsableCommand {
         say(try lab.run(scenario.host, [cordon, "discover", "--operator", "demo", "--socket", socket]).stdout, terminator: "")
         try scenario.tcp(from: scenario.host, to: S.peerV4, port: 443)
         say("   https out: connected again")
+
+        try isolate(lab, scenario: scenario, cordon: cordon, database: database, socket: socket)
         lab.stop(agent)
+    }
+
+    private func isolate(_ lab: Lab, scenario: DiscoveryScenario, cordon: String, database: String, socket: String) throws {
+        typealias S = DiscoveryScenario
+        func probe(_ from: String, _ to: String, _ port: Int) throws -> String {
+            let result = try lab.run(from, ["socat", "-u", "/dev/null", "TCP:\(to):\(port),connect-timeout=1"], timeout: 10)
+            return result.succeeded ? "connected" : (result.stderr.contains("refused") ? "refused" : "no answer (dropped)")
+        }
+        step("cordon isolate — emergency: only the management channel passes, established sessions included")
+        let isolated = try lab.run(scenario.host, [cordon, "isolate", "--operator", "demo", "--reason", "demo: suspected compromise",
+                                                   "--db", database, "--socket", socket])
+        say(isolated.stdout + isolated.stderr, terminator: "")
+        say("   ssh port from the peer: \(try probe(scenario.peer, S.hostV4, 22))")
+        say("   https out: \(try probe(scenario.host, S.peerV4, 443))")
+        say("   the collector \(S.peerV4):9000: \(try probe(scenario.host, S.peerV4, 9000))")
+
+        step("nft flush ruleset inside the host (another tool's reload): the guard puts Cordon's tables back")
+        let flushed = Date()
+        _ = try lab.run(scenario.host, ["nft", "flush", "ruleset"])
+        var back = false
+        while !back && Date().timeIntervalSince(flushed) < 5 {
+            usleep(20_000)
+            let tables = try lab.run(scenario.host, ["nft", "list", "tables"]).stdout
+            back = tables.contains("cordon_isolate") && tables.contains("table inet cordon\n")
+        }
+        say("   tables back after \(String(format: "%.2f", Date().timeIntervalSince(flushed))) s: \(back)")
+
+        step("cordon release — back to the previous mode, after checking the collector")
+        say(try lab.run(scenario.host, [cordon, "release", "--operator", "demo", "--db", database, "--socket", socket]).stdout, terminator: "")
+        say("   https out: \(try probe(scenario.host, S.peerV4, 443))")
+
+        step("cordon actions, and cordon log --verify — who did what, and proof the log is intact")
+        say(try lab.run(nil, [cordon, "actions", "--db", database]).stdout, terminator: "")
+        let verified = try lab.run(nil, [cordon, "log", "--verify", "--db", database])
+        say(verified.stdout + verified.stderr, terminator: "")
+        say(try lab.run(nil, [cordon, "log", "--db", database]).stdout, terminator: "")
     }
 }

@@ -162,6 +162,12 @@ struct DiscoveryTests {
         #expect(output.contains("https out (a candidate the proposal left commented out): refused (TCP reset)"))
         #expect(output.contains("tcp/2222 in (never approved): no answer (dropped)"))
         #expect(output.contains("https out: connected again"))
+        // Isolated: only the collector; the guard undoes a flush; released; the log verifies.
+        #expect(output.contains("ssh port from the peer: no answer (dropped)"))
+        #expect(output.contains("the collector 192.0.2.20:9000: connected"))
+        #expect(output.contains("tables back after") && output.contains("s: true"))
+        #expect(output.contains("released: the host is back in its previous mode"))
+        #expect(output.contains("decision log intact"))
         let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? [])
             .filter { $0.hasPrefix("\(Lab.namePrefix)\(demo.pid)x") }
         #expect(leftovers.isEmpty, "namespaces left: \(leftovers)")
