@@ -36,7 +36,11 @@ struct IsolateBenchmark: ParsableCommand {
         defer { lab.cleanup() }
         let host = try lab.namespace("host"), peer = try lab.namespace("peer")
         try lab.connect(host, ["\(Self.hostV4)/24"], peer, ["\(Self.peerV4)/24"])
-        _ = try lab.spawn(host, ["socat", "UDP-LISTEN:\(Self.echoPort),reuseaddr", "PIPE"])
+        // The echo runs here, not in socat: a send the isolation drops fails with EPERM, which
+        // would end socat; this one ignores it.
+        let echo = EchoFlow()
+        Thread { [echo] in _ = try? lab.inNamespace(host) { try echo.serve(port: Self.echoPort) } }.start()
+        defer { echo.stop() }
         _ = try lab.spawn(peer, ["socat", "TCP-LISTEN:\(Self.collectorPort),fork,reuseaddr", "PIPE"])
         usleep(300_000)
         let database = lab.directory + "/cordon.db", socket = lab.directory + "/cordon.sock"
@@ -106,7 +110,7 @@ struct IsolateBenchmark: ParsableCommand {
         guard result.succeeded else { flow.stop(); throw ValidationError("isolate failed: \(result.stderr)") }
         usleep(200_000)
         flow.stop()
-        guard let firstLost = flow.firstUnanswered(after: commandStart - 0.05) else {
+        guard let firstLost = flow.firstUnanswered(after: commandStart) else {
             throw ValidationError("no datagram was dropped: isolation did not contain the flow")
         }
         return max(0, firstLost - commandStart)
@@ -141,11 +145,42 @@ final class EchoFlow: Sendable {
     var echoed: Int { state.withLock { $0.answered.count } }
     func stop() { state.withLock { $0.stopping = true } }
 
+    /// The send time of the first datagram after the last one answered: where the flow was cut
+    /// (a stray loss earlier is not the isolation's). nil when the flow was never cut.
     func firstUnanswered(after time: Double) -> Double? {
         state.withLock { s in
+            guard let lastAnswered = s.answered.max().map(Int.init), lastAnswered + 1 < s.sent.count else { return nil }
             // Give the last 20 ms no verdict: their echoes may still have been in flight.
-            let last = (s.sent.last ?? 0) - 0.02
-            return s.sent.indices.first { s.sent[$0] >= time && s.sent[$0] < last && !s.answered.contains(UInt32($0)) }.map { s.sent[$0] }
+            guard s.sent[lastAnswered + 1] < (s.sent.last ?? 0) - 0.02 else { return nil }
+            return max(time, s.sent[lastAnswered + 1])
+        }
+    }
+
+    /// Echoes every datagram to its sender until stopped; failed sends (dropped) are ignored.
+    func serve(port: UInt16) throws {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { throw ValidationError("udp socket: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var local = sockaddr_in()
+        local.sin_family = sa_family_t(AF_INET)
+        local.sin_port = port.bigEndian
+        let bound = withUnsafePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0 else { throw ValidationError("bind: \(String(cString: strerror(errno)))") }
+        var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 64)
+        var peer = sockaddr_storage()
+        while !state.withLock({ $0.stopping }) {
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let received = withUnsafeMutablePointer(to: &peer) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, &buffer, buffer.count, 0, $0, &length) }
+            }
+            guard received > 0 else { continue }
+            _ = withUnsafePointer(to: &peer) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, buffer, received, 0, $0, length) }
+            }
         }
     }
 
