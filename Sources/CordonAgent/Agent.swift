@@ -156,6 +156,7 @@ public final class Agent: Sendable {
         capture.waker.wake()
         if capture.done.wait(timeout: .now() + 2) == .timedOut { log("event thread did not finish; flushing what it read") }
         packetLog?.close()
+        resync.finish(timeout: 5)
         flush(recorder, to: store)
         do {
             try store.setState(Self.liveConnectionsState, recorder.liveConnectionIDs().map(String.init).joined(separator: ","))
@@ -288,12 +289,15 @@ public final class Agent: Sendable {
 /// meanwhile. Requests that arrive during a re-read are folded into one more re-read.
 final class ResyncWorker: Sendable {
     private let pending = Atomic<Bool>(false)
+    private let running = Atomic<Bool>(false)
     private let wake = DispatchSemaphore(value: 0)
 
     init(recorder: FlowRecorder, log: @escaping @Sendable (String) -> Void) {
         Thread.detachNewThread { [self] in
             while true {
                 wake.wait()
+                running.store(true, ordering: .sequentiallyConsistent)
+                defer { running.store(false, ordering: .sequentiallyConsistent) }
                 guard pending.exchange(false, ordering: .acquiringAndReleasing) else { continue }
                 let generation = recorder.beginDump()
                 do {
@@ -309,5 +313,15 @@ final class ResyncWorker: Sendable {
 
     func request() {
         if !pending.exchange(true, ordering: .acquiringAndReleasing) { wake.signal() }
+    }
+
+    /// At shutdown: lets a requested or running re-read finish, so that the last flush holds
+    /// the connections it recovers (up to `timeout` seconds).
+    func finish(timeout: Double) {
+        let deadline = DispatchTime.now() + timeout
+        while (pending.load(ordering: .sequentiallyConsistent) || running.load(ordering: .sequentiallyConsistent))
+            && DispatchTime.now() < deadline {
+            usleep(10_000)
+        }
     }
 }
