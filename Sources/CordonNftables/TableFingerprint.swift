@@ -141,9 +141,10 @@ extension NftablesBackend {
     }
 }
 
-/// A netlink dump request: one message, answered by many, up to NLMSG_DONE.
+/// A netlink request: one message, answered by many, up to NLMSG_DONE (a dump) or the
+/// acknowledgement (a single get). "No such object" ends it without an error.
 enum NetlinkDump {
-    static func run(_ type: nf_tables_msg_types, build: (UnsafeMutablePointer<nlmsghdr>) -> Void,
+    static func run(_ type: nf_tables_msg_types, flags: Int32 = NLM_F_DUMP, build: (UnsafeMutablePointer<nlmsghdr>) -> Void,
                     each: (UnsafeMutablePointer<nlmsghdr>) -> Void) throws {
         let socket = try NetlinkConnection.open()
         defer { mnl_socket_close(socket) }
@@ -152,7 +153,7 @@ enum NetlinkDump {
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         let length: Int = buffer.withUnsafeMutableBytes { raw in
             let header = nftnl_nlmsg_build_hdr(raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(type.rawValue),
-                                               UInt16(NFPROTO_INET), UInt16(NLM_F_DUMP), 1)!
+                                               UInt16(NFPROTO_INET), UInt16(flags), 1)!
             build(header)
             return Int(header.pointee.nlmsg_len)
         }

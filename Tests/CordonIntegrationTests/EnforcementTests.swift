@@ -94,6 +94,22 @@ import Glibc
 
         func tableText() throws -> String { try lab.run(scenario.host, ["nft", "list", "table", "inet", "cordon"]).stdout }
 
+        /// An echo server on the host, listening before this returns.
+        func hostEcho(port: Int) throws {
+            _ = try lab.spawn(scenario.host, ["socat", "TCP-LISTEN:\(port),fork,reuseaddr", "PIPE"])
+            try waitUntil("the host listens on \(port)") { try lab.run(scenario.host, ["ss", "-Hltn", "sport = :\(port)"]).stdout.contains(":\(port)") }
+        }
+
+        /// A session that connects now and writes `word` only after `delay` seconds; `log` shows
+        /// the echo if the session lived that long. Returns once it is established.
+        func lateWrite(from namespace: String, to address: String, port: Int, word: String, delay: Int, log: String) throws -> Child {
+            let child = try lab.spawn(namespace, ["sh", "-c", "(sleep \(delay); echo \(word)) | socat -T\(delay + 2) - TCP:\(address):\(port)"], log: log)
+            try waitUntil("the session to \(address):\(port) is established") {
+                try lab.run(namespace, ["ss", "-Htn", "state", "established", "dport = :\(port)"]).stdout.contains(":\(port)")
+            }
+            return child
+        }
+
         /// Polls up to 10 s; on a loaded machine a freshly started server may take a while.
         func waitUntil(_ what: String, _ condition: () throws -> Bool) throws {
             for _ in 0..<200 {
@@ -110,16 +126,12 @@ import Glibc
         let setup = try Setup()
         defer { setup.lab.cleanup() }
         let (lab, scenario) = (setup.lab, setup.scenario)
-        _ = try lab.spawn(scenario.host, ["socat", "TCP-LISTEN:5555,fork,reuseaddr", "PIPE"])
-        try setup.waitUntil("the host listens on 5555") { try lab.run(scenario.host, ["ss", "-Hltn", "sport = :5555"]).stdout.contains(":5555") }
+        try setup.hostEcho(port: 5555)
         // An established session from before the switch, on a port the ruleset does not allow
         // (tcp/5555): it must survive, being established.
         // The client writes only after the switch; the host's echo comes back through it.
-        let session = try lab.spawn(scenario.peer, ["sh", "-c", "(sleep 3; echo still-here) | socat -T5 - TCP:\(S.hostV4):5555"],
-                                    log: lab.directory + "/session.log")
-        try setup.waitUntil("the session is established") {
-            try lab.run(scenario.peer, ["ss", "-Htn", "state", "established", "dport = :5555"]).stdout.contains(":5555")
-        }
+        let session = try setup.lateWrite(from: scenario.peer, to: S.hostV4, port: 5555, word: "still-here", delay: 3,
+                                          log: lab.directory + "/session.log")
 
         let enforce = try setup.cordon(["enforce", "--operator", "alice", "--confirm-within", "60"])
         #expect(enforce.succeeded, "\(enforce.stdout)\(enforce.stderr)")

@@ -25,18 +25,13 @@ import Glibc
         let setup = try Setup()
         defer { setup.lab.cleanup() }
         let (lab, scenario) = (setup.lab, setup.scenario)
-        _ = try lab.spawn(scenario.host, ["socat", "TCP-LISTEN:5555,fork,reuseaddr", "PIPE"])
-        try setup.waitUntil("the host listens on 5555") { try lab.run(scenario.host, ["ss", "-Hltn", "sport = :5555"]).stdout.contains(":5555") }
+        try setup.hostEcho(port: 5555)
         // Two sessions that write only after the isolation: the admin's shell-like session in,
         // and the agent-like session to the collector out.
-        let admin = try lab.spawn(scenario.peer, ["sh", "-c", "(sleep 2; echo admin-alive) | socat -T4 - TCP:\(S.hostV4):5555"],
-                                  log: lab.directory + "/admin.log")
-        let channel = try lab.spawn(scenario.host, ["sh", "-c", "(sleep 2; echo channel-alive) | socat -T4 - TCP:\(S.peerV4):\(EnforcementTests.collectorPort)"],
-                                    log: lab.directory + "/channel.log")
-        try setup.waitUntil("both sessions are established") {
-            try lab.run(scenario.peer, ["ss", "-Htn", "state", "established", "dport = :5555"]).stdout.contains(":5555")
-                && lab.run(scenario.host, ["ss", "-Htn", "state", "established", "dport = :\(EnforcementTests.collectorPort)"]).stdout.contains(":")
-        }
+        let admin = try setup.lateWrite(from: scenario.peer, to: S.hostV4, port: 5555, word: "admin-alive", delay: 2,
+                                        log: lab.directory + "/admin.log")
+        let channel = try setup.lateWrite(from: scenario.host, to: S.peerV4, port: EnforcementTests.collectorPort, word: "channel-alive",
+                                          delay: 2, log: lab.directory + "/channel.log")
 
         let isolate = try setup.cordon(["isolate", "--operator", "ivy", "--reason", "compromised"])
         #expect(isolate.succeeded, "\(isolate.stdout)\(isolate.stderr)")
