@@ -7,10 +7,10 @@ struct EnforceCommand: ParsableCommand {
         commandName: "enforce",
         abstract: "Switch the host to default-reject with the latest approved ruleset (through the agent).",
         discussion: """
-            One atomic nftables transaction. The agent then connects to every collector through the new \\
-            rules and rolls back at once if one fails; unless `cordon confirm` comes within the window it \\
-            rolls back by itself, to the last confirmed state (discovery the first time). Running it again \\
-            after approving a new version swaps the rules in one transaction. Exit 1 when nothing was \\
+            One atomic nftables transaction. The agent then connects to every collector through the new \
+            rules and rolls back at once if one fails; unless `cordon confirm` comes within the window it \
+            rolls back by itself, to the last confirmed state (discovery the first time). Running it again \
+            after approving a new version swaps the rules in one transaction. Exit 1 when nothing was \
             enforced (the reason is printed), 0 when the rules are in force awaiting confirmation.
             """
     )

@@ -10,18 +10,28 @@ struct IsolateCommand: ParsableCommand {
         commandName: "isolate",
         abstract: "Emergency: cut the host off from everything but its management channel.",
         discussion: """
-            Adds the overlay table inet cordon_isolate (priority -10): only the collectors, DNS to the \\
-            resolvers and the extra whitelist pass, both ways; everything else is dropped, established \\
-            connections included. The base mode (discovery or enforce) stays underneath. Through the \\
-            agent when it answers within 2 s; otherwise applied directly, with the management channel the \\
-            agent last installed (or --config), and recorded for the agent to adopt. Isolating an isolated \\
+            Adds the overlay table inet cordon_isolate (priority -10): only the collectors, DNS to the \
+            resolvers and the extra whitelist pass, both ways; everything else is dropped, established \
+            connections included. The base mode (discovery or enforce) stays underneath. Through the \
+            agent when it answers within 2 s; otherwise applied directly, with the management channel the \
+            agent last installed (or --config), and recorded for the agent to adopt. Isolating an isolated \
             host is a recorded no-op.
             """
     )
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var options: EmergencyOptions
 
-    @Option(name: .customLong("operator"), help: ArgumentHelp("Who isolates (recorded).", valueName: "name"))
+    func run() throws {
+        try emergency(global, options, command: "isolate") {
+            $0.isolate(operator: options.operatorName, reason: options.reason, via: "directly from the CLI (no agent answered)")
+        }
+    }
+}
+
+/// What isolate and release both take.
+struct EmergencyOptions: ParsableArguments {
+    @Option(name: .customLong("operator"), help: ArgumentHelp("Who does it (recorded).", valueName: "name"))
     var operatorName: String
 
     @Option(help: ArgumentHelp("Why (recorded).", valueName: "text"))
@@ -33,18 +43,14 @@ struct IsolateCommand: ParsableCommand {
     func validate() throws {
         guard !operatorName.trimmingCharacters(in: .whitespaces).isEmpty else { throw ValidationError("--operator must name someone") }
     }
-
-    func run() throws {
-        try emergency(global, config: config, request: ControlRequest(command: "isolate", operator: operatorName, reason: reason)) {
-            $0.isolate(operator: operatorName, reason: reason, via: "directly from the CLI (no agent answered)")
-        }
-    }
 }
 
 /// Sends an isolation command to the agent; when none answers (not running, or hung), does it
 /// here with an Isolator of its own on the same database. Exit 1 when the answer is a failure.
-func emergency(_ global: GlobalOptions, config: String?, request: ControlRequest,
+func emergency(_ global: GlobalOptions, _ options: EmergencyOptions, command: String,
                direct: (Isolator) -> ControlAnswer) throws {
+    let request = ControlRequest(command: command, operator: options.operatorName, reason: options.reason)
+    let config = options.config
     let socket = global.socket ?? AgentConfig.defaultSocket
     var answer: ControlAnswer?
     do {

@@ -8,8 +8,8 @@ struct LogCommand: ParsableCommand {
         commandName: "log",
         abstract: "List the decision log: who did what, when, with what outcome (no agent needed).",
         discussion: """
-            Every approval, enforce, confirm, rollback, discover, re-apply, isolate and release is an \\
-            append-only entry whose hash covers its fields and the previous entry's hash. --verify \\
+            Every approval, enforce, confirm, rollback, discover, re-apply, isolate and release is an \
+            append-only entry whose hash covers its fields and the previous entry's hash. --verify \
             checks the chain and exits 1 if any entry was altered or removed.
             """
     )

@@ -9,8 +9,8 @@ struct RenderCommand: ParsableCommand {
         commandName: "render",
         abstract: "Print the nftables table `cordon enforce` would commit (no agent, no kernel).",
         discussion: """
-            By default the latest approved ruleset with the management channel the agent last installed \\
-            (from the database). The text loads with `nft -f` to exactly what the agent commits, so it \\
+            By default the latest approved ruleset with the management channel the agent last installed \
+            (from the database). The text loads with `nft -f` to exactly what the agent commits, so it \
             can be compared with `nft list table inet cordon`.
             """
     )
