@@ -93,7 +93,13 @@ public final class Agent: Sendable {
         let packetLog = startPacketLog(recorder: recorder)
         let tableGuard = TableGuard(
             backend: backend, installed: backend.installed!,
-            restore: { try enforcer.reapply(); try isolator.reapply() },
+            // Both, whatever the other does; isolation first: it is the stricter.
+            restore: {
+                var failures: [String] = []
+                do { try isolator.reapply() } catch { failures.append("isolation: \(error)") }
+                do { try enforcer.reapply() } catch { failures.append("base table: \(error)") }
+                if !failures.isEmpty { throw AgentError.invalidState(failures.joined(separator: "; ")) }
+            },
             record: { [config] action, reason, outcome in
                 try? store.record(action: action, operator: Enforcer.agentOperator, reason: reason, policy: "guard", backend: backend.name,
                                   whitelist: config.effectiveManagement().summary, outcome: outcome)

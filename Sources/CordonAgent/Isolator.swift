@@ -52,7 +52,15 @@ public final class Isolator: Sendable {
         state = Mutex(persisted)
     }
 
-    public var snapshot: IsolationState { state.withLock { $0 } }
+    public var snapshot: IsolationState { state.withLock { current($0) } }
+
+    /// The persisted state, which another process (the CLI acting directly while this agent was
+    /// slow to answer) may have changed; the cached one when the database cannot be read.
+    private func current(_ cached: IsolationState) -> IsolationState {
+        guard let text = try? store.state(Self.stateName),
+              let persisted = try? JSONDecoder().decode(IsolationState.self, from: Data(text.utf8)) else { return cached }
+        return persisted
+    }
 
     private func persist(_ new: IsolationState) throws {
         try store.setState(Self.stateName, String(decoding: try JSONEncoder().encode(new), as: UTF8.self))
@@ -89,6 +97,7 @@ public final class Isolator: Sendable {
 
     public func isolate(operator name: String, reason: String, via: String) -> ControlAnswer {
         state.withLock { s in
+            s = current(s)
             let channel = management()
             let id: String
             do { id = try store.requestAction("isolate", operator: name, reason: reason) } catch {
@@ -100,6 +109,10 @@ public final class Isolator: Sendable {
                 settle(id, .noop, "already isolated since \(since)")
                 record("isolate", operator: name, reason: reason, channel: channel, outcome: "no-op: already isolated since \(since)")
                 return ControlAnswer(ok: true, message: "already isolated since \(since) by \(s.operator ?? "?"); nothing changed")
+            }
+            // A release that came in meanwhile (from another process) wins.
+            if (try? store.actionStatus(id)) == .superseded {
+                return ControlAnswer(ok: false, message: "superseded by a release before it was applied; not isolated")
             }
             do {
                 try apply(&s, operator: name, reason: reason, channel: channel)
@@ -119,6 +132,7 @@ public final class Isolator: Sendable {
     /// when it fails the overlay goes back (an escalation, logged) and the answer is a failure.
     public func release(operator name: String, reason: String) -> ControlAnswer {
         state.withLock { s in
+            s = current(s)
             let channel = management()
             let id: String
             do {
@@ -128,7 +142,15 @@ public final class Isolator: Sendable {
             } catch {
                 return ControlAnswer(ok: false, message: "cannot record the request: \(error)")
             }
-            let present = (try? backend.handle(of: CordonTables.isolationName)).flatMap { $0 }
+            let present: UInt64?
+            do {
+                present = try backend.handle(of: CordonTables.isolationName)
+            } catch {
+                // Not knowing is not "not isolated".
+                settle(id, .failed, "cannot read the kernel's tables: \(error)")
+                record("release", operator: name, reason: reason, channel: channel, outcome: "failed: cannot read the kernel's tables: \(error)")
+                return ControlAnswer(ok: false, message: "release failed, cannot read the kernel's tables: \(error)")
+            }
             guard s.isolated || present != nil else {
                 settle(id, .noop, "not isolated")
                 record("release", operator: name, reason: reason, channel: channel, outcome: "no-op: not isolated")
@@ -169,6 +191,15 @@ public final class Isolator: Sendable {
                 log("release by \(name) failed its check; \(detail)")
                 return ControlAnswer(ok: false, message: "release failed: \(detail)")
             }
+            // Isolated again while the check ran (the CLI acting directly): that isolation stands.
+            let now = current(s)
+            if now.isolated, let handle = now.handle, handle != present {
+                s = now
+                settle(id, .failed, "isolated again by \(now.operator ?? "?") during the release")
+                record("release", operator: name, reason: reason, channel: channel,
+                       outcome: "failed: isolated again by \(now.operator ?? "?") during the release; still isolated")
+                return ControlAnswer(ok: false, message: "isolated again by \(now.operator ?? "?") during the release; still isolated")
+            }
             do {
                 try persist(IsolationState())
             } catch {
@@ -186,6 +217,7 @@ public final class Isolator: Sendable {
     /// Re-installs the overlay when the state says the host is isolated (the guard).
     func reapply() throws {
         try state.withLock { s in
+            s = current(s)
             guard s.isolated else { return }
             try apply(&s, operator: s.operator ?? Enforcer.agentOperator, reason: s.reason ?? "", channel: management())
         }

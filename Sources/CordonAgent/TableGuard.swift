@@ -65,14 +65,22 @@ final class TableGuard: Sendable {
 
     /// Compares the kernel with what the agent installed; restores on any difference.
     func check(trigger: String) {
-        guard let token = installed.quiet else { return }
+        guard let token = installed.quiet else {
+            // A change of the agent's own is running: look again shortly, not in 30 s.
+            DispatchQueue.global().asyncAfter(deadline: .now() + 0.2) { [self] in wake.signal() }
+            return
+        }
         var changed: [String] = []
         for (name, expected) in installed.snapshot {
             let current = try? backend.fingerprint(of: name)
             if current != expected { changed.append(current == nil ? "table inet \(name) removed" : "table inet \(name) changed") }
         }
         // A change of the agent's own during the check makes the comparison meaningless.
-        guard !changed.isEmpty, installed.unchanged(since: token) else { return }
+        guard installed.unchanged(since: token) else {
+            DispatchQueue.global().asyncAfter(deadline: .now() + 0.2) { [self] in wake.signal() }
+            return
+        }
+        guard !changed.isEmpty else { return }
         let reason = "\(trigger): " + changed.joined(separator: ", ")
         do {
             try restore()

@@ -123,6 +123,8 @@ public struct FirewallRule: Hashable, Sendable {
         case transport(UInt8)
         /// An ICMPv6 type in a range (neighbour discovery); needs `.transport(58)` before it.
         case icmpv6Type(ClosedRange<UInt8>)
+        /// An ICMP (IPv4) type in a range; needs `.transport(1)` before it.
+        case icmpType(ClosedRange<UInt8>)
         /// The packet's key is in a set: the peer's address (source on input, destination on
         /// output) concatenated with the set's other fields. Needs `.family` before it.
         case inSet(name: String, key: SetKey)
@@ -208,6 +210,8 @@ public struct FirewallRule: Hashable, Sendable {
                 words.append("meta l4proto \(FirewallSet.Field.transportName(number))")
             case .icmpv6Type(let range):
                 words.append(range.count == 1 ? "icmpv6 type \(range.lowerBound)" : "icmpv6 type \(range.lowerBound)-\(range.upperBound)")
+            case .icmpType(let range):
+                words.append(range.count == 1 ? "icmp type \(range.lowerBound)" : "icmp type \(range.lowerBound)-\(range.upperBound)")
             case .inSet(let name, let key):
                 words.append("\(key.nftText) @\(name)")
             case .familyNotInSet(let name):

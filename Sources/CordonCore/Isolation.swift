@@ -20,6 +20,10 @@ extension CordonTables {
             input.append(rule)
             output.append(rule)
         }
+        // Errors coming in (destination unreachable, fragmentation needed, packet too big): on a
+        // path with a smaller MTU the collector's session stalls without them. They open nothing.
+        input.append(FirewallRule(matches: [.family(.ipv4), .transport(IPProtocolNumber.icmp), .icmpType(3...3)], verdict: .accept))
+        input.append(FirewallRule(matches: [.family(.ipv6), .transport(IPProtocolNumber.icmpv6), .icmpv6Type(1...2)], verdict: .accept))
         for family in AddressFamily.allCases {
             let suffix = family == .ipv4 ? "v4" : "v6"
             let address: FirewallSet.Field = family == .ipv4 ? .ipv4Address : .ipv6Address

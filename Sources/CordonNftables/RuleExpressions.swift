@@ -28,7 +28,7 @@ enum RuleExpressions {
             case .transport(let number):
                 result.append(meta(NFT_META_L4PROTO, into: register))
                 result.append(compare(NFT_CMP_EQ, [number]))
-            case .icmpv6Type(let range):
+            case .icmpv6Type(let range), .icmpType(let range):
                 result.append(payload(NFT_PAYLOAD_TRANSPORT_HEADER, offset: 0, length: 1, into: register))
                 let expression = nftnl_expr_alloc("range")!
                 var from = range.lowerBound, to = range.upperBound

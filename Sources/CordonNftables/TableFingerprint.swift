@@ -39,8 +39,9 @@ public final class InstalledTables: Sendable {
 extension NftablesBackend {
     /// nil when no `inet` table has that name.
     public func fingerprint(of table: String) throws -> TableFingerprint? {
-        guard try handle(of: table) != nil else { return nil }
-        var lines: [String] = []
+        guard let found = try TableQuery.query(table) else { return nil }
+        // A dormant table is still there, but none of its chains sees a packet.
+        var lines: [String] = ["table flags \(found.flags)"]
         try NetlinkDump.run(NFT_MSG_GETCHAIN, build: { header in
             let chain = nftnl_chain_alloc()!
             defer { nftnl_chain_free(chain) }
@@ -103,12 +104,12 @@ extension NftablesBackend {
             guard nftnl_set_nlmsg_parse(header, set) == 0 else { return }
             sets.append((String(cString: nftnl_set_get_str(set, UInt16(NFTNL_SET_NAME.rawValue))),
                          nftnl_set_get_u32(set, UInt16(NFTNL_SET_FLAGS.rawValue))))
+            lines.append("set \(sets.last!.name) key type \(nftnl_set_get_u32(set, UInt16(NFTNL_SET_KEY_TYPE.rawValue))) length "
+                         + "\(nftnl_set_get_u32(set, UInt16(NFTNL_SET_KEY_LEN.rawValue)))")
         }
         for (name, flags) in sets.sorted(by: { $0.name < $1.name }) {
-            if flags & UInt32(NFT_SET_TIMEOUT.rawValue) != 0 {
-                lines.append("set \(name) flags \(flags) (expiring elements)")
-                continue
-            }
+            // Expiring elements (the confirmation switch) count by their keys, not by the time
+            // they have left: flushing them early is tampering, their clock running is not.
             var keys: [[UInt8]] = []
             try NetlinkDump.run(NFT_MSG_GETSETELEM, build: { header in
                 let set = nftnl_set_alloc()!
@@ -124,7 +125,8 @@ extension NftablesBackend {
                 var element = nftnl_set_elems_iter_cur(iterator)
                 while let current = element {
                     var key: [UInt8] = []
-                    for attribute in [NFTNL_SET_ELEM_KEY, NFTNL_SET_ELEM_KEY_END] {
+                    for attribute in [NFTNL_SET_ELEM_KEY, NFTNL_SET_ELEM_KEY_END, NFTNL_SET_ELEM_FLAGS, NFTNL_SET_ELEM_DATA,
+                                      NFTNL_SET_ELEM_VERDICT] {
                         var length: UInt32 = 0
                         if let data = nftnl_set_elem_get(current, UInt16(attribute), &length) {
                             key += UnsafeRawBufferPointer(start: data, count: Int(length))

@@ -9,8 +9,11 @@ import CordonCore
 /// else (or a restore) created since.
 enum TableQuery {
     /// nil when no `inet` table has that name.
-    static func handle(of name: String) throws -> UInt64? {
-        var handle: UInt64?
+    static func handle(of name: String) throws -> UInt64? { try query(name)?.handle }
+
+    /// The table's handle and flags (dormant: its chains see no packets), nil when absent.
+    static func query(_ name: String) throws -> (handle: UInt64, flags: UInt32)? {
+        var found: (UInt64, UInt32)?
         try NetlinkDump.run(NFT_MSG_GETTABLE, flags: NLM_F_ACK, build: { header in
             let table = nftnl_table_alloc()!
             defer { nftnl_table_free(table) }
@@ -20,9 +23,12 @@ enum TableQuery {
             guard header.pointee.nlmsg_type == UInt16(NFNL_SUBSYS_NFTABLES << 8) | UInt16(NFT_MSG_NEWTABLE.rawValue) else { return }
             let table = nftnl_table_alloc()!
             defer { nftnl_table_free(table) }
-            if nftnl_table_nlmsg_parse(header, table) == 0 { handle = nftnl_table_get_u64(table, UInt16(NFTNL_TABLE_HANDLE.rawValue)) }
+            if nftnl_table_nlmsg_parse(header, table) == 0 {
+                found = (nftnl_table_get_u64(table, UInt16(NFTNL_TABLE_HANDLE.rawValue)),
+                         nftnl_table_get_u32(table, UInt16(NFTNL_TABLE_FLAGS.rawValue)))
+            }
         }
-        return handle
+        return found
     }
 }
 

@@ -51,7 +51,8 @@ extension FlowStore {
 
     public func settleAction(_ id: String, _ status: ActionRecord.Status, detail: String, at time: Int64 = TimeText.now()) throws {
         try pool.write { db in
-            try db.execute(sql: "UPDATE actions SET status = ?, detail = ?, updated_at = ? WHERE id = ?",
+            // A superseded request stays superseded: the release that superseded it won.
+            try db.execute(sql: "UPDATE actions SET status = ?, detail = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
                            arguments: [status.rawValue, detail, time, id])
         }
     }
@@ -71,6 +72,12 @@ extension FlowStore {
         try pool.write { db in
             try db.execute(sql: "UPDATE actions SET status = 'failed', detail = ?, updated_at = ? WHERE status = 'pending'",
                            arguments: [detail, time])
+        }
+    }
+
+    public func actionStatus(_ id: String) throws -> ActionRecord.Status? {
+        try pool.read { db in
+            try String.fetchOne(db, sql: "SELECT status FROM actions WHERE id = ?", arguments: [id]).flatMap(ActionRecord.Status.init)
         }
     }
 

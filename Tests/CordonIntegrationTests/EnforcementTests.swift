@@ -296,6 +296,16 @@ import Glibc
         #expect(table.contains("meta nfproto != @armed accept"), "re-armed in the kernel")
         #expect(try setup.decisions().last?.action == "reapply")
 
+        // Emptying the switch early would open the host now: the guard puts its elements back.
+        #expect(try setup.lab.run(setup.scenario.host, ["nft", "flush", "set", "inet", "cordon", CordonTables.armedSetName]).succeeded)
+        var rearmed = false
+        for _ in 0..<40 where !rearmed {
+            usleep(50_000)
+            rearmed = try setup.lab.run(setup.scenario.host, ["nft", "list", "set", "inet", "cordon", CordonTables.armedSetName]).stdout.contains("ipv4")
+        }
+        #expect(rearmed, "the guard restored the confirmation switch")
+        #expect(try setup.connect(from: setup.scenario.host, to: S.peerV4, port: 8080)?.error.contains("Connection refused") == true)
+
         #expect(setup.lab.stop(setup.agent) == 0)
         #expect(!(try setup.lab.nftTables(setup.scenario.host).contains("cordon")), "rolled back to discovery, whose table goes at stop")
         let last = try #require(try setup.decisions().last)

@@ -139,15 +139,20 @@ import Glibc
         #expect(try lab.run(host, ["nft", "insert", "rule", "inet", "cordon", "input", "tcp", "dport", "5555", "accept"]).succeeded)
         let removed = try waitFor { !(try setup.tableText().contains("tcp dport 5555 accept")) }
         #expect(removed.map { $0 < 2 } == true)
+        // Marking the overlay dormant would switch isolation off without removing anything.
+        #expect(try lab.run(host, ["nft", "add", "table", "inet", CordonTables.isolationName, "{ flags dormant; }"]).succeeded)
+        let awake = try waitFor { !(try lab.run(host, ["nft", "list", "table", "inet", CordonTables.isolationName]).stdout.contains("dormant")) }
+        #expect(awake.map { $0 < 2 } == true)
+        #expect(!(try Self.connects(setup, from: host, to: S.peerV4, port: 443)), "still isolated")
         let status = try setup.status()
-        #expect((status["guard_restores"] as? Int ?? 0) >= 2)
+        #expect((status["guard_restores"] as? Int ?? 0) >= 3)
         #expect(status["degraded"] as? Bool == false)
         let restores = try setup.decisions().filter { $0.action == "restore" }
         #expect(restores.count >= 2 && restores.allSatisfy { $0.outcome == "success" })
         #expect(restores.first?.reason.contains("table inet cordon removed") == true, "\(restores.first?.reason ?? "")")
     }
 
-    @Test("with the agent killed, isolate applies directly; the restarted agent adopts it; release wins over it")
+    @Test("with the agent killed, isolate applies directly; the restarted agent adopts it; a release ends it")
     func isolateWithoutTheAgent() throws {
         guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
         var setup = try Setup()
