@@ -152,6 +152,44 @@ import Glibc
         #expect(restores.first?.reason.contains("table inet cordon removed") == true, "\(restores.first?.reason ?? "")")
     }
 
+    @Test("when restores keep failing the agent escalates: degraded, logged, `cordon status` exits 1; it recovers once a restore succeeds")
+    func guardEscalatesAndRecovers() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let (lab, host) = (setup.lab, setup.scenario.host)
+        // Another program takes the table's name with the kernel's "owner" flag: while its socket
+        // stays open (nft -i, fed for 6 s), nobody else may create or change that table.
+        let squatter = try lab.spawn(host, ["sh", "-c", "(echo 'delete table inet cordon'; echo 'add table inet cordon { flags owner; }'; sleep 6) | nft -i"])
+        // `status --json` exits 1 when degraded, after printing: read its output whatever the exit.
+        func degradedNow() throws -> Bool? {
+            let output = try setup.cordon(["status", "--json"]).stdout
+            return (try? JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])?["degraded"] as? Bool
+        }
+        var degraded = false
+        let started = Date()
+        while !degraded && Date().timeIntervalSince(started) < 6 {
+            usleep(100_000)
+            degraded = try degradedNow() ?? false
+        }
+        #expect(degraded, "three failed restores in a row")
+        let status = try setup.cordon(["status"])
+        #expect(status.status == 1 && status.stderr.contains("degraded"), "\(status.stdout)\(status.stderr)")
+        #expect(try setup.decisions().contains { $0.action == "escalate" })
+        #expect(try setup.decisions().filter { $0.action == "restore" }.prefix(3).allSatisfy { $0.outcome.hasPrefix("failed") })
+
+        // The squatter leaves (its table goes with its socket); the next restore succeeds.
+        _ = squatter.wait(timeout: 15)
+        var recovered = false
+        for _ in 0..<100 where !recovered {
+            usleep(100_000)
+            recovered = try degradedNow() == false
+        }
+        #expect(recovered)
+        #expect(try setup.tableText().contains("policy accept"), "discovery's table is back")
+        #expect(try setup.cordon(["status"]).status == 0)
+    }
+
     @Test("with the agent killed, isolate applies directly; the restarted agent adopts it; a release ends it")
     func isolateWithoutTheAgent() throws {
         guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
