@@ -107,6 +107,20 @@ public final class Enforcer: Sendable {
                 approved, management)
     }
 
+    /// The table the persisted state calls for: an unconfirmed enforcement armed with the time it
+    /// has left and falling back to the last confirmed version.
+    private func tableInForce(_ s: EnforcementState) throws -> Prepared {
+        try table(for: s.mode == .enforce ? s.version : nil,
+                  openAfter: s.confirmDeadline.map { Self.armedTimeout(until: $0, from: Date().timeIntervalSince1970) },
+                  fallback: s.confirmDeadline == nil ? nil : s.confirmedVersion)
+    }
+
+    /// The management channel the agent last installed, from the database (nil before the first start).
+    public static func persistedManagement(_ store: FlowStore) -> ManagementChannel? {
+        guard let text = (try? store.state(managementName)).flatMap({ $0 }) else { return nil }
+        return try? JSONDecoder().decode(ManagementChannel.self, from: Data(text.utf8))
+    }
+
     private func load(_ version: Int64) throws -> (RulesetVersion, Ruleset) {
         guard let approved = try store.ruleset(version: version) else {
             throw AgentError.invalidState("approved ruleset version \(version) is not in the database")
@@ -172,8 +186,7 @@ public final class Enforcer: Sendable {
             let target = s.mode == .enforce ? s.version : nil
             let prepared: Prepared
             do {
-                prepared = try table(for: target, openAfter: s.confirmDeadline.map { Self.armedTimeout(until: $0, from: Date().timeIntervalSince1970) },
-                                     fallback: s.confirmDeadline == nil ? nil : s.confirmedVersion)
+                prepared = try tableInForce(s)
                 try backend.replace(prepared.table)
             } catch {
                 if s.mode == .enforce {
@@ -196,11 +209,7 @@ public final class Enforcer: Sendable {
     func reapply() throws {
         try inner.withLock { inner in
             guard !inner.stopped else { return }
-            let s = inner.state
-            let target = s.mode == .enforce ? s.version : nil
-            let prepared = try table(for: target, openAfter: s.confirmDeadline.map { Self.armedTimeout(until: $0, from: Date().timeIntervalSince1970) },
-                                     fallback: s.confirmDeadline == nil ? nil : s.confirmedVersion)
-            try backend.replace(prepared.table)
+            try backend.replace(tableInForce(inner.state).table)
         }
     }
 

@@ -30,28 +30,23 @@ extension CordonTables {
             let icmp: UInt8 = family == .ipv4 ? IPProtocolNumber.icmp : IPProtocolNumber.icmpv6
             let outgoing = management.outgoingBoxes(family), incoming = management.incomingBoxes(family)
             let fields: [FirewallSet.Field] = [address, .transport, .port]
-            // Connections this host opens (collectors, resolvers, extras): out to the port, replies in from it.
-            let outPorts = outgoing.filter { IPProtocolNumber.hasPorts($0.transport) }
-            if !outPorts.isEmpty {
-                let set = FirewallSet(name: "mgmt_out_\(suffix)", fields: fields, elements: FirewallSet.portElements(outPorts),
-                                      comment: "management channel: \(management.summary) (connections out)")
+            /// A set of connections opened from `opener`'s side: matched on the port going that
+            /// way, and on the same port as the source of the replies coming back.
+            func connections(_ name: String, _ boxes: [FirewallSet.Box], opener: FirewallRule.Side, _ comment: String) {
+                let ported = boxes.filter { IPProtocolNumber.hasPorts($0.transport) }
+                guard !ported.isEmpty else { return }
+                let set = FirewallSet(name: name, fields: fields, elements: FirewallSet.portElements(ported), comment: comment)
                 sets.append(set)
-                output.append(FirewallRule(matches: [.family(family), .inSet(name: set.name, key: .init(peer: .outgoing, fields: fields))],
-                                           verdict: .accept))
-                input.append(FirewallRule(matches: [.family(family), .inSet(name: set.name, key: .init(peer: .incoming, fields: fields, sourcePort: true))],
-                                          verdict: .accept))
+                let replies: FirewallRule.Side = opener == .outgoing ? .incoming : .outgoing
+                let there = FirewallRule(matches: [.family(family), .inSet(name: name, key: .init(peer: opener, fields: fields))], verdict: .accept)
+                let back = FirewallRule(matches: [.family(family), .inSet(name: name, key: .init(peer: replies, fields: fields, sourcePort: true))],
+                                        verdict: .accept)
+                if opener == .outgoing { output.append(there); input.append(back) } else { input.append(there); output.append(back) }
             }
-            // Connections the extra whitelist opens to this host: in to the local port, replies out from it.
-            let inPorts = incoming.filter { IPProtocolNumber.hasPorts($0.transport) }
-            if !inPorts.isEmpty {
-                let set = FirewallSet(name: "mgmt_in_\(suffix)", fields: fields, elements: FirewallSet.portElements(inPorts),
-                                      comment: "management channel: extra whitelist (connections in)")
-                sets.append(set)
-                input.append(FirewallRule(matches: [.family(family), .inSet(name: set.name, key: .init(peer: .incoming, fields: fields))],
-                                          verdict: .accept))
-                output.append(FirewallRule(matches: [.family(family), .inSet(name: set.name, key: .init(peer: .outgoing, fields: fields, sourcePort: true))],
-                                           verdict: .accept))
-            }
+            // Connections this host opens (collectors, resolvers, extras), and those the extra
+            // whitelist opens to this host.
+            connections("mgmt_out_\(suffix)", outgoing, opener: .outgoing, "management channel: \(management.summary) (connections out)")
+            connections("mgmt_in_\(suffix)", incoming, opener: .incoming, "management channel: extra whitelist (connections in)")
             // ICMP with the extra whitelist's ICMP entries, both ways.
             let icmpBoxes = (outgoing + incoming).filter { $0.transport == icmp }
             if !icmpBoxes.isEmpty {

@@ -87,9 +87,5 @@ func persistedManagement(store: FlowStore, config: String?) throws -> Management
             throw CLIError.invalid(error.description)
         }
     }
-    if let text = try store.state(Enforcer.managementName),
-       let channel = try? JSONDecoder().decode(ManagementChannel.self, from: Data(text.utf8)) {
-        return channel
-    }
-    return AgentConfig().effectiveManagement()
+    return Enforcer.persistedManagement(store) ?? AgentConfig().effectiveManagement()
 }

@@ -80,13 +80,11 @@ struct RenderCommand: ParsableCommand {
                 throw CLIError.invalid(error.description)
             }
         }
-        let store = try? FlowStore(readingFrom: global.db ?? AgentConfig.defaultDatabase)
-        let group = (try? store?.state(Enforcer.logGroupName)).flatMap { $0 }.flatMap { UInt16($0) } ?? CordonTables.defaultLogGroup
-        if let text = (try? store?.state(Enforcer.managementName)).flatMap({ $0 }),
-           let persisted = try? JSONDecoder().decode(ManagementChannel.self, from: Data(text.utf8)) {
-            return (persisted, group)
+        guard let store = try? FlowStore(readingFrom: global.db ?? AgentConfig.defaultDatabase) else {
+            return (AgentConfig().effectiveManagement(), CordonTables.defaultLogGroup)
         }
-        return (AgentConfig().effectiveManagement(), group)
+        let group = (try? store.state(Enforcer.logGroupName)).flatMap { $0 }.flatMap { UInt16($0) } ?? CordonTables.defaultLogGroup
+        return (try persistedManagement(store: store, config: nil), group)
     }
 }
 

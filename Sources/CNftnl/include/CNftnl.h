@@ -30,12 +30,6 @@
  * imports with a different type on each libc; named once here. */
 extern const unsigned int CNftnl_addressGroups;
 
-/* MNL_SOCKET_BUFFER_SIZE expands to a sysconf() call that Swift cannot import. */
-size_t CNftnl_socketBufferSize(void);
-
-/* NF_CT_STATE_BIT() is a function-like macro; Cordon needs the established|related mask. */
-extern const uint32_t CNftnl_ctStateEstablishedRelated;
-
 /* Netlink error messages carry the errno and the header of the message that failed; reading the
  * struct through a helper keeps the pointer arithmetic in C, where the layout is defined. */
 int CNftnl_errorCode(const struct nlmsghdr *nlh, uint32_t *failedSeq);
