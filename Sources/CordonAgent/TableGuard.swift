@@ -13,7 +13,10 @@ import Synchronization
 /// naming the committing process; another process's wakes the check at once) and a periodic
 /// check (every 30 s) for what notifications cannot show (a lost notification, an overrun). The
 /// check compares each table's fingerprint in the kernel with the one recorded when the agent
-/// installed it. Three failed restores in a row mark the agent degraded.
+/// installed it (verified against the ruleset generation, see `NftablesBackend.installedChange`).
+/// A restore counts only once its result is verified: one that another transaction overtook
+/// again is a failure, so a sustained attack ends in "degraded", never in a quiet loss. Three
+/// failed restores in a row mark the agent degraded.
 final class TableGuard: Sendable {
     static let interval: Double = 30
     static let escalateAfter = 3
@@ -41,6 +44,7 @@ final class TableGuard: Sendable {
     }
 
     func start() {
+        installed.onUnverified { [wake] in wake.signal() }
         let ownPid = UInt32(getpid())
         do {
             let events = try RulesetEvents()
@@ -73,7 +77,14 @@ final class TableGuard: Sendable {
         var changed: [String] = []
         for (name, expected) in installed.snapshot {
             let current = try? backend.fingerprint(of: name)
-            if current != expected { changed.append(current == nil ? "table inet \(name) removed" : "table inet \(name) changed") }
+            switch expected {
+            case .absent:
+                if current != nil { changed.append("table inet \(name) present") }
+            case .present(let fingerprint):
+                if current != fingerprint { changed.append(current == nil ? "table inet \(name) removed" : "table inet \(name) changed") }
+            case .unverified:
+                changed.append("table inet \(name) changed before the agent could verify its install")
+            }
         }
         // A change of the agent's own during the check makes the comparison meaningless.
         guard installed.unchanged(since: token) else {
@@ -84,6 +95,11 @@ final class TableGuard: Sendable {
         let reason = "\(trigger): " + changed.joined(separator: ", ")
         do {
             try restore()
+            let overtaken = installed.snapshot.filter { $0.value == .unverified }.keys.sorted()
+            if !overtaken.isEmpty {
+                throw AgentError.invalidState("another program changed nf_tables again before the restore of "
+                                              + overtaken.map { "table inet \($0)" }.joined(separator: ", ") + " could be verified")
+            }
             restores.add(1, ordering: .relaxed)
             failures.store(0, ordering: .relaxed)
             record("restore", reason, "success")

@@ -47,14 +47,29 @@ public struct NftablesBackend: FirewallBackend {
         try installedChange(table.name) { try batch.commit(on: connection) }
     }
 
-    /// Runs a change and records the table's fingerprint after it, marking the change as ours
+    /// Runs a change and records what the table must be after it, marking the change as ours
     /// while it runs so that the guard does not take it for tampering.
-    func installedChange(_ name: String, _ change: () throws -> Void) throws {
+    ///
+    /// The reference is read back from the kernel only when the ruleset generation proves that
+    /// no other transaction came between the commit and the read (exactly one commit, ours, since
+    /// the generation read before it; the same generation before and after the read-back). A
+    /// flush landing in that instant would otherwise become the agent's idea of "installed".
+    func installedChange(_ name: String, removing: Bool = false, _ change: () throws -> Void) throws {
         guard let installed else { return try change() }
         installed.begin()
         defer { installed.end() }
+        let before = try? generation()
         try change()
-        installed.set(name, try? fingerprint(of: name))
+        if removing {
+            installed.set(name, .absent)
+            return
+        }
+        guard let before, let after = try? generation(), after == Self.generation(after: before),
+              let found = try? fingerprint(of: name), (try? generation()) == after else {
+            installed.set(name, .unverified)
+            return
+        }
+        installed.set(name, .present(found))
     }
 
     public func remove(table name: String) throws {
@@ -63,7 +78,7 @@ public struct NftablesBackend: FirewallBackend {
         batch.add(NFT_MSG_DELTABLE, flags: 0, label: "delete table inet \(name)") { header in
             Self.withTable(name) { nftnl_table_nlmsg_build_payload(header, $0) }
         }
-        try installedChange(name) { try batch.commit(on: connection) }
+        try installedChange(name, removing: true) { try batch.commit(on: connection) }
     }
 
     private func addTable(_ name: String, to batch: NetlinkBatch) {

@@ -16,24 +16,44 @@ public struct TableFingerprint: Hashable, Sendable {
     public let lines: [String]
 }
 
-/// The fingerprints of the tables this backend installed last, for the guard to compare the
-/// kernel against. Kept only when asked for (the agent): reading a table back costs a dump.
+/// What the agent expects of one of its tables: the guard's reference.
+public enum InstalledTable: Sendable, Equatable {
+    /// The agent removed it.
+    case absent
+    /// The agent installed it and read it back before anything else changed nf_tables.
+    case present(TableFingerprint)
+    /// The agent installed it, but another transaction came between its commit and the read-back:
+    /// what the kernel held then is nobody's reference. The guard re-installs it.
+    case unverified
+}
+
+/// The tables this backend installed last, for the guard to compare the kernel against. Kept
+/// only when asked for (the agent): reading a table back costs a dump.
 public final class InstalledTables: Sendable {
     private struct State {
-        var fingerprints: [String: TableFingerprint] = [:]
+        var tables: [String: InstalledTable] = [:]
         /// Changes of ours in flight, and a count of all of them: a check that overlaps one is void.
         var busy = 0
         var generation: UInt64 = 0
+        var onUnverified: (@Sendable () -> Void)?
     }
     private let state = Mutex(State())
     public init() {}
-    public var snapshot: [String: TableFingerprint] { state.withLock { $0.fingerprints } }
+    public var snapshot: [String: InstalledTable] { state.withLock { $0.tables } }
     /// nil while a change of ours runs; otherwise a token that `unchanged(since:)` checks.
     public var quiet: UInt64? { state.withLock { $0.busy == 0 ? $0.generation : nil } }
     public func unchanged(since token: UInt64) -> Bool { state.withLock { $0.busy == 0 && $0.generation == token } }
+    /// Called (outside the lock) whenever an install could not be verified: the guard's wake-up.
+    public func onUnverified(_ body: @escaping @Sendable () -> Void) { state.withLock { $0.onUnverified = body } }
     func begin() { state.withLock { $0.busy += 1; $0.generation += 1 } }
     func end() { state.withLock { $0.busy -= 1; $0.generation += 1 } }
-    func set(_ name: String, _ fingerprint: TableFingerprint?) { state.withLock { $0.fingerprints[name] = fingerprint } }
+    func set(_ name: String, _ table: InstalledTable) {
+        let wake = state.withLock { state -> (@Sendable () -> Void)? in
+            state.tables[name] = table
+            return table == .unverified ? state.onUnverified : nil
+        }
+        wake?()
+    }
 }
 
 extension NftablesBackend {

@@ -45,6 +45,22 @@ extension NftablesBackend {
             nftnl_table_set_u64(table, UInt16(NFTNL_TABLE_HANDLE.rawValue), handle)
             nftnl_table_nlmsg_build_payload(header, table)
         }
-        try installedChange(name) { try batch.commit(on: connection) }
+        try installedChange(name, removing: true) { try batch.commit(on: connection) }
     }
+
+    /// The namespace's ruleset generation: every committed transaction adds one (zero is skipped).
+    public func generation() throws -> UInt32 {
+        var found: UInt32?
+        try NetlinkDump.run(NFT_MSG_GETGEN, flags: NLM_F_ACK, build: { _ in }) { header in
+            guard header.pointee.nlmsg_type == UInt16(NFNL_SUBSYS_NFTABLES << 8) | UInt16(NFT_MSG_NEWGEN.rawValue) else { return }
+            let gen = nftnl_gen_alloc()!
+            defer { nftnl_gen_free(gen) }
+            if nftnl_gen_nlmsg_parse(header, gen) == 0 { found = nftnl_gen_get_u32(gen, UInt16(NFTNL_GEN_ID)) }
+        }
+        guard let found else { throw NftablesError.system(operation: "read the ruleset generation", errno: ENOENT) }
+        return found
+    }
+
+    /// The generation one commit after `generation`.
+    static func generation(after generation: UInt32) -> UInt32 { generation &+ 1 == 0 ? 1 : generation &+ 1 }
 }

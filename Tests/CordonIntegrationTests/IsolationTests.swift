@@ -152,6 +152,45 @@ import Glibc
         #expect(restores.first?.reason.contains("table inet cordon removed") == true, "\(restores.first?.reason ?? "")")
     }
 
+    @Test("bursts of `nft flush ruleset` never leave the host unenforced while the agent says it enforces")
+    func flushBurstsNeverLoseEnforcement() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let (lab, host) = (setup.lab, setup.scenario.host)
+        #expect(try setup.cordon(["enforce", "--operator", "ivy"]).succeeded)
+        #expect(try setup.cordon(["confirm", "--operator", "ivy"]).succeeded)
+
+        // The adversarial recipe: six rounds of 20 flushes with 0-90 ms between them. A flush that
+        // lands right after one of the agent's own restores must not become its idea of "installed".
+        for round in 1...6 {
+            let pauses = (0..<20).map { _ in String(format: "%.3f", Double.random(in: 0...0.09)) }
+            let script = pauses.map { "nft flush ruleset; sleep \($0)" }.joined(separator: "; ")
+            #expect(try lab.run(host, ["sh", "-c", script], timeout: 30).succeeded)
+            // The promise: the tables are back within 2 s of the last foreign change, or the agent
+            // says loudly (degraded, exit 1) that it cannot keep them.
+            var restored = false
+            let started = Date()
+            while !restored && Date().timeIntervalSince(started) < 2 {
+                restored = (try? setup.tableText())?.contains("policy drop") == true
+                if !restored { usleep(50_000) }
+            }
+            let status = try setup.cordon(["status"])
+            if !restored {
+                #expect(status.status == 1 && status.stderr.contains("degraded"),
+                        "round \(round): inet cordon is not back and status says: \(status.stdout)\(status.stderr)")
+            }
+            #expect(restored, "round \(round): the flush burst ended, so a restore must succeed")
+            #expect(try setup.connect(from: host, to: S.peerV4, port: 8080)?.error.contains("Connection refused") == true,
+                    "round \(round): unapproved traffic is refused")
+            usleep(useconds_t.random(in: 2_000_000...3_000_000))
+        }
+        // Quiet again: the periodic view agrees, and the agent is not degraded.
+        let status = try setup.cordon(["status"])
+        #expect(status.status == 0, "\(status.stdout)\(status.stderr)")
+        #expect(try setup.status()["mode"] as? String == "enforce")
+    }
+
     @Test("when restores keep failing the agent escalates: degraded, logged, `cordon status` exits 1; it recovers once a restore succeeds")
     func guardEscalatesAndRecovers() throws {
         guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }

@@ -23,6 +23,7 @@
 #include <libnftnl/rule.h>
 #include <libnftnl/expr.h>
 #include <libnftnl/set.h>
+#include <libnftnl/gen.h>
 #include <stdint.h>
 #include <stddef.h>
 
