@@ -37,8 +37,7 @@ struct ApproveCommand: ParsableCommand {
     }
 
     func run() throws {
-        let ruleset = try loadRuleset(file)
-        let content = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+        let (content, ruleset) = try readRuleset(file)
         let path = global.db ?? AgentConfig.defaultDatabase
         guard access(path, F_OK) == 0 else { throw CLIError.failed("\(StoreError.missing(path: path))") }
         let store: FlowStore

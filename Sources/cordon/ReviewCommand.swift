@@ -133,7 +133,11 @@ struct ReviewCommand: ParsableCommand {
 }
 
 /// Reads and validates a ruleset file; any problem is exit 2 with its location.
-func loadRuleset(_ path: String) throws -> Ruleset {
+func loadRuleset(_ path: String) throws -> Ruleset { try readRuleset(path).ruleset }
+
+/// The file's bytes as read once, with the ruleset parsed from exactly those bytes: what is
+/// stored is then what was reviewed, even if the file changes meanwhile.
+func readRuleset(_ path: String) throws -> (text: String, ruleset: Ruleset) {
     let text: String
     do {
         text = try String(contentsOfFile: path, encoding: .utf8)
@@ -141,7 +145,7 @@ func loadRuleset(_ path: String) throws -> Ruleset {
         throw CLIError.invalid("\(path): cannot read: \(error.localizedDescription)")
     }
     do {
-        return try RulesetParser.parse(text, file: path)
+        return (text, try RulesetParser.parse(text, file: path))
     } catch let error as RulesetError {
         throw CLIError.invalid(error.description)
     }

@@ -1,6 +1,11 @@
+import CordonCore
 import CordonLab
+import CordonStore
 import Foundation
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The command-line contract that needs no root: exit codes and messages.
 @Suite struct CLITests {
@@ -40,6 +45,43 @@ import Testing
         let result = try cordon(arguments)
         #expect(result.status == 2)
         #expect(result.stderr.contains(named), "\(result.stderr)")
+    }
+
+    @Test("approve stores exactly the bytes it reviewed, while the file is swapped under it")
+    func approveStoresWhatItReviewed() throws {
+        let directory = NSTemporaryDirectory() + "cordon-approve-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let database = directory + "/cordon.db"
+        _ = try FlowStore(path: database)
+        try """
+            networks:
+              - name: web
+                entries: [198.51.100.0/24]
+                services: [tcp/443]
+            outgoing:
+              - to: web
+            """.write(toFile: directory + "/valid", atomically: true, encoding: .utf8)
+        try "networks: [\n".write(toFile: directory + "/invalid", atomically: true, encoding: .utf8)
+        try FileManager.default.copyItem(atPath: directory + "/valid", toPath: directory + "/x.yaml")
+        // Swaps the file between the two, whole (rename), for at most 20 s.
+        let swapper = try Child(["sh", "-c", """
+            cd \(directory); end=$(( $(date +%s) + 20 ))
+            while [ $(date +%s) -lt $end ]; do cp invalid t; mv t x.yaml; cp valid t; mv t x.yaml; done
+            """])
+        defer { swapper.signal(SIGKILL); _ = swapper.wait(timeout: 5) }
+        var outcomes = Set<Int32>()
+        for _ in 0..<40 {
+            outcomes.insert(try cordon(["approve", directory + "/x.yaml", "--operator", "a", "--accept-risk", "--db", database]).status)
+        }
+        let versions = try FlowStore(readingFrom: database).rulesetVersions()
+        #expect(!versions.isEmpty && outcomes.contains(2), "both files were approved or refused at least once: \(outcomes)")
+        for version in versions {
+            #expect(throws: Never.self, "version \(version.version) is the valid file") {
+                _ = try RulesetParser.parse(version.content, file: "stored")
+            }
+            #expect(SHA256.hex(version.content) == version.digest)
+        }
     }
 
     @Test func enforceWithoutAnAgentRefusesRatherThanApplyingWithoutAWayBack() throws {
