@@ -44,6 +44,9 @@ public final class Agent: Sendable {
         umask(0o077)
         let directory = (config.database as NSString).deletingLastPathComponent
         if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        // One agent per database, held until this process ends.
+        let databaseLock = try ProcessLock(path: config.database + ".lock", guarding: "database \(config.database)")
+        defer { withExtendedLifetime(databaseLock) {} }
         let store = try FlowStore(path: config.database)
         var aggregator = FlowAggregator(remoteCap: config.remoteCap)
         for (key, stats) in try store.loadAll() { aggregator.load(key, stats) }

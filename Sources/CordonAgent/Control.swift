@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Synchronization
 
 /// What `cordon status` reports.
 public struct StatusReport: Codable, Sendable, Equatable {
@@ -107,16 +108,27 @@ public struct ControlRequest: Codable, Sendable {
 }
 
 /// The agent's end of the Unix control socket.
+///
+/// Every connection is served on a thread of its own, so a slow or idle client never holds up
+/// another; a request must arrive whole within `requestDeadline`, and at most `maxClients` are
+/// served at once (the next ones are told the agent is busy, not left hanging in the backlog).
 final class ControlServer: Sendable {
+    static let requestDeadline: Double = 2
+    static let maxClients = 64
+
     let path: String
     private let fd: Int32
+    /// Only the holder of `path.lock` binds or removes the socket.
+    private let lock: ProcessLock
+    private let clients = Atomic<Int>(0)
 
     /// Binds the socket with mode 0600: only root may steer the agent.
     init(path: String) throws {
         self.path = path
-        if ControlClient(path: path).isAnswering() { throw AgentError.alreadyRunning(socket: path) }
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty { mkdir(directory, 0o755) }
+        lock = try ProcessLock(path: path + ".lock", guarding: "control socket \(path)")
+        // Holding the lock, any socket file there is a dead agent's.
         unlink(path)
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw AgentError.system("control socket", errno) }
@@ -127,34 +139,48 @@ final class ControlServer: Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         umask(previous)
-        guard bound == 0, listen(fd, 16) == 0 else {
+        guard bound == 0, listen(fd, 128) == 0 else {
             let code = errno
             close(fd)
             throw AgentError.system("bind control socket \(path)", code)
         }
     }
 
-    /// Answers requests on a thread of its own, one at a time (each is a quick read of counters).
+    /// Accepts on a thread of its own and answers each request on another.
     func serve(_ answer: @escaping @Sendable (ControlRequest) -> Data) {
         let fd = self.fd
-        Thread.detachNewThread {
+        Thread.detachNewThread { [self] in
             while true {
                 let client = accept(fd, nil, nil)
                 if client < 0 {
-                    if errno == EINTR || errno == ECONNABORTED { continue }
+                    if errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE {
+                        if errno == EMFILE || errno == ENFILE { usleep(10_000) }
+                        continue
+                    }
                     return
                 }
-                var timeout = timeval(tv_sec: 2, tv_usec: 0)
-                setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-                let reply: Data
-                if let line = ControlClient.readLine(client),
-                   let request = try? JSONDecoder().decode(ControlRequest.self, from: line) {
-                    reply = answer(request)
-                } else {
-                    reply = Data(#"{"error":"malformed request"}"#.utf8)
+                var timeout = timeval(tv_sec: Int(Self.requestDeadline), tv_usec: 0)
+                setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                guard clients.add(1, ordering: .relaxed).newValue <= Self.maxClients else {
+                    clients.subtract(1, ordering: .relaxed)
+                    ControlClient.writeAll(client, Data(#"{"error":"busy: too many control connections"}"#.utf8) + Data("\n".utf8))
+                    close(client)
+                    continue
                 }
-                ControlClient.writeAll(client, reply + Data("\n".utf8))
-                close(client)
+                Thread.detachNewThread { [self] in
+                    defer {
+                        close(client)
+                        clients.subtract(1, ordering: .relaxed)
+                    }
+                    let reply: Data
+                    if let line = ControlClient.readLine(client, deadline: Self.requestDeadline),
+                       let request = try? JSONDecoder().decode(ControlRequest.self, from: line) {
+                        reply = answer(request)
+                    } else {
+                        reply = Data(#"{"error":"malformed request"}"#.utf8)
+                    }
+                    ControlClient.writeAll(client, reply + Data("\n".utf8))
+                }
             }
         }
     }
@@ -234,11 +260,21 @@ public struct ControlClient: Sendable {
         return address
     }
 
-    /// Reads up to a newline (or EOF), at most 1 MiB.
-    static func readLine(_ fd: Int32) -> Data? {
+    /// Reads up to a newline (or EOF), at most 1 MiB; with a deadline, gives up once that many
+    /// seconds have passed in all (a client trickling one byte at a time cannot hold a reader).
+    static func readLine(_ fd: Int32, deadline seconds: Double? = nil) -> Data? {
+        let end = seconds.map { DispatchTime.now().uptimeNanoseconds + UInt64($0 * 1e9) }
         var data = Data()
         var chunk = [UInt8](repeating: 0, count: 4096)
         while data.count < 1 << 20 {
+            if let end {
+                let now = DispatchTime.now().uptimeNanoseconds
+                guard now < end else { return nil }
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let ready = poll(&poller, 1, Int32((end - now) / 1_000_000) + 1)
+                if ready < 0 && errno == EINTR { continue }
+                guard ready > 0 else { return nil }
+            }
             let count = read(fd, &chunk, chunk.count)
             if count < 0 && errno == EINTR { continue }
             if count <= 0 { break }

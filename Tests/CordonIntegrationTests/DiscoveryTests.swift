@@ -124,20 +124,6 @@ struct DiscoveryTests {
         #expect(ssh.first { $0.remote == "192.0.2.0/24" }?.connections == 2)
     }
 
-    @Test func aSecondAgentOnTheSameSocketIsRefused() throws {
-        let cordon = try Integration.cordon()
-        let lab = try Lab()
-        defer { lab.cleanup() }
-        let scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
-        let database = scenario.database, socket = scenario.socket
-        let agent = try scenario.startAgent(binary: cordon)
-        let second = try lab.run(scenario.host, [cordon, "agent", "--db", database, "--socket", socket], timeout: 20)
-        #expect(second.status == 1)
-        #expect(second.stderr.contains("already answers"))
-        #expect(agent.isRunning, "the first agent must be untouched")
-        #expect(lab.stop(agent) == 0)
-    }
-
     /// The README's first command: the demo runs to the end, keeps its record with --db, and
     /// leaves no namespace behind.
     @Test func demoRunsEndToEndAndCleansUp() throws {

@@ -326,6 +326,38 @@ import Glibc
         #expect(try setup.status()["mode"] as? String == "discovery")
     }
 
+    @Test("a slow client and idle connections do not block control; a second agent on the same database is refused and leaves the first intact")
+    func controlSurvivesSlowClientsAndASecondAgent() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let (lab, socket) = (setup.lab, setup.scenario.socket)
+        // One byte every 1.5 s, for 9 s; and 30 connections that never send anything (10 s).
+        _ = try lab.spawn(nil, ["sh", "-c", "(for i in 1 2 3 4 5 6; do printf x; sleep 1.5; done) | socat -t1 - UNIX-CONNECT:\(socket)"])
+        for _ in 0..<30 { _ = try lab.spawn(nil, ["sh", "-c", "sleep 10 | socat -t1 - UNIX-CONNECT:\(socket)"]) }
+        usleep(300_000)
+        for _ in 0..<3 {
+            let started = Date()
+            let status = try setup.cordon(["status", "--json"])
+            #expect(status.succeeded, "\(status.stderr)")
+            #expect(Date().timeIntervalSince(started) < 1, "status answered in \(Date().timeIntervalSince(started)) s")
+        }
+        // While those clients still hang on: a second agent on the same database and socket is
+        // refused at once, naming the holder.
+        let second = try lab.run(setup.scenario.host, [setup.cordon, "agent", "--db", setup.scenario.database, "--socket", socket], timeout: 20)
+        #expect(second.status == 1, "\(second.stdout)\(second.stderr)")
+        #expect(second.stderr.contains("another agent"), "\(second.stderr)")
+        // ...and on the same socket with another database: refused too, the socket left alone.
+        let third = try lab.run(setup.scenario.host, [setup.cordon, "agent", "--db", lab.directory + "/other.db", "--socket", socket], timeout: 20)
+        #expect(third.status == 1 && third.stderr.contains("another agent"), "\(third.stdout)\(third.stderr)")
+        #expect(FileManager.default.fileExists(atPath: socket))
+        #expect(try setup.cordon(["enforce", "--operator", "ivy"]).succeeded)
+        #expect(try setup.cordon(["confirm", "--operator", "ivy"]).succeeded, "a confirm is never held up by another client")
+        #expect(try setup.status()["mode"] as? String == "enforce")
+        #expect(try setup.tableText().contains("policy drop"))
+        #expect(setup.agent.isRunning)
+    }
+
     @Test("a collector that cannot be reached through the new rules rolls back at once")
     func unreachableCollectorRollsBack() throws {
         guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
