@@ -46,6 +46,9 @@ public struct AgentConfig: Sendable, Equatable {
         } catch {
             throw ConfigError(file: path, line: nil, field: nil, message: "cannot read: \(error.localizedDescription)")
         }
+        if let (line, _) = YAMLDepth.firstTooDeep(text) {
+            throw ConfigError(file: path, line: line, field: nil, message: "nested deeper than \(YAMLDepth.limit) levels; a config needs two")
+        }
         let node: Node?
         do {
             node = try Yams.compose(yaml: text)

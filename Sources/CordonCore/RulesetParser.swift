@@ -36,6 +36,10 @@ public enum RulesetLimits {
 /// be valid; a file with any error yields no ruleset at all.
 public enum RulesetParser {
     public static func parse(_ text: String, file: String) throws -> Ruleset {
+        if let (line, column) = YAMLDepth.firstTooDeep(text) {
+            throw RulesetError(file: file, line: line, column: column, field: "(file)",
+                               message: "nested deeper than \(YAMLDepth.limit) levels; a ruleset needs a handful")
+        }
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)

@@ -32,6 +32,22 @@ import Testing
         try #require(throws: RulesetError.self) { try RulesetParser.parse(text, file: "web.yaml") }
     }
 
+    @Test("nesting deeper than the limit is refused with its place, however it is written")
+    func deepNestingIsRefusedBeforeTheYAMLLibraryRecurses() throws {
+        let flow = "networks: " + String(repeating: "[", count: 7000) + String(repeating: "]", count: 7000) + "\n"
+        let flowError = try error(flow)
+        #expect(flowError.line == 1 && flowError.column == 10 + YAMLDepth.limit && flowError.message.contains("nested deeper"), "\(flowError)")
+        let dashes = "networks:\n" + String(repeating: "- ", count: 7000) + "x\n"
+        #expect(try error(dashes).line == 2)
+        let indented = (0..<100).map { String(repeating: " ", count: $0) + "k\($0):" }.joined(separator: "\n") + " x\n"
+        #expect(try error(indented).line == YAMLDepth.limit + 1)
+        // Brackets in quotes and comments are text; a real file is far from the limit.
+        let quoted = "name: \"" + String(repeating: "[", count: 100) + "\" # " + String(repeating: "{", count: 100) + "\n"
+        #expect(YAMLDepth.firstTooDeep(quoted) == nil)
+        #expect(YAMLDepth.firstTooDeep(Self.example) == nil)
+        #expect(YAMLDepth.firstTooDeep("a: 'it''s [[['\nb: \"\\\" [[[\"\n", limit: 1) == nil)
+    }
+
     @Test func parsesAFullRuleset() throws {
         let ruleset = try RulesetParser.parse(Self.example, file: "web.yaml")
         #expect(ruleset.name == "web-frontends")

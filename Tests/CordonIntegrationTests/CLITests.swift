@@ -84,6 +84,23 @@ import Glibc
         }
     }
 
+    @Test("a ruleset or config nested 7,000 levels deep is refused with the parser's error, not a crash")
+    func deeplyNestedYAMLIsRefused() throws {
+        let directory = NSTemporaryDirectory() + "cordon-deep-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let file = directory + "/deep.yaml", database = directory + "/cordon.db"
+        try ("networks: " + String(repeating: "[", count: 7000) + String(repeating: "]", count: 7000) + "\n")
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        _ = try FlowStore(path: database)
+        for arguments in [["review", file], ["approve", file, "--operator", "a"], ["render", "--ruleset", file],
+                          ["propose", "--networks", file], ["agent", "--config", file], ["isolate", "--operator", "a", "--config", file]] {
+            let result = try cordon(arguments + ["--db", database, "--socket", directory + "/none.sock"])
+            #expect(result.status == 2 && result.stderr.contains("deep.yaml:1") && result.stderr.contains("nested deeper"),
+                    "\(arguments[0]): exit \(result.status): \(result.stderr)")
+        }
+    }
+
     @Test func enforceWithoutAnAgentRefusesRatherThanApplyingWithoutAWayBack() throws {
         let result = try cordon(["enforce", "--operator", "a", "--socket", "/nonexistent/cordon.sock"])
         #expect(result.status == 1)
