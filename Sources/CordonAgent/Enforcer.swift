@@ -115,10 +115,15 @@ public final class Enforcer: Sendable {
                   fallback: s.confirmDeadline == nil ? nil : s.confirmedVersion)
     }
 
-    /// The management channel the agent last installed, from the database (nil before the first start).
-    public static func persistedManagement(_ store: FlowStore) -> ManagementChannel? {
-        guard let text = (try? store.state(managementName)).flatMap({ $0 }) else { return nil }
-        return try? JSONDecoder().decode(ManagementChannel.self, from: Data(text.utf8))
+    /// The management channel the agent last installed, from the database (nil before the first
+    /// start). One that cannot be decoded is an error: guessing a channel could cut the collector.
+    public static func persistedManagement(_ store: FlowStore) throws -> ManagementChannel? {
+        guard let text = try store.state(managementName) else { return nil }
+        do {
+            return try JSONDecoder().decode(ManagementChannel.self, from: Data(text.utf8))
+        } catch {
+            throw AgentError.invalidState("agent_state '\(managementName)' in \(store.path) is unreadable (\(error)); not guessing a management channel")
+        }
     }
 
     private func load(_ version: Int64) throws -> (RulesetVersion, Ruleset) {

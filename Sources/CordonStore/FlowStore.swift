@@ -7,11 +7,13 @@ import GRDB
 /// Errors of the store, with the path so the operator knows which file is meant.
 public enum StoreError: Error, CustomStringConvertible {
     case missing(path: String)
+    case empty(path: String)
     case corrupt(path: String, detail: String)
 
     public var description: String {
         switch self {
         case .missing(let path): return "no Cordon database at \(path) (has `cordon agent` run with this --db?)"
+        case .empty(let path): return "database \(path) is an empty file, not a Cordon database (move it away to start afresh)"
         case .corrupt(let path, let detail): return "database \(path): \(detail)"
         }
     }
@@ -28,27 +30,75 @@ public final class FlowStore: Sendable {
     /// Opens (and creates or migrates) the database for the agent.
     public init(path: String) throws {
         self.path = path
-        var config = Configuration()
-        config.busyMode = .timeout(5)
-        config.prepareDatabase { db in
-            // A flush is one transaction every few seconds; FULL fsyncs each one, which is cheap at
-            // that rate and keeps recorded flows across a power loss.
-            try db.execute(sql: "PRAGMA synchronous = FULL")
+        if let size = Self.size(path), size == 0 { throw StoreError.empty(path: path) }
+        pool = try Self.open(path, readonly: false)
+        try Self.refuseNewer(pool, path: path)
+        try Self.describing(path) { try Self.migrator.migrate(pool) }
+    }
+
+    /// Opens an existing database to change it (the CLI's approve, or isolation without an
+    /// agent); never creates one, so a mistyped path is an error and not an empty database whose
+    /// defaults (no collectors) would be acted on. Migrates only when its schema is older.
+    public init(existing path: String) throws {
+        self.path = path
+        guard let size = Self.size(path) else { throw StoreError.missing(path: path) }
+        guard size > 0 else { throw StoreError.empty(path: path) }
+        pool = try Self.open(path, readonly: false)
+        try Self.refuseNewer(pool, path: path)
+        let current = try Self.describing(path) { try pool.read { try Self.migrator.hasCompletedMigrations($0) } }
+        guard current else {
+            let applied = try Self.describing(path) { try pool.read { try Self.migrator.appliedIdentifiers($0) } }
+            guard !applied.isEmpty else { throw StoreError.corrupt(path: path, detail: "not a Cordon database (no schema)") }
+            try Self.describing(path) { try Self.migrator.migrate(pool) }
+            return
         }
-        pool = try DatabasePool(path: path, configuration: config)
-        try Self.migrator.migrate(pool)
     }
 
     /// Opens an existing database for reading only (the CLI); never creates one.
     public init(readingFrom path: String) throws {
         self.path = path
-        guard access(path, F_OK) == 0 else { throw StoreError.missing(path: path) }
+        guard let size = Self.size(path) else { throw StoreError.missing(path: path) }
+        guard size > 0 else { throw StoreError.empty(path: path) }
+        pool = try Self.open(path, readonly: true)
+        try Self.refuseNewer(pool, path: path)
+        let applied = try Self.describing(path) { try pool.read { try Self.migrator.hasCompletedMigrations($0) } }
+        guard applied else { throw StoreError.corrupt(path: path, detail: "schema is older than this cordon: start the agent once to migrate it") }
+    }
+
+    /// The file's size, nil when there is none.
+    private static func size(_ path: String) -> Int? {
+        var info = stat()
+        return stat(path, &info) == 0 ? Int(info.st_size) : nil
+    }
+
+    private static func open(_ path: String, readonly: Bool) throws -> DatabasePool {
         var config = Configuration()
-        config.readonly = true
+        config.readonly = readonly
         config.busyMode = .timeout(5)
-        pool = try DatabasePool(path: path, configuration: config)
-        let applied = try pool.read { try Self.migrator.hasCompletedMigrations($0) }
-        guard applied else { throw StoreError.corrupt(path: path, detail: "schema is older or newer than this cordon") }
+        if !readonly {
+            config.prepareDatabase { db in
+                // A flush is one transaction every few seconds; FULL fsyncs each one, which is cheap at
+                // that rate and keeps recorded flows across a power loss.
+                try db.execute(sql: "PRAGMA synchronous = FULL")
+            }
+        }
+        return try describing(path) { try DatabasePool(path: path, configuration: config) }
+    }
+
+    /// A schema written by a later cordon (a migration this one does not know) is refused: this
+    /// version cannot know what the newer one stored, and a downgrade must not guess.
+    private static func refuseNewer(_ pool: DatabasePool, path: String) throws {
+        let unknown = try describing(path) { try pool.read { try migrator.hasBeenSuperseded($0) } }
+        guard !unknown else {
+            throw StoreError.corrupt(path: path, detail: "written by a newer cordon (its schema has migrations this version does not know); upgrade cordon, or restore a backup made by this version")
+        }
+    }
+
+    /// Runs a database call; an SQLite error names the file it happened in.
+    static func describing<T>(_ path: String, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as DatabaseError {
+            throw StoreError.corrupt(path: path, detail: "SQLite error \(error.resultCode.rawValue): \(error.message ?? "\(error.resultCode)")")
+        }
     }
 
     static var migrator: DatabaseMigrator {

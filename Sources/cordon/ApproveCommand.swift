@@ -39,11 +39,10 @@ struct ApproveCommand: ParsableCommand {
     func run() throws {
         let (content, ruleset) = try readRuleset(file)
         let path = global.db ?? AgentConfig.defaultDatabase
-        guard access(path, F_OK) == 0 else { throw CLIError.failed("\(StoreError.missing(path: path))") }
         let store: FlowStore
         let review: Review
         do {
-            store = try FlowStore(path: path)
+            store = try FlowStore(existing: path)
             review = Review(ruleset: ruleset, flows: try store.loadAll(), context: HostFacts.reviewContext(store: store))
         } catch {
             throw CLIError.failed("\(error)")

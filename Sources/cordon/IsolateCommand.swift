@@ -64,8 +64,8 @@ func emergency(_ global: GlobalOptions, _ options: EmergencyOptions, command: St
         let isolator: Isolator
         do {
             let database = global.db ?? AgentConfig.defaultDatabase
-            let store = try FlowStore(path: database)
-            let channel = try persistedManagement(store: store, config: config)
+            let store = try FlowStore(existing: database)
+            let channel = try persistedManagement(store: store, config: config, required: true)
             isolator = try Isolator(backend: NftablesBackend(), store: store, management: { channel }) { message in
                 FileHandle.standardError.write(Data("cordon: \(message)\n".utf8))
             }
@@ -81,11 +81,18 @@ func emergency(_ global: GlobalOptions, _ options: EmergencyOptions, command: St
 }
 
 /// The management channel the agent last installed (the database), or an agent config file's.
-func persistedManagement(store: FlowStore, config: String?) throws -> ManagementChannel {
+/// - Parameter required: isolation without an agent: a database that holds no channel is an
+///   error rather than the defaults (no collectors), which would cut the host off its collector.
+func persistedManagement(store: FlowStore, config: String?, required: Bool = false) throws -> ManagementChannel {
     if let config {
         do { return try AgentConfig.load(path: config).effectiveManagement() } catch let error as ConfigError {
             throw CLIError.invalid(error.description)
         }
     }
-    return Enforcer.persistedManagement(store) ?? AgentConfig().effectiveManagement()
+    if let channel = try Enforcer.persistedManagement(store) { return channel }
+    guard !required else {
+        throw CLIError.failed("\(store.path) holds no management channel (no agent has started on it); nothing changed. "
+                              + "Give --config FILE with the collectors to keep, or check --db")
+    }
+    return AgentConfig().effectiveManagement()
 }

@@ -229,6 +229,20 @@ import Glibc
         #expect(try setup.cordon(["status"]).status == 0)
     }
 
+    @Test("isolate without an agent refuses a database path that does not exist, creating nothing and isolating nothing")
+    func isolateRefusesAMistypedDatabase() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        _ = setup.lab.stop(setup.agent)
+        let mistyped = setup.lab.directory + "/cordn.db"
+        let result = try setup.lab.run(setup.scenario.host, [setup.cordon, "isolate", "--operator", "ivy", "--db", mistyped,
+                                                             "--socket", setup.scenario.socket])
+        #expect(result.status == 1 && result.stderr.contains("no Cordon database at \(mistyped)"), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: mistyped))
+        #expect(!(try setup.lab.nftTables(setup.scenario.host).contains(CordonTables.isolationName)))
+    }
+
     @Test("with the agent killed, isolate applies directly; the restarted agent adopts it; a release ends it")
     func isolateWithoutTheAgent() throws {
         guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
