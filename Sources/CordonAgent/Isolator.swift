@@ -66,22 +66,37 @@ public final class Isolator: Sendable {
         try store.setState(Self.stateName, String(decoding: try JSONEncoder().encode(new), as: UTF8.self))
     }
 
-    private func record(_ action: String, operator name: String, reason: String, channel: ManagementChannel, outcome: String) {
+    /// The decision-log entry; nil when written, else why not (the caller says so).
+    @discardableResult
+    private func record(_ action: String, operator name: String, reason: String, channel: ManagementChannel, outcome: String) -> String? {
         let table = CordonTables.isolation(management: channel).nftText
         do {
             try store.record(action: action, operator: name, reason: reason, policy: table, backend: backend.name,
                              whitelist: channel.summary, outcome: outcome)
+            return nil
         } catch {
             log("could not write the decision log (\(action): \(outcome)): \(error)")
+            return "the decision log (\(error))"
         }
     }
 
-    private func settle(_ id: String, _ status: ActionRecord.Status, _ detail: String) {
-        do { try store.settleAction(id, status, detail: detail) } catch { log("could not settle action \(id): \(error)") }
+    @discardableResult
+    private func settle(_ id: String?, _ status: ActionRecord.Status, _ detail: String) -> String? {
+        guard let id else { return nil }
+        do {
+            try store.settleAction(id, status, detail: detail)
+            return nil
+        } catch {
+            log("could not settle action \(id): \(error)")
+            return "the action's status (\(error))"
+        }
     }
 
     /// Installs the overlay (replacing any copy of it in one transaction) and records its handle.
-    private func apply(_ s: inout IsolationState, operator name: String, reason: String, channel: ManagementChannel) throws {
+    /// Throws only when the kernel refused; a state that could not be saved is returned, since
+    /// the host is isolated all the same (and the agent adopts the overlay at its next start).
+    @discardableResult
+    private func apply(_ s: inout IsolationState, operator name: String, reason: String, channel: ManagementChannel) throws -> String? {
         try backend.replace(CordonTables.isolation(management: channel))
         var next = s
         next.isolated = true
@@ -89,19 +104,28 @@ public final class Isolator: Sendable {
         next.operator = name
         next.reason = reason
         next.handle = try? backend.handle(of: CordonTables.isolationName)
-        try persist(next)
         s = next
+        do {
+            try persist(next)
+            return nil
+        } catch {
+            log("isolated, but the isolation state could not be saved: \(error)")
+            return "the isolation state (\(error))"
+        }
     }
 
     // MARK: Commands
 
+    /// The kernel first, the records after: a database that cannot be written (a full disk, which
+    /// a compromised host can cause) never prevents the isolation; the answer says what is missing.
     public func isolate(operator name: String, reason: String, via: String) -> ControlAnswer {
         state.withLock { s in
             s = current(s)
             let channel = management()
-            let id: String
+            var unrecorded: [String] = []
+            var id: String?
             do { id = try store.requestAction("isolate", operator: name, reason: reason) } catch {
-                return ControlAnswer(ok: false, message: "cannot record the request: \(error)")
+                unrecorded.append("the request (\(error))")
             }
             let present = (try? backend.handle(of: CordonTables.isolationName)).flatMap { $0 }
             if s.isolated, let present, present == s.handle {
@@ -111,20 +135,27 @@ public final class Isolator: Sendable {
                 return ControlAnswer(ok: true, message: "already isolated since \(since) by \(s.operator ?? "?"); nothing changed")
             }
             // A release that came in meanwhile (from another process) wins.
-            if (try? store.actionStatus(id)) == .superseded {
+            if let id, (try? store.actionStatus(id)) == .superseded {
                 return ControlAnswer(ok: false, message: "superseded by a release before it was applied; not isolated")
             }
             do {
-                try apply(&s, operator: name, reason: reason, channel: channel)
+                if let missing = try apply(&s, operator: name, reason: reason, channel: channel) { unrecorded.append(missing) }
             } catch {
                 settle(id, .failed, "\(error)")
                 record("isolate", operator: name, reason: reason, channel: channel, outcome: "failed: \(error)")
                 return ControlAnswer(ok: false, message: "isolation failed: \(error)")
             }
-            settle(id, .applied, "isolated (\(via)); management channel: \(channel.summary)")
-            record("isolate", operator: name, reason: reason, channel: channel, outcome: "success (\(via))")
+            if let missing = settle(id, .applied, "isolated (\(via)); management channel: \(channel.summary)") { unrecorded.append(missing) }
+            if let missing = record("isolate", operator: name, reason: reason, channel: channel, outcome: "success (\(via))") {
+                unrecorded.append(missing)
+            }
             log("ISOLATED by \(name) (\(via)): only the management channel passes: \(channel.summary)")
-            return ControlAnswer(ok: true, message: "isolated: only the management channel passes (\(channel.summary))")
+            var message = "isolated: only the management channel passes (\(channel.summary))"
+            if !unrecorded.isEmpty {
+                message += "\nWARNING: isolated, but \(store.path) could not record " + unrecorded.joined(separator: ", ")
+                    + "; the agent adopts the overlay from the kernel at its next start"
+            }
+            return ControlAnswer(ok: true, message: message)
         }
     }
 
@@ -180,7 +211,9 @@ public final class Isolator: Sendable {
                 let why = "management channel check failed: " + failures.joined(separator: "; ")
                 var detail = "\(why); isolated again"
                 do {
-                    try apply(&s, operator: Enforcer.agentOperator, reason: "escalation: \(why)", channel: channel)
+                    if let missing = try apply(&s, operator: Enforcer.agentOperator, reason: "escalation: \(why)", channel: channel) {
+                        detail += " (could not record \(missing))"
+                    }
                 } catch {
                     detail = "\(why); RE-ISOLATION FAILED: \(error)"
                 }
@@ -224,21 +257,31 @@ public final class Isolator: Sendable {
     }
 
     /// At agent start: settles what a crash left pending and puts the overlay back if the state
-    /// says the host is isolated (the CLI may have isolated it while the agent was down).
+    /// says the host is isolated (the CLI may have isolated it while the agent was down). An
+    /// overlay in the kernel that no record mentions (applied while the database could not be
+    /// written) is adopted: the kernel says the host is isolated, so the agent says so too.
     func reconcile() {
         do { try store.failPendingActions(detail: "the agent restarted before the action completed") } catch {
             log("could not settle pending actions: \(error)")
         }
         state.withLock { s in
+            var reason = "agent start: the host is isolated"
+            if !s.isolated, let found = (try? backend.handle(of: CordonTables.isolationName)).flatMap({ $0 }) {
+                s.isolated = true
+                s.since = TimeText.now()
+                s.operator = "unknown (found in the kernel)"
+                s.reason = "an isolation overlay was in force at agent start without a record"
+                s.handle = found
+                reason = "agent start: an unrecorded isolation overlay was in the kernel; adopted"
+            }
             guard s.isolated else { return }
             let channel = management()
             do {
                 try apply(&s, operator: s.operator ?? Enforcer.agentOperator, reason: s.reason ?? "", channel: channel)
-                record("reapply", operator: Enforcer.agentOperator, reason: "agent start: the host is isolated", channel: channel, outcome: "success")
+                record("reapply", operator: Enforcer.agentOperator, reason: reason, channel: channel, outcome: "success")
                 log("isolation in force since \(s.since.map(TimeText.rfc3339) ?? "?") (adopted at start)")
             } catch {
-                record("reapply", operator: Enforcer.agentOperator, reason: "agent start: the host is isolated", channel: channel,
-                       outcome: "failed: \(error)")
+                record("reapply", operator: Enforcer.agentOperator, reason: reason, channel: channel, outcome: "failed: \(error)")
                 log("could not re-apply the isolation: \(error)")
             }
         }

@@ -229,6 +229,54 @@ import Glibc
         #expect(try setup.cordon(["status"]).status == 0)
     }
 
+    @Test("a full disk does not prevent isolation, through the agent or without it; the restarted agent adopts the unrecorded overlay")
+    func isolationSurvivesAFullDisk() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        var setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let (lab, host) = (setup.lab, setup.scenario.host)
+        // The database on a small filesystem of its own, which the test then fills.
+        let small = lab.directory + "/small"
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        #expect(try lab.run(nil, ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", small]).succeeded)
+        defer { _ = try? lab.run(nil, ["umount", "-l", small]) }
+        let database = small + "/cordon.db"
+        let collector = ["--collector", "\(S.peerV4):\(EnforcementTests.collectorPort)"]
+        _ = lab.stop(setup.agent)
+        setup.agent = try setup.scenario.startAgent(binary: setup.cordon, database: database, extra: collector)
+        func cordon(_ arguments: [String]) throws -> CommandResult {
+            try lab.run(host, [setup.cordon] + arguments + ["--db", database, "--socket", setup.scenario.socket])
+        }
+        func fill() throws {
+            _ = try lab.run(nil, ["sh", "-c", "i=0; while dd if=/dev/zero of=\(small)/fill.$i bs=4k count=64 2>/dev/null; do i=$((i+1)); done; "
+                                  + "dd if=/dev/zero of=\(small)/last bs=512 2>/dev/null; true"])
+        }
+        try fill()
+        // Through the agent: its database writes fail, the isolation does not.
+        let through = try cordon(["isolate", "--operator", "ivy", "--reason", "disk full"])
+        #expect(through.succeeded && through.stdout.contains("could not record"), "\(through.stdout)\(through.stderr)")
+        #expect(!(try Self.connects(setup, from: host, to: S.peerV4, port: 443)), "isolated")
+        #expect(try Self.connects(setup, from: host, to: S.peerV4, port: EnforcementTests.collectorPort))
+
+        // The agent down, the overlay gone, the disk still full: the CLI isolates directly.
+        _ = lab.stop(setup.agent, signal: SIGKILL)
+        #expect(try lab.run(host, ["nft", "delete", "table", "inet", CordonTables.isolationName]).succeeded)
+        try fill()
+        let direct = try cordon(["isolate", "--operator", "ivy", "--reason", "disk full, no agent"])
+        #expect(direct.succeeded && direct.stdout.contains("could not record"), "\(direct.stdout)\(direct.stderr)")
+        #expect(try lab.nftTables(host).contains(CordonTables.isolationName))
+        #expect(!(try Self.connects(setup, from: host, to: S.peerV4, port: 443)), "isolated")
+
+        // Space again: the restarted agent says the host is isolated, whatever was recorded.
+        #expect(try lab.run(nil, ["sh", "-c", "rm -f \(small)/fill.* \(small)/last"]).succeeded)
+        setup.agent = try setup.scenario.startAgent(binary: setup.cordon, database: database, extra: collector)
+        let status = try cordon(["status", "--json"])
+        #expect((try? JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])?["isolated"] as? Bool == true,
+                "\(status.stdout)\(status.stderr)")
+        #expect(try cordon(["release", "--operator", "ivy"]).succeeded)
+        #expect(try Self.connects(setup, from: host, to: S.peerV4, port: 443))
+    }
+
     @Test("isolate without an agent refuses a database path that does not exist, creating nothing and isolating nothing")
     func isolateRefusesAMistypedDatabase() throws {
         guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
