@@ -197,9 +197,14 @@ public final class Lab: Sendable {
     }
 
     /// Finds an executable in PATH and the sbin directories (root's tools live there).
+    /// Where `.ci/setup --tests` unpacks the test peers whose packages would start, enable or
+    /// replace services (sshd, chronyd); searched after PATH.
+    public static let testPeers = "/opt/cordon-test-peers"
+
     public static func which(_ name: String) -> String? {
         if name.hasPrefix("/") { return access(name, X_OK) == 0 ? name : nil }
         let path = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
+            + ":\(testPeers)/usr/sbin:\(testPeers)/usr/bin"
         for directory in path.split(separator: ":") where access("\(directory)/\(name)", X_OK) == 0 {
             return "\(directory)/\(name)"
         }

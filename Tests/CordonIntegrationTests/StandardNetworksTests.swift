@@ -20,6 +20,8 @@ struct StandardNetworksTests {
         defer { lab.cleanup() }
         let scenario = try DiscoveryScenario(lab: lab, hostFirewall: false, servers: false)
         let dir = lab.directory
+        let chronyd = try #require(Lab.which("chronyd"), "chronyd: bash .ci/setup --tests")
+        let sshd = try #require(Lab.which("sshd"), "sshd: bash .ci/setup --tests")
         try lab.setResolvers(scenario.host, [S.peerV4])
         let peerLink = try lab.interface(in: scenario.peer, holding: S.peerV4)
         let hostLink = try lab.interface(in: scenario.host, holding: S.hostV4)
@@ -32,7 +34,7 @@ struct StandardNetworksTests {
         try "allow 192.0.2.0/24\nlocal stratum 8\nbindaddress \(S.peerV4)\ncmdport 0\npidfile \(dir)/chronyd-server.pid\n"
             .write(toFile: dir + "/chrony-server.conf", atomically: true, encoding: .utf8)
         // -x: never touch the machine's clock (it is not namespaced).
-        _ = try lab.spawn(scenario.peer, ["chronyd", "-d", "-x", "-f", dir + "/chrony-server.conf"], log: dir + "/chronyd.log")
+        _ = try lab.spawn(scenario.peer, [chronyd, "-d", "-x", "-u", "root", "-f", dir + "/chrony-server.conf"], log: dir + "/chronyd.log")
         _ = try lab.spawn(scenario.peer, ["socat", "TCP-LISTEN:389,fork,reuseaddr", "PIPE"])
         try lab.run(scenario.peer, ["ip", "addr", "add", "169.254.169.254/32", "dev", peerLink])
         try lab.run(scenario.host, ["ip", "route", "add", "169.254.169.254/32", "dev", hostLink])
@@ -54,7 +56,7 @@ struct StandardNetworksTests {
             UsePAM no
             PermitRootLogin prohibit-password
             """.write(toFile: dir + "/sshd_config", atomically: true, encoding: .utf8)
-        _ = try lab.spawn(scenario.host, ["/usr/sbin/sshd", "-D", "-e", "-f", dir + "/sshd_config"], log: dir + "/sshd.log")
+        _ = try lab.spawn(scenario.host, [sshd, "-D", "-e", "-f", dir + "/sshd_config"], log: dir + "/sshd.log")
         usleep(500_000)
 
         let database = scenario.database, socket = scenario.socket
@@ -80,7 +82,7 @@ struct StandardNetworksTests {
         // NTP: ask the peer for the time without setting the clock.
         try "server \(S.peerV4) iburst\ncmdport 0\npidfile \(dir)/chronyd-client.pid\n"
             .write(toFile: dir + "/chrony-client.conf", atomically: true, encoding: .utf8)
-        let ntp = try lab.run(scenario.host, ["chronyd", "-Q", "-t", "20", "-f", dir + "/chrony-client.conf"], timeout: 40)
+        let ntp = try lab.run(scenario.host, [chronyd, "-Q", "-t", "20", "-u", "root", "-f", dir + "/chrony-client.conf"], timeout: 40)
         #expect(ntp.succeeded, "ntp: \(ntp.stdout) \(ntp.stderr)")
         try scenario.tcp(from: scenario.host, to: S.peerV4, port: 389)
         let metadata = try lab.run(scenario.host, ["socat", "-T2", "-", "TCP:169.254.169.254:80"], input: "GET / HTTP/1.0\r\n\r\n")
@@ -127,7 +129,7 @@ struct StandardNetworksTests {
         #expect(sshAfter.succeeded && sshAfter.stdout.contains("in"), "ssh while enforcing: \(sshAfter.stderr)")
         let dnsAfter = try lab.run(scenario.host, ["getent", "ahostsv4", "cordon.test"], timeout: 20)
         #expect(dnsAfter.stdout.contains(S.peerV4), "dns while enforcing: \(dnsAfter.stderr)")
-        let ntpAfter = try lab.run(scenario.host, ["chronyd", "-Q", "-t", "20", "-f", dir + "/chrony-client.conf"], timeout: 40)
+        let ntpAfter = try lab.run(scenario.host, [chronyd, "-Q", "-t", "20", "-u", "root", "-f", dir + "/chrony-client.conf"], timeout: 40)
         #expect(ntpAfter.succeeded, "ntp while enforcing: \(ntpAfter.stdout) \(ntpAfter.stderr)")
         let renew = try lab.run(scenario.host, ["dhclient", "-1", "-v", "-sf", dir + "/dhclient-script", "-lf", dir + "/dhclient.leases",
                                                  "-pf", dir + "/dhclient.pid", hostLink], timeout: 40)
@@ -160,7 +162,7 @@ struct StandardNetworksTests {
     }
 }
 
-/// The Debian daemons the standard-network test runs (installed by .ci/setup).
+/// The Debian daemons the standard-network test runs (`.ci/setup --tests` installs or unpacks them).
 enum Peers {
     static let tools = ["sshd", "ssh", "ssh-keygen", "dnsmasq", "chronyd", "dhclient", "getent"]
     static var installed: Bool { Integration.required || tools.allSatisfy { Lab.which($0) != nil } }
