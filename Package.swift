@@ -53,7 +53,8 @@ let package = Package(
             name: "CordonCoreTests",
             dependencies: ["CordonCore", "CordonStore", "CordonAgent", .product(name: "GRDB", package: "GRDB.swift")]
         ),
-        .testTarget(name: "CordonIntegrationTests", dependencies: ["CordonCore", "CordonStore", "CordonAgent", "CordonNftables", "CordonLab", "cordon", "cordon-bench"]),
+        .testTarget(name: "CordonIntegrationTests", dependencies: ["CordonCore", "CordonStore", "CordonAgent", "CordonNftables", "CordonLab", "cordon", "cordon-bench",
+                                                          .product(name: "GRDB", package: "GRDB.swift")]),
     ],
     swiftLanguageModes: [.v6]
 )

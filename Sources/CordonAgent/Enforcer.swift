@@ -127,7 +127,7 @@ public final class Enforcer: Sendable {
     }
 
     private func load(_ version: Int64) throws -> (RulesetVersion, Ruleset) {
-        guard let approved = try store.ruleset(version: version) else {
+        guard let approved = try store.approvedRuleset(version: version) else {
             throw AgentError.invalidState("approved ruleset version \(version) is not in the database")
         }
         return (approved, try RulesetParser.parse(approved.content, file: "approved ruleset version \(version)"))

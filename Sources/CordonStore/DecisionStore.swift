@@ -133,6 +133,26 @@ extension FlowStore {
         }
     }
 
+    /// An approved version to install: its content must still hash to its digest, and the
+    /// hash-chained decision log must hold the approval of that digest. A version edited in the
+    /// database (the append-only trigger dropped, the content widened) is refused, not enforced.
+    public func approvedRuleset(version: Int64) throws -> RulesetVersion? {
+        guard let found = try ruleset(version: version) else { return nil }
+        guard SHA256.hex(found.content) == found.digest else {
+            throw StoreError.corrupt(path: path, detail: "approved ruleset version \(version) does not match its digest \(found.digest.prefix(16))…: "
+                                     + "its content was changed after approval; refusing to install it")
+        }
+        let approvals = try pool.read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM decisions WHERE action = 'approve' AND policy_digest = ? AND outcome LIKE 'success%'",
+                             arguments: [found.digest]) ?? 0
+        }
+        guard approvals > 0 else {
+            throw StoreError.corrupt(path: path, detail: "approved ruleset version \(version) (digest \(found.digest.prefix(16))…) has no approval "
+                                     + "in the decision log; refusing to install it")
+        }
+        return found
+    }
+
     public func latestRuleset() throws -> RulesetVersion? {
         try pool.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM rulesets ORDER BY version DESC LIMIT 1").map(Self.version)

@@ -3,6 +3,7 @@ import CordonCore
 import CordonLab
 import CordonStore
 import Foundation
+import GRDB
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -356,6 +357,32 @@ import Glibc
         #expect(try setup.status()["mode"] as? String == "enforce")
         #expect(try setup.tableText().contains("policy drop"))
         #expect(setup.agent.isRunning)
+    }
+
+    @Test("a stored ruleset edited in the database is refused at restart, and the kernel keeps the approved rules")
+    func editedRulesetIsNotEnforced() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        var setup = try Setup()
+        defer { setup.lab.cleanup() }
+        #expect(try setup.cordon(["enforce", "--operator", "ivy"]).succeeded)
+        #expect(try setup.cordon(["confirm", "--operator", "ivy"]).succeeded)
+        #expect(setup.lab.stop(setup.agent) == 0)
+        // Someone with write access to the file drops the append-only trigger and widens the rules.
+        let pool = try DatabasePool(path: setup.scenario.database)
+        try pool.write { db in
+            try db.execute(sql: "DROP TRIGGER rulesets_append_only_update")
+            try db.execute(sql: "UPDATE rulesets SET content = replace(content, 'services: [tcp/443]', 'services: [tcp/443, tcp/8080]')")
+        }
+        try pool.close()
+        let log = setup.lab.directory + "/restart.log"
+        #expect(throws: LabError.self) {
+            setup.agent = try setup.scenario.startAgent(binary: setup.cordon, extra: ["--collector", "\(S.peerV4):\(EnforcementTests.collectorPort)"],
+                                                        log: log)
+        }
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(text.contains("does not match its digest"), "\(text)")
+        #expect(try setup.connect(from: setup.scenario.host, to: S.peerV4, port: 8080)?.error.contains("Connection refused") == true,
+                "the approved rules stay in force")
     }
 
     @Test("a collector that cannot be reached through the new rules rolls back at once")
