@@ -60,10 +60,14 @@ public struct AgentConfig: Sendable, Equatable {
         guard let mapping = node.mapping else {
             throw ConfigError(file: path, line: node.mark.map { $0.line }, field: nil, message: "expected a mapping of settings")
         }
+        var seen: [String: Int] = [:]
         for (keyNode, value) in mapping {
             let key = keyNode.string ?? ""
             let line = keyNode.mark.map { $0.line }
             func fail(_ message: String) -> ConfigError { ConfigError(file: path, line: line, field: key, message: message) }
+            // Last-one-wins would let a second `collectors: []` silently drop the collectors.
+            if let first = seen[key] { throw fail("given twice (first on line \(first))") }
+            seen[key] = line ?? 0
             switch key {
             case "database":
                 guard let v = value.string, !v.isEmpty else { throw fail("expected a file path") }

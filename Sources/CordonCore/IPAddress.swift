@@ -116,8 +116,6 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
     /// 255.255.255.255, the limited broadcast address.
     public var isLimitedBroadcast: Bool { family == .ipv4 && low == 0xFFFF_FFFF }
 
-    private var isIPv4Mapped: Bool { high == 0 && low >> 32 == 0xFFFF }
-
     public static func < (lhs: IPAddress, rhs: IPAddress) -> Bool {
         if lhs.family != rhs.family { return lhs.family == .ipv4 }
         return (lhs.high, lhs.low) < (rhs.high, rhs.low)
@@ -142,7 +140,7 @@ public struct IPPrefix: Hashable, Sendable, Comparable, CustomStringConvertible 
         let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
         guard let address = IPAddress(String(parts[0])) else { return nil }
         if parts.count == 2 {
-            guard let length = Int(parts[1]), (0...address.family.bitWidth).contains(length) else { return nil }
+            guard let length = StrictDecimal.parse(parts[1], as: Int.self), (0...address.family.bitWidth).contains(length) else { return nil }
             self.init(address, length: length)
         } else {
             self.init(address)
@@ -169,4 +167,22 @@ public struct IPPrefix: Hashable, Sendable, Comparable, CustomStringConvertible 
     public static func < (lhs: IPPrefix, rhs: IPPrefix) -> Bool {
         (lhs.address, lhs.length) < (rhs.address, rhs.length)
     }
+}
+
+/// Decimal numbers as a person writes them in a ruleset or config: ASCII digits only, no sign,
+/// no leading zero. Swift's `Int("+24")` and `Int("024")` both give 24, which would let `/+24`
+/// or `tcp/022` through as if they were meant.
+public enum StrictDecimal {
+    public static func parse<T: FixedWidthInteger>(_ text: some StringProtocol, as type: T.Type = T.self) -> T? {
+        let digits = text.utf8
+        guard let first = digits.first, digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+              first != UInt8(ascii: "0") || digits.count == 1 else { return nil }
+        return T(text, radix: 10)
+    }
+}
+
+extension IPAddress {
+    /// `::ffff:a.b.c.d`: an IPv4 address written as IPv6. Packets never carry it on the wire of
+    /// an `inet` table (IPv4 packets are matched as IPv4), so a rule for it would match nothing.
+    public var isIPv4Mapped: Bool { family == .ipv6 && high == 0 && low >> 32 == 0xFFFF }
 }

@@ -80,6 +80,7 @@ public struct ManagementChannel: Hashable, Sendable {
         func fail(_ message: String) -> ParseError { ParseError(option: "--collector", value: text, message: message) }
         guard let (host, port) = splitPort(text), let port else { throw fail("expected ADDRESS:PORT or [IPV6]:PORT") }
         guard let address = IPAddress(host) else { throw fail("'\(host)' is not an IP address (host names are not accepted: give the address)") }
+        guard !address.isIPv4Mapped else { throw fail("'\(host)' is an IPv4 address written as IPv6: write it as IPv4") }
         guard port > 0 else { throw fail("port must be 1-65535") }
         return Endpoint(transport: IPProtocolNumber.tcp, addresses: IPPrefix(address), port: port)
     }
@@ -87,6 +88,9 @@ public struct ManagementChannel: Hashable, Sendable {
     public static func resolver(_ text: String) throws(ParseError) -> IPAddress {
         guard let address = IPAddress(text) else {
             throw ParseError(option: "--resolver", value: text, message: "expected an IPv4 or IPv6 address")
+        }
+        guard !address.isIPv4Mapped else {
+            throw ParseError(option: "--resolver", value: text, message: "an IPv4 address written as IPv6: write it as IPv4")
         }
         return address
     }
@@ -100,6 +104,11 @@ public struct ManagementChannel: Hashable, Sendable {
         else { throw fail("expected PROTO/ADDRESS[:PORT] with PROTO one of tcp, udp, sctp, dccp, udplite, icmp, icmpv6") }
         guard let (host, port) = splitPort(String(parts[1])) else { throw fail("expected ADDRESS[/LEN][:PORT]; IPv6 with a port in brackets") }
         guard let addresses = IPPrefix(host) else { throw fail("'\(host)' is not an address or CIDR") }
+        let written = IPAddress(String(host.split(separator: "/", maxSplits: 1)[0]))
+        guard addresses.address == written else {
+            throw fail("'\(host)' has host bits set; did you mean \(addresses.address)/\(addresses.length)?")
+        }
+        guard !addresses.address.isIPv4Mapped else { throw fail("'\(host)' is an IPv4 address written as IPv6: write it as IPv4") }
         if IPProtocolNumber.isICMP(transport) {
             guard port == nil else { throw fail("\(parts[0]) has no ports") }
             let family: AddressFamily = transport == IPProtocolNumber.icmp ? .ipv4 : .ipv6
@@ -116,13 +125,13 @@ public struct ManagementChannel: Hashable, Sendable {
             let host = String(text[text.index(after: text.startIndex)..<close])
             let rest = text[text.index(after: close)...]
             if rest.isEmpty { return (host, nil) }
-            guard rest.hasPrefix(":"), let port = UInt16(rest.dropFirst()) else { return nil }
+            guard rest.hasPrefix(":"), let port = StrictDecimal.parse(rest.dropFirst(), as: UInt16.self) else { return nil }
             return (host, port)
         }
         let colons = text.filter { $0 == ":" }.count
         if colons == 1 {
             let pieces = text.split(separator: ":", omittingEmptySubsequences: false)
-            guard let port = UInt16(pieces[1]) else { return nil }
+            guard let port = StrictDecimal.parse(pieces[1], as: UInt16.self) else { return nil }
             return (String(pieces[0]), port)
         }
         return (text, nil)

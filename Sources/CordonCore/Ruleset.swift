@@ -135,15 +135,15 @@ public enum Service: Hashable, Sendable, CustomStringConvertible {
         if IPProtocolNumber.isICMP(transport) {
             guard parts.count <= 3 else { return nil }
             var type: UInt8?, code: UInt8?
-            if parts.count >= 2 { guard let value = UInt8(parts[1]) else { return nil }; type = value }
-            if parts.count == 3 { guard let value = UInt8(parts[2]) else { return nil }; code = value }
+            if parts.count >= 2 { guard let value = StrictDecimal.parse(parts[1], as: UInt8.self) else { return nil }; type = value }
+            if parts.count == 3 { guard let value = StrictDecimal.parse(parts[2], as: UInt8.self) else { return nil }; code = value }
             self = .icmp(transport: transport, type: type, code: code)
             return
         }
         guard IPProtocolNumber.hasPorts(transport), parts.count == 2 else { return nil }
         let bounds = parts[1].split(separator: "-", omittingEmptySubsequences: false)
-        guard bounds.count <= 2, let low = UInt16(bounds[0]) else { return nil }
-        let high = bounds.count == 2 ? UInt16(bounds[1]) : low
+        guard bounds.count <= 2, let low = StrictDecimal.parse(bounds[0], as: UInt16.self) else { return nil }
+        let high = bounds.count == 2 ? StrictDecimal.parse(bounds[1], as: UInt16.self) : low
         guard let high, low <= high else { return nil }
         self = .ports(transport: transport, range: low...high)
     }

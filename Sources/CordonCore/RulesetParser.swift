@@ -163,6 +163,7 @@ public enum RulesetParser {
         func network(_ node: Node, _ field: String) throws -> ExternalNetwork {
             var network = ExternalNetwork(name: "", entries: [], services: [])
             var named = false, hasEntries = false, hasServices = false
+            var servicesNodes: [Node] = []
             for (key, _, value) in try mapping(node, field, allowed: ["name", "comment", "usage", "entries", "services"]) {
                 let path = "\(field).\(key)"
                 switch key {
@@ -183,9 +184,8 @@ public enum RulesetParser {
                     }
                 case "services":
                     hasServices = true
-                    network.services = try sequence(value, path, limit: RulesetLimits.servicesPerNetwork).enumerated().map {
-                        try service($1, "\(path)[\($0)]")
-                    }
+                    servicesNodes = try sequence(value, path, limit: RulesetLimits.servicesPerNetwork)
+                    network.services = try servicesNodes.enumerated().map { try service($1, "\(path)[\($0)]") }
                 default: break
                 }
             }
@@ -196,6 +196,16 @@ public enum RulesetParser {
             guard hasServices, !network.services.isEmpty else {
                 throw fail(node, "\(field).services", "missing or empty: list services such as tcp/22, udp/67-68, icmp/8/0")
             }
+            // ICMP of one family with entries only of the other would be installed as nothing.
+            let families = Set(network.entries.map(\.family))
+            for (index, service) in network.services.enumerated() {
+                guard case .icmp(let transport, _, _) = service else { continue }
+                let family: AddressFamily = transport == IPProtocolNumber.icmp ? .ipv4 : .ipv6
+                guard families.contains(family) else {
+                    throw fail(servicesNodes[index], "\(field).services[\(index)]",
+                               "'\(service)' needs an \(family.rawValue) entry; this network has none, so it would match nothing")
+                }
+            }
             return network
         }
 
@@ -205,8 +215,11 @@ public enum RulesetParser {
             guard let address = IPAddress(String(parts[0])) else {
                 throw fail(node, field, "'\(text)' is not an IPv4 or IPv6 address or CIDR (e.g. 192.0.2.0/24, 2001:db8::/32)")
             }
+            if address.isIPv4Mapped {
+                throw fail(node, field, "'\(text)' is an IPv4 address written as IPv6, which no packet matches; write it as IPv4")
+            }
             guard parts.count == 2 else { return IPPrefix(address) }
-            guard let length = Int(parts[1]), (0...address.family.bitWidth).contains(length) else {
+            guard let length = StrictDecimal.parse(parts[1], as: Int.self), (0...address.family.bitWidth).contains(length) else {
                 throw fail(node, field, "'\(text)': prefix length must be 0-\(address.family.bitWidth) for \(address.family.rawValue)")
             }
             let prefix = IPPrefix(address, length: length)

@@ -53,6 +53,8 @@ struct ProposeCommand: ParsableCommand {
             throw CLIError.failed("cannot write \(out): \(error.localizedDescription)")
         }
         let candidates = proposal.candidates.filter { $0.direction != .forward }.count
-        print("wrote \(out): \(proposal.ruleset.networks.count) standard networks, \(candidates) Somewhere candidates to decide on")
+        let networks = proposal.ruleset.networks.count
+        print("wrote \(out): \(networks) standard network\(networks == 1 ? "" : "s"), "
+              + "\(candidates) Somewhere candidate\(candidates == 1 ? "" : "s") to decide on")
     }
 }

@@ -65,6 +65,29 @@ import Testing
         #expect(error.message.contains("unknown setting"))
     }
 
+    @Test("a setting given twice is an error, not last-one-wins (a second `collectors: []` would drop the collectors)")
+    func duplicateSettingsAreErrors() throws {
+        let path = try write("collectors: [\"192.0.2.20:9000\"]\nflush_interval: 1\ncollectors: []\n")
+        defer { unlink(path) }
+        let error = try #require(throws: ConfigError.self) { try AgentConfig.load(path: path) }
+        #expect(error.line == 3 && error.field == "collectors" && error.message.contains("given twice (first on line 1)"), "\(error)")
+    }
+
+    @Test("the management channel is as strict as a ruleset: host bits, signs, leading zeros and mapped addresses are errors")
+    func managementEntriesAreStrict() throws {
+        for (key, value, message) in [("extra_allow", "tcp/192.0.2.7/24:22", "did you mean 192.0.2.0/24"),
+                                      ("extra_allow", "tcp/192.0.2.0/+24:22", "not an address or CIDR"),
+                                      ("extra_allow", "tcp/192.0.2.0/24:+22", "expected ADDRESS"),
+                                      ("collectors", "192.0.2.20:09000", "expected ADDRESS:PORT"),
+                                      ("collectors", "[::ffff:192.0.2.20]:9000", "written as IPv6"),
+                                      ("resolvers", "::ffff:192.0.2.53", "written as IPv6")] {
+            let path = try write("\(key): [\"\(value)\"]\n")
+            defer { unlink(path) }
+            let error = try #require(throws: ConfigError.self) { try AgentConfig.load(path: path) }
+            #expect(error.field == key && error.message.contains(message), "\(value): \(error)")
+        }
+    }
+
     @Test func outOfRangeValuesAreErrors() throws {
         let path = try write("flush_interval: 0\n")
         defer { unlink(path) }

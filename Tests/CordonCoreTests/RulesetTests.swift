@@ -18,7 +18,7 @@ import Testing
             entries: [192.0.2.53]
             services: [udp/53, tcp/53]
           - name: icmp
-            entries: [0.0.0.0/0]
+            entries: [0.0.0.0/0, "::/0"]
             services: [icmp/8/0, icmp/3, icmpv6]
         incoming:
           - from: ssh
@@ -69,6 +69,24 @@ import Testing
         #expect(e.field == "networks[1].service")
         #expect(e.message.contains("valid here: name, comment, usage, entries, services"))
         #expect(e.description.hasPrefix("web.yaml:13:5: networks[1].service: "))
+    }
+
+    @Test("numbers with a sign or a leading zero, IPv4-mapped IPv6 and ICMP of a family the network lacks are refused")
+    func looseFormsAreRefused() throws {
+        for (written, field) in [("198.51.100.0/+24", "networks[0].entries[0]"), ("198.51.100.0/024", "networks[0].entries[0]"),
+                                 ("\"::ffff:192.0.2.1\"", "networks[0].entries[0]")] {
+            let e = try error(Self.example.replacingOccurrences(of: "198.51.100.0/24", with: written))
+            #expect(e.field == field, "\(written): \(e)")
+        }
+        #expect(try error(Self.example.replacingOccurrences(of: "198.51.100.0/24", with: "\"::ffff:192.0.2.1\""))
+            .message.contains("IPv4 address written as IPv6"))
+        for written in ["tcp/+22", "tcp/022", "tcp/22-+23"] {
+            let e = try error(Self.example.replacingOccurrences(of: "services: [tcp/22]", with: "services: [\(written)]"))
+            #expect(e.field == "networks[0].services[0]", "\(written): \(e)")
+        }
+        let e = try error(Self.example.replacingOccurrences(of: "entries: [0.0.0.0/0, \"::/0\"]", with: "entries: [0.0.0.0/0]"))
+        #expect(e.field == "networks[2].services[2]" && e.message.contains("needs an ipv6 entry"), "\(e)")
+        #expect(e.line == 16)
     }
 
     @Test func badCIDRIsExplained() throws {
