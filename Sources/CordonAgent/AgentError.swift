@@ -9,6 +9,12 @@ public enum AgentError: Error, CustomStringConvertible {
     /// Another agent holds the database or the socket (its pid, as its lock file says).
     case alreadyRunning(resource: String, holder: String)
     case protocolViolation(String)
+    /// The control socket is root's (mode 0600): a user without the right to it is told so,
+    /// not that no agent runs.
+    case permissionDenied(socket: String)
+    /// The socket or its directory could be replaced by another user, whose fake agent could
+    /// answer root's commands: not talked to.
+    case untrustedSocket(socket: String, reason: String)
     /// The database holds something the agent will not act on without an operator.
     case invalidState(String)
 
@@ -18,6 +24,8 @@ public enum AgentError: Error, CustomStringConvertible {
         case .notRunning(let socket, let reason): return "no agent answers on \(socket) (\(reason))"
         case .alreadyRunning(let resource, let holder): return "another agent (pid \(holder)) is running on \(resource)"
         case .protocolViolation(let what): return "control socket: \(what)"
+        case .permissionDenied(let socket): return "permission denied on \(socket): the control socket is root's only; run cordon as root"
+        case .untrustedSocket(let socket, let reason): return "not talking to \(socket): \(reason)"
         case .invalidState(let what): return what
         }
     }

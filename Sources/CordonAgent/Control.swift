@@ -127,6 +127,7 @@ final class ControlServer: Sendable {
         self.path = path
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty { mkdir(directory, 0o755) }
+        if let problem = SocketTrust.directoryProblem(path) { throw AgentError.untrustedSocket(socket: path, reason: problem) }
         lock = try ProcessLock(path: path + ".lock", guarding: "control socket \(path)")
         // Holding the lock, any socket file there is a dead agent's.
         unlink(path)
@@ -213,6 +214,9 @@ public struct ControlClient: Sendable {
     }
 
     public func send(_ request: ControlRequest, timeoutSeconds: Int) throws -> Data {
+        if let problem = SocketTrust.directoryProblem(path) ?? SocketTrust.socketProblem(path) {
+            throw AgentError.untrustedSocket(socket: path, reason: problem)
+        }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw AgentError.system("control socket", errno) }
         defer { close(fd) }
@@ -224,6 +228,7 @@ public struct ControlClient: Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard connected == 0 else {
+            if errno == EACCES || errno == EPERM { throw AgentError.permissionDenied(socket: path) }
             throw AgentError.notRunning(socket: path, reason: String(cString: strerror(errno)))
         }
         Self.writeAll(fd, try JSONEncoder().encode(request) + Data("\n".utf8))
@@ -295,5 +300,29 @@ public struct ControlClient: Sendable {
                 offset += written
             }
         }
+    }
+}
+
+/// Whether a control socket can be trusted: only root or the calling user may be able to
+/// replace it. A directory another user owns or may write to lets that user swap the socket for
+/// one of their own and answer root's `cordon isolate` with a fake success.
+enum SocketTrust {
+    /// nil when the socket's directory is root's or this user's and nobody else may write to it.
+    static func directoryProblem(_ path: String) -> String? {
+        let directory = (path as NSString).deletingLastPathComponent
+        var info = stat()
+        guard lstat(directory.isEmpty ? "." : directory, &info) == 0 else { return nil }
+        if info.st_mode & S_IFMT != S_IFDIR { return "\(directory) is not a directory" }
+        if info.st_uid != 0 && info.st_uid != geteuid() { return "its directory \(directory) is owned by uid \(info.st_uid), neither root nor uid \(geteuid())" }
+        if info.st_mode & 0o022 != 0 { return "its directory \(directory) is writable by group or others (mode \(String(info.st_mode & 0o7777, radix: 8)))" }
+        return nil
+    }
+
+    /// nil when there is no socket yet, or it is root's or this user's.
+    static func socketProblem(_ path: String) -> String? {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return nil }
+        if info.st_uid != 0 && info.st_uid != geteuid() { return "it is owned by uid \(info.st_uid), neither root nor uid \(geteuid())" }
+        return nil
     }
 }

@@ -4,6 +4,9 @@ import CordonCore
 import CordonNftables
 import CordonStore
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct IsolateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -55,8 +58,15 @@ func emergency(_ global: GlobalOptions, _ options: EmergencyOptions, command: St
     var answer: ControlAnswer?
     do {
         answer = try ControlClient(path: socket).command(request, timeoutSeconds: request.command == "release" ? 60 : 2)
-    } catch AgentError.notRunning(_, let reason) {
-        FileHandle.standardError.write(Data("cordon: no agent answers on \(socket) (\(reason)); acting directly\n".utf8))
+    } catch let error as AgentError {
+        let why: String
+        switch error {
+        case .notRunning(_, let reason): why = "no agent answers on \(socket) (\(reason))"
+        case .untrustedSocket: why = "\(error)"
+        default: throw CLIError.failed("\(error)")
+        }
+        guard geteuid() == 0 else { throw CLIError.failed("\(why); acting without the agent needs root") }
+        FileHandle.standardError.write(Data("cordon: \(why); acting directly\n".utf8))
     } catch {
         throw CLIError.failed("\(error)")
     }

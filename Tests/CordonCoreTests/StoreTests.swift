@@ -13,6 +13,30 @@ import Testing
         FlowKey(direction: direction, transport: transport, local: IPAddress("192.0.2.10")!, remote: IPPrefix(remote)!, service: service)
     }
 
+    @Test("a file that is no database, an empty file and a schema from a newer cordon are refused, naming the file")
+    func unusableDatabasesAreRefusedByName() throws {
+        let garbage = temporaryPath(), empty = temporaryPath(), newer = temporaryPath()
+        defer { for path in [garbage, empty, newer] { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } } }
+        try Data(repeating: 0x41, count: 4096).write(to: URL(fileURLWithPath: garbage))
+        FileManager.default.createFile(atPath: empty, contents: Data())
+        do {
+            let pool = try DatabasePool(path: newer)
+            try FlowStore.migrator.migrate(pool)
+            try pool.write { db in try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v99-from-the-future')") }
+        }
+        for path in [garbage, empty, newer] {
+            for open in [{ _ = try FlowStore(path: path) }, { _ = try FlowStore(existing: path) }, { _ = try FlowStore(readingFrom: path) }] {
+                let error = try #require(throws: StoreError.self) { try open() }
+                #expect(error.description.contains(path), "\(error)")
+            }
+        }
+        let empties = try #require(throws: StoreError.self) { try FlowStore(path: empty) }
+        #expect(empties.description.contains("empty file"))
+        let future = try #require(throws: StoreError.self) { try FlowStore(existing: newer) }
+        #expect(future.description.contains("newer cordon"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: empty)).isEmpty, "refusing changes nothing")
+    }
+
     @Test func aDatabaseFromBeforeVerdictsKeepsItsFlowsAsAllowed() throws {
         let path = temporaryPath()
         defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }

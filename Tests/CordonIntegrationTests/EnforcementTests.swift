@@ -359,6 +359,34 @@ import Glibc
         #expect(setup.agent.isRunning)
     }
 
+    @Test("a socket directory another user could write to is refused by the agent and by the CLI; a user without rights is told so")
+    func socketPathTrust() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let (lab, host) = (setup.lab, setup.scenario.host)
+        // A directory owned by another user (nobody), and one anybody may write to.
+        let foreign = lab.directory + "/foreign", open = lab.directory + "/open"
+        for directory in [foreign, open] { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        #expect(chown(foreign, 65534, 65534) == 0 && chmod(open, 0o1777) == 0)
+        let agent = try lab.run(host, [setup.cordon, "agent", "--db", lab.directory + "/other.db", "--socket", foreign + "/cordon.sock"], timeout: 20)
+        #expect(agent.status == 1 && agent.stderr.contains("owned by uid 65534"), "\(agent.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: foreign + "/cordon.sock"))
+        // A fake agent in the open directory: root's CLI does not talk to it.
+        let fake = try lab.spawn(nil, ["socat", "UNIX-LISTEN:\(open)/cordon.sock,fork", "SYSTEM:echo '{\"ok\":true,\"message\":\"isolated\"}'"])
+        try setup.waitUntil("the fake socket exists") { FileManager.default.fileExists(atPath: open + "/cordon.sock") }
+        let status = try lab.run(nil, [setup.cordon, "status", "--socket", open + "/cordon.sock"])
+        #expect(status.status == 1 && status.stderr.contains("writable by group or others"), "\(status.stderr)")
+        _ = lab.stop(fake, signal: SIGKILL)
+        // Not root: told that the socket is root's, and isolate does not try to act without the agent.
+        let nobody = try lab.run(nil, ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", setup.cordon, "status",
+                                       "--socket", setup.scenario.socket])
+        #expect(nobody.status == 1 && nobody.stderr.contains("run cordon as root"), "\(nobody.stderr)")
+        let isolate = try lab.run(nil, ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", setup.cordon, "isolate",
+                                        "--operator", "x", "--socket", lab.directory + "/none.sock", "--db", setup.scenario.database])
+        #expect(isolate.status == 1 && isolate.stderr.contains("needs root") && !isolate.stderr.contains("acting directly"), "\(isolate.stderr)")
+    }
+
     @Test("a stored ruleset edited in the database is refused at restart, and the kernel keeps the approved rules")
     func editedRulesetIsNotEnforced() throws {
         guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
