@@ -85,7 +85,7 @@ struct StandardNetworksTests {
         let ntp = try lab.run(scenario.host, [chronyd, "-Q", "-t", "20", "-u", "root", "-f", dir + "/chrony-client.conf"], timeout: 40)
         #expect(ntp.succeeded, "ntp: \(ntp.stdout) \(ntp.stderr)")
         try scenario.tcp(from: scenario.host, to: S.peerV4, port: 389)
-        let metadata = try lab.run(scenario.host, ["socat", "-T2", "-", "TCP:169.254.169.254:80"], input: "GET / HTTP/1.0\r\n\r\n")
+        let metadata = try lab.run(scenario.host, ["socat", "-t5", "-T5", "-", "TCP:169.254.169.254:80"], input: "GET / HTTP/1.0\r\n\r\n")
         #expect(metadata.stdout.contains("meta"), "metadata: \(metadata.stderr)")
         try scenario.ping(from: scenario.host, to: S.peerV4)
         try scenario.ping(from: scenario.peer, to: S.hostV4)
@@ -138,7 +138,7 @@ struct StandardNetworksTests {
             kill(pid, SIGKILL)
         }
         try scenario.tcp(from: scenario.host, to: S.peerV4, port: 389)
-        let metadataAfter = try lab.run(scenario.host, ["socat", "-T2", "-", "TCP:169.254.169.254:80"], input: "GET / HTTP/1.0\r\n\r\n")
+        let metadataAfter = try lab.run(scenario.host, ["socat", "-t5", "-T5", "-", "TCP:169.254.169.254:80"], input: "GET / HTTP/1.0\r\n\r\n")
         #expect(metadataAfter.stdout.contains("meta"), "metadata while enforcing: \(metadataAfter.stderr)")
         try scenario.ping(from: scenario.host, to: S.peerV4)
         try scenario.ping(from: scenario.peer, to: S.hostV4)
