@@ -9,7 +9,7 @@ import Foundation
 import Synchronization
 
 /// The long-running agent: records flows, and moves the firewall between discovery and
-/// default-reject when an operator says so (`Enforcer`).
+/// default-reject, or isolates it, when an operator says so (`TransitionRunner`).
 ///
 /// Threads: one reads conntrack events, one reads the packets enforcement refuses (NFLOG), one
 /// re-reads the table after lost events, one watches the host's addresses, one answers the
@@ -30,7 +30,7 @@ public final class Agent: Sendable {
         self.log = log
     }
 
-    /// Runs until SIGTERM or SIGINT; flushes, leaves the firewall as `Enforcer.stop` says, returns.
+    /// Runs until SIGTERM or SIGINT; flushes, leaves the firewall as `TransitionRunner.stop` says, returns.
     public func run() throws {
         // Blocked in every thread so that only `sigtimedwait` below sees them.
         var signals = sigset_t()
@@ -58,30 +58,29 @@ public final class Agent: Sendable {
 
         let control = try ControlServer(path: config.socket)
         let backend = NftablesBackend(recordingInstalled: true)
-        let enforcer: Enforcer
-        let isolator: Isolator
+        let runner: TransitionRunner
         do {
-            enforcer = try Enforcer(backend: backend, store: store, config: config, log: log)
-            try enforcer.reconcile()
-            isolator = try Isolator(backend: backend, store: store, management: { [config] in config.effectiveManagement() }, log: log)
-            isolator.reconcile()
+            runner = try TransitionRunner(backend: backend, store: store,
+                                          environment: .init(management: { [config] in config.effectiveManagement() }, logGroup: config.logGroup),
+                                          log: log)
+            try runner.start()
         } catch {
             // The kernel keeps what it had: nothing was installed, or the transaction was refused.
             control.remove()
             throw error
         }
         do {
-            try record(recorder, store: store, control: control, backend: backend, enforcer: enforcer, isolator: isolator, signals: &signals)
+            try record(recorder, store: store, control: control, backend: backend, runner: runner, signals: &signals)
         } catch {
             // Starting failed half-way: discovery's table goes, enforced rules stay (fail-closed).
             control.remove()
-            enforcer.stop()
+            runner.stop()
             throw error
         }
     }
 
     private func record(_ recorder: FlowRecorder, store: FlowStore, control: ControlServer, backend: NftablesBackend,
-                        enforcer: Enforcer, isolator: Isolator, signals: inout sigset_t) throws {
+                        runner: TransitionRunner, signals: inout sigset_t) throws {
         recorder.setLocalAddresses(HostAddresses.read())
         try HostAddresses.watch { recorder.setLocalAddresses($0) }
 
@@ -96,15 +95,12 @@ public final class Agent: Sendable {
         let packetLog = startPacketLog(recorder: recorder)
         let tableGuard = TableGuard(
             backend: backend, installed: backend.installed!,
-            // Both, whatever the other does; isolation first: it is the stricter.
-            restore: {
-                var failures: [String] = []
-                do { try isolator.reapply() } catch { failures.append("isolation: \(error)") }
-                do { try enforcer.reapply() } catch { failures.append("base table: \(error)") }
-                if !failures.isEmpty { throw AgentError.invalidState(failures.joined(separator: "; ")) }
+            restore: { reason in
+                let answer = runner.handle(Engine.Request(.tampered(reason)))
+                if !answer.ok { throw AgentError.invalidState(answer.message) }
             },
             record: { [config] action, reason, outcome in
-                try? store.record(action: action, operator: Enforcer.agentOperator, reason: reason, policy: "guard", backend: backend.name,
+                try? store.record(action: action, operator: Engine.agentOperator, reason: reason, policy: "guard", backend: backend.name,
                                   whitelist: config.effectiveManagement().summary, outcome: outcome)
             },
             log: log)
@@ -114,27 +110,30 @@ public final class Agent: Sendable {
             func missingOperator() -> Data { answer(ControlAnswer(ok: false, message: "\(request.command) needs --operator NAME")) }
             switch request.command {
             case "status":
-                var report = status(recorder: recorder, store: store, backend: backend, enforcer: enforcer, isolator: isolator,
-                                    receiveBuffer: capture.receiveBuffer)
+                var report = status(recorder: recorder, store: store, backend: backend, runner: runner, receiveBuffer: capture.receiveBuffer)
                 report.degraded = tableGuard.degraded.load(ordering: .relaxed)
                 report.guardRestores = tableGuard.restores.load(ordering: .relaxed)
                 report.guardEscalations = tableGuard.escalations.load(ordering: .relaxed)
                 return answer(report)
             case "enforce":
                 guard let name = request.operator, !name.isEmpty else { return missingOperator() }
-                return answer(enforcer.enforce(operator: name, confirmWithin: request.confirmWithin ?? 120))
+                let latest: Int64?
+                do { latest = try store.latestRuleset()?.version } catch {
+                    return answer(ControlAnswer(ok: false, message: "cannot read the approved rulesets: \(error)"))
+                }
+                return answer(runner.handle(Engine.Request(.enforce(approved: latest, confirmWithin: request.confirmWithin ?? 120), operator: name)))
             case "confirm":
                 guard let name = request.operator, !name.isEmpty else { return missingOperator() }
-                return answer(enforcer.confirm(operator: name))
+                return answer(runner.handle(Engine.Request(.confirm, operator: name)))
             case "discover":
                 guard let name = request.operator, !name.isEmpty else { return missingOperator() }
-                return answer(enforcer.discover(operator: name, reason: request.reason ?? "return to discovery"))
+                return answer(runner.handle(Engine.Request(.discover(reason: request.reason ?? "return to discovery"), operator: name)))
             case "isolate":
                 guard let name = request.operator, !name.isEmpty else { return missingOperator() }
-                return answer(isolator.isolate(operator: name, reason: request.reason ?? "", via: "through the agent"))
+                return answer(Emergency.isolate(runner: runner, store: store, operator: name, reason: request.reason ?? "", via: "through the agent"))
             case "release":
                 guard let name = request.operator, !name.isEmpty else { return missingOperator() }
-                return answer(isolator.release(operator: name, reason: request.reason ?? ""))
+                return answer(Emergency.release(runner: runner, store: store, operator: name, reason: request.reason ?? ""))
             default:
                 return Data(#"{"error":"unknown command"}"#.utf8)
             }
@@ -157,7 +156,7 @@ public final class Agent: Sendable {
                 flush(recorder, to: store)
                 nextFlush = Self.monotonic() + config.flushInterval
             }
-            enforcer.tick()
+            runner.tick()
         }
         // Let the event thread read what the kernel already queued, so that the last flush holds
         // every connection reported before the signal.
@@ -173,17 +172,18 @@ public final class Agent: Sendable {
             log("could not save live connection ids (a restart will count them again): \(error)")
         }
         control.remove()
-        enforcer.stop()
+        runner.stop()
         log("stopped: \(recorder.flowCount) flow aggregates stored")
     }
 
     private static func monotonic() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
-    private func status(recorder: FlowRecorder, store: FlowStore, backend: NftablesBackend, enforcer: Enforcer, isolator: Isolator,
+    private func status(recorder: FlowRecorder, store: FlowStore, backend: NftablesBackend, runner: TransitionRunner,
                         receiveBuffer: Int) -> StatusReport {
         let counters = recorder.counters
         let last = lastFlush.load(ordering: .relaxed)
-        let enforcement = enforcer.snapshot
+        let state = runner.snapshot
+        let enforcement = state.enforcement
         func summary(_ version: RulesetVersion?) -> StatusReport.ApprovedRuleset? {
             version.map {
                 StatusReport.ApprovedRuleset(version: $0.version, digest: $0.digest, approvedAt: TimeText.rfc3339($0.approvedAt), operator: $0.operator)
@@ -191,7 +191,7 @@ public final class Agent: Sendable {
         }
         let inForce = enforcement.mode == .enforce ? enforcement.version.flatMap { try? store.ruleset(version: $0) } : nil
         return StatusReport(
-            mode: enforcement.mode.rawValue, isolated: isolator.snapshot.isolated, flows: recorder.flowCount, events: counters.events,
+            mode: enforcement.mode.rawValue, isolated: state.required.overlay, flows: recorder.flowCount, events: counters.events,
             lostEvents: counters.lostEvents, resyncs: counters.resyncs,
             recoveredConnections: counters.recoveredConnections, ignoredEvents: counters.ignoredEvents,
             flushErrors: flushErrors.load(ordering: .relaxed), lastFlush: last == 0 ? nil : TimeText.rfc3339(last),
@@ -286,8 +286,17 @@ public final class Agent: Sendable {
                     sleep(1)
                 }
             }
-            // Stopping: take what is already queued, without waiting for more.
-            while case .events = (try? subscription.next(wait: false) { recorder.handle($0, at: TimeText.now()) }) ?? .idle {}
+            // Stopping: take what is already queued, without waiting for more; an overrun here
+            // still needs its re-read, or the connections it lost are never counted.
+            drain: while true {
+                switch (try? subscription.next(wait: false) { recorder.handle($0, at: TimeText.now()) }) ?? .idle {
+                case .events: continue
+                case .overrun:
+                    recorder.noteLostEvents()
+                    resync.request()
+                default: break drain
+                }
+            }
         }
         semaphore.wait()
         return try ready.withLock { $0! }.get()

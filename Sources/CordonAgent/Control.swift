@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CordonCore
 import Foundation
 import Synchronization
 
@@ -87,6 +88,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(guardEscalations, forKey: .guardEscalations)
     }
 }
+
+/// The answer to a control command that changes the firewall.
+public typealias ControlAnswer = Answer
 
 /// A request on the control socket: one JSON object on one line, answered by one line.
 public struct ControlRequest: Codable, Sendable {

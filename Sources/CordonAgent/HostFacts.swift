@@ -17,7 +17,7 @@ public enum HostFacts {
     public static func reviewContext(store: FlowStore? = nil,
                                      environment: [String: String] = ProcessInfo.processInfo.environment) -> Review.Context {
         var context = Review.Context()
-        if let store, let channel = (try? Enforcer.persistedManagement(store)) ?? nil { context.managementResolvers = channel.resolvers }
+        if let store, let channel = (try? store.persistedManagement()) ?? nil { context.managementResolvers = channel.resolvers }
         context.resolvers = (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)).map(Review.resolvers(resolvConf:)) ?? []
         context.dhcpClientRunning = dhcpClientRunning()
         if let session = Review.sshSession(environment: environment["SSH_CONNECTION"]) { context.liveSessions.append(session) }

@@ -5,12 +5,12 @@ import Glibc
 /// An exclusive lock on a file beside a resource (the database, the control socket), held for the
 /// life of the agent: the kernel releases it when the process dies, however it dies, so a stale
 /// lock cannot exist and a second agent is refused before it touches anything.
-final class ProcessLock: Sendable {
-    let path: String
+public final class ProcessLock: Sendable {
+    public let path: String
     private let fd: Int32
 
     /// - Throws: `AgentError.alreadyRunning` naming the holder's pid when another process holds it.
-    init(path: String, guarding resource: String) throws {
+    public init(path: String, guarding resource: String) throws {
         self.path = path
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw AgentError.system("lock file \(path)", errno) }

@@ -24,7 +24,7 @@ final class TableGuard: Sendable {
     private let backend: NftablesBackend
     private let installed: InstalledTables
     /// Re-installs what the agent's state says should be in the kernel.
-    private let restore: @Sendable () throws -> Void
+    private let restore: @Sendable (String) throws -> Void
     /// action, reason, outcome → the decision log.
     private let record: @Sendable (String, String, String) -> Void
     private let log: @Sendable (String) -> Void
@@ -34,7 +34,7 @@ final class TableGuard: Sendable {
     let escalations = Atomic<UInt64>(0)
     let degraded = Atomic<Bool>(false)
 
-    init(backend: NftablesBackend, installed: InstalledTables, restore: @escaping @Sendable () throws -> Void,
+    init(backend: NftablesBackend, installed: InstalledTables, restore: @escaping @Sendable (String) throws -> Void,
          record: @escaping @Sendable (String, String, String) -> Void, log: @escaping @Sendable (String) -> Void) {
         self.backend = backend
         self.installed = installed
@@ -94,7 +94,7 @@ final class TableGuard: Sendable {
         guard !changed.isEmpty else { return }
         let reason = "\(trigger): " + changed.joined(separator: ", ")
         do {
-            try restore()
+            try restore(reason)
             let overtaken = installed.snapshot.filter { $0.value == .unverified }.keys.sorted()
             if !overtaken.isEmpty {
                 throw AgentError.invalidState("another program changed nf_tables again before the restore of "
@@ -102,11 +102,11 @@ final class TableGuard: Sendable {
             }
             restores.add(1, ordering: .relaxed)
             failures.store(0, ordering: .relaxed)
-            record("restore", reason, "success")
             log("guard: \(reason); restored")
         } catch {
             let count = failures.add(1, ordering: .relaxed).newValue
-            record("restore", reason, "failed (\(count) in a row): \(error)")
+            // A refused restore is in the log already (the runner wrote it); one overtaken after it was not.
+            if error is AgentError { record("restore", reason, "failed (\(count) in a row): \(error)") }
             log("guard: \(reason); RESTORE FAILED (\(count) in a row): \(error)")
             if count >= Self.escalateAfter && !degraded.exchange(true, ordering: .relaxed) {
                 escalations.add(1, ordering: .relaxed)

@@ -267,4 +267,20 @@ public protocol FirewallBackend: Sendable {
     func handle(of table: String) throws -> UInt64?
     /// Deletes the table with this handle only (not a later table of the same name).
     func remove(table name: String, handle: UInt64) throws
+    /// Several tables replaced or removed in one transaction: all of it, or none.
+    func apply(_ changes: [TableChange]) throws
+}
+
+/// One table's part of a transaction.
+public enum TableChange: Sendable, Equatable {
+    case replace(FirewallTable)
+    /// Deletes the table if it exists.
+    case remove(String)
+
+    public var tableName: String {
+        switch self {
+        case .replace(let table): return table.name
+        case .remove(let name): return name
+        }
+    }
 }

@@ -76,6 +76,14 @@ final class NetlinkBatch {
         Self.sequence.add(1, ordering: .relaxed).newValue
     }
 
+    /// Set ids name the sets a batch creates until the kernel gives them handles: unique within
+    /// the whole transaction, whichever table a set is in.
+    private var setIDs: UInt32 = 0
+    func nextSetID() -> UInt32 {
+        setIDs += 1
+        return setIDs
+    }
+
     /// Appends one message; `build` writes its payload after the header.
     func add(_ type: nf_tables_msg_types, flags: Int32, label: String, build: (UnsafeMutablePointer<nlmsghdr>) -> Void) {
         let seq = nextSequence()

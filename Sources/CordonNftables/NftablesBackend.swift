@@ -20,20 +20,32 @@ public struct NftablesBackend: FirewallBackend {
 
     /// The whole table in one transaction: the kernel switches from the old content to the new
     /// between two packets, or (refusing any message) keeps the old content untouched.
-    public func replace(_ table: FirewallTable) throws {
+    public func replace(_ table: FirewallTable) throws { try apply([.replace(table)]) }
+
+    public func remove(table name: String) throws { try apply([.remove(name)]) }
+
+    /// Every change in one batch: one kernel transaction.
+    public func apply(_ changes: [TableChange]) throws {
         let batch = NetlinkBatch()
+        for change in changes {
+            switch change {
+            case .replace(let table): addReplace(table, to: batch)
+            case .remove(let name): addRemove(name, to: batch)
+            }
+        }
+        try installedChange(changes) { try batch.commit(on: connection) }
+    }
+
+    private func addReplace(_ table: FirewallTable, to batch: NetlinkBatch) {
         // add + delete + add: the first add makes the delete valid when the table is absent.
         // Deleting rather than flushing also drops sets and chains no longer wanted, and it is
         // much faster: flushing a large concatenated set and refilling it in one transaction
         // costs seconds, a fresh set milliseconds.
-        addTable(table.name, to: batch)
-        batch.add(NFT_MSG_DELTABLE, flags: 0, label: "delete table inet \(table.name)") { header in
-            Self.withTable(table.name) { nftnl_table_nlmsg_build_payload(header, $0) }
-        }
+        addRemove(table.name, to: batch)
         addTable(table.name, to: batch)
         var setIDs: [String: UInt32] = [:]
-        for (index, set) in table.sets.enumerated() {
-            let id = UInt32(index + 1)
+        for set in table.sets {
+            let id = batch.nextSetID()
             setIDs[set.name] = id
             addSet(set, id: id, table: table.name, to: batch)
         }
@@ -44,41 +56,42 @@ public struct NftablesBackend: FirewallBackend {
                 addRule(rule, chain: chain.name, table: table.name, index: index, setIDs: setIDs, to: batch)
             }
         }
-        try installedChange(table.name) { try batch.commit(on: connection) }
     }
 
-    /// Runs a change and records what the table must be after it, marking the change as ours
+    private func addRemove(_ name: String, to batch: NetlinkBatch) {
+        addTable(name, to: batch)
+        batch.add(NFT_MSG_DELTABLE, flags: 0, label: "delete table inet \(name)") { header in
+            Self.withTable(name) { nftnl_table_nlmsg_build_payload(header, $0) }
+        }
+    }
+
+    /// Runs a change and records what each table must be after it, marking the change as ours
     /// while it runs so that the guard does not take it for tampering.
     ///
     /// The reference is read back from the kernel only when the ruleset generation proves that
     /// no other transaction came between the commit and the read (exactly one commit, ours, since
     /// the generation read before it; the same generation before and after the read-back). A
     /// flush landing in that instant would otherwise become the agent's idea of "installed".
-    func installedChange(_ name: String, removing: Bool = false, _ change: () throws -> Void) throws {
+    func installedChange(_ changes: [TableChange], _ change: () throws -> Void) throws {
         guard let installed else { return try change() }
         installed.begin()
         defer { installed.end() }
         let before = try? generation()
         try change()
-        if removing {
-            installed.set(name, .absent)
-            return
+        let after = try? generation()
+        var found: [String: TableFingerprint] = [:]
+        var verified = before != nil && after != nil && after == Self.generation(after: before!)
+        for case .replace(let table) in changes where verified {
+            guard let fingerprint = try? fingerprint(of: table.name) else { verified = false; continue }
+            found[table.name] = fingerprint
         }
-        guard let before, let after = try? generation(), after == Self.generation(after: before),
-              let found = try? fingerprint(of: name), (try? generation()) == after else {
-            installed.set(name, .unverified)
-            return
+        if verified, (try? generation()) != after { verified = false }
+        for change in changes {
+            switch change {
+            case .remove(let name): installed.set(name, .absent)
+            case .replace(let table): installed.set(table.name, verified ? .present(found[table.name]!) : .unverified)
+            }
         }
-        installed.set(name, .present(found))
-    }
-
-    public func remove(table name: String) throws {
-        let batch = NetlinkBatch()
-        addTable(name, to: batch)
-        batch.add(NFT_MSG_DELTABLE, flags: 0, label: "delete table inet \(name)") { header in
-            Self.withTable(name) { nftnl_table_nlmsg_build_payload(header, $0) }
-        }
-        try installedChange(name, removing: true) { try batch.commit(on: connection) }
     }
 
     private func addTable(_ name: String, to batch: NetlinkBatch) {

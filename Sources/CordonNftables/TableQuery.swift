@@ -45,7 +45,7 @@ extension NftablesBackend {
             nftnl_table_set_u64(table, UInt16(NFTNL_TABLE_HANDLE.rawValue), handle)
             nftnl_table_nlmsg_build_payload(header, table)
         }
-        try installedChange(name, removing: true) { try batch.commit(on: connection) }
+        try installedChange([.remove(name)]) { try batch.commit(on: connection) }
     }
 
     /// The namespace's ruleset generation: every committed transaction adds one (zero is skipped).

@@ -7,7 +7,7 @@ import GRDB
 /// failed, no-op or superseded. Nothing may stay pending: a release supersedes earlier isolates
 /// still pending, and the agent settles what a crash left pending when it starts.
 public struct ActionRecord: Codable, Sendable, Equatable {
-    public enum Status: String, Codable, Sendable { case pending, applied, failed, noop, superseded }
+    public typealias Status = ActionStatus
     public var id: String
     public var action: String
     public var `operator`: String

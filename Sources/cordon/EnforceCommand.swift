@@ -1,5 +1,6 @@
 import ArgumentParser
 import CordonAgent
+import CordonCore
 import Foundation
 
 struct EnforceCommand: ParsableCommand {
@@ -25,8 +26,8 @@ struct EnforceCommand: ParsableCommand {
 
     func validate() throws {
         guard !operatorName.trimmingCharacters(in: .whitespaces).isEmpty else { throw ValidationError("--operator must name someone") }
-        guard Enforcer.confirmRange.contains(confirmWithin) else {
-            throw ValidationError("--confirm-within must be between \(Enforcer.confirmRange.lowerBound) and \(Enforcer.confirmRange.upperBound) seconds")
+        guard Engine.confirmRange.contains(confirmWithin) else {
+            throw ValidationError("--confirm-within must be between \(Engine.confirmRange.lowerBound) and \(Engine.confirmRange.upperBound) seconds")
         }
     }
 

@@ -26,8 +26,9 @@ struct IsolateCommand: ParsableCommand {
     @OptionGroup var options: EmergencyOptions
 
     func run() throws {
-        try emergency(global, options, command: "isolate") {
-            $0.isolate(operator: options.operatorName, reason: options.reason, via: "directly from the CLI (no agent answered)")
+        try emergency(global, options, command: "isolate") { runner, store in
+            Emergency.isolate(runner: runner, store: store, operator: options.operatorName, reason: options.reason,
+                              via: "directly from the CLI (no agent answered)")
         }
     }
 }
@@ -48,43 +49,50 @@ struct EmergencyOptions: ParsableArguments {
     }
 }
 
-/// Sends an isolation command to the agent; when none answers (not running, or hung), does it
-/// here with an Isolator of its own on the same database. Exit 1 when the answer is a failure.
+/// Sends an isolation command to the agent; when there is truly none (nobody holds the
+/// database's lock), does it here through a runner of its own on the same database, holding that
+/// lock meanwhile so that no agent starts under it. Exit 1 when the answer is a failure.
 func emergency(_ global: GlobalOptions, _ options: EmergencyOptions, command: String,
-               direct: (Isolator) -> ControlAnswer) throws {
+               direct: (TransitionRunner, FlowStore) -> ControlAnswer) throws {
     let request = ControlRequest(command: command, operator: options.operatorName, reason: options.reason)
-    let config = options.config
     let socket = global.socket ?? AgentConfig.defaultSocket
     var answer: ControlAnswer?
+    var why = ""
     do {
-        answer = try ControlClient(path: socket).command(request, timeoutSeconds: request.command == "release" ? 60 : 2)
+        answer = try ControlClient(path: socket).command(request, timeoutSeconds: command == "release" ? 60 : 10)
     } catch let error as AgentError {
-        let why: String
         switch error {
         case .notRunning(_, let reason): why = "no agent answers on \(socket) (\(reason))"
         case .untrustedSocket: why = "\(error)"
         default: throw CLIError.failed("\(error)")
         }
-        guard geteuid() == 0 else { throw CLIError.failed("\(why); acting without the agent needs root") }
-        FileHandle.standardError.write(Data("cordon: \(why); acting directly\n".utf8))
     } catch {
         throw CLIError.failed("\(error)")
     }
     if answer == nil {
-        let isolator: Isolator
+        guard geteuid() == 0 else { throw CLIError.failed("\(why); acting without the agent needs root") }
+        let database = global.db ?? AgentConfig.defaultDatabase
         do {
-            let database = global.db ?? AgentConfig.defaultDatabase
             let store = try FlowStore(existing: database)
-            let channel = try persistedManagement(store: store, config: config, required: true)
-            isolator = try Isolator(backend: NftablesBackend(), store: store, management: { channel }) { message in
-                FileHandle.standardError.write(Data("cordon: \(message)\n".utf8))
+            let lock: ProcessLock
+            do { lock = try ProcessLock(path: database + ".lock", guarding: "database \(database)") } catch AgentError.alreadyRunning(_, let holder) {
+                throw CLIError.failed("""
+                    \(why), but an agent (pid \(holder)) holds \(database): it is alive and applies commands itself; nothing changed. \
+                    If it is hung, stop it (kill \(holder)) and run this again
+                    """)
             }
+            let channel = try persistedManagement(store: store, config: options.config, required: true)
+            let group = try store.persistedLogGroup() ?? CordonTables.defaultLogGroup
+            FileHandle.standardError.write(Data("cordon: \(why); acting directly\n".utf8))
+            let runner = try TransitionRunner(backend: NftablesBackend(), store: store, environment: .init(management: { channel }, logGroup: group)) {
+                FileHandle.standardError.write(Data("cordon: \($0)\n".utf8))
+            }
+            answer = withExtendedLifetime(lock) { direct(runner, store) }
         } catch let error as CLIError {
             throw error
         } catch {
             throw CLIError.failed("\(error)")
         }
-        answer = direct(isolator)
     }
     guard let answer, answer.ok else { throw CLIError.failed(answer?.message ?? "no answer") }
     print(answer.message)
@@ -99,7 +107,7 @@ func persistedManagement(store: FlowStore, config: String?, required: Bool = fal
             throw CLIError.invalid(error.description)
         }
     }
-    if let channel = try Enforcer.persistedManagement(store) { return channel }
+    if let channel = try store.persistedManagement() { return channel }
     guard !required else {
         throw CLIError.failed("\(store.path) holds no management channel (no agent has started on it); nothing changed. "
                               + "Give --config FILE with the collectors to keep, or check --db")

@@ -6,7 +6,7 @@ struct ReleaseCommand: ParsableCommand {
         commandName: "release",
         abstract: "End an isolation, then check the management channel; re-isolate if it fails.",
         discussion: """
-            Deletes the overlay by the handle recorded when it was applied, so the host is exactly in its \
+            Deletes the overlay in one transaction, so the host is exactly in its \
             previous mode, then connects to every collector for up to 10 s. If that fails the overlay goes \
             back, the escalation is logged, and the command exits 1. A release supersedes any isolate \
             still pending. Through the agent, or directly when none answers.
@@ -17,8 +17,8 @@ struct ReleaseCommand: ParsableCommand {
     @OptionGroup var options: EmergencyOptions
 
     func run() throws {
-        try emergency(global, options, command: "release") {
-            $0.release(operator: options.operatorName, reason: options.reason)
+        try emergency(global, options, command: "release") { runner, store in
+            Emergency.release(runner: runner, store: store, operator: options.operatorName, reason: options.reason)
         }
     }
 }

@@ -36,8 +36,8 @@ struct RenderCommand: ParsableCommand {
 
     func validate() throws {
         if version != nil && ruleset != nil { throw ValidationError("--version and --ruleset exclude each other") }
-        if let confirmWithin, !Enforcer.confirmRange.contains(confirmWithin) {
-            throw ValidationError("--confirm-within must be between \(Enforcer.confirmRange.lowerBound) and \(Enforcer.confirmRange.upperBound) seconds")
+        if let confirmWithin, !Engine.confirmRange.contains(confirmWithin) {
+            throw ValidationError("--confirm-within must be between \(Engine.confirmRange.lowerBound) and \(Engine.confirmRange.upperBound) seconds")
         }
     }
 
@@ -45,7 +45,7 @@ struct RenderCommand: ParsableCommand {
         let (parsed, label) = try chooseRuleset()
         let (management, logGroup) = try managementChannel()
         let table = CordonTables.enforcement(ruleset: parsed, management: management, logGroup: logGroup,
-                                             openAfter: confirmWithin.map { $0 + Enforcer.kernelGrace })
+                                             openAfter: confirmWithin.map { $0 + TransitionRunner.kernelGrace })
         if json {
             try printJSON(RenderedTable(table, ruleset: label, management: management))
         } else {
@@ -83,7 +83,7 @@ struct RenderCommand: ParsableCommand {
         guard let store = try? FlowStore(readingFrom: global.db ?? AgentConfig.defaultDatabase) else {
             return (AgentConfig().effectiveManagement(), CordonTables.defaultLogGroup)
         }
-        let group = (try? store.state(Enforcer.logGroupName)).flatMap { $0 }.flatMap { UInt16($0) } ?? CordonTables.defaultLogGroup
+        let group = (try? store.persistedLogGroup()).flatMap { $0 } ?? CordonTables.defaultLogGroup
         return (try persistedManagement(store: store, config: nil), group)
     }
 }

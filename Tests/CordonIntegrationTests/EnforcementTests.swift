@@ -233,7 +233,7 @@ import Glibc
             open = try setup.connect(from: setup.scenario.host, to: S.peerV4, port: 8080, timeout: 1) == nil
         }
         #expect(open, "the kernel's confirmation switch did not open the host")
-        #expect(Date().timeIntervalSince(enforcedAt) >= Double(1 + Enforcer.kernelGrace) - 0.5, "not before the deadline and grace")
+        #expect(Date().timeIntervalSince(enforcedAt) >= Double(1 + TransitionRunner.kernelGrace) - 0.5, "not before the deadline and grace")
         #expect(try setup.tableText().contains("policy drop"), "the rules are still there; only the switch expired")
     }
 
@@ -270,7 +270,7 @@ import Glibc
         // (A timeout on a loaded machine decides nothing; only a reset does.)
         let killedAt = Date()
         var refused = false
-        while !refused && Date().timeIntervalSince(killedAt) < Double(2 + Enforcer.kernelGrace + 5) {
+        while !refused && Date().timeIntervalSince(killedAt) < Double(2 + TransitionRunner.kernelGrace + 5) {
             usleep(250_000)
             refused = try setup.connect(from: host, to: S.peerV4, port: 8080, timeout: 1)?.error.contains("Connection refused") == true
         }

@@ -1,0 +1,349 @@
+import CordonCore
+import CordonStore
+import Foundation
+import Synchronization
+
+/// Carries out every decision of `Engine` the same way, whoever asked: the control socket, the
+/// confirmation clock, the guard, the agent's start and stop, and the CLI acting without an agent.
+///
+/// The order, and what each failure does (also in Docs/architecture.md):
+/// 1. Read the persisted state (the record is the truth; a record that cannot be decoded is an
+///    error, except for isolation, which then decides on the state last known here).
+/// 2. Decide (pure).
+/// 3. Build the tables the decision needs. Failure (a ruleset missing or edited in the database):
+///    nothing changed; the failure is logged.
+/// 4. One netlink batch for every table it installs or removes. Refused: nothing changed; the
+///    failure is logged and the action failed. Outcome unknown (the answer was lost): a decision
+///    that loosens or tries rules (`restoreOld`) puts the previous state's tables back; a stricter
+///    one (`keepNew`: isolation, rollback, restore) stands, and the guard verifies it.
+/// 5. One database transaction: the state, the action's status, superseded isolates and the
+///    decision-log entries. Failure (a full disk): the kernel is what counts; the state is kept
+///    here and written at the next tick, and the answer says what is not recorded yet.
+/// 6. Outside every lock: the follow-up check (collectors through new rules, or after a release),
+///    whose result is one more event through the same path.
+///
+/// One lock serialises steps 1-5, which take milliseconds; no lock is held across a check, a
+/// sleep or a subprocess. `snapshot` never waits for it.
+public final class TransitionRunner: Sendable {
+    /// How long a release waits for every collector to accept a connection.
+    public static let releaseCheckSeconds: Double = 10
+    /// Seconds the kernel's own confirmation switch waits past the deadline: the agent's rollback
+    /// (a tick every 0.25 s, a replace in milliseconds) normally comes first.
+    public static let kernelGrace: Int64 = 5
+
+    /// What the runner needs from the world besides the kernel and the database; the tests give
+    /// their own.
+    public struct Environment: Sendable {
+        /// The channel to install now (the agent's config, or the one the agent last installed).
+        public var management: @Sendable () -> ManagementChannel
+        public var logGroup: UInt16
+        /// Collectors that did not accept a connection within the time given, one text each.
+        public var probe: @Sendable ([ManagementChannel.Endpoint], Double) -> [String]
+        /// Unix seconds.
+        public var now: @Sendable () -> Double
+        public var sleep: @Sendable (Double) -> Void
+        public var releaseCheckSeconds: Double
+
+        public init(management: @escaping @Sendable () -> ManagementChannel, logGroup: UInt16 = CordonTables.defaultLogGroup,
+                    probe: @escaping @Sendable ([ManagementChannel.Endpoint], Double) -> [String] = ManagementProbe.check,
+                    now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 },
+                    sleep: @escaping @Sendable (Double) -> Void = { usleep(useconds_t($0 * 1e6)) },
+                    releaseCheckSeconds: Double = TransitionRunner.releaseCheckSeconds) {
+            self.management = management
+            self.logGroup = logGroup
+            self.probe = probe
+            self.now = now
+            self.sleep = sleep
+            self.releaseCheckSeconds = releaseCheckSeconds
+        }
+    }
+
+    private struct Unwritten: Sendable {
+        var entries: [DecisionDraft] = []
+        var actions: [(id: String, outcome: ActionOutcome)] = []
+        var supersede: [String] = []
+        var isEmpty: Bool { entries.isEmpty && actions.isEmpty && supersede.isEmpty }
+    }
+
+    private struct Inner: Sendable {
+        var state: HostState
+        var stopped = false
+        /// The state and records a failed commit could not write: retried at every tick.
+        var dirty = false
+        var unwritten = Unwritten()
+    }
+
+    /// The result of one transaction (steps 1-5).
+    private struct Outcome {
+        var transition: Transition?
+        var state: HostState
+        var answer: Answer
+        /// The kernel holds the decision's tables.
+        var applied: Bool
+    }
+
+    public let backend: any FirewallBackend
+    private let store: FlowStore
+    private let environment: Environment
+    private let log: @Sendable (String) -> Void
+    private let inner: Mutex<Inner>
+    private let published: Mutex<HostState>
+
+    public init(backend: any FirewallBackend, store: FlowStore, environment: Environment, log: @escaping @Sendable (String) -> Void) throws {
+        self.backend = backend
+        self.store = store
+        self.environment = environment
+        self.log = log
+        let state = try store.hostState()
+        inner = Mutex(Inner(state: state))
+        published = Mutex(state)
+    }
+
+    /// The state in force, as of the last transition; never waits for one that is running.
+    public var snapshot: HostState { published.withLock { $0 } }
+
+    /// Records not yet written to the database (a full disk): status says so.
+    public var unrecorded: Bool { inner.withLockIfAvailable { $0.dirty } ?? false }
+
+    // MARK: Requests
+
+    /// One request, with its follow-up check; the answer is the final outcome.
+    public func handle(_ request: Engine.Request) -> Answer {
+        let first = transact(request)
+        guard first.applied, let followUp = first.transition?.followUp else { return first.answer }
+        let collectors = environment.management().collectors
+        switch followUp {
+        case .checkEnforcement:
+            let failures = environment.probe(collectors, 2)
+            let second = transact(Engine.Request(.enforceChecked(after: first.state, failure: Self.joined(failures)),
+                                                 operator: request.operator, action: request.action))
+            guard second.answer.ok else { return second.answer }
+            let checked = collectors.isEmpty ? "no collector configured to check"
+                : "collectors reachable: \(collectors.map(\.hostPort).joined(separator: ", "))"
+            return Answer(ok: true, message: second.answer.message.replacingOccurrences(of: ". Run `", with: "; \(checked).\nRun `"))
+        case .checkRelease(let reason):
+            let started = environment.now()
+            var failures = environment.probe(collectors, 2)
+            while !failures.isEmpty && environment.now() - started < environment.releaseCheckSeconds {
+                environment.sleep(0.5)
+                failures = environment.probe(collectors, 2)
+            }
+            return transact(Engine.Request(.releaseChecked(after: first.state, failure: Self.joined(failures), reason: reason),
+                                           operator: request.operator, action: request.action)).answer
+        }
+    }
+
+    private static func joined(_ failures: [String]) -> String? { failures.isEmpty ? nil : failures.joined(separator: "; ") }
+
+    /// At agent start: settles what a crash left pending, then puts the kernel where the state
+    /// says (adopting an isolation overlay no record mentions). Throws when the kernel refused:
+    /// it keeps what it had.
+    public func start() throws {
+        do { try store.failPendingActions(detail: "the agent restarted before the action completed") } catch {
+            log("could not settle pending actions: \(error)")
+        }
+        let overlay = (try? backend.handle(of: CordonTables.isolationName)).flatMap { $0 } != nil
+        let outcome = transact(Engine.Request(.start(overlayInKernel: overlay)))
+        guard outcome.answer.ok else { throw AgentError.invalidState(outcome.answer.message) }
+        log(outcome.answer.message)
+    }
+
+    /// Called a few times a second: the deadline needs no operator and no network; records a
+    /// failed commit could not write are retried.
+    public func tick() {
+        let now = Int64(environment.now())
+        let state = snapshot
+        if state.enforcement.unconfirmed, !state.enforcement.checking, let deadline = state.enforcement.confirmDeadline, now >= deadline {
+            let answer = transact(Engine.Request(.tick))
+            if !answer.answer.ok { log("ROLLBACK FAILED, retrying: \(answer.answer.message)") }
+        }
+        inner.withLock { inner in
+            guard inner.dirty else { return }
+            if write(inner.state, inner.unwritten) == nil {
+                inner.dirty = false
+                inner.unwritten = Unwritten()
+                log("the state and records held back by a failed write are in the database now")
+            }
+        }
+    }
+
+    /// A clean stop: an unconfirmed enforcement is rolled back, discovery's table goes, an
+    /// enforced ruleset stays (fail-closed). Later requests are refused.
+    public func stop() {
+        let outcome = transact(Engine.Request(.stop))
+        log(outcome.answer.message)
+        inner.withLock { $0.stopped = true }
+    }
+
+    // MARK: Steps 1-5
+
+    private func transact(_ request: Engine.Request) -> Outcome {
+        inner.withLock { inner -> Outcome in
+            if inner.stopped {
+                return Outcome(state: inner.state, answer: Answer(ok: false, message: "the agent is stopping; nothing changed"), applied: false)
+            }
+            // 1. The record, unless a failed write left it behind what is in force.
+            var current = inner.state
+            if !inner.dirty {
+                do { current = try store.hostState() } catch {
+                    guard case .isolate = request.event else {
+                        return Outcome(state: inner.state, answer: Answer(ok: false, message: "\(error); nothing changed"), applied: false)
+                    }
+                    log("deciding on the state last known: \(error)")
+                }
+            }
+            if case .isolate = request.event, let id = request.action, (try? store.actionStatus(id)) == .superseded {
+                return Outcome(state: current, answer: Answer(ok: false, message: "superseded by a release before it was applied; not isolated"),
+                               applied: false)
+            }
+            let now = environment.now()
+            // 2.
+            let transition = Engine.decide(current, request, now: Int64(now))
+            if transition.changesNothing && transition.state == current {
+                inner.state = current
+                published.withLock { $0 = current }
+                return Outcome(transition: transition, state: current, answer: transition.answer, applied: transition.answer.ok)
+            }
+            var state = transition.state
+            var notes: [String] = []
+            // 3. and 4.
+            if !transition.kernel.isEmpty {
+                do {
+                    try backend.apply(try tables(transition.kernel, now: now))
+                } catch {
+                    let changedNothing = (error as? any FirewallBackendError)?.changedNothing ?? !(error is any FirewallBackendError)
+                    if changedNothing || transition.onUnknown == .restoreOld {
+                        var what = changedNothing ? "nothing changed" : "outcome unknown"
+                        if !changedNothing {
+                            do {
+                                try backend.apply(try tables(.all(current.required), now: now))
+                                what += "; the previous state was put back"
+                            } catch {
+                                what += "; putting the previous state back failed too (\(error)): the guard keeps trying"
+                            }
+                        }
+                        let failure = "\(error); \(what)"
+                        var records = Unwritten()
+                        if let entry = transition.failureLog {
+                            var failed = entry
+                            failed.outcome = "\(entry.outcome): \(failure)"
+                            records.entries = [draft(failed)]
+                        }
+                        if let id = request.action { records.actions = [(id, ActionOutcome(.failed, failure))] }
+                        if let problem = write(current, records) { log("could not record the failure: \(problem)") }
+                        inner.state = current
+                        published.withLock { $0 = current }
+                        log("\(Self.name(request.event)) failed: \(failure)")
+                        return Outcome(transition: transition, state: current, answer: Answer(ok: false, message: "\(Self.name(request.event)) failed: \(failure)"),
+                                       applied: false)
+                    }
+                    notes.append("the kernel's answer was lost (\(error)); the guard verifies the tables")
+                }
+                if transition.kernel.overlay == .install {
+                    state.isolation.handle = (try? backend.handle(of: CordonTables.isolationName)).flatMap { $0 }
+                }
+            }
+            // 5.
+            var records = Unwritten()
+            records.entries = transition.log.map(draft)
+            if let id = request.action, let outcome = transition.action { records.actions = [(id, outcome)] }
+            if transition.supersedesIsolates, let id = request.action { records.supersede = [id] }
+            if inner.dirty {
+                records.entries = inner.unwritten.entries + records.entries
+                records.actions = inner.unwritten.actions + records.actions
+                records.supersede = inner.unwritten.supersede + records.supersede
+            }
+            if let problem = write(state, records) {
+                inner.dirty = true
+                inner.unwritten = records
+                notes.append("\(store.path) could not record it (\(problem)); retried until it can")
+                log("state not written: \(problem)")
+            } else {
+                inner.dirty = false
+                inner.unwritten = Unwritten()
+            }
+            inner.state = state
+            published.withLock { $0 = state }
+            var answer = transition.answer
+            if !notes.isEmpty { answer.message += "\nWARNING: " + notes.joined(separator: "; ") }
+            for entry in transition.log { log("\(entry.action) by \(entry.operator): \(entry.outcome)\(entry.reason.isEmpty ? "" : " (\(entry.reason))")") }
+            return Outcome(transition: transition, state: state, answer: answer, applied: true)
+        }
+    }
+
+    private static func name(_ event: Engine.Event) -> String {
+        switch event {
+        case .start: return "start"
+        case .enforce, .enforceChecked: return "enforce"
+        case .confirm: return "confirmation"
+        case .tick: return "rollback"
+        case .discover: return "return to discovery"
+        case .isolate: return "isolation"
+        case .release, .releaseChecked: return "release"
+        case .tampered: return "restore"
+        case .stop: return "stop"
+        }
+    }
+
+    /// nil when written, else why not.
+    private func write(_ state: HostState, _ records: Unwritten) -> String? {
+        let channel = environment.management()
+        do {
+            let management = String(decoding: try JSONEncoder().encode(channel), as: UTF8.self)
+            try store.commitTransition(state: state, management: management, logGroup: environment.logGroup, actions: records.actions,
+                                       supersedeIsolatesBy: records.supersede, entries: records.entries)
+            return nil
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    // MARK: Tables
+
+    private func tables(_ change: KernelChange, now: Double) throws -> [TableChange] {
+        var result: [TableChange] = []
+        switch change.overlay {
+        case .install: result.append(.replace(CordonTables.isolation(management: environment.management())))
+        case .remove: result.append(.remove(CordonTables.isolationName))
+        case nil: break
+        }
+        switch change.base {
+        case .install(.discovery): result.append(.replace(CordonTables.discovery()))
+        case .install(.enforcement(let version, let deadline, let fallback)):
+            let ruleset = try load(version)
+            let previous = try fallback.map(load)
+            let openAfter = deadline.map { max(0, Int64((Double($0) - now).rounded(.up))) + Self.kernelGrace }
+            result.append(.replace(CordonTables.enforcement(ruleset: ruleset, management: environment.management(), logGroup: environment.logGroup,
+                                                            openAfter: openAfter, fallback: previous)))
+        case .remove: result.append(.remove(CordonTables.baseName))
+        case nil: break
+        }
+        return result
+    }
+
+    private func load(_ version: Int64) throws -> Ruleset {
+        guard let approved = try store.approvedRuleset(version: version) else {
+            throw AgentError.invalidState("approved ruleset version \(version) is not in the database")
+        }
+        return try RulesetParser.parse(approved.content, file: "approved ruleset version \(version)")
+    }
+
+    private func draft(_ entry: LogEntry) -> DecisionDraft {
+        let channel = environment.management()
+        var policy = "", digest: String?
+        switch entry.policy {
+        case .ruleset(let version):
+            if let version, let approved = try? store.ruleset(version: version) {
+                policy = approved.content
+                digest = approved.digest
+            } else {
+                policy = version.map { "ruleset version \($0)" } ?? "discovery"
+            }
+        case .overlay: policy = CordonTables.isolation(management: channel).nftText
+        case .guardRestore: policy = "guard"
+        case .none: policy = ""
+        }
+        return DecisionDraft(action: entry.action, operator: entry.operator, reason: entry.reason, policy: policy, policyDigest: digest,
+                             backend: backend.name, whitelist: channel.summary, outcome: entry.outcome)
+    }
+}
