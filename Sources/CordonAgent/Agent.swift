@@ -105,37 +105,29 @@ public final class Agent: Sendable {
             },
             log: log)
 
-        control.serve { [self] request in
+        control.serve { [self] command in
             func answer(_ value: some Encodable) -> Data { (try? JSONEncoder().encode(value)) ?? Data() }
-            func missingOperator() -> Data { answer(ControlAnswer(ok: false, message: "\(request.command) needs --operator NAME")) }
-            switch request.command {
-            case "status":
+            switch command {
+            case .status:
                 var report = status(recorder: recorder, store: store, backend: backend, runner: runner, receiveBuffer: capture.receiveBuffer)
                 report.degraded = tableGuard.degraded.load(ordering: .relaxed)
                 report.guardRestores = tableGuard.restores.load(ordering: .relaxed)
                 report.guardEscalations = tableGuard.escalations.load(ordering: .relaxed)
                 return answer(report)
-            case "enforce":
-                guard let name = request.operator, !name.isEmpty else { return missingOperator() }
+            case .enforce(let name, let window):
                 let latest: Int64?
                 do { latest = try store.latestRuleset()?.version } catch {
                     return answer(ControlAnswer(ok: false, message: "cannot read the approved rulesets: \(error)"))
                 }
-                return answer(runner.handle(Engine.Request(.enforce(approved: latest, confirmWithin: request.confirmWithin ?? 120), operator: name)))
-            case "confirm":
-                guard let name = request.operator, !name.isEmpty else { return missingOperator() }
+                return answer(runner.handle(Engine.Request(.enforce(approved: latest, confirmWithin: window), operator: name)))
+            case .confirm(let name):
                 return answer(runner.handle(Engine.Request(.confirm, operator: name)))
-            case "discover":
-                guard let name = request.operator, !name.isEmpty else { return missingOperator() }
-                return answer(runner.handle(Engine.Request(.discover(reason: request.reason ?? "return to discovery"), operator: name)))
-            case "isolate":
-                guard let name = request.operator, !name.isEmpty else { return missingOperator() }
-                return answer(Emergency.isolate(runner: runner, store: store, operator: name, reason: request.reason ?? "", via: "through the agent"))
-            case "release":
-                guard let name = request.operator, !name.isEmpty else { return missingOperator() }
-                return answer(Emergency.release(runner: runner, store: store, operator: name, reason: request.reason ?? ""))
-            default:
-                return Data(#"{"error":"unknown command"}"#.utf8)
+            case .discover(let name, let reason):
+                return answer(runner.handle(Engine.Request(.discover(reason: reason), operator: name)))
+            case .isolate(let name, let reason):
+                return answer(Emergency.isolate(runner: runner, store: store, operator: name, reason: reason, via: "through the agent"))
+            case .release(let name, let reason):
+                return answer(Emergency.release(runner: runner, store: store, operator: name, reason: reason))
             }
         }
         log("listening on \(config.socket); flushing every \(config.flushInterval) s")

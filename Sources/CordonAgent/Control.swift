@@ -92,22 +92,99 @@ public struct StatusReport: Codable, Sendable, Equatable {
 /// The answer to a control command that changes the firewall.
 public typealias ControlAnswer = Answer
 
-/// A request on the control socket: one JSON object on one line, answered by one line.
-public struct ControlRequest: Codable, Sendable {
-    /// status, enforce, confirm or discover.
-    public var command: String
-    public var `operator`: String?
-    public var reason: String?
-    /// enforce: seconds before an unconfirmed enforcement rolls back.
-    public var confirmWithin: Int64?
+/// A command on the control socket, typed: the agent switches on it, never on a string.
+public enum ControlCommand: Sendable, Equatable {
+    case status
+    case enforce(operator: String, confirmWithin: Int64)
+    case confirm(operator: String)
+    case discover(operator: String, reason: String)
+    case isolate(operator: String, reason: String)
+    case release(operator: String, reason: String)
 
-    enum CodingKeys: String, CodingKey { case command, `operator`, reason, confirmWithin = "confirm_within" }
+    public var name: String {
+        switch self {
+        case .status: return "status"
+        case .enforce: return "enforce"
+        case .confirm: return "confirm"
+        case .discover: return "discover"
+        case .isolate: return "isolate"
+        case .release: return "release"
+        }
+    }
 
-    public init(command: String, operator name: String? = nil, reason: String? = nil, confirmWithin: Int64? = nil) {
-        self.command = command
-        self.operator = name
-        self.reason = reason
-        self.confirmWithin = confirmWithin
+    public static let names = ["status", "enforce", "confirm", "discover", "isolate", "release"]
+}
+
+/// One request: one JSON object on one line, answered by one line. Versioned (`v`), so that an
+/// agent and a CLI of different releases say clearly that they do not understand each other.
+///
+/// `{"v":1,"command":"enforce","operator":"alice","confirm_within":120}`; `reason` for discover,
+/// isolate and release. A request without `v` is version 1 (what the first releases sent).
+public struct ControlRequest: Codable, Sendable, Equatable {
+    public static let version = 1
+    public var command: ControlCommand
+
+    public init(_ command: ControlCommand) { self.command = command }
+
+    /// Why a request was refused before it reached the agent's logic; `code` is machine-readable.
+    public struct Refusal: Error, Equatable {
+        public var code: String
+        public var message: String
+    }
+
+    enum CodingKeys: String, CodingKey { case v, command, `operator`, reason, confirmWithin = "confirm_within" }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let version = try c.decodeIfPresent(Int.self, forKey: .v) ?? 1
+        guard version == Self.version else {
+            throw Refusal(code: "unsupported_version", message: "control protocol version \(version) is not supported; this agent speaks \(Self.version)")
+        }
+        let name = try c.decode(String.self, forKey: .command)
+        func operatorName() throws -> String {
+            guard let value = try c.decodeIfPresent(String.self, forKey: .operator), !value.trimmingCharacters(in: .whitespaces).isEmpty else {
+                throw Refusal(code: "missing_field", message: "\(name) needs --operator NAME (field `operator`)")
+            }
+            return value
+        }
+        let reason = try c.decodeIfPresent(String.self, forKey: .reason) ?? ""
+        switch name {
+        case "status": command = .status
+        case "enforce": command = .enforce(operator: try operatorName(), confirmWithin: try c.decodeIfPresent(Int64.self, forKey: .confirmWithin) ?? 120)
+        case "confirm": command = .confirm(operator: try operatorName())
+        case "discover": command = .discover(operator: try operatorName(), reason: reason.isEmpty ? "return to discovery" : reason)
+        case "isolate": command = .isolate(operator: try operatorName(), reason: reason)
+        case "release": command = .release(operator: try operatorName(), reason: reason)
+        default:
+            throw Refusal(code: "unknown_command", message: "unknown command '\(name)'; known: \(ControlCommand.names.joined(separator: ", "))")
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(Self.version, forKey: .v)
+        try c.encode(command.name, forKey: .command)
+        switch command {
+        case .status: break
+        case .enforce(let name, let window):
+            try c.encode(name, forKey: .operator)
+            try c.encode(window, forKey: .confirmWithin)
+        case .confirm(let name): try c.encode(name, forKey: .operator)
+        case .discover(let name, let reason), .isolate(let name, let reason), .release(let name, let reason):
+            try c.encode(name, forKey: .operator)
+            try c.encode(reason, forKey: .reason)
+        }
+    }
+
+    /// A request read off the socket: the command, or the answer that refuses it.
+    public static func parse(_ line: Data) -> Result<ControlRequest, Refusal> {
+        do {
+            return .success(try JSONDecoder().decode(ControlRequest.self, from: line))
+        } catch let refusal as Refusal {
+            return .failure(refusal)
+        } catch {
+            return .failure(Refusal(code: "malformed", message: "malformed request: \(error)"))
+        }
     }
 }
 
@@ -152,7 +229,7 @@ final class ControlServer: Sendable {
     }
 
     /// Accepts on a thread of its own and answers each request on another.
-    func serve(_ answer: @escaping @Sendable (ControlRequest) -> Data) {
+    func serve(_ answer: @escaping @Sendable (ControlCommand) -> Data) {
         let fd = self.fd
         Thread.detachNewThread { [self] in
             while true {
@@ -168,7 +245,7 @@ final class ControlServer: Sendable {
                 setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
                 guard clients.add(1, ordering: .relaxed).newValue <= Self.maxClients else {
                     clients.subtract(1, ordering: .relaxed)
-                    ControlClient.writeAll(client, Data(#"{"error":"busy: too many control connections"}"#.utf8) + Data("\n".utf8))
+                    ControlClient.writeAll(client, Self.refuse(.init(code: "busy", message: "too many control connections at once")) + Data("\n".utf8))
                     close(client)
                     continue
                 }
@@ -178,11 +255,10 @@ final class ControlServer: Sendable {
                         clients.subtract(1, ordering: .relaxed)
                     }
                     let reply: Data
-                    if let line = ControlClient.readLine(client, deadline: Self.requestDeadline),
-                       let request = try? JSONDecoder().decode(ControlRequest.self, from: line) {
-                        reply = answer(request)
-                    } else {
-                        reply = Data(#"{"error":"malformed request"}"#.utf8)
+                    switch ControlClient.readLine(client, deadline: Self.requestDeadline).map(ControlRequest.parse) {
+                    case .success(let request): reply = answer(request.command)
+                    case .failure(let refusal): reply = Self.refuse(refusal)
+                    case nil: reply = Self.refuse(.init(code: "malformed", message: "no request line within \(Self.requestDeadline) s"))
                     }
                     ControlClient.writeAll(client, reply + Data("\n".utf8))
                 }
@@ -194,6 +270,11 @@ final class ControlServer: Sendable {
         close(fd)
         unlink(path)
     }
+
+    /// `{"ok":false,"error":CODE,"message":…}`: what every client decodes as a failed answer.
+    static func refuse(_ refusal: ControlRequest.Refusal) -> Data {
+        (try? JSONEncoder().encode(Answer(ok: false, message: refusal.message, error: refusal.code))) ?? Data()
+    }
 }
 
 /// The CLI's end of the control socket.
@@ -202,19 +283,16 @@ public struct ControlClient: Sendable {
 
     public init(path: String) { self.path = path }
 
-    /// Sends one request and returns the raw JSON answer.
-    public func send(_ command: String, timeoutSeconds: Int = 5) throws -> Data {
-        try send(ControlRequest(command: command), timeoutSeconds: timeoutSeconds)
-    }
-
     /// A command that changes the firewall; the agent says whether it did and what it did.
-    public func command(_ request: ControlRequest, timeoutSeconds: Int = 60) throws -> ControlAnswer {
-        let data = try send(request, timeoutSeconds: timeoutSeconds)
-        if let answer = try? JSONDecoder().decode(ControlAnswer.self, from: data) { return answer }
-        if String(decoding: data, as: UTF8.self).contains("unknown command") {
-            throw AgentError.protocolViolation("the agent on \(path) does not know `\(request.command)` (an older version?); nothing changed")
+    public func command(_ command: ControlCommand, timeoutSeconds: Int = 60) throws -> ControlAnswer {
+        let data = try send(ControlRequest(command), timeoutSeconds: timeoutSeconds)
+        guard let answer = try? JSONDecoder().decode(ControlAnswer.self, from: data) else {
+            throw AgentError.protocolViolation("unexpected answer: \(String(decoding: data, as: UTF8.self))")
         }
-        throw AgentError.protocolViolation("unexpected answer: \(String(decoding: data, as: UTF8.self))")
+        if answer.error == "unknown_command" || answer.error == "unsupported_version" {
+            throw AgentError.protocolViolation("the agent on \(path) does not understand `\(command.name)` (\(answer.message)); nothing changed")
+        }
+        return answer
     }
 
     public func send(_ request: ControlRequest, timeoutSeconds: Int) throws -> Data {
@@ -243,10 +321,10 @@ public struct ControlClient: Sendable {
     }
 
     /// True when an agent answers a status request.
-    public func isAnswering() -> Bool { (try? send("status", timeoutSeconds: 1)) != nil }
+    public func isAnswering() -> Bool { (try? send(ControlRequest(.status), timeoutSeconds: 1)) != nil }
 
     public func status() throws -> StatusReport {
-        let data = try send("status")
+        let data = try send(ControlRequest(.status), timeoutSeconds: 5)
         do {
             return try JSONDecoder().decode(StatusReport.self, from: data)
         } catch {

@@ -423,9 +423,12 @@ public struct LogEntry: Sendable, Equatable {
 public struct Answer: Codable, Sendable, Equatable {
     public var ok: Bool
     public var message: String
-    public init(ok: Bool, message: String) {
+    /// Set when the request itself was refused (`unknown_command`, `missing_field`, `busy`, …).
+    public var error: String?
+    public init(ok: Bool, message: String, error: String? = nil) {
         self.ok = ok
         self.message = message
+        self.error = error
     }
 }
 

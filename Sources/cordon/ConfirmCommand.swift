@@ -18,6 +18,6 @@ struct ConfirmCommand: ParsableCommand {
     }
 
     func run() throws {
-        try sendToAgent(global, ControlRequest(command: "confirm", operator: operatorName))
+        try sendToAgent(global, .confirm(operator: operatorName))
     }
 }

@@ -21,6 +21,6 @@ struct DiscoverCommand: ParsableCommand {
     }
 
     func run() throws {
-        try sendToAgent(global, ControlRequest(command: "discover", operator: operatorName, reason: reason))
+        try sendToAgent(global, .discover(operator: operatorName, reason: reason))
     }
 }

@@ -32,22 +32,22 @@ struct EnforceCommand: ParsableCommand {
     }
 
     func run() throws {
-        try sendToAgent(global, ControlRequest(command: "enforce", operator: operatorName, confirmWithin: confirmWithin))
+        try sendToAgent(global, .enforce(operator: operatorName, confirmWithin: confirmWithin))
     }
 }
 
 /// Sends a command that changes the firewall and prints the agent's answer; exit 1 when it
 /// refused or failed. There is no fallback without an agent: only the agent can keep the promise
 /// of a rollback at the deadline.
-func sendToAgent(_ global: GlobalOptions, _ request: ControlRequest) throws {
+func sendToAgent(_ global: GlobalOptions, _ command: ControlCommand) throws {
     let answer: ControlAnswer
     let timeout = 60
     do {
-        answer = try ControlClient(path: global.socket ?? AgentConfig.defaultSocket).command(request, timeoutSeconds: timeout)
+        answer = try ControlClient(path: global.socket ?? AgentConfig.defaultSocket).command(command, timeoutSeconds: timeout)
     } catch AgentError.notRunning(let socket, let reason) where reason.hasPrefix("no answer") {
-        throw CLIError.failed("the agent on \(socket) did not answer within \(timeout) s: the outcome of `\(request.command)` is unknown; check `cordon status`")
+        throw CLIError.failed("the agent on \(socket) did not answer within \(timeout) s: the outcome of `\(command.name)` is unknown; check `cordon status`")
     } catch AgentError.notRunning(let socket, let reason) {
-        throw CLIError.failed("no agent answers on \(socket) (\(reason)); `cordon \(request.command)` needs the running agent")
+        throw CLIError.failed("no agent answers on \(socket) (\(reason)); `cordon \(command.name)` needs the running agent")
     } catch {
         throw CLIError.failed("\(error)")
     }

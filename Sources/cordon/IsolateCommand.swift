@@ -54,7 +54,8 @@ struct EmergencyOptions: ParsableArguments {
 /// lock meanwhile so that no agent starts under it. Exit 1 when the answer is a failure.
 func emergency(_ global: GlobalOptions, _ options: EmergencyOptions, command: String,
                direct: (TransitionRunner, FlowStore) -> ControlAnswer) throws {
-    let request = ControlRequest(command: command, operator: options.operatorName, reason: options.reason)
+    let request: ControlCommand = command == "release" ? .release(operator: options.operatorName, reason: options.reason)
+        : .isolate(operator: options.operatorName, reason: options.reason)
     let socket = global.socket ?? AgentConfig.defaultSocket
     var answer: ControlAnswer?
     var why = ""

@@ -94,3 +94,31 @@ import Testing
         #expect(throws: ConfigError.self) { try AgentConfig.load(path: path) }
     }
 }
+
+@Suite struct ControlProtocolTests {
+    @Test("every command goes over the wire and back as itself, versioned")
+    func roundTrip() throws {
+        let commands: [ControlCommand] = [.status, .enforce(operator: "a", confirmWithin: 30), .confirm(operator: "a"),
+                                          .discover(operator: "a", reason: "r"), .isolate(operator: "a", reason: "r"), .release(operator: "a", reason: "")]
+        for command in commands {
+            let data = try JSONEncoder().encode(ControlRequest(command))
+            #expect(String(decoding: data, as: UTF8.self).contains(#""v":1"#))
+            #expect(try ControlRequest.parse(data).get().command == command)
+        }
+    }
+
+    @Test("unknown commands, other versions, missing operators and garbage are refused with a code")
+    func refusals() {
+        let cases = [(#"{"command":"reboot"}"#, "unknown_command"), (#"{"v":7,"command":"status"}"#, "unsupported_version"),
+                     (#"{"command":"isolate","operator":" "}"#, "missing_field"), ("{", "malformed"), (#"{"v":1}"#, "malformed")]
+        for (text, code) in cases {
+            guard case .failure(let refusal) = ControlRequest.parse(Data(text.utf8)) else {
+                Issue.record("\(text) was accepted")
+                continue
+            }
+            #expect(refusal.code == code, "\(text): \(refusal)")
+        }
+        // The first releases sent no version: they are version 1.
+        #expect((try? ControlRequest.parse(Data(#"{"command":"status"}"#.utf8)).get().command) == .status)
+    }
+}

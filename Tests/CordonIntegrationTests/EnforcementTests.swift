@@ -323,6 +323,11 @@ import Glibc
             let answer = try setup.lab.run(nil, ["socat", "-t2", "-", "UNIX-CONNECT:\(setup.scenario.socket)"], input: request + "\n")
             #expect(answer.stdout.contains(#""ok":false"#), "\(request): \(answer.stdout) \(answer.stderr)")
         }
+        for (request, code) in [(#"{"command":"reboot"}"#, "unknown_command"), (#"{"v":2,"command":"status"}"#, "unsupported_version"),
+                                ("not json", "malformed"), (#"{"command":"isolate"}"#, "missing_field")] {
+            let answer = try setup.lab.run(nil, ["socat", "-t2", "-", "UNIX-CONNECT:\(setup.scenario.socket)"], input: request + "\n")
+            #expect(answer.stdout.contains(#""error":"\#(code)""#) && answer.stdout.contains(#""ok":false"#), "\(request): \(answer.stdout)")
+        }
         #expect(setup.agent.isRunning)
         #expect(try setup.status()["mode"] as? String == "discovery")
     }
