@@ -81,11 +81,6 @@ struct IsolateBenchmark: ParsableCommand {
         }
     }
 
-    private func percentile(_ values: [Double], _ p: Double) -> Double {
-        let sorted = values.sorted()
-        return sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1)]
-    }
-
     private func release(_ lab: Lab, host: String, cordon: String, database: String, socket: String) throws {
         let result = try lab.run(host, [cordon, "release", "--operator", "bench", "--db", database, "--socket", socket], timeout: 60)
         guard result.succeeded else { throw ValidationError("release failed: \(result.stderr)") }
