@@ -13,6 +13,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // One C module per system library, each with a prefixed shim for what Swift cannot import.
@@ -26,7 +28,7 @@ let package = Package(
         ),
 
         // Pure logic: no kernel, no database.
-        .target(name: "CordonCore", dependencies: ["Yams"]),
+        .target(name: "CordonCore", dependencies: ["Yams", .product(name: "Crypto", package: "swift-crypto")]),
 
         // One target per facility.
         .target(name: "CordonStore", dependencies: ["CordonCore", .product(name: "GRDB", package: "GRDB.swift")]),
@@ -34,7 +36,8 @@ let package = Package(
         .target(name: "CordonNftables", dependencies: ["CordonCore", "CNftnl"]),
         .target(
             name: "CordonAgent",
-            dependencies: ["CordonCore", "CordonStore", "CordonConntrack", "CordonNftables", "CNftnl", "Yams"]
+            dependencies: ["CordonCore", "CordonStore", "CordonConntrack", "CordonNftables", "CNftnl", "Yams",
+                           .product(name: "Logging", package: "swift-log")]
         ),
 
         // Throwaway network namespaces for the demo, the integration tests and the benchmarks.
@@ -42,7 +45,8 @@ let package = Package(
 
         .executableTarget(
             name: "cordon",
-            dependencies: ["CordonAgent", "CordonNftables", "CordonLab", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["CordonAgent", "CordonNftables", "CordonLab", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "cordon-bench",
@@ -51,7 +55,8 @@ let package = Package(
 
         .testTarget(
             name: "CordonCoreTests",
-            dependencies: ["CordonCore", "CordonStore", "CordonAgent", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["CordonCore", "CordonStore", "CordonAgent", .product(name: "GRDB", package: "GRDB.swift"),
+                           .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "CordonIntegrationTests", dependencies: ["CordonCore", "CordonStore", "CordonAgent", "CordonNftables", "CordonLab", "cordon", "cordon-bench",
                                                           .product(name: "GRDB", package: "GRDB.swift")]),

@@ -6,6 +6,7 @@ import CordonCore
 import CordonNftables
 import CordonStore
 import Foundation
+import Logging
 import Synchronization
 
 /// The long-running agent: records flows, and moves the firewall between discovery and
@@ -17,7 +18,7 @@ import Synchronization
 /// deadline and waits for signals (SIGTERM/SIGINT stop, SIGHUP flushes at once).
 public final class Agent: Sendable {
     public let config: AgentConfig
-    private let log: @Sendable (String) -> Void
+    private let logger: Logger
     private let stopping = Atomic<Bool>(false)
     private let lastFlush = Atomic<Int64>(0)
     private let flushErrors = Atomic<UInt64>(0)
@@ -25,9 +26,9 @@ public final class Agent: Sendable {
     /// agent_state entry holding the conntrack ids counted by the last run that are still alive.
     static let liveConnectionsState = "live_connection_ids"
 
-    public init(config: AgentConfig, log: @escaping @Sendable (String) -> Void) {
+    public init(config: AgentConfig, logger: Logger) {
         self.config = config
-        self.log = log
+        self.logger = logger
     }
 
     /// Runs until SIGTERM or SIGINT; flushes, leaves the firewall as `TransitionRunner.stop` says, returns.
@@ -54,7 +55,7 @@ public final class Agent: Sendable {
         if let saved = try store.state(Self.liveConnectionsState) {
             recorder.adoptLiveConnections(saved.split(separator: ",").compactMap { UInt32($0) })
         }
-        log("database \(config.database): \(recorder.flowCount) flow aggregates carried over")
+        logger.info("database \(config.database): \(recorder.flowCount) flow aggregates carried over")
 
         let control = try ControlServer(path: config.socket)
         let backend = NftablesBackend(recordingInstalled: true)
@@ -62,7 +63,7 @@ public final class Agent: Sendable {
         do {
             runner = try TransitionRunner(backend: backend, store: store,
                                           environment: .init(management: { [config] in config.effectiveManagement() }, logGroup: config.logGroup),
-                                          log: log)
+                                          logger: logger)
             try runner.start()
         } catch {
             // The kernel keeps what it had: nothing was installed, or the transaction was refused.
@@ -84,14 +85,14 @@ public final class Agent: Sendable {
         recorder.setLocalAddresses(HostAddresses.read())
         try HostAddresses.watch { recorder.setLocalAddresses($0) }
 
-        let resync = ResyncWorker(recorder: recorder, log: log)
+        let resync = ResyncWorker(recorder: recorder, logger: logger)
         let capture = try startCapture(recorder: recorder, resync: resync)
         // Subscribed first, dumped second: a connection opened in between is in both, and the
         // recorder counts it once (by conntrack id).
         let generation = recorder.beginDump()
         let existing = try ConntrackTable.dump()
         recorder.applyDump(existing, generation: generation, at: TimeText.now(), repair: false)
-        log("conntrack table read: \(existing.count) existing connections")
+        logger.info("conntrack table read: \(existing.count) existing connections")
         let packetLog = startPacketLog(recorder: recorder)
         let tableGuard = TableGuard(
             backend: backend, installed: backend.installed!,
@@ -101,9 +102,9 @@ public final class Agent: Sendable {
             },
             record: { [config] action, reason, outcome in
                 try? store.record(action: action, operator: Engine.agentOperator, reason: reason, policy: "guard", backend: backend.name,
-                                  whitelist: config.effectiveManagement().summary, outcome: outcome)
+                                  whitelist: config.effectiveManagement().whitelist, outcome: outcome)
             },
-            log: log)
+            logger: logger)
 
         control.serve { [self] command in
             func answer(_ value: some Encodable) -> Data { (try? JSONEncoder().encode(value)) ?? Data() }
@@ -130,7 +131,7 @@ public final class Agent: Sendable {
                 return answer(Emergency.release(runner: runner, store: store, operator: name, reason: reason))
             }
         }
-        log("listening on \(config.socket); flushing every \(config.flushInterval) s")
+        logger.info("listening on \(config.socket); flushing every \(config.flushInterval) s")
         tableGuard.start()
 
         // Wakes a few times a second for the confirmation deadline; flushes on its own schedule.
@@ -141,7 +142,7 @@ public final class Agent: Sendable {
             var timeout = timespec(tv_sec: Int(wait), tv_nsec: Int((wait - Double(Int(wait))) * 1e9))
             let signal = sigtimedwait(&signals, nil, &timeout)
             if signal == SIGTERM || signal == SIGINT {
-                log("signal \(signal): flushing and stopping")
+                logger.notice("signal \(signal): flushing and stopping")
                 break
             }
             if signal == SIGHUP || Self.monotonic() >= nextFlush {
@@ -154,18 +155,18 @@ public final class Agent: Sendable {
         // every connection reported before the signal.
         stopping.store(true, ordering: .relaxed)
         capture.waker.wake()
-        if capture.done.wait(timeout: .now() + 2) == .timedOut { log("event thread did not finish; flushing what it read") }
+        if capture.done.wait(timeout: .now() + 2) == .timedOut { logger.warning("event thread did not finish; flushing what it read") }
         packetLog?.close()
         resync.finish(timeout: 5)
         flush(recorder, to: store)
         do {
             try store.setState(Self.liveConnectionsState, recorder.liveConnectionIDs().map(String.init).joined(separator: ","))
         } catch {
-            log("could not save live connection ids (a restart will count them again): \(error)")
+            logger.error("could not save live connection ids (a restart will count them again): \(error)")
         }
         control.remove()
         runner.stop()
-        log("stopped: \(recorder.flowCount) flow aggregates stored")
+        logger.notice("stopped: \(recorder.flowCount) flow aggregates stored")
     }
 
     private static func monotonic() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
@@ -203,7 +204,7 @@ public final class Agent: Sendable {
         do {
             packetLog = try PacketLog(group: config.logGroup)
         } catch {
-            log("rejected flows will not be recorded: \(error)")
+            logger.warning("rejected flows will not be recorded: \(error)")
             return nil
         }
         Thread.detachNewThread { [self] in
@@ -218,7 +219,7 @@ public final class Agent: Sendable {
                 } catch PacketLogError.closed {
                     return
                 } catch {
-                    log("packet log: \(error); retrying")
+                    logger.error("packet log: \(error); retrying")
                     sleep(1)
                 }
             }
@@ -234,7 +235,7 @@ public final class Agent: Sendable {
         } catch {
             recorder.restore(changes)
             flushErrors.add(1, ordering: .relaxed)
-            log("flush failed, will retry: \(error)")
+            logger.error("flush failed, will retry: \(error)")
         }
     }
 
@@ -274,7 +275,7 @@ public final class Agent: Sendable {
                         resync.request()
                     }
                 } catch {
-                    log("conntrack events: \(error); retrying")
+                    logger.error("conntrack events: \(error); retrying")
                     sleep(1)
                 }
             }
@@ -302,7 +303,7 @@ final class ResyncWorker: Sendable {
     private let running = Atomic<Bool>(false)
     private let wake = DispatchSemaphore(value: 0)
 
-    init(recorder: FlowRecorder, log: @escaping @Sendable (String) -> Void) {
+    init(recorder: FlowRecorder, logger: Logger) {
         Thread.detachNewThread { [self] in
             while true {
                 wake.wait()
@@ -315,7 +316,7 @@ final class ResyncWorker: Sendable {
                     recorder.applyDump(entries, generation: generation, at: TimeText.now(), repair: true)
                 } catch {
                     recorder.applyDump([], generation: 0, at: TimeText.now(), repair: true)
-                    log("re-reading the conntrack table failed: \(error)")
+                    logger.error("re-reading the conntrack table failed: \(error)")
                 }
             }
         }

@@ -4,6 +4,7 @@ import Glibc
 import CordonCore
 import CordonNftables
 import Foundation
+import Logging
 import Synchronization
 
 /// Notices when anything but this agent removes or changes Cordon's tables (`nft flush ruleset`,
@@ -27,7 +28,7 @@ final class TableGuard: Sendable {
     private let restore: @Sendable (String) throws -> Void
     /// action, reason, outcome → the decision log.
     private let record: @Sendable (String, String, String) -> Void
-    private let log: @Sendable (String) -> Void
+    private let logger: Logger
     private let wake = DispatchSemaphore(value: 0)
     private let failures = Atomic<Int>(0)
     let restores = Atomic<UInt64>(0)
@@ -35,12 +36,12 @@ final class TableGuard: Sendable {
     let degraded = Atomic<Bool>(false)
 
     init(backend: NftablesBackend, installed: InstalledTables, restore: @escaping @Sendable (String) throws -> Void,
-         record: @escaping @Sendable (String, String, String) -> Void, log: @escaping @Sendable (String) -> Void) {
+         record: @escaping @Sendable (String, String, String) -> Void, logger: Logger) {
         self.backend = backend
         self.installed = installed
         self.restore = restore
         self.record = record
-        self.log = log
+        self.logger = logger
     }
 
     func start() {
@@ -55,7 +56,7 @@ final class TableGuard: Sendable {
                 }
             }
         } catch {
-            log("guard: no nf_tables notifications (\(error)); checking every \(Int(Self.interval)) s only")
+            logger.warning("guard: no nf_tables notifications (\(error)); checking every \(Int(Self.interval)) s only")
         }
         Thread.detachNewThread { [self] in
             while true {
@@ -102,12 +103,12 @@ final class TableGuard: Sendable {
             }
             restores.add(1, ordering: .relaxed)
             failures.store(0, ordering: .relaxed)
-            log("guard: \(reason); restored")
+            logger.warning("guard: \(reason); restored")
         } catch {
             let count = failures.add(1, ordering: .relaxed).newValue
             // A refused restore is in the log already (the runner wrote it); one overtaken after it was not.
             if error is AgentError { record("restore", reason, "failed (\(count) in a row): \(error)") }
-            log("guard: \(reason); RESTORE FAILED (\(count) in a row): \(error)")
+            logger.critical("guard: \(reason); RESTORE FAILED (\(count) in a row): \(error)")
             if count >= Self.escalateAfter && !degraded.exchange(true, ordering: .relaxed) {
                 escalations.add(1, ordering: .relaxed)
                 record("escalate", "\(count) restores failed in a row", "degraded: Cordon's tables are not what the agent installed")
@@ -117,7 +118,7 @@ final class TableGuard: Sendable {
         }
         if degraded.load(ordering: .relaxed), failures.load(ordering: .relaxed) == 0 {
             degraded.store(false, ordering: .relaxed)
-            log("guard: recovered from degraded")
+            logger.notice("guard: recovered from degraded")
         }
     }
 }

@@ -1,6 +1,7 @@
 import CordonCore
 import CordonStore
 import Foundation
+import Logging
 import Synchronization
 
 /// Carries out every decision of `Engine` the same way, whoever asked: the control socket, the
@@ -85,15 +86,15 @@ public final class TransitionRunner: Sendable {
     public let backend: any FirewallBackend
     private let store: FlowStore
     private let environment: Environment
-    private let log: @Sendable (String) -> Void
+    private let logger: Logger
     private let inner: Mutex<Inner>
     private let published: Mutex<HostState>
 
-    public init(backend: any FirewallBackend, store: FlowStore, environment: Environment, log: @escaping @Sendable (String) -> Void) throws {
+    public init(backend: any FirewallBackend, store: FlowStore, environment: Environment, logger: Logger) throws {
         self.backend = backend
         self.store = store
         self.environment = environment
-        self.log = log
+        self.logger = logger
         let state = try store.hostState()
         inner = Mutex(Inner(state: state))
         published = Mutex(state)
@@ -140,12 +141,12 @@ public final class TransitionRunner: Sendable {
     /// it keeps what it had.
     public func start() throws {
         do { try store.failPendingActions(detail: "the agent restarted before the action completed") } catch {
-            log("could not settle pending actions: \(error)")
+            logger.error("could not settle pending actions: \(error)")
         }
         let overlay = (try? backend.handle(of: CordonTables.isolationName)).flatMap { $0 } != nil
         let outcome = transact(Engine.Request(.start(overlayInKernel: overlay)))
         guard outcome.answer.ok else { throw AgentError.invalidState(outcome.answer.message) }
-        log(outcome.answer.message)
+        logger.notice("\(outcome.answer.message)")
     }
 
     /// Called a few times a second: the deadline needs no operator and no network; records a
@@ -155,14 +156,14 @@ public final class TransitionRunner: Sendable {
         let state = snapshot
         if state.enforcement.unconfirmed, !state.enforcement.checking, let deadline = state.enforcement.confirmDeadline, now >= deadline {
             let answer = transact(Engine.Request(.tick))
-            if !answer.answer.ok { log("ROLLBACK FAILED, retrying: \(answer.answer.message)") }
+            if !answer.answer.ok { logger.critical("ROLLBACK FAILED, retrying: \(answer.answer.message)") }
         }
         inner.withLock { inner in
             guard inner.dirty else { return }
             if write(inner.state, inner.unwritten) == nil {
                 inner.dirty = false
                 inner.unwritten = Unwritten()
-                log("the state and records held back by a failed write are in the database now")
+                logger.notice("the state and records held back by a failed write are in the database now")
             }
         }
     }
@@ -171,7 +172,7 @@ public final class TransitionRunner: Sendable {
     /// enforced ruleset stays (fail-closed). Later requests are refused.
     public func stop() {
         let outcome = transact(Engine.Request(.stop))
-        log(outcome.answer.message)
+        logger.notice("\(outcome.answer.message)")
         inner.withLock { $0.stopped = true }
     }
 
@@ -189,7 +190,7 @@ public final class TransitionRunner: Sendable {
                     guard case .isolate = request.event else {
                         return Outcome(state: inner.state, answer: Answer(ok: false, message: "\(error); nothing changed"), applied: false)
                     }
-                    log("deciding on the state last known: \(error)")
+                    logger.error("deciding on the state last known: \(error)")
                 }
             }
             if case .isolate = request.event, let id = request.action, (try? store.actionStatus(id)) == .superseded {
@@ -230,10 +231,10 @@ public final class TransitionRunner: Sendable {
                             records.entries = [draft(failed)]
                         }
                         if let id = request.action { records.actions = [(id, ActionOutcome(.failed, failure))] }
-                        if let problem = write(current, records) { log("could not record the failure: \(problem)") }
+                        if let problem = write(current, records) { logger.error("could not record the failure: \(problem)") }
                         inner.state = current
                         published.withLock { $0 = current }
-                        log("\(Self.name(request.event)) failed: \(failure)")
+                        logger.error("\(Self.name(request.event)) failed: \(failure)")
                         return Outcome(transition: transition, state: current, answer: Answer(ok: false, message: "\(Self.name(request.event)) failed: \(failure)"),
                                        applied: false)
                     }
@@ -257,7 +258,7 @@ public final class TransitionRunner: Sendable {
                 inner.dirty = true
                 inner.unwritten = records
                 notes.append("\(store.path) could not record it (\(problem)); retried until it can")
-                log("state not written: \(problem)")
+                logger.critical("state not written: \(problem)")
             } else {
                 inner.dirty = false
                 inner.unwritten = Unwritten()
@@ -266,7 +267,7 @@ public final class TransitionRunner: Sendable {
             published.withLock { $0 = state }
             var answer = transition.answer
             if !notes.isEmpty { answer.message += "\nWARNING: " + notes.joined(separator: "; ") }
-            for entry in transition.log { log("\(entry.action) by \(entry.operator): \(entry.outcome)\(entry.reason.isEmpty ? "" : " (\(entry.reason))")") }
+            for entry in transition.log { logger.notice("\(entry.action) by \(entry.operator): \(entry.outcome)\(entry.reason.isEmpty ? "" : " (\(entry.reason))")") }
             return Outcome(transition: transition, state: state, answer: answer, applied: true)
         }
     }
@@ -344,6 +345,6 @@ public final class TransitionRunner: Sendable {
         case .none: policy = ""
         }
         return DecisionDraft(action: entry.action, operator: entry.operator, reason: entry.reason, policy: policy, policyDigest: digest,
-                             backend: backend.name, whitelist: channel.summary, outcome: entry.outcome)
+                             backend: backend.name, whitelist: channel.whitelist, outcome: entry.outcome)
     }
 }

@@ -71,6 +71,32 @@ public struct ManagementChannel: Hashable, Sendable {
         return parts.isEmpty ? "none" : parts.joined(separator: ", ")
     }
 
+    /// One hole of the channel, as data: what the decision log records (the source documents'
+    /// `management_whitelist`) and what the server will compare.
+    public struct WhitelistEntry: Codable, Sendable, Hashable {
+        public var `protocol`: String
+        /// An address or a CIDR.
+        public var address: String
+        /// nil: every port (or ICMP).
+        public var port: UInt16?
+        public init(protocol name: String, address: String, port: UInt16?) {
+            self.protocol = name
+            self.address = address
+            self.port = port
+        }
+    }
+
+    /// Collectors (tcp), resolvers (udp and tcp 53), then the extra entries, in that order.
+    public var whitelist: [WhitelistEntry] {
+        var entries = collectors.map { WhitelistEntry(protocol: "tcp", address: $0.addresses.description, port: $0.port) }
+        for resolver in resolvers {
+            entries.append(WhitelistEntry(protocol: "udp", address: resolver.description, port: 53))
+            entries.append(WhitelistEntry(protocol: "tcp", address: resolver.description, port: 53))
+        }
+        entries += extra.map { WhitelistEntry(protocol: IPProtocolNumber.name($0.transport), address: $0.addresses.description, port: $0.port) }
+        return entries
+    }
+
     // MARK: Parsing
 
     /// `ADDRESS:PORT` or `[IPV6]:PORT`. Addresses only: resolving a name needs the DNS that the

@@ -110,7 +110,7 @@ extension NftablesBackend {
                 nftnl_rule_nlmsg_build_payload(out, rule)
                 return Int(out.pointee.nlmsg_len)
             }
-            lines.append("rule \(chain) " + SHA256.hex(bytes: Array(buffer[16..<length])).prefix(32))
+            lines.append("rule \(chain) " + ContentDigest.hex(bytes: Array(buffer[16..<length])).prefix(32))
         }
         var sets: [(name: String, flags: UInt32)] = []
         try NetlinkDump.run(NFT_MSG_GETSET, build: { header in
@@ -157,9 +157,9 @@ extension NftablesBackend {
                 }
             }
             let sorted = keys.sorted { $0.lexicographicallyPrecedes($1) }
-            lines.append("set \(name) flags \(flags) elements \(keys.count) " + SHA256.hex(bytes: sorted.flatMap { $0 }).prefix(32))
+            lines.append("set \(name) flags \(flags) elements \(keys.count) " + ContentDigest.hex(bytes: sorted.flatMap { $0 }).prefix(32))
         }
-        return TableFingerprint(digest: SHA256.hex(lines.joined(separator: "\n")), lines: lines)
+        return TableFingerprint(digest: ContentDigest.hex(lines.joined(separator: "\n")), lines: lines)
     }
 }
 

@@ -17,6 +17,8 @@ public struct RulesetVersion: Codable, Sendable, Equatable {
 /// One entry of the append-only decision log. Each entry's hash covers its fields and the previous
 /// entry's hash, so altering or removing an entry breaks the chain from there on.
 public struct Decision: Codable, Sendable, Equatable {
+    /// The host's sequence number of this entry: 1, 2, 3, … without gaps (the server checks it).
+    public var sequence: Int64
     public var id: String
     public var action: String
     public var `operator`: String
@@ -24,16 +26,36 @@ public struct Decision: Codable, Sendable, Equatable {
     public var backend: String
     public var policy: String
     public var policyDigest: String
+    /// The management channel in force, as data (entries written from format 2 on).
+    public var managementWhitelist: [ManagementChannel.WhitelistEntry]
+    /// The channel as a sentence: entries of format 1, written before the whitelist was data.
     public var whitelist: String
     public var appliedAt: Int64
     public var outcome: String
     public var previousHash: String
     public var hash: String
+    /// How the hash is taken: 1 (the first releases: the sentence, no sequence number), 2 (now).
+    public var format: Int
+
+    static let currentFormat = 2
 
     /// The text the hash is taken over: every field, unambiguously separated.
     static func chained(_ d: Decision) -> String {
-        [d.previousHash, d.id, d.action, d.operator, d.reason, d.backend, d.policyDigest, d.whitelist, String(d.appliedAt), d.outcome]
-            .map { "\($0.utf8.count):\($0)" }.joined(separator: "|")
+        var fields = [d.previousHash]
+        if d.format >= 2 {
+            fields += [String(d.sequence), d.id, d.action, d.operator, d.reason, d.backend, d.policyDigest,
+                       whitelistJSON(d.managementWhitelist), String(d.appliedAt), d.outcome]
+        } else {
+            fields += [d.id, d.action, d.operator, d.reason, d.backend, d.policyDigest, d.whitelist, String(d.appliedAt), d.outcome]
+        }
+        return fields.map { "\($0.utf8.count):\($0)" }.joined(separator: "|")
+    }
+
+    /// Canonical JSON (sorted keys): the same entries always hash the same.
+    static func whitelistJSON(_ entries: [ManagementChannel.WhitelistEntry]) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: (try? encoder.encode(entries)) ?? Data("[]".utf8), as: UTF8.self)
     }
 }
 
@@ -78,11 +100,22 @@ extension FlowStore {
         }
     }
 
+    /// The whitelist as data and the hash format; entries written before keep format 1 and
+    /// verify as they were written.
+    static func registerDecisionWhitelistMigration(_ migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("v5-decision-whitelist") { db in
+            try db.execute(sql: """
+                ALTER TABLE decisions ADD COLUMN management_whitelist TEXT NOT NULL DEFAULT '[]';
+                ALTER TABLE decisions ADD COLUMN hash_format INTEGER NOT NULL DEFAULT 1;
+                """)
+        }
+    }
+
     /// Stores a new ruleset version and its decision-log entry in one transaction.
     @discardableResult
     public func approve(content: String, source: String, operator name: String, acceptedRisks: [String], reason: String,
                         at time: Int64 = TimeText.now()) throws -> RulesetVersion {
-        let digest = SHA256.hex(content)
+        let digest = ContentDigest.hex(content)
         return try pool.write { db in
             try db.execute(sql: """
                 INSERT INTO rulesets (digest, content, source, operator, approved_at, accepted_risks) VALUES (?, ?, ?, ?, ?, ?)
@@ -90,7 +123,7 @@ extension FlowStore {
             let version = db.lastInsertedRowID
             let outcome = acceptedRisks.isEmpty ? "success" : "success (risks accepted: \(acceptedRisks.joined(separator: ", ")))"
             try Self.append(db, action: "approve", operator: name, reason: reason, backend: "", policy: content,
-                            policyDigest: digest, whitelist: "", outcome: outcome, at: time)
+                            policyDigest: digest, whitelist: [], outcome: outcome, at: time)
             return RulesetVersion(version: version, digest: digest, content: content, source: source, operator: name,
                                   approvedAt: time, acceptedRisks: acceptedRisks)
         }
@@ -99,26 +132,30 @@ extension FlowStore {
     /// Records a decision: a refused approval, or a transition of the firewall with its outcome.
     /// `policyDigest` defaults to the SHA-256 of `policy`; an applied ruleset passes its approved digest.
     public func record(action: String, operator name: String, reason: String, policy: String, policyDigest: String? = nil,
-                       backend: String = "", whitelist: String = "", outcome: String, at time: Int64 = TimeText.now()) throws {
+                       backend: String = "", whitelist: [ManagementChannel.WhitelistEntry] = [], outcome: String,
+                       at time: Int64 = TimeText.now()) throws {
         try pool.write { db in
             try Self.append(db, action: action, operator: name, reason: reason, backend: backend, policy: policy,
-                            policyDigest: policyDigest ?? SHA256.hex(policy), whitelist: whitelist, outcome: outcome, at: time)
+                            policyDigest: policyDigest ?? ContentDigest.hex(policy), whitelist: whitelist, outcome: outcome, at: time)
         }
     }
 
     static func append(_ db: Database, action: String, operator name: String, reason: String, backend: String, policy: String,
-                       policyDigest: String, whitelist: String, outcome: String, at time: Int64) throws {
+                       policyDigest: String, whitelist: [ManagementChannel.WhitelistEntry], outcome: String, at time: Int64) throws {
         let previous = try String.fetchOne(db, sql: "SELECT hash FROM decisions ORDER BY seq DESC LIMIT 1") ?? ""
-        var decision = Decision(id: UUID().uuidString.lowercased(), action: action, operator: name, reason: reason, backend: backend,
-                                policy: policy, policyDigest: policyDigest, whitelist: whitelist, appliedAt: time, outcome: outcome,
-                                previousHash: previous, hash: "")
-        decision.hash = SHA256.hex(Decision.chained(decision))
+        // The next number SQLite would give, including entries removed from the end since.
+        let issued = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'decisions'") ?? 0
+        let last = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM decisions") ?? 0
+        var decision = Decision(sequence: max(issued, last) + 1, id: UUID().uuidString.lowercased(), action: action, operator: name,
+                                reason: reason, backend: backend, policy: policy, policyDigest: policyDigest, managementWhitelist: whitelist,
+                                whitelist: "", appliedAt: time, outcome: outcome, previousHash: previous, hash: "", format: Decision.currentFormat)
+        decision.hash = ContentDigest.hex(Decision.chained(decision))
         try db.execute(sql: """
-            INSERT INTO decisions (id, action, operator, reason, backend, policy, policy_digest, whitelist, applied_at, outcome,
-                                   previous_hash, hash)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [decision.id, action, name, reason, backend, policy, policyDigest, whitelist, time, outcome,
-                             previous, decision.hash])
+            INSERT INTO decisions (seq, id, action, operator, reason, backend, policy, policy_digest, whitelist, management_whitelist,
+                                   applied_at, outcome, previous_hash, hash, hash_format)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?)
+            """, arguments: [decision.sequence, decision.id, action, name, reason, backend, policy, policyDigest,
+                             Decision.whitelistJSON(whitelist), time, outcome, previous, decision.hash, decision.format])
     }
 
     public func rulesetVersions() throws -> [RulesetVersion] {
@@ -138,7 +175,7 @@ extension FlowStore {
     /// database (the append-only trigger dropped, the content widened) is refused, not enforced.
     public func approvedRuleset(version: Int64) throws -> RulesetVersion? {
         guard let found = try ruleset(version: version) else { return nil }
-        guard SHA256.hex(found.content) == found.digest else {
+        guard ContentDigest.hex(found.content) == found.digest else {
             throw StoreError.corrupt(path: path, detail: "approved ruleset version \(version) does not match its digest \(found.digest.prefix(16))…: "
                                      + "its content was changed after approval; refusing to install it")
         }
@@ -161,11 +198,7 @@ extension FlowStore {
 
     public func decisions() throws -> [Decision] {
         try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM decisions ORDER BY seq").map { row in
-                Decision(id: row["id"], action: row["action"], operator: row["operator"], reason: row["reason"], backend: row["backend"],
-                         policy: row["policy"], policyDigest: row["policy_digest"], whitelist: row["whitelist"], appliedAt: row["applied_at"],
-                         outcome: row["outcome"], previousHash: row["previous_hash"], hash: row["hash"])
-            }
+            try Row.fetchAll(db, sql: "SELECT * FROM decisions ORDER BY seq").map(Self.decision)
         }
     }
 
@@ -181,15 +214,12 @@ extension FlowStore {
             let rows = try Row.fetchCursor(db, sql: "SELECT * FROM decisions ORDER BY seq")
             while let row = try rows.next() {
                 let seq: Int64 = row["seq"]
-                let decision = Decision(id: row["id"], action: row["action"], operator: row["operator"], reason: row["reason"],
-                                        backend: row["backend"], policy: row["policy"], policyDigest: row["policy_digest"],
-                                        whitelist: row["whitelist"], appliedAt: row["applied_at"], outcome: row["outcome"],
-                                        previousHash: row["previous_hash"], hash: row["hash"])
+                let decision = Self.decision(row)
                 let label = "entry \(seq) (\(decision.action) by \(decision.operator), id \(decision.id))"
                 if seq != previousSeq + 1 { problems.append("entries \(previousSeq + 1)-\(seq - 1) are missing before \(label)") }
                 if decision.previousHash != previousHash { problems.append("\(label) does not link to the entry before it") }
-                if SHA256.hex(Decision.chained(decision)) != decision.hash { problems.append("\(label) was altered: its hash does not match its fields") }
-                if SHA256.hex(decision.policy) != decision.policyDigest { problems.append("\(label): its policy does not match its digest") }
+                if ContentDigest.hex(Decision.chained(decision)) != decision.hash { problems.append("\(label) was altered: its hash does not match its fields") }
+                if ContentDigest.hex(decision.policy) != decision.policyDigest { problems.append("\(label): its policy does not match its digest") }
                 previousHash = decision.hash
                 previousSeq = seq
             }
@@ -197,6 +227,17 @@ extension FlowStore {
             if issued > previousSeq { problems.append("entries \(previousSeq + 1)-\(issued) were removed from the end of the log") }
             return problems
         }
+    }
+
+    private static func decision(_ row: Row) -> Decision {
+        let whitelist: String = row["management_whitelist"]
+        return Decision(sequence: row["seq"], id: row["id"], action: row["action"], operator: row["operator"], reason: row["reason"],
+                        backend: row["backend"], policy: row["policy"], policyDigest: row["policy_digest"],
+                        // Unreadable JSON verifies as altered (its canonical form differs), never as a crash.
+                        managementWhitelist: (try? JSONDecoder().decode([ManagementChannel.WhitelistEntry].self, from: Data(whitelist.utf8)))
+                            ?? [ManagementChannel.WhitelistEntry(protocol: "?", address: whitelist, port: nil)],
+                        whitelist: row["whitelist"], appliedAt: row["applied_at"], outcome: row["outcome"],
+                        previousHash: row["previous_hash"], hash: row["hash"], format: row["hash_format"])
     }
 
     private static func version(_ row: Row) -> RulesetVersion {

@@ -34,6 +34,8 @@ public final class FlowStore: Sendable {
         pool = try Self.open(path, readonly: false)
         try Self.refuseNewer(pool, path: path)
         try Self.describing(path) { try Self.migrator.migrate(pool) }
+        // Readers opened before the migration cache the old schema's statements.
+        pool.invalidateReadOnlyConnections()
     }
 
     /// Opens an existing database to change it (the CLI's approve, or isolation without an
@@ -50,6 +52,7 @@ public final class FlowStore: Sendable {
             let applied = try Self.describing(path) { try pool.read { try Self.migrator.appliedIdentifiers($0) } }
             guard !applied.isEmpty else { throw StoreError.corrupt(path: path, detail: "not a Cordon database (no schema)") }
             try Self.describing(path) { try Self.migrator.migrate(pool) }
+            pool.invalidateReadOnlyConnections()
             return
         }
     }
@@ -163,6 +166,7 @@ public final class FlowStore: Sendable {
                 """)
         }
         registerActionMigrations(&migrator)
+        registerDecisionWhitelistMigration(&migrator)
         return migrator
     }
 

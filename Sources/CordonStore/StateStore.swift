@@ -11,11 +11,11 @@ public struct DecisionDraft: Sendable, Equatable {
     /// The approved digest of an applied ruleset; nil: the SHA-256 of `policy`.
     public var policyDigest: String?
     public var backend: String
-    public var whitelist: String
+    public var whitelist: [ManagementChannel.WhitelistEntry]
     public var outcome: String
 
     public init(action: String, operator name: String, reason: String, policy: String, policyDigest: String?, backend: String,
-                whitelist: String, outcome: String) {
+                whitelist: [ManagementChannel.WhitelistEntry], outcome: String) {
         self.action = action
         self.operator = name
         self.reason = reason
@@ -103,7 +103,7 @@ extension FlowStore {
                 }
                 for entry in entries {
                     try Self.append(db, action: entry.action, operator: entry.operator, reason: entry.reason, backend: entry.backend,
-                                    policy: entry.policy, policyDigest: entry.policyDigest ?? SHA256.hex(entry.policy),
+                                    policy: entry.policy, policyDigest: entry.policyDigest ?? ContentDigest.hex(entry.policy),
                                     whitelist: entry.whitelist, outcome: entry.outcome, at: time)
                 }
             }

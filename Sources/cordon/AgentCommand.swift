@@ -2,6 +2,7 @@ import ArgumentParser
 import CordonAgent
 import CordonCore
 import Foundation
+import Logging
 
 struct AgentCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -58,9 +59,7 @@ struct AgentCommand: ParsableCommand {
         if !resolvers.isEmpty { settings.management.resolvers = overrides.resolvers }
         if !extraAllow.isEmpty { settings.management.extra = overrides.extra }
 
-        let agent = Agent(config: settings) { message in
-            FileHandle.standardError.write(Data("\(TimeText.rfc3339(TimeText.now())) cordon agent: \(message)\n".utf8))
-        }
+        let agent = Agent(config: settings, logger: Logger(label: "cordon agent"))
         do {
             try agent.run()
         } catch {

@@ -4,6 +4,7 @@ import CordonCore
 import CordonNftables
 import CordonStore
 import Foundation
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -85,9 +86,8 @@ func emergency(_ global: GlobalOptions, _ options: EmergencyOptions, command: St
             let channel = try persistedManagement(store: store, config: options.config, required: true)
             let group = try store.persistedLogGroup() ?? CordonTables.defaultLogGroup
             FileHandle.standardError.write(Data("cordon: \(why); acting directly\n".utf8))
-            let runner = try TransitionRunner(backend: NftablesBackend(), store: store, environment: .init(management: { channel }, logGroup: group)) {
-                FileHandle.standardError.write(Data("cordon: \($0)\n".utf8))
-            }
+            let runner = try TransitionRunner(backend: NftablesBackend(), store: store, environment: .init(management: { channel }, logGroup: group),
+                                              logger: Logger(label: "cordon"))
             answer = withExtendedLifetime(lock) { direct(runner, store) }
         } catch let error as CLIError {
             throw error

@@ -16,7 +16,7 @@ struct LogCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Flag(help: "Print JSON (with each entry's policy, whitelist and hashes).")
+    @Flag(help: "Print JSON (with each entry's sequence number, policy, management_whitelist and hashes).")
     var json = false
 
     @Flag(help: "Check every hash and link; exit 1 naming each entry that was altered or removed.")
@@ -58,6 +58,7 @@ struct LogCommand: ParsableCommand {
 
 /// `log --json`: snake_case like every other JSON of the CLI.
 struct DecisionJSON: Encodable {
+    let sequence: Int64
     let id: String
     let action: String
     let `operator`: String
@@ -65,13 +66,17 @@ struct DecisionJSON: Encodable {
     let backend: String
     let policy: String
     let policy_digest: String
-    let whitelist: String
+    /// The channel as data ({protocol, address, port}); entries of the first releases have
+    /// `whitelist`, a sentence, instead.
+    let management_whitelist: [ManagementChannel.WhitelistEntry]
+    let whitelist: String?
     let applied_at: String
     let outcome: String
     let previous_hash: String
     let hash: String
 
     init(_ d: Decision) {
+        sequence = d.sequence
         id = d.id
         action = d.action
         self.operator = d.operator
@@ -79,7 +84,8 @@ struct DecisionJSON: Encodable {
         backend = d.backend
         policy = d.policy
         policy_digest = d.policyDigest
-        whitelist = d.whitelist
+        management_whitelist = d.managementWhitelist
+        whitelist = d.format < 2 ? d.whitelist : nil
         applied_at = TimeText.rfc3339(d.appliedAt)
         outcome = d.outcome
         previous_hash = d.previousHash

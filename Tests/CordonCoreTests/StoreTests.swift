@@ -37,6 +37,38 @@ import Testing
         #expect(try Data(contentsOf: URL(fileURLWithPath: empty)).isEmpty, "refusing changes nothing")
     }
 
+    /// Written by release 0.1.0 itself (approve, isolate and release directly, isolate again):
+    /// `Tests/Fixtures/cordon-0.1.0.db`.
+    static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/cordon-0.1.0.db").path
+
+    @Test("a database of release 0.1.0 migrates: its log still verifies, new entries chain on with sequence numbers and the whitelist as data")
+    func previousReleaseMigratesAndItsLogVerifies() throws {
+        let path = temporaryPath()
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        try FileManager.default.copyItem(atPath: Self.fixture, toPath: path)
+        let store = try FlowStore(path: path)
+        #expect(try store.verifyDecisions().isEmpty)
+        let state = try store.hostState()
+        #expect(state.isolation.isolated && state.isolation.reason == "left isolated" && state.isolation.releasing == nil)
+        #expect(state.enforcement == EnforcementState())
+        try store.record(action: "release", operator: "ivy", reason: "after the upgrade", policy: "x",
+                         whitelist: [.init(protocol: "tcp", address: "192.0.2.20", port: 9000)], outcome: "success")
+        let log = try store.decisions()
+        #expect(log.map(\.format) == [1, 1, 1, 1, 2])
+        #expect(log.map(\.sequence) == [1, 2, 3, 4, 5])
+        #expect(log[1].whitelist == "resolver 192.0.2.53", "the old entries keep their sentence")
+        #expect(log[4].managementWhitelist == [.init(protocol: "tcp", address: "192.0.2.20", port: 9000)])
+        #expect(log[4].previousHash == log[3].hash)
+        #expect(try store.verifyDecisions().isEmpty)
+        let queue = try DatabaseQueue(path: path)
+        try queue.write { db in
+            try db.execute(sql: "DROP TRIGGER decisions_append_only_update")
+            try db.execute(sql: "UPDATE decisions SET whitelist = 'none' WHERE seq = 2")
+        }
+        #expect(try store.verifyDecisions().contains { $0.contains("entry 2 (isolate by ivy") && $0.contains("was altered") })
+    }
+
     @Test func aDatabaseFromBeforeVerdictsKeepsItsFlowsAsAllowed() throws {
         let path = temporaryPath()
         defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
@@ -155,7 +187,7 @@ import Testing
             let second = try store.approve(content: "networks: [x]\n", source: "b.yaml", operator: "bob", acceptedRisks: ["dns"], reason: "",
                                            at: 200)
             #expect(first.version == 1 && second.version == 2)
-            #expect(first.digest == SHA256.hex("networks: []\n"))
+            #expect(first.digest == ContentDigest.hex("networks: []\n"))
             #expect(try store.latestRuleset() == second)
             #expect(try store.rulesetVersions().map(\.acceptedRisks) == [[], ["dns"]])
             let log = try store.decisions()
@@ -164,6 +196,7 @@ import Testing
             #expect(log[1].previousHash == log[0].hash)
             #expect(log[2].previousHash == log[1].hash)
             #expect(Set(log.map(\.id)).count == 3)
+            #expect(log.map(\.sequence) == [1, 2, 3] && log.allSatisfy { $0.format == 2 })
         }
     }
 
@@ -184,11 +217,13 @@ import Testing
         ("UPDATE decisions SET policy = 'allow everything' WHERE seq = 2", "entry 2 (enforce by bob", "does not match its digest"),
         ("DELETE FROM decisions WHERE seq = 2", "entries 2-2 are missing", "before entry 3"),
         ("DELETE FROM decisions WHERE seq = 3", "entries 3-3 were removed", "from the end of the log"),
+        (#"UPDATE decisions SET management_whitelist = '[]' WHERE seq = 2"#, "entry 2 (enforce by bob", "was altered"),
     ])
     func tamperingIsEvident(_ sql: String, _ first: String, _ second: String) throws {
         try withStore { store, path in
             try store.approve(content: "networks: []\n", source: "a.yaml", operator: "alice", acceptedRisks: [], reason: "")
-            try store.record(action: "enforce", operator: "bob", reason: "", policy: "networks: []\n", outcome: "failed: x")
+            try store.record(action: "enforce", operator: "bob", reason: "", policy: "networks: []\n",
+                             whitelist: [.init(protocol: "tcp", address: "192.0.2.20", port: 9000)], outcome: "failed: x")
             try store.record(action: "rollback", operator: "cordon-agent", reason: "", policy: "discovery", outcome: "success")
             #expect(try store.verifyDecisions().isEmpty)
             let queue = try DatabaseQueue(path: path)

@@ -3,6 +3,7 @@ import CordonCore
 @testable import CordonStore
 import Foundation
 import GRDB
+import Logging
 import Synchronization
 import Testing
 
@@ -95,11 +96,12 @@ final class World: Sendable {
         let backend = FakeBackend()
         let world = World()
         let runner: TransitionRunner
+        static let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 
         init(approve: Bool = true, start: Bool = true) throws {
             store = try FlowStore(path: path)
             if approve { try store.approve(content: TransitionTests.ruleset, source: "t.yaml", operator: "ann", acceptedRisks: [], reason: "") }
-            runner = try TransitionRunner(backend: backend, store: store, environment: world.environment) { _ in }
+            runner = try TransitionRunner(backend: backend, store: store, environment: world.environment, logger: Self.quiet)
             if start { try runner.start() }
         }
 
@@ -150,7 +152,7 @@ final class World: Sendable {
         var state = HostState()
         state.enforcement = EnforcementState(mode: .enforce, version: 1, confirmDeadline: 1_000_100, confirmWindow: 100, checking: true)
         try rig.store.commitTransition(state: state, management: nil, logGroup: nil, actions: [], supersedeIsolatesBy: [], entries: [])
-        let again = try TransitionRunner(backend: rig.backend, store: rig.store, environment: rig.world.environment) { _ in }
+        let again = try TransitionRunner(backend: rig.backend, store: rig.store, environment: rig.world.environment, logger: Rig.quiet)
         try again.start()
         #expect(try rig.persisted().enforcement == EnforcementState())
         #expect(rig.policy == .accept)
@@ -162,7 +164,7 @@ final class World: Sendable {
         let rig = try Rig()
         defer { rig.remove() }
         #expect(rig.enforce(60).ok)
-        let restarted = { try TransitionRunner(backend: rig.backend, store: rig.store, environment: rig.world.environment) { _ in } }
+        let restarted = { try TransitionRunner(backend: rig.backend, store: rig.store, environment: rig.world.environment, logger: Rig.quiet) }
         rig.world.advance(30)
         try restarted().start()
         #expect(rig.armed, "30 s left: still armed")
@@ -180,14 +182,14 @@ final class World: Sendable {
         var state = HostState()
         state.isolation = IsolationState(isolated: true, since: 1, operator: "ivy", reason: "x", releasing: "r1")
         try rig.store.commitTransition(state: state, management: nil, logGroup: nil, actions: [], supersedeIsolatesBy: [], entries: [])
-        try TransitionRunner(backend: rig.backend, store: rig.store, environment: rig.world.environment) { _ in }.start()
+        try TransitionRunner(backend: rig.backend, store: rig.store, environment: rig.world.environment, logger: Rig.quiet).start()
         #expect(rig.overlay != nil)
         #expect(try rig.persisted().isolation.releasing == nil && rig.persisted().isolation.isolated)
 
         let other = try Rig()
         defer { other.remove() }
         try other.backend.replace(CordonTables.isolation(management: ManagementChannel()))
-        try TransitionRunner(backend: other.backend, store: other.store, environment: other.world.environment) { _ in }.start()
+        try TransitionRunner(backend: other.backend, store: other.store, environment: other.world.environment, logger: Rig.quiet).start()
         #expect(try other.persisted().isolation.isolated)
         #expect(try other.persisted().isolation.operator == "unknown (found in the kernel)")
     }
@@ -197,7 +199,7 @@ final class World: Sendable {
         let rig = try Rig()
         defer { rig.remove() }
         try rig.store.setState("enforcement", #"{"mode":"enforce"}"#)
-        #expect(throws: StoreError.self) { try TransitionRunner(backend: rig.backend, store: rig.store, environment: rig.world.environment) { _ in } }
+        #expect(throws: StoreError.self) { try TransitionRunner(backend: rig.backend, store: rig.store, environment: rig.world.environment, logger: Rig.quiet) }
         let answer = rig.enforce()
         #expect(!answer.ok && answer.message.contains("agent_state 'enforcement' is unreadable"), "\(answer.message)")
         // Isolation does not wait for a readable record.

@@ -80,7 +80,7 @@ import Glibc
             #expect(throws: Never.self, "version \(version.version) is the valid file") {
                 _ = try RulesetParser.parse(version.content, file: "stored")
             }
-            #expect(SHA256.hex(version.content) == version.digest)
+            #expect(ContentDigest.hex(version.content) == version.digest)
         }
     }
 

@@ -189,7 +189,8 @@ import Glibc
         #expect(actions.suffix(3) == ["enforce alice success", "confirm alice success", "discover alice success"])
         let enforced = try #require(try setup.decisions().first { $0.action == "enforce" })
         #expect(enforced.backend == "nftables")
-        #expect(enforced.whitelist.contains("collector \(S.peerV4):\(Self.collectorPort)"))
+        #expect(enforced.managementWhitelist.contains(.init(protocol: "tcp", address: S.peerV4, port: UInt16(Self.collectorPort))))
+        #expect(enforced.managementWhitelist.contains(.init(protocol: "udp", address: S.peerV4, port: 53)), "the resolver")
         #expect(enforced.policy.contains("name: enforcement-test"))
     }
 

@@ -54,7 +54,7 @@ import Glibc
         #expect(actions.map(\.status) == [.applied, .noop])
         let log = try setup.decisions().filter { $0.action == "isolate" }
         #expect(log.map(\.outcome.first) == ["s", "n"])
-        #expect(log.first?.whitelist.contains("collector \(S.peerV4):\(EnforcementTests.collectorPort)") == true)
+        #expect(log.first?.managementWhitelist.contains(.init(protocol: "tcp", address: S.peerV4, port: UInt16(EnforcementTests.collectorPort))) == true)
         #expect(log.first?.reason == "compromised")
     }
 
