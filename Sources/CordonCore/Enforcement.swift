@@ -117,6 +117,28 @@ extension CordonTables {
                         rules.append(FirewallRule(matches: [.family(family), .inSet(name: set.name, key: .init(peer: side, fields: set.fields))],
                                                   verdict: .accept))
                     }
+                    // Networks too wide for the product: their addresses and their services as
+                    // two sets, matched by a rule of their own.
+                    for (index, wide) in (source.prefix == "allow" ? allowed.wide.filter { $0.incoming == (side == .incoming) && $0.family == family } : [])
+                        .enumerated() {
+                        let name = "\(source.prefix)_\(direction)_\(suffix)_w\(index + 1)"
+                        let services = FirewallSet(name: name + "_svc", fields: [.transport, .port], elements: wide.serviceElements,
+                                                   comment: "network \(wide.network) (\(direction)bound): its services")
+                        sets.append(services)
+                        let serviceMatch = FirewallRule.Match.inSet(name: services.name, key: .init(peer: side, fields: services.fields))
+                        let byLength = wide.addressesByLength
+                        if byLength[0] != nil {
+                            rules.append(FirewallRule(matches: [.family(family), serviceMatch], verdict: .accept))
+                            continue
+                        }
+                        for length in byLength.keys.sorted(by: >) {
+                            let set = FirewallSet(name: "\(name)_p\(length)", fields: [address], elements: byLength[length]!,
+                                                  comment: "network \(wide.network) (\(direction)bound): /\(length) entries", exact: true)
+                            sets.append(set)
+                            let key = FirewallRule.SetKey(peer: side, fields: set.fields, addressPrefix: length == family.bitWidth ? nil : length)
+                            rules.append(FirewallRule(matches: [.family(family), .inSet(name: set.name, key: key), serviceMatch], verdict: .accept))
+                        }
+                    }
                     if !icmpBoxes.isEmpty {
                         let fields: [FirewallSet.Field] = family == .ipv4 ? [.ipv4Address, .icmpType, .icmpCode] : [.ipv6Address, .icmpv6Type, .icmpv6Code]
                         let set = FirewallSet(name: "\(source.prefix)_\(direction)_icmp_\(suffix)", fields: fields,
@@ -147,17 +169,66 @@ extension CordonTables {
         ])
     }
 
-    /// A ruleset's allow rules as set boxes, per direction and family.
+    /// Entries × port services above which a network is installed as two sets (its addresses,
+    /// its services) and a rule, not as the product in the shared sets: 100,000 entries × 64
+    /// services would otherwise be 6.4 million elements, seconds to render and gigabytes to hold.
+    public static let productLimit = 4096
+
+    /// A network installed as two sets of its own, for one direction and family.
+    struct WideNetwork {
+        var network: String
+        var incoming: Bool
+        var family: AddressFamily
+        /// Address-only elements, per prefix length (0: anywhere).
+        var addressesByLength: [Int: [FirewallSet.Element]]
+        /// `inet_proto . inet_service` ranges.
+        var serviceElements: [FirewallSet.Element]
+
+        init(network: String, incoming: Bool, family: AddressFamily, entries: [IPPrefix], services: [(UInt8, ClosedRange<UInt16>)]) {
+            self.network = network
+            self.incoming = incoming
+            self.family = family
+            var byLength: [Int: [FirewallSet.Element]] = [:]
+            for span in FirewallSet.merge(entries.map(\.span)) {
+                for prefix in FirewallSet.prefixes(span, width: family.bitWidth) {
+                    byLength[prefix.length, default: []].append(FirewallSet.Element([FirewallSet.Span(prefix.address)]))
+                }
+            }
+            addressesByLength = byLength
+            var elements: [FirewallSet.Element] = []
+            for transport in Set(services.map(\.0)).sorted() {
+                let ranges = services.filter { $0.0 == transport }.map { FirewallSet.Span(UInt128($0.1.lowerBound), UInt128($0.1.upperBound)) }
+                for range in FirewallSet.merge(ranges) { elements.append(FirewallSet.Element([FirewallSet.Span(UInt128(transport)), range])) }
+            }
+            serviceElements = elements
+        }
+    }
+
+    /// A ruleset's allow rules as set boxes, per direction and family; networks past
+    /// `productLimit` apart, as `wide`.
     struct AllowedBoxes {
         var incoming: [AddressFamily: [FirewallSet.Box]] = [:]
         var outgoing: [AddressFamily: [FirewallSet.Box]] = [:]
+        var wide: [WideNetwork] = []
 
         init(_ ruleset: Ruleset) {
             for (rules, isIncoming) in [(ruleset.incoming, true), (ruleset.outgoing, false)] {
                 for rule in rules {
                     guard let network = ruleset.network(named: rule.network) else { continue }
+                    let ports: [(UInt8, ClosedRange<UInt16>)] = network.services.compactMap {
+                        if case .ports(let transport, let range) = $0 { return (transport, range) }
+                        return nil
+                    }
+                    var wideFamilies = Set<AddressFamily>()
+                    for family in AddressFamily.allCases {
+                        let entries = network.entries.filter { $0.family == family }
+                        guard ports.count > 1, entries.count * ports.count > CordonTables.productLimit else { continue }
+                        wideFamilies.insert(family)
+                        wide.append(WideNetwork(network: network.name, incoming: isIncoming, family: family, entries: entries, services: ports))
+                    }
                     for entry in network.entries {
                         for service in network.services {
+                            if wideFamilies.contains(entry.family), case .ports = service { continue }
                             guard let box = Self.box(entry, service) else { continue }
                             if isIncoming { incoming[entry.family, default: []].append(box) } else { outgoing[entry.family, default: []].append(box) }
                         }

@@ -124,6 +124,32 @@ import Testing
           - to: dns
         """, file: "t.yaml")
 
+    /// `count` /24 networks 512 addresses apart, so that none merge.
+    static func spaced(_ count: Int) -> [String] {
+        (0..<count).map { IPPrefix(IPAddress(ipv4: 0x0A00_0000 + UInt32($0) * 512), length: 24).description }
+    }
+
+    @Test("a network of many entries and many services is its addresses plus its services, not their product")
+    func wideNetworksStayLinear() throws {
+        let ports = (0..<64).map { "tcp/\(1000 + 7 * $0)" }
+        let text = "networks:\n  - name: wide\n    entries: [\(Self.spaced(5000).joined(separator: ", "))]\n    services: [\(ports.joined(separator: ", "))]\n"
+            + "  - name: dns\n    entries: [192.0.2.53]\n    services: [udp/53, tcp/53]\noutgoing:\n  - to: wide\n  - to: dns\n"
+        let ruleset = try RulesetParser.parse(text, file: "wide.yaml")
+        let table = CordonTables.enforcement(ruleset: ruleset, management: ManagementChannel(), logGroup: 42)
+        let elements = table.sets.filter { $0.name.hasPrefix("allow_") }.reduce(0) { $0 + $1.elements.count }
+        #expect(elements == 5000 + 64 + 2, "addresses + services + the small network's product")
+        let addresses = try #require(table.set(named: "allow_out_v4_w1_p24"))
+        let services = try #require(table.set(named: "allow_out_v4_w1_svc"))
+        #expect(addresses.fields == [.ipv4Address] && addresses.exact && services.fields == [.transport, .port])
+        let output = try #require(table.chains.first { $0.hook == .output })
+        #expect(output.rules.map(\.nftText).contains(
+            "meta nfproto ipv4 ip daddr & 255.255.255.0 @allow_out_v4_w1_p24 meta l4proto . th dport @allow_out_v4_w1_svc accept"))
+        // Below the limit, the product in the shared sets as before.
+        let small = try RulesetParser.parse(text.replacingOccurrences(of: Self.spaced(5000).joined(separator: ", "),
+                                                                      with: Self.spaced(10).joined(separator: ", ")), file: "small.yaml")
+        #expect(CordonTables.enforcement(ruleset: small, management: ManagementChannel()).set(named: "allow_out_v4_w1_svc") == nil)
+    }
+
     @Test("default-reject: fixed rules first, the sets, and a logged drop (in) or reject (out) last")
     func layout() throws {
         let table = CordonTables.enforcement(ruleset: Self.ruleset, management: ManagementChannel(), logGroup: 42)

@@ -419,6 +419,28 @@ import Glibc
                 "the approved rules stay in force")
     }
 
+    @Test("a network of 5,000 entries × 64 services is enforced as its addresses and its services: its ports pass, others are refused")
+    func wideNetworkIsEnforced() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let entries = (0..<5000).map { IPPrefix(IPAddress(ipv4: 0x0A00_0000 + UInt32($0) * 512), length: 24).description } + ["192.0.2.0/24"]
+        let ports = ["tcp/443"] + (1..<64).map { "tcp/\(1000 + 7 * $0)" }
+        try setup.approve("""
+            networks:
+              - name: wide
+                entries: [\(entries.joined(separator: ", "))]
+                services: [\(ports.joined(separator: ", "))]
+            outgoing:
+              - to: wide
+            """)
+        let enforce = try setup.cordon(["enforce", "--operator", "ivy"])
+        #expect(enforce.succeeded, "\(enforce.stdout)\(enforce.stderr)")
+        #expect(try setup.tableText().contains("@allow_out_v4_w1_svc"))
+        #expect(try setup.connect(from: setup.scenario.host, to: S.peerV4, port: 443) == nil, "an entry and one of its services")
+        #expect(try setup.connect(from: setup.scenario.host, to: S.peerV4, port: 8080)?.error.contains("Connection refused") == true)
+    }
+
     @Test("a collector that cannot be reached through the new rules rolls back at once")
     func unreachableCollectorRollsBack() throws {
         guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
