@@ -114,6 +114,8 @@ public final class Agent: Sendable {
                 report.degraded = tableGuard.degraded.load(ordering: .relaxed)
                 report.guardRestores = tableGuard.restores.load(ordering: .relaxed)
                 report.guardEscalations = tableGuard.escalations.load(ordering: .relaxed)
+                report.unrecorded = runner.unrecorded
+                report.releasing = runner.snapshot.isolation.releasing != nil
                 return answer(report)
             case .enforce(let name, let window):
                 let latest: Int64?

@@ -39,6 +39,11 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// Times the guard put back tables something else had removed or changed, and escalations.
     public var guardRestores: UInt64 = 0
     public var guardEscalations: UInt64 = 0
+    /// The firewall's state is in force but not yet in the database (a write failed, a full
+    /// disk): the agent retries; a restart before it succeeds would forget it.
+    public var unrecorded = false
+    /// A release's collector check is running (the overlay is out meanwhile).
+    public var releasing = false
 
     public struct ApprovedRuleset: Codable, Sendable, Equatable {
         public var version: Int64
@@ -55,7 +60,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case database, backend, pid, startedAt = "started_at", receiveBufferBytes = "receive_buffer_bytes"
         case ruleset, approved, confirmDeadline = "confirm_deadline", management
         case rejectedInbound = "rejected_inbound", rejectedOutbound = "rejected_outbound", lostLogMessages = "lost_log_messages"
-        case degraded, guardRestores = "guard_restores", guardEscalations = "guard_escalations"
+        case degraded, guardRestores = "guard_restores", guardEscalations = "guard_escalations", unrecorded, releasing
     }
 
     /// Nulls are written out: `ruleset` is present (null) before the first approval.
@@ -86,6 +91,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(degraded, forKey: .degraded)
         try c.encode(guardRestores, forKey: .guardRestores)
         try c.encode(guardEscalations, forKey: .guardEscalations)
+        try c.encode(unrecorded, forKey: .unrecorded)
+        try c.encode(releasing, forKey: .releasing)
     }
 }
 

@@ -104,7 +104,8 @@ public final class TransitionRunner: Sendable {
     public var snapshot: HostState { published.withLock { $0 } }
 
     /// Records not yet written to the database (a full disk): status says so.
-    public var unrecorded: Bool { inner.withLockIfAvailable { $0.dirty } ?? false }
+    public var unrecorded: Bool { dirtyFlag.load(ordering: .relaxed) }
+    private let dirtyFlag = Atomic<Bool>(false)
 
     // MARK: Requests
 
@@ -162,6 +163,7 @@ public final class TransitionRunner: Sendable {
             guard inner.dirty else { return }
             if write(inner.state, inner.unwritten) == nil {
                 inner.dirty = false
+                dirtyFlag.store(false, ordering: .relaxed)
                 inner.unwritten = Unwritten()
                 logger.notice("the state and records held back by a failed write are in the database now")
             }
@@ -256,11 +258,13 @@ public final class TransitionRunner: Sendable {
             }
             if let problem = write(state, records) {
                 inner.dirty = true
+                dirtyFlag.store(true, ordering: .relaxed)
                 inner.unwritten = records
                 notes.append("\(store.path) could not record it (\(problem)); retried until it can")
                 logger.critical("state not written: \(problem)")
             } else {
                 inner.dirty = false
+                dirtyFlag.store(false, ordering: .relaxed)
                 inner.unwritten = Unwritten()
             }
             inner.state = state

@@ -25,6 +25,9 @@ struct StatusCommand: ParsableCommand {
         }
         defer {
             // After the output: automation reads both.
+            if report.unrecorded {
+                FileHandle.standardError.write(Data("cordon: WARNING: the state in force is not recorded in the database yet (a write failed); the agent retries\n".utf8))
+            }
             if report.degraded {
                 FileHandle.standardError.write(Data("cordon: degraded: the guard could not restore Cordon's tables; see `cordon log`\n".utf8))
                 Glibc.exit(1)
@@ -35,7 +38,7 @@ struct StatusCommand: ParsableCommand {
             return
         }
         print("""
-            mode:          \(report.mode)\(report.isolated ? " (ISOLATED)" : "")
+            mode:          \(report.mode)\(report.isolated ? " (ISOLATED)" : "")\(report.releasing ? " (releasing: checking the collectors)" : "")
             flows:         \(report.flows) aggregates
             events:        \(report.events) read, \(report.ignoredEvents) ignored (loopback)
             lost events:   \(report.lostEvents) overruns, \(report.resyncs) re-syncs, \(report.recoveredConnections) connections recovered

@@ -93,7 +93,19 @@ import Glibc
         #expect(try setup.cordon(["isolate", "--operator", "ivy"]).succeeded)
         if let listener = setup.collectorListener { setup.lab.stop(listener, signal: SIGKILL) }
         let started = Date()
-        let release = try setup.cordon(["release", "--operator", "ivy"], timeout: 90)
+        let releasing = try setup.lab.spawn(setup.scenario.host, [setup.cordon, "release", "--operator", "ivy", "--db", setup.scenario.database,
+                                                                  "--socket", setup.scenario.socket], log: setup.lab.directory + "/release.log")
+        // While the release checks (no lock held): status answers at once and says so, and the
+        // host is still isolated from everything but the channel.
+        try setup.waitUntil("the release is checking") { try setup.status()["releasing"] as? Bool == true }
+        for _ in 0..<5 {
+            let asked = Date()
+            #expect(try setup.status()["isolated"] as? Bool == false)
+            #expect(Date().timeIntervalSince(asked) < 2, "status waited for the release")
+            #expect(releasing.isRunning)
+        }
+        let release = CommandResult(status: releasing.wait(timeout: 90) ?? -1, stdout: "",
+                                    stderr: (try? String(contentsOfFile: setup.lab.directory + "/release.log", encoding: .utf8)) ?? "")
         #expect(release.status == 1)
         #expect(release.stderr.contains("isolated again"), "\(release.stderr)")
         #expect(Date().timeIntervalSince(started) >= TransitionRunner.releaseCheckSeconds - 0.5, "it kept trying for the whole check")
