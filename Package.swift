@@ -15,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
     ],
     targets: [
         // One C module per system library, each with a prefixed shim for what Swift cannot import.
@@ -27,16 +28,20 @@ let package = Package(
             linkerSettings: [.linkedLibrary("nftnl"), .linkedLibrary("mnl")]
         ),
 
+        // The netlink socket, message walker and wake-up pipe every reader shares.
+        .target(name: "CordonNetlink", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
+
         // Pure logic: no kernel, no database.
         .target(name: "CordonCore", dependencies: ["Yams", .product(name: "Crypto", package: "swift-crypto")]),
 
         // One target per facility.
         .target(name: "CordonStore", dependencies: ["CordonCore", .product(name: "GRDB", package: "GRDB.swift")]),
-        .target(name: "CordonConntrack", dependencies: ["CordonCore", "CConntrack"]),
-        .target(name: "CordonNftables", dependencies: ["CordonCore", "CNftnl"]),
+        .target(name: "CordonConntrack", dependencies: ["CordonCore", "CConntrack", "CordonNetlink", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(name: "CordonNftables", dependencies: ["CordonCore", "CNftnl", "CordonNetlink", .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "CordonAgent",
-            dependencies: ["CordonCore", "CordonStore", "CordonConntrack", "CordonNftables", "CNftnl", "Yams",
+            dependencies: ["CordonCore", "CordonStore", "CordonConntrack", "CordonNftables", "CNftnl", "CordonNetlink", "Yams",
+                           .product(name: "SystemPackage", package: "swift-system"),
                            .product(name: "Logging", package: "swift-log")]
         ),
 

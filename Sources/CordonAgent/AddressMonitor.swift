@@ -3,7 +3,9 @@ import Glibc
 #endif
 internal import CNftnl
 import CordonCore
+import CordonNetlink
 import Foundation
+import SystemPackage
 
 /// The host's addresses, read with getifaddrs(3) and re-read whenever rtnetlink announces an
 /// address change, so direction stays right when DHCP hands out a new lease.
@@ -44,19 +46,16 @@ public enum HostAddresses {
     /// Calls `changed` with fresh addresses after every rtnetlink address notification, on a
     /// thread of its own, for the life of the process.
     public static func watch(_ changed: @escaping @Sendable (LocalAddresses) -> Void) throws {
-        guard let socket = mnl_socket_open(NETLINK_ROUTE) else { throw AgentError.system("open rtnetlink socket", errno) }
-        guard mnl_socket_bind(socket, CNftnl_addressGroups, pid_t(bitPattern: UInt32(MNL_SOCKET_AUTOPID))) == 0 else {
-            let code = errno
-            mnl_socket_close(socket)
-            throw AgentError.system("subscribe to address changes", code)
+        let socket: NetlinkSocket
+        do { socket = try NetlinkSocket(family: NETLINK_ROUTE, groups: CNftnl_addressGroups) } catch {
+            throw AgentError.system("subscribe to address changes", error.rawValue)
         }
-        let fd = mnl_socket_get_fd(socket)
         Thread.detachNewThread {
             var buffer = [UInt8](repeating: 0, count: 1 << 16)
             while true {
-                let received = recv(fd, &buffer, buffer.count, 0)
-                if received < 0 && errno == EINTR { continue }
-                if received < 0 && errno != ENOBUFS { sleep(1) }
+                do { _ = try buffer.withUnsafeMutableBytes { try socket.receive(into: $0) } } catch let error as Errno {
+                    if error != .noBufferSpace { sleep(1) }
+                } catch {}
                 // Any message (or an overrun) means "something changed": re-read it all.
                 changed(read())
             }

@@ -3,6 +3,8 @@ import Glibc
 #endif
 internal import CConntrack
 import CordonCore
+import CordonNetlink
+import SystemPackage
 
 /// An error from a conntrack netlink call, with the errno the kernel gave.
 public struct ConntrackError: Error, CustomStringConvertible {
@@ -113,17 +115,13 @@ public final class ConntrackEvents {
     private let idleTimeout: Int32
     private let coalescing: UInt32
     private var entries: [ConntrackEntry] = []
-    private let wakeRead: Int32
     /// Interrupts a waiting `next` from another thread (shutdown).
     public let waker: Waker
 
     /// Wakes the reader through a pipe it polls together with the netlink socket.
     public struct Waker: Sendable {
-        fileprivate let fd: Int32
-        public func wake() {
-            var byte: UInt8 = 1
-            _ = write(fd, &byte, 1)
-        }
+        fileprivate let pipe: WakePipe
+        public func wake() { pipe.wake() }
     }
 
     /// - Parameters:
@@ -138,10 +136,14 @@ public final class ConntrackEvents {
         }
         self.handle = handle
         fd = nfct_fd(handle)
-        var size = Int32(clamping: receiveBuffer)
-        // FORCE needs CAP_NET_ADMIN, which the agent has; it lifts the rmem_max ceiling.
-        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size)) != 0 {
-            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        let pipe: WakePipe
+        do {
+            // FORCE needs CAP_NET_ADMIN, which the agent has; it lifts the rmem_max ceiling.
+            _ = try NetlinkSocket.setBuffer(fd: fd, bytes: receiveBuffer, force: SO_RCVBUFFORCE, plain: SO_RCVBUF)
+            pipe = try WakePipe()
+        } catch {
+            nfct_close(handle)
+            throw ConntrackError(operation: "set up the event socket", errno: error.rawValue)
         }
         storage = UnsafeMutableRawPointer.allocate(byteCount: batchSize * slotSize, alignment: 16)
         slots = (0..<batchSize).map { [storage, slotSize] in storage + $0 * slotSize }
@@ -149,30 +151,16 @@ public final class ConntrackEvents {
         self.idleTimeout = Int32(idleTimeout * 1000)
         self.coalescing = UInt32(coalescing * 1_000_000)
         entries.reserveCapacity(batchSize)
-        var pipeEnds: [Int32] = [0, 0]
-        guard pipe(&pipeEnds) == 0 else {
-            nfct_close(handle)
-            throw ConntrackError(operation: "create wake-up pipe", errno: errno)
-        }
-        for end in pipeEnds { _ = fcntl(end, F_SETFD, FD_CLOEXEC); _ = fcntl(end, F_SETFL, O_NONBLOCK) }
-        wakeRead = pipeEnds[0]
-        waker = Waker(fd: pipeEnds[1])
+        waker = Waker(pipe: pipe)
     }
 
     deinit {
         nfct_close(handle)
-        close(wakeRead)
-        close(waker.fd)
         storage.deallocate()
     }
 
     /// The receive buffer the kernel actually granted, in bytes.
-    public var receiveBufferSize: Int {
-        var size: Int32 = 0
-        var length = socklen_t(MemoryLayout<Int32>.size)
-        getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, &length)
-        return Int(size)
-    }
+    public var receiveBufferSize: Int { (try? NetlinkSocket.granted(fd: fd, option: SO_RCVBUF)) ?? 0 }
 
     /// Reads what is queued (up to one batch) and hands it to `handle` in one call; when nothing
     /// is queued, waits up to the idle timeout (or until woken) unless `wait` is false.
@@ -187,11 +175,10 @@ public final class ConntrackEvents {
             case EAGAIN:
                 guard wait else { return .idle }
                 var polled = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
-                              pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
+                              pollfd(fd: waker.pipe.readEnd.rawValue, events: Int16(POLLIN), revents: 0)]
                 let ready = poll(&polled, 2, idleTimeout)
                 if polled[1].revents != 0 {
-                    var drained = [UInt8](repeating: 0, count: 64)
-                    _ = read(wakeRead, &drained, drained.count)
+                    waker.pipe.drain()
                 } else if ready > 0 && coalescing > 0 {
                     usleep(coalescing)
                 }

@@ -3,7 +3,9 @@ import Glibc
 #endif
 internal import CNftnl
 import CordonCore
+import CordonNetlink
 import Synchronization
+import SystemPackage
 
 /// A message of a batch the kernel refused, and why.
 public struct RefusedMessage: Sendable, CustomStringConvertible {
@@ -104,68 +106,48 @@ final class NetlinkBatch {
         if let connection {
             try connection.withSocket { try send(on: $0, timeoutSeconds: timeoutSeconds) }
         } else {
-            let socket = try NetlinkConnection.open()
-            defer { mnl_socket_close(socket) }
-            try send(on: socket, timeoutSeconds: timeoutSeconds)
+            try send(on: try NetlinkConnection.open(), timeoutSeconds: timeoutSeconds)
         }
     }
 
-    private func send(on socket: OpaquePointer, timeoutSeconds: Int) throws {
-        let fd = mnl_socket_get_fd(socket)
-        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-
+    private func send(on socket: NetlinkSocket, timeoutSeconds: Int) throws {
         var iov = [iovec](repeating: iovec(), count: Int(nftnl_batch_iovec_len(batch)))
         nftnl_batch_iovec(batch, &iov, UInt32(iov.count))
         let total = iov.reduce(0) { $0 + $1.iov_len }
-        // The whole batch must fit the send buffer or the kernel sees a truncated transaction.
-        var sendBuffer = Int32(clamping: total + 65_536)
-        setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sendBuffer, socklen_t(MemoryLayout<Int32>.size))
-        // Every success ACK is small, but there is one per message.
-        var receiveBuffer = Int32(clamping: max(1 << 20, labels.count * 64))
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &receiveBuffer, socklen_t(MemoryLayout<Int32>.size))
-
-        var kernel = sockaddr_nl()
-        kernel.nl_family = sa_family_t(AF_NETLINK)
-        let sent = iov.withUnsafeMutableBufferPointer { vectors in
-            withUnsafeMutablePointer(to: &kernel) { address in
-                var message = msghdr()
-                message.msg_name = UnsafeMutableRawPointer(address)
-                message.msg_namelen = socklen_t(MemoryLayout<sockaddr_nl>.size)
-                message.msg_iov = vectors.baseAddress
-                message.msg_iovlen = vectors.count
-                return sendmsg(fd, &message, 0)
-            }
+        do {
+            try socket.setReceiveTimeout(seconds: timeoutSeconds)
+            // The whole batch must fit the send buffer or the kernel sees a truncated transaction.
+            let granted = try socket.setSendBuffer(total + 65_536)
+            guard granted >= total else { throw NftablesError.system(operation: "size the send buffer for \(total) bytes (got \(granted))", errno: ENOBUFS) }
+            // Every success ACK is small, but there is one per message.
+            try socket.setReceiveBuffer(max(1 << 20, labels.count * 64))
+            let sent = try iov.withUnsafeMutableBufferPointer { try socket.send(vectors: $0) }
+            guard sent == total else { throw NftablesError.system(operation: "send batch (\(sent) of \(total) bytes)", errno: EMSGSIZE) }
+        } catch let error as Errno {
+            throw NftablesError.system(operation: "send batch", errno: error.rawValue)
         }
-        guard sent == total else { throw NftablesError.system(operation: "send batch", errno: errno) }
         try collectAcks(socket: socket)
     }
 
-    private func collectAcks(socket: OpaquePointer) throws {
-        let portID = mnl_socket_get_portid(socket)
+    private func collectAcks(socket: NetlinkSocket) throws {
         var pending = Set(labels.keys)
         var refused: [RefusedMessage] = []
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         while !pending.isEmpty {
-            let received = mnl_socket_recvfrom(socket, &buffer, buffer.count)
-            if received < 0 {
-                if errno == EAGAIN { throw NftablesError.timeout(missingAcks: pending.count) }
-                if errno == EINTR { continue }
-                throw NftablesError.system(operation: "receive acknowledgements", errno: errno)
-            }
-            buffer.withUnsafeMutableBytes { raw in
-                var remaining = Int32(received)
-                var header = raw.baseAddress!.assumingMemoryBound(to: nlmsghdr.self)
-                while mnl_nlmsg_ok(header, remaining) {
-                    if header.pointee.nlmsg_type == UInt16(NLMSG_ERROR), header.pointee.nlmsg_pid == portID {
-                        var seq: UInt32 = 0
-                        let code = CNftnl_errorCode(header, &seq)
-                        pending.remove(seq)
-                        if code != 0, labels[seq] != nil || framing.contains(seq) {
-                            refused.append(RefusedMessage(what: labels[seq] ?? "message \(seq)", errno: -code))
-                        }
+            try buffer.withUnsafeMutableBytes { raw in
+                let received: Int
+                do { received = try socket.receive(into: raw) } catch let error as Errno {
+                    if error == .wouldBlock { throw NftablesError.timeout(missingAcks: pending.count) }
+                    throw NftablesError.system(operation: "receive acknowledgements", errno: error.rawValue)
+                }
+                NetlinkMessages.forEach(in: UnsafeMutableRawBufferPointer(rebasing: raw[..<received])) { message in
+                    guard message.type == NetlinkMessage.error, message.portID == socket.portID else { return }
+                    var seq: UInt32 = 0
+                    let code = CNftnl_errorCode(message.start.assumingMemoryBound(to: nlmsghdr.self), &seq)
+                    pending.remove(seq)
+                    if code != 0, labels[seq] != nil || framing.contains(seq) {
+                        refused.append(RefusedMessage(what: labels[seq] ?? "message \(seq)", errno: -code))
                     }
-                    header = mnl_nlmsg_next(header, &remaining)
                 }
             }
             // After a refusal the kernel still answers every message, but a refusal of the batch
@@ -181,36 +163,27 @@ final class NetlinkBatch {
 /// a kept socket lets `replace` return as soon as the kernel acknowledged the new rules. Any
 /// failure drops the socket, so that no leftover of a broken exchange reaches the next one.
 final class NetlinkConnection: Sendable {
-    /// The mnl socket; only ever touched under the mutex.
-    private struct Held: @unchecked Sendable { let socket: OpaquePointer }
-    private let socket = Mutex<Held?>(nil)
+    private let socket = Mutex<NetlinkSocket?>(nil)
 
-    deinit { socket.withLock { if let open = $0 { mnl_socket_close(open.socket) } } }
-
-    static func open() throws -> OpaquePointer {
-        guard let socket = mnl_socket_open(NETLINK_NETFILTER) else {
-            throw NftablesError.system(operation: "open netlink socket", errno: errno)
+    static func open() throws -> NetlinkSocket {
+        do {
+            let socket = try NetlinkSocket(family: NETLINK_NETFILTER)
+            // Error ACKs then carry only the failed message's header, not its (possibly large) payload.
+            try socket.setOption(level: SOL_NETLINK, NETLINK_CAP_ACK, 1)
+            return socket
+        } catch {
+            throw NftablesError.system(operation: "open netlink socket", errno: error.rawValue)
         }
-        guard mnl_socket_bind(socket, 0, pid_t(bitPattern: UInt32(MNL_SOCKET_AUTOPID))) == 0 else {
-            let code = errno
-            mnl_socket_close(socket)
-            throw NftablesError.system(operation: "bind netlink socket", errno: code)
-        }
-        var one: Int32 = 1
-        // Error ACKs then carry only the failed message's header, not its (possibly large) payload.
-        setsockopt(mnl_socket_get_fd(socket), SOL_NETLINK, NETLINK_CAP_ACK, &one, socklen_t(MemoryLayout<Int32>.size))
-        return socket
     }
 
     /// One transaction at a time on the socket.
-    func withSocket<T>(_ body: (OpaquePointer) throws -> T) throws -> T {
+    func withSocket<T>(_ body: (NetlinkSocket) throws -> T) throws -> T {
         try socket.withLock { held in
-            let open = try held?.socket ?? Self.open()
-            held = Held(socket: open)
+            let open = try held ?? Self.open()
+            held = open
             do {
                 return try body(open)
             } catch {
-                mnl_socket_close(open)
                 held = nil
                 throw error
             }

@@ -3,6 +3,8 @@ import Glibc
 #endif
 internal import CNftnl
 import CordonCore
+import CordonNetlink
+import SystemPackage
 import Synchronization
 
 /// Why a packet log could not be opened or read.
@@ -68,21 +70,19 @@ public final class PacketLog: Sendable {
     public struct Waker: Sendable {
         fileprivate let pipe: WakePipe
         public func wake() {
-            var byte: UInt8 = 1
-            _ = write(pipe.writeEnd, &byte, 1)
+            pipe.wake()
         }
     }
 
     public let group: UInt16
     public let waker: Waker
-    private let fd: Int32
     private let idleTimeout: Int32
     private let state: Mutex<ReadState>
 
     /// What only the reader touches; behind a lock so that `close` cannot pull the socket from
     /// under a read in progress.
     private struct ReadState {
-        var socket: OpaquePointer?
+        var socket: NetlinkSocket?
         var buffer: UnsafeMutableRawBufferPointer
         /// Packets that arrived while waiting for a configuration ACK.
         var early: [LoggedPacket] = []
@@ -110,37 +110,26 @@ public final class PacketLog: Sendable {
     /// - Throws: `PacketLogError.groupInUse` when another socket of this namespace owns the group.
     public init(group: UInt16, receiveBuffer: Int = 8 << 20, queueThreshold: UInt32 = 128,
                 flushTimeout: Double = 0.1, idleTimeout: Double = 0.2) throws {
-        guard let socket = mnl_socket_open(NETLINK_NETFILTER) else {
-            throw PacketLogError.system(operation: "open netlink socket", errno: errno)
-        }
-        let fd = mnl_socket_get_fd(socket)
-        guard mnl_socket_bind(socket, 0, pid_t(bitPattern: UInt32(MNL_SOCKET_AUTOPID))) == 0 else {
-            let code = errno
-            mnl_socket_close(socket)
-            throw PacketLogError.system(operation: "bind netlink socket", errno: code)
-        }
-        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        // Reads never block: waiting happens in poll, together with the wake-up pipe.
-        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-        var size = Int32(clamping: receiveBuffer)
-        // FORCE needs CAP_NET_ADMIN, which the agent has; it lifts the rmem_max ceiling.
-        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size)) != 0 {
-            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-        }
+        let socket: NetlinkSocket
         let pipe: WakePipe
-        do { pipe = try WakePipe() } catch {
-            mnl_socket_close(socket)
-            throw error
+        do {
+            // Reads never block: waiting happens in poll, together with the wake-up pipe.
+            socket = try NetlinkSocket(family: NETLINK_NETFILTER, nonBlocking: true)
+            // FORCE needs CAP_NET_ADMIN, which the agent has; it lifts the rmem_max ceiling.
+            try socket.setReceiveBuffer(receiveBuffer)
+            pipe = try WakePipe()
+        } catch {
+            throw PacketLogError.system(operation: "open the netlink socket for group \(group)", errno: error.rawValue)
         }
         var readState = ReadState(socket: socket,
                                   buffer: .allocate(byteCount: Self.receiveBytes, alignment: 16))
         do {
             let ticks = UInt32(max(0, min(flushTimeout, 60)) * 100)
-            try Self.configure(&readState, fd: fd, group: group, operation: "bind group \(group)") { message in
+            try Self.configure(&readState, group: group, operation: "bind group \(group)") { message in
                 var command = UInt8(NFULNL_CFG_CMD_BIND.rawValue)
                 mnl_attr_put(message, UInt16(NFULA_CFG_CMD.rawValue), 1, &command)
             }
-            try Self.configure(&readState, fd: fd, group: group, operation: "configure group \(group)") { message in
+            try Self.configure(&readState, group: group, operation: "configure group \(group)") { message in
                 // struct nfulnl_msg_config_mode is packed: be32 copy range, copy mode, pad.
                 let range = Self.copyRange
                 var mode: [UInt8] = [UInt8(range >> 24), UInt8((range >> 16) & 0xFF), UInt8((range >> 8) & 0xFF),
@@ -152,11 +141,9 @@ public final class PacketLog: Sendable {
             }
         } catch {
             readState.buffer.deallocate()
-            mnl_socket_close(socket)
             throw error
         }
         self.group = group
-        self.fd = fd
         self.idleTimeout = Int32(idleTimeout * 1000)
         waker = Waker(pipe: pipe)
         state = Mutex(readState)
@@ -168,15 +155,7 @@ public final class PacketLog: Sendable {
     }
 
     /// The receive buffer the kernel actually granted, in bytes.
-    public var receiveBufferSize: Int {
-        var size: Int32 = 0
-        var length = socklen_t(MemoryLayout<Int32>.size)
-        return state.withLock { state in
-            guard state.socket != nil else { return 0 }
-            getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, &length)
-            return Int(size)
-        }
-    }
+    public var receiveBufferSize: Int { state.withLock { $0.socket?.receiveBufferSize ?? 0 } }
 
     /// Releases the group (another program may bind it afterwards) and closes the socket. A
     /// reader waiting in `next` is woken first; its next call throws `closed`. Idempotent.
@@ -192,9 +171,8 @@ public final class PacketLog: Sendable {
                 let message = Self.configMessage(raw.baseAddress!, group: group, sequence: 0, acknowledged: false)
                 var command = UInt8(NFULNL_CFG_CMD_UNBIND.rawValue)
                 mnl_attr_put(message, UInt16(NFULA_CFG_CMD.rawValue), 1, &command)
-                _ = mnl_socket_sendto(socket, message, Int(message.pointee.nlmsg_len))
+                _ = try? socket.send(UnsafeRawBufferPointer(start: message, count: Int(message.pointee.nlmsg_len)))
             }
-            mnl_socket_close(socket)
             state.socket = nil
         }
     }
@@ -222,15 +200,12 @@ public final class PacketLog: Sendable {
             case .idle:
                 guard wait else { return (.idle, []) }
             }
-            var polled = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
-                          pollfd(fd: waker.pipe.readEnd, events: Int16(POLLIN), revents: 0)]
-            let ready = poll(&polled, 2, idleTimeout)
-            if polled[1].revents != 0 {
-                var drained = [UInt8](repeating: 0, count: 64)
-                _ = read(waker.pipe.readEnd, &drained, drained.count)
-                return (.idle, [])
+            guard let socket = state.socket else { throw PacketLogError.closed }
+            let ready: (readable: Bool, woken: Bool)
+            do { ready = try socket.waitReadable(milliseconds: idleTimeout, wake: waker.pipe) } catch let error as Errno {
+                throw PacketLogError.system(operation: "wait for group \(group)", errno: error.rawValue)
             }
-            guard ready > 0 else { return (.idle, []) }
+            guard ready.readable, !ready.woken else { return (.idle, []) }
             let outcome = try receive(&state, into: &packets)
             return (outcome == .packets(0) ? .packets(packets.count) : outcome, packets)
         }
@@ -242,20 +217,18 @@ public final class PacketLog: Sendable {
     /// `.idle` that none was queued.
     private func receive(_ state: inout ReadState, into packets: inout [LoggedPacket]) throws -> Outcome {
         guard let socket = state.socket else { throw PacketLogError.closed }
-        while true {
-            let received = mnl_socket_recvfrom(socket, state.buffer.baseAddress, state.buffer.count)
-            if received >= 0 {
-                Self.parse(UnsafeRawBufferPointer(rebasing: state.buffer[..<received]), into: &packets) { _, _ in }
-                return .packets(0)
-            }
-            switch errno {
-            case EINTR: continue
-            case EAGAIN: return .idle
-            case ENOBUFS: return .overrun
+        do {
+            let received = try socket.receive(into: state.buffer, wait: false)
+            Self.parse(UnsafeMutableRawBufferPointer(rebasing: state.buffer[..<received]), into: &packets) { _, _ in }
+            return .packets(0)
+        } catch {
+            switch error {
+            case .wouldBlock: return .idle
+            case .noBufferSpace: return .overrun
             // A datagram larger than the buffer (cannot happen with the sizes above): its
             // messages are gone, which is a loss like an overrun.
-            case ENOSPC: return .overrun
-            default: throw PacketLogError.system(operation: "read group \(group)", errno: errno)
+            case .noSpace: return .overrun
+            default: throw PacketLogError.system(operation: "read group \(group)", errno: error.rawValue)
             }
         }
     }
@@ -280,19 +253,21 @@ public final class PacketLog: Sendable {
 
     /// Sends one configuration message and waits (up to 5 s) for its ACK. Packets that arrive
     /// meanwhile are kept for the first `next`.
-    private static func configure(_ state: inout ReadState, fd: Int32, group: UInt16, operation: String,
+    private static func configure(_ state: inout ReadState, group: UInt16, operation: String,
                                   attributes: (UnsafeMutablePointer<nlmsghdr>) -> Void) throws {
         guard let socket = state.socket else { throw PacketLogError.closed }
         let sequence = UInt32(truncatingIfNeeded: time(nil)) &+ UInt32.random(in: 0...UInt32(UInt16.max))
         var request = [UInt8](repeating: 0, count: 256)
-        let sent = request.withUnsafeMutableBytes { raw in
-            let message = configMessage(raw.baseAddress!, group: group, sequence: sequence, acknowledged: true)
-            attributes(message)
-            return mnl_socket_sendto(socket, message, Int(message.pointee.nlmsg_len))
+        do {
+            _ = try request.withUnsafeMutableBytes { raw in
+                let message = configMessage(raw.baseAddress!, group: group, sequence: sequence, acknowledged: true)
+                attributes(message)
+                return try socket.send(UnsafeRawBufferPointer(start: message, count: Int(message.pointee.nlmsg_len)))
+            }
+        } catch let error as Errno {
+            throw PacketLogError.system(operation: operation, errno: error.rawValue)
         }
-        guard sent >= 0 else { throw PacketLogError.system(operation: operation, errno: errno) }
 
-        let portID = mnl_socket_get_portid(socket)
         var deadline = timespec()
         clock_gettime(CLOCK_MONOTONIC, &deadline)
         deadline.tv_sec += 5
@@ -302,18 +277,17 @@ public final class PacketLog: Sendable {
             clock_gettime(CLOCK_MONOTONIC, &now)
             let left = (deadline.tv_sec - now.tv_sec) * 1000 + (deadline.tv_nsec - now.tv_nsec) / 1_000_000
             guard left > 0 else { throw PacketLogError.timeout(operation: operation) }
-            var polled = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&polled, 1, Int32(left)) > 0 else { continue }
-            let received = mnl_socket_recvfrom(socket, state.buffer.baseAddress, state.buffer.count)
-            if received < 0 {
-                switch errno {
-                case EINTR, EAGAIN: continue
-                case ENOBUFS, ENOSPC: state.earlyOverrun = true; continue
-                default: throw PacketLogError.system(operation: operation, errno: errno)
+            guard (try? socket.waitReadable(milliseconds: Int32(left)))?.readable == true else { continue }
+            let received: Int
+            do { received = try socket.receive(into: state.buffer, wait: false) } catch {
+                switch error {
+                case .wouldBlock: continue
+                case .noBufferSpace, .noSpace: state.earlyOverrun = true; continue
+                default: throw PacketLogError.system(operation: operation, errno: error.rawValue)
                 }
             }
-            parse(UnsafeRawBufferPointer(rebasing: state.buffer[..<received]), into: &state.early) { message, code in
-                if message.pointee.nlmsg_pid == portID, message.pointee.nlmsg_seq == sequence { answer = code }
+            parse(UnsafeMutableRawBufferPointer(rebasing: state.buffer[..<received]), into: &state.early) { message, code in
+                if message.portID == socket.portID, message.sequence == sequence { answer = code }
             }
         }
         switch -(answer ?? 0) {
@@ -332,21 +306,17 @@ public final class PacketLog: Sendable {
 
     /// Appends the packets of one datagram; reports each netlink error message (an ACK) with its
     /// code (0 or -errno). The kernel ends a batch of several messages with NLMSG_DONE.
-    private static func parse(_ datagram: UnsafeRawBufferPointer, into packets: inout [LoggedPacket],
-                              acknowledgement: (UnsafeMutablePointer<nlmsghdr>, Int32) -> Void) {
-        guard let base = datagram.baseAddress else { return }
-        var remaining = Int32(datagram.count)
-        var message = UnsafeMutablePointer(mutating: base.assumingMemoryBound(to: nlmsghdr.self))
+    private static func parse(_ datagram: UnsafeMutableRawBufferPointer, into packets: inout [LoggedPacket],
+                              acknowledgement: (NetlinkMessage, Int32) -> Void) {
         let packetType = subsystem | UInt16(NFULNL_MSG_PACKET.rawValue)
-        while mnl_nlmsg_ok(message, remaining) {
-            let type = message.pointee.nlmsg_type
-            if type == UInt16(NLMSG_ERROR) {
+        NetlinkMessages.forEach(in: datagram) { message in
+            let header = message.start.assumingMemoryBound(to: nlmsghdr.self)
+            if message.type == NetlinkMessage.error {
                 var failed: UInt32 = 0
-                acknowledgement(message, CNftnl_errorCode(message, &failed))
-            } else if type == packetType, let packet = loggedPacket(message) {
+                acknowledgement(message, CNftnl_errorCode(header, &failed))
+            } else if message.type == packetType, let packet = loggedPacket(header) {
                 packets.append(packet)
             }
-            message = mnl_nlmsg_next(message, &remaining)
         }
     }
 
@@ -394,22 +364,3 @@ public final class PacketLog: Sendable {
     }
 }
 
-/// The two ends of the wake-up pipe, closed when the last holder (the log or a copied `Waker`)
-/// goes away, so a late `wake` never writes to a descriptor number reused by something else.
-final class WakePipe: Sendable {
-    let readEnd: Int32
-    let writeEnd: Int32
-
-    init() throws {
-        var ends: [Int32] = [0, 0]
-        guard pipe(&ends) == 0 else { throw PacketLogError.system(operation: "create wake-up pipe", errno: errno) }
-        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC); _ = fcntl(end, F_SETFL, O_NONBLOCK) }
-        readEnd = ends[0]
-        writeEnd = ends[1]
-    }
-
-    deinit {
-        close(readEnd)
-        close(writeEnd)
-    }
-}

@@ -3,6 +3,8 @@ import Glibc
 #endif
 internal import CNftnl
 import CordonCore
+import CordonNetlink
+import SystemPackage
 import Synchronization
 
 /// What a table holds in the kernel, reduced to one digest: its chains (hook, priority, policy),
@@ -169,45 +171,42 @@ enum NetlinkDump {
     static func run(_ type: nf_tables_msg_types, flags: Int32 = NLM_F_DUMP, build: (UnsafeMutablePointer<nlmsghdr>) -> Void,
                     each: (UnsafeMutablePointer<nlmsghdr>) -> Void) throws {
         let socket = try NetlinkConnection.open()
-        defer { mnl_socket_close(socket) }
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(mnl_socket_get_fd(socket), SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        let length: Int = buffer.withUnsafeMutableBytes { raw in
+        var request = [UInt8](repeating: 0, count: 1 << 16)
+        let length: Int = request.withUnsafeMutableBytes { raw in
             let header = nftnl_nlmsg_build_hdr(raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(type.rawValue),
                                                UInt16(NFPROTO_INET), UInt16(flags), 1)!
             build(header)
             return Int(header.pointee.nlmsg_len)
         }
-        guard mnl_socket_sendto(socket, buffer, length) == length else {
-            throw NftablesError.system(operation: "send dump request", errno: errno)
+        do {
+            try socket.setReceiveTimeout(seconds: 5)
+            let sent = try request.withUnsafeBytes { try socket.send(UnsafeRawBufferPointer(rebasing: $0[..<length])) }
+            guard sent == length else { throw NftablesError.system(operation: "send dump request", errno: EMSGSIZE) }
+        } catch let error as Errno {
+            throw NftablesError.system(operation: "send dump request", errno: error.rawValue)
         }
         var large = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let received = mnl_socket_recvfrom(socket, &large, large.count)
-            if received < 0 {
-                if errno == EINTR { continue }
-                throw NftablesError.system(operation: "receive dump", errno: errno)
-            }
-            var done = false
+        var done = false
+        while !done {
             var failure: Int32 = 0
-            large.withUnsafeMutableBytes { raw in
-                var remaining = Int32(received)
-                var header = raw.baseAddress!.assumingMemoryBound(to: nlmsghdr.self)
-                while mnl_nlmsg_ok(header, remaining) {
-                    switch Int32(header.pointee.nlmsg_type) {
-                    case NLMSG_DONE: done = true
-                    case NLMSG_ERROR:
+            try large.withUnsafeMutableBytes { raw in
+                let received: Int
+                do { received = try socket.receive(into: raw) } catch let error as Errno {
+                    throw NftablesError.system(operation: "receive dump", errno: error.rawValue)
+                }
+                NetlinkMessages.forEach(in: UnsafeMutableRawBufferPointer(rebasing: raw[..<received])) { message in
+                    let header = message.start.assumingMemoryBound(to: nlmsghdr.self)
+                    switch message.type {
+                    case NetlinkMessage.done: done = true
+                    case NetlinkMessage.error:
                         var seq: UInt32 = 0
                         failure = -CNftnl_errorCode(header, &seq)
                         done = true
                     default: each(header)
                     }
-                    header = mnl_nlmsg_next(header, &remaining)
                 }
             }
             if failure != 0 && failure != ENOENT { throw NftablesError.system(operation: "dump", errno: failure) }
-            if done { return }
         }
     }
 }

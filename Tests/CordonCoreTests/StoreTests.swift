@@ -18,7 +18,7 @@ import Testing
         let garbage = temporaryPath(), empty = temporaryPath(), newer = temporaryPath()
         defer { for path in [garbage, empty, newer] { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } } }
         try Data(repeating: 0x41, count: 4096).write(to: URL(fileURLWithPath: garbage))
-        FileManager.default.createFile(atPath: empty, contents: Data())
+        _ = FileManager.default.createFile(atPath: empty, contents: Data())
         do {
             let pool = try DatabasePool(path: newer)
             try FlowStore.migrator.migrate(pool)

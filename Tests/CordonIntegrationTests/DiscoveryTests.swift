@@ -112,7 +112,7 @@ struct DiscoveryTests {
         for source in sources { try lab.run(scenario.peer, ["ip", "addr", "add", "\(source)/24", "dev", interface]) }
         let config = lab.directory + "/cordon.yaml"
         try "remote_cap: 2\nflush_interval: 0.2\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let database = scenario.database, socket = scenario.socket
+        let database = scenario.database
         let agent = try scenario.startAgent(binary: cordon, extra: ["--config", config])
         for source in sources {
             let result = try lab.run(scenario.peer, ["socat", "-T2", "-", "TCP:\(S.hostV4):22,bind=\(source)"], input: "x\n")
