@@ -17,9 +17,9 @@ struct IsolateCommand: ParsableCommand {
             Adds the overlay table inet cordon_isolate (priority -10): only the collectors, DNS to the \
             resolvers and the extra whitelist pass, both ways; everything else is dropped, established \
             connections included. The base mode (discovery or enforce) stays underneath. Through the \
-            agent when it answers within 2 s; otherwise applied directly, with the management channel the \
-            agent last installed (or --config), and recorded for the agent to adopt. Isolating an isolated \
-            host is a recorded no-op.
+            agent; when no agent runs (nobody holds the database's lock), applied directly with the \
+            management channel the agent last installed (or --config), and recorded for the agent to \
+            adopt. Isolating an isolated host is a recorded no-op.
             """
     )
 
