@@ -368,6 +368,41 @@ final class World: Sendable {
         #expect(try rig.decisions().last! == ("isolate", "success (test)"))
     }
 
+    @Test("a failed write after an enforce keeps the state in force in memory (status says unrecorded) and writes it later, log entries included")
+    func enforceWithAFailedWrite() throws {
+        let rig = try Rig()
+        defer { rig.remove() }
+        try rig.breakWrites()
+        let answer = rig.enforce(60)
+        #expect(answer.ok && answer.message.contains("could not record"), "\(answer.message)")
+        #expect(rig.policy == .drop && rig.runner.unrecorded)
+        #expect(try rig.runner.snapshot.enforcement.version == 1 && (rig.persisted().enforcement.mode) == .discovery)
+        // The deadline is kept in memory all the same: the rollback still comes.
+        rig.world.advance(60)
+        rig.runner.tick()
+        #expect(rig.policy == .accept && rig.runner.snapshot.enforcement.mode == .discovery)
+        try rig.heal()
+        rig.runner.tick()
+        #expect(try !rig.runner.unrecorded && (rig.persisted()) == HostState())
+        #expect(try rig.decisions().suffix(2).map(\.0) == ["enforce", "rollback"], "the held-back entries are written in order")
+    }
+
+    @Test("a release whose request cannot be recorded is refused; an isolation is not")
+    func emergencyRequestsOnAFullDisk() throws {
+        let rig = try Rig()
+        defer { rig.remove() }
+        #expect(rig.handle(.isolate(reason: "", via: "test")).ok)
+        try rig.store.pool.write { db in
+            try db.execute(sql: "CREATE TRIGGER no_actions BEFORE INSERT ON actions BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+        }
+        let release = Emergency.release(runner: rig.runner, store: rig.store, operator: "ivy", reason: "")
+        #expect(!release.ok && release.message.contains("nothing changed") && rig.overlay != nil)
+        try rig.backend.remove(table: CordonTables.isolationName)
+        try rig.store.commitTransition(state: HostState(), management: nil, logGroup: nil, actions: [], supersedeIsolatesBy: [], entries: [])
+        let isolate = Emergency.isolate(runner: rig.runner, store: rig.store, operator: "ivy", reason: "", via: "test")
+        #expect(isolate.ok && isolate.message.contains("could not record the request") && rig.overlay != nil)
+    }
+
     @Test("release removes the overlay, checks the collectors, and settles; a failed check isolates again")
     func release() throws {
         let rig = try Rig()
