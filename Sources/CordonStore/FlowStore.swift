@@ -43,29 +43,31 @@ public final class FlowStore: Sendable {
     /// defaults (no collectors) would be acted on. Migrates only when its schema is older.
     public init(existing path: String) throws {
         self.path = path
-        guard let size = Self.size(path) else { throw StoreError.missing(path: path) }
-        guard size > 0 else { throw StoreError.empty(path: path) }
-        pool = try Self.open(path, readonly: false)
-        try Self.refuseNewer(pool, path: path)
-        let current = try Self.describing(path) { try pool.read { try Self.migrator.hasCompletedMigrations($0) } }
-        guard current else {
-            let applied = try Self.describing(path) { try pool.read { try Self.migrator.appliedIdentifiers($0) } }
-            guard !applied.isEmpty else { throw StoreError.corrupt(path: path, detail: "not a Cordon database (no schema)") }
-            try Self.describing(path) { try Self.migrator.migrate(pool) }
-            pool.invalidateReadOnlyConnections()
-            return
-        }
+        let (pool, current) = try Self.openExisting(path, readonly: false)
+        self.pool = pool
+        guard !current else { return }
+        let applied = try Self.describing(path) { try pool.read { try Self.migrator.appliedIdentifiers($0) } }
+        guard !applied.isEmpty else { throw StoreError.corrupt(path: path, detail: "not a Cordon database (no schema)") }
+        try Self.describing(path) { try Self.migrator.migrate(pool) }
+        pool.invalidateReadOnlyConnections()
     }
 
     /// Opens an existing database for reading only (the CLI); never creates one.
     public init(readingFrom path: String) throws {
         self.path = path
-        guard let size = Self.size(path) else { throw StoreError.missing(path: path) }
+        let (pool, current) = try Self.openExisting(path, readonly: true)
+        self.pool = pool
+        guard current else { throw StoreError.corrupt(path: path, detail: "schema is older than this cordon: start the agent once to migrate it") }
+    }
+
+    /// A file that exists, is not empty and was not written by a newer cordon; whether its
+    /// schema is this version's.
+    private static func openExisting(_ path: String, readonly: Bool) throws -> (DatabasePool, current: Bool) {
+        guard let size = size(path) else { throw StoreError.missing(path: path) }
         guard size > 0 else { throw StoreError.empty(path: path) }
-        pool = try Self.open(path, readonly: true)
-        try Self.refuseNewer(pool, path: path)
-        let applied = try Self.describing(path) { try pool.read { try Self.migrator.hasCompletedMigrations($0) } }
-        guard applied else { throw StoreError.corrupt(path: path, detail: "schema is older than this cordon: start the agent once to migrate it") }
+        let pool = try open(path, readonly: readonly)
+        try refuseNewer(pool, path: path)
+        return (pool, try describing(path) { try pool.read { try migrator.hasCompletedMigrations($0) } })
     }
 
     /// The file's size, nil when there is none.
