@@ -327,8 +327,6 @@ public struct ControlClient: Sendable {
         return line
     }
 
-    /// True when an agent answers a status request.
-    public func isAnswering() -> Bool { (try? send(ControlRequest(.status), timeoutSeconds: 1)) != nil }
 
     public func status() throws -> StatusReport {
         let data = try send(ControlRequest(.status), timeoutSeconds: 5)

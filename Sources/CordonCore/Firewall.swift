@@ -265,8 +265,6 @@ public protocol FirewallBackend: Sendable {
     func remove(table name: String) throws
     /// The kernel's handle of a table, nil when it does not exist.
     func handle(of table: String) throws -> UInt64?
-    /// Deletes the table with this handle only (not a later table of the same name).
-    func remove(table name: String, handle: UInt64) throws
     /// Several tables replaced or removed in one transaction: all of it, or none.
     func apply(_ changes: [TableChange]) throws
 }

@@ -4,9 +4,8 @@ import Glibc
 internal import CNftnl
 import CordonCore
 
-/// Reads one table's kernel handle. A handle names one incarnation of a table: deleting by the
-/// handle recorded when Cordon created it never deletes a table of the same name that someone
-/// else (or a restore) created since.
+/// Reads one table's kernel handle and flags. A handle names one incarnation of a table: the
+/// isolation state records it, and the agent's start asks whether an overlay is there at all.
 enum TableQuery {
     /// nil when no `inet` table has that name.
     static func handle(of name: String) throws -> UInt64? { try query(name)?.handle }
@@ -34,19 +33,6 @@ enum TableQuery {
 
 extension NftablesBackend {
     public func handle(of table: String) throws -> UInt64? { try TableQuery.handle(of: table) }
-
-    /// Deletes exactly the incarnation with this handle; ENOENT when it is gone.
-    public func remove(table name: String, handle: UInt64) throws {
-        let batch = NetlinkBatch()
-        batch.add(NFT_MSG_DELTABLE, flags: 0, label: "delete table inet \(name) handle \(handle)") { header in
-            let table = nftnl_table_alloc()!
-            defer { nftnl_table_free(table) }
-            nftnl_table_set_u32(table, UInt16(NFTNL_TABLE_FAMILY.rawValue), UInt32(NFPROTO_INET))
-            nftnl_table_set_u64(table, UInt16(NFTNL_TABLE_HANDLE.rawValue), handle)
-            nftnl_table_nlmsg_build_payload(header, table)
-        }
-        try installedChange([.remove(name)]) { try batch.commit(on: connection) }
-    }
 
     /// The namespace's ruleset generation: every committed transaction adds one (zero is skipped).
     public func generation() throws -> UInt32 {

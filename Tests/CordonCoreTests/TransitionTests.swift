@@ -51,7 +51,6 @@ final class FakeBackend: FirewallBackend {
 
     func replace(_ table: FirewallTable) throws { try apply([.replace(table)]) }
     func remove(table name: String) throws { try apply([.remove(name)]) }
-    func remove(table name: String, handle: UInt64) throws { try apply([.remove(name)]) }
     func handle(of table: String) throws -> UInt64? { state.withLock { $0.tables[table] == nil ? nil : 1 } }
 }
 
