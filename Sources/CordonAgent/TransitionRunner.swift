@@ -90,12 +90,15 @@ public final class TransitionRunner: Sendable {
     private let inner: Mutex<Inner>
     private let published: Mutex<HostState>
 
+    /// A record that cannot be decoded does not stop the runner: every transition reads the
+    /// record again and refuses, except isolation, which decides on the defaults and leaves the
+    /// unreadable record as it is for an operator to look at.
     public init(backend: any FirewallBackend, store: FlowStore, environment: Environment, logger: Logger) throws {
         self.backend = backend
         self.store = store
         self.environment = environment
         self.logger = logger
-        let state = try store.hostState()
+        let state = (try? store.hostState()) ?? HostState()
         inner = Mutex(Inner(state: state))
         published = Mutex(state)
     }
@@ -111,6 +114,15 @@ public final class TransitionRunner: Sendable {
 
     /// One request, with its follow-up check; the answer is the final outcome.
     public func handle(_ request: Engine.Request) -> Answer {
+        // Counted before the first transaction: the clock must not take a check that is about
+        // to run for one that was interrupted.
+        let mayCheck: Bool
+        switch request.event {
+        case .enforce, .release: mayCheck = true
+        default: mayCheck = false
+        }
+        if mayCheck { checksRunning.add(1, ordering: .relaxed) }
+        defer { if mayCheck { checksRunning.subtract(1, ordering: .relaxed) } }
         let first = transact(request)
         guard first.applied, let followUp = first.transition?.followUp else { return first.answer }
         let collectors = environment.management().collectors
@@ -144,7 +156,11 @@ public final class TransitionRunner: Sendable {
         do { try store.failPendingActions(detail: "the agent restarted before the action completed") } catch {
             logger.error("could not settle pending actions: \(error)")
         }
-        let overlay = (try? backend.handle(of: CordonTables.isolationName)).flatMap { $0 } != nil
+        // Not knowing whether an overlay is there is not "none": the start would remove it.
+        let overlay: Bool
+        do { overlay = try backend.handle(of: CordonTables.isolationName) != nil } catch {
+            throw AgentError.invalidState("cannot read whether an isolation overlay is in the kernel: \(error); nothing changed")
+        }
         let outcome = transact(Engine.Request(.start(overlayInKernel: overlay)))
         guard outcome.answer.ok else { throw AgentError.invalidState(outcome.answer.message) }
         logger.notice("\(outcome.answer.message)")
@@ -153,12 +169,43 @@ public final class TransitionRunner: Sendable {
     /// Called a few times a second: the deadline needs no operator and no network; records a
     /// failed commit could not write are retried.
     public func tick() {
-        let now = Int64(environment.now())
+        let now = environment.now()
+        guard now >= retryAfter.withLock({ $0 }) else { return writeHeldBack() }
         let state = snapshot
-        if state.enforcement.unconfirmed, !state.enforcement.checking, let deadline = state.enforcement.confirmDeadline, now >= deadline {
-            let answer = transact(Engine.Request(.tick))
-            if !answer.answer.ok { logger.critical("ROLLBACK FAILED, retrying: \(answer.answer.message)") }
+        var request: Engine.Request?
+        if checksRunning.load(ordering: .relaxed) == 0 {
+            // A check that can no longer answer (its result was refused, or its transition
+            // failed): decide as if it failed, which restores the stricter state.
+            if state.enforcement.checking {
+                request = Engine.Request(.enforceChecked(after: state, failure: "the management channel check did not complete"))
+            } else if state.isolation.releasing != nil {
+                request = Engine.Request(.releaseChecked(after: state, failure: "the release's collector check did not complete",
+                                                         reason: "release interrupted"))
+            }
         }
+        let e = state.enforcement
+        if request == nil, e.unconfirmed, !e.checking, let deadline = e.confirmDeadline, Int64(now) >= deadline {
+            request = Engine.Request(.tick)
+        }
+        if let request {
+            let outcome = transact(request)
+            if outcome.answer.ok {
+                failedTicks.store(0, ordering: .relaxed)
+            } else {
+                // Retried, but not four times a second into the append-only log.
+                let failures = failedTicks.add(1, ordering: .relaxed).newValue
+                retryAfter.withLock { $0 = now + min(30, 0.25 * Double(1 << min(failures, 7))) }
+                logger.critical("ROLLBACK OR RE-ISOLATION FAILED (\(failures) in a row), retrying: \(outcome.answer.message)")
+            }
+        }
+        writeHeldBack()
+    }
+
+    private let checksRunning = Atomic<Int>(0)
+    private let failedTicks = Atomic<Int>(0)
+    private let retryAfter = Mutex<Double>(0)
+
+    private func writeHeldBack() {
         inner.withLock { inner in
             guard inner.dirty else { return }
             if write(inner.state, inner.unwritten) == nil {
@@ -175,7 +222,6 @@ public final class TransitionRunner: Sendable {
     public func stop() {
         let outcome = transact(Engine.Request(.stop))
         logger.notice("\(outcome.answer.message)")
-        inner.withLock { $0.stopped = true }
     }
 
     // MARK: Steps 1-5
@@ -194,6 +240,13 @@ public final class TransitionRunner: Sendable {
                     }
                     logger.error("deciding on the state last known: \(error)")
                 }
+            }
+            // An overlay no record mentions (isolated while the database could not be written) is
+            // an isolation: releasing it goes through the collector check like any other.
+            if case .release = request.event, !current.isolation.isolated,
+               (try? backend.handle(of: CordonTables.isolationName)).flatMap({ $0 }) != nil {
+                current.isolation = IsolationState(isolated: true, since: Int64(environment.now()), operator: "unknown (found in the kernel)",
+                                                   reason: "an isolation overlay was in force without a record")
             }
             if case .isolate = request.event, let id = request.action, (try? store.actionStatus(id)) == .superseded {
                 return Outcome(state: current, answer: Answer(ok: false, message: "superseded by a release before it was applied; not isolated"),
@@ -226,14 +279,23 @@ public final class TransitionRunner: Sendable {
                             }
                         }
                         let failure = "\(error); \(what)"
-                        var records = Unwritten()
+                        var records = inner.dirty ? inner.unwritten : Unwritten()
                         if let entry = transition.failureLog {
                             var failed = entry
                             failed.outcome = "\(entry.outcome): \(failure)"
-                            records.entries = [draft(failed)]
+                            records.entries.append(draft(failed))
                         }
-                        if let id = request.action { records.actions = [(id, ActionOutcome(.failed, failure))] }
-                        if let problem = write(current, records) { logger.error("could not record the failure: \(problem)") }
+                        if let id = request.action { records.actions.append((id, ActionOutcome(.failed, failure))) }
+                        if let problem = write(current, records) {
+                            logger.error("could not record the failure: \(problem)")
+                            inner.dirty = true
+                            dirtyFlag.store(true, ordering: .relaxed)
+                            inner.unwritten = records
+                        } else {
+                            inner.dirty = false
+                            dirtyFlag.store(false, ordering: .relaxed)
+                            inner.unwritten = Unwritten()
+                        }
                         inner.state = current
                         published.withLock { $0 = current }
                         logger.error("\(Self.name(request.event)) failed: \(failure)")
@@ -269,6 +331,7 @@ public final class TransitionRunner: Sendable {
             }
             inner.state = state
             published.withLock { $0 = state }
+            if case .stop = request.event { inner.stopped = true }
             var answer = transition.answer
             if !notes.isEmpty { answer.message += "\nWARNING: " + notes.joined(separator: "; ") }
             for entry in transition.log { logger.notice("\(entry.action) by \(entry.operator): \(entry.outcome)\(entry.reason.isEmpty ? "" : " (\(entry.reason))")") }
@@ -290,13 +353,17 @@ public final class TransitionRunner: Sendable {
         }
     }
 
-    /// nil when written, else why not.
+    /// nil when written, else why not. Records that cannot be decoded are left as they are
+    /// (the log entries and action statuses are still written).
     private func write(_ state: HostState, _ records: Unwritten) -> String? {
         let channel = environment.management()
         do {
+            let readable = (try? store.hostState()) != nil
             let management = String(decoding: try JSONEncoder().encode(channel), as: UTF8.self)
-            try store.commitTransition(state: state, management: management, logGroup: environment.logGroup, actions: records.actions,
+            try store.commitTransition(state: readable ? state : nil, management: readable ? management : nil,
+                                       logGroup: readable ? environment.logGroup : nil, actions: records.actions,
                                        supersedeIsolatesBy: records.supersede, entries: records.entries)
+            if !readable { logger.critical("\(store.path): the state records cannot be decoded; left as they are, the log and actions written") }
             return nil
         } catch {
             return "\(error)"

@@ -275,6 +275,11 @@ public enum TableChange: Sendable, Equatable {
     /// Deletes the table if it exists.
     case remove(String)
 
+    public var isRemoval: Bool {
+        if case .remove = self { return true }
+        return false
+    }
+
     public var tableName: String {
         switch self {
         case .replace(let table): return table.name

@@ -148,11 +148,19 @@ public enum Engine {
         } else {
             t = .nothing(state)
         }
+        if state.isolation.releasing != nil {
+            // A release whose check will never finish was never proven safe.
+            t.state.isolation.releasing = nil
+            t.kernel.overlay = .install
+            t.log.append(LogEntry("isolate", by: agentOperator, reason: "agent stopped during a release's collector check",
+                                  outcome: "success: isolated again", policy: .overlay))
+            t.onUnknown = .keepNew
+        }
         if t.state.enforcement.mode == .discovery {
             // Discovery's accept-all table only existed so that the kernel tracks connections.
             t.kernel.base = .remove
             t.answer = Answer(ok: true, message: "stopped; discovery's table removed")
-        } else if t.log.isEmpty {
+        } else if !state.enforcement.unconfirmed {
             t.answer = Answer(ok: true, message: "stopped; leaving \(describe(t.state.enforcement.inForce)) in force (fail-closed)")
         }
         return t

@@ -77,7 +77,16 @@ public struct NftablesBackend: FirewallBackend {
         installed.begin()
         defer { installed.end() }
         let before = try? generation()
-        try change()
+        do {
+            try change()
+        } catch {
+            // The answer was lost, not refused: what the kernel holds is unknown, so the guard
+            // must look (and re-install what the state requires) instead of trusting its record.
+            if !((error as? any FirewallBackendError)?.changedNothing ?? false) {
+                for change in changes { installed.set(change.tableName, change.isRemoval ? .absent : .unverified) }
+            }
+            throw error
+        }
         let after = try? generation()
         var found: [String: TableFingerprint] = [:]
         var verified = before != nil && after != nil && after == Self.generation(after: before!)

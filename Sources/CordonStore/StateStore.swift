@@ -73,16 +73,17 @@ extension FlowStore {
                          isolation: try record(isolationRecord, IsolationState.self) ?? IsolationState())
     }
 
-    /// One transition's records in one transaction: the state, the channel it was installed
-    /// with, the request's action status, superseded isolates, and the decision-log entries.
-    public func commitTransition(state: HostState, management: String?, logGroup: UInt16?, actions: [(id: String, outcome: ActionOutcome)],
+    /// One transition's records in one transaction: the state (nil: left as it is), the channel
+    /// it was installed with, action statuses, superseded isolates, and the decision-log entries.
+    public func commitTransition(state: HostState?, management: String?, logGroup: UInt16?, actions: [(id: String, outcome: ActionOutcome)],
                                  supersedeIsolatesBy releases: [String], entries: [DecisionDraft], at time: Int64 = TimeText.now()) throws {
         try Self.describing(path) {
             try pool.write { db in
-                var values: [(String, String)] = [
-                    (Self.enforcementRecord, String(decoding: try JSONEncoder().encode(state.enforcement), as: UTF8.self)),
-                    (Self.isolationRecord, String(decoding: try JSONEncoder().encode(state.isolation), as: UTF8.self)),
-                ]
+                var values: [(String, String)] = []
+                if let state {
+                    values.append((Self.enforcementRecord, String(decoding: try JSONEncoder().encode(state.enforcement), as: UTF8.self)))
+                    values.append((Self.isolationRecord, String(decoding: try JSONEncoder().encode(state.isolation), as: UTF8.self)))
+                }
                 if let management { values.append((Self.managementRecord, management)) }
                 if let logGroup { values.append((Self.logGroupRecord, String(logGroup))) }
                 for (name, value) in values {

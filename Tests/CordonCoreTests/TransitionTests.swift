@@ -198,12 +198,15 @@ final class World: Sendable {
         let rig = try Rig()
         defer { rig.remove() }
         try rig.store.setState("enforcement", #"{"mode":"enforce"}"#)
-        #expect(throws: StoreError.self) { try TransitionRunner(backend: rig.backend, store: rig.store, environment: rig.world.environment, logger: Rig.quiet) }
+        let restarted = try TransitionRunner(backend: rig.backend, store: rig.store, environment: rig.world.environment, logger: Rig.quiet)
+        #expect(throws: AgentError.self) { try restarted.start() }
         let answer = rig.enforce()
         #expect(!answer.ok && answer.message.contains("agent_state 'enforcement' is unreadable"), "\(answer.message)")
-        // Isolation does not wait for a readable record.
-        #expect(rig.handle(.isolate(reason: "", via: "test")).ok)
+        // Isolation does not wait for a readable record, and leaves the record for an operator.
+        #expect(restarted.handle(Engine.Request(.isolate(reason: "", via: "test"), operator: "ivy")).ok)
         #expect(rig.overlay != nil)
+        #expect(try rig.store.state("enforcement") == #"{"mode":"enforce"}"#)
+        #expect(try rig.decisions().last! == ("isolate", "success (test)"))
     }
 
     // MARK: Enforce, confirm, deadline, discover
@@ -298,7 +301,7 @@ final class World: Sendable {
         #expect(try rig.decisions().last! == ("rollback", "success: back to ruleset version 1"))
     }
 
-    @Test("a rollback the kernel refuses is retried at every tick")
+    @Test("a rollback the kernel refuses is retried, backing off so that the log is not flooded")
     func failedRollbackIsRetried() throws {
         let rig = try Rig()
         defer { rig.remove() }
@@ -307,6 +310,10 @@ final class World: Sendable {
         rig.backend.failNext(.refuse)
         rig.runner.tick()
         #expect(try rig.persisted().enforcement.mode == .enforce && rig.policy == .drop)
+        let entries = try rig.decisions().count
+        rig.runner.tick()
+        #expect(try rig.decisions().count == entries, "not again at once")
+        rig.world.advance(1)
         rig.runner.tick()
         #expect(try rig.persisted().enforcement.mode == .discovery && rig.policy == .accept)
     }
@@ -420,6 +427,42 @@ final class World: Sendable {
         #expect(rig.world.time.withLock { $0 } - started >= 10, "kept trying for the whole check")
         #expect(try rig.overlay != nil && (rig.persisted().isolation) .operator == Engine.agentOperator)
         #expect(try rig.decisions().suffix(2).map(\.0) == ["release", "isolate"])
+    }
+
+    @Test("a re-isolation the kernel refuses after a failed release check is retried by the clock")
+    func refusedReIsolationIsRetried() throws {
+        let rig = try Rig()
+        defer { rig.remove() }
+        #expect(rig.handle(.isolate(reason: "", via: "test")).ok)
+        rig.world.failing.withLock { $0 = ["collector unreachable"] }
+        // The removal goes through; the re-isolation after the failed check is refused.
+        let backend = rig.backend
+        rig.world.duringProbe.withLock { $0 = { if backend.state.withLock({ $0.failures.isEmpty }) { backend.failNext(.refuse) } } }
+        #expect(!rig.handle(.release(reason: "")).ok)
+        rig.world.duringProbe.withLock { $0 = nil }
+        #expect(rig.overlay == nil && rig.runner.snapshot.isolation.releasing != nil)
+        rig.world.advance(1)
+        rig.runner.tick()
+        #expect(rig.overlay != nil && rig.runner.snapshot.isolation.releasing == nil && rig.runner.snapshot.isolation.isolated)
+    }
+
+    @Test("stopping during a release's check isolates again; an overlay no record mentions is released only through the check")
+    func releaseEdges() throws {
+        let rig = try Rig()
+        defer { rig.remove() }
+        #expect(rig.handle(.isolate(reason: "", via: "test")).ok)
+        let runner = rig.runner
+        rig.world.duringProbe.withLock { $0 = { runner.stop() } }
+        #expect(!rig.handle(.release(reason: "")).ok)
+        #expect(rig.overlay != nil, "never proven safe: isolated again")
+        #expect(try rig.persisted().isolation.isolated && rig.persisted().isolation.releasing == nil)
+
+        let other = try Rig()
+        defer { other.remove() }
+        try other.backend.replace(CordonTables.isolation(management: ManagementChannel()))
+        let answer = other.handle(.release(reason: "found"))
+        #expect(answer.ok && other.overlay == nil && other.world.probes.withLock { $0 } == 1, "\(answer.message)")
+        #expect(try other.decisions().last! == ("release", "success: collectors reachable"))
     }
 
     @Test("release when not isolated is a no-op that still supersedes pending isolates")
