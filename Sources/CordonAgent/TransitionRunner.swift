@@ -208,10 +208,7 @@ public final class TransitionRunner: Sendable {
     private func writeHeldBack() {
         inner.withLock { inner in
             guard inner.dirty else { return }
-            if write(inner.state, inner.unwritten) == nil {
-                inner.dirty = false
-                dirtyFlag.store(false, ordering: .relaxed)
-                inner.unwritten = Unwritten()
+            if commit(inner.state, Unwritten(), &inner) == nil {
                 logger.notice("the state and records held back by a failed write are in the database now")
             }
         }
@@ -279,23 +276,14 @@ public final class TransitionRunner: Sendable {
                             }
                         }
                         let failure = "\(error); \(what)"
-                        var records = inner.dirty ? inner.unwritten : Unwritten()
+                        var records = Unwritten()
                         if let entry = transition.failureLog {
                             var failed = entry
                             failed.outcome = "\(entry.outcome): \(failure)"
                             records.entries.append(draft(failed))
                         }
                         if let id = request.action { records.actions.append((id, ActionOutcome(.failed, failure))) }
-                        if let problem = write(current, records) {
-                            logger.error("could not record the failure: \(problem)")
-                            inner.dirty = true
-                            dirtyFlag.store(true, ordering: .relaxed)
-                            inner.unwritten = records
-                        } else {
-                            inner.dirty = false
-                            dirtyFlag.store(false, ordering: .relaxed)
-                            inner.unwritten = Unwritten()
-                        }
+                        if let problem = commit(current, records, &inner) { logger.error("could not record the failure: \(problem)") }
                         inner.state = current
                         published.withLock { $0 = current }
                         logger.error("\(Self.name(request.event)) failed: \(failure)")
@@ -313,21 +301,9 @@ public final class TransitionRunner: Sendable {
             records.entries = transition.log.map(draft)
             if let id = request.action, let outcome = transition.action { records.actions = [(id, outcome)] }
             if transition.supersedesIsolates, let id = request.action { records.supersede = [id] }
-            if inner.dirty {
-                records.entries = inner.unwritten.entries + records.entries
-                records.actions = inner.unwritten.actions + records.actions
-                records.supersede = inner.unwritten.supersede + records.supersede
-            }
-            if let problem = write(state, records) {
-                inner.dirty = true
-                dirtyFlag.store(true, ordering: .relaxed)
-                inner.unwritten = records
+            if let problem = commit(state, records, &inner) {
                 notes.append("\(store.path) could not record it (\(problem)); retried until it can")
                 logger.critical("state not written: \(problem)")
-            } else {
-                inner.dirty = false
-                dirtyFlag.store(false, ordering: .relaxed)
-                inner.unwritten = Unwritten()
             }
             inner.state = state
             published.withLock { $0 = state }
@@ -351,6 +327,22 @@ public final class TransitionRunner: Sendable {
         case .tampered: return "restore"
         case .stop: return "stop"
         }
+    }
+
+    /// Writes the state with `new` after the records held back by an earlier failure; on a
+    /// failure holds all of them back for the next try. nil when written, else why not.
+    private func commit(_ state: HostState, _ new: Unwritten, _ inner: inout Inner) -> String? {
+        var records = new
+        if inner.dirty {
+            records.entries = inner.unwritten.entries + new.entries
+            records.actions = inner.unwritten.actions + new.actions
+            records.supersede = inner.unwritten.supersede + new.supersede
+        }
+        let problem = write(state, records)
+        inner.dirty = problem != nil
+        inner.unwritten = problem == nil ? Unwritten() : records
+        dirtyFlag.store(inner.dirty, ordering: .relaxed)
+        return problem
     }
 
     /// nil when written, else why not. Records that cannot be decoded are left as they are
