@@ -46,7 +46,8 @@ public final class Agent: Sendable {
         let directory = (config.database as NSString).deletingLastPathComponent
         if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
         // One agent per database, held until this process ends.
-        let databaseLock = try ProcessLock(path: config.database + ".lock", guarding: "database \(config.database)")
+        // A CLI command acting without an agent holds it for seconds: wait for it, not for an agent.
+        let databaseLock = try ProcessLock(path: config.database + ".lock", guarding: "database \(config.database)", waitingForCommands: 30)
         defer { withExtendedLifetime(databaseLock) {} }
         let store = try FlowStore(path: config.database)
         var aggregator = FlowAggregator(remoteCap: config.remoteCap)

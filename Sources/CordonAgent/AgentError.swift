@@ -6,6 +6,9 @@ import Glibc
 public enum AgentError: Error, CustomStringConvertible {
     case system(String, Int32)
     case notRunning(socket: String, reason: String)
+    /// The agent took the request but no answer came (it stopped, or it is slow): the outcome is
+    /// unknown, and nothing may act around it.
+    case noAnswer(socket: String, reason: String)
     /// Another agent holds the database or the socket (its pid, as its lock file says).
     case alreadyRunning(resource: String, holder: String)
     case protocolViolation(String)
@@ -22,7 +25,8 @@ public enum AgentError: Error, CustomStringConvertible {
         switch self {
         case .system(let what, let code): return "\(what): \(String(cString: strerror(code)))"
         case .notRunning(let socket, let reason): return "no agent answers on \(socket) (\(reason))"
-        case .alreadyRunning(let resource, let holder): return "another agent (pid \(holder)) is running on \(resource)"
+        case .noAnswer(let socket, let reason): return "the agent on \(socket) took the request but \(reason): the outcome is unknown; check `cordon status`"
+        case .alreadyRunning(let resource, let holder): return "another agent or cordon command (pid \(holder)) is running on \(resource)"
         case .protocolViolation(let what): return "control socket: \(what)"
         case .permissionDenied(let socket): return "permission denied on \(socket): the control socket is root's only; run cordon as root"
         case .untrustedSocket(let socket, let reason): return "not talking to \(socket): \(reason)"

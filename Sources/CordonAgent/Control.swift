@@ -321,8 +321,11 @@ public struct ControlClient: Sendable {
             throw AgentError.notRunning(socket: path, reason: String(cString: strerror(errno)))
         }
         Self.writeAll(fd, try JSONEncoder().encode(request) + Data("\n".utf8))
+        let asked = DispatchTime.now().uptimeNanoseconds
         guard let line = Self.readLine(fd) else {
-            throw AgentError.notRunning(socket: path, reason: "no answer within \(timeoutSeconds) s")
+            let waited = Double(DispatchTime.now().uptimeNanoseconds - asked) / 1e9
+            throw AgentError.noAnswer(socket: path, reason: waited >= Double(timeoutSeconds) - 0.1
+                ? "did not answer within \(timeoutSeconds) s" : "closed the connection without answering (it may have stopped)")
         }
         return line
     }

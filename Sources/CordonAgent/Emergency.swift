@@ -23,6 +23,9 @@ public enum Emergency {
         // A release must be on record before it loosens anything; an isolation never waits for one.
         if let note, action != "isolate" { return Answer(ok: false, message: "\(note); nothing changed") }
         var answer = runner.handle(request(id))
+        // A request refused before anything changed ("a release is being checked already")
+        // settles as failed: nothing may stay pending. One the runner settled keeps its status.
+        if !answer.ok, let id { try? store.settleAction(id, .failed, detail: answer.message) }
         if let note {
             answer.message += "\nWARNING: \(note); the agent adopts the overlay from the kernel at its next start"
         }

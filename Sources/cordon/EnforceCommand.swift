@@ -44,8 +44,8 @@ func sendToAgent(_ global: GlobalOptions, _ command: ControlCommand) throws {
     let timeout = 60
     do {
         answer = try ControlClient(path: global.socket ?? AgentConfig.defaultSocket).command(command, timeoutSeconds: timeout)
-    } catch AgentError.notRunning(let socket, let reason) where reason.hasPrefix("no answer") {
-        throw CLIError.failed("the agent on \(socket) did not answer within \(timeout) s: the outcome of `\(command.name)` is unknown; check `cordon status`")
+    } catch AgentError.noAnswer(let socket, let reason) {
+        throw CLIError.failed("the agent on \(socket) took `\(command.name)` but \(reason): its outcome is unknown; check `cordon status`")
     } catch AgentError.notRunning(let socket, let reason) {
         throw CLIError.failed("no agent answers on \(socket) (\(reason)); `cordon \(command.name)` needs the running agent")
     } catch {

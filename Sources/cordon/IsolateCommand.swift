@@ -77,10 +77,11 @@ func emergency(_ global: GlobalOptions, _ options: EmergencyOptions, command: St
         do {
             let store = try FlowStore(existing: database)
             let lock: ProcessLock
-            do { lock = try ProcessLock(path: database + ".lock", guarding: "database \(database)") } catch AgentError.alreadyRunning(_, let holder) {
+            do { lock = try ProcessLock(path: database + ".lock", guarding: "database \(database)", holder: "cordon \(command)") }
+            catch AgentError.alreadyRunning(_, let holder) {
                 throw CLIError.failed("""
-                    \(why), but an agent (pid \(holder)) holds \(database): it is alive and applies commands itself; nothing changed. \
-                    If it is hung, stop it (kill \(holder)) and run this again
+                    \(why), but pid \(holder) holds \(database): an agent applies commands itself, another command is acting; \
+                    nothing changed. If an agent is hung, stop it and run this again
                     """)
             }
             let channel = try persistedManagement(store: store, config: options.config, required: true)
@@ -88,7 +89,11 @@ func emergency(_ global: GlobalOptions, _ options: EmergencyOptions, command: St
             FileHandle.standardError.write(Data("cordon: \(why); acting directly\n".utf8))
             let runner = try TransitionRunner(backend: NftablesBackend(), store: store, environment: .init(management: { channel }, logGroup: group),
                                               logger: Logger(label: "cordon"))
-            answer = withExtendedLifetime(lock) { direct(runner, store) }
+            answer = withExtendedLifetime(lock) {
+                // No agent holds the database: a check it left running will never answer.
+                runner.tick()
+                return direct(runner, store)
+            }
         } catch let error as CLIError {
             throw error
         } catch {

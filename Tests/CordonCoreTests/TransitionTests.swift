@@ -465,6 +465,23 @@ final class World: Sendable {
         #expect(try other.decisions().last! == ("release", "success: collectors reachable"))
     }
 
+    @Test("a request refused before anything changed settles its action as failed: nothing stays pending")
+    func refusedRequestsDoNotStayPending() throws {
+        let rig = try Rig()
+        defer { rig.remove() }
+        #expect(rig.handle(.isolate(reason: "", via: "test")).ok)
+        let (runner, store) = (rig.runner, rig.store)
+        let second = Mutex<Answer?>(nil)
+        rig.world.duringProbe.withLock {
+            $0 = { if second.withLock({ $0 }) == nil { second.withLock { $0 = Emergency.release(runner: runner, store: store, operator: "b", reason: "") } } }
+        }
+        #expect(Emergency.release(runner: runner, store: store, operator: "a", reason: "").ok)
+        rig.world.duringProbe.withLock { $0 = nil }
+        #expect(second.withLock { $0 }?.message.contains("being checked already") == true)
+        let statuses = try rig.store.actions().map(\.status)
+        #expect(!statuses.contains(.pending), "\(statuses)")
+    }
+
     @Test("release when not isolated is a no-op that still supersedes pending isolates")
     func releaseSupersedes() throws {
         let rig = try Rig()
@@ -542,6 +559,23 @@ final class World: Sendable {
         #expect(enforced.enforce().ok && enforced.handle(.confirm).ok)
         enforced.runner.stop()
         #expect(enforced.policy == .drop, "fail-closed")
+    }
+}
+
+@Suite struct ProcessLockTests {
+    @Test("an agent waits for a cordon command holding the database, and is refused at once by another agent")
+    func agentWaitsForCommandsOnly() throws {
+        let path = NSTemporaryDirectory() + "cordon-lock-\(UUID().uuidString)"
+        defer { unlink(path) }
+        let command = Mutex<ProcessLock?>(try ProcessLock(path: path, guarding: "test", holder: "cordon release"))
+        DispatchQueue.global().asyncAfter(deadline: .now() + 0.5) { command.withLock { $0 = nil } }
+        let started = Date()
+        let agent = try ProcessLock(path: path, guarding: "test", waitingForCommands: 10)
+        #expect(Date().timeIntervalSince(started) >= 0.4, "it waited for the command")
+        let refused = Date()
+        #expect(throws: AgentError.self) { try ProcessLock(path: path, guarding: "test", waitingForCommands: 10) }
+        #expect(Date().timeIntervalSince(refused) < 1, "another agent is refused at once")
+        withExtendedLifetime(agent) {}
     }
 }
 

@@ -118,6 +118,24 @@ import Glibc
         #expect(try FlowStore(readingFrom: setup.scenario.database).actions().last?.status == .failed)
     }
 
+    @Test("SIGTERM during a release's check: the agent isolates again and the waiting CLI says the outcome is unknown, acting on nothing")
+    func stopDuringAReleaseCheck() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        #expect(try setup.cordon(["isolate", "--operator", "ivy"]).succeeded)
+        if let listener = setup.collectorListener { setup.lab.stop(listener, signal: SIGKILL) }
+        let release = try setup.lab.spawn(setup.scenario.host, [setup.cordon, "release", "--operator", "ivy", "--db", setup.scenario.database,
+                                                                "--socket", setup.scenario.socket], log: setup.lab.directory + "/release.log")
+        try setup.waitUntil("the release is checking") { try setup.status()["releasing"] as? Bool == true }
+        setup.agent.signal(SIGTERM)
+        #expect(release.wait(timeout: 30) == 1)
+        let output = (try? String(contentsOfFile: setup.lab.directory + "/release.log", encoding: .utf8)) ?? ""
+        #expect(output.contains("outcome is unknown") && !output.contains("acting directly"), "\(output)")
+        #expect(try setup.lab.nftTables(setup.scenario.host).contains(CordonTables.isolationName), "isolated again at stop")
+        #expect(!(try Self.connects(setup, from: setup.scenario.host, to: S.peerV4, port: 443)))
+    }
+
     @Test("the guard undoes `nft flush ruleset` and a foreign rule within 2 s, and never restores the agent's own changes")
     func guardRestoresTables() throws {
         guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
