@@ -87,7 +87,7 @@ struct DiscoveryTests {
         let lab = try Lab()
         defer { lab.cleanup() }
         let scenario = try DiscoveryScenario(lab: lab)
-        let database = scenario.database, socket = scenario.socket
+        let database = scenario.database
         var agent = try scenario.startAgent(binary: cordon)
         try scenario.tcp(from: scenario.peer, to: S.hostV4, port: 22)
         try scenario.tcp(from: scenario.peer, to: S.hostV4, port: 22)
@@ -171,7 +171,7 @@ struct DiscoveryTests {
         let lab = try Lab()
         defer { lab.cleanup() }
         let scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
-        let database = scenario.database, socket = scenario.socket
+        let database = scenario.database
         let agent = try scenario.startAgent(binary: cordon)
         try lab.run(scenario.host, ["ip", "addr", "add", "192.0.2.11/24", "dev", try lab.interface(in: scenario.host, holding: S.hostV4)])
         usleep(200_000)
@@ -227,7 +227,7 @@ struct DiscoveryTests {
         let lab = try Lab()
         defer { lab.cleanup() }
         let scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
-        let database = scenario.database, socket = scenario.socket
+        let database = scenario.database
         let agent = try scenario.startAgent(binary: cordon)
         try scenario.tcp(from: scenario.peer, to: S.hostV4, port: 22)
         try scenario.udp(from: scenario.host, to: S.peerV4, port: 53)
@@ -306,7 +306,7 @@ struct DiscoveryTests {
         let lab = try Lab()
         defer { lab.cleanup() }
         let scenario = try DiscoveryScenario(lab: lab)
-        let dir = lab.directory, database = scenario.database, socket = scenario.socket
+        let dir = lab.directory, database = scenario.database
         let agent = try scenario.startAgent(binary: cordon)
         _ = try scenario.driveTraffic(rounds: 1)
         #expect(lab.stop(agent) == 0)
