@@ -226,7 +226,13 @@ public final class TransitionRunner: Sendable {
     private func transact(_ request: Engine.Request) -> Outcome {
         inner.withLock { inner -> Outcome in
             if inner.stopped {
-                return Outcome(state: inner.state, answer: Answer(ok: false, message: "the agent is stopping; nothing changed"), applied: false)
+                let message: String
+                switch request.event {
+                case .enforceChecked: message = "the agent stopped before the check finished; the enforcement was rolled back at stop"
+                case .releaseChecked: message = "the agent stopped before the check finished; the host was isolated again at stop"
+                default: message = "the agent is stopping; nothing changed"
+                }
+                return Outcome(state: inner.state, answer: Answer(ok: false, message: message), applied: false)
             }
             // 1. The record, unless a failed write left it behind what is in force.
             var current = inner.state
