@@ -208,7 +208,8 @@ public final class TransitionRunner: Sendable {
     private func writeHeldBack() {
         inner.withLock { inner in
             guard inner.dirty else { return }
-            if commit(inner.state, Unwritten(), &inner) == nil {
+            if commit(inner.state, Unwritten(), &inner, channel: environment.management(),
+                      stateReadable: (try? store.hostState()) != nil) == nil {
                 logger.notice("the state and records held back by a failed write are in the database now")
             }
         }
@@ -234,13 +235,17 @@ public final class TransitionRunner: Sendable {
                 }
                 return Outcome(state: inner.state, answer: Answer(ok: false, message: message), applied: false)
             }
+            // One reading of the channel per transition: the tables installed and the log agree.
+            let channel = environment.management()
             // 1. The record, unless a failed write left it behind what is in force.
             var current = inner.state
+            var readable = true
             if !inner.dirty {
                 do { current = try store.hostState() } catch {
                     guard case .isolate = request.event else {
                         return Outcome(state: inner.state, answer: Answer(ok: false, message: "\(error); nothing changed"), applied: false)
                     }
+                    readable = false
                     logger.error("deciding on the state last known: \(error)")
                 }
             }
@@ -268,14 +273,14 @@ public final class TransitionRunner: Sendable {
             // 3. and 4.
             if !transition.kernel.isEmpty {
                 do {
-                    try backend.apply(try tables(transition.kernel, now: now))
+                    try backend.apply(try tables(transition.kernel, now: now, channel: channel))
                 } catch {
                     let changedNothing = (error as? any FirewallBackendError)?.changedNothing ?? !(error is any FirewallBackendError)
                     if changedNothing || transition.onUnknown == .restoreOld {
                         var what = changedNothing ? "nothing changed" : "outcome unknown"
                         if !changedNothing {
                             do {
-                                try backend.apply(try tables(.all(current.required), now: now))
+                                try backend.apply(try tables(.all(current.required), now: now, channel: channel))
                                 what += "; the previous state was put back"
                             } catch {
                                 what += "; putting the previous state back failed too (\(error)): the guard keeps trying"
@@ -286,10 +291,10 @@ public final class TransitionRunner: Sendable {
                         if let entry = transition.failureLog {
                             var failed = entry
                             failed.outcome = "\(entry.outcome): \(failure)"
-                            records.entries.append(draft(failed))
+                            records.entries.append(draft(failed, channel: channel))
                         }
                         if let id = request.action { records.actions.append((id, ActionOutcome(.failed, failure))) }
-                        if let problem = commit(current, records, &inner) { logger.error("could not record the failure: \(problem)") }
+                        if let problem = commit(current, records, &inner, channel: channel, stateReadable: readable) { logger.error("could not record the failure: \(problem)") }
                         inner.state = current
                         published.withLock { $0 = current }
                         logger.error("\(Self.name(request.event)) failed: \(failure)")
@@ -304,10 +309,10 @@ public final class TransitionRunner: Sendable {
             }
             // 5.
             var records = Unwritten()
-            records.entries = transition.log.map(draft)
+            records.entries = transition.log.map { draft($0, channel: channel) }
             if let id = request.action, let outcome = transition.action { records.actions = [(id, outcome)] }
             if transition.supersedesIsolates, let id = request.action { records.supersede = [id] }
-            if let problem = commit(state, records, &inner) {
+            if let problem = commit(state, records, &inner, channel: channel, stateReadable: readable) {
                 notes.append("\(store.path) could not record it (\(problem)); retried until it can")
                 logger.critical("state not written: \(problem)")
             }
@@ -337,14 +342,15 @@ public final class TransitionRunner: Sendable {
 
     /// Writes the state with `new` after the records held back by an earlier failure; on a
     /// failure holds all of them back for the next try. nil when written, else why not.
-    private func commit(_ state: HostState, _ new: Unwritten, _ inner: inout Inner) -> String? {
+    private func commit(_ state: HostState, _ new: Unwritten, _ inner: inout Inner, channel: ManagementChannel,
+                        stateReadable: Bool) -> String? {
         var records = new
         if inner.dirty {
             records.entries = inner.unwritten.entries + new.entries
             records.actions = inner.unwritten.actions + new.actions
             records.supersede = inner.unwritten.supersede + new.supersede
         }
-        let problem = write(state, records)
+        let problem = write(state, records, channel: channel, stateReadable: stateReadable)
         inner.dirty = problem != nil
         inner.unwritten = problem == nil ? Unwritten() : records
         dirtyFlag.store(inner.dirty, ordering: .relaxed)
@@ -353,10 +359,8 @@ public final class TransitionRunner: Sendable {
 
     /// nil when written, else why not. Records that cannot be decoded are left as they are
     /// (the log entries and action statuses are still written).
-    private func write(_ state: HostState, _ records: Unwritten) -> String? {
-        let channel = environment.management()
+    private func write(_ state: HostState, _ records: Unwritten, channel: ManagementChannel, stateReadable readable: Bool) -> String? {
         do {
-            let readable = (try? store.hostState()) != nil
             let management = String(decoding: try JSONEncoder().encode(channel), as: UTF8.self)
             try store.commitTransition(state: readable ? state : nil, management: readable ? management : nil,
                                        logGroup: readable ? environment.logGroup : nil, actions: records.actions,
@@ -370,10 +374,10 @@ public final class TransitionRunner: Sendable {
 
     // MARK: Tables
 
-    private func tables(_ change: KernelChange, now: Double) throws -> [TableChange] {
+    private func tables(_ change: KernelChange, now: Double, channel: ManagementChannel) throws -> [TableChange] {
         var result: [TableChange] = []
         switch change.overlay {
-        case .install: result.append(.replace(CordonTables.isolation(management: environment.management())))
+        case .install: result.append(.replace(CordonTables.isolation(management: channel)))
         case .remove: result.append(.remove(CordonTables.isolationName))
         case nil: break
         }
@@ -383,7 +387,7 @@ public final class TransitionRunner: Sendable {
             let ruleset = try load(version)
             let previous = try fallback.map(load)
             let openAfter = deadline.map { max(0, Int64((Double($0) - now).rounded(.up))) + Self.kernelGrace }
-            result.append(.replace(CordonTables.enforcement(ruleset: ruleset, management: environment.management(), logGroup: environment.logGroup,
+            result.append(.replace(CordonTables.enforcement(ruleset: ruleset, management: channel, logGroup: environment.logGroup,
                                                             openAfter: openAfter, fallback: previous)))
         case .remove: result.append(.remove(CordonTables.baseName))
         case nil: break
@@ -398,8 +402,7 @@ public final class TransitionRunner: Sendable {
         return try RulesetParser.parse(approved.content, file: "approved ruleset version \(version)")
     }
 
-    private func draft(_ entry: LogEntry) -> DecisionDraft {
-        let channel = environment.management()
+    private func draft(_ entry: LogEntry, channel: ManagementChannel) -> DecisionDraft {
         var policy = "", digest: String?
         switch entry.policy {
         case .ruleset(let version):
