@@ -85,6 +85,14 @@ import Glibc
 
         func decisions() throws -> [Decision] { try FlowStore(readingFrom: scenario.database).decisions() }
 
+        /// Enforces the approved ruleset and confirms it, as most tests start.
+        func enforceAndConfirm() throws {
+            let enforce = try cordon(["enforce", "--operator", "ivy"])
+            #expect(enforce.succeeded, "\(enforce.stdout)\(enforce.stderr)")
+            let confirm = try cordon(["confirm", "--operator", "ivy"])
+            #expect(confirm.succeeded, "\(confirm.stdout)\(confirm.stderr)")
+        }
+
         /// Outbound TCP from the host: nil when it connected, else the error and how long it took.
         func connect(from namespace: String, to address: String, port: Int, timeout: Int = 3) throws -> (error: String, seconds: Double)? {
             let started = Date()
@@ -398,8 +406,7 @@ import Glibc
         guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
         var setup = try Setup()
         defer { setup.lab.cleanup() }
-        #expect(try setup.cordon(["enforce", "--operator", "ivy"]).succeeded)
-        #expect(try setup.cordon(["confirm", "--operator", "ivy"]).succeeded)
+        try setup.enforceAndConfirm()
         #expect(setup.lab.stop(setup.agent) == 0)
         // Someone with write access to the file drops the append-only trigger and widens the rules.
         let pool = try DatabasePool(path: setup.scenario.database)

@@ -72,8 +72,7 @@ import Glibc
         #expect(try Self.connects(setup, from: host, to: S.peerV4, port: 8080), "discovery: open again")
         #expect(!(try setup.lab.nftTables(host).contains(CordonTables.isolationName)))
 
-        #expect(try setup.cordon(["enforce", "--operator", "ivy"]).succeeded)
-        #expect(try setup.cordon(["confirm", "--operator", "ivy"]).succeeded)
+        try setup.enforceAndConfirm()
         func steady(_ text: String) -> String { text.replacingOccurrences(of: #"packets \d+ bytes \d+"#, with: "", options: .regularExpression) }
         let enforced = steady(try setup.tableText())
         #expect(try setup.cordon(["isolate", "--operator", "ivy"]).succeeded)
@@ -142,8 +141,7 @@ import Glibc
         let setup = try Setup()
         defer { setup.lab.cleanup() }
         let (lab, host) = (setup.lab, setup.scenario.host)
-        #expect(try setup.cordon(["enforce", "--operator", "ivy"]).succeeded)
-        #expect(try setup.cordon(["confirm", "--operator", "ivy"]).succeeded)
+        try setup.enforceAndConfirm()
         #expect(try setup.cordon(["isolate", "--operator", "ivy"]).succeeded)
         usleep(500_000)
         #expect(try setup.status()["guard_restores"] as? Int == 0, "the agent's own transactions are not tampering")
@@ -188,8 +186,7 @@ import Glibc
         let setup = try Setup()
         defer { setup.lab.cleanup() }
         let (lab, host) = (setup.lab, setup.scenario.host)
-        #expect(try setup.cordon(["enforce", "--operator", "ivy"]).succeeded)
-        #expect(try setup.cordon(["confirm", "--operator", "ivy"]).succeeded)
+        try setup.enforceAndConfirm()
 
         // The adversarial recipe: six rounds of 20 flushes with 0-90 ms between them. A flush that
         // lands right after one of the agent's own restores must not become its idea of "installed".
