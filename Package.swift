@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .executable(name: "cordon", targets: ["cordon"]),
         .executable(name: "cordon-bench", targets: ["cordon-bench"]),
+        .executable(name: "cordon-server", targets: ["cordon-server"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -16,6 +17,16 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        // The fleet half: the server (Hummingbird on SwiftNIO, PostgreSQL), its CA, and the
+        // HTTPS client the agent and `cordon fleet` share.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // One C module per system library, each with a prefixed shim for what Swift cannot import.
@@ -38,9 +49,26 @@ let package = Package(
         .target(name: "CordonStore", dependencies: ["CordonCore", .product(name: "GRDB", package: "GRDB.swift")]),
         .target(name: "CordonConntrack", dependencies: ["CordonCore", "CConntrack", "CordonNetlink", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "CordonNftables", dependencies: ["CordonCore", "CNftnl", "CordonNetlink", .product(name: "SystemPackage", package: "swift-system")]),
+        // The messages agents, server and analysts exchange: pure Codable, shared by both ends.
+        .target(name: "CordonWire", dependencies: ["CordonCore"]),
+        // HTTPS to the server, trusting only its CA: the agent's channel and `cordon fleet`.
+        .target(name: "CordonFleetClient", dependencies: [
+            "CordonWire", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOFoundationCompat", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio")]),
+        // The server: an application builder, one controller per resource, one store per aggregate.
+        .target(name: "CordonServer", dependencies: [
+            "CordonWire", "CordonCore",
+            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdTLS", package: "hummingbird"),
+            .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "X509", package: "swift-certificates"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
+            .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .target(
             name: "CordonAgent",
             dependencies: ["CordonCore", "CordonStore", "CordonConntrack", "CordonNftables", "CNftnl", "CordonNetlink", "Yams",
+                           "CordonWire", "CordonFleetClient",
                            .product(name: "SystemPackage", package: "swift-system"),
                            .product(name: "Logging", package: "swift-log")]
         ),
@@ -50,7 +78,12 @@ let package = Package(
 
         .executableTarget(
             name: "cordon",
-            dependencies: ["CordonAgent", "CordonNftables", "CordonLab", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["CordonAgent", "CordonNftables", "CordonLab", "CordonFleetClient", "CordonWire", "Yams", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Logging", package: "swift-log")]
+        ),
+        .executableTarget(
+            name: "cordon-server",
+            dependencies: ["CordonServer", "CordonCore", "CordonWire", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
@@ -64,6 +97,7 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "CordonIntegrationTests", dependencies: ["CordonCore", "CordonStore", "CordonAgent", "CordonNftables", "CordonLab", "cordon", "cordon-bench",
+                                                          "cordon-server", "CordonServer", "CordonWire", "CordonFleetClient",
                                                           .product(name: "GRDB", package: "GRDB.swift")]),
     ],
     swiftLanguageModes: [.v6]

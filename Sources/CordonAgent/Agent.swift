@@ -5,6 +5,7 @@ import CordonConntrack
 import CordonCore
 import CordonNftables
 import CordonStore
+import CordonWire
 import Foundation
 import Logging
 import Synchronization
@@ -61,9 +62,20 @@ public final class Agent: Sendable {
         let control = try ControlServer(path: config.socket)
         let backend = NftablesBackend(recordingInstalled: true)
         let runner: TransitionRunner
+        // Checks after enforce and release: a TCP connect to each collector, and with a fleet
+        // server an authenticated round trip to it instead of its bare connect.
+        let link = FleetLinkSlot()
+        let serverEndpoints = config.fleetEndpoints
+        let probe: @Sendable ([ManagementChannel.Endpoint], Double) -> [String] = { collectors, timeout in
+            guard let fleet = link.current else { return ManagementProbe.check(collectors, timeoutSeconds: timeout) }
+            var failures = ManagementProbe.check(collectors.filter { !serverEndpoints.contains($0) }, timeoutSeconds: timeout)
+            if let failure = fleet.healthCheck(timeout: max(timeout, 2)) { failures.append(failure) }
+            return failures
+        }
         do {
             runner = try TransitionRunner(backend: backend, store: store,
-                                          environment: .init(management: { [config] in config.effectiveManagement() }, logGroup: config.logGroup),
+                                          environment: .init(management: { [config] in config.effectiveManagement() }, logGroup: config.logGroup,
+                                                             probe: probe),
                                           logger: logger)
             try runner.start()
         } catch {
@@ -72,7 +84,7 @@ public final class Agent: Sendable {
             throw error
         }
         do {
-            try record(recorder, store: store, control: control, backend: backend, runner: runner, signals: &signals)
+            try record(recorder, store: store, control: control, backend: backend, runner: runner, link: link, signals: &signals)
         } catch {
             // Starting failed half-way: discovery's table goes, enforced rules stay (fail-closed).
             control.remove()
@@ -82,7 +94,7 @@ public final class Agent: Sendable {
     }
 
     private func record(_ recorder: FlowRecorder, store: FlowStore, control: ControlServer, backend: NftablesBackend,
-                        runner: TransitionRunner, signals: inout sigset_t) throws {
+                        runner: TransitionRunner, link: FleetLinkSlot, signals: inout sigset_t) throws {
         recorder.setLocalAddresses(HostAddresses.read())
         try HostAddresses.watch { recorder.setLocalAddresses($0) }
 
@@ -107,6 +119,20 @@ public final class Agent: Sendable {
             },
             logger: logger)
 
+        if let fleet = config.fleet {
+            let receiveBuffer = capture.receiveBuffer
+            let fleetLink = try FleetLink(settings: fleet, store: store, runner: runner, logger: logger) { [self] in
+                let report = status(recorder: recorder, store: store, backend: backend, runner: runner, receiveBuffer: receiveBuffer)
+                return AgentStatus(mode: report.mode, isolated: report.isolated, rulesetVersion: report.ruleset?.version,
+                                   rulesetDigest: report.ruleset?.digest, lostEvents: report.lostEvents,
+                                   guardRestores: tableGuard.restores.load(ordering: .relaxed),
+                                   guardEscalations: tableGuard.escalations.load(ordering: .relaxed), flows: report.flows,
+                                   agentVersion: AgentVersion.current, addresses: FleetLink.addresses())
+            }
+            link.set(fleetLink)
+            fleetLink.start()
+            logger.info("reporting to \(fleet.server.absoluteString); its address is part of the management channel")
+        }
         control.serve { [self] command in
             func answer(_ value: some Encodable) -> Data { (try? JSONEncoder().encode(value)) ?? Data() }
             switch command {
@@ -117,6 +143,7 @@ public final class Agent: Sendable {
                 report.guardEscalations = tableGuard.escalations.load(ordering: .relaxed)
                 report.unrecorded = runner.unrecorded
                 report.releasing = runner.snapshot.isolation.releasing != nil
+                report.fleet = link.current?.status
                 return answer(report)
             case .enforce(let name, let window):
                 let latest: Int64?
@@ -153,6 +180,7 @@ public final class Agent: Sendable {
                 nextFlush = Self.monotonic() + config.flushInterval
             }
             runner.tick()
+            link.current?.tick()
         }
         // Let the event thread read what the kernel already queued, so that the last flush holds
         // every connection reported before the signal.
@@ -168,6 +196,7 @@ public final class Agent: Sendable {
             logger.error("could not save live connection ids (a restart will count them again): \(error)")
         }
         control.remove()
+        link.current?.stop()
         runner.stop()
         logger.notice("stopped: \(recorder.flowCount) flow aggregates stored")
     }
@@ -338,4 +367,11 @@ final class ResyncWorker: Sendable {
             usleep(10_000)
         }
     }
+}
+
+/// The fleet link, once there is one: the runner's checks are built before it.
+final class FleetLinkSlot: Sendable {
+    private let link = Mutex<FleetLink?>(nil)
+    var current: FleetLink? { link.withLock { $0 } }
+    func set(_ value: FleetLink) { link.withLock { $0 = value } }
 }

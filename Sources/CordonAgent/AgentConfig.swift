@@ -21,11 +21,18 @@ public struct AgentConfig: Sendable, Equatable {
     /// NFLOG group of the enforcement table's refused packets (one reader per group and namespace).
     public var logGroup: UInt16 = CordonTables.defaultLogGroup
 
+    /// The fleet server to enroll with and report to (`--server`); nil runs the host alone.
+    public var fleet: FleetSettings?
+    /// The fleet server's addresses, resolved once at start: collectors like the configured ones.
+    public var fleetEndpoints: [ManagementChannel.Endpoint] = []
+
     public init() {}
 
-    /// The management channel to install now: resolvers from resolv.conf when none are configured.
+    /// The management channel to install now: resolvers from resolv.conf when none are configured,
+    /// the fleet server among the collectors.
     public func effectiveManagement(resolvConf: String = "/etc/resolv.conf") -> ManagementChannel {
         var channel = management
+        for endpoint in fleetEndpoints where !channel.collectors.contains(endpoint) { channel.collectors.append(endpoint) }
         if channel.resolvers.isEmpty, let text = try? String(contentsOfFile: resolvConf, encoding: .utf8) {
             channel.resolvers = Review.resolvers(resolvConf: text)
         }

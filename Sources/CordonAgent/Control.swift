@@ -44,6 +44,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var unrecorded = false
     /// A release's collector check is running (the overlay is out meanwhile).
     public var releasing = false
+    /// The fleet server's channel, when the agent runs with `--server`.
+    public var fleet: FleetStatus?
 
     public struct ApprovedRuleset: Codable, Sendable, Equatable {
         public var version: Int64
@@ -60,7 +62,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case database, backend, pid, startedAt = "started_at", receiveBufferBytes = "receive_buffer_bytes"
         case ruleset, approved, confirmDeadline = "confirm_deadline", management
         case rejectedInbound = "rejected_inbound", rejectedOutbound = "rejected_outbound", lostLogMessages = "lost_log_messages"
-        case degraded, guardRestores = "guard_restores", guardEscalations = "guard_escalations", unrecorded, releasing
+        case degraded, guardRestores = "guard_restores", guardEscalations = "guard_escalations", unrecorded, releasing, fleet
     }
 
     /// Nulls are written out: `ruleset` is present (null) before the first approval.
@@ -93,6 +95,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(guardEscalations, forKey: .guardEscalations)
         try c.encode(unrecorded, forKey: .unrecorded)
         try c.encode(releasing, forKey: .releasing)
+        try c.encodeIfPresent(fleet, forKey: .fleet)
     }
 }
 

@@ -14,51 +14,6 @@ public struct RulesetVersion: Codable, Sendable, Equatable {
     public var acceptedRisks: [String]
 }
 
-/// One entry of the append-only decision log. Each entry's hash covers its fields and the previous
-/// entry's hash, so altering or removing an entry breaks the chain from there on.
-public struct Decision: Codable, Sendable, Equatable {
-    /// The host's sequence number of this entry: 1, 2, 3, … without gaps (the server checks it).
-    public var sequence: Int64
-    public var id: String
-    public var action: String
-    public var `operator`: String
-    public var reason: String
-    public var backend: String
-    public var policy: String
-    public var policyDigest: String
-    /// The management channel in force, as data (entries written from format 2 on).
-    public var managementWhitelist: [ManagementChannel.WhitelistEntry]
-    /// The channel as a sentence: entries of format 1, written before the whitelist was data.
-    public var whitelist: String
-    public var appliedAt: Int64
-    public var outcome: String
-    public var previousHash: String
-    public var hash: String
-    /// How the hash is taken: 1 (the first releases: the sentence, no sequence number), 2 (now).
-    public var format: Int
-
-    static let currentFormat = 2
-
-    /// The text the hash is taken over: every field, unambiguously separated.
-    static func chained(_ d: Decision) -> String {
-        var fields = [d.previousHash]
-        if d.format >= 2 {
-            fields += [String(d.sequence), d.id, d.action, d.operator, d.reason, d.backend, d.policyDigest,
-                       whitelistJSON(d.managementWhitelist), String(d.appliedAt), d.outcome]
-        } else {
-            fields += [d.id, d.action, d.operator, d.reason, d.backend, d.policyDigest, d.whitelist, String(d.appliedAt), d.outcome]
-        }
-        return fields.map { "\($0.utf8.count):\($0)" }.joined(separator: "|")
-    }
-
-    /// Canonical JSON (sorted keys): the same entries always hash the same.
-    static func whitelistJSON(_ entries: [ManagementChannel.WhitelistEntry]) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: (try? encoder.encode(entries)) ?? Data("[]".utf8), as: UTF8.self)
-    }
-}
-
 extension FlowStore {
     static func registerDecisionMigrations(_ migrator: inout DatabaseMigrator) {
         migrator.registerMigration("v2-rulesets-and-decisions") { db in
@@ -208,24 +163,20 @@ extension FlowStore {
     /// Returns one line per problem; empty when the log is intact.
     public func verifyDecisions() throws -> [String] {
         try pool.read { db in
-            var problems: [String] = []
-            var previousHash = ""
-            var previousSeq: Int64 = 0
-            let rows = try Row.fetchCursor(db, sql: "SELECT * FROM decisions ORDER BY seq")
-            while let row = try rows.next() {
-                let seq: Int64 = row["seq"]
-                let decision = Self.decision(row)
-                let label = "entry \(seq) (\(decision.action) by \(decision.operator), id \(decision.id))"
-                if seq != previousSeq + 1 { problems.append("entries \(previousSeq + 1)-\(seq - 1) are missing before \(label)") }
-                if decision.previousHash != previousHash { problems.append("\(label) does not link to the entry before it") }
-                if ContentDigest.hex(Decision.chained(decision)) != decision.hash { problems.append("\(label) was altered: its hash does not match its fields") }
-                if ContentDigest.hex(decision.policy) != decision.policyDigest { problems.append("\(label): its policy does not match its digest") }
-                previousHash = decision.hash
-                previousSeq = seq
-            }
+            let entries = try Row.fetchAll(db, sql: "SELECT * FROM decisions ORDER BY seq").map(Self.decision)
+            var problems = Decision.verifyChain(entries)
+            // Entries removed from the end leave no gap; SQLite's counter still remembers them.
+            let last = entries.last?.sequence ?? 0
             let issued = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'decisions'") ?? 0
-            if issued > previousSeq { problems.append("entries \(previousSeq + 1)-\(issued) were removed from the end of the log") }
+            if issued > last { problems.append("entries \(last + 1)-\(issued) were removed from the end of the log") }
             return problems
+        }
+    }
+
+    /// Entries after `sequence`, oldest first: what the server has not acknowledged yet.
+    public func decisions(after sequence: Int64, limit: Int) throws -> [Decision] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM decisions WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [sequence, limit]).map(Self.decision)
         }
     }
 

@@ -169,6 +169,15 @@ public final class FlowStore: Sendable {
         }
         registerActionMigrations(&migrator)
         registerDecisionWhitelistMigration(&migrator)
+        // Which rows changed since the server last acknowledged them: every write numbers its
+        // rows, so an upload resumes exactly where the last acknowledged one ended.
+        migrator.registerMigration("v6-flow-change-sequence") { db in
+            try db.execute(sql: """
+                ALTER TABLE flows ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+                UPDATE flows SET change_seq = id;
+                CREATE INDEX flows_change_seq ON flows (change_seq);
+                """)
+        }
         return migrator
     }
 
@@ -178,18 +187,20 @@ public final class FlowStore: Sendable {
         try pool.write { db in
             let upsert = try db.cachedStatement(sql: """
                 INSERT INTO flows (direction, family, protocol, local_address, service, remote_address, remote_prefix,
-                                   connections, packets, bytes, first_seen, last_seen, verdict)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                   connections, packets, bytes, first_seen, last_seen, verdict, change_seq)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (direction, protocol, local_address, service, remote_address, remote_prefix, verdict) DO UPDATE SET
                   connections = excluded.connections, packets = excluded.packets, bytes = excluded.bytes,
-                  first_seen = excluded.first_seen, last_seen = excluded.last_seen
+                  first_seen = excluded.first_seen, last_seen = excluded.last_seen, change_seq = excluded.change_seq
                 """)
+            var sequence = try Int64.fetchOne(db, sql: "SELECT MAX(change_seq) FROM flows") ?? 0
             for (key, stats) in changes.upserts {
+                sequence += 1
                 try upsert.execute(arguments: [
                     key.direction.rawValue, key.family.rawValue, Int(key.transport), key.local.description,
                     Int(key.service), key.remote.address.description, Int(key.remote.length),
                     Int64(clamping: stats.connections), Int64(clamping: stats.packets), Int64(clamping: stats.bytes),
-                    stats.firstSeen, stats.lastSeen, key.verdict.rawValue,
+                    stats.firstSeen, stats.lastSeen, key.verdict.rawValue, sequence,
                 ])
             }
             let delete = try db.cachedStatement(sql: """
@@ -202,6 +213,16 @@ public final class FlowStore: Sendable {
                     key.remote.address.description, Int(key.remote.length), key.verdict.rawValue,
                 ])
             }
+        }
+    }
+
+    /// Rows written after change `sequence`, in the order written, with the number of each: what
+    /// the server has not acknowledged yet.
+    public func flowsChanged(after sequence: Int64, limit: Int) throws -> [(sequence: Int64, record: FlowRecord)] {
+        try pool.read { db in
+            let rows = try Self.fetch(db, sql: "SELECT \(Self.columns), change_seq FROM flows WHERE change_seq > ? ORDER BY change_seq LIMIT ?",
+                                      arguments: [sequence, limit], extra: true)
+            return rows.map { ($0.extra, FlowRecord(key: $0.key, stats: $0.stats)) }
         }
     }
 
@@ -250,7 +271,14 @@ public final class FlowStore: Sendable {
     private static func fetch(_ db: Database, sql: String, arguments: StatementArguments) throws
         -> [(key: FlowKey, stats: FlowStats)]
     {
-        var result: [(key: FlowKey, stats: FlowStats)] = []
+        try fetch(db, sql: sql, arguments: arguments, extra: false).map { ($0.key, $0.stats) }
+    }
+
+    /// `extra`: the query has one more column after `columns` (an integer), returned with each row.
+    private static func fetch(_ db: Database, sql: String, arguments: StatementArguments, extra: Bool) throws
+        -> [(key: FlowKey, stats: FlowStats, extra: Int64)]
+    {
+        var result: [(key: FlowKey, stats: FlowStats, extra: Int64)] = []
         let rows = try Row.fetchCursor(db, sql: sql, arguments: arguments)
         while let row = try rows.next() {
             let id: Int64 = row[0]
@@ -265,7 +293,7 @@ public final class FlowStore: Sendable {
                               verdict: FlowVerdict(rawValue: row[12]) ?? .allowed)
             let stats = FlowStats(connections: UInt64(row[7] as Int64), packets: UInt64(row[8] as Int64),
                                   bytes: UInt64(row[9] as Int64), firstSeen: row[10], lastSeen: row[11])
-            result.append((key, stats))
+            result.append((key, stats, extra ? row[13] : 0))
         }
         return result
     }

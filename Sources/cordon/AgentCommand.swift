@@ -2,6 +2,7 @@ import ArgumentParser
 import CordonAgent
 import CordonCore
 import Foundation
+import CordonWire
 import Logging
 
 struct AgentCommand: ParsableCommand {
@@ -36,8 +37,34 @@ struct AgentCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Seconds between writes to the database (default 2).", valueName: "seconds"))
     var flushInterval: Double?
 
+    @Option(help: ArgumentHelp("The fleet server to enroll with and report to; its address becomes part of the management channel.",
+                               valueName: "https://host:port"))
+    var server: String?
+
+    @Option(name: .customLong("server-ca"), help: ArgumentHelp("The server's CA certificate (its ca.pem): the only one trusted.", valueName: "file"))
+    var serverCA: String?
+
+    @Option(name: .customLong("enroll-secret-file"), help: ArgumentHelp(
+        "File holding an enrollment secret (`cordon-server enroll-secret create`); needed on the first start only.", valueName: "file"))
+    var enrollSecretFile: String?
+
+    @Option(help: ArgumentHelp("Tags this host asks for at enrollment (the secret's own tags win).", valueName: "k=v,..."))
+    var tags: String?
+
     func validate() throws {
         _ = try managementOverrides()
+        if server == nil, serverCA != nil || enrollSecretFile != nil || tags != nil {
+            throw ValidationError("--server-ca, --enroll-secret-file and --tags go with --server")
+        }
+        if let server {
+            guard let url = URL(string: server), url.scheme == "https", url.host != nil, url.path.isEmpty || url.path == "/" else {
+                throw ValidationError("--server '\(server)': expected https://HOST:PORT")
+            }
+            guard serverCA != nil else { throw ValidationError("--server needs --server-ca FILE (the server's ca.pem)") }
+        }
+        if let tags {
+            do { _ = try Tags.parse(tags) } catch { throw ValidationError("--\(error)") }
+        }
         if let flushInterval, !AgentConfig.flushIntervalRange.contains(flushInterval) {
             throw ValidationError("--flush-interval must be between \(AgentConfig.flushIntervalRange.lowerBound) and \(AgentConfig.flushIntervalRange.upperBound) seconds")
         }
@@ -59,6 +86,21 @@ struct AgentCommand: ParsableCommand {
         if !resolvers.isEmpty { settings.management.resolvers = overrides.resolvers }
         if !extraAllow.isEmpty { settings.management.extra = overrides.extra }
 
+        if let server, let serverCA {
+            let ca: String
+            var secret: String?
+            do {
+                ca = try String(contentsOfFile: serverCA, encoding: .utf8)
+                secret = try enrollSecretFile.map { try String(contentsOfFile: $0, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) }
+            } catch {
+                throw CLIError.invalid("\((error as NSError).localizedDescription)")
+            }
+            if secret?.isEmpty == true { secret = nil }
+            let fleet = FleetSettings(server: URL(string: server)!, caPEM: ca, enrollSecret: secret, tags: try tags.map(Tags.parse) ?? [:])
+            settings.fleet = fleet
+            settings.fleetEndpoints = fleet.endpoints()
+            guard !settings.fleetEndpoints.isEmpty else { throw CLIError.invalid("--server: cannot resolve \(server)") }
+        }
         let agent = Agent(config: settings, logger: Logger(label: "cordon agent"))
         do {
             try agent.run()

@@ -14,7 +14,7 @@ struct Cordon: ParsableCommand {
         version: "0.1.0",
         subcommands: [AgentCommand.self, StatusCommand.self, FlowsCommand.self, ProposeCommand.self, ReviewCommand.self, ApproveCommand.self,
                       RulesetsCommand.self, RenderCommand.self, EnforceCommand.self, ConfirmCommand.self, DiscoverCommand.self,
-                      IsolateCommand.self, ReleaseCommand.self, ActionsCommand.self, LogCommand.self, DemoCommand.self]
+                      IsolateCommand.self, ReleaseCommand.self, ActionsCommand.self, LogCommand.self, FleetCommand.self, DemoCommand.self]
     )
 
     /// ArgumentParser exits 64 on usage errors; Cordon's contract is 2 (and 1 for failures).

@@ -52,5 +52,13 @@ struct StatusCommand: ParsableCommand {
             backend:       \(report.backend)
             agent:         pid \(report.pid), started \(report.startedAt)
             """)
+        if let fleet = report.fleet {
+            let state = fleet.revoked ? "REVOKED: this host's credential was revoked by the server; not reporting"
+                : fleet.connected ? "connected" : "not connected\(fleet.lastError.map { " (\($0))" } ?? "")"
+            print("""
+                server:        \(fleet.server) as host \(fleet.hostID ?? "(not enrolled yet)"): \(state)
+                fleet:         generation \(fleet.appliedGeneration) applied, last contact \(fleet.lastContact ?? "never"), \(fleet.unsentLogEntries) log entries not yet sent
+                """)
+        }
     }
 }

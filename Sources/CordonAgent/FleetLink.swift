@@ -1,0 +1,438 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CordonCore
+import CordonFleetClient
+import CordonStore
+import CordonWire
+import Foundation
+import Logging
+import Synchronization
+
+/// `cordon agent --server`: where the fleet's server is and how to join it.
+public struct FleetSettings: Sendable, Equatable {
+    public var server: URL
+    public var caPEM: String
+    /// Needed for the first start only: afterwards the host's own credential is in the database.
+    public var enrollSecret: String?
+    public var tags: [String: String]
+
+    public init(server: URL, caPEM: String, enrollSecret: String?, tags: [String: String]) {
+        self.server = server
+        self.caPEM = caPEM
+        self.enrollSecret = enrollSecret
+        self.tags = tags
+    }
+
+    /// The server as collectors of the management channel: isolation and enforcement keep it open.
+    public func endpoints() -> [ManagementChannel.Endpoint] {
+        guard let host = server.host else { return [] }
+        let port = UInt16(server.port ?? 443)
+        let bare = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
+        if let address = IPAddress(bare) { return [ManagementChannel.Endpoint(transport: IPProtocolNumber.tcp, addresses: IPPrefix(address), port: port)] }
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(bare, nil, &hints, &result) == 0 else { return [] }
+        defer { freeaddrinfo(result) }
+        var endpoints: [ManagementChannel.Endpoint] = []
+        var node = result
+        while let info = node?.pointee {
+            var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+            if info.ai_family == AF_INET {
+                info.ai_addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { var a = $0.pointee.sin_addr; _ = inet_ntop(AF_INET, &a, &text, socklen_t(text.count)) }
+            } else if info.ai_family == AF_INET6 {
+                info.ai_addr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { var a = $0.pointee.sin6_addr; _ = inet_ntop(AF_INET6, &a, &text, socklen_t(text.count)) }
+            }
+            if let address = IPAddress(String(cString: text)) {
+                let endpoint = ManagementChannel.Endpoint(transport: IPProtocolNumber.tcp, addresses: IPPrefix(address), port: port)
+                if !endpoints.contains(endpoint) { endpoints.append(endpoint) }
+            }
+            node = info.ai_next
+        }
+        return endpoints
+    }
+}
+
+/// The fleet's part of `cordon status`.
+public struct FleetStatus: Codable, Sendable, Equatable {
+    public var server: String
+    public var hostID: String?
+    /// The last call to the server succeeded.
+    public var connected: Bool
+    public var revoked: Bool
+    public var lastContact: String?
+    public var lastError: String?
+    public var appliedGeneration: Int64
+    /// Decision-log entries the server has not acknowledged yet.
+    public var unsentLogEntries: Int
+
+    enum CodingKeys: String, CodingKey {
+        case server, hostID = "host_id", connected, revoked, lastContact = "last_contact", lastError = "last_error"
+        case appliedGeneration = "applied_generation", unsentLogEntries = "unsent_log_entries"
+    }
+}
+
+/// The agent's channel to `cordon-server`. The SQLite file is the outbox: what the server has
+/// acknowledged is recorded there (decision-log sequence, flow change number), so a crash of
+/// either end resends from the last acknowledgement and the server stores each thing once.
+///
+/// Three activities: a long poll on which the server pushes the desired isolation; reports
+/// (status, observations, the log, changed flows), sent at once after a change and every few
+/// seconds otherwise; and one thread that applies a desired generation through the runner, the
+/// same path as every other transition. Failures back off with jitter, up to 30 s.
+public final class FleetLink: Sendable {
+    static let enrollmentState = "fleet_enrollment"
+    static let appliedState = "fleet_applied_generation"
+    static let reportedState = "fleet_reported_isolation"
+    static let logAckedState = "fleet_log_acked"
+    static let flowsAckedState = "fleet_flows_acked"
+    static let revokedState = "fleet_revoked"
+    static let reportInterval: Double = 5
+    static let logBatch = 200
+    static let flowBatch = 2000
+
+    struct Enrollment: Codable, Sendable {
+        var server: String
+        var hostID: String
+        var credential: String
+        enum CodingKeys: String, CodingKey { case server, hostID = "host_id", credential }
+    }
+
+    private struct State: Sendable {
+        var enrollment: Enrollment?
+        var applied: Int64 = 0
+        /// The isolation the server knows of (reported, or set by its own intent).
+        var reported: IsolationWord?
+        var logAcked: Int64 = 0
+        var flowsAcked: Int64 = 0
+        var latest: DesiredIsolation?
+        var result: AppliedGeneration?
+        var applying = false
+        var connected = false
+        var revoked = false
+        var lastContact: Int64?
+        var lastError: String?
+        var lastSnapshot: HostState?
+        var stopped = false
+    }
+
+    public let settings: FleetSettings
+    private let store: FlowStore
+    private let runner: TransitionRunner
+    private let agentStatus: @Sendable () -> AgentStatus
+    private let logger: Logger
+    private let state: Mutex<State>
+    private let applyWake = DispatchSemaphore(value: 0)
+    private let kick: AsyncStream<Void>.Continuation
+    private let kicks: AsyncStream<Void>
+    private let tasks = Mutex<[Task<Void, Never>]>([])
+
+    public init(settings: FleetSettings, store: FlowStore, runner: TransitionRunner, logger: Logger,
+                status: @escaping @Sendable () -> AgentStatus) throws {
+        self.settings = settings
+        self.store = store
+        self.runner = runner
+        self.logger = logger
+        agentStatus = status
+        var initial = State()
+        if let text = try store.state(Self.enrollmentState), let saved = try? Wire.decode(Enrollment.self, from: Data(text.utf8)),
+           saved.server == settings.server.absoluteString {
+            initial.enrollment = saved
+            initial.applied = Int64(try store.state(Self.appliedState) ?? "") ?? 0
+            initial.reported = (try store.state(Self.reportedState)).flatMap(IsolationWord.init)
+            initial.logAcked = Int64(try store.state(Self.logAckedState) ?? "") ?? 0
+            initial.flowsAcked = Int64(try store.state(Self.flowsAckedState) ?? "") ?? 0
+            initial.revoked = try store.state(Self.revokedState) == "1"
+        } else if settings.enrollSecret == nil {
+            throw AgentError.invalidState("not enrolled with \(settings.server.absoluteString): give --enroll-secret-file for the first start")
+        }
+        state = Mutex(initial)
+        (kicks, kick) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    public var status: FleetStatus {
+        let s = state.withLock { $0 }
+        let unsent = ((try? store.decisions(after: s.logAcked, limit: 100_000))?.count) ?? 0
+        return FleetStatus(server: settings.server.absoluteString, hostID: s.enrollment?.hostID, connected: s.connected, revoked: s.revoked,
+                           lastContact: s.lastContact.map(TimeText.rfc3339), lastError: s.lastError, appliedGeneration: s.applied,
+                           unsentLogEntries: unsent)
+    }
+
+    public func start() {
+        guard !state.withLock({ $0.revoked }) else {
+            logger.critical("this host's credential was revoked by \(settings.server.absoluteString): not connecting")
+            return
+        }
+        Thread.detachNewThread { [self] in applyLoop() }
+        let main = Task { [self] in await run() }
+        let timer = Task { [self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(Self.reportInterval))
+                kick.yield()
+            }
+        }
+        tasks.withLock { $0 = [main, timer] }
+    }
+
+    public func stop() {
+        state.withLock { $0.stopped = true }
+        for task in tasks.withLock({ $0 }) { task.cancel() }
+        kick.finish()
+        applyWake.signal()
+    }
+
+    /// From the agent's main loop: a transition since the last look (a local isolation, an
+    /// enforcement, a restore) is reported at once.
+    public func tick() {
+        let snapshot = runner.snapshot
+        let changed = state.withLock { s -> Bool in
+            defer { s.lastSnapshot = snapshot }
+            return s.lastSnapshot != nil && s.lastSnapshot != snapshot
+        }
+        if changed { kick.yield() }
+    }
+
+    /// After a release (and an enforce): an authenticated round trip to the server over a new
+    /// connection, through the rules now in force. nil when it answered; blocks the calling
+    /// thread, which is never one of Swift's concurrency pool (the runner's callers are threads).
+    public func healthCheck(timeout: Double) -> String? {
+        guard let enrollment = state.withLock({ $0.enrollment }) else { return nil }
+        let result = Mutex<String?>("no answer")
+        let done = DispatchSemaphore(value: 0)
+        let applied = state.withLock { $0.applied }
+        Task { [settings] in
+            defer { done.signal() }
+            do {
+                let client = try FleetClient(server: settings.server, caPEM: settings.caPEM, credential: enrollment.credential, connectTimeout: timeout)
+                defer { Task { await client.shutdown() } }
+                _ = try await client.call(.GET, "/agent/v1/desired?after=\(applied)&wait=0", timeout: timeout, as: DesiredIsolation.self)
+                result.withLock { $0 = nil }
+            } catch {
+                result.withLock { $0 = "server \(settings.server.absoluteString) did not answer an authenticated request: \(error)" }
+            }
+        }
+        if done.wait(timeout: .now() + timeout + 1) == .timedOut { return "server \(settings.server.absoluteString): no answer within \(timeout) s" }
+        return result.withLock { $0 }
+    }
+
+    // MARK: The channel
+
+    private func run() async {
+        var delay = 0.5
+        while !Task.isCancelled {
+            if state.withLock({ $0.enrollment }) != nil { break }
+            do {
+                try await enroll()
+            } catch {
+                note(error)
+                if case .refused(let status, _)? = error as? FleetError, status == 403 {
+                    logger.critical("enrollment refused by \(settings.server.absoluteString): \(error); not retrying")
+                    return
+                }
+                await backoff(&delay)
+            }
+        }
+        guard let enrollment = state.withLock({ $0.enrollment }),
+              let client = try? FleetClient(server: settings.server, caPEM: settings.caPEM, credential: enrollment.credential) else { return }
+        logger.notice("connected to the fleet as host \(enrollment.hostID) at \(settings.server.absoluteString)")
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [self] in await pollLoop(client) }
+            group.addTask { [self] in await reportLoop(client) }
+        }
+        await client.shutdown()
+    }
+
+    private func enroll() async throws {
+        let client = try FleetClient(server: settings.server, caPEM: settings.caPEM, credential: nil)
+        defer { Task { await client.shutdown() } }
+        var hostname = [CChar](repeating: 0, count: 256)
+        gethostname(&hostname, hostname.count)
+        let machineID = ((try? String(contentsOfFile: "/etc/machine-id", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        let request = EnrollRequest(secret: settings.enrollSecret ?? "", hostname: String(cString: hostname), machineID: machineID,
+                                    addresses: Self.addresses(), agentVersion: AgentVersion.current, tags: settings.tags)
+        let answer = try await client.call(.POST, "/agent/v1/enroll", body: request, timeout: 15, as: EnrollResponse.self)
+        let saved = Enrollment(server: settings.server.absoluteString, hostID: answer.hostID, credential: answer.credential)
+        // A new enrollment starts the server's record afresh: everything is sent from the start.
+        try store.setStates([(Self.enrollmentState, String(decoding: Wire.encode(saved), as: UTF8.self)), (Self.appliedState, "0"),
+                             (Self.logAckedState, "0"), (Self.flowsAckedState, "0"), (Self.revokedState, "0")])
+        state.withLock {
+            $0.enrollment = saved
+            $0.applied = 0
+            $0.logAcked = 0
+            $0.flowsAcked = 0
+            $0.reported = nil
+        }
+        logger.notice("enrolled with \(settings.server.absoluteString) as host \(answer.hostID)")
+    }
+
+    static func addresses() -> [String] {
+        HostAddresses.read().unicast.map(\.description).filter { !$0.hasPrefix("127.") && $0 != "::1" && !$0.hasPrefix("fe80:") }.sorted()
+    }
+
+    private func pollLoop(_ client: FleetClient) async {
+        var delay = 0.5
+        while !Task.isCancelled && !isStopped {
+            let after = state.withLock { $0.applied }
+            do {
+                let desired = try await client.call(.GET, "/agent/v1/desired?after=\(after)&wait=25", timeout: 40, as: DesiredIsolation.self)
+                contact()
+                offer(desired)
+                delay = 0.5
+            } catch {
+                note(error)
+                if isStopped { return }
+                await backoff(&delay)
+            }
+        }
+    }
+
+    private func reportLoop(_ client: FleetClient) async {
+        var delay = 0.5
+        kick.yield()
+        for await _ in kicks {
+            if isStopped { return }
+            do {
+                while try await reportOnce(client) {}
+                contact()
+                delay = 0.5
+            } catch {
+                note(error)
+                if isStopped { return }
+                await backoff(&delay)
+                kick.yield()
+            }
+        }
+    }
+
+    /// One report; true when more is waiting to be sent.
+    private func reportOnce(_ client: FleetClient) async throws -> Bool {
+        let (logAcked, flowsAcked) = state.withLock { ($0.logAcked, $0.flowsAcked) }
+        let entries = try store.decisions(after: logAcked, limit: Self.logBatch)
+        let flows = try store.flowsChanged(after: flowsAcked, limit: Self.flowBatch)
+        let snapshot = runner.snapshot
+        let observed: IsolationWord = snapshot.isolation.isolated ? .isolated : .released
+        let (applied, result, local) = state.withLock { s -> (Int64, AppliedGeneration?, LocalIsolationChange?) in
+            var local: LocalIsolationChange?
+            // Changed on the host itself (the CLI, the socket) and not by the server's intent: the
+            // server is told, and takes it as the desired state; a release being checked is not settled yet.
+            if !s.applying, snapshot.isolation.releasing == nil, let reported = s.reported, reported != observed {
+                local = LocalIsolationChange(state: observed, operator: snapshot.isolation.operator ?? "local",
+                                             reason: snapshot.isolation.reason ?? "", at: snapshot.isolation.since ?? TimeText.now())
+            }
+            return (s.applied, s.result, local)
+        }
+        let report = AgentReport(status: agentStatus(), observed: observed, appliedGeneration: applied, applied: result, local: local,
+                                 log: entries, flows: flows.map(\.record))
+        let answer = try await client.call(.POST, "/agent/v1/report", body: report, timeout: 20, as: ReportResponse.self)
+        let flowsCursor = flows.last?.sequence ?? flowsAcked
+        state.withLock { s in
+            // The server's head, even if lower (its database restored from a backup): it gets the rest again.
+            s.logAcked = answer.logAckedThrough
+            s.flowsAcked = flowsCursor
+            if s.result == result { s.result = nil }
+            if !s.applying { s.reported = observed }
+            // What the server now wants is what the host already is (a local change it adopted).
+            if answer.desired.generation > s.applied, answer.desired.state == observed, !s.applying {
+                s.applied = answer.desired.generation
+            }
+        }
+        let s = state.withLock { $0 }
+        try? store.setStates([(Self.logAckedState, String(s.logAcked)), (Self.flowsAckedState, String(s.flowsAcked)),
+                              (Self.appliedState, String(s.applied)), (Self.reportedState, (s.reported ?? observed).rawValue)])
+        offer(answer.desired)
+        return entries.count == Self.logBatch || flows.count == Self.flowBatch
+    }
+
+    private func offer(_ desired: DesiredIsolation) {
+        let wake = state.withLock { s -> Bool in
+            guard desired.generation > s.applied, desired.generation > (s.latest?.generation ?? -1) else { return false }
+            s.latest = desired
+            return true
+        }
+        if wake { applyWake.signal() }
+    }
+
+    private var isStopped: Bool { state.withLock { $0.stopped } }
+
+    private func contact() {
+        state.withLock {
+            $0.connected = true
+            $0.lastContact = TimeText.now()
+            $0.lastError = nil
+        }
+    }
+
+    private func note(_ error: any Error) {
+        let text = "\(error)"
+        let (changed, revoked) = state.withLock { s -> (Bool, Bool) in
+            defer {
+                s.connected = false
+                s.lastError = text
+            }
+            if (error as? FleetError)?.isRevoked == true { s.revoked = true }
+            return (s.lastError != text, s.revoked)
+        }
+        if revoked {
+            try? store.setState(Self.revokedState, "1")
+            logger.critical("this host's credential was revoked by \(settings.server.absoluteString); the agent goes on locally")
+            stop()
+        } else if changed {
+            logger.warning("fleet: \(text); retrying with back-off")
+        }
+    }
+
+    private func backoff(_ delay: inout Double) async {
+        let jittered = delay * Double.random(in: 0.5...1.5)
+        try? await Task.sleep(for: .milliseconds(Int(jittered * 1000)))
+        delay = min(delay * 2, 30)
+    }
+
+    // MARK: Applying
+
+    private func applyLoop() {
+        while !isStopped {
+            _ = applyWake.wait(timeout: .now() + 1)
+            let next = state.withLock { s -> DesiredIsolation? in
+                guard let latest = s.latest, latest.generation > s.applied, !s.stopped else { return nil }
+                s.applying = true
+                return latest
+            }
+            guard let desired = next else { continue }
+            let result = apply(desired)
+            let now: IsolationWord = runner.snapshot.isolation.isolated ? .isolated : .released
+            state.withLock { s in
+                s.applied = max(s.applied, desired.generation)
+                s.result = result
+                s.reported = now
+                s.applying = false
+            }
+            try? store.setStates([(Self.appliedState, String(desired.generation)), (Self.reportedState, now.rawValue)])
+            // The isolation entry goes to the server as the isolation is applied.
+            kick.yield()
+        }
+    }
+
+    /// Applies one desired generation through the runner; isolating an isolated host (or releasing
+    /// a released one) is a success with nothing to do.
+    private func apply(_ desired: DesiredIsolation) -> AppliedGeneration {
+        let isolated = runner.snapshot.isolation.isolated
+        let name = "cordon-server: \(desired.requestedBy)"
+        let intent = desired.intentID.map { " (intent \($0))" } ?? ""
+        let answer: Answer
+        switch (desired.state, isolated) {
+        case (.isolated, false):
+            answer = Emergency.isolate(runner: runner, store: store, operator: name, reason: desired.reason + intent, via: "from cordon-server")
+        case (.released, true):
+            answer = Emergency.release(runner: runner, store: store, operator: name, reason: desired.reason + intent)
+        default:
+            return AppliedGeneration(generation: desired.generation, ok: true, error: nil)
+        }
+        logger.notice("fleet generation \(desired.generation) (\(desired.state.rawValue)): \(answer.message)")
+        return AppliedGeneration(generation: desired.generation, ok: answer.ok, error: answer.ok ? nil : answer.message)
+    }
+}
+
+public enum AgentVersion {
+    public static let current = "0.2.0"
+}

@@ -1,0 +1,89 @@
+import CordonCore
+import CordonWire
+import Foundation
+import Hummingbird
+import Logging
+
+/// The agents' side: enrollment, the long poll on which the server pushes the desired state,
+/// and the report that carries status, observations, decision-log entries and flows.
+struct AgentController {
+    /// A poll is answered after this long at most, with the state unchanged: short enough for
+    /// idle-connection timeouts of proxies, long enough to cost nothing.
+    static let longestPoll: Double = 25
+    static let maximumLogEntries = 1000
+    static let maximumFlows = 5000
+
+    let stores: Stores
+    let waiters: DesiredWaiters
+    let logger: Logger
+
+    func addRoutes(to router: Router<ServerContext>) {
+        router.post("/agent/v1/enroll", use: enroll)
+        router.group("/agent/v1")
+            .add(middleware: Authentication(tokens: stores.tokens, accepts: .host))
+            .get("desired", use: desired)
+            .post("report", use: report)
+    }
+
+    @Sendable func enroll(_ request: Request, context: ServerContext) async throws -> Response {
+        let enrollment = try await JSON.decode(EnrollRequest.self, from: request)
+        guard !enrollment.hostname.isEmpty, enrollment.hostname.utf8.count <= 253 else {
+            throw APIFailure(.unprocessableContent, "expected a host name of 1-253 characters", field: "hostname")
+        }
+        if let bad = enrollment.tags.keys.first(where: { !Tags.validKey($0) }) {
+            throw APIFailure(.unprocessableContent, "tag key '\(bad)': expected letters, digits, '-', '_', '.', '/'", field: "tags")
+        }
+        guard let answer = try await stores.enrollment.enroll(enrollment) else {
+            try await stores.audit.record(actor: "enrollment", role: nil, action: "enroll refused", target: enrollment.hostname,
+                                          detail: "unknown, expired, used-up or revoked secret", remote: context.remote)
+            throw APIFailure(.forbidden, "the enrollment secret is not valid (unknown, expired, used up or revoked)", field: "secret")
+        }
+        try await stores.audit.record(actor: "enrollment", role: nil, action: "enroll", target: answer.hostID,
+                                      detail: "hostname \(enrollment.hostname), machine id \(enrollment.machineID)", remote: context.remote)
+        logger.notice("enrolled host \(answer.hostID) (\(enrollment.hostname))")
+        return JSON.response(answer, status: .created)
+    }
+
+    /// Answers at once when the desired generation is past `after`, else when it changes (on any
+    /// replica) or after `wait` seconds.
+    @Sendable func desired(_ request: Request, context: ServerContext) async throws -> Response {
+        let host = try context.requireHost()
+        let query = request.uri.queryParameters
+        guard let after = query.get("after").map({ Int64($0) }) ?? 0 else { throw APIFailure(.badRequest, "expected an integer", field: "after") }
+        guard let wait = query.get("wait").map({ Double($0) }) ?? 0, wait >= 0 else {
+            throw APIFailure(.badRequest, "expected seconds", field: "wait")
+        }
+        try await stores.hosts.seen(host)
+        guard var current = try await stores.isolation.desired(host: host) else { throw APIFailure.unauthorized }
+        if current.generation <= after && wait > 0 {
+            let isolation = stores.isolation
+            await waiters.wait(host: host, timeout: min(wait, Self.longestPoll)) {
+                ((try? await isolation.desired(host: host))?.generation ?? 0) > after
+            }
+            current = try await stores.isolation.desired(host: host) ?? current
+            try await stores.hosts.seen(host)
+        }
+        return JSON.response(current)
+    }
+
+    @Sendable func report(_ request: Request, context: ServerContext) async throws -> Response {
+        let host = try context.requireHost()
+        let report = try await JSON.decode(AgentReport.self, from: request, limit: 16 << 20)
+        guard report.log.count <= Self.maximumLogEntries else {
+            throw APIFailure(.contentTooLarge, "at most \(Self.maximumLogEntries) entries per report", field: "log")
+        }
+        guard report.flows.count <= Self.maximumFlows else {
+            throw APIFailure(.contentTooLarge, "at most \(Self.maximumFlows) flows per report", field: "flows")
+        }
+        // The entries first: the isolation entry is on record before the intent reads succeeded.
+        let acked = try await stores.log.append(host: host, entries: report.log)
+        try await stores.flows.upsert(host: host, flows: report.flows)
+        let desired = try await stores.isolation.observe(host: host, report: report)
+        if let local = report.local {
+            try await stores.audit.record(actor: "local: \(local.operator)", role: nil, action: "local \(local.state.rawValue)",
+                                          target: host.uuidString.lowercased(), detail: local.reason, remote: context.remote)
+        }
+        return JSON.response(ReportResponse(logAckedThrough: acked, desired: desired))
+    }
+}
+

@@ -1,0 +1,139 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// `--database postgresql://user[:password]@host:port/db`: the one store every replica shares.
+/// The password may instead come from PGPASSWORD, which keeps it out of `ps`.
+public struct DatabaseURL: Sendable, CustomStringConvertible {
+    public var user: String
+    public var password: String?
+    public var host: String
+    public var port: Int
+    public var database: String
+    public var requireTLS: Bool
+
+    public struct Invalid: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public init(_ text: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+        guard let url = URLComponents(string: text), ["postgresql", "postgres"].contains(url.scheme ?? "") else {
+            throw Invalid(description: "--database: expected postgresql://user@host:port/db")
+        }
+        guard let user = url.user, !user.isEmpty else { throw Invalid(description: "--database: the URL names no user (postgresql://USER@host:port/db)") }
+        guard let host = url.host, !host.isEmpty else { throw Invalid(description: "--database: the URL names no host") }
+        let database = String(url.path.drop { $0 == "/" })
+        guard !database.isEmpty else { throw Invalid(description: "--database: the URL names no database (postgresql://user@host:port/DB)") }
+        self.user = user
+        self.password = url.password ?? environment["PGPASSWORD"]
+        self.host = host
+        self.port = url.port ?? 5432
+        self.database = database
+        let mode = url.queryItems?.first { $0.name == "sslmode" }?.value ?? "disable"
+        guard ["disable", "require"].contains(mode) else { throw Invalid(description: "--database: sslmode must be disable or require") }
+        requireTLS = mode == "require"
+    }
+
+    /// Without the password: what logs and errors may show.
+    public var description: String { "postgresql://\(user)@\(host):\(port)/\(database)" }
+
+    public func configuration() throws -> PostgresClient.Configuration {
+        PostgresClient.Configuration(host: host, port: port, username: user, password: password, database: database,
+                                     tls: requireTLS ? .require(.makeClientConfiguration()) : .disable)
+    }
+}
+
+/// The schema, changed only by these named migrations, applied in order, each once, in its own
+/// transaction. Replicas starting together take an advisory lock, so one applies and the others
+/// find the work done. A database migrated by a newer server is refused, not guessed at.
+public enum Migrations {
+    public static let all: [(name: String, statements: [String])] = [
+        ("001-initial", [
+            """
+            CREATE TABLE api_tokens (
+              id uuid PRIMARY KEY, name text NOT NULL, role text NOT NULL CHECK (role IN ('viewer', 'responder', 'approver', 'admin')),
+              token_hash text NOT NULL UNIQUE, created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz)
+            """,
+            """
+            CREATE TABLE enroll_secrets (
+              id uuid PRIMARY KEY, secret_hash text NOT NULL UNIQUE, tags jsonb NOT NULL, expires_at timestamptz,
+              uses_left integer, created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz)
+            """,
+            """
+            CREATE TABLE hosts (
+              id uuid PRIMARY KEY, hostname text NOT NULL, machine_id text NOT NULL, addresses jsonb NOT NULL, agent_version text NOT NULL,
+              tags jsonb NOT NULL, credential_hash text NOT NULL UNIQUE, enroll_secret uuid REFERENCES enroll_secrets (id),
+              enrolled_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz, last_seen timestamptz, status jsonb,
+              desired_state text NOT NULL DEFAULT 'released' CHECK (desired_state IN ('isolated', 'released')),
+              generation bigint NOT NULL DEFAULT 0, desired_intent uuid, desired_reason text NOT NULL DEFAULT '',
+              desired_by text NOT NULL DEFAULT '', desired_at timestamptz NOT NULL DEFAULT now(),
+              observed_state text CHECK (observed_state IN ('isolated', 'released')), observed_generation bigint NOT NULL DEFAULT 0,
+              log_head bigint NOT NULL DEFAULT 0, log_problems integer NOT NULL DEFAULT 0)
+            """,
+            """
+            CREATE TABLE intents (
+              id uuid PRIMARY KEY, host_id uuid NOT NULL REFERENCES hosts (id), generation bigint NOT NULL,
+              state text NOT NULL CHECK (state IN ('isolated', 'released')), previous_state text NOT NULL,
+              status text NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed', 'superseded')),
+              requested_by text NOT NULL, token_id uuid, requested_at timestamptz NOT NULL DEFAULT now(), completed_at timestamptz,
+              reason text NOT NULL, external_id text, error text, idempotency_key text)
+            """,
+            "CREATE UNIQUE INDEX intents_idempotency ON intents (token_id, idempotency_key) WHERE idempotency_key IS NOT NULL",
+            "CREATE INDEX intents_by_host ON intents (host_id, requested_at)",
+            "CREATE INDEX intents_pending ON intents (host_id) WHERE status = 'pending'",
+            """
+            CREATE TABLE decision_log (
+              host_id uuid NOT NULL REFERENCES hosts (id), sequence bigint NOT NULL, entry text NOT NULL, hash text NOT NULL,
+              received_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (host_id, sequence))
+            """,
+            """
+            CREATE TABLE log_problems (
+              id bigserial PRIMARY KEY, host_id uuid NOT NULL REFERENCES hosts (id), sequence bigint NOT NULL, problem text NOT NULL,
+              detected_at timestamptz NOT NULL DEFAULT now())
+            """,
+            """
+            CREATE TABLE host_flows (
+              host_id uuid NOT NULL REFERENCES hosts (id), flow_key text NOT NULL, record text NOT NULL, last_seen text NOT NULL,
+              connections bigint NOT NULL, packets bigint NOT NULL, bytes bigint NOT NULL, PRIMARY KEY (host_id, flow_key))
+            """,
+            """
+            CREATE TABLE audit_log (
+              id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), actor text NOT NULL, role text, action text NOT NULL,
+              target text, detail text NOT NULL, remote text)
+            """,
+        ]),
+    ]
+
+    public struct Newer: Error, CustomStringConvertible {
+        public let names: [String]
+        public var description: String {
+            "the database has migrations this cordon-server does not know (\(names.joined(separator: ", "))): a newer server migrated it; "
+                + "run that version, or restore a backup"
+        }
+    }
+
+    /// Applies what is missing; returns the names applied.
+    @discardableResult
+    public static func migrate(_ client: PostgresClient, logger: Logger) async throws -> [String] {
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(7411001)", logger: logger)
+            try await connection.query("CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+                                       logger: logger)
+            var applied: Set<String> = []
+            for try await name in try await connection.query("SELECT name FROM schema_migrations", logger: logger).decode(String.self) {
+                applied.insert(name)
+            }
+            let unknown = applied.subtracting(all.map(\.name)).sorted()
+            guard unknown.isEmpty else { throw Newer(names: unknown) }
+            var done: [String] = []
+            for migration in all where !applied.contains(migration.name) {
+                for statement in migration.statements {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                }
+                try await connection.query("INSERT INTO schema_migrations (name) VALUES (\(migration.name))", logger: logger)
+                done.append(migration.name)
+            }
+            return done
+        }
+    }
+}

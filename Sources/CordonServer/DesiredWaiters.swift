@@ -1,0 +1,101 @@
+import Foundation
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import Synchronization
+
+/// The agents' long polls waiting on this replica, by host. A change of a host's desired state
+/// wakes them through PostgreSQL's LISTEN/NOTIFY, whichever replica made it.
+public final class DesiredWaiters: Sendable {
+    private struct Waiting {
+        var next = 0
+        var byHost: [UUID: [Int: CheckedContinuation<Void, Never>]] = [:]
+    }
+    private let waiting = Mutex(Waiting())
+
+    public init() {}
+
+    /// Returns when the host's desired state may have changed, or after `timeout` seconds.
+    /// `check` runs once registered, so a change between the caller's read and the wait is not missed.
+    public func wait(host: UUID, timeout: Double, check: @escaping @Sendable () async -> Bool) async {
+        let token = waiting.withLock { w -> Int in
+            w.next += 1
+            return w.next
+        }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            waiting.withLock { $0.byHost[host, default: [:]][token] = continuation }
+            Task { [self] in
+                try? await Task.sleep(for: .milliseconds(Int(timeout * 1000)))
+                resume(host: host, token: token)
+            }
+            Task { [self] in
+                if await check() { resume(host: host, token: token) }
+            }
+        }
+    }
+
+    private func resume(host: UUID, token: Int) {
+        let continuation = waiting.withLock { w -> CheckedContinuation<Void, Never>? in
+            let c = w.byHost[host]?.removeValue(forKey: token)
+            if w.byHost[host]?.isEmpty == true { w.byHost[host] = nil }
+            return c
+        }
+        continuation?.resume()
+    }
+
+    public func wake(host: UUID) {
+        let all = waiting.withLock { w -> [CheckedContinuation<Void, Never>] in Array((w.byHost.removeValue(forKey: host) ?? [:]).values) }
+        for continuation in all { continuation.resume() }
+    }
+
+    /// After the notification channel was lost: every poll looks again.
+    public func wakeAll() {
+        let all = waiting.withLock { w -> [CheckedContinuation<Void, Never>] in
+            defer { w.byHost = [:] }
+            return w.byHost.values.flatMap(\.values)
+        }
+        for continuation in all { continuation.resume() }
+    }
+
+    public var count: Int { waiting.withLock { $0.byHost.values.reduce(0) { $0 + $1.count } } }
+}
+
+/// Holds one connection in LISTEN on the desired-state channel; reconnects with back-off, and
+/// wakes every poll after a gap, since notifications sent meanwhile are lost.
+public struct DesiredListener: Service {
+    let client: PostgresClient
+    let waiters: DesiredWaiters
+    let logger: Logger
+
+    public init(client: PostgresClient, waiters: DesiredWaiters, logger: Logger) {
+        self.client = client
+        self.waiters = waiters
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let delay = Mutex(0.2)
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                try await cancelWhenGracefulShutdown {
+                    try await client.withConnection { connection in
+                        let notifications = try await connection.listen(PostgresIsolationStore.channel)
+                        waiters.wakeAll()
+                        delay.withLock { $0 = 0.2 }
+                        for try await notification in notifications {
+                            if let host = UUID(uuidString: notification.payload) { waiters.wake(host: host) }
+                        }
+                    }
+                }
+            } catch {
+                if Task.isCancelled || Task.isShuttingDownGracefully { return }
+                logger.warning("listening for desired-state changes failed (\(error)); retrying in \(delay.withLock { $0 }) s")
+            }
+            let wait = delay.withLock { d -> Double in
+                defer { d = min(d * 2, 5) }
+                return d
+            }
+            try? await Task.sleep(for: .milliseconds(Int(wait * 1000)))
+        }
+    }
+}

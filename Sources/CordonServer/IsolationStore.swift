@@ -1,0 +1,216 @@
+import CordonWire
+import Foundation
+import Logging
+import PostgresNIO
+
+/// A request the store refuses, as the API says it.
+public enum IsolationRefusal: Error, Equatable {
+    case noHost
+    case revoked
+    case noIntent
+    /// The Idempotency-Key was used before for another host or state.
+    case keyReused
+    case notPending(IntentStatus)
+}
+
+/// One desired isolation per host, with a generation that only grows, and the intents that set
+/// it. The latest intent wins: a new one supersedes a pending one, so nothing stays pending
+/// behind a host that is offline (the flaw of the source documents' console).
+public protocol IsolationStore: Sendable {
+    func request(host: UUID, _ request: IsolationRequest, by name: String, tokenID: UUID?, idempotencyKey: String?) async throws -> IntentAccepted
+    func cancel(intent: UUID, by name: String) async throws -> IntentView
+    func desired(host: UUID) async throws -> DesiredIsolation?
+    /// The agent's report of what it observed and applied; answers the desired state after it.
+    func observe(host: UUID, report: AgentReport) async throws -> DesiredIsolation
+    func intent(_ id: UUID) async throws -> IntentView?
+    func intents(host: UUID?, status: IntentStatus?, limit: Int) async throws -> [IntentView]
+}
+
+public struct PostgresIsolationStore: IsolationStore {
+    /// NOTIFY channel whose payload is a host id: its desired state changed.
+    public static let channel = "cordon_desired"
+    let client: PostgresClient
+    let logger: Logger
+
+    public init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+    }
+
+    private struct Row {
+        var desired: IsolationWord
+        var generation: Int64
+        var observed: IsolationWord?
+        var observedGeneration: Int64
+        var revoked: Bool
+    }
+
+    private func lockHost(_ connection: PostgresConnection, _ host: UUID) async throws -> Row? {
+        let rows = try await connection.query("""
+            SELECT desired_state, generation, observed_state, observed_generation, revoked_at IS NOT NULL FROM hosts WHERE id = \(host) FOR UPDATE
+            """, logger: logger)
+        for try await (desired, generation, observed, observedGeneration, revoked) in rows.decode((String, Int64, String?, Int64, Bool).self) {
+            return Row(desired: IsolationWord(rawValue: desired) ?? .released, generation: generation,
+                       observed: observed.flatMap(IsolationWord.init), observedGeneration: observedGeneration, revoked: revoked)
+        }
+        return nil
+    }
+
+    /// Sets the desired state at the next generation; the pending intent it replaces is superseded.
+    private func setDesired(_ connection: PostgresConnection, host: UUID, state: IsolationWord, generation: Int64, intent: UUID?,
+                            reason: String, by name: String, supersededBecause why: String) async throws {
+        try await connection.query("""
+            UPDATE intents SET status = 'superseded', completed_at = now(), error = \(why) WHERE host_id = \(host) AND status = 'pending'
+            """, logger: logger)
+        try await connection.query("""
+            UPDATE hosts SET desired_state = \(state.rawValue), generation = \(generation), desired_intent = \(intent),
+              desired_reason = \(reason), desired_by = \(name), desired_at = now() WHERE id = \(host)
+            """, logger: logger)
+        // Delivered at commit, to every replica: the one holding this host's connection wakes it.
+        try await connection.query("SELECT pg_notify(\(Self.channel), \(host.uuidString.lowercased()))", logger: logger)
+    }
+
+    public func request(host: UUID, _ request: IsolationRequest, by name: String, tokenID: UUID?, idempotencyKey: String?) async throws -> IntentAccepted {
+        try await client.withTransaction(logger: logger) { connection in
+            guard let row = try await lockHost(connection, host) else { throw IsolationRefusal.noHost }
+            if let idempotencyKey {
+                let rows = try await connection.query("""
+                    SELECT id, host_id, state, generation, status FROM intents WHERE token_id = \(tokenID) AND idempotency_key = \(idempotencyKey)
+                    """, logger: logger)
+                for try await (id, intentHost, state, generation, status) in rows.decode((UUID, UUID, String, Int64, String).self) {
+                    guard intentHost == host, state == request.state.rawValue else { throw IsolationRefusal.keyReused }
+                    return IntentAccepted(intentID: id.uuidString.lowercased(), generation: generation, status: IntentStatus(rawValue: status) ?? .pending)
+                }
+            }
+            guard !row.revoked else { throw IsolationRefusal.revoked }
+            let id = UUID()
+            // Already so, and the host says so: a success at once, with nothing for the agent to do.
+            if row.desired == request.state, row.observed == request.state, row.observedGeneration >= row.generation {
+                try await connection.query("""
+                    INSERT INTO intents (id, host_id, generation, state, previous_state, status, requested_by, token_id, completed_at, reason,
+                                         external_id, idempotency_key)
+                    VALUES (\(id), \(host), \(row.generation), \(request.state.rawValue), \(row.desired.rawValue), 'succeeded', \(name), \(tokenID),
+                            now(), \(request.reason), \(request.externalID), \(idempotencyKey))
+                    """, logger: logger)
+                return IntentAccepted(intentID: id.uuidString.lowercased(), generation: row.generation, status: .succeeded)
+            }
+            let generation = row.generation + 1
+            try await setDesired(connection, host: host, state: request.state, generation: generation, intent: id, reason: request.reason, by: name,
+                                 supersededBecause: "superseded by intent \(id.uuidString.lowercased()) (\(request.state.rawValue), by \(name))")
+            try await connection.query("""
+                INSERT INTO intents (id, host_id, generation, state, previous_state, status, requested_by, token_id, reason, external_id, idempotency_key)
+                VALUES (\(id), \(host), \(generation), \(request.state.rawValue), \(row.desired.rawValue), 'pending', \(name), \(tokenID),
+                        \(request.reason), \(request.externalID), \(idempotencyKey))
+                """, logger: logger)
+            return IntentAccepted(intentID: id.uuidString.lowercased(), generation: generation, status: .pending)
+        }
+    }
+
+    public func cancel(intent id: UUID, by name: String) async throws -> IntentView {
+        try await client.withTransaction(logger: logger) { connection in
+            guard let intent = try await intent(id, on: connection) else { throw IsolationRefusal.noIntent }
+            guard intent.status == .pending, let host = UUID(uuidString: intent.hostID) else { throw IsolationRefusal.notPending(intent.status) }
+            guard let row = try await lockHost(connection, host) else { throw IsolationRefusal.noHost }
+            var previous = IsolationWord.released
+            for try await state in try await connection.query("SELECT previous_state FROM intents WHERE id = \(id)", logger: logger).decode(String.self) {
+                previous = IsolationWord(rawValue: state) ?? .released
+            }
+            // A pending intent is always the host's current one: the next generation puts back the state before it.
+            try await setDesired(connection, host: host, state: previous, generation: row.generation + 1, intent: nil,
+                                 reason: "intent \(id.uuidString.lowercased()) canceled", by: name, supersededBecause: "canceled by \(name)")
+            return try await self.intent(id, on: connection)!
+        }
+    }
+
+    public func desired(host: UUID) async throws -> DesiredIsolation? {
+        let rows = try await client.query("""
+            SELECT desired_state, generation, desired_intent, desired_reason, desired_by FROM hosts WHERE id = \(host)
+            """, logger: logger)
+        for try await (state, generation, intent, reason, by) in rows.decode((String, Int64, UUID?, String, String).self) {
+            return DesiredIsolation(generation: generation, state: IsolationWord(rawValue: state) ?? .released,
+                                    intentID: intent?.uuidString.lowercased(), reason: reason, requestedBy: by)
+        }
+        return nil
+    }
+
+    public func observe(host: UUID, report: AgentReport) async throws -> DesiredIsolation {
+        try await client.withTransaction(logger: logger) { connection in
+            guard let row = try await lockHost(connection, host) else { throw IsolationRefusal.noHost }
+            var observedGeneration = max(row.observedGeneration, report.appliedGeneration)
+            // A local emergency is never undone by the server: it becomes the desired state, as a
+            // succeeded intent of the host's operator, and whatever was pending is superseded by it.
+            if let local = report.local {
+                let id = UUID()
+                let generation = row.generation + 1
+                let by = "local: \(local.operator)"
+                try await setDesired(connection, host: host, state: local.state, generation: generation, intent: id, reason: local.reason, by: by,
+                                     supersededBecause: "superseded by a local \(local.state == .isolated ? "isolation" : "release") on the host by \(local.operator)")
+                try await connection.query("""
+                    INSERT INTO intents (id, host_id, generation, state, previous_state, status, requested_by, requested_at, completed_at, reason)
+                    VALUES (\(id), \(host), \(generation), \(local.state.rawValue), \(row.desired.rawValue), 'succeeded', \(by),
+                            to_timestamp(\(Double(local.at))), now(), \(local.reason))
+                    """, logger: logger)
+                observedGeneration = generation
+            }
+            if let applied = report.applied {
+                try await connection.query("""
+                    UPDATE intents SET status = \(applied.ok ? "succeeded" : "failed"), error = \(applied.error), completed_at = now()
+                    WHERE host_id = \(host) AND generation = \(applied.generation) AND status = 'pending'
+                    """, logger: logger)
+            }
+            // Applied, but the result was lost with a connection: settled from what the host observes.
+            try await connection.query("""
+                UPDATE intents SET completed_at = now(),
+                  status = CASE WHEN state = \(report.observed.rawValue) THEN 'succeeded' ELSE 'failed' END,
+                  error = CASE WHEN state = \(report.observed.rawValue) THEN NULL ELSE \("the host reports " + report.observed.rawValue) END
+                WHERE host_id = \(host) AND status = 'pending' AND generation <= \(observedGeneration)
+                """, logger: logger)
+            let status = String(decoding: Wire.encode(report.status), as: UTF8.self)
+            let addresses = String(decoding: Wire.encode(report.status.addresses), as: UTF8.self)
+            try await connection.query("""
+                UPDATE hosts SET observed_state = \(report.observed.rawValue), observed_generation = \(observedGeneration), last_seen = now(),
+                  status = \(status)::jsonb, addresses = \(addresses)::jsonb, agent_version = \(report.status.agentVersion)
+                WHERE id = \(host)
+                """, logger: logger)
+            let rows = try await connection.query("""
+                SELECT desired_state, generation, desired_intent, desired_reason, desired_by FROM hosts WHERE id = \(host)
+                """, logger: logger)
+            for try await (state, generation, intent, reason, by) in rows.decode((String, Int64, UUID?, String, String).self) {
+                return DesiredIsolation(generation: generation, state: IsolationWord(rawValue: state) ?? .released,
+                                        intentID: intent?.uuidString.lowercased(), reason: reason, requestedBy: by)
+            }
+            throw IsolationRefusal.noHost
+        }
+    }
+
+    static let intentColumns = """
+        id, host_id, state, generation, status, requested_by, requested_at, completed_at, reason, external_id, error
+        """
+
+    private static func views(_ rows: PostgresRowSequence) async throws -> [IntentView] {
+        var result: [IntentView] = []
+        for try await (id, host, state, generation, status, by, at, completed, reason, external, error)
+            in rows.decode((UUID, UUID, String, Int64, String, String, Date, Date?, String, String?, String?).self) {
+            result.append(IntentView(id: id.uuidString.lowercased(), hostID: host.uuidString.lowercased(), state: IsolationWord(rawValue: state) ?? .released,
+                                     generation: generation, status: IntentStatus(rawValue: status) ?? .pending, requestedBy: by,
+                                     requestedAt: Time.text(at), completedAt: completed.map(Time.text), reason: reason, externalID: external, error: error))
+        }
+        return result
+    }
+
+    private func intent(_ id: UUID, on connection: PostgresConnection) async throws -> IntentView? {
+        try await Self.views(try await connection.query("SELECT \(unescaped: Self.intentColumns) FROM intents WHERE id = \(id)", logger: logger)).first
+    }
+
+    public func intent(_ id: UUID) async throws -> IntentView? {
+        try await Self.views(try await client.query("SELECT \(unescaped: Self.intentColumns) FROM intents WHERE id = \(id)", logger: logger)).first
+    }
+
+    public func intents(host: UUID?, status: IntentStatus?, limit: Int) async throws -> [IntentView] {
+        try await Self.views(try await client.query("""
+            SELECT \(unescaped: Self.intentColumns) FROM intents
+            WHERE (\(host)::uuid IS NULL OR host_id = \(host)) AND (\(status?.rawValue)::text IS NULL OR status = \(status?.rawValue))
+            ORDER BY requested_at DESC, generation DESC LIMIT \(limit)
+            """, logger: logger))
+    }
+}

@@ -1,0 +1,85 @@
+import CordonWire
+import Foundation
+import Hummingbird
+import NIOCore
+import Logging
+
+/// Each request's context: where it came from (for the audit log) and who it is, once
+/// `Authentication` has looked at its bearer token.
+public struct ServerContext: RequestContext, RemoteAddressRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public var remoteAddress: SocketAddress?
+    public var principal: Principal?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+        principal = nil
+    }
+
+    /// The peer's address as text: the audit log's "from where".
+    public var remote: String? { remoteAddress?.ipAddress }
+}
+
+/// An answer other than success, always as a JSON body naming what is wrong.
+public struct APIFailure: Error {
+    public var status: HTTPResponse.Status
+    public var body: WireError
+
+    public init(_ status: HTTPResponse.Status, _ message: String, field: String? = nil) {
+        self.status = status
+        body = WireError(message, field: field)
+    }
+
+    public static let unauthorized = APIFailure(.unauthorized, "a valid bearer token is required (Authorization: Bearer TOKEN)")
+}
+
+/// JSON in and out, with the limits and errors every controller shares.
+enum JSON {
+    static func response(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+        var buffer = ByteBuffer()
+        buffer.writeBytes(Wire.encode(value))
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: buffer))
+    }
+
+    /// The body as `T`; a body that is too large, not JSON, or missing a field is a 400 naming it.
+    static func decode<T: Decodable>(_ type: T.Type, from request: Request, limit: Int = 1 << 20) async throws -> T {
+        let buffer: ByteBuffer
+        do { buffer = try await request.body.collect(upTo: limit) } catch {
+            throw APIFailure(.contentTooLarge, "the body is larger than \(limit) bytes")
+        }
+        do {
+            return try Wire.decode(type, from: Data(buffer.readableBytesView))
+        } catch {
+            let (field, message) = Wire.describe(error)
+            throw APIFailure(.badRequest, message, field: field)
+        }
+    }
+
+    static func uuid(_ text: String?, field: String) throws -> UUID {
+        guard let text, let id = UUID(uuidString: text) else { throw APIFailure(.badRequest, "expected a UUID", field: field) }
+        return id
+    }
+}
+
+/// Turns every failure into a JSON answer. What a client sent is never a 500: a refusal is
+/// 4xx with its reason; a database that is down is 503, saying so without its details.
+struct ErrorMiddleware: RouterMiddleware {
+    typealias Context = ServerContext
+    let logger: Logger
+
+    func handle(_ request: Request, context: ServerContext, next: (Request, ServerContext) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let failure as APIFailure {
+            return JSON.response(failure.body, status: failure.status)
+        } catch let error as any HTTPResponseError {
+            let status = error.status
+            let message = status == .notFound ? "no such route: \(request.method) \(request.uri.path)" : "\(status.reasonPhrase)"
+            return JSON.response(WireError(message), status: status)
+        } catch {
+            logger.error("\(request.method) \(request.uri.path): \(error)")
+            return JSON.response(WireError("the server's database is unavailable; try again"), status: .serviceUnavailable)
+        }
+    }
+}

@@ -1,0 +1,232 @@
+import CordonCore
+import Foundation
+
+// The analysts' API (`/api/v1`), as `cordon fleet` and the console read it.
+
+/// The roles of API tokens, each allowed what the one before it is and more.
+public enum Role: String, Codable, Sendable, CaseIterable, Comparable {
+    case viewer, responder, approver, admin
+
+    public static func < (a: Role, b: Role) -> Bool { allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)! }
+}
+
+public struct IsolationView: Codable, Sendable, Equatable {
+    public var desired: IsolationWord
+    /// What the agent last reported; nil before its first report.
+    public var observed: IsolationWord?
+    public var generation: Int64
+    public var observedGeneration: Int64
+    /// When the desired state was set and the agent has not applied it yet; nil otherwise.
+    public var pendingSince: String?
+
+    enum CodingKeys: String, CodingKey {
+        case desired, observed, generation, observedGeneration = "observed_generation", pendingSince = "pending_since"
+    }
+
+    /// Nulls are written out: a reader can rely on every field being present.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(desired, forKey: .desired)
+        try c.encode(observed, forKey: .observed)
+        try c.encode(generation, forKey: .generation)
+        try c.encode(observedGeneration, forKey: .observedGeneration)
+        try c.encode(pendingSince, forKey: .pendingSince)
+    }
+
+    public init(desired: IsolationWord, observed: IsolationWord?, generation: Int64, observedGeneration: Int64, pendingSince: String?) {
+        self.desired = desired
+        self.observed = observed
+        self.generation = generation
+        self.observedGeneration = observedGeneration
+        self.pendingSince = pendingSince
+    }
+}
+
+public struct RulesetInForce: Codable, Sendable, Equatable {
+    public var version: Int64
+    public var digest: String?
+    public init(version: Int64, digest: String?) {
+        self.version = version
+        self.digest = digest
+    }
+}
+
+public struct HostView: Codable, Sendable, Equatable {
+    public var id: String
+    public var hostname: String
+    public var machineID: String
+    public var tags: [String: String]
+    public var addresses: [String]
+    public var agentVersion: String
+    public var enrolledAt: String
+    public var lastSeen: String?
+    public var connected: Bool
+    public var revoked: Bool
+    /// discovery or enforce, as last reported; nil before the first report.
+    public var mode: String?
+    public var ruleset: RulesetInForce?
+    public var lostEvents: UInt64
+    public var guardRestores: UInt64
+    public var guardEscalations: UInt64
+    /// Problems of the shipped decision log (a gap, a broken link); empty when it verifies.
+    public var logProblems: Int
+    public var isolation: IsolationView
+
+    enum CodingKeys: String, CodingKey {
+        case id, hostname, machineID = "machine_id", tags, addresses, agentVersion = "agent_version", enrolledAt = "enrolled_at"
+        case lastSeen = "last_seen", connected, revoked, mode, ruleset, lostEvents = "lost_events", guardRestores = "guard_restores"
+        case guardEscalations = "guard_escalations", logProblems = "log_problems", isolation
+    }
+
+    /// Nulls are written out: a reader can rely on every field being present.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(hostname, forKey: .hostname)
+        try c.encode(machineID, forKey: .machineID)
+        try c.encode(tags, forKey: .tags)
+        try c.encode(addresses, forKey: .addresses)
+        try c.encode(agentVersion, forKey: .agentVersion)
+        try c.encode(enrolledAt, forKey: .enrolledAt)
+        try c.encode(lastSeen, forKey: .lastSeen)
+        try c.encode(connected, forKey: .connected)
+        try c.encode(revoked, forKey: .revoked)
+        try c.encode(mode, forKey: .mode)
+        try c.encode(ruleset, forKey: .ruleset)
+        try c.encode(lostEvents, forKey: .lostEvents)
+        try c.encode(guardRestores, forKey: .guardRestores)
+        try c.encode(guardEscalations, forKey: .guardEscalations)
+        try c.encode(logProblems, forKey: .logProblems)
+        try c.encode(isolation, forKey: .isolation)
+    }
+
+    public init(id: String, hostname: String, machineID: String, tags: [String: String], addresses: [String], agentVersion: String,
+                enrolledAt: String, lastSeen: String?, connected: Bool, revoked: Bool, mode: String?, ruleset: RulesetInForce?,
+                lostEvents: UInt64, guardRestores: UInt64, guardEscalations: UInt64, logProblems: Int, isolation: IsolationView) {
+        self.id = id
+        self.hostname = hostname
+        self.machineID = machineID
+        self.tags = tags
+        self.addresses = addresses
+        self.agentVersion = agentVersion
+        self.enrolledAt = enrolledAt
+        self.lastSeen = lastSeen
+        self.connected = connected
+        self.revoked = revoked
+        self.mode = mode
+        self.ruleset = ruleset
+        self.lostEvents = lostEvents
+        self.guardRestores = guardRestores
+        self.guardEscalations = guardEscalations
+        self.logProblems = logProblems
+        self.isolation = isolation
+    }
+}
+
+/// `POST /api/v1/hosts/{id}/isolation`.
+public struct IsolationRequest: Codable, Sendable {
+    public var state: IsolationWord
+    public var reason: String
+    public var externalID: String?
+    enum CodingKeys: String, CodingKey { case state, reason, externalID = "external_id" }
+    public init(state: IsolationWord, reason: String, externalID: String? = nil) {
+        self.state = state
+        self.reason = reason
+        self.externalID = externalID
+    }
+}
+
+public enum IntentStatus: String, Codable, Sendable, CaseIterable {
+    case pending, succeeded, failed, superseded
+}
+
+public struct IntentAccepted: Codable, Sendable, Equatable {
+    public var intentID: String
+    public var generation: Int64
+    public var status: IntentStatus
+    enum CodingKeys: String, CodingKey { case intentID = "intent_id", generation, status }
+    public init(intentID: String, generation: Int64, status: IntentStatus) {
+        self.intentID = intentID
+        self.generation = generation
+        self.status = status
+    }
+}
+
+public struct IntentView: Codable, Sendable, Equatable {
+    public var id: String
+    public var hostID: String
+    public var state: IsolationWord
+    public var generation: Int64
+    public var status: IntentStatus
+    public var requestedBy: String
+    public var requestedAt: String
+    public var completedAt: String?
+    public var reason: String
+    public var externalID: String?
+    public var error: String?
+
+    enum CodingKeys: String, CodingKey {
+        case id, hostID = "host_id", state, generation, status, requestedBy = "requested_by", requestedAt = "requested_at"
+        case completedAt = "completed_at", reason, externalID = "external_id", error
+    }
+
+    /// Nulls are written out: a reader can rely on every field being present.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(hostID, forKey: .hostID)
+        try c.encode(state, forKey: .state)
+        try c.encode(generation, forKey: .generation)
+        try c.encode(status, forKey: .status)
+        try c.encode(requestedBy, forKey: .requestedBy)
+        try c.encode(requestedAt, forKey: .requestedAt)
+        try c.encode(completedAt, forKey: .completedAt)
+        try c.encode(reason, forKey: .reason)
+        try c.encode(externalID, forKey: .externalID)
+        try c.encode(error, forKey: .error)
+    }
+
+    public init(id: String, hostID: String, state: IsolationWord, generation: Int64, status: IntentStatus, requestedBy: String,
+                requestedAt: String, completedAt: String?, reason: String, externalID: String?, error: String?) {
+        self.id = id
+        self.hostID = hostID
+        self.state = state
+        self.generation = generation
+        self.status = status
+        self.requestedBy = requestedBy
+        self.requestedAt = requestedAt
+        self.completedAt = completedAt
+        self.reason = reason
+        self.externalID = externalID
+        self.error = error
+    }
+}
+
+/// `GET /api/v1/hosts/{id}/log`: the shipped entries and the server's check of their chain.
+public struct HostLog: Codable, Sendable {
+    public struct Verification: Codable, Sendable, Equatable {
+        public var intact: Bool
+        public var entries: Int
+        public var problems: [String]
+        public init(intact: Bool, entries: Int, problems: [String]) {
+            self.intact = intact
+            self.entries = entries
+            self.problems = problems
+        }
+    }
+    public var hostID: String
+    public var verification: Verification
+    public var entries: [Decision]
+    enum CodingKeys: String, CodingKey { case hostID = "host_id", verification, entries }
+    public init(hostID: String, verification: Verification, entries: [Decision]) {
+        self.hostID = hostID
+        self.verification = verification
+        self.entries = entries
+    }
+}
+
+/// A list with its items under one key, so that fields can be added later.
+public struct Page<Item: Codable & Sendable>: Codable, Sendable {
+    public var items: [Item]
+    public init(items: [Item]) { self.items = items }
+}

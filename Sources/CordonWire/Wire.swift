@@ -1,0 +1,228 @@
+import CordonCore
+import Foundation
+
+/// The messages of the fleet: what an agent and `cordon-server` say to each other, and what the
+/// API answers. Every key is snake_case, written out by each type, so that both ends, the OpenAPI
+/// document and a SOAR playbook read the same names.
+public enum Wire {
+    /// Dates as RFC 3339 text, like every JSON of the CLI.
+    public static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+
+    public static func encode(_ value: some Encodable) -> Data { (try? encoder.encode(value)) ?? Data("{}".utf8) }
+
+    public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T { try JSONDecoder().decode(type, from: data) }
+
+    /// A decoding failure as the field it is about, for a 400/422 that names it.
+    public static func describe(_ error: any Error) -> (field: String?, message: String) {
+        func path(_ keys: [any CodingKey]) -> String? {
+            let parts = keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
+            return parts.isEmpty ? nil : parts.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
+        }
+        guard let error = error as? DecodingError else { return (nil, "the body is not valid JSON") }
+        switch error {
+        case .keyNotFound(let key, let context):
+            return (path(context.codingPath + [key]), "is required")
+        case .typeMismatch(let type, let context):
+            return (path(context.codingPath), "expected \(Self.typeName(type))")
+        case .valueNotFound(let type, let context):
+            return (path(context.codingPath), "expected \(Self.typeName(type)), not null")
+        case .dataCorrupted(let context):
+            let field = path(context.codingPath)
+            return (field, field == nil ? "the body is not valid JSON" : context.debugDescription)
+        @unknown default:
+            return (nil, "the body could not be read")
+        }
+    }
+
+    private static func typeName(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: return "a string"
+        case is Int.Type, is Int64.Type, is UInt64.Type, is Int32.Type: return "an integer"
+        case is Bool.Type: return "true or false"
+        case is [String: String].Type: return "an object of strings"
+        default: return type == Array<Any>.self ? "an array" : "a value of another type"
+        }
+    }
+}
+
+/// The two isolation states a request can ask for.
+public enum IsolationWord: String, Codable, Sendable, CaseIterable {
+    case isolated, released
+}
+
+/// An error body: what is wrong and, for bad input, which field.
+public struct WireError: Codable, Sendable, Error, CustomStringConvertible {
+    public var error: String
+    public var field: String?
+    public init(_ error: String, field: String? = nil) {
+        self.error = error
+        self.field = field
+    }
+    public var description: String { field.map { "\($0): \(error)" } ?? error }
+}
+
+// MARK: Agent ↔ server
+
+/// `POST /agent/v1/enroll`: the enrollment secret and the facts of the host.
+public struct EnrollRequest: Codable, Sendable {
+    public var secret: String
+    public var hostname: String
+    public var machineID: String
+    public var addresses: [String]
+    public var agentVersion: String
+    public var tags: [String: String]
+
+    enum CodingKeys: String, CodingKey {
+        case secret, hostname, machineID = "machine_id", addresses, agentVersion = "agent_version", tags
+    }
+
+    public init(secret: String, hostname: String, machineID: String, addresses: [String], agentVersion: String, tags: [String: String]) {
+        self.secret = secret
+        self.hostname = hostname
+        self.machineID = machineID
+        self.addresses = addresses
+        self.agentVersion = agentVersion
+        self.tags = tags
+    }
+}
+
+/// The host's own credential: a bearer key only this host holds (the server keeps its hash).
+public struct EnrollResponse: Codable, Sendable {
+    public var hostID: String
+    public var credential: String
+    enum CodingKeys: String, CodingKey { case hostID = "host_id", credential }
+    public init(hostID: String, credential: String) {
+        self.hostID = hostID
+        self.credential = credential
+    }
+}
+
+/// What the server wants of a host's isolation, with the generation that only grows.
+public struct DesiredIsolation: Codable, Sendable, Equatable {
+    public var generation: Int64
+    public var state: IsolationWord
+    /// The intent that set it; nil for the initial state and for a cancel's return.
+    public var intentID: String?
+    public var reason: String
+    public var requestedBy: String
+
+    enum CodingKeys: String, CodingKey {
+        case generation, state, intentID = "intent_id", reason, requestedBy = "requested_by"
+    }
+
+    public init(generation: Int64, state: IsolationWord, intentID: String?, reason: String, requestedBy: String) {
+        self.generation = generation
+        self.state = state
+        self.intentID = intentID
+        self.reason = reason
+        self.requestedBy = requestedBy
+    }
+}
+
+/// The agent's state as it reports it: what the API shows of the host.
+public struct AgentStatus: Codable, Sendable, Equatable {
+    public var mode: String
+    public var isolated: Bool
+    public var rulesetVersion: Int64?
+    public var rulesetDigest: String?
+    public var lostEvents: UInt64
+    public var guardRestores: UInt64
+    public var guardEscalations: UInt64
+    public var flows: Int
+    public var agentVersion: String
+    public var addresses: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case mode, isolated, rulesetVersion = "ruleset_version", rulesetDigest = "ruleset_digest", lostEvents = "lost_events"
+        case guardRestores = "guard_restores", guardEscalations = "guard_escalations", flows, agentVersion = "agent_version", addresses
+    }
+
+    public init(mode: String, isolated: Bool, rulesetVersion: Int64?, rulesetDigest: String?, lostEvents: UInt64, guardRestores: UInt64,
+                guardEscalations: UInt64, flows: Int, agentVersion: String, addresses: [String]) {
+        self.mode = mode
+        self.isolated = isolated
+        self.rulesetVersion = rulesetVersion
+        self.rulesetDigest = rulesetDigest
+        self.lostEvents = lostEvents
+        self.guardRestores = guardRestores
+        self.guardEscalations = guardEscalations
+        self.flows = flows
+        self.agentVersion = agentVersion
+        self.addresses = addresses
+    }
+}
+
+/// What the agent did with a desired generation.
+public struct AppliedGeneration: Codable, Sendable, Equatable {
+    public var generation: Int64
+    public var ok: Bool
+    /// Why it failed (a release whose health check failed: the host was isolated again).
+    public var error: String?
+    public init(generation: Int64, ok: Bool, error: String?) {
+        self.generation = generation
+        self.ok = ok
+        self.error = error
+    }
+}
+
+/// An isolation or release done on the host itself (the CLI, the control socket) that the server
+/// has not been told of: reported at the next contact, and it becomes the desired state.
+public struct LocalIsolationChange: Codable, Sendable, Equatable {
+    public var state: IsolationWord
+    public var `operator`: String
+    public var reason: String
+    /// Unix seconds.
+    public var at: Int64
+    public init(state: IsolationWord, operator name: String, reason: String, at: Int64) {
+        self.state = state
+        self.operator = name
+        self.reason = reason
+        self.at = at
+    }
+}
+
+/// `POST /agent/v1/report`: status, the isolation observed, and what the server has not
+/// acknowledged yet (decision-log entries after its last acknowledged sequence, changed flows).
+/// Resending a report is harmless: entries are stored once by sequence, flows by key with their
+/// totals.
+public struct AgentReport: Codable, Sendable {
+    public var status: AgentStatus
+    /// The isolation in force now.
+    public var observed: IsolationWord
+    /// The highest generation the agent has applied.
+    public var appliedGeneration: Int64
+    public var applied: AppliedGeneration?
+    public var local: LocalIsolationChange?
+    public var log: [Decision]
+    public var flows: [FlowRecord]
+
+    enum CodingKeys: String, CodingKey {
+        case status, observed, appliedGeneration = "applied_generation", applied, local, log, flows
+    }
+
+    public init(status: AgentStatus, observed: IsolationWord, appliedGeneration: Int64, applied: AppliedGeneration?,
+                local: LocalIsolationChange?, log: [Decision], flows: [FlowRecord]) {
+        self.status = status
+        self.observed = observed
+        self.appliedGeneration = appliedGeneration
+        self.applied = applied
+        self.local = local
+        self.log = log
+        self.flows = flows
+    }
+}
+
+public struct ReportResponse: Codable, Sendable {
+    /// Every entry up to this sequence is stored on the server.
+    public var logAckedThrough: Int64
+    public var desired: DesiredIsolation
+    enum CodingKeys: String, CodingKey { case logAckedThrough = "log_acked_through", desired }
+    public init(logAckedThrough: Int64, desired: DesiredIsolation) {
+        self.logAckedThrough = logAckedThrough
+        self.desired = desired
+    }
+}

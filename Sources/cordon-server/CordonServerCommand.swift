@@ -1,0 +1,56 @@
+import ArgumentParser
+import CordonServer
+import CordonWire
+import Foundation
+import Logging
+
+@main
+struct CordonServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cordon-server",
+        abstract: "The fleet's collector: agents enroll and report to it, analysts isolate hosts through its API.",
+        subcommands: [InitCommand.self, RunCommand.self, EnrollSecretCommand.self, TokenCommand.self, HostCommand.self]
+    )
+}
+
+/// `--data DIR --database URL`, which every subcommand takes.
+struct ServerOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("The server's data directory: its CA, certificate and keys.", valueName: "dir"))
+    var data: String
+
+    @Option(help: ArgumentHelp("postgresql://user@host:port/db (the password from the URL or PGPASSWORD).", valueName: "url"))
+    var database: String
+
+    func validate() throws {
+        _ = try databaseURL()
+    }
+
+    func databaseURL() throws -> DatabaseURL {
+        do { return try DatabaseURL(database) } catch { throw ValidationError("\(error)") }
+    }
+
+    var directory: DataDirectory { DataDirectory(data) }
+
+    static func logger() -> Logger {
+        var logger = Logger(label: "cordon-server")
+        logger.logLevel = .notice
+        return logger
+    }
+}
+
+/// A failure of a subcommand: its message on stderr, exit status 1.
+struct ServerCLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Runs a subcommand's database work; its errors become one clear line.
+func withStores<T: Sendable>(_ options: ServerOptions, _ body: @Sendable (Stores) async throws -> T) async throws -> T {
+    do {
+        return try await ServerApplication.withDatabase(try options.databaseURL(), logger: ServerOptions.logger(), body)
+    } catch let error as ServerCLIError {
+        throw error
+    } catch {
+        throw ServerCLIError("\(try options.databaseURL()): \(String(reflecting: error))")
+    }
+}

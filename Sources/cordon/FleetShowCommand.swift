@@ -1,0 +1,29 @@
+import ArgumentParser
+import CordonWire
+
+struct FleetShowCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one host: its state, isolation and counters.")
+
+    @OptionGroup var fleet: FleetOptions
+
+    @Argument(help: ArgumentHelp("The host's id or host name.", valueName: "host"))
+    var host: String
+
+    func run() throws {
+        let client = try fleet.client()
+        let name = host
+        let h = try awaiting { try await client.resolveHost(name) }
+        if fleet.json { return try printJSON(h) }
+        print("""
+            host:          \(h.hostname) (\(h.id))\(h.revoked ? " — REVOKED" : "")
+            connected:     \(h.connected ? "yes" : "no"), last seen \(h.lastSeen ?? "never")
+            mode:          \(h.mode ?? "not reported")\(h.ruleset.map { ", ruleset version \($0.version)" } ?? "")
+            isolation:     \(h.isolation.summary)
+            addresses:     \(h.addresses.joined(separator: ", "))
+            tags:          \(h.tags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
+            agent:         \(h.agentVersion), enrolled \(h.enrolledAt), machine id \(h.machineID)
+            counters:      \(h.lostEvents) lost events, \(h.guardRestores) guard restores, \(h.guardEscalations) escalations
+            log:           \(h.logProblems == 0 ? "chain intact" : "\(h.logProblems) PROBLEMS (cordon fleet log --verify)")
+            """)
+    }
+}
