@@ -1,0 +1,209 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Synchronization
+
+/// A throwaway PostgreSQL cluster: initdb into a directory of the lab as the unprivileged
+/// `postgres` user, its own port and socket directory, inside a namespace. Stopped at cleanup
+/// (the lab kills what it spawned); nothing of the machine's own PostgreSQL is touched.
+public final class PostgresCluster: Sendable {
+    public let lab: Lab
+    public let namespace: String
+    public let port: Int
+    public let directory: String
+    private let bin: String
+    private let process: Mutex<Child?>
+
+    /// The binaries of the newest PostgreSQL installed (Debian's /usr/lib/postgresql/N/bin).
+    public static func binaries() -> String? {
+        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []).compactMap(Int.init).sorted()
+        return versions.last.map { "/usr/lib/postgresql/\($0)/bin" }.flatMap { access($0 + "/initdb", X_OK) == 0 ? $0 : nil }
+    }
+
+    public init(lab: Lab, namespace: String, port: Int = 5432, durable: Bool = false) throws {
+        guard let bin = Self.binaries() else { throw LabError("PostgreSQL not found: apt-get install -y postgresql-15 (with policy-rc.d: no service starts)") }
+        guard let user = getpwnam("postgres") else { throw LabError("no `postgres` user: install Debian's postgresql package") }
+        self.lab = lab
+        self.namespace = namespace
+        self.port = port
+        self.bin = bin
+        directory = lab.directory + "/postgres"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        guard chown(directory, user.pointee.pw_uid, user.pointee.pw_gid) == 0 else { throw LabError("chown \(directory) failed") }
+        let initdb = try lab.run(nil, ["runuser", "-u", "postgres", "--", bin + "/initdb", "-A", "trust", "-U", "postgres", "-D", directory + "/data",
+                                       "--no-sync", "-E", "UTF8"], timeout: 120)
+        guard initdb.succeeded else { throw LabError("initdb failed: \(initdb.stderr)") }
+        // Tests trade durability against an operating-system crash (which they never cause) for speed.
+        let settings = durable ? "" : "fsync = off\nfull_page_writes = off\n"
+        try (settings + "max_connections = 200\nshared_buffers = 128MB\n")
+            .write(toFile: directory + "/data/postgresql.auto.conf", atomically: false, encoding: .utf8)
+        _ = chown(directory + "/data/postgresql.auto.conf", user.pointee.pw_uid, user.pointee.pw_gid)
+        process = Mutex(nil)
+        try start()
+    }
+
+    public var url: String { "postgresql://postgres@127.0.0.1:\(port)/postgres" }
+
+    /// Starts the server and waits until it accepts connections.
+    public func start() throws {
+        let child = try lab.spawn(namespace, ["runuser", "-u", "postgres", "--", bin + "/postgres", "-D", directory + "/data", "-p", String(port),
+                                              "-k", directory, "-c", "listen_addresses=127.0.0.1"], log: directory + "/server.log")
+        process.withLock { $0 = child }
+        for _ in 0..<300 {
+            if try lab.run(namespace, [bin + "/pg_isready", "-q", "-h", "127.0.0.1", "-p", String(port)]).succeeded { return }
+            guard child.isRunning else { break }
+            usleep(50_000)
+        }
+        throw LabError("PostgreSQL did not start:\n\((try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? "")")
+    }
+
+    /// `kill -9` of the postmaster (a crash): the next start recovers from its write-ahead log.
+    public func crash() {
+        guard let child = process.withLock({ $0 }) else { return }
+        // runuser forwards nothing on SIGKILL: kill the postmaster itself, by its pid file.
+        if let text = try? String(contentsOfFile: directory + "/data/postmaster.pid", encoding: .utf8),
+           let pid = Int32(text.split(separator: "\n").first ?? "") {
+            kill(pid, SIGKILL)
+        }
+        child.wait(timeout: 10)
+        // Its backends outlive a killed postmaster for a moment; a new one refuses while they hold the memory.
+        for _ in 0..<100 where (try? lab.run(namespace, ["pgrep", "-u", "postgres", "-f", directory + "/data"]))?.succeeded == true {
+            _ = try? lab.run(namespace, ["pkill", "-9", "-u", "postgres", "-f", directory + "/data"])
+            usleep(50_000)
+        }
+    }
+
+    /// psql against the cluster; its output.
+    public func psql(_ sql: String) throws -> String {
+        let result = try lab.run(namespace, [bin + "/psql", "-X", "-q", "-t", "-A", "-h", "127.0.0.1", "-p", String(port), "-U", "postgres",
+                                             "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        guard result.succeeded else { throw LabError("psql failed: \(result.stderr)") }
+        return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
+
+/// The fleet topology of the integration tests, the demo and the benchmark.
+///
+/// ```
+///  host a 192.0.2.10 ──── 192.0.2.1    server (cordon-server, PostgreSQL on its loopback, DNS 53)
+///  host b 198.51.100.10 ── 198.51.100.1
+///  host a 203.0.113.10 ── 203.0.113.20 web (a service isolation cuts off)
+/// ```
+public final class FleetScenario: Sendable {
+    public static let serverA = "192.0.2.1", hostA = "192.0.2.10"
+    public static let serverB = "198.51.100.1", hostB = "198.51.100.10"
+    public static let hostWeb = "203.0.113.10", web = "203.0.113.20"
+    public static let port = 8443
+
+    public let lab: Lab
+    public let server: String
+    public let a: String
+    public let b: String
+    public let webNamespace: String
+    public let postgres: PostgresCluster
+    /// The server's data directory (ca.pem and the keys).
+    public let data: String
+    public let adminToken: String
+    public let serverBinary: String
+    public let cordonBinary: String
+
+    public init(lab: Lab, durableDatabase: Bool = false) throws {
+        for (tool, package) in [("socat", "socat"), ("curl", "curl"), ("nft", "nftables")] where Lab.which(tool) == nil {
+            throw LabError("missing tool \(tool): apt-get install -y \(package)")
+        }
+        self.lab = lab
+        cordonBinary = try DiscoveryScenario.cordonBinary()
+        serverBinary = (cordonBinary as NSString).deletingLastPathComponent + "/cordon-server"
+        guard access(serverBinary, X_OK) == 0 else { throw LabError("cordon-server not found at \(serverBinary); run swift build first") }
+        server = try lab.namespace("server")
+        a = try lab.namespace("a")
+        b = try lab.namespace("b")
+        webNamespace = try lab.namespace("web")
+        try lab.connect(a, ["\(Self.hostA)/24"], server, ["\(Self.serverA)/24"])
+        try lab.connect(b, ["\(Self.hostB)/24"], server, ["\(Self.serverB)/24"])
+        try lab.connect(a, ["\(Self.hostWeb)/24"], webNamespace, ["\(Self.web)/24"])
+        postgres = try PostgresCluster(lab: lab, namespace: server, durable: durableDatabase)
+        data = lab.directory + "/server-data"
+        let initialised = try lab.run(server, [serverBinary, "init", "--data", data, "--database", postgres.url,
+                                               "--name", Self.serverA, "--name", Self.serverB], timeout: 60)
+        guard initialised.succeeded, let token = initialised.stdout.split(separator: "\n").last else {
+            throw LabError("cordon-server init failed: \(initialised.stderr)")
+        }
+        adminToken = String(token)
+        // A resolver on the server for each host (DNS stays open in isolation) and a web service.
+        for address in [Self.serverA, Self.serverB] {
+            _ = try lab.spawn(server, ["socat", "UDP4-RECVFROM:53,bind=\(address),fork", "EXEC:echo answer"])
+        }
+        _ = try lab.spawn(webNamespace, ["socat", "TCP4-LISTEN:443,bind=\(Self.web),reuseaddr,fork", "EXEC:cat"])
+    }
+
+    public var caFile: String { data + "/ca.pem" }
+
+    /// Starts a replica of the server; waits until it answers over HTTPS.
+    public func startServer(port: Int = FleetScenario.port, name: String = "1") throws -> Child {
+        let log = lab.directory + "/server-\(name).log"
+        let child = try lab.spawn(server, [serverBinary, "run", "--data", data, "--database", postgres.url, "--listen", "0.0.0.0:\(port)"], log: log)
+        for _ in 0..<300 {
+            if try lab.run(server, ["curl", "-sf", "--cacert", caFile, "https://\(Self.serverA):\(port)/healthz"]).succeeded { return child }
+            guard child.isRunning else { break }
+            usleep(50_000)
+        }
+        throw LabError("cordon-server did not come up:\n\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+    }
+
+    /// A new enrollment secret, in a file for `--enroll-secret-file`.
+    public func enrollSecret(tags: String = "tier=test", uses: Int? = nil) throws -> String {
+        var arguments = [serverBinary, "enroll-secret", "create", "--data", data, "--database", postgres.url, "--tags", tags]
+        if let uses { arguments += ["--uses", String(uses)] }
+        let result = try lab.run(server, arguments)
+        guard result.succeeded, let secret = result.stdout.split(separator: "\n").last else { throw LabError("enroll-secret create: \(result.stderr)") }
+        let file = lab.directory + "/enroll-\(UInt32.random(in: 0...UInt32.max)).secret"
+        try String(secret).write(toFile: file, atomically: false, encoding: .utf8)
+        return file
+    }
+
+    /// A new API token of `role`.
+    public func token(role: String, name: String) throws -> String {
+        let result = try lab.run(server, [serverBinary, "token", "create", "--data", data, "--database", postgres.url, "--role", role, "--name", name])
+        guard result.succeeded, let token = result.stdout.split(separator: "\n").last else { throw LabError("token create: \(result.stderr)") }
+        return String(token)
+    }
+
+    public func directory(of host: String) -> String { lab.directory + "/" + (host == a ? "a" : "b") }
+
+    /// Starts the agent of host a or b, reporting to the server on its link.
+    public func startAgent(_ host: String, secretFile: String?, port: Int = FleetScenario.port, extra: [String] = []) throws -> Child {
+        let directory = directory(of: host)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let serverAddress = host == a ? Self.serverA : Self.serverB
+        var arguments = ["--db", directory + "/cordon.db", "--socket", directory + "/cordon.sock", "--flush-interval", "0.5",
+                         "--server", "https://\(serverAddress):\(port)", "--server-ca", caFile, "--resolver", serverAddress]
+        if let secretFile { arguments += ["--enroll-secret-file", secretFile] }
+        return try lab.startAgent(in: host, binary: cordonBinary, arguments: arguments + extra, socket: directory + "/cordon.sock",
+                                  log: directory + "/agent.log")
+    }
+
+    /// An API call from the server's namespace: the status code and the body.
+    public func api(_ method: String, _ path: String, token: String?, body: String? = nil, headers: [String] = [],
+                    port: Int = FleetScenario.port) throws -> (status: Int, body: String) {
+        var arguments = ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--cacert", caFile, "-X", method]
+        if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
+        for header in headers { arguments += ["-H", header] }
+        if let body { arguments += ["-H", "Content-Type: application/json", "--data-binary", body] }
+        let result = try lab.run(server, arguments + ["https://\(Self.serverA):\(port)\(path)"])
+        guard result.succeeded else { throw LabError("curl \(path): \(result.stderr)") }
+        var lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        let status = Int(lines.popLast() ?? "") ?? 0
+        return (status, lines.joined(separator: "\n"))
+    }
+
+    /// `cordon fleet ...` as an analyst runs it, from the server's namespace.
+    public func fleet(_ arguments: [String], token: String) throws -> CommandResult {
+        let tokenFile = lab.directory + "/token-\(UInt32.random(in: 0...UInt32.max))"
+        try token.write(toFile: tokenFile, atomically: false, encoding: .utf8)
+        defer { unlink(tokenFile) }
+        return try lab.run(server, [cordonBinary, "fleet"] + arguments
+                           + ["--server", "https://\(Self.serverA):\(Self.port)", "--ca", caFile, "--token-file", tokenFile], timeout: 60)
+    }
+}
