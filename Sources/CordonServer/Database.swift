@@ -115,7 +115,7 @@ public enum Migrations {
     /// Applies what is missing; returns the names applied.
     @discardableResult
     public static func migrate(_ client: PostgresClient, logger: Logger) async throws -> [String] {
-        try await client.withTransaction(logger: logger) { connection in
+        try await client.transaction(logger: logger) { connection in
             try await connection.query("SELECT pg_advisory_xact_lock(7411001)", logger: logger)
             try await connection.query("CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
                                        logger: logger)
@@ -134,6 +134,20 @@ public enum Migrations {
                 done.append(migration.name)
             }
             return done
+        }
+    }
+}
+
+extension PostgresClient {
+    /// `withTransaction`, whose refusals (a host that is not there, a key reused) come out as
+    /// themselves instead of wrapped, so that controllers answer them as 4xx.
+    func transaction<Result>(logger: Logger, isolation: isolated (any Actor)? = #isolation,
+                             _ closure: (PostgresConnection) async throws -> sending Result) async throws -> sending Result {
+        do {
+            return try await withTransaction(logger: logger, isolation: isolation, closure)
+        } catch let error as PostgresTransactionError {
+            if let refusal = error.closureError, error.rollbackError == nil, !(refusal is PSQLError) { throw refusal }
+            throw error
         }
     }
 }

@@ -33,7 +33,7 @@ public struct PostgresEnrollmentStore: EnrollmentStore {
     }
 
     public func enroll(_ request: EnrollRequest) async throws -> EnrollResponse? {
-        try await client.withTransaction(logger: logger) { connection in
+        try await client.transaction(logger: logger) { connection in
             // Taken under a row lock, so that N uses admit N hosts and not more, whatever the replicas.
             let rows = try await connection.query("""
                 SELECT id, tags::text FROM enroll_secrets

@@ -71,7 +71,7 @@ public struct PostgresIsolationStore: IsolationStore {
     }
 
     public func request(host: UUID, _ request: IsolationRequest, by name: String, tokenID: UUID?, idempotencyKey: String?) async throws -> IntentAccepted {
-        try await client.withTransaction(logger: logger) { connection in
+        try await client.transaction(logger: logger) { connection in
             guard let row = try await lockHost(connection, host) else { throw IsolationRefusal.noHost }
             if let idempotencyKey {
                 let rows = try await connection.query("""
@@ -107,7 +107,7 @@ public struct PostgresIsolationStore: IsolationStore {
     }
 
     public func cancel(intent id: UUID, by name: String) async throws -> IntentView {
-        try await client.withTransaction(logger: logger) { connection in
+        try await client.transaction(logger: logger) { connection in
             guard let intent = try await intent(id, on: connection) else { throw IsolationRefusal.noIntent }
             guard intent.status == .pending, let host = UUID(uuidString: intent.hostID) else { throw IsolationRefusal.notPending(intent.status) }
             guard let row = try await lockHost(connection, host) else { throw IsolationRefusal.noHost }
@@ -134,7 +134,7 @@ public struct PostgresIsolationStore: IsolationStore {
     }
 
     public func observe(host: UUID, report: AgentReport) async throws -> DesiredIsolation {
-        try await client.withTransaction(logger: logger) { connection in
+        try await client.transaction(logger: logger) { connection in
             guard let row = try await lockHost(connection, host) else { throw IsolationRefusal.noHost }
             var observedGeneration = max(row.observedGeneration, report.appliedGeneration)
             // A local emergency is never undone by the server: it becomes the desired state, as a

@@ -22,7 +22,7 @@ public struct PostgresLogStore: LogStore {
     }
 
     public func append(host: UUID, entries: [Decision]) async throws -> Int64 {
-        try await client.withTransaction(logger: logger) { connection in
+        try await client.transaction(logger: logger) { connection in
             // One upload per host at a time: the check below reads what the one before wrote.
             var head: Int64 = 0
             for try await value in try await connection.query("SELECT log_head FROM hosts WHERE id = \(host) FOR UPDATE", logger: logger)

@@ -250,3 +250,192 @@ import Glibc
         #expect(try f.api("GET", "/api/v1/audit", token: setup.responder).status == 403)
     }
 }
+
+/// Crashes, replicas, revocation and the conflicts between local and remote isolation.
+@Suite(.serialized) struct FleetRecoveryTests {
+    typealias F = FleetScenario
+    typealias Setup = FleetTests.Setup
+
+    /// The agent's own log, as (sequence, hash), and the server's copy of it.
+    static func logs(_ setup: Setup, _ id: String) throws -> (agent: [[String]], server: [[String]], intact: Bool?) {
+        let agent = try FlowStore(readingFrom: setup.fleet.directory(of: setup.fleet.a) + "/cordon.db").decisions().map { [String($0.sequence), $0.hash] }
+        let log = try setup.json(try setup.fleet.api("GET", "/api/v1/hosts/\(id)/log", token: setup.viewer).body)
+        let server = ((log["entries"] as? [[String: Any]]) ?? []).map { ["\($0["sequence"] ?? "")", "\($0["hash"] ?? "")"] }
+        return (agent, server, (log["verification"] as? [String: Any])?["intact"] as? Bool)
+    }
+
+    static func describe(_ setup: Setup, _ id: String) -> String { (try? logs(setup, id)).map { "\($0)" } ?? "(logs unreadable)" }
+
+    /// Waits until the server holds exactly the agent's log.
+    static func converged(_ setup: Setup, _ id: String, timeout: Double) throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let (agent, server, intact) = try logs(setup, id)
+            if agent == server && intact == true { return true }
+            usleep(200_000)
+        }
+        return false
+    }
+
+    /// Local isolations and releases through the agent: each one decision-log entry or more.
+    static func churn(_ setup: Setup, rounds: Int) throws {
+        for round in 0..<rounds {
+            try local(setup, "isolate", reason: "churn \(round)")
+            try local(setup, "release", reason: "churn \(round)")
+        }
+    }
+
+    /// `cordon isolate` or `cordon release` on host a, through its agent.
+    static func local(_ setup: Setup, _ verb: String, reason: String) throws {
+        let dir = setup.fleet.directory(of: setup.fleet.a)
+        let result = try setup.lab.run(nil, [setup.fleet.cordonBinary, verb, "--operator", "ivy", "--reason", reason,
+                                             "--socket", dir + "/cordon.sock", "--db", dir + "/cordon.db"], timeout: 40)
+        guard result.succeeded else { throw LabError("\(verb): \(result.stdout)\(result.stderr)") }
+    }
+
+    @Test("kill -9 of the agent, of the server and of PostgreSQL: the server ends with every log entry exactly once and its flows")
+    func nothingLostNothingTwice() throws {
+        guard FleetTests.shouldRun else { Issue.record(Integration.skipNote); return }
+        var setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let id = try setup.hostID(timeout: 10)
+        let f = setup.fleet
+        // Entries written while the server is dead are buffered in the agent's SQLite file.
+        // (Isolations only: a release checks the server and would rightly fail while it is dead.)
+        setup.server.signal(SIGKILL)
+        setup.server.wait(timeout: 5)
+        try Self.local(setup, "isolate", reason: "server dead")
+        try Self.local(setup, "isolate", reason: "server dead, again (a recorded no-op)")
+        setup.server = try f.startServer()
+        try Self.local(setup, "release", reason: "server back")
+        #expect(try Self.converged(setup, id, timeout: 20), Comment(rawValue: Self.describe(setup, id)))
+
+        // The agent killed right after writing entries: it resends from the server's acknowledgement.
+        try Self.churn(setup, rounds: 1)
+        setup.agent!.signal(SIGKILL)
+        setup.agent!.wait(timeout: 5)
+        setup.agent = try f.startAgent(f.a, secretFile: nil)
+        try Self.churn(setup, rounds: 1)
+        #expect(try Self.converged(setup, id, timeout: 20), Comment(rawValue: Self.describe(setup, id)))
+
+        // PostgreSQL crashes under the server and comes back. (A release meanwhile would fail its
+        // check, rightly: a server without its database cannot answer an authenticated request.)
+        f.postgres.crash()
+        try Self.local(setup, "isolate", reason: "while PostgreSQL is down")
+        try f.postgres.start()
+        try Self.local(setup, "release", reason: "PostgreSQL is back")
+        #expect(try Self.converged(setup, id, timeout: 40), Comment(rawValue: Self.describe(setup, id) + setup.agentLog))
+        #expect(try f.postgres.psql("SELECT count(*) FROM decision_log") == String(try Self.logs(setup, id).agent.count))
+
+        // Flows: the server's copy has the agent's aggregates with their totals.
+        try setup.lab.run(f.a, ["socat", "-u", "OPEN:/dev/null", "TCP4:\(F.web):443,connect-timeout=1"])
+        let deadline = Date().addingTimeInterval(20)
+        var matched = false
+        var seen = ""
+        while Date() < deadline && !matched {
+            let agent = try setup.lab.flows(f.cordonBinary, database: f.directory(of: f.a) + "/cordon.db")
+                .filter { $0.remote == F.web }.map { "\($0.direction ?? "")|\($0.remotePort ?? 0)|\($0.connections)" }
+            let answer = try f.api("GET", "/api/v1/hosts/\(id)/flows", token: setup.viewer)
+            let server = ((try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [[String: Any]]) ?? [])
+                .filter { $0["remote_address"] as? String == F.web }.map { "\($0["direction"] ?? "")|\($0["remote_port"] ?? 0)|\($0["connections"] ?? -1)" }
+            matched = !agent.isEmpty && agent.sorted() == server.sorted()
+            seen = "agent \(agent.sorted()), server \(server.sorted())"
+            if !matched { usleep(300_000) }
+        }
+        #expect(matched, "the server's flows match the agent's: \(seen)")
+    }
+
+    @Test("two replicas: a request on one reaches the agent connected to the other at once (LISTEN/NOTIFY, not the poll's timeout)")
+    func twoReplicas() throws {
+        guard FleetTests.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let id = try setup.hostID(timeout: 10)
+        _ = try setup.fleet.startServer(port: 8444, name: "2")
+        usleep(1_500_000)   // the agent's poll is parked on replica 1 now
+        let started = Date()
+        let body = #"{"state":"isolated","reason":"via replica 2"}"#
+        let answer = try setup.fleet.api("POST", "/api/v1/hosts/\(id)/isolation", token: setup.responder, body: body, port: 8444)
+        #expect(answer.status == 202, "\(answer)")
+        let intent = try #require(try setup.json(answer.body)["intent_id"] as? String)
+        let done = try setup.settle(intent, timeout: 20)
+        #expect(done["status"] as? String == "succeeded")
+        #expect(Date().timeIntervalSince(started) < 3, "took \(Date().timeIntervalSince(started)) s: the poll's 25 s would mean no notification")
+    }
+
+    @Test("a revoked host is refused, and says so in cordon status")
+    func revocation() throws {
+        guard FleetTests.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let id = try setup.hostID(timeout: 10)
+        let f = setup.fleet
+        let revoke = try setup.lab.run(f.server, [f.serverBinary, "host", "revoke", id, "--data", f.data, "--database", f.postgres.url])
+        #expect(revoke.succeeded, "\(revoke.stderr)")
+        let deadline = Date().addingTimeInterval(15)
+        var fleet: [String: Any] = [:]
+        while Date() < deadline {
+            fleet = (try setup.status(f.a)["fleet"] as? [String: Any]) ?? [:]
+            if fleet["revoked"] as? Bool == true { break }
+            usleep(200_000)
+        }
+        #expect(fleet["revoked"] as? Bool == true, "\(fleet)")
+        let text = try setup.lab.run(nil, [f.cordonBinary, "status", "--socket", f.directory(of: f.a) + "/cordon.sock"])
+        #expect(text.stdout.contains("REVOKED"), Comment(rawValue: text.stdout))
+        let host = try setup.host(id)
+        #expect(host["revoked"] as? Bool == true && host["connected"] as? Bool == false)
+        let refused = try f.api("POST", "/api/v1/hosts/\(id)/isolation", token: setup.responder, body: #"{"state":"isolated","reason":"x"}"#)
+        #expect(refused.status == 409, "\(refused)")
+    }
+
+    @Test("a local isolation while the server is unreachable is reported when it reconnects and kept")
+    func localIsolationIsKept() throws {
+        guard FleetTests.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let id = try setup.hostID(timeout: 10)
+        let f = setup.fleet
+        // The server's namespace drops everything from host a: established connections too.
+        let block = "table inet cut {\n chain input {\n  type filter hook input priority -50;\n  ip saddr \(F.hostA) drop\n }\n}\n"
+        #expect(try setup.lab.run(f.server, ["nft", "-f", "-"], input: block).succeeded)
+        let dir = f.directory(of: f.a)
+        let isolate = try setup.lab.run(nil, [f.cordonBinary, "isolate", "--operator", "ivy", "--reason", "local emergency",
+                                              "--socket", dir + "/cordon.sock", "--db", dir + "/cordon.db"], timeout: 30)
+        #expect(isolate.succeeded, "\(isolate.stdout)\(isolate.stderr)")
+        usleep(2_000_000)
+        #expect(try setup.lab.run(f.server, ["nft", "delete", "table", "inet", "cut"]).succeeded)
+        let deadline = Date().addingTimeInterval(40)
+        var isolation: [String: Any] = [:]
+        while Date() < deadline {
+            isolation = (try setup.host(id)["isolation"] as? [String: Any]) ?? [:]
+            if isolation["desired"] as? String == "isolated" { break }
+            usleep(200_000)
+        }
+        #expect(isolation["desired"] as? String == "isolated" && isolation["observed"] as? String == "isolated", "\(isolation)\n\(setup.agentLog)")
+        let intents = try setup.json(try f.api("GET", "/api/v1/intents?host_id=\(id)", token: setup.viewer).body)["items"] as? [[String: Any]] ?? []
+        #expect(intents.first?["requested_by"] as? String == "local: ivy" && intents.first?["status"] as? String == "succeeded", "\(intents)")
+        usleep(1_000_000)
+        #expect(try setup.status(f.a)["isolated"] as? Bool == true, "the local isolation stands")
+        #expect(!(try setup.webReachable()))
+    }
+
+    @Test("a remote release whose authenticated check cannot reach the server isolates again, and the intent fails with that reason")
+    func failedReleaseCheck() throws {
+        guard FleetTests.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let id = try setup.hostID(timeout: 10)
+        let f = setup.fleet
+        let isolate = try setup.request(id, "isolated", reason: "alert")
+        #expect(try setup.settle(try #require(isolate["intent_id"] as? String), timeout: 10)["status"] as? String == "succeeded")
+        // New connections to the server are dropped; the open ones (the poll, the reports) go on.
+        let block = "table inet cut {\n chain input {\n  type filter hook input priority -50;\n  ip saddr \(F.hostA) ct state new tcp dport \(F.port) drop\n }\n}\n"
+        #expect(try setup.lab.run(f.server, ["nft", "-f", "-"], input: block).succeeded)
+        let release = try setup.request(id, "released", reason: "try")
+        let done = try setup.settle(try #require(release["intent_id"] as? String), timeout: 40)
+        #expect(done["status"] as? String == "failed", "\(done)\n\(setup.agentLog)")
+        #expect((done["error"] as? String)?.contains("authenticated") == true, "\(done)")
+        #expect(try setup.status(f.a)["isolated"] as? Bool == true, "isolated again")
+        #expect(!(try setup.webReachable()))
+    }
+}
