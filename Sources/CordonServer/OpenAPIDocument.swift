@@ -1,4 +1,1884 @@
-/// The API's OpenAPI 3.1 description, served at /api/v1/openapi.json (Docs/openapi.json is the same text).
-enum OpenAPIDocument {
-    static let json = #"{"openapi":"3.1.0","info":{"title":"cordon-server","version":"1"},"paths":{}}"#
+/// The API's OpenAPI 3.1 description, served at /api/v1/openapi.json. Docs/openapi.json is the
+/// same text (`cordon-server openapi > Docs/openapi.json`; a test holds them equal).
+public enum OpenAPIDocument {
+    public static let json = #"""
+{
+  "components": {
+    "schemas": {
+      "AgentReport": {
+        "properties": {
+          "applied": {
+            "oneOf": [
+              {
+                "type": "null"
+              },
+              {
+                "properties": {
+                  "error": {
+                    "type": [
+                      "string",
+                      "null"
+                    ]
+                  },
+                  "generation": {
+                    "type": "integer"
+                  },
+                  "ok": {
+                    "type": "boolean"
+                  }
+                },
+                "required": [
+                  "generation",
+                  "ok"
+                ],
+                "type": "object"
+              }
+            ]
+          },
+          "applied_generation": {
+            "type": "integer"
+          },
+          "flows": {
+            "items": {
+              "$ref": "#/components/schemas/Flow"
+            },
+            "maxItems": 5000,
+            "type": "array"
+          },
+          "local": {
+            "oneOf": [
+              {
+                "type": "null"
+              },
+              {
+                "properties": {
+                  "at": {
+                    "type": "integer"
+                  },
+                  "operator": {
+                    "type": "string"
+                  },
+                  "reason": {
+                    "type": "string"
+                  },
+                  "state": {
+                    "enum": [
+                      "isolated",
+                      "released"
+                    ],
+                    "type": "string"
+                  }
+                },
+                "required": [
+                  "state",
+                  "operator",
+                  "reason",
+                  "at"
+                ],
+                "type": "object"
+              }
+            ]
+          },
+          "log": {
+            "items": {
+              "$ref": "#/components/schemas/Decision"
+            },
+            "maxItems": 1000,
+            "type": "array"
+          },
+          "observed": {
+            "enum": [
+              "isolated",
+              "released"
+            ],
+            "type": "string"
+          },
+          "status": {
+            "description": "mode, isolated, ruleset_version, ruleset_digest, lost_events, guard_restores, guard_escalations, flows, agent_version, addresses",
+            "type": "object"
+          }
+        },
+        "required": [
+          "status",
+          "observed",
+          "applied_generation",
+          "log",
+          "flows"
+        ],
+        "type": "object"
+      },
+      "AuditEntry": {
+        "properties": {
+          "action": {
+            "type": "string"
+          },
+          "actor": {
+            "type": "string"
+          },
+          "at": {
+            "format": "date-time",
+            "type": "string"
+          },
+          "detail": {
+            "type": "string"
+          },
+          "id": {
+            "type": "integer"
+          },
+          "remote": {
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "role": {
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "target": {
+            "type": [
+              "string",
+              "null"
+            ]
+          }
+        },
+        "required": [
+          "id",
+          "at",
+          "actor",
+          "action",
+          "detail"
+        ],
+        "type": "object"
+      },
+      "Decision": {
+        "properties": {
+          "action": {
+            "type": "string"
+          },
+          "applied_at": {
+            "description": "Unix seconds",
+            "type": "integer"
+          },
+          "backend": {
+            "type": "string"
+          },
+          "hash": {
+            "type": "string"
+          },
+          "hash_format": {
+            "type": "integer"
+          },
+          "id": {
+            "type": "string"
+          },
+          "management_whitelist": {
+            "items": {
+              "properties": {
+                "address": {
+                  "type": "string"
+                },
+                "port": {
+                  "type": [
+                    "integer",
+                    "null"
+                  ]
+                },
+                "protocol": {
+                  "type": "string"
+                }
+              },
+              "type": "object"
+            },
+            "type": "array"
+          },
+          "operator": {
+            "type": "string"
+          },
+          "outcome": {
+            "type": "string"
+          },
+          "policy": {
+            "type": "string"
+          },
+          "policy_digest": {
+            "type": "string"
+          },
+          "previous_hash": {
+            "type": "string"
+          },
+          "reason": {
+            "type": "string"
+          },
+          "sequence": {
+            "type": "integer"
+          },
+          "whitelist": {
+            "type": "string"
+          }
+        },
+        "required": [
+          "sequence",
+          "id",
+          "action",
+          "operator",
+          "reason",
+          "backend",
+          "policy",
+          "policy_digest",
+          "management_whitelist",
+          "whitelist",
+          "applied_at",
+          "outcome",
+          "previous_hash",
+          "hash",
+          "hash_format"
+        ],
+        "type": "object"
+      },
+      "DesiredIsolation": {
+        "properties": {
+          "generation": {
+            "type": "integer"
+          },
+          "intent_id": {
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "reason": {
+            "type": "string"
+          },
+          "requested_by": {
+            "type": "string"
+          },
+          "state": {
+            "enum": [
+              "isolated",
+              "released"
+            ],
+            "type": "string"
+          }
+        },
+        "required": [
+          "generation",
+          "state",
+          "reason",
+          "requested_by"
+        ],
+        "type": "object"
+      },
+      "EnrollRequest": {
+        "properties": {
+          "addresses": {
+            "items": {
+              "type": "string"
+            },
+            "type": "array"
+          },
+          "agent_version": {
+            "type": "string"
+          },
+          "hostname": {
+            "maxLength": 253,
+            "minLength": 1,
+            "type": "string"
+          },
+          "machine_id": {
+            "type": "string"
+          },
+          "secret": {
+            "type": "string"
+          },
+          "tags": {
+            "additionalProperties": {
+              "type": "string"
+            },
+            "type": "object"
+          }
+        },
+        "required": [
+          "secret",
+          "hostname",
+          "machine_id",
+          "addresses",
+          "agent_version",
+          "tags"
+        ],
+        "type": "object"
+      },
+      "EnrollResponse": {
+        "properties": {
+          "credential": {
+            "description": "the host's bearer credential, shown once",
+            "type": "string"
+          },
+          "host_id": {
+            "format": "uuid",
+            "type": "string"
+          }
+        },
+        "required": [
+          "host_id",
+          "credential"
+        ],
+        "type": "object"
+      },
+      "Error": {
+        "properties": {
+          "error": {
+            "type": "string"
+          },
+          "field": {
+            "type": [
+              "string",
+              "null"
+            ]
+          }
+        },
+        "required": [
+          "error"
+        ],
+        "type": "object"
+      },
+      "Flow": {
+        "description": "the fields of `cordon flows --json`",
+        "properties": {
+          "bytes": {
+            "type": "integer"
+          },
+          "connections": {
+            "type": "integer"
+          },
+          "direction": {
+            "enum": [
+              "inbound",
+              "outbound",
+              "forward"
+            ],
+            "type": "string"
+          },
+          "family": {
+            "type": "string"
+          },
+          "first_seen": {
+            "type": "string"
+          },
+          "icmp_code": {
+            "type": [
+              "integer",
+              "null"
+            ]
+          },
+          "icmp_type": {
+            "type": [
+              "integer",
+              "null"
+            ]
+          },
+          "last_seen": {
+            "type": "string"
+          },
+          "local_address": {
+            "type": "string"
+          },
+          "local_port": {
+            "type": [
+              "integer",
+              "null"
+            ]
+          },
+          "packets": {
+            "type": "integer"
+          },
+          "protocol": {
+            "type": "string"
+          },
+          "remote_address": {
+            "type": "string"
+          },
+          "remote_port": {
+            "type": [
+              "integer",
+              "null"
+            ]
+          },
+          "verdict": {
+            "enum": [
+              "allowed",
+              "rejected"
+            ],
+            "type": "string"
+          }
+        },
+        "required": [
+          "direction",
+          "protocol",
+          "family",
+          "local_address",
+          "local_port",
+          "remote_address",
+          "remote_port",
+          "icmp_type",
+          "icmp_code",
+          "connections",
+          "packets",
+          "bytes",
+          "first_seen",
+          "last_seen",
+          "verdict"
+        ],
+        "type": "object"
+      },
+      "Host": {
+        "properties": {
+          "addresses": {
+            "items": {
+              "type": "string"
+            },
+            "type": "array"
+          },
+          "agent_version": {
+            "type": "string"
+          },
+          "connected": {
+            "type": "boolean"
+          },
+          "enrolled_at": {
+            "format": "date-time",
+            "type": "string"
+          },
+          "guard_escalations": {
+            "type": "integer"
+          },
+          "guard_restores": {
+            "type": "integer"
+          },
+          "hostname": {
+            "type": "string"
+          },
+          "id": {
+            "format": "uuid",
+            "type": "string"
+          },
+          "isolation": {
+            "$ref": "#/components/schemas/Isolation"
+          },
+          "last_seen": {
+            "format": "date-time",
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "log_problems": {
+            "type": "integer"
+          },
+          "lost_events": {
+            "type": "integer"
+          },
+          "machine_id": {
+            "type": "string"
+          },
+          "mode": {
+            "enum": [
+              "discovery",
+              "enforce",
+              null
+            ],
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "revoked": {
+            "type": "boolean"
+          },
+          "ruleset": {
+            "oneOf": [
+              {
+                "type": "null"
+              },
+              {
+                "properties": {
+                  "digest": {
+                    "type": [
+                      "string",
+                      "null"
+                    ]
+                  },
+                  "version": {
+                    "type": "integer"
+                  }
+                },
+                "required": [
+                  "version"
+                ],
+                "type": "object"
+              }
+            ]
+          },
+          "tags": {
+            "additionalProperties": {
+              "type": "string"
+            },
+            "type": "object"
+          }
+        },
+        "required": [
+          "id",
+          "hostname",
+          "machine_id",
+          "tags",
+          "addresses",
+          "agent_version",
+          "enrolled_at",
+          "last_seen",
+          "connected",
+          "revoked",
+          "mode",
+          "ruleset",
+          "lost_events",
+          "guard_restores",
+          "guard_escalations",
+          "log_problems",
+          "isolation"
+        ],
+        "type": "object"
+      },
+      "HostLog": {
+        "properties": {
+          "entries": {
+            "items": {
+              "$ref": "#/components/schemas/Decision"
+            },
+            "type": "array"
+          },
+          "host_id": {
+            "format": "uuid",
+            "type": "string"
+          },
+          "verification": {
+            "properties": {
+              "entries": {
+                "type": "integer"
+              },
+              "intact": {
+                "type": "boolean"
+              },
+              "problems": {
+                "items": {
+                  "type": "string"
+                },
+                "type": "array"
+              }
+            },
+            "required": [
+              "intact",
+              "entries",
+              "problems"
+            ],
+            "type": "object"
+          }
+        },
+        "required": [
+          "host_id",
+          "verification",
+          "entries"
+        ],
+        "type": "object"
+      },
+      "Intent": {
+        "properties": {
+          "completed_at": {
+            "format": "date-time",
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "error": {
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "external_id": {
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "generation": {
+            "type": "integer"
+          },
+          "host_id": {
+            "format": "uuid",
+            "type": "string"
+          },
+          "id": {
+            "format": "uuid",
+            "type": "string"
+          },
+          "reason": {
+            "type": "string"
+          },
+          "requested_at": {
+            "format": "date-time",
+            "type": "string"
+          },
+          "requested_by": {
+            "type": "string"
+          },
+          "state": {
+            "enum": [
+              "isolated",
+              "released"
+            ],
+            "type": "string"
+          },
+          "status": {
+            "$ref": "#/components/schemas/IntentStatus"
+          }
+        },
+        "required": [
+          "id",
+          "host_id",
+          "state",
+          "generation",
+          "status",
+          "requested_by",
+          "requested_at",
+          "completed_at",
+          "reason",
+          "external_id",
+          "error"
+        ],
+        "type": "object"
+      },
+      "IntentAccepted": {
+        "properties": {
+          "generation": {
+            "type": "integer"
+          },
+          "intent_id": {
+            "format": "uuid",
+            "type": "string"
+          },
+          "status": {
+            "$ref": "#/components/schemas/IntentStatus"
+          }
+        },
+        "required": [
+          "intent_id",
+          "generation",
+          "status"
+        ],
+        "type": "object"
+      },
+      "IntentStatus": {
+        "enum": [
+          "pending",
+          "succeeded",
+          "failed",
+          "superseded"
+        ],
+        "type": "string"
+      },
+      "Isolation": {
+        "properties": {
+          "desired": {
+            "enum": [
+              "isolated",
+              "released"
+            ],
+            "type": "string"
+          },
+          "generation": {
+            "type": "integer"
+          },
+          "observed": {
+            "enum": [
+              "isolated",
+              "released",
+              null
+            ],
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "observed_generation": {
+            "type": "integer"
+          },
+          "pending_since": {
+            "format": "date-time",
+            "type": [
+              "string",
+              "null"
+            ]
+          }
+        },
+        "required": [
+          "desired",
+          "observed",
+          "generation",
+          "observed_generation",
+          "pending_since"
+        ],
+        "type": "object"
+      },
+      "IsolationRequest": {
+        "properties": {
+          "external_id": {
+            "maxLength": 200,
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "reason": {
+            "description": "required non-empty for an isolation",
+            "maxLength": 1000,
+            "type": "string"
+          },
+          "state": {
+            "enum": [
+              "isolated",
+              "released"
+            ],
+            "type": "string"
+          }
+        },
+        "required": [
+          "state",
+          "reason"
+        ],
+        "type": "object"
+      },
+      "ReportResponse": {
+        "properties": {
+          "desired": {
+            "$ref": "#/components/schemas/DesiredIsolation"
+          },
+          "log_acked_through": {
+            "type": "integer"
+          }
+        },
+        "required": [
+          "log_acked_through",
+          "desired"
+        ],
+        "type": "object"
+      }
+    },
+    "securitySchemes": {
+      "bearer": {
+        "description": "an API token (cordon_api_...)",
+        "scheme": "bearer",
+        "type": "http"
+      },
+      "host": {
+        "description": "a host credential (cordon_host_...)",
+        "scheme": "bearer",
+        "type": "http"
+      }
+    }
+  },
+  "info": {
+    "description": "The fleet API of Cordon. JSON over HTTPS; `Authorization: Bearer TOKEN`. API tokens have a role: viewer reads; responder also isolates, releases and cancels; approver and admin include it (admin also reads the audit log). Agents use their own host credential on /agent/v1 only.",
+    "title": "cordon-server",
+    "version": "1"
+  },
+  "openapi": "3.1.0",
+  "paths": {
+    "/agent/v1/desired": {
+      "get": {
+        "parameters": [
+          {
+            "in": "query",
+            "name": "after",
+            "schema": {
+              "type": "integer"
+            }
+          },
+          {
+            "in": "query",
+            "name": "wait",
+            "schema": {
+              "minimum": 0,
+              "type": "number"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/DesiredIsolation"
+                }
+              }
+            },
+            "description": "the desired state"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "bad input (the field is named)"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no token, or not a valid one"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the token's role is too low"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the database is unavailable"
+          }
+        },
+        "security": [
+          {
+            "host": []
+          }
+        ],
+        "summary": "The host's desired isolation; a long poll answered when its generation passes `after`, or after `wait` seconds (at most 25)",
+        "tags": [
+          "agent"
+        ]
+      }
+    },
+    "/agent/v1/enroll": {
+      "post": {
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/EnrollRequest"
+              }
+            }
+          },
+          "required": true
+        },
+        "responses": {
+          "201": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/EnrollResponse"
+                }
+              }
+            },
+            "description": "enrolled"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "bad input (the field is named)"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the token's role is too low"
+          },
+          "422": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a field's value is not acceptable"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the database is unavailable"
+          }
+        },
+        "security": [],
+        "summary": "Enroll a host with an enrollment secret",
+        "tags": [
+          "agent"
+        ]
+      }
+    },
+    "/agent/v1/report": {
+      "post": {
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/AgentReport"
+              }
+            }
+          },
+          "required": true
+        },
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ReportResponse"
+                }
+              }
+            },
+            "description": "acknowledged"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "bad input (the field is named)"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no token, or not a valid one"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the token's role is too low"
+          },
+          "413": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "too many entries or flows in one report"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the database is unavailable"
+          }
+        },
+        "security": [
+          {
+            "host": []
+          }
+        ],
+        "summary": "Status, the isolation observed and applied, decision-log entries and changed flows; idempotent under replay",
+        "tags": [
+          "agent"
+        ]
+      }
+    },
+    "/api/v1/audit": {
+      "get": {
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "properties": {
+                    "items": {
+                      "items": {
+                        "$ref": "#/components/schemas/AuditEntry"
+                      },
+                      "type": "array"
+                    }
+                  },
+                  "required": [
+                    "items"
+                  ],
+                  "type": "object"
+                }
+              }
+            },
+            "description": "newest first"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no token, or not a valid one"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the token's role is too low"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the database is unavailable"
+          }
+        },
+        "security": [
+          {
+            "bearer": []
+          }
+        ],
+        "summary": "The audit log: every state-changing call, who, what, when, from where (role: admin)",
+        "tags": [
+          "api"
+        ]
+      }
+    },
+    "/api/v1/hosts": {
+      "get": {
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "properties": {
+                    "items": {
+                      "items": {
+                        "$ref": "#/components/schemas/Host"
+                      },
+                      "type": "array"
+                    }
+                  },
+                  "required": [
+                    "items"
+                  ],
+                  "type": "object"
+                }
+              }
+            },
+            "description": "the hosts"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no token, or not a valid one"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the token's role is too low"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the database is unavailable"
+          }
+        },
+        "security": [
+          {
+            "bearer": []
+          }
+        ],
+        "summary": "Every enrolled host (role: viewer)",
+        "tags": [
+          "api"
+        ]
+      }
+    },
+    "/api/v1/hosts/{id}": {
+      "get": {
+        "parameters": [
+          {
+            "in": "path",
+            "name": "id",
+            "required": true,
+            "schema": {
+              "format": "uuid",
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Host"
+                }
+              }
+            },
+            "description": "the host"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "bad input (the field is named)"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no token, or not a valid one"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the token's role is too low"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no such host or intent"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the database is unavailable"
+          }
+        },
+        "security": [
+          {
+            "bearer": []
+          }
+        ],
+        "summary": "One host (role: viewer)",
+        "tags": [
+          "api"
+        ]
+      }
+    },
+    "/api/v1/hosts/{id}/flows": {
+      "get": {
+        "parameters": [
+          {
+            "in": "path",
+            "name": "id",
+            "required": true,
+            "schema": {
+              "format": "uuid",
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "items": {
+                    "$ref": "#/components/schemas/Flow"
+                  },
+                  "type": "array"
+                }
+              }
+            },
+            "description": "the flows"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "bad input (the field is named)"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no token, or not a valid one"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the token's role is too low"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no such host or intent"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the database is unavailable"
+          }
+        },
+        "security": [
+          {
+            "bearer": []
+          }
+        ],
+        "summary": "The host's flow aggregates (role: viewer)",
+        "tags": [
+          "api"
+        ]
+      }
+    },
+    "/api/v1/hosts/{id}/isolation": {
+      "post": {
+        "parameters": [
+          {
+            "in": "path",
+            "name": "id",
+            "required": true,
+            "schema": {
+              "format": "uuid",
+              "type": "string"
+            }
+          },
+          {
+            "description": "the same key from the same token answers the same intent",
+            "in": "header",
+            "name": "Idempotency-Key",
+            "required": false,
+            "schema": {
+              "maxLength": 200,
+              "type": "string"
+            }
+          }
+        ],
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/IsolationRequest"
+              }
+            }
+          },
+          "required": true
+        },
+        "responses": {
+          "202": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/IntentAccepted"
+                }
+              }
+            },
+            "description": "accepted"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "bad input (the field is named)"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no token, or not a valid one"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the token's role is too low"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no such host or intent"
+          },
+          "409": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "conflict (revoked host, intent not pending)"
+          },
+          "422": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a field's value is not acceptable"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the database is unavailable"
+          }
+        },
+        "security": [
+          {
+            "bearer": []
+          }
+        ],
+        "summary": "Set the host's desired isolation: an intent that bumps its generation; a pending one is superseded. Isolating an isolated host answers succeeded at once. (role: responder)",
+        "tags": [
+          "api"
+        ]
+      }
+    },
+    "/api/v1/hosts/{id}/log": {
+      "get": {
+        "parameters": [
+          {
+            "in": "path",
+            "name": "id",
+            "required": true,
+            "schema": {
+              "format": "uuid",
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/HostLog"
+                }
+              }
+            },
+            "description": "the log"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "bad input (the field is named)"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no token, or not a valid one"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the token's role is too low"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no such host or intent"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the database is unavailable"
+          }
+        },
+        "security": [
+          {
+            "bearer": []
+          }
+        ],
+        "summary": "The host's shipped decision log and the server's check of its hash chain (role: viewer)",
+        "tags": [
+          "api"
+        ]
+      }
+    },
+    "/api/v1/intents": {
+      "get": {
+        "parameters": [
+          {
+            "in": "query",
+            "name": "host_id",
+            "schema": {
+              "format": "uuid",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "status",
+            "schema": {
+              "$ref": "#/components/schemas/IntentStatus"
+            }
+          },
+          {
+            "in": "query",
+            "name": "limit",
+            "schema": {
+              "maximum": 10000,
+              "minimum": 1,
+              "type": "integer"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "properties": {
+                    "items": {
+                      "items": {
+                        "$ref": "#/components/schemas/Intent"
+                      },
+                      "type": "array"
+                    }
+                  },
+                  "required": [
+                    "items"
+                  ],
+                  "type": "object"
+                }
+              }
+            },
+            "description": "the intents"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "bad input (the field is named)"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no token, or not a valid one"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the token's role is too low"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the database is unavailable"
+          }
+        },
+        "security": [
+          {
+            "bearer": []
+          }
+        ],
+        "summary": "Intents, newest first (role: viewer)",
+        "tags": [
+          "api"
+        ]
+      }
+    },
+    "/api/v1/intents/{id}": {
+      "get": {
+        "parameters": [
+          {
+            "in": "path",
+            "name": "id",
+            "required": true,
+            "schema": {
+              "format": "uuid",
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Intent"
+                }
+              }
+            },
+            "description": "the intent"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "bad input (the field is named)"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no token, or not a valid one"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the token's role is too low"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no such host or intent"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the database is unavailable"
+          }
+        },
+        "security": [
+          {
+            "bearer": []
+          }
+        ],
+        "summary": "One intent (role: viewer)",
+        "tags": [
+          "api"
+        ]
+      }
+    },
+    "/api/v1/intents/{id}/cancel": {
+      "post": {
+        "parameters": [
+          {
+            "in": "path",
+            "name": "id",
+            "required": true,
+            "schema": {
+              "format": "uuid",
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Intent"
+                }
+              }
+            },
+            "description": "the canceled intent"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "bad input (the field is named)"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no token, or not a valid one"
+          },
+          "403": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the token's role is too low"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no such host or intent"
+          },
+          "409": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "conflict (revoked host, intent not pending)"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the database is unavailable"
+          }
+        },
+        "security": [
+          {
+            "bearer": []
+          }
+        ],
+        "summary": "Cancel a pending intent: the host's desired state goes back to what it was (a new generation); the intent ends superseded, its error saying who canceled it (role: responder)",
+        "tags": [
+          "api"
+        ]
+      }
+    },
+    "/api/v1/openapi.json": {
+      "get": {
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "type": "object"
+                }
+              }
+            },
+            "description": "OpenAPI 3.1"
+          }
+        },
+        "security": [],
+        "summary": "This document",
+        "tags": [
+          "api"
+        ]
+      }
+    },
+    "/healthz": {
+      "get": {
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "type": "object"
+                }
+              }
+            },
+            "description": "serving"
+          }
+        },
+        "security": [],
+        "summary": "Liveness, without authentication",
+        "tags": [
+          "operations"
+        ]
+      }
+    }
+  }
+}
+"""#
 }

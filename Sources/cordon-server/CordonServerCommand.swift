@@ -9,7 +9,7 @@ struct CordonServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cordon-server",
         abstract: "The fleet's collector: agents enroll and report to it, analysts isolate hosts through its API.",
-        subcommands: [InitCommand.self, RunCommand.self, EnrollSecretCommand.self, TokenCommand.self, HostCommand.self]
+        subcommands: [InitCommand.self, RunCommand.self, EnrollSecretCommand.self, TokenCommand.self, HostCommand.self, OpenAPICommand.self]
     )
 }
 

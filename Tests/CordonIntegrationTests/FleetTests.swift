@@ -134,6 +134,18 @@ import Glibc
         #expect(try setup.hosts().count == 1)
         #expect(try setup.hostID(timeout: 10) == id)
 
+        // The API's description: served without a token, the same text as Docs/openapi.json.
+        let served = try setup.fleet.api("GET", "/api/v1/openapi.json", token: nil)
+        let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Docs/openapi.json")
+        let documented = try String(contentsOf: docs, encoding: .utf8)
+        #expect(served.status == 200 && served.body + "\n" == documented, "run: cordon-server openapi > Docs/openapi.json")
+        let paths = try #require(try setup.json(served.body)["paths"] as? [String: Any])
+        for route in ["/api/v1/hosts", "/api/v1/hosts/{id}", "/api/v1/hosts/{id}/isolation", "/api/v1/intents", "/api/v1/intents/{id}/cancel",
+                      "/api/v1/hosts/{id}/log", "/api/v1/hosts/{id}/flows", "/agent/v1/enroll", "/agent/v1/desired", "/agent/v1/report"] {
+            #expect(paths[route] != nil, "\(route) is described")
+        }
+
         // A used-up secret admits nobody.
         let single = try setup.fleet.enrollSecret(uses: 1)
         let secret = try String(contentsOfFile: single, encoding: .utf8)
