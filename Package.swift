@@ -88,7 +88,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "cordon-bench",
-            dependencies: ["CordonAgent", "CordonLab", "CConntrack", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["CordonAgent", "CordonLab", "CConntrack", "CordonFleetClient", "CordonWire", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         .testTarget(
