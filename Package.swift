@@ -78,7 +78,8 @@ let package = Package(
 
         .executableTarget(
             name: "cordon",
-            dependencies: ["CordonAgent", "CordonNftables", "CordonLab", "CordonFleetClient", "CordonWire", "Yams", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            // cordon-server: built with it, for the demo's fleet part.
+            dependencies: ["CordonAgent", "CordonNftables", "CordonLab", "CordonFleetClient", "CordonWire", "Yams", "cordon-server", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(

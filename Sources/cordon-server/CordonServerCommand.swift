@@ -44,6 +44,12 @@ struct ServerCLIError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// The administrator at the server's shell, as the audit log names them.
+func administrator() -> String {
+    let user = ProcessInfo.processInfo.environment["SUDO_USER"] ?? ProcessInfo.processInfo.environment["USER"] ?? "uid \(getuid())"
+    return "cordon-server CLI (\(user))"
+}
+
 /// Runs a subcommand's database work; its errors become one clear line.
 func withStores<T: Sendable>(_ options: ServerOptions, _ body: @Sendable (Stores) async throws -> T) async throws -> T {
     do {

@@ -38,7 +38,13 @@ struct EnrollSecretCommand: AsyncParsableCommand {
             let tags = try Tags.parse(self.tags)
             let ttl = TimeText.duration(self.ttl)
             let uses = self.uses
-            let secret = try await withStores(options) { stores in try await stores.enrollment.createSecret(tags: tags, ttlSeconds: ttl, uses: uses) }
+            let secret = try await withStores(options) { stores in
+                let secret = try await stores.enrollment.createSecret(tags: tags, ttlSeconds: ttl, uses: uses)
+                try await stores.audit.record(actor: administrator(), role: nil, action: "enroll-secret create", target: nil,
+                                              detail: "tags \(tags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")), ttl \(ttl ?? 0) s, uses \(uses.map(String.init) ?? "any")",
+                                              remote: nil)
+                return secret
+            }
             print("enrollment secret (shown once; expires in \(self.ttl)\(uses.map { ", admits \($0) host\($0 == 1 ? "" : "s")" } ?? "")):")
             print(secret)
         }

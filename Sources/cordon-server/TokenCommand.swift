@@ -29,7 +29,12 @@ struct TokenCommand: AsyncParsableCommand {
         func run() async throws {
             let role = Role(rawValue: self.role)!
             let name = self.name
-            let created = try await withStores(options) { stores in try await stores.tokens.create(name: name, role: role) }
+            let created = try await withStores(options) { stores in
+                let created = try await stores.tokens.create(name: name, role: role)
+                try await stores.audit.record(actor: administrator(), role: nil, action: "token create", target: created.id.uuidString.lowercased(),
+                                              detail: "\(role.rawValue) token for \(name)", remote: nil)
+                return created
+            }
             print("\(role.rawValue) token \(created.id.uuidString.lowercased()) for \(name) (shown once):")
             print(created.token)
         }
@@ -45,7 +50,11 @@ struct TokenCommand: AsyncParsableCommand {
 
         func run() async throws {
             let token = self.token
-            let count = try await withStores(options) { stores in try await stores.tokens.revoke(token) }
+            let count = try await withStores(options) { stores in
+                let count = try await stores.tokens.revoke(token)
+                if count > 0 { try await stores.audit.record(actor: administrator(), role: nil, action: "token revoke", target: token, detail: "\(count) revoked", remote: nil) }
+                return count
+            }
             guard count > 0 else { throw ServerCLIError("no active token named or with id '\(token)'") }
             print("revoked \(count) token\(count == 1 ? "" : "s")")
         }
@@ -74,7 +83,11 @@ struct HostCommand: AsyncParsableCommand {
 
         func run() async throws {
             let id = UUID(uuidString: host)!
-            guard try await withStores(options, { stores in try await stores.enrollment.revokeHost(id) }) else {
+            guard try await withStores(options, { stores in
+                let revoked = try await stores.enrollment.revokeHost(id)
+                if revoked { try await stores.audit.record(actor: administrator(), role: nil, action: "host revoke", target: id.uuidString.lowercased(), detail: "", remote: nil) }
+                return revoked
+            }) else {
                 throw ServerCLIError("no host with id \(host)")
             }
             print("host \(host) revoked")

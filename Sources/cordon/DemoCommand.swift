@@ -108,10 +108,59 @@ struct DemoCommand: ParsableCommand {
         say(try lab.run(nil, [cordon, "rulesets", "--db", database]).stdout, terminator: "")
 
         try enforce(lab, scenario: scenario, cordon: cordon, database: database, socket: socket)
+        try fleet(lab)
 
         step("Done. Namespaces and files are being removed.")
         say("   Next: `cordon flows --json` for machine-readable output; Docs/rulesets.md for the ruleset format;")
-        say("   Docs/operations.md for enforcing on a real host (collectors, the confirm window, recovery).")
+        say("   Docs/operations.md for enforcing on a real host (collectors, the confirm window, recovery);")
+        say("   Docs/fleet.md and Docs/openapi.json for cordon-server.")
+    }
+
+    /// The fleet: cordon-server with a throwaway PostgreSQL, two agents, one isolated remotely and released.
+    private func fleet(_ lab: Lab) throws {
+        typealias F = FleetScenario
+        step("The fleet: cordon-server (HTTPS, PostgreSQL in a throwaway cluster) on a server namespace, agents on hosts a and b")
+        let fleet = try FleetScenario(lab: lab)
+        _ = try fleet.startServer()
+        say("   cordon-server init: CA \(fleet.caFile), server certificate for \(F.serverA) and \(F.serverB), admin token printed once")
+        let secret = try fleet.enrollSecret(tags: "tier=web")
+        _ = try fleet.startAgent(fleet.a, secretFile: secret)
+        _ = try fleet.startAgent(fleet.b, secretFile: secret)
+        let analyst = try fleet.token(role: "responder", name: "analyst")
+        var listed = ""
+        for _ in 0..<100 {
+            listed = try fleet.fleet(["hosts"], token: analyst).stdout
+            if listed.components(separatedBy: " yes ").count > 2 { break }
+            usleep(100_000)
+        }
+        step("cordon fleet hosts — both agents enrolled with the secret and connected")
+        say(listed, terminator: "")
+        let web = { () throws -> String in
+            try lab.run(fleet.a, ["socat", "-u", "/dev/null", "TCP:\(F.web):443,connect-timeout=1"], timeout: 10).succeeded ? "connected" : "no answer (dropped)"
+        }
+        say("   host a to the web service \(F.web):443: \(try web())")
+        let hostA = try lab.run(fleet.a, ["hostname"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let list = try fleet.fleet(["hosts", "--json"], token: analyst)
+        let hosts = (try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]]) ?? []
+        // Both namespaces share the machine's host name: pick host a by its address.
+        guard let id = hosts.first(where: { ($0["addresses"] as? [String])?.contains(F.hostA) == true })?["id"] as? String else {
+            throw CLIError.failed("host a did not enroll (\(hostA)): \(list.stdout)\(list.stderr)")
+        }
+        step("cordon fleet isolate — one API call; the agent applies it and the server has the decision at once")
+        let started = Date()
+        let isolated = try fleet.fleet(["isolate", id, "--reason", "demo: EDR alert"], token: analyst)
+        say(isolated.stdout + isolated.stderr, terminator: "")
+        say("   confirmed \(String(format: "%.0f", Date().timeIntervalSince(started) * 1000)) ms after the command started")
+        say("   host a to the web service: \(try web()); the server and DNS stay reachable (the management channel)")
+        say(try fleet.fleet(["show", id], token: analyst).stdout, terminator: "")
+        step("cordon fleet release — the agent checks it still reaches the server through its rules before it stays released")
+        let released = try fleet.fleet(["release", id, "--reason", "demo: false positive"], token: analyst)
+        say(released.stdout + released.stderr, terminator: "")
+        say("   host a to the web service: \(try web())")
+        step("cordon fleet intents, and the shipped decision log, verified by the server")
+        say(try fleet.fleet(["intents"], token: analyst).stdout, terminator: "")
+        let log = try fleet.fleet(["log", id, "--verify"], token: analyst)
+        say(log.stdout + log.stderr, terminator: "")
     }
 
     private func enforce(_ lab: Lab, scenario: DiscoveryScenario, cordon: String, database: String, socket: String) throws {
