@@ -153,7 +153,7 @@ public final class FleetLink: Sendable {
 
     public var status: FleetStatus {
         let s = state.withLock { $0 }
-        let unsent = ((try? store.decisions(after: s.logAcked, limit: 100_000))?.count) ?? 0
+        let unsent = (try? store.decisionCount(after: s.logAcked)) ?? 0
         return FleetStatus(server: settings.server.absoluteString, hostID: s.enrollment?.hostID, connected: s.connected, revoked: s.revoked,
                            lastContact: s.lastContact.map(TimeText.rfc3339), lastError: s.lastError, appliedGeneration: s.applied,
                            unsentLogEntries: unsent)

@@ -38,7 +38,9 @@ public final class FleetClient: Sendable {
     private let client: HTTPClient
 
     /// `server`: https://HOST:PORT. `caPEM`: the server's `ca.pem`.
-    public init(server: URL, caPEM: String, credential: String?, connectTimeout: Double = 5) throws {
+    /// `connections`: at most this many open to the server at once (a load generator holding many
+    /// long polls needs more than an agent's two).
+    public init(server: URL, caPEM: String, credential: String?, connectTimeout: Double = 5, connections: Int = 8) throws {
         guard server.scheme == "https", server.host != nil else { throw FleetError.malformed("the server URL must be https://HOST:PORT") }
         self.server = server
         self.credential = credential
@@ -51,6 +53,7 @@ public final class FleetClient: Sendable {
         tls.minimumTLSVersion = .tlsv12
         var configuration = HTTPClient.Configuration(tlsConfiguration: tls, timeout: .init(connect: .milliseconds(Int64(connectTimeout * 1000))))
         configuration.httpVersion = .http1Only
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)
         client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 

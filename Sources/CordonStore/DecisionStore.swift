@@ -173,6 +173,11 @@ extension FlowStore {
         }
     }
 
+    /// How many entries come after `sequence` (what the server has not acknowledged).
+    public func decisionCount(after sequence: Int64) throws -> Int {
+        try pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM decisions WHERE seq > ?", arguments: [sequence]) ?? 0 }
+    }
+
     /// Entries after `sequence`, oldest first: what the server has not acknowledged yet.
     public func decisions(after sequence: Int64, limit: Int) throws -> [Decision] {
         try pool.read { db in

@@ -1,0 +1,220 @@
+import ArgumentParser
+import CordonCore
+import CordonFleetClient
+import CordonLab
+import CordonWire
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Synchronization
+
+/// Many agents on one server: the server and PostgreSQL are real (in a namespace); the agents are
+/// simulated in this process, speaking the real protocol over HTTPS (enroll, long poll, report).
+///
+/// Figures: the server's memory idle and with every agent's poll open; enrollment and check-in
+/// (report) throughput, with the decision-log entries and flows they upload per second;
+/// `GET /api/v1/hosts/{id}` latency and isolation request-to-agent latency under that load.
+struct FleetScaleBenchmark: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "fleet-scale",
+                                                    abstract: "Simulated agents against one real cordon-server and PostgreSQL (needs root).")
+
+    @Option(help: "Simulated agents.") var agents: Int = 10_000
+    @Option(help: "Requests in flight while enrolling and reporting.") var concurrency: Int = 64
+    @Option(help: "Decision-log entries per report.") var entries: Int = 5
+    @Option(help: "Flow rows per report.") var flows: Int = 20
+    @Option(help: "Timed GET /api/v1/hosts/{id} and isolation requests.") var samples: Int = 200
+
+    static let port = 8443
+
+    func run() throws {
+        guard (1...50_000).contains(agents), (1...1024).contains(concurrency), (0...1000).contains(entries), (0...5000).contains(flows),
+              (1...10_000).contains(samples) else { throw ValidationError("an option is out of range") }
+        say("# cordon-bench fleet-scale --agents \(agents) --concurrency \(concurrency) --entries \(entries) --flows \(flows) --samples \(samples)")
+        // Each side holds one socket per agent: the soft limit up to the hard one (inherited by the server).
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        limit.rlim_cur = limit.rlim_max
+        guard setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, Int(limit.rlim_cur) > agents + 1000 else {
+            throw ValidationError("the open-files limit (\(limit.rlim_max)) is too low for \(agents) agents")
+        }
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let namespace = try lab.namespace("server")
+        let postgres = try PostgresCluster(lab: lab, namespace: namespace, durable: true)
+        let serverBinary = (try DiscoveryScenario.cordonBinary() as NSString).deletingLastPathComponent + "/cordon-server"
+        let data = lab.directory + "/server-data"
+        let initialised = try lab.run(namespace, [serverBinary, "init", "--data", data, "--database", postgres.url, "--name", "127.0.0.1"])
+        guard initialised.succeeded, let admin = initialised.stdout.split(separator: "\n").last.map(String.init) else {
+            throw ValidationError("init: \(initialised.stderr)")
+        }
+        let secretRun = try lab.run(namespace, [serverBinary, "enroll-secret", "create", "--data", data, "--database", postgres.url, "--tags", "tier=bench"])
+        guard let secret = secretRun.stdout.split(separator: "\n").last.map(String.init) else { throw ValidationError("enroll-secret") }
+        let server = try lab.spawn(namespace, [serverBinary, "run", "--data", data, "--database", postgres.url, "--listen", "127.0.0.1:\(Self.port)"],
+                                   log: lab.directory + "/server.log")
+        let ca = try String(contentsOfFile: data + "/ca.pem", encoding: .utf8)
+        let (agents, concurrency, entries, flows, samples) = (self.agents, self.concurrency, self.entries, self.flows, self.samples)
+
+        // Every socket of this client is made by event-loop threads started inside the namespace.
+        try lab.inNamespace(namespace) {
+            let url = URL(string: "https://127.0.0.1:\(Self.port)")!
+            let client = try FleetClient(server: url, caPEM: ca, credential: nil, connectTimeout: 10, connections: agents + 2 * concurrency)
+            let api = try FleetClient(server: url, caPEM: ca, credential: admin, connections: 16)
+            try FleetBenchmark.wait { () async throws -> Bool? in (try? await api.raw(.GET, "/healthz", timeout: 2)) != nil ? true : nil }
+            let idleRSS = Self.rss(server.pid)
+            say("#   server up; RSS idle \(format(Double(idleRSS) / 1024, 1)) MiB")
+
+            // Enrollment.
+            var started = monotonic()
+            let credentials = try FleetBenchmark.wait { () async throws -> [(String, String)]? in
+                try await Self.parallel(agents, concurrency) { index in
+                    let request = EnrollRequest(secret: secret, hostname: "sim-\(index)", machineID: "m\(index)", addresses: ["192.0.2.\(index % 250 + 1)"],
+                                                agentVersion: "sim", tags: [:])
+                    let answer = try await client.call(.POST, "/agent/v1/enroll", body: request, timeout: 60, as: EnrollResponse.self)
+                    return (answer.hostID, answer.credential)
+                }
+            }
+            let enrollSeconds = monotonic() - started
+            say("#   \(agents) enrolled in \(format(enrollSeconds, 1)) s")
+
+            // Check-in: one report per agent, each with its log entries and flows.
+            started = monotonic()
+            try FleetBenchmark.wait { () async throws -> Bool? in
+                _ = try await Self.parallel(agents, concurrency) { index in
+                    let report = Self.report(index: index, entries: entries, flows: flows)
+                    _ = try await client.call(.POST, "/agent/v1/report", body: report, headers: [("Authorization", "Bearer \(credentials[index].1)")],
+                                              timeout: 60, as: ReportResponse.self)
+                    return true
+                }
+                return true
+            }
+            let reportSeconds = monotonic() - started
+            say("#   \(agents) reports in \(format(reportSeconds, 1)) s")
+
+            // Every agent holds its long poll; arrivals of a new generation are timed.
+            let arrivals = Arrivals()
+            let polling = Task {
+                await withTaskGroup(of: Void.self) { group in
+                    for (host, credential) in credentials {
+                        group.addTask {
+                            var after: Int64 = 0
+                            while !Task.isCancelled {
+                                guard let desired = try? await client.call(.GET, "/agent/v1/desired?after=\(after)&wait=25", headers: [("Authorization", "Bearer \(credential)")],
+                                                                           timeout: 60, as: DesiredIsolation.self) else {
+                                    try? await Task.sleep(for: .milliseconds(500))
+                                    continue
+                                }
+                                if desired.generation > after {
+                                    arrivals.times.withLock { $0[host] = monotonic() }
+                                    after = desired.generation
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            defer { polling.cancel() }
+            // Connected: every host's last_seen is recent. Polls open in waves; give them time.
+            started = monotonic()
+            var connected = 0
+            while monotonic() - started < 120 {
+                connected = try FleetBenchmark.wait { () async throws -> Int? in
+                    try await api.call(.GET, "/api/v1/hosts", timeout: 60, as: Page<HostView>.self).items.filter(\.connected).count
+                }
+                if connected >= agents { break }
+                Thread.sleep(forTimeInterval: 1)
+            }
+            Thread.sleep(forTimeInterval: 3)
+            let loadedRSS = Self.rss(server.pid)
+            say("#   \(connected) agents connected after \(format(monotonic() - started, 1)) s; server RSS \(format(Double(loadedRSS) / 1024, 1)) MiB")
+
+            var reads: [Double] = []
+            for index in 0..<samples {
+                let host = credentials[(index * 7919) % agents].0
+                let t0 = monotonic()
+                _ = try FleetBenchmark.wait { () async throws -> HostView? in try await api.call(.GET, "/api/v1/hosts/\(host)", timeout: 10, as: HostView.self) }
+                reads.append(monotonic() - t0)
+            }
+            var toAgent: [Double] = []
+            for index in 0..<min(samples, agents) {
+                let host = credentials[(index * 104_729) % agents].0
+                arrivals.times.withLock { $0[host] = nil }
+                let t0 = monotonic()
+                _ = try FleetBenchmark.wait { () async throws -> IntentAccepted? in
+                    try await api.call(.POST, "/api/v1/hosts/\(host)/isolation", body: IsolationRequest(state: .isolated, reason: "bench"), timeout: 10,
+                                       as: IntentAccepted.self)
+                }
+                let deadline = monotonic() + 10
+                while arrivals.times.withLock({ $0[host] }) == nil && monotonic() < deadline { usleep(200) }
+                guard let arrived = arrivals.times.withLock({ $0[host] }) else { throw ValidationError("intent \(index) did not reach its agent in 10 s") }
+                toAgent.append(arrived - t0)
+            }
+
+            say("| measurement | value |")
+            say("|---|---|")
+            say("| simulated agents connected (long poll open) | \(connected) of \(agents) |")
+            say("| server RSS idle / with every agent connected | \(format(Double(idleRSS) / 1024, 1)) MiB / \(format(Double(loadedRSS) / 1024, 1)) MiB |")
+            say("| enrollment | \(format(Double(agents) / enrollSeconds, 0)) hosts/s |")
+            say("| check-in (report: status, \(entries) log entries, \(flows) flows) | \(format(Double(agents) / reportSeconds, 0)) reports/s |")
+            say("| upload into PostgreSQL | \(format(Double(agents * entries) / reportSeconds, 0)) log entries/s, \(format(Double(agents * flows) / reportSeconds, 0)) flow rows/s |")
+            say("| GET /api/v1/hosts/{id} under load, p50 / p99 | \(format(median(reads) * 1000, 2)) / \(format(percentile(reads, 0.99) * 1000, 2)) ms |")
+            say("| isolation request → its agent's poll answered, p50 / p99 | \(format(median(toAgent) * 1000, 2)) / \(format(percentile(toAgent, 0.99) * 1000, 2)) ms |")
+        }
+    }
+
+    static func rss(_ pid: pid_t) -> Int {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let line = text.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+    }
+
+    /// `count` calls, `width` at a time; results in index order.
+    static func parallel<T: Sendable>(_ count: Int, _ width: Int, _ body: @escaping @Sendable (Int) async throws -> T) async throws -> [T] {
+        try await withThrowingTaskGroup(of: (Int, T).self) { group in
+            var results = [T?](repeating: nil, count: count)
+            var next = 0
+            while next < min(width, count) {
+                let index = next
+                group.addTask { (index, try await body(index)) }
+                next += 1
+            }
+            while let (index, value) = try await group.next() {
+                results[index] = value
+                if next < count {
+                    let index = next
+                    group.addTask { (index, try await body(index)) }
+                    next += 1
+                }
+            }
+            return results.map { $0! }
+        }
+    }
+
+    /// A report with a valid chain of `entries` decision-log entries and `flows` flow rows.
+    static func report(index: Int, entries: Int, flows: Int) -> AgentReport {
+        var log: [Decision] = []
+        var previous = ""
+        for sequence in 1...max(1, entries) where entries > 0 {
+            var d = Decision(sequence: Int64(sequence), id: UUID().uuidString.lowercased(), action: "isolate", operator: "sim", reason: "bench",
+                             backend: "nftables", policy: "p", policyDigest: ContentDigest.hex("p"), managementWhitelist: [], whitelist: "",
+                             appliedAt: TimeText.now(), outcome: "success", previousHash: previous, hash: "", format: Decision.currentFormat)
+            d.hash = ContentDigest.hex(Decision.chained(d))
+            previous = d.hash
+            log.append(d)
+        }
+        let now = TimeText.now()
+        let rows = (0..<flows).map { n -> FlowRecord in
+            let key = FlowKey(direction: .outbound, transport: IPProtocolNumber.tcp, local: IPAddress("192.0.2.\(index % 250 + 1)")!,
+                              remote: IPPrefix(IPAddress("198.51.100.\(n % 250 + 1)")!), service: UInt16(1000 + n), verdict: .allowed)
+            return FlowRecord(key: key, stats: FlowStats(connections: 3, packets: 30, bytes: 3000, firstSeen: now, lastSeen: now))
+        }
+        let status = AgentStatus(mode: "discovery", isolated: false, rulesetVersion: nil, rulesetDigest: nil, lostEvents: 0, guardRestores: 0,
+                                 guardEscalations: 0, flows: flows, agentVersion: "sim", addresses: [])
+        return AgentReport(status: status, observed: .released, appliedGeneration: 0, applied: nil, local: nil, log: log, flows: rows)
+    }
+}
+
+/// When each simulated agent's poll brought a new generation.
+final class Arrivals: Sendable {
+    let times = Mutex<[String: Double]>([:])
+}
