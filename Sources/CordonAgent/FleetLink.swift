@@ -109,6 +109,9 @@ public final class FleetLink: Sendable {
         var latest: DesiredIsolation?
         var result: AppliedGeneration?
         var applying = false
+        /// Counts the starts and ends of applies: a report whose snapshot predates one of them
+        /// must not read the difference as a local change.
+        var applyEpoch = 0
         var connected = false
         var revoked = false
         var lastContact: Int64?
@@ -310,13 +313,16 @@ public final class FleetLink: Sendable {
         let (logAcked, flowsAcked) = state.withLock { ($0.logAcked, $0.flowsAcked) }
         let entries = try store.decisions(after: logAcked, limit: Self.logBatch)
         let flows = try store.flowsChanged(after: flowsAcked, limit: Self.flowBatch)
+        let epoch = state.withLock { $0.applyEpoch }
         let snapshot = runner.snapshot
         let observed: IsolationWord = snapshot.isolation.isolated ? .isolated : .released
         let (applied, result, local) = state.withLock { s -> (Int64, AppliedGeneration?, LocalIsolationChange?) in
             var local: LocalIsolationChange?
             // Changed on the host itself (the CLI, the socket) and not by the server's intent: the
             // server is told, and takes it as the desired state; a release being checked is not settled yet.
-            if !s.applying, snapshot.isolation.releasing == nil, let reported = s.reported, reported != observed {
+            // Before the first report the server knows the host as released (an isolation from
+            // before the enrollment is reported like any other local one).
+            if !s.applying, s.applyEpoch == epoch, snapshot.isolation.releasing == nil, (s.reported ?? .released) != observed {
                 local = LocalIsolationChange(state: observed, operator: snapshot.isolation.operator ?? "local",
                                              reason: snapshot.isolation.reason ?? "", at: snapshot.isolation.since ?? TimeText.now())
             }
@@ -331,9 +337,10 @@ public final class FleetLink: Sendable {
             s.logAcked = answer.logAckedThrough
             s.flowsAcked = flowsCursor
             if s.result == result { s.result = nil }
-            if !s.applying { s.reported = observed }
+            let settled = !s.applying && s.applyEpoch == epoch
+            if settled { s.reported = observed }
             // What the server now wants is what the host already is (a local change it adopted).
-            if answer.desired.generation > s.applied, answer.desired.state == observed, !s.applying {
+            if answer.desired.generation > s.applied, answer.desired.state == observed, settled {
                 s.applied = answer.desired.generation
             }
         }
@@ -396,6 +403,7 @@ public final class FleetLink: Sendable {
             let next = state.withLock { s -> DesiredIsolation? in
                 guard let latest = s.latest, latest.generation > s.applied, !s.stopped else { return nil }
                 s.applying = true
+                s.applyEpoch += 1
                 return latest
             }
             guard let desired = next else { continue }
@@ -406,6 +414,7 @@ public final class FleetLink: Sendable {
                 s.result = result
                 s.reported = now
                 s.applying = false
+                s.applyEpoch += 1
             }
             try? store.setStates([(Self.appliedState, String(desired.generation)), (Self.reportedState, now.rawValue)])
             // The isolation entry goes to the server as the isolation is applied.

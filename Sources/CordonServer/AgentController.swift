@@ -15,6 +15,7 @@ struct AgentController {
 
     let stores: Stores
     let waiters: DesiredWaiters
+    let seen: SeenHosts
     let logger: Logger
 
     func addRoutes(to router: Router<ServerContext>) {
@@ -53,7 +54,7 @@ struct AgentController {
         guard let wait = query.get("wait").map({ Double($0) }) ?? 0, wait >= 0 else {
             throw APIFailure(.badRequest, "expected seconds", field: "wait")
         }
-        try await stores.hosts.seen(host)
+        seen.note(host)
         guard var current = try await stores.isolation.desired(host: host) else { throw APIFailure.unauthorized }
         if current.generation <= after && wait > 0 {
             let isolation = stores.isolation
@@ -61,7 +62,7 @@ struct AgentController {
                 ((try? await isolation.desired(host: host))?.generation ?? 0) > after
             }
             current = try await stores.isolation.desired(host: host) ?? current
-            try await stores.hosts.seen(host)
+            seen.note(host)
         }
         return JSON.response(current)
     }

@@ -51,13 +51,14 @@ public enum ServerApplication {
         let client = PostgresClient(configuration: try settings.database.configuration(), backgroundLogger: logger)
         let stores = Stores(client: client, logger: logger)
         let waiters = DesiredWaiters()
+        let seen = SeenHosts(hosts: stores.hosts, logger: logger)
         let router = Router(context: ServerContext.self)
         router.add(middleware: ErrorMiddleware(logger: logger))
         router.get("/healthz") { _, _ in JSON.response(["ok": true]) }
         router.get("/api/v1/openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }
-        AgentController(stores: stores, waiters: waiters, logger: logger).addRoutes(to: router)
+        AgentController(stores: stores, waiters: waiters, seen: seen, logger: logger).addRoutes(to: router)
         let api = router.group("/api/v1").add(middleware: Authentication(tokens: stores.tokens, accepts: .apiToken))
         HostsController(stores: stores).addRoutes(to: api)
         IntentsController(stores: stores).addRoutes(to: api)
@@ -70,7 +71,7 @@ public enum ServerApplication {
         var app = Application(
             router: router, server: try .tls(.http1(), tlsConfiguration: tls),
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "cordon-server"),
-            services: [client, DesiredListener(client: client, waiters: waiters, logger: logger)],
+            services: [client, DesiredListener(client: client, waiters: waiters, logger: logger), seen],
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? settings.port) },
             logger: logger)
         app.beforeServerStarts {

@@ -99,3 +99,33 @@ public struct DesiredListener: Service {
         }
     }
 }
+
+/// The hosts whose agents polled, written to `last_seen` in one statement every few seconds: a
+/// write (and a commit) per poll would make 10,000 agents 800 commits a second for nothing.
+public final class SeenHosts: Service, Sendable {
+    public static let interval: Double = 5
+    private let pending = Mutex<Set<UUID>>([])
+    let hosts: any HostStore
+    let logger: Logger
+
+    public init(hosts: any HostStore, logger: Logger) {
+        self.hosts = hosts
+        self.logger = logger
+    }
+
+    public func note(_ host: UUID) { _ = pending.withLock { $0.insert(host) } }
+
+    public func run() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            try? await Task.sleep(for: .milliseconds(Int(Self.interval * 1000)))
+            let batch = pending.withLock { set -> [UUID] in
+                defer { set.removeAll() }
+                return Array(set)
+            }
+            do { try await hosts.seen(batch) } catch {
+                pending.withLock { $0.formUnion(batch) }
+                logger.warning("could not record \(batch.count) agents as seen: \(error)")
+            }
+        }
+    }
+}

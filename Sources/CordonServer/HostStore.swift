@@ -7,12 +7,13 @@ import PostgresNIO
 public protocol HostStore: Sendable {
     func hosts(limit: Int) async throws -> [HostView]
     func host(_ id: UUID) async throws -> HostView?
-    /// The agent's long poll is its connection: noted when it starts and when it ends.
-    func seen(_ id: UUID) async throws
+    /// The agents whose long polls ran since the last call: their connection is alive.
+    func seen(_ ids: [UUID]) async throws
 }
 
 public struct PostgresHostStore: HostStore {
-    /// A host whose agent has not polled for this long is not connected (a poll lasts 25 s).
+    /// A host whose agent has not polled for this long is not connected (a poll lasts 25 s; polls
+    /// are written every 5 s).
     public static let connectedWithin: Double = 40
     let client: PostgresClient
     let logger: Logger
@@ -66,7 +67,8 @@ public struct PostgresHostStore: HostStore {
         try await views(try await client.query("SELECT \(unescaped: Self.columns) FROM hosts WHERE id = \(id)", logger: logger)).first
     }
 
-    public func seen(_ id: UUID) async throws {
-        try await client.query("UPDATE hosts SET last_seen = now() WHERE id = \(id)", logger: logger)
+    public func seen(_ ids: [UUID]) async throws {
+        guard !ids.isEmpty else { return }
+        try await client.query("UPDATE hosts SET last_seen = now() WHERE id = ANY(\(ids)::uuid[])", logger: logger)
     }
 }

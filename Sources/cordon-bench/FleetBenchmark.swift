@@ -58,9 +58,11 @@ struct FleetBenchmark: ParsableCommand {
                     try await client.call(.POST, "/api/v1/hosts/\(host)/isolation", body: IsolationRequest(state: .released, reason: "bench"),
                                           timeout: 10, as: IntentAccepted.self).intentID
                 }
-                _ = try Self.wait { () async throws -> Bool? in
-                    try await client.call(.GET, "/api/v1/intents/\(release)", timeout: 10, as: IntentView.self).status == .succeeded ? true : nil
+                let released = try Self.wait { () async throws -> IntentView? in
+                    let view = try await client.call(.GET, "/api/v1/intents/\(release)", timeout: 10, as: IntentView.self)
+                    return view.status == .pending ? nil : view
                 }
+                guard released.status == .succeeded else { throw ValidationError("release \(run): \(released.status.rawValue): \(released.error ?? "")") }
                 usleep(200_000)
             }
             return (contain, confirm)

@@ -227,6 +227,37 @@ import Glibc
         #expect(!((log["entries"] as? [[String: Any]]) ?? []).contains { $0["action"] as? String == "isolate" })
     }
 
+    @Test("cordon fleet: hosts, show, isolate by host name, intents, log --verify and release, in text and JSON")
+    func fleetCLI() throws {
+        guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let id = try setup.hostID(timeout: 10)
+        let f = setup.fleet
+        let hosts = try f.fleet(["hosts", "--json"], token: setup.viewer)
+        #expect(hosts.succeeded, "\(hosts.stderr)")
+        let list = try JSONSerialization.jsonObject(with: Data(hosts.stdout.utf8)) as? [[String: Any]]
+        let name = try #require(list?.first?["hostname"] as? String)
+        #expect(list?.first?["id"] as? String == id)
+        let denied = try f.fleet(["isolate", name, "--reason", "cli"], token: setup.viewer)
+        #expect(denied.status == 1 && denied.stderr.contains("responder"), "\(denied.stderr)")
+        let isolate = try f.fleet(["isolate", name, "--reason", "cli test"], token: setup.responder)
+        #expect(isolate.succeeded && isolate.stdout.contains("succeeded"), "\(isolate.stdout)\(isolate.stderr)")
+        #expect(!(try setup.webReachable()))
+        let show = try f.fleet(["show", id], token: setup.viewer)
+        #expect(show.stdout.contains("desired isolated (generation 1), observed isolated (generation 1)"), "\(show.stdout)")
+        let intents = try f.fleet(["intents", "--host", id, "--json"], token: setup.viewer)
+        let items = try JSONSerialization.jsonObject(with: Data(intents.stdout.utf8)) as? [[String: Any]]
+        #expect(items?.first?["status"] as? String == "succeeded" && items?.first?["reason"] as? String == "cli test", "\(intents.stdout)")
+        let log = try f.fleet(["log", name, "--verify"], token: setup.viewer)
+        #expect(log.succeeded && log.stdout.contains("decision log intact"), "\(log.stdout)\(log.stderr)")
+        let release = try f.fleet(["release", name], token: setup.responder)
+        #expect(release.succeeded && release.stdout.contains("succeeded"), "\(release.stdout)\(release.stderr)")
+        #expect(try setup.webReachable())
+        let missing = try setup.lab.run(f.server, [f.cordonBinary, "fleet", "hosts", "--server", "https://\(F.serverA):\(F.port)", "--ca", f.caFile])
+        #expect(missing.status == 2 && missing.stderr.contains("no API token"), "\(missing.stderr)")
+    }
+
     @Test("tokens: none or unknown is 401, a viewer may not isolate (403), a host credential is not an API token; bad input names its field")
     func rolesAndBadInput() throws {
         guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
