@@ -3,6 +3,7 @@ import CordonWire
 import Foundation
 import Hummingbird
 import Logging
+import Synchronization
 
 /// The agents' side: enrollment, the long poll on which the server pushes the desired state,
 /// and the report that carries status, observations, decision-log entries and flows.
@@ -55,15 +56,23 @@ struct AgentController {
             throw APIFailure(.badRequest, "expected seconds", field: "wait")
         }
         seen.note(host)
-        guard var current = try await stores.isolation.desired(host: host) else { throw APIFailure.unauthorized }
-        if current.generation <= after && wait > 0 {
-            let isolation = stores.isolation
-            await waiters.wait(host: host, timeout: min(wait, Self.longestPoll)) {
-                ((try? await isolation.desired(host: host))?.generation ?? 0) > after
-            }
-            current = try await stores.isolation.desired(host: host) ?? current
-            seen.note(host)
+        // Registered before the first read: a change committed in between still wakes it. One
+        // read per poll, and one more only when woken.
+        let first = ReadBox()
+        let isolation = stores.isolation
+        let woken = await waiters.wait(host: host, timeout: min(wait, Self.longestPoll)) {
+            // A failed read wakes the poll at once; the read after it answers the error.
+            guard let read = try? await isolation.desired(host: host) else { return true }
+            first.value.withLock { $0 = read }
+            return read.generation > after
         }
+        var current = first.value.withLock { $0 }
+        // Read again when woken without a newer state in hand, or when the wait ended before its first read did.
+        if current == nil || (woken && current!.generation <= after) {
+            current = try await stores.isolation.desired(host: host)
+        }
+        guard let current else { throw APIFailure.unauthorized }
+        seen.note(host)
         return JSON.response(current)
     }
 
@@ -88,3 +97,8 @@ struct AgentController {
     }
 }
 
+
+/// The poll's first read, made inside the wait's check.
+final class ReadBox: Sendable {
+    let value = Mutex<DesiredIsolation?>(nil)
+}

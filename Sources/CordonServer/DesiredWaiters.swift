@@ -15,33 +15,40 @@ public final class DesiredWaiters: Sendable {
 
     public init() {}
 
-    /// Returns when the host's desired state may have changed, or after `timeout` seconds.
-    /// `check` runs once registered, so a change between the caller's read and the wait is not missed.
-    public func wait(host: UUID, timeout: Double, check: @escaping @Sendable () async -> Bool) async {
+    /// Returns true when the host's desired state may have changed (a notification, or `check`
+    /// found it newer), false after `timeout` seconds. `check` runs once registered, so a change
+    /// between it and the wait is not missed; it is the poll's first read of the state.
+    public func wait(host: UUID, timeout: Double, check: @escaping @Sendable () async -> Bool) async -> Bool {
         let token = waiting.withLock { w -> Int in
             w.next += 1
             return w.next
         }
+        let woken = Flag()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             waiting.withLock { $0.byHost[host, default: [:]][token] = continuation }
             Task { [self] in
                 try? await Task.sleep(for: .milliseconds(Int(timeout * 1000)))
-                resume(host: host, token: token)
+                if let continuation = take(host: host, token: token) {
+                    woken.value.withLock { $0 = false }
+                    continuation.resume()
+                }
             }
             Task { [self] in
                 if await check() { resume(host: host, token: token) }
             }
         }
+        return woken.value.withLock { $0 }
     }
 
-    private func resume(host: UUID, token: Int) {
-        let continuation = waiting.withLock { w -> CheckedContinuation<Void, Never>? in
+    private func take(host: UUID, token: Int) -> CheckedContinuation<Void, Never>? {
+        waiting.withLock { w -> CheckedContinuation<Void, Never>? in
             let c = w.byHost[host]?.removeValue(forKey: token)
             if w.byHost[host]?.isEmpty == true { w.byHost[host] = nil }
             return c
         }
-        continuation?.resume()
     }
+
+    private func resume(host: UUID, token: Int) { take(host: host, token: token)?.resume() }
 
     public func wake(host: UUID) {
         let all = waiting.withLock { w -> [CheckedContinuation<Void, Never>] in Array((w.byHost.removeValue(forKey: host) ?? [:]).values) }
@@ -128,4 +135,8 @@ public final class SeenHosts: Service, Sendable {
             }
         }
     }
+}
+
+final class Flag: Sendable {
+    let value = Mutex(true)
 }
