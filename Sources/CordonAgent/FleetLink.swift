@@ -409,14 +409,16 @@ public final class FleetLink: Sendable {
             guard let desired = next else { continue }
             let result = apply(desired)
             let now: IsolationWord = runner.snapshot.isolation.isolated ? .isolated : .released
+            // An echo of a local change tells the server nothing new: what it knows stays as it was.
+            let echo = desired.requestedBy.hasPrefix("local: ")
             state.withLock { s in
                 s.applied = max(s.applied, desired.generation)
                 s.result = result
-                s.reported = now
+                if !echo { s.reported = now }
                 s.applying = false
                 s.applyEpoch += 1
             }
-            try? store.setStates([(Self.appliedState, String(desired.generation)), (Self.reportedState, now.rawValue)])
+            try? store.setStates([(Self.appliedState, String(desired.generation))] + (echo ? [] : [(Self.reportedState, now.rawValue)]))
             // The isolation entry goes to the server as the isolation is applied.
             kick.yield()
         }
@@ -425,6 +427,9 @@ public final class FleetLink: Sendable {
     /// Applies one desired generation through the runner; isolating an isolated host (or releasing
     /// a released one) is a success with nothing to do.
     private func apply(_ desired: DesiredIsolation) -> AppliedGeneration {
+        // The server's record of this host's own local change, echoed back: already done here,
+        // and a later local change is reported as one. Applying it could undo that later change.
+        if desired.requestedBy.hasPrefix("local: ") { return AppliedGeneration(generation: desired.generation, ok: true, error: nil) }
         let isolated = runner.snapshot.isolation.isolated
         let name = "cordon-server: \(desired.requestedBy)"
         let intent = desired.intentID.map { " (intent \($0))" } ?? ""
