@@ -1,3 +1,4 @@
+import CordonCore
 import Foundation
 import Logging
 import PostgresNIO
@@ -47,11 +48,7 @@ public struct PostgresAuditStore: AuditStore {
     }
 }
 
-/// RFC 3339 in UTC, as the agent's JSON writes it.
+/// Database timestamps as the agent's JSON writes times (`TimeText.rfc3339`, whole seconds, UTC).
 enum Time {
-    static func text(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.string(from: date)
-    }
+    static func text(_ date: Date) -> String { TimeText.rfc3339(Int64(date.timeIntervalSince1970)) }
 }

@@ -63,8 +63,6 @@ public final class DesiredWaiters: Sendable {
         }
         for continuation in all { continuation.resume() }
     }
-
-    public var count: Int { waiting.withLock { $0.byHost.values.reduce(0) { $0 + $1.count } } }
 }
 
 /// Holds one connection in LISTEN on the desired-state channel; reconnects with back-off, and

@@ -7,14 +7,6 @@ import PostgresNIO
 public enum Principal: Sendable, Equatable {
     case token(id: UUID, name: String, role: Role)
     case host(id: UUID)
-
-    /// For the audit log and `requested_by`.
-    public var name: String {
-        switch self {
-        case .token(_, let name, let role): return "\(name) (\(role.rawValue))"
-        case .host(let id): return "host \(id.uuidString.lowercased())"
-        }
-    }
 }
 
 /// API tokens: created and revoked by `cordon-server token`, looked up by hash on every request.

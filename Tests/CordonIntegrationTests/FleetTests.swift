@@ -287,9 +287,12 @@ import Glibc
         #expect(unknown.status == 404)
         #expect(try f.api("GET", "/api/v1/hosts/not-a-uuid", token: setup.viewer).status == 400)
         #expect(try f.api("GET", "/api/v1/intents?status=bogus", token: setup.viewer).status == 400)
-        // Every change is audited: the refused ones are not changes.
+        // Every change is audited (the enrollment, the admin's token creations); the refused requests changed nothing.
         let audit = try f.api("GET", "/api/v1/audit", token: f.adminToken)
         #expect(audit.status == 200)
+        let actions = ((try setup.json(audit.body)["items"] as? [[String: Any]]) ?? []).compactMap { $0["action"] as? String }
+        #expect(actions.contains("enroll") && actions.contains("token create"), "\(actions)")
+        #expect(!actions.contains { $0.hasPrefix("isolation") }, "\(actions)")
         #expect(try f.api("GET", "/api/v1/audit", token: setup.responder).status == 403)
     }
 }
