@@ -11,6 +11,13 @@ struct AgentController {
     /// A poll is answered after this long at most, with the state unchanged: short enough for
     /// idle-connection timeouts of proxies, long enough to cost nothing.
     static let longestPoll: Double = 25
+    /// A long poll ends somewhere in its last fifth, at random: agents that polled together (a
+    /// server restart, a network blip) would otherwise come back together every 25 s, and each
+    /// such wave of 10,000 polls queues for the database and the pool at once.
+    static func pollDuration(_ wait: Double) -> Double {
+        let duration = min(wait, longestPoll)
+        return duration >= 5 ? duration * Double.random(in: 0.8...1.0) : duration
+    }
     static let maximumLogEntries = 1000
     static let maximumFlows = 5000
 
@@ -60,7 +67,7 @@ struct AgentController {
         // read per poll, and one more only when woken.
         let first = ReadBox()
         let isolation = stores.isolation
-        let woken = await waiters.wait(host: host, timeout: min(wait, Self.longestPoll)) {
+        let woken = await waiters.wait(host: host, timeout: Self.pollDuration(wait)) {
             // A failed read wakes the poll at once; the read after it answers the error.
             guard let read = try? await isolation.desired(host: host) else { return true }
             first.value.withLock { $0 = read }

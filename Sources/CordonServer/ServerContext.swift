@@ -2,6 +2,7 @@ import CordonWire
 import Foundation
 import Hummingbird
 import NIOCore
+import PostgresNIO
 import Logging
 
 /// Each request's context: where it came from (for the audit log) and who it is, once
@@ -63,7 +64,8 @@ enum JSON {
 }
 
 /// Turns every failure into a JSON answer. What a client sent is never a 500: a refusal is
-/// 4xx with its reason; a database that is down is 503, saying so without its details.
+/// 4xx with its reason; a database that is down is 503, saying so without its details; anything
+/// else is a defect of the server's and answered 500 (never a client's input: tests hold to that).
 struct ErrorMiddleware: RouterMiddleware {
     typealias Context = ServerContext
     let logger: Logger
@@ -77,9 +79,14 @@ struct ErrorMiddleware: RouterMiddleware {
             let status = error.status
             let message = status == .notFound ? "no such route: \(request.method) \(request.uri.path)" : "\(status.reasonPhrase)"
             return JSON.response(WireError(message), status: status)
-        } catch {
-            logger.error("\(request.method) \(request.uri.path): \(error)")
+        } catch let error as PSQLError {
+            logger.error("\(request.method) \(request.uri.path): the database failed: \(error)")
             return JSON.response(WireError("the server's database is unavailable; try again"), status: .serviceUnavailable)
+        } catch {
+            // Not the client's doing and not the database's: a defect of the server, said as one
+            // rather than passed off as an outage.
+            logger.error("\(request.method) \(request.uri.path): internal error: \(error)")
+            return JSON.response(WireError("internal error; the server's log has the details"), status: .internalServerError)
         }
     }
 }

@@ -24,13 +24,16 @@ struct FleetScaleBenchmark: ParsableCommand {
     @Option(help: "Decision-log entries per report.") var entries: Int = 5
     @Option(help: "Flow rows per report.") var flows: Int = 20
     @Option(help: "Timed GET /api/v1/hosts/{id} and isolation requests.") var samples: Int = 200
+    @Option(help: "Milliseconds from one isolation request to the next: 200 of them span more than one 25 s poll cycle, so polls that are renewing are sampled too.")
+    var pace: Int = 150
 
     static let port = 8443
+    static let pollShards = 16
 
     func run() throws {
         guard (1...50_000).contains(agents), (1...1024).contains(concurrency), (0...1000).contains(entries), (0...5000).contains(flows),
-              (1...10_000).contains(samples) else { throw ValidationError("an option is out of range") }
-        say("# cordon-bench fleet-scale --agents \(agents) --concurrency \(concurrency) --entries \(entries) --flows \(flows) --samples \(samples)")
+              (1...10_000).contains(samples), (0...10_000).contains(pace) else { throw ValidationError("an option is out of range") }
+        say("# cordon-bench fleet-scale --agents \(agents) --concurrency \(concurrency) --entries \(entries) --flows \(flows) --samples \(samples) --pace \(pace)")
         // Each side holds one socket per agent: the soft limit up to the hard one (inherited by the server).
         var limit = rlimit()
         getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
@@ -53,12 +56,17 @@ struct FleetScaleBenchmark: ParsableCommand {
         let server = try lab.spawn(namespace, [serverBinary, "run", "--data", data, "--database", postgres.url, "--listen", "127.0.0.1:\(Self.port)"],
                                    log: lab.directory + "/server.log")
         let ca = try String(contentsOfFile: data + "/ca.pem", encoding: .utf8)
-        let (agents, concurrency, entries, flows, samples) = (self.agents, self.concurrency, self.entries, self.flows, self.samples)
+        let (agents, concurrency, entries, flows, samples, pace) = (self.agents, self.concurrency, self.entries, self.flows, self.samples, self.pace)
 
         // Every socket of this client is made by event-loop threads started inside the namespace.
         try lab.inNamespace(namespace) {
             let url = URL(string: "https://127.0.0.1:\(Self.port)")!
-            let client = try FleetClient(server: url, caPEM: ca, credential: nil, connectTimeout: 10, connections: agents + 2 * concurrency)
+            let client = try FleetClient(server: url, caPEM: ca, credential: nil, connectTimeout: 10, connections: 2 * concurrency)
+            // Real agents each hold their own connection; one pool of 10,000 would make the
+            // simulator's own pool bookkeeping part of what is measured.
+            let pollers = try (0..<Self.pollShards).map { _ in
+                try FleetClient(server: url, caPEM: ca, credential: nil, connectTimeout: 10, connections: agents / Self.pollShards + 64)
+            }
             let api = try FleetClient(server: url, caPEM: ca, credential: admin, connections: 16)
             try FleetBenchmark.wait { () async throws -> Bool? in (try? await api.raw(.GET, "/healthz", timeout: 2)) != nil ? true : nil }
             let idleRSS = Self.rss(server.pid)
@@ -95,17 +103,27 @@ struct FleetScaleBenchmark: ParsableCommand {
             let arrivals = Arrivals()
             let polling = Task {
                 await withTaskGroup(of: Void.self) { group in
-                    for (host, credential) in credentials {
+                    for (index, (host, credential)) in credentials.enumerated() {
+                        let client = pollers[index % Self.pollShards]
                         group.addTask {
                             var after: Int64 = 0
                             while !Task.isCancelled {
-                                guard let desired = try? await client.call(.GET, "/agent/v1/desired?after=\(after)&wait=25", headers: [("Authorization", "Bearer \(credential)")],
-                                                                           timeout: 60, as: DesiredIsolation.self) else {
+                                let sent = monotonic()
+                                arrivals.polls.withLock { $0[host] = Poll(sent: sent, answered: nil, failures: $0[host]?.failures ?? 0) }
+                                let answer: DesiredIsolation
+                                do {
+                                    answer = try await client.call(.GET, "/agent/v1/desired?after=\(after)&wait=25", headers: [("Authorization", "Bearer \(credential)")],
+                                                                   timeout: 60, as: DesiredIsolation.self)
+                                } catch {
+                                    arrivals.polls.withLock { $0[host]?.failures += 1; $0[host]?.error = "\(error)" }
                                     try? await Task.sleep(for: .milliseconds(500))
                                     continue
                                 }
+                                let desired = answer
+                                arrivals.polls.withLock { $0[host]?.answered = monotonic() }
                                 if desired.generation > after {
                                     arrivals.times.withLock { $0[host] = monotonic() }
+                                    arrivals.sentOf.withLock { $0[host] = sent }
                                     after = desired.generation
                                 }
                             }
@@ -145,14 +163,23 @@ struct FleetScaleBenchmark: ParsableCommand {
                     try await api.call(.POST, "/api/v1/hosts/\(host)/isolation", body: IsolationRequest(state: .isolated, reason: "bench"), timeout: 10,
                                        as: IntentAccepted.self)
                 }
+                defer { while monotonic() < t0 + Double(pace) / 1000 { usleep(1000) } }
                 let deadline = monotonic() + 10
                 while arrivals.times.withLock({ $0[host] }) == nil && monotonic() < deadline { usleep(200) }
                 guard let arrived = arrivals.times.withLock({ $0[host] }) else {
                     missed += 1
-                    say("#   intent \(index) (host \(host)) did not reach its agent within 10 s")
+                    let now = monotonic()
+                    let poll = arrivals.polls.withLock { $0[host] }
+                    say("#   intent \(index) (host \(host)) did not reach its agent within 10 s; its poll: "
+                        + (poll.map { "sent \(format(now - $0.sent, 2)) s ago, " + ($0.answered.map { "answered \(format(now - $0, 2)) s ago" } ?? "in flight")
+                                      + ", \($0.failures) failures \($0.error ?? "")" } ?? "never sent"))
                     continue
                 }
                 toAgent.append(arrived - t0)
+                if arrived - t0 > 0.25 {
+                    let sent = arrivals.sentOf.withLock { $0[host] } ?? 0
+                    say("#   intent \(index) slow: \(format((arrived - t0) * 1000, 1)) ms; the poll that brought it was sent \(format(t0 - sent, 2)) s before the request")
+                }
             }
 
             say("| measurement | value |")
@@ -223,4 +250,13 @@ struct FleetScaleBenchmark: ParsableCommand {
 /// When each simulated agent's poll brought a new generation.
 final class Arrivals: Sendable {
     let times = Mutex<[String: Double]>([:])
+    let polls = Mutex<[String: Poll]>([:])
+    let sentOf = Mutex<[String: Double]>([:])
+}
+
+struct Poll {
+    var sent: Double
+    var answered: Double?
+    var failures: Int
+    var error: String? = nil
 }
