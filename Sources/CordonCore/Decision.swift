@@ -84,8 +84,12 @@ extension Decision {
         for decision in entries {
             let seq = decision.sequence
             let label = "entry \(seq) (\(decision.action) by \(decision.operator), id \(decision.id))"
-            if seq != previousSeq + 1 {
+            // Sequences come from the wire too: no arithmetic here may overflow.
+            let (step, overflow) = seq.subtractingReportingOverflow(previousSeq)
+            if !overflow && step > 1 {
                 problems.append("entries \(previousSeq + 1)-\(seq - 1) are missing before \(label)")
+            } else if overflow || step != 1 {
+                problems.append("\(label) is out of order: it follows entry \(previousSeq)")
             }
             if decision.previousHash != previousHash {
                 problems.append("\(label) does not link to the entry before it")

@@ -19,6 +19,8 @@ struct AgentController {
         return duration >= 5 ? duration * Double.random(in: 0.8...1.0) : duration
     }
     static let maximumLogEntries = 1000
+    /// 9999-12-31T23:59:59Z: PostgreSQL's timestamps end soon after.
+    static let latestTime: Int64 = 253_402_300_799
     static let maximumFlows = 5000
 
     let stores: Stores
@@ -36,7 +38,7 @@ struct AgentController {
 
     @Sendable func enroll(_ request: Request, context: ServerContext) async throws -> Response {
         let enrollment = try await JSON.decode(EnrollRequest.self, from: request)
-        guard !enrollment.hostname.isEmpty, enrollment.hostname.utf8.count <= 253 else {
+        guard !enrollment.hostname.isEmpty, enrollment.hostname.schemaLength <= 253 else {
             throw APIFailure(.unprocessableContent, "expected a host name of 1-253 characters", field: "hostname")
         }
         if let bad = enrollment.tags.keys.first(where: { !Tags.validKey($0) }) {
@@ -59,8 +61,8 @@ struct AgentController {
         let host = try context.requireHost()
         let query = request.uri.queryParameters
         guard let after = query.get("after").map({ Int64($0) }) ?? 0 else { throw APIFailure(.badRequest, "expected an integer", field: "after") }
-        guard let wait = query.get("wait").map({ Double($0) }) ?? 0, wait >= 0 else {
-            throw APIFailure(.badRequest, "expected seconds", field: "wait")
+        guard let wait = query.get("wait").map({ Double($0) }) ?? 0, (0...Self.longestPoll).contains(wait) else {
+            throw APIFailure(.badRequest, "expected seconds from 0 to \(Int(Self.longestPoll))", field: "wait")
         }
         seen.note(host)
         // Registered before the first read: a change committed in between still wakes it. One
@@ -91,6 +93,18 @@ struct AgentController {
         }
         guard report.flows.count <= Self.maximumFlows else {
             throw APIFailure(.contentTooLarge, "at most \(Self.maximumFlows) flows per report", field: "flows")
+        }
+        guard ["discovery", "enforce"].contains(report.status.mode) else {
+            throw APIFailure(.unprocessableContent, "expected discovery or enforce", field: "status.mode")
+        }
+        if let bad = report.log.first(where: { $0.sequence < 1 }) {
+            throw APIFailure(.unprocessableContent, "entry \(bad.sequence): sequences start at 1", field: "log.sequence")
+        }
+        guard report.appliedGeneration >= 0, (report.applied?.generation ?? 0) >= 0 else {
+            throw APIFailure(.unprocessableContent, "generations are not negative", field: "applied_generation")
+        }
+        if let local = report.local, !(0...Self.latestTime).contains(local.at) {
+            throw APIFailure(.unprocessableContent, "expected Unix seconds between 1970 and 9999", field: "local.at")
         }
         // The entries first: the isolation entry is on record before the intent reads succeeded.
         let acked = try await stores.log.append(host: host, entries: report.log)

@@ -84,11 +84,12 @@ public struct DesiredListener: Service {
             do {
                 try await cancelWhenGracefulShutdown {
                     try await client.withConnection { connection in
-                        let notifications = try await connection.listen(PostgresIsolationStore.channel)
-                        waiters.wakeAll()
-                        delay.withLock { $0 = 0.2 }
-                        for try await notification in notifications {
-                            if let host = UUID(uuidString: notification.payload) { waiters.wake(host: host) }
+                        try await connection.listen(on: PostgresIsolationStore.channel) { notifications in
+                            waiters.wakeAll()
+                            delay.withLock { $0 = 0.2 }
+                            for try await notification in notifications {
+                                if let host = UUID(uuidString: notification.payload) { waiters.wake(host: host) }
+                            }
                         }
                     }
                 }

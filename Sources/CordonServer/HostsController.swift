@@ -34,13 +34,13 @@ struct HostsController {
     @Sendable func isolation(_ request: Request, context: ServerContext) async throws -> Response {
         let token = try context.require(.responder)
         let body = try await JSON.decode(IsolationRequest.self, from: request, limit: 64 << 10)
-        guard body.reason.utf8.count <= 1000 else { throw APIFailure(.unprocessableContent, "at most 1000 bytes", field: "reason") }
-        if body.state == .isolated && body.reason.trimmingCharacters(in: .whitespaces).isEmpty {
+        guard body.reason.schemaLength <= 1000 else { throw APIFailure(.unprocessableContent, "at most 1000 characters", field: "reason") }
+        if body.state == .isolated && body.reason.isBlank {
             throw APIFailure(.unprocessableContent, "an isolation needs a reason", field: "reason")
         }
-        if let external = body.externalID, external.utf8.count > 200 { throw APIFailure(.unprocessableContent, "at most 200 bytes", field: "external_id") }
+        if let external = body.externalID, external.schemaLength > 200 { throw APIFailure(.unprocessableContent, "at most 200 characters", field: "external_id") }
         let key = request.headers[HTTPField.Name("Idempotency-Key")!]
-        if let key, key.isEmpty || key.utf8.count > 200 { throw APIFailure(.badRequest, "expected 1-200 characters", field: "Idempotency-Key") }
+        if let key, key.isEmpty || key.schemaLength > 200 { throw APIFailure(.badRequest, "expected 1-200 characters", field: "Idempotency-Key") }
         let host = try await host(context)
         let id = UUID(uuidString: host.id)!
         let accepted: IntentAccepted

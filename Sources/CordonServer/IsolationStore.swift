@@ -136,7 +136,8 @@ public struct PostgresIsolationStore: IsolationStore {
     public func observe(host: UUID, report: AgentReport) async throws -> DesiredIsolation {
         try await client.transaction(logger: logger) { connection in
             guard let row = try await lockHost(connection, host) else { throw IsolationRefusal.noHost }
-            var observedGeneration = max(row.observedGeneration, report.appliedGeneration)
+            // Never past what the server issued: a generation it has not made cannot have been applied.
+            var observedGeneration = min(max(row.observedGeneration, report.appliedGeneration), row.generation)
             // A local emergency is never undone by the server: it becomes the desired state, as a
             // succeeded intent of the host's operator, and whatever was pending is superseded by it.
             if let local = report.local {

@@ -15,12 +15,15 @@ public enum OpenAPIDocument {
               {
                 "properties": {
                   "error": {
+                    "pattern": "^[^\\u0000]*$",
                     "type": [
                       "string",
                       "null"
                     ]
                   },
                   "generation": {
+                    "maximum": 9223372036854775807,
+                    "minimum": 0,
                     "type": "integer"
                   },
                   "ok": {
@@ -36,6 +39,8 @@ public enum OpenAPIDocument {
             ]
           },
           "applied_generation": {
+            "maximum": 9223372036854775807,
+            "minimum": 0,
             "type": "integer"
           },
           "flows": {
@@ -53,12 +58,17 @@ public enum OpenAPIDocument {
               {
                 "properties": {
                   "at": {
+                    "description": "Unix seconds",
+                    "maximum": 253402300799,
+                    "minimum": 0,
                     "type": "integer"
                   },
                   "operator": {
+                    "pattern": "^[^\\u0000]*$",
                     "type": "string"
                   },
                   "reason": {
+                    "pattern": "^[^\\u0000]*$",
                     "type": "string"
                   },
                   "state": {
@@ -94,7 +104,75 @@ public enum OpenAPIDocument {
             "type": "string"
           },
           "status": {
-            "description": "mode, isolated, ruleset_version, ruleset_digest, lost_events, guard_restores, guard_escalations, flows, agent_version, addresses",
+            "description": "the agent's state as `cordon status` reports it",
+            "properties": {
+              "addresses": {
+                "items": {
+                  "pattern": "^[^\\u0000]*$",
+                  "type": "string"
+                },
+                "type": "array"
+              },
+              "agent_version": {
+                "pattern": "^[^\\u0000]*$",
+                "type": "string"
+              },
+              "flows": {
+                "maximum": 9223372036854775807,
+                "minimum": -9223372036854775808,
+                "type": "integer"
+              },
+              "guard_escalations": {
+                "maximum": 18446744073709551615,
+                "minimum": 0,
+                "type": "integer"
+              },
+              "guard_restores": {
+                "maximum": 18446744073709551615,
+                "minimum": 0,
+                "type": "integer"
+              },
+              "isolated": {
+                "type": "boolean"
+              },
+              "lost_events": {
+                "maximum": 18446744073709551615,
+                "minimum": 0,
+                "type": "integer"
+              },
+              "mode": {
+                "enum": [
+                  "discovery",
+                  "enforce"
+                ],
+                "type": "string"
+              },
+              "ruleset_digest": {
+                "pattern": "^[^\\u0000]*$",
+                "type": [
+                  "string",
+                  "null"
+                ]
+              },
+              "ruleset_version": {
+                "maximum": 9223372036854775807,
+                "minimum": -9223372036854775808,
+                "type": [
+                  "integer",
+                  "null"
+                ]
+              }
+            },
+            "required": [
+              "mode",
+              "isolated",
+              "lost_events",
+              "guard_restores",
+              "guard_escalations",
+              "flows",
+              "agent_version",
+              "addresses"
+            ],
             "type": "object"
           }
         },
@@ -156,66 +234,91 @@ public enum OpenAPIDocument {
       "Decision": {
         "properties": {
           "action": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "applied_at": {
             "description": "Unix seconds",
+            "maximum": 9223372036854775807,
+            "minimum": -9223372036854775808,
             "type": "integer"
           },
           "backend": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "hash": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "hash_format": {
+            "maximum": 9223372036854775807,
+            "minimum": -9223372036854775808,
             "type": "integer"
           },
           "id": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "management_whitelist": {
             "items": {
               "properties": {
                 "address": {
+                  "pattern": "^[^\\u0000]*$",
                   "type": "string"
                 },
                 "port": {
+                  "maximum": 65535,
+                  "minimum": 0,
                   "type": [
                     "integer",
                     "null"
                   ]
                 },
                 "protocol": {
+                  "pattern": "^[^\\u0000]*$",
                   "type": "string"
                 }
               },
+              "required": [
+                "protocol",
+                "address"
+              ],
               "type": "object"
             },
             "type": "array"
           },
           "operator": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "outcome": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "policy": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "policy_digest": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "previous_hash": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "reason": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "sequence": {
+            "maximum": 9223372036854775807,
+            "minimum": 1,
             "type": "integer"
           },
           "whitelist": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           }
         },
@@ -275,27 +378,36 @@ public enum OpenAPIDocument {
         "properties": {
           "addresses": {
             "items": {
+              "pattern": "^[^\\u0000]*$",
               "type": "string"
             },
             "type": "array"
           },
           "agent_version": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "hostname": {
             "maxLength": 253,
             "minLength": 1,
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "machine_id": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "secret": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "tags": {
             "additionalProperties": {
+              "pattern": "^[^\\u0000]*$",
               "type": "string"
+            },
+            "propertyNames": {
+              "pattern": "^[A-Za-z0-9._/-]{1,63}$"
             },
             "type": "object"
           }
@@ -345,12 +457,16 @@ public enum OpenAPIDocument {
         "type": "object"
       },
       "Flow": {
-        "description": "the fields of `cordon flows --json`",
+        "description": "the fields of `cordon flows --json` (which writes the null ones too; an upload may leave them out)",
         "properties": {
           "bytes": {
+            "maximum": 18446744073709551615,
+            "minimum": 0,
             "type": "integer"
           },
           "connections": {
+            "maximum": 18446744073709551615,
+            "minimum": 0,
             "type": "integer"
           },
           "direction": {
@@ -362,45 +478,64 @@ public enum OpenAPIDocument {
             "type": "string"
           },
           "family": {
+            "enum": [
+              "ipv4",
+              "ipv6"
+            ],
             "type": "string"
           },
           "first_seen": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "icmp_code": {
+            "maximum": 255,
+            "minimum": 0,
             "type": [
               "integer",
               "null"
             ]
           },
           "icmp_type": {
+            "maximum": 255,
+            "minimum": 0,
             "type": [
               "integer",
               "null"
             ]
           },
           "last_seen": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "local_address": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "local_port": {
+            "maximum": 65535,
+            "minimum": 0,
             "type": [
               "integer",
               "null"
             ]
           },
           "packets": {
+            "maximum": 18446744073709551615,
+            "minimum": 0,
             "type": "integer"
           },
           "protocol": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "remote_address": {
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "remote_port": {
+            "maximum": 65535,
+            "minimum": 0,
             "type": [
               "integer",
               "null"
@@ -419,11 +554,7 @@ public enum OpenAPIDocument {
           "protocol",
           "family",
           "local_address",
-          "local_port",
           "remote_address",
-          "remote_port",
-          "icmp_type",
-          "icmp_code",
           "connections",
           "packets",
           "bytes",
@@ -732,17 +863,29 @@ public enum OpenAPIDocument {
         "type": "object"
       },
       "IsolationRequest": {
+        "if": {
+          "properties": {
+            "state": {
+              "const": "isolated"
+            }
+          },
+          "required": [
+            "state"
+          ]
+        },
         "properties": {
           "external_id": {
             "maxLength": 200,
+            "pattern": "^[^\\u0000]*$",
             "type": [
               "string",
               "null"
             ]
           },
           "reason": {
-            "description": "required non-empty for an isolation",
+            "description": "why; an isolation needs one with a character that is not white space (a release may leave it empty)",
             "maxLength": 1000,
+            "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "state": {
@@ -757,6 +900,13 @@ public enum OpenAPIDocument {
           "state",
           "reason"
         ],
+        "then": {
+          "properties": {
+            "reason": {
+              "pattern": "\\S"
+            }
+          }
+        },
         "type": "object"
       },
       "ReportResponse": {
@@ -802,13 +952,17 @@ public enum OpenAPIDocument {
             "in": "query",
             "name": "after",
             "schema": {
+              "maximum": 9223372036854775807,
+              "minimum": -9223372036854775808,
               "type": "integer"
             }
           },
           {
+            "description": "seconds to hold the poll when nothing is newer (at most 25; the server ends it at random in the last fifth)",
             "in": "query",
             "name": "wait",
             "schema": {
+              "maximum": 25,
               "minimum": 0,
               "type": "number"
             }
@@ -1010,6 +1164,16 @@ public enum OpenAPIDocument {
               }
             },
             "description": "too many entries or flows in one report"
+          },
+          "422": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a log entry, generation or time out of range"
           },
           "503": {
             "content": {
@@ -1359,6 +1523,7 @@ public enum OpenAPIDocument {
             "required": false,
             "schema": {
               "maxLength": 200,
+              "minLength": 1,
               "type": "string"
             }
           }

@@ -49,17 +49,49 @@ enum JSON {
         do { buffer = try await request.body.collect(upTo: limit) } catch {
             throw APIFailure(.contentTooLarge, "the body is larger than \(limit) bytes")
         }
+        let value: T
         do {
-            return try Wire.decode(type, from: Data(buffer.readableBytesView))
+            value = try Wire.decode(type, from: Data(buffer.readableBytesView))
         } catch {
             let (field, message) = Wire.describe(error)
             throw APIFailure(.badRequest, message, field: field)
         }
+        if let field = fieldWithNUL(value) { throw APIFailure(.badRequest, "text may not contain NUL (\\u0000)", field: field) }
+        return value
+    }
+
+    /// The first decoded text holding a NUL, as a field path (`log.reason`): PostgreSQL's text and
+    /// jsonb refuse NUL, which would otherwise surface as a database failure. Fields the server
+    /// does not decode (from a newer agent, say) are not stored and may hold anything.
+    static func fieldWithNUL(_ value: Any, path: String = "") -> String? {
+        if let text = value as? String { return text.utf8.contains(0) ? (path.isEmpty ? "body" : path) : nil }
+        let mirror = Mirror(reflecting: value)
+        let named = mirror.displayStyle == .struct || mirror.displayStyle == .class
+        for child in mirror.children {
+            var inner = path
+            if named, let label = child.label {
+                let field = label.reduce(into: "") { name, c in name += c.isUppercase ? "_" + c.lowercased() : String(c) }
+                inner = path.isEmpty ? field : path + "." + field
+            }
+            if let found = fieldWithNUL(child.value, path: inner) { return found }
+        }
+        return nil
     }
 
     static func uuid(_ text: String?, field: String) throws -> UUID {
         guard let text, let id = UUID(uuidString: text) else { throw APIFailure(.badRequest, "expected a UUID", field: field) }
         return id
+    }
+}
+
+extension String {
+    /// A length as JSON Schema counts it (code points), so the limits the OpenAPI document states
+    /// are the ones enforced.
+    var schemaLength: Int { unicodeScalars.count }
+
+    /// Nothing but white space as the document's `\S` pattern sees it (ECMAScript's `\s`).
+    var isBlank: Bool {
+        unicodeScalars.allSatisfy { ($0.properties.isWhitespace && $0 != "\u{85}") || $0 == "\u{FEFF}" }
     }
 }
 
@@ -77,6 +109,12 @@ struct ErrorMiddleware: RouterMiddleware {
             return JSON.response(failure.body, status: failure.status)
         } catch let error as any HTTPResponseError {
             let status = error.status
+            if status == .notFound, let allowed = OpenAPIDocument.methods(for: request.uri.path), !allowed.contains(request.method.rawValue) {
+                var response = JSON.response(WireError("\(request.method) is not allowed on \(request.uri.path); allowed: \(allowed.joined(separator: ", "))"),
+                                             status: .methodNotAllowed)
+                response.headers[.allow] = allowed.joined(separator: ", ")
+                return response
+            }
             let message = status == .notFound ? "no such route: \(request.method) \(request.uri.path)" : "\(status.reasonPhrase)"
             return JSON.response(WireError(message), status: status)
         } catch let error as PSQLError {
@@ -88,5 +126,26 @@ struct ErrorMiddleware: RouterMiddleware {
             logger.error("\(request.method) \(request.uri.path): internal error: \(error)")
             return JSON.response(WireError("internal error; the server's log has the details"), status: .internalServerError)
         }
+    }
+}
+
+extension OpenAPIDocument {
+    /// The document's paths as segments with their methods: a route that exists under another
+    /// method answers 405 with `Allow`, not 404. The document is the route table's description,
+    /// and the fuzz test holds the two to each other.
+    private static let operations: [(segments: [Substring], methods: [String])] = {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
+              let paths = object["paths"] as? [String: Any] else { return [] }
+        return paths.map { path, operations in
+            (path.split(separator: "/"), ((operations as? [String: Any])?.keys.map { $0.uppercased() } ?? []).sorted())
+        }
+    }()
+
+    /// The methods of the path `path` is an instance of, or nil when it is none of the document's.
+    static func methods(for path: String) -> [String]? {
+        let parts = path.split(separator: "/")
+        return operations.first { route in
+            route.segments.count == parts.count && zip(route.segments, parts).allSatisfy { $0.hasPrefix("{") || $0 == $1 }
+        }?.methods
     }
 }

@@ -295,6 +295,49 @@ import Glibc
         #expect(!actions.contains { $0.hasPrefix("isolation") }, "\(actions)")
         #expect(try f.api("GET", "/api/v1/audit", token: setup.responder).status == 403)
     }
+
+    static let fuzzer = "/opt/cordon-test-peers/schemathesis/bin/schemathesis"
+
+    @Test("schemathesis against the served OpenAPI document: no input is a 500 or a crash, every answer is the documented one")
+    func apiFuzz() throws {
+        guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
+        guard FileManager.default.isExecutableFile(atPath: Self.fuzzer) else {
+            if Integration.required { Issue.record("schemathesis is missing at \(Self.fuzzer): run `bash .ci/setup --tests`") }
+            return
+        }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let f = setup.fleet
+        let dir = setup.lab.directory
+        let document = try f.api("GET", "/api/v1/openapi.json", token: nil)
+        #expect(document.status == 200)
+        try document.body.write(toFile: dir + "/openapi.json", atomically: false, encoding: .utf8)
+        // A host of the fuzzer's own, so its reports do not disturb host a's agent.
+        let secret = try String(contentsOfFile: try f.enrollSecret(), encoding: .utf8)
+        let enroll = try f.api("POST", "/agent/v1/enroll", token: nil, body: #"{"secret":"\#(secret)","hostname":"fuzz","machine_id":"fuzz","addresses":[],"agent_version":"fuzz","tags":{}}"#)
+        let credential = try #require(try setup.json(enroll.body)["credential"] as? String, "\(enroll)")
+        // Reusing an Idempotency-Key for another request is a 422 (the IETF idempotency-key draft);
+        // a poll is fuzzed with wait=0, or each example would hold it for up to 25 s.
+        try """
+            [[operations]]
+            include-path = "/api/v1/hosts/{id}/isolation"
+            include-method = "POST"
+            checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "5xx"]
+
+            [[operations]]
+            include-path = "/agent/v1/desired"
+            parameters = { "query.wait" = 0 }
+            """.write(toFile: dir + "/schemathesis.toml", atomically: false, encoding: .utf8)
+        // The agent's routes first (what they store is then read back through the API's).
+        for (token, selection) in [(credential, ["--include-path-regex", "^/agent/"]), (f.adminToken, ["--exclude-path-regex", "^/agent/"])] {
+            let run = try setup.lab.run(f.server, ["env", "-C", dir, Self.fuzzer, "--config-file", dir + "/schemathesis.toml", "run", dir + "/openapi.json",
+                                                   "--url", "https://\(F.serverA):\(F.port)", "-H", "Authorization: Bearer \(token)",
+                                                   "--tls-verify", f.caFile, "--checks", "all", "--max-examples", "60", "--seed", "1",
+                                                   "--generation-database", "none", "--request-timeout", "30"] + selection, timeout: 600)
+            #expect(run.succeeded, "schemathesis \(selection):\n\(run.stdout.suffix(6000))\(run.stderr.suffix(2000))")
+        }
+        #expect(setup.server.isRunning, "the server died under the fuzzer")
+    }
 }
 
 /// Crashes, replicas, revocation and the conflicts between local and remote isolation.
