@@ -44,7 +44,7 @@ public struct FleetSettings: Sendable, Equatable {
             } else if info.ai_family == AF_INET6 {
                 info.ai_addr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { var a = $0.pointee.sin6_addr; _ = inet_ntop(AF_INET6, &a, &text, socklen_t(text.count)) }
             }
-            if let address = IPAddress(String(cString: text)) {
+            if let address = IPAddress(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)) {
                 let endpoint = ManagementChannel.Endpoint(transport: IPProtocolNumber.tcp, addresses: IPPrefix(address), port: port)
                 if !endpoints.contains(endpoint) { endpoints.append(endpoint) }
             }
@@ -252,7 +252,7 @@ public final class FleetLink: Sendable {
         var hostname = [CChar](repeating: 0, count: 256)
         gethostname(&hostname, hostname.count)
         let machineID = ((try? String(contentsOfFile: "/etc/machine-id", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-        let request = EnrollRequest(secret: settings.enrollSecret ?? "", hostname: String(cString: hostname), machineID: machineID,
+        let request = EnrollRequest(secret: settings.enrollSecret ?? "", hostname: String(decoding: hostname.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self), machineID: machineID,
                                     addresses: Self.addresses(), agentVersion: AgentVersion.current, tags: settings.tags)
         let answer = try await client.call(.POST, "/agent/v1/enroll", body: request, timeout: 15, as: EnrollResponse.self)
         let saved = Enrollment(server: settings.server.absoluteString, hostID: answer.hostID, credential: answer.credential)
