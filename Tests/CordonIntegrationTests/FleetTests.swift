@@ -1,5 +1,7 @@
+import CordonCore
 import CordonLab
 import CordonStore
+import CordonWire
 import Foundation
 import Testing
 #if canImport(Glibc)
@@ -294,6 +296,49 @@ import Glibc
         #expect(actions.contains("enroll") && actions.contains("token create"), "\(actions)")
         #expect(!actions.contains { $0.hasPrefix("isolation") }, "\(actions)")
         #expect(try f.api("GET", "/api/v1/audit", token: setup.responder).status == 403)
+    }
+
+    @Test("what an agent sends cannot hurt the server: a log sequence at Int64's end is flagged, not a crash; NUL and bad numbers are refused by field; 405 names the allowed method")
+    func hostileAgentInput() throws {
+        guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup(agentA: false)
+        defer { setup.lab.cleanup() }
+        let f = setup.fleet
+        let secret = try String(contentsOfFile: try f.enrollSecret(), encoding: .utf8)
+        func enroll(_ hostname: String) throws -> (status: Int, body: String) {
+            try f.api("POST", "/agent/v1/enroll", token: nil,
+                      body: #"{"secret":"\#(secret)","hostname":"\#(hostname)","machine_id":"m","addresses":[],"agent_version":"x","tags":{}}"#)
+        }
+        let nul = try enroll(#"evil\u0000host"#)
+        #expect(nul.status == 400 && (try? setup.json(nul.body))?["field"] as? String == "hostname", "\(nul)")
+        let enrolled = try enroll("hostile")
+        let credential = try #require(try setup.json(enrolled.body)["credential"] as? String, "\(enrolled)")
+        let host = try #require(try setup.json(enrolled.body)["host_id"] as? String)
+        func report(sequence: Int64, mode: String = "discovery", generation: Int64 = 0) throws -> (status: Int, body: String) {
+            var entry = Decision(sequence: sequence, id: "e\(sequence)", action: "isolate", operator: "mallory", reason: "r", backend: "nftables", policy: "p",
+                                 policyDigest: ContentDigest.hex("p"), managementWhitelist: [], whitelist: "", appliedAt: 1_700_000_000, outcome: "success",
+                                 previousHash: "", hash: "", format: Decision.currentFormat)
+            entry.hash = ContentDigest.hex(Decision.chained(entry))
+            let status = AgentStatus(mode: mode, isolated: false, rulesetVersion: nil, rulesetDigest: nil, lostEvents: 0, guardRestores: 0,
+                                     guardEscalations: 0, flows: 0, agentVersion: "x", addresses: [])
+            let body = AgentReport(status: status, observed: .released, appliedGeneration: generation, applied: nil, local: nil, log: [entry], flows: [])
+            return try f.api("POST", "/agent/v1/report", token: credential, body: String(decoding: Wire.encode(body), as: UTF8.self))
+        }
+        // A gap up to Int64.max is a problem on record, not an overflow.
+        let top = try report(sequence: .max)
+        #expect(top.status == 200, "\(top)")
+        #expect(setup.server.isRunning, "the server died on a log sequence of Int64.max")
+        let log = try f.api("GET", "/api/v1/hosts/\(host)/log", token: f.adminToken)
+        #expect(log.status == 200 && log.body.contains("missing"), "the gap before it is flagged: \(log.body.prefix(400))")
+        // Int64.min once crashed it too (the chain check's `sequence - 1`); numbers below 1 are refused before.
+        for (answer, field) in [(try report(sequence: 0), "log.sequence"), (try report(sequence: .min), "log.sequence"), (try report(sequence: 1, mode: "chaos"), "status.mode"),
+                                (try report(sequence: 1, generation: -1), "applied_generation")] {
+            #expect(answer.status == 422 && (try? setup.json(answer.body))?["field"] as? String == field, "\(field): \(answer)")
+        }
+        let wrongMethod = try f.api("DELETE", "/api/v1/hosts", token: f.adminToken)
+        #expect(wrongMethod.status == 405 && wrongMethod.body.contains("allowed: GET"), "\(wrongMethod)")
+        #expect(try f.api("GET", "/api/v1/nothing-here", token: f.adminToken).status == 404)
+        #expect(setup.server.isRunning)
     }
 
     static let fuzzer = "/opt/cordon-test-peers/schemathesis/bin/schemathesis"
