@@ -1,3 +1,4 @@
+import _ConnectionPoolModule
 import CordonWire
 import Foundation
 import Hummingbird
@@ -118,14 +119,21 @@ struct ErrorMiddleware: RouterMiddleware {
             let message = status == .notFound ? "no such route: \(request.method) \(request.uri.path)" : "\(status.reasonPhrase)"
             return JSON.response(WireError(message), status: status)
         } catch let error as PSQLError {
-            logger.error("\(request.method) \(request.uri.path): the database failed: \(error)")
-            return JSON.response(WireError("the server's database is unavailable; try again"), status: .serviceUnavailable)
+            return databaseDown(request, error)
+        } catch let error as ConnectionPoolError {
+            // No connection could be made (the pool's circuit breaker, a timeout): the database is away.
+            return databaseDown(request, error)
         } catch {
             // Not the client's doing and not the database's: a defect of the server, said as one
             // rather than passed off as an outage.
             logger.error("\(request.method) \(request.uri.path): internal error: \(error)")
             return JSON.response(WireError("internal error; the server's log has the details"), status: .internalServerError)
         }
+    }
+
+    private func databaseDown(_ request: Request, _ error: any Error) -> Response {
+        logger.error("\(request.method) \(request.uri.path): the database failed: \(error)")
+        return JSON.response(WireError("the server's database is unavailable; try again"), status: .serviceUnavailable)
     }
 }
 
