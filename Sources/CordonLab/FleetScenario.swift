@@ -163,6 +163,14 @@ public final class FleetScenario: Sendable {
         return file
     }
 
+    /// An enrollment posted by hand, as a client that is not a Cordon agent would: the secret from
+    /// `secretFile`, `hostname` as JSON string content (escapes allowed). The status and the body.
+    public func enroll(secretFile: String, hostname: String) throws -> (status: Int, body: String) {
+        let secret = try String(contentsOfFile: secretFile, encoding: .utf8)
+        return try api("POST", "/agent/v1/enroll", token: nil,
+                       body: #"{"secret":"\#(secret)","hostname":"\#(hostname)","machine_id":"m","addresses":[],"agent_version":"t","tags":{}}"#)
+    }
+
     /// A new API token of `role`.
     public func token(role: String, name: String) throws -> String {
         let result = try lab.run(server, [serverBinary, "token", "create", "--data", data, "--database", postgres.url, "--role", role, "--name", name])

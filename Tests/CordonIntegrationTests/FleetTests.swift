@@ -150,10 +150,8 @@ import Glibc
 
         // A used-up secret admits nobody.
         let single = try setup.fleet.enrollSecret(uses: 1)
-        let secret = try String(contentsOfFile: single, encoding: .utf8)
-        let body = #"{"secret":"\#(secret)","hostname":"x","machine_id":"m","addresses":[],"agent_version":"t","tags":{}}"#
-        #expect(try setup.fleet.api("POST", "/agent/v1/enroll", token: nil, body: body).status == 201)
-        let again = try setup.fleet.api("POST", "/agent/v1/enroll", token: nil, body: body)
+        #expect(try setup.fleet.enroll(secretFile: single, hostname: "x").status == 201)
+        let again = try setup.fleet.enroll(secretFile: single, hostname: "x")
         #expect(again.status == 403 && again.body.contains("secret"), "\(again)")
     }
 
@@ -304,11 +302,8 @@ import Glibc
         let setup = try Setup(agentA: false)
         defer { setup.lab.cleanup() }
         let f = setup.fleet
-        let secret = try String(contentsOfFile: try f.enrollSecret(), encoding: .utf8)
-        func enroll(_ hostname: String) throws -> (status: Int, body: String) {
-            try f.api("POST", "/agent/v1/enroll", token: nil,
-                      body: #"{"secret":"\#(secret)","hostname":"\#(hostname)","machine_id":"m","addresses":[],"agent_version":"x","tags":{}}"#)
-        }
+        let secretFile = try f.enrollSecret()
+        func enroll(_ hostname: String) throws -> (status: Int, body: String) { try f.enroll(secretFile: secretFile, hostname: hostname) }
         let nul = try enroll(#"evil\u0000host"#)
         #expect(nul.status == 400 && (try? setup.json(nul.body))?["field"] as? String == "hostname", "\(nul)")
         let enrolled = try enroll("hostile")
@@ -358,8 +353,7 @@ import Glibc
         #expect(document.status == 200)
         try document.body.write(toFile: dir + "/openapi.json", atomically: false, encoding: .utf8)
         // A host of the fuzzer's own, so its reports do not disturb host a's agent.
-        let secret = try String(contentsOfFile: try f.enrollSecret(), encoding: .utf8)
-        let enroll = try f.api("POST", "/agent/v1/enroll", token: nil, body: #"{"secret":"\#(secret)","hostname":"fuzz","machine_id":"fuzz","addresses":[],"agent_version":"fuzz","tags":{}}"#)
+        let enroll = try f.enroll(secretFile: try f.enrollSecret(), hostname: "fuzz")
         let credential = try #require(try setup.json(enroll.body)["credential"] as? String, "\(enroll)")
         // Reusing an Idempotency-Key for another request is a 422 (the IETF idempotency-key draft);
         // a poll is fuzzed with wait=0, or each example would hold it for up to 25 s.
