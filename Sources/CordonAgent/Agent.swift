@@ -57,7 +57,8 @@ public final class Agent: Sendable {
         if let saved = try store.state(Self.liveConnectionsState) {
             recorder.adoptLiveConnections(saved.split(separator: ",").compactMap { UInt32($0) })
         }
-        logger.info("database \(config.database): \(recorder.flowCount) flow aggregates carried over")
+        let names = NameBook(table: try store.loadNames(limits: config.nameLimits))
+        logger.info("database \(config.database): \(recorder.flowCount) flow aggregates carried over, \(names.counters.names) names")
 
         let control = try ControlServer(path: config.socket)
         let backend = NftablesBackend(recordingInstalled: true)
@@ -84,7 +85,7 @@ public final class Agent: Sendable {
             throw error
         }
         do {
-            try record(recorder, store: store, control: control, backend: backend, runner: runner, link: link, signals: &signals)
+            try record(recorder, names: names, store: store, control: control, backend: backend, runner: runner, link: link, signals: &signals)
         } catch {
             // Starting failed half-way: discovery's table goes, enforced rules stay (fail-closed).
             control.remove()
@@ -93,7 +94,7 @@ public final class Agent: Sendable {
         }
     }
 
-    private func record(_ recorder: FlowRecorder, store: FlowStore, control: ControlServer, backend: NftablesBackend,
+    private func record(_ recorder: FlowRecorder, names: NameBook, store: FlowStore, control: ControlServer, backend: NftablesBackend,
                         runner: TransitionRunner, link: FleetLinkSlot, signals: inout sigset_t) throws {
         recorder.setLocalAddresses(HostAddresses.read())
         try HostAddresses.watch { recorder.setLocalAddresses($0) }
@@ -107,6 +108,7 @@ public final class Agent: Sendable {
         recorder.applyDump(existing, generation: generation, at: TimeText.now(), repair: false)
         logger.info("conntrack table read: \(existing.count) existing connections")
         let packetLog = startPacketLog(recorder: recorder)
+        let learner = startNameLearner(names)
         let tableGuard = TableGuard(
             backend: backend, installed: backend.installed!,
             restore: { reason in
@@ -144,6 +146,7 @@ public final class Agent: Sendable {
                 report.unrecorded = runner.unrecorded
                 report.releasing = runner.snapshot.isolation.releasing != nil
                 report.fleet = link.current?.status
+                report.names = names.counters
                 return answer(report)
             case .enforce(let name, let window):
                 let latest: Int64?
@@ -176,7 +179,7 @@ public final class Agent: Sendable {
                 break
             }
             if signal == SIGHUP || Self.monotonic() >= nextFlush {
-                flush(recorder, to: store)
+                flush(recorder, names: names, to: store)
                 nextFlush = Self.monotonic() + config.flushInterval
             }
             runner.tick()
@@ -188,8 +191,9 @@ public final class Agent: Sendable {
         capture.waker.wake()
         if capture.done.wait(timeout: .now() + 2) == .timedOut { logger.warning("event thread did not finish; flushing what it read") }
         packetLog?.close()
+        learner?.stop()
         resync.finish(timeout: 5)
-        flush(recorder, to: store)
+        flush(recorder, names: names, to: store)
         do {
             try store.setState(Self.liveConnectionsState, recorder.liveConnectionIDs().map(String.init).joined(separator: ","))
         } catch {
@@ -259,13 +263,29 @@ public final class Agent: Sendable {
         return packetLog
     }
 
-    private func flush(_ recorder: FlowRecorder, to store: FlowStore) {
-        let changes = recorder.takeChanges()
+    /// Learns names from the resolvers' answers. Without it everything else works; flows carry
+    /// no names, which the log says.
+    private func startNameLearner(_ book: NameBook) -> NameLearner? {
+        let group = CordonTables.NameCapture.group(after: config.logGroup)
         do {
-            try store.write(changes)
+            return try NameLearner(group: group, book: book, logger: logger)
+        } catch {
+            logger.warning("names will not be learned from DNS answers: \(error)")
+            return nil
+        }
+    }
+
+    private func flush(_ recorder: FlowRecorder, names: NameBook, to store: FlowStore) {
+        // Names after flows: a connection recorded in this flush finds the answer read before it.
+        let changes = recorder.takeChanges()
+        let attributed = names.attribute(recorder.takeOpened())
+        let learned = names.takeChanges()
+        do {
+            try store.write(changes, names: attributed, learned: learned)
             lastFlush.store(TimeText.now(), ordering: .relaxed)
         } catch {
             recorder.restore(changes)
+            names.restore(learned)
             flushErrors.add(1, ordering: .relaxed)
             logger.error("flush failed, will retry: \(error)")
         }

@@ -20,6 +20,9 @@ public struct AgentConfig: Sendable, Equatable {
     public var management = ManagementChannel()
     /// NFLOG group of the enforcement table's refused packets (one reader per group and namespace).
     public var logGroup: UInt16 = CordonTables.defaultLogGroup
+    /// Bounds of the names learned from DNS answers (config keys `names_per_address`,
+    /// `addresses_per_name`, `names_max`).
+    public var nameLimits = NameTable.Limits()
 
     /// The fleet server to enroll with and report to (`--server`); nil runs the host alone.
     public var fleet: FleetSettings?
@@ -43,6 +46,7 @@ public struct AgentConfig: Sendable, Equatable {
     public static let flushIntervalRange: ClosedRange<Double> = 0.1...3600
     public static let remoteCapRange: ClosedRange<Int> = 1...1_000_000
     public static let receiveBufferRange: ClosedRange<Int> = 1...2048
+    public static let nameLimitRange: ClosedRange<Int> = 1...10_000_000
 
     /// Reads a YAML config file; unknown keys and out-of-range values are errors that name the
     /// file, the line and the key.
@@ -108,13 +112,22 @@ public struct AgentConfig: Sendable, Equatable {
             case "log_group":
                 guard let v = value.int, let group = UInt16(exactly: v) else { throw fail("expected an NFLOG group 0-65535") }
                 config.logGroup = group
+            case "addresses_per_name", "names_per_address", "names_max":
+                guard let v = value.int, nameLimitRange.contains(v) else {
+                    throw fail("expected an integer between \(nameLimitRange.lowerBound) and \(nameLimitRange.upperBound)")
+                }
+                switch key {
+                case "addresses_per_name": config.nameLimits.addressesPerName = v
+                case "names_per_address": config.nameLimits.namesPerAddress = v
+                default: config.nameLimits.names = v
+                }
             case "receive_buffer_mib":
                 guard let v = value.int, receiveBufferRange.contains(v) else {
                     throw fail("expected MiB between \(receiveBufferRange.lowerBound) and \(receiveBufferRange.upperBound)")
                 }
                 config.receiveBufferMiB = v
             default:
-                throw fail("unknown setting; valid: database, socket, flush_interval, remote_cap, receive_buffer_mib, collectors, resolvers, extra_allow, log_group")
+                throw fail("unknown setting; valid: database, socket, flush_interval, remote_cap, receive_buffer_mib, collectors, resolvers, extra_allow, log_group, addresses_per_name, names_per_address, names_max")
             }
         }
         return config

@@ -46,6 +46,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var releasing = false
     /// The fleet server's channel, when the agent runs with `--server`.
     public var fleet: FleetStatus?
+    /// Learning names from DNS answers.
+    public var names: NameCounters?
 
     public struct ApprovedRuleset: Codable, Sendable, Equatable {
         public var version: Int64
@@ -62,7 +64,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case database, backend, pid, startedAt = "started_at", receiveBufferBytes = "receive_buffer_bytes"
         case ruleset, approved, confirmDeadline = "confirm_deadline", management
         case rejectedInbound = "rejected_inbound", rejectedOutbound = "rejected_outbound", lostLogMessages = "lost_log_messages"
-        case degraded, guardRestores = "guard_restores", guardEscalations = "guard_escalations", unrecorded, releasing, fleet
+        case degraded, guardRestores = "guard_restores", guardEscalations = "guard_escalations", unrecorded, releasing, fleet, names
     }
 
     /// Nulls are written out: `ruleset` is present (null) before the first approval.
@@ -96,6 +98,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(unrecorded, forKey: .unrecorded)
         try c.encode(releasing, forKey: .releasing)
         try c.encodeIfPresent(fleet, forKey: .fleet)
+        try c.encodeIfPresent(names, forKey: .names)
     }
 }
 

@@ -36,7 +36,13 @@ public final class FlowRecorder: Sendable {
         var destroyedDuringDump: Set<UInt32> = []
         var dumping = false
         var counters = RecorderCounters()
+        /// Outbound flows to exact addresses with connections opened since the last flush, and
+        /// when: the flush names them from the DNS answers that preceded them.
+        var opened: [FlowKey: ClosedRange<Int64>] = [:]
     }
+
+    /// Flows remembered between two flushes for naming; past it, a flood's new flows go unnamed.
+    public static let openedLimit = 100_000
 
     private let state: Mutex<State>
 
@@ -69,7 +75,16 @@ public final class FlowRecorder: Sendable {
                 s.counters.ignoredEvents &+= 1
                 return
             }
-            if s.live.updateValue(s.generation, forKey: entry.id) == nil { s.aggregator.record(key, at: now) }
+            if s.live.updateValue(s.generation, forKey: entry.id) == nil {
+                s.aggregator.record(key, at: now)
+                if key.direction == .outbound, key.remote.isSingleAddress {
+                    if let times = s.opened[key] {
+                        s.opened[key] = min(times.lowerBound, now)...max(times.upperBound, now)
+                    } else if s.opened.count < Self.openedLimit {
+                        s.opened[key] = now...now
+                    }
+                }
+            }
         case .destroy:
             let counted = s.live.removeValue(forKey: entry.id) != nil
             if s.dumping { s.destroyedDuringDump.insert(entry.id) }
@@ -164,6 +179,15 @@ public final class FlowRecorder: Sendable {
     public var flowCount: Int { state.withLock { $0.aggregator.count } }
 
     public func takeChanges() -> FlowChanges { state.withLock { $0.aggregator.takeChanges() } }
+
+    /// The outbound flows that opened connections since the last call, with the span of their
+    /// opening times; forgets them.
+    public func takeOpened() -> [FlowKey: ClosedRange<Int64>] {
+        state.withLock { s in
+            defer { s.opened.removeAll(keepingCapacity: true) }
+            return s.opened
+        }
+    }
 
     public func restore(_ changes: FlowChanges) { state.withLock { $0.aggregator.restore(changes) } }
 }

@@ -381,14 +381,16 @@ public final class TransitionRunner: Sendable {
         case .remove: result.append(.remove(CordonTables.isolationName))
         case nil: break
         }
+        // Names are learned in both modes, from the resolvers of the channel being installed.
+        let names = CordonTables.NameCapture(resolvers: channel.resolvers, group: CordonTables.NameCapture.group(after: environment.logGroup))
         switch change.base {
-        case .install(.discovery): result.append(.replace(CordonTables.discovery()))
+        case .install(.discovery): result.append(.replace(CordonTables.discovery(names: names)))
         case .install(.enforcement(let version, let deadline, let fallback)):
             let ruleset = try load(version)
             let previous = try fallback.map(load)
             let openAfter = deadline.map { max(0, Int64((Double($0) - now).rounded(.up))) + Self.kernelGrace }
             result.append(.replace(CordonTables.enforcement(ruleset: ruleset, management: channel, logGroup: environment.logGroup,
-                                                            openAfter: openAfter, fallback: previous)))
+                                                            openAfter: openAfter, fallback: previous, names: names)))
         case .remove: result.append(.remove(CordonTables.baseName))
         case nil: break
         }

@@ -40,10 +40,12 @@ extension CordonTables {
     ///   - fallback: what that rule falls back to: the last confirmed ruleset, kept whole in the
     ///     chains `prev_input` and `prev_output` (sets prefixed `prev_`); nil means discovery
     ///     (the rule accepts).
+    ///   - names: the resolvers whose answers the agent learns names from (see `nameCapture`).
     public static func enforcement(ruleset: Ruleset, management: ManagementChannel,
                                    logGroup: UInt16 = defaultLogGroup, openAfter: Int64? = nil,
-                                   fallback: Ruleset? = nil) -> FirewallTable {
-        var sets: [FirewallSet] = []
+                                   fallback: Ruleset? = nil, names: NameCapture? = nil) -> FirewallTable {
+        let capture = nameCapture(names)
+        var sets: [FirewallSet] = capture.sets
         var previousChains: [FirewallChain] = []
         var armedInput: [FirewallRule] = [], armedOutput: [FirewallRule] = []
         if let openAfter {
@@ -67,7 +69,9 @@ extension CordonTables {
             armedInput = [FirewallRule(matches: [guardMatch], verdict: fallback == nil ? .accept : .jump(previousPrefix + "input"))]
             armedOutput = [FirewallRule(matches: [guardMatch], verdict: fallback == nil ? .accept : .jump(previousPrefix + "output"))]
         }
-        var input: [FirewallRule] = armedInput + [
+        // The copy of DNS answers first: it decides nothing, and so also runs while the
+        // confirmation switch has fallen back.
+        var input: [FirewallRule] = capture.rules + armedInput + [
             FirewallRule(matches: [.loopback(.incoming)], verdict: .accept),
             FirewallRule(matches: [.conntrackState([.established, .related])], verdict: .accept),
         ]

@@ -236,10 +236,13 @@ public enum CordonTables {
     /// A network namespace tracks no connections until some rule uses conntrack; on a host with no
     /// firewall this table is what makes discovery see anything. It accepts everything, and an
     /// accept in one base chain never overrides a drop in another table, so it cannot open a host.
-    public static func discovery() -> FirewallTable {
+    ///
+    /// - Parameter names: the resolvers whose answers the agent learns names from (see `nameCapture`).
+    public static func discovery(names: NameCapture? = nil) -> FirewallTable {
         let rule = FirewallRule(matches: [.conntrackState([.established, .related])], verdict: .accept)
-        return FirewallTable(name: baseName, chains: [
-            FirewallChain(name: "input", hook: .input, policy: .accept, rules: [rule]),
+        let capture = nameCapture(names)
+        return FirewallTable(name: baseName, sets: capture.sets, chains: [
+            FirewallChain(name: "input", hook: .input, policy: .accept, rules: capture.rules + [rule]),
             FirewallChain(name: "forward", hook: .forward, policy: .accept, rules: [rule]),
             FirewallChain(name: "output", hook: .output, policy: .accept, rules: [rule]),
         ])

@@ -16,6 +16,9 @@ public struct FlowRecord: Codable, Sendable, Equatable {
     public var lastSeen: String
     /// "allowed", or "rejected" for what enforcement refused (red flows).
     public var verdict: FlowVerdict
+    /// The names whose DNS answer gave this remote address to a connection of the flow, the most
+    /// recent first; empty when no lookup was seen (or the remote is a rolled-up prefix).
+    public var remoteNames: [String] = []
 
     enum CodingKeys: String, CodingKey {
         case direction, `protocol`, family
@@ -24,9 +27,11 @@ public struct FlowRecord: Codable, Sendable, Equatable {
         case icmpType = "icmp_type", icmpCode = "icmp_code"
         case connections, packets, bytes
         case firstSeen = "first_seen", lastSeen = "last_seen", verdict
+        case remoteNames = "remote_names"
     }
 
-    public init(key: FlowKey, stats: FlowStats) {
+    public init(key: FlowKey, stats: FlowStats, remoteNames: [String] = []) {
+        self.remoteNames = remoteNames
         direction = key.direction
         self.protocol = IPProtocolNumber.name(key.transport)
         family = key.family
@@ -62,6 +67,28 @@ public struct FlowRecord: Codable, Sendable, Equatable {
         try c.encode(firstSeen, forKey: .firstSeen)
         try c.encode(lastSeen, forKey: .lastSeen)
         try c.encode(verdict, forKey: .verdict)
+        try c.encode(remoteNames, forKey: .remoteNames)
+    }
+
+    /// `remote_names` may be missing: agents before names did not send it.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        direction = try c.decode(Direction.self, forKey: .direction)
+        self.protocol = try c.decode(String.self, forKey: .protocol)
+        family = try c.decode(AddressFamily.self, forKey: .family)
+        localAddress = try c.decode(String.self, forKey: .localAddress)
+        localPort = try c.decodeIfPresent(UInt16.self, forKey: .localPort)
+        remoteAddress = try c.decode(String.self, forKey: .remoteAddress)
+        remotePort = try c.decodeIfPresent(UInt16.self, forKey: .remotePort)
+        icmpType = try c.decodeIfPresent(UInt8.self, forKey: .icmpType)
+        icmpCode = try c.decodeIfPresent(UInt8.self, forKey: .icmpCode)
+        connections = try c.decode(UInt64.self, forKey: .connections)
+        packets = try c.decode(UInt64.self, forKey: .packets)
+        bytes = try c.decode(UInt64.self, forKey: .bytes)
+        firstSeen = try c.decode(String.self, forKey: .firstSeen)
+        lastSeen = try c.decode(String.self, forKey: .lastSeen)
+        verdict = try c.decode(FlowVerdict.self, forKey: .verdict)
+        remoteNames = try c.decodeIfPresent([String].self, forKey: .remoteNames) ?? []
     }
 }
 
@@ -97,7 +124,8 @@ extension FlowRecord {
             ("family", string(family.rawValue)), ("first_seen", string(firstSeen)), ("icmp_code", number(icmpCode)),
             ("icmp_type", number(icmpType)), ("last_seen", string(lastSeen)), ("local_address", string(localAddress)),
             ("local_port", number(localPort)), ("packets", String(packets)), ("protocol", string(self.protocol)),
-            ("remote_address", string(remoteAddress)), ("remote_port", number(remotePort)),
+            ("remote_address", string(remoteAddress)), ("remote_names", "[" + remoteNames.map(string).joined(separator: ",") + "]"),
+            ("remote_port", number(remotePort)),
             ("verdict", string(verdict.rawValue)),
         ]
         members += extra.map { ($0.key, $0.json) }

@@ -32,13 +32,13 @@ public struct TextTable {
 extension FlowRecord {
     /// The columns of `cordon flows` without `--json`.
     public static func table(_ records: [FlowRecord], indent: String = "") -> String {
-        var table = TextTable(header: ["DIRECTION", "PROTO", "LOCAL", "PORT", "REMOTE", "RPORT", "CONNS", "FIRST SEEN", "LAST SEEN"])
+        var table = TextTable(header: ["DIRECTION", "PROTO", "LOCAL", "PORT", "REMOTE", "NAME", "RPORT", "CONNS", "FIRST SEEN", "LAST SEEN"])
         for r in records {
             let icmp = r.icmpType.map { "type \($0)/\(r.icmpCode ?? 0)" }
             table.add([
                 r.verdict == .rejected ? "\(r.direction.rawValue) REJECTED" : r.direction.rawValue, r.protocol, r.localAddress,
                 r.localPort.map(String.init) ?? (r.direction == .inbound ? icmp ?? "-" : "-"),
-                r.remoteAddress,
+                r.remoteAddress, r.remoteNames.first ?? "-",
                 r.remotePort.map(String.init) ?? (r.direction != .inbound ? icmp ?? "-" : "-"),
                 String(r.connections), r.firstSeen, r.lastSeen,
             ])

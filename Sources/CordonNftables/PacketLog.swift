@@ -39,10 +39,14 @@ public struct LoggedPacket: Sendable, Hashable {
     /// The rule's `log prefix`, which tells which chain (and so which verdict) logged it.
     public var prefix: String
     public var header: PacketHeader
+    /// The packet from its network header on, as far as the copy range went; only for a log
+    /// opened with `keepingPackets` (the DNS answers), empty otherwise.
+    public var bytes: [UInt8]
 
-    public init(prefix: String, header: PacketHeader) {
+    public init(prefix: String, header: PacketHeader, bytes: [UInt8] = []) {
         self.prefix = prefix
         self.header = header
+        self.bytes = bytes
     }
 }
 
@@ -76,6 +80,7 @@ public final class PacketLog: Sendable {
 
     public let group: UInt16
     public let waker: Waker
+    private let keepingPackets: Bool
     private let idleTimeout: Int32
     private let state: Mutex<ReadState>
 
@@ -92,6 +97,8 @@ public final class PacketLog: Sendable {
     /// Bytes copied from each packet: 40 (IPv6) + a hop-by-hop, a fragment and a routing header
     /// of common sizes + the ports, or IPv4 with the largest options + the ports.
     public static let copyRange: UInt32 = 128
+    /// What a log that keeps whole packets copies: the largest IP packet.
+    public static let wholePackets: UInt32 = 0xFFFF
     /// The kernel's batch size (NFULA_CFG_NLBUFSIZ): room for a few hundred small messages.
     private static let kernelBatchBytes: UInt32 = 64 << 10
     /// A datagram is one batch (at most 128 KiB, the kernel's cap) or one message, which can hold
@@ -107,9 +114,11 @@ public final class PacketLog: Sendable {
     ///   - queueThreshold: messages the kernel queues before sending a batch.
     ///   - flushTimeout: seconds the kernel holds a partial batch (1/100 s resolution).
     ///   - idleTimeout: longest wait in one `next` call, so the owner can check for shutdown.
+    ///   - keepingPackets: copy whole packets (`wholePackets`) and hand them over in `bytes`.
     /// - Throws: `PacketLogError.groupInUse` when another socket of this namespace owns the group.
     public init(group: UInt16, receiveBuffer: Int = 8 << 20, queueThreshold: UInt32 = 128,
-                flushTimeout: Double = 0.1, idleTimeout: Double = 0.2) throws {
+                flushTimeout: Double = 0.1, idleTimeout: Double = 0.2, keepingPackets: Bool = false) throws {
+        let range = keepingPackets ? Self.wholePackets : Self.copyRange
         let socket: NetlinkSocket
         let pipe: WakePipe
         do {
@@ -125,13 +134,12 @@ public final class PacketLog: Sendable {
                                   buffer: .allocate(byteCount: Self.receiveBytes, alignment: 16))
         do {
             let ticks = UInt32(max(0, min(flushTimeout, 60)) * 100)
-            try Self.configure(&readState, group: group, operation: "bind group \(group)") { message in
+            try Self.configure(&readState, group: group, keepingPackets: keepingPackets, operation: "bind group \(group)") { message in
                 var command = UInt8(NFULNL_CFG_CMD_BIND.rawValue)
                 mnl_attr_put(message, UInt16(NFULA_CFG_CMD.rawValue), 1, &command)
             }
-            try Self.configure(&readState, group: group, operation: "configure group \(group)") { message in
+            try Self.configure(&readState, group: group, keepingPackets: keepingPackets, operation: "configure group \(group)") { message in
                 // struct nfulnl_msg_config_mode is packed: be32 copy range, copy mode, pad.
-                let range = Self.copyRange
                 var mode: [UInt8] = [UInt8(range >> 24), UInt8((range >> 16) & 0xFF), UInt8((range >> 8) & 0xFF),
                                      UInt8(range & 0xFF), UInt8(NFULNL_COPY_PACKET), 0]
                 mnl_attr_put(message, UInt16(NFULA_CFG_MODE.rawValue), mode.count, &mode)
@@ -144,6 +152,7 @@ public final class PacketLog: Sendable {
             throw error
         }
         self.group = group
+        self.keepingPackets = keepingPackets
         self.idleTimeout = Int32(idleTimeout * 1000)
         waker = Waker(pipe: pipe)
         state = Mutex(readState)
@@ -219,7 +228,7 @@ public final class PacketLog: Sendable {
         guard let socket = state.socket else { throw PacketLogError.closed }
         do {
             let received = try socket.receive(into: state.buffer, wait: false)
-            Self.parse(UnsafeMutableRawBufferPointer(rebasing: state.buffer[..<received]), into: &packets) { _, _ in }
+            Self.parse(UnsafeMutableRawBufferPointer(rebasing: state.buffer[..<received]), keepingPackets: keepingPackets, into: &packets) { _, _ in }
             return .packets(0)
         } catch {
             switch error {
@@ -253,7 +262,7 @@ public final class PacketLog: Sendable {
 
     /// Sends one configuration message and waits (up to 5 s) for its ACK. Packets that arrive
     /// meanwhile are kept for the first `next`.
-    private static func configure(_ state: inout ReadState, group: UInt16, operation: String,
+    private static func configure(_ state: inout ReadState, group: UInt16, keepingPackets: Bool, operation: String,
                                   attributes: (UnsafeMutablePointer<nlmsghdr>) -> Void) throws {
         guard let socket = state.socket else { throw PacketLogError.closed }
         let sequence = UInt32(truncatingIfNeeded: time(nil)) &+ UInt32.random(in: 0...UInt32(UInt16.max))
@@ -286,7 +295,7 @@ public final class PacketLog: Sendable {
                 default: throw PacketLogError.system(operation: operation, errno: error.rawValue)
                 }
             }
-            parse(UnsafeMutableRawBufferPointer(rebasing: state.buffer[..<received]), into: &state.early) { message, code in
+            parse(UnsafeMutableRawBufferPointer(rebasing: state.buffer[..<received]), keepingPackets: keepingPackets, into: &state.early) { message, code in
                 if message.portID == socket.portID, message.sequence == sequence { answer = code }
             }
         }
@@ -306,7 +315,7 @@ public final class PacketLog: Sendable {
 
     /// Appends the packets of one datagram; reports each netlink error message (an ACK) with its
     /// code (0 or -errno). The kernel ends a batch of several messages with NLMSG_DONE.
-    private static func parse(_ datagram: UnsafeMutableRawBufferPointer, into packets: inout [LoggedPacket],
+    private static func parse(_ datagram: UnsafeMutableRawBufferPointer, keepingPackets: Bool, into packets: inout [LoggedPacket],
                               acknowledgement: (NetlinkMessage, Int32) -> Void) {
         let packetType = subsystem | UInt16(NFULNL_MSG_PACKET.rawValue)
         NetlinkMessages.forEach(in: datagram) { message in
@@ -314,7 +323,7 @@ public final class PacketLog: Sendable {
             if message.type == NetlinkMessage.error {
                 var failed: UInt32 = 0
                 acknowledgement(message, CNftnl_errorCode(header, &failed))
-            } else if message.type == packetType, let packet = loggedPacket(header) {
+            } else if message.type == packetType, let packet = loggedPacket(header, keepingPackets: keepingPackets) {
                 packets.append(packet)
             }
         }
@@ -322,7 +331,7 @@ public final class PacketLog: Sendable {
 
     /// The prefix and parsed header of one NFULNL_MSG_PACKET; nil when its payload is not an IP
     /// packet Cordon can read.
-    private static func loggedPacket(_ message: UnsafeMutablePointer<nlmsghdr>) -> LoggedPacket? {
+    private static func loggedPacket(_ message: UnsafeMutablePointer<nlmsghdr>, keepingPackets: Bool) -> LoggedPacket? {
         let genericSize = MemoryLayout<nfgenmsg>.size
         guard Int(message.pointee.nlmsg_len) >= MemoryLayout<nlmsghdr>.size + genericSize else { return nil }
         let tail = UnsafeRawPointer(mnl_nlmsg_get_payload_tail(message)!)
@@ -330,6 +339,7 @@ public final class PacketLog: Sendable {
             .assumingMemoryBound(to: nlattr.self)
         var prefix = ""
         var header: PacketHeader?
+        var bytes: [UInt8] = []
         while mnl_attr_ok(attribute, Int32(clamping: UnsafeRawPointer(attribute).distance(to: tail))) {
             let payload = UnsafeRawBufferPointer(start: mnl_attr_get_payload(attribute),
                                                  count: Int(mnl_attr_get_payload_len(attribute)))
@@ -339,12 +349,13 @@ public final class PacketLog: Sendable {
                 prefix = String(decoding: payload.prefix { $0 != 0 }, as: UTF8.self)
             case UInt16(NFULA_PAYLOAD.rawValue):
                 header = PacketHeader(ipPacket: payload)
+                if keepingPackets { bytes = Array(payload) }
             default:
                 break
             }
             attribute = UnsafeRawPointer(mnl_attr_next(attribute)!).assumingMemoryBound(to: nlattr.self)
         }
-        return header.map { LoggedPacket(prefix: prefix, header: $0) }
+        return header.map { LoggedPacket(prefix: prefix, header: $0, bytes: bytes) }
     }
 
     /// Whether this thread has CAP_NET_ADMIN, which nfnetlink demands of every configuration

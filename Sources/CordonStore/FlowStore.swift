@@ -178,12 +178,16 @@ public final class FlowStore: Sendable {
                 CREATE INDEX flows_change_seq ON flows (change_seq);
                 """)
         }
+        registerNameMigrations(&migrator)
         return migrator
     }
 
     /// Writes one flush in one transaction: absolute values, so retrying a flush is harmless.
-    public func write(_ changes: FlowChanges) throws {
-        guard !changes.isEmpty else { return }
+    /// - Parameters:
+    ///   - names: the names the flush's new connections were looked up by (`FlowNames`), per flow.
+    ///   - learned: what the DNS answers changed in the name table.
+    public func write(_ changes: FlowChanges, names: [FlowNames] = [], learned: NameTable.Changes = .init()) throws {
+        guard !changes.isEmpty || !names.isEmpty || !learned.isEmpty else { return }
         try pool.write { db in
             let upsert = try db.cachedStatement(sql: """
                 INSERT INTO flows (direction, family, protocol, local_address, service, remote_address, remote_prefix,
@@ -213,6 +217,8 @@ public final class FlowStore: Sendable {
                     key.remote.address.description, Int(key.remote.length), key.verdict.rawValue,
                 ])
             }
+            try Self.attribute(names, in: db)
+            try Self.write(learned, in: db)
         }
     }
 
@@ -220,9 +226,9 @@ public final class FlowStore: Sendable {
     /// the server has not acknowledged yet.
     public func flowsChanged(after sequence: Int64, limit: Int) throws -> [(sequence: Int64, record: FlowRecord)] {
         try pool.read { db in
-            let rows = try Self.fetch(db, sql: "SELECT \(Self.columns), change_seq FROM flows WHERE change_seq > ? ORDER BY change_seq LIMIT ?",
-                                      arguments: [sequence, limit], extra: true)
-            return rows.map { ($0.extra, FlowRecord(key: $0.key, stats: $0.stats)) }
+            let rows = try Self.fetch(db, sql: "SELECT \(Self.columns), change_seq, \(Self.namesColumn) FROM flows WHERE change_seq > ? ORDER BY change_seq LIMIT ?",
+                                      arguments: [sequence, limit], extra: true, names: true)
+            return rows.map { ($0.extra, FlowRecord(key: $0.key, stats: $0.stats, remoteNames: $0.names)) }
         }
     }
 
@@ -235,6 +241,15 @@ public final class FlowStore: Sendable {
 
     /// Aggregates matching a filter, ordered by direction, protocol and port.
     public func flows(matching filter: FlowFilter) throws -> [(key: FlowKey, stats: FlowStats)] {
+        try flows(matching: filter, names: false).map { ($0.key, $0.stats) }
+    }
+
+    /// As `flows(matching:)`, as records with their remote names: what `cordon flows` prints.
+    public func records(matching filter: FlowFilter) throws -> [FlowRecord] {
+        try flows(matching: filter, names: true).map { FlowRecord(key: $0.key, stats: $0.stats, remoteNames: $0.names) }
+    }
+
+    private func flows(matching filter: FlowFilter, names: Bool) throws -> [(key: FlowKey, stats: FlowStats, extra: Int64, names: [String])] {
         var clauses: [String] = []
         var arguments: StatementArguments = []
         if let direction = filter.direction {
@@ -258,8 +273,9 @@ public final class FlowStore: Sendable {
             arguments += [verdict.rawValue]
         }
         let condition = clauses.isEmpty ? "" : " WHERE " + clauses.joined(separator: " AND ")
-        let sql = "SELECT \(Self.columns) FROM flows\(condition) ORDER BY direction, verdict, protocol, service, local_address, remote_prefix DESC, remote_address"
-        return try pool.read { db in try Self.fetch(db, sql: sql, arguments: arguments) }
+        let sql = "SELECT \(Self.columns)\(names ? ", 0, " + Self.namesColumn : "") FROM flows\(condition) "
+            + "ORDER BY direction, verdict, protocol, service, local_address, remote_prefix DESC, remote_address"
+        return try pool.read { db in try Self.fetch(db, sql: sql, arguments: arguments, extra: names, names: names) }
     }
 
     /// The columns `fetch` reads, by position: looking them up by name cost more than decoding.
@@ -271,14 +287,15 @@ public final class FlowStore: Sendable {
     private static func fetch(_ db: Database, sql: String, arguments: StatementArguments) throws
         -> [(key: FlowKey, stats: FlowStats)]
     {
-        try fetch(db, sql: sql, arguments: arguments, extra: false).map { ($0.key, $0.stats) }
+        try fetch(db, sql: sql, arguments: arguments, extra: false, names: false).map { ($0.key, $0.stats) }
     }
 
-    /// `extra`: the query has one more column after `columns` (an integer), returned with each row.
-    private static func fetch(_ db: Database, sql: String, arguments: StatementArguments, extra: Bool) throws
-        -> [(key: FlowKey, stats: FlowStats, extra: Int64)]
+    /// `extra`: the query has one more column after `columns` (an integer), returned with each row;
+    /// `names`: and after it `namesColumn`.
+    private static func fetch(_ db: Database, sql: String, arguments: StatementArguments, extra: Bool, names: Bool) throws
+        -> [(key: FlowKey, stats: FlowStats, extra: Int64, names: [String])]
     {
-        var result: [(key: FlowKey, stats: FlowStats, extra: Int64)] = []
+        var result: [(key: FlowKey, stats: FlowStats, extra: Int64, names: [String])] = []
         let rows = try Row.fetchCursor(db, sql: sql, arguments: arguments)
         while let row = try rows.next() {
             let id: Int64 = row[0]
@@ -293,7 +310,8 @@ public final class FlowStore: Sendable {
                               verdict: FlowVerdict(rawValue: row[12]) ?? .allowed)
             let stats = FlowStats(connections: UInt64(row[7] as Int64), packets: UInt64(row[8] as Int64),
                                   bytes: UInt64(row[9] as Int64), firstSeen: row[10], lastSeen: row[11])
-            result.append((key, stats, extra ? row[13] : 0))
+            let remoteNames = names ? ((row[14] as String?)?.split(separator: " ").map(String.init) ?? []) : []
+            result.append((key, stats, extra ? row[13] : 0, remoteNames))
         }
         return result
     }

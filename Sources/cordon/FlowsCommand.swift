@@ -71,7 +71,7 @@ struct FlowsCommand: ParsableCommand {
         let records: [FlowRecord]
         do {
             let store = try FlowStore(readingFrom: global.db ?? AgentConfig.defaultDatabase)
-            records = try store.flows(matching: try filter()).map { FlowRecord(key: $0.key, stats: $0.stats) }
+            records = try store.records(matching: try filter())
         } catch {
             throw CLIError.failed("\(error)")
         }

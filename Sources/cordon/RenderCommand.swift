@@ -45,7 +45,8 @@ struct RenderCommand: ParsableCommand {
         let (parsed, label) = try chooseRuleset()
         let (management, logGroup) = try managementChannel()
         let table = CordonTables.enforcement(ruleset: parsed, management: management, logGroup: logGroup,
-                                             openAfter: confirmWithin.map { $0 + TransitionRunner.kernelGrace })
+                                             openAfter: confirmWithin.map { $0 + TransitionRunner.kernelGrace },
+                                             names: .init(resolvers: management.resolvers, group: CordonTables.NameCapture.group(after: logGroup)))
         if json {
             try printJSON(RenderedTable(table, ruleset: label, management: management))
         } else {

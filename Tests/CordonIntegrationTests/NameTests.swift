@@ -1,0 +1,149 @@
+import CordonCore
+import CordonLab
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Names on flows, learned from a real resolver (dnsmasq serving a zone of the test's own) by the
+/// real agent, with real clients (glibc's resolver through getent and socat).
+@Suite(.serialized, .enabled(if: Integration.shouldRun, Integration.skipNote))
+struct NameTests {
+    typealias S = NameScenario
+
+    /// A response of a server that is not a resolver: `forged.example` at 203.0.113.66.
+    static func forgedAnswer(id: UInt16 = 0x4242) -> [UInt8] {
+        var bytes: [UInt8] = [UInt8(id >> 8), UInt8(id & 0xFF), 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]
+        let name: [UInt8] = [6] + Array("forged".utf8) + [7] + Array("example".utf8) + [0]
+        bytes += name + [0, 1, 0, 1]
+        bytes += [0xC0, 12, 0, 1, 0, 1, 0, 0, 0x0E, 0x10, 0, 4, 203, 0, 113, 66]
+        return bytes
+    }
+
+    static let zone = (1...200).map { "198.51.100.\($0) big.example" } + ["203.0.113.10 api.snapcraft.io"]
+    static let records = [
+        "--host-record=shop.cdn.example,203.0.113.20",
+        "--cname=www.shop.example,shop.cdn.example",
+        "--host-record=six.example,2001:db8:cafe::6",
+        "--host-record=zero.example,203.0.113.30,0",
+        "--host-record=one.example,203.0.113.31,1",
+    ]
+
+    func names(_ lab: Lab, _ cordon: String, _ database: String) throws -> [String: [String]] {
+        let result = try lab.run(nil, [cordon, "names", "--json", "--db", database])
+        guard result.succeeded else { throw LabError("cordon names failed: \(result.stderr)") }
+        let entries = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
+        var byName: [String: [String]] = [:]
+        for entry in entries {
+            let addresses = (entry["addresses"] as? [[String: Any]] ?? []).compactMap { $0["address"] as? String }
+            byName[entry["name"] as? String ?? ""] = addresses
+        }
+        return byName
+    }
+
+    @Test("discovery names flows from the resolvers' answers: CNAME chains, AAAA only, TTL 0 and 1, a truncated answer retried over TCP, both resolver families; a forged answer teaches nothing")
+    func discoveryLearnsNames() throws {
+        let cordon = try Integration.cordon()
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let scenario = try NameScenario(lab: lab, zone: Self.zone, records: Self.records)
+        // A non-resolver that answers whatever it is asked with a forged record.
+        let forged = lab.directory + "/forged.bin"
+        try Data(Self.forgedAnswer()).write(to: URL(fileURLWithPath: forged))
+        _ = try lab.spawn(scenario.net, ["socat", "UDP4-RECVFROM:53,bind=\(S.forgerV4),fork", "SYSTEM:cat \(forged)"])
+        let agent = try scenario.startAgent(binary: cordon, extra: ["--resolver", S.resolverV4, "--resolver", S.resolverV6])
+        let table = try lab.run(scenario.host, ["nft", "list", "table", "inet", "cordon"]).stdout
+        #expect(table.contains("cordon-dns"), "the capture rule is installed in discovery:\n\(table)")
+
+        #expect(try scenario.connect("api.snapcraft.io"))
+        #expect(try scenario.connect("www.shop.example"))
+        #expect(try scenario.connect("six.example", family: "TCP6"))
+        #expect(try scenario.connect("zero.example"))
+        #expect(try scenario.connect("one.example"))
+        let big = try scenario.lookup("big.example", family: "ahostsv4")
+        #expect(big.count == 200, "glibc retried the truncated answer over TCP and got all 200 addresses, got \(big.count)")
+        #expect(try scenario.connect(big[0], port: 80))
+        // The same names through the IPv6 resolver.
+        try lab.setResolvers(scenario.host, [S.resolverV6])
+        #expect(try scenario.lookup("one.example") == ["203.0.113.31"])
+        // A query to the forger: answered (the client gets the forged record), never learned.
+        let query: [UInt8] = [0x42, 0x42, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 6] + Array("forged".utf8) + [7] + Array("example".utf8) + [0, 0, 1, 0, 1]
+        let queryFile = lab.directory + "/query.bin"
+        try Data(query).write(to: URL(fileURLWithPath: queryFile))
+        let forgedReply = try lab.run(scenario.host, ["socat", "-T1", "-u", "OPEN:\(queryFile)", "UDP4:\(S.forgerV4):53"])
+        #expect(forgedReply.succeeded)
+        usleep(1_500_000)
+
+        let statusResult = try lab.run(nil, [cordon, "status", "--json", "--socket", scenario.socket])
+        let status = try #require(try JSONSerialization.jsonObject(with: Data(statusResult.stdout.utf8)) as? [String: Any])
+        let counters = try #require(status["names"] as? [String: Any], "status has names: \(statusResult.stdout)")
+        #expect(counters["malformed"] as? Int == 0)
+        #expect(counters["lost_log_messages"] as? Int == 0)
+        #expect(counters["abandoned_streams"] as? Int == 0)
+        #expect((counters["responses"] as? Int ?? 0) >= 7)
+        #expect(lab.stop(agent) == 0)
+
+        let learned = try names(lab, cordon, scenario.database)
+        #expect(learned["api.snapcraft.io"] == ["203.0.113.10"])
+        #expect(learned["www.shop.example"] == ["203.0.113.20"])
+        #expect(learned["shop.cdn.example"] == ["203.0.113.20"], "the CNAME's target names its address too")
+        #expect(learned["six.example"] == ["2001:db8:cafe::6"])
+        #expect(learned["zero.example"] == ["203.0.113.30"])
+        #expect(learned["big.example"]?.count == 200, "all 200 records from the TCP answer")
+        #expect(learned["one.example"] == ["203.0.113.31"])
+        #expect(learned["forged.example"] == nil, "a non-resolver's answer is not learned: \(learned.keys.sorted())")
+
+        let flows = try lab.flows(cordon, database: scenario.database, filters: ["--direction", "outbound", "--protocol", "tcp"])
+        func remoteNames(_ address: String) -> [String]? {
+            flows.first { $0.remote == address }?["remote_names"] as? [String]
+        }
+        #expect(remoteNames("203.0.113.10") == ["api.snapcraft.io"])
+        #expect(remoteNames("203.0.113.20") == ["www.shop.example", "shop.cdn.example"], "the name asked for first, then its CNAME target")
+        #expect(remoteNames("2001:db8:cafe::6") == ["six.example"])
+        #expect(remoteNames("203.0.113.30") == ["zero.example"], "TTL 0: the connection right after still carries the name")
+        #expect(remoteNames("203.0.113.31") == ["one.example"])
+        #expect(remoteNames(big[0]) == ["big.example"])
+        // The DNS flows themselves carry no names (the resolver was never looked up by name).
+        let dns = try lab.flows(cordon, database: scenario.database, filters: ["--port", "53"])
+        #expect(!dns.isEmpty && dns.allSatisfy { ($0["remote_names"] as? [String]) == [] })
+        let text = try lab.run(nil, [cordon, "flows", "--db", scenario.database, "--port", "443"]).stdout
+        #expect(text.contains("NAME") && text.contains("api.snapcraft.io"), "the text table shows the first name:\n\(text)")
+    }
+
+    @Test("an address is named only by answers that preceded the connection: a connection opened before any lookup carries none")
+    func onlyPrecedingAnswersName() throws {
+        let cordon = try Integration.cordon()
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let scenario = try NameScenario(lab: lab, zone: ["203.0.113.40 later.example"])
+        let agent = try scenario.startAgent(binary: cordon, flushInterval: 0.2)
+        #expect(try scenario.connect("203.0.113.40"))
+        usleep(2_500_000)   // past the reading skew: the answer comes after the connection
+        #expect(try scenario.lookup("later.example") == ["203.0.113.40"])
+        usleep(700_000)
+        #expect(lab.stop(agent) == 0)
+        let flow = try lab.flows(cordon, database: scenario.database, filters: ["--port", "443"]).first { $0.remote == "203.0.113.40" }
+        #expect(flow?["remote_names"] as? [String] == [], "the lookup came after the connection")
+        #expect(try names(lab, cordon, scenario.database)["later.example"] == ["203.0.113.40"], "the name is learned all the same")
+    }
+
+    @Test("learned names survive a restart of the agent and keep naming connections after it")
+    func namesSurviveRestart() throws {
+        let cordon = try Integration.cordon()
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let scenario = try NameScenario(lab: lab, zone: ["203.0.113.50 kept.example"])
+        var agent = try scenario.startAgent(binary: cordon)
+        #expect(try scenario.lookup("kept.example") == ["203.0.113.50"])
+        usleep(800_000)
+        #expect(lab.stop(agent) == 0)
+        agent = try scenario.startAgent(binary: cordon)
+        // No lookup this time: the answer from before the restart (TTL 300) still holds.
+        #expect(try scenario.connect("203.0.113.50"))
+        usleep(800_000)
+        #expect(lab.stop(agent) == 0)
+        let flow = try lab.flows(cordon, database: scenario.database, filters: ["--port", "443"]).first { $0.remote == "203.0.113.50" }
+        #expect(flow?["remote_names"] as? [String] == ["kept.example"])
+    }
+}
