@@ -388,6 +388,7 @@ public final class TransitionRunner: Sendable {
         case .install(.enforcement(let version, let deadline, let fallback)):
             let ruleset = try load(version)
             let previous = try fallback.map(load)
+            try Self.refuseNames(ruleset, version: version)
             let openAfter = deadline.map { max(0, Int64((Double($0) - now).rounded(.up))) + Self.kernelGrace }
             result.append(.replace(CordonTables.enforcement(ruleset: ruleset, management: channel, logGroup: environment.logGroup,
                                                             openAfter: openAfter, fallback: previous, names: names)))
@@ -395,6 +396,15 @@ public final class TransitionRunner: Sendable {
         case nil: break
         }
         return result
+    }
+
+    /// Name entries are not enforced yet: installing such a ruleset would install its names as
+    /// nothing and break the host quietly, so it is refused and the kernel keeps what it has.
+    public static func refuseNames(_ ruleset: Ruleset, version: Int64?) throws {
+        guard let network = ruleset.namedNetworks.first else { return }
+        let which = version.map { "ruleset version \($0)" } ?? "the ruleset"
+        throw AgentError.invalidState("\(which) allows network '\(network.name)' by name (\(network.names.map(\.description).joined(separator: ", "))); "
+            + "this agent learns names but does not enforce them yet: allow those addresses instead, or stay in discovery")
     }
 
     private func load(_ version: Int64) throws -> Ruleset {

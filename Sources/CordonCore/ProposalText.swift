@@ -69,7 +69,13 @@ public enum ProposalText {
             label = "proto-\(candidate.transport)"
         }
         label = (candidate.direction == .inbound ? "in-" : "out-") + label
-        return ExternalNetwork(name: String(label.prefix(RulesetLimits.nameLength)), entries: candidate.remotes, services: [service])
+        // By name where lookups named the remotes: the addresses behind a name change; what a
+        // program asked for does not. Remotes no lookup named stay listed by address.
+        let patterns = candidate.namePatterns
+        guard !patterns.isEmpty else {
+            return ExternalNetwork(name: String(label.prefix(RulesetLimits.nameLength)), entries: candidate.remotes, services: [service])
+        }
+        return ExternalNetwork(name: String(label.prefix(RulesetLimits.nameLength)), entries: candidate.unnamed, names: patterns, services: [service])
     }
 
     public static func summary(_ candidate: Proposer.Candidate, names: ServiceNames, listed: Int) -> String {
@@ -81,15 +87,19 @@ public enum ProposalText {
             if let name = names.name(transport: candidate.transport, port: candidate.service) { service += " (\(name))" }
         }
         let peers = candidate.direction == .inbound ? "from" : "to"
+        let named = candidate.names.isEmpty ? "" : " (by name: \(candidate.names.prefix(listed).joined(separator: ", "))"
+            + (candidate.names.count > listed ? " and \(candidate.names.count - listed) more" : "") + ")"
         return "\(candidate.direction.rawValue) \(service): \(candidate.connections) connection\(candidate.connections == 1 ? "" : "s") "
-            + "\(peers) \(list(candidate.remotes, listed)); last seen \(TimeText.rfc3339(candidate.lastSeen))"
+            + "\(peers) \(list(candidate.remotes, listed))\(named); last seen \(TimeText.rfc3339(candidate.lastSeen))"
     }
 
     static func block(_ network: ExternalNetwork, indent: String) -> [String] {
         var lines = ["\(indent)- name: \(network.name)"]
         if let usage = network.usage { lines.append("\(indent)  usage: \(usage.rawValue)") }
         if let comment = network.comment { lines.append("\(indent)  comment: \(quoted(comment))") }
-        lines.append("\(indent)  entries: [\(network.entries.map { entry($0) }.joined(separator: ", "))]")
+        // A wildcard is quoted: YAML reads a plain `*` as an alias.
+        let names = network.names.map { $0.description.hasPrefix("*") ? "\"\($0)\"" : $0.description }
+        lines.append("\(indent)  entries: [\((network.entries.map { entry($0) } + names).joined(separator: ", "))]")
         lines.append("\(indent)  services: [\(network.services.map(\.description).joined(separator: ", "))]")
         return lines
     }

@@ -30,12 +30,19 @@ public struct Proposer: Sendable {
         public var remotes: [IPPrefix]
         public var connections: UInt64
         public var lastSeen: Int64
+        /// Outbound only: the names programs looked these remotes up by, sorted.
+        public var names: [String] = []
+        /// The remotes no lookup named: what a candidate by name still lists by address.
+        public var unnamed: [IPPrefix] = []
 
         /// Groups flows by direction, protocol and port (or ICMP type/code), both families in one
         /// candidate (one name, one rule); remotes sorted, groups in a stable order.
-        public static func grouping(_ flows: [(key: FlowKey, stats: FlowStats)]) -> [Candidate] {
+        /// - Parameter names: per flow, the names its connections were looked up by (the asked-for
+        ///   names, not the CNAME targets: a proposal allows what a program asked for).
+        public static func grouping(_ flows: [(key: FlowKey, stats: FlowStats)], names: [FlowKey: [String]] = [:]) -> [Candidate] {
             struct Group: Hashable { var direction: Direction, transport: UInt8, service: UInt16 }
             var groups: [Group: Candidate] = [:]
+            var named: [Group: Set<IPPrefix>] = [:]
             for (key, stats) in flows {
                 let group = Group(direction: key.direction, transport: key.transport, service: key.service)
                 var candidate = groups[group] ?? Candidate(direction: key.direction, transport: key.transport, service: key.service,
@@ -43,13 +50,49 @@ public struct Proposer: Sendable {
                 candidate.remotes.append(key.remote)
                 candidate.connections += stats.connections
                 candidate.lastSeen = max(candidate.lastSeen, stats.lastSeen)
+                if key.direction == .outbound, let flowNames = names[key], !flowNames.isEmpty {
+                    candidate.names += flowNames
+                    named[group, default: []].insert(key.remote)
+                }
                 groups[group] = candidate
             }
             // A peer seen allowed (discovery) and refused (enforcing) is one entry.
-            return groups.values.map { var sorted = $0; sorted.remotes = Array(Set(sorted.remotes)).sorted(); return sorted }
-                .sorted { ($0.direction.rawValue, $0.transport, $0.service) < ($1.direction.rawValue, $1.transport, $1.service) }
+            return groups.map { group, candidate in
+                var sorted = candidate
+                sorted.remotes = Array(Set(candidate.remotes)).sorted()
+                sorted.names = Array(Set(candidate.names)).sorted()
+                sorted.unnamed = sorted.remotes.filter { !(named[group]?.contains($0) ?? false) }
+                return sorted
+            }
+            .sorted { ($0.direction.rawValue, $0.transport, $0.service) < ($1.direction.rawValue, $1.transport, $1.service) }
+        }
+
+        /// The candidate's names as ruleset entries: a wildcard `*.domain` where at least
+        /// `siblingThreshold` different names sit one label under the same domain (bucket names,
+        /// per-customer hosts: the next one will be new), each other name as itself.
+        public var namePatterns: [NamePattern] {
+            var byParent: [String: [String]] = [:]
+            for name in names {
+                guard let dot = name.firstIndex(of: ".") else { continue }
+                byParent[String(name[name.index(after: dot)...]), default: []].append(name)
+            }
+            var patterns: [NamePattern] = []
+            var covered = Set<String>()
+            for (parent, siblings) in byParent.sorted(by: { $0.key < $1.key }) where siblings.count >= Proposer.siblingThreshold {
+                // NamePattern refuses a wildcard over a bare top-level domain (`*.com`).
+                guard let pattern = try? NamePattern(parsing: "*." + parent) else { continue }
+                patterns.append(pattern)
+                covered.formUnion(siblings)
+            }
+            for name in names where !covered.contains(name) {
+                if let pattern = try? NamePattern(parsing: name) { patterns.append(pattern) }
+            }
+            return patterns
         }
     }
+
+    /// Different names one label under a domain from which a proposal offers `*.domain`.
+    public static let siblingThreshold = 3
 
     public struct Proposal: Sendable {
         public var ruleset: Ruleset
@@ -69,7 +112,8 @@ public struct Proposer: Sendable {
         }
     }
 
-    public func propose(_ flows: [(key: FlowKey, stats: FlowStats)]) -> Proposal {
+    /// - Parameter names: per flow, the names programs looked its remote up by (see `Candidate.grouping`).
+    public func propose(_ flows: [(key: FlowKey, stats: FlowStats)], names: [FlowKey: [String]] = [:]) -> Proposal {
         var seen: [String: Set<IPPrefix>] = [:]
         var counts: [String: UInt64] = [:]
         var directions: [String: Set<Direction>] = [:]
@@ -98,7 +142,7 @@ public struct Proposer: Sendable {
             if usage == .incoming || (usage == .both && !observed.isEmpty) { ruleset.incoming.append(Rule(network: network.name)) }
             if usage == .outgoing || (usage == .both && !observed.isEmpty) { ruleset.outgoing.append(Rule(network: network.name)) }
         }
-        let candidates = Candidate.grouping(leftovers)
+        let candidates = Candidate.grouping(leftovers, names: names)
         return Proposal(ruleset: ruleset, candidates: candidates, seen: seen.mapValues { $0.sorted() }, connections: counts)
     }
 }

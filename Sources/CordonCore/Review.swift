@@ -33,17 +33,27 @@ public struct Review: Sendable {
     /// Forwarded flows: not governed by a host ruleset.
     public var forwarded: [(key: FlowKey, stats: FlowStats)] = []
     public var risks: [Risk] = []
+    /// The names of the flows, as given: for showing them with the flows.
+    public var names: [FlowKey: [String]] = [:]
+
+    /// A flow as `flows --json` shows it, with its names.
+    public func record(_ key: FlowKey, _ stats: FlowStats) -> FlowRecord {
+        FlowRecord(key: key, stats: stats, remoteNames: names[key] ?? [])
+    }
 
     /// ICMPv6 neighbour discovery and MLD: always allowed while enforcing (a host without them
     /// loses its IPv6 neighbours).
     public static let alwaysAllowedICMPv6Types: Set<UInt8> = [133, 134, 135, 136, 141, 142, 143]
 
-    public init(ruleset: Ruleset, flows: [(key: FlowKey, stats: FlowStats)], context: Context = Context()) {
+    /// - Parameter names: the names each flow's connections were looked up by (`remote_names`):
+    ///   a flow is allowed by a name entry when one of them matches it.
+    public init(ruleset: Ruleset, flows: [(key: FlowKey, stats: FlowStats)], names: [FlowKey: [String]] = [:], context: Context = Context()) {
         let rules = CompiledRules(ruleset)
+        self.names = names
         for (key, stats) in flows {
             if key.direction == .forward {
                 forwarded.append((key, stats))
-            } else if let rule = rules.rule(allowing: key) {
+            } else if let rule = rules.rule(allowing: key, names: names[key] ?? []) {
                 allowed.append(Allowed(key: key, stats: stats, rule: rule))
             } else {
                 rejected.append((key, stats))
@@ -65,12 +75,12 @@ public struct Review: Sendable {
         }
 
         /// The first rule that allows a flow, as text, or nil.
-        public func rule(allowing key: FlowKey) -> String? {
+        public func rule(allowing key: FlowKey, names: [String] = []) -> String? {
             if key.transport == IPProtocolNumber.icmpv6, let type = key.icmpType, alwaysAllowedICMPv6Types.contains(type) {
                 return "always: neighbour discovery"
             }
             let rules = key.direction == .inbound ? incoming : outgoing
-            return rules.first { $0.matcher.contains(remote: key.remote, transport: key.transport, service: key.service) }?.title
+            return rules.first { $0.matcher.contains(remote: key.remote, names: names, transport: key.transport, service: key.service) }?.title
         }
 
         func allows(_ direction: Direction, _ transport: UInt8, _ port: UInt16, _ remote: IPAddress, local: IPAddress) -> Bool {

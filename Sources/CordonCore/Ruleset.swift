@@ -20,6 +20,12 @@ public struct Ruleset: Hashable, Sendable {
     }
 
     public func network(named name: String) -> ExternalNetwork? { networks.first { $0.name == name } }
+
+    /// The networks with name entries that a rule uses: what enforcing them needs DNS answers for.
+    public var namedNetworks: [ExternalNetwork] {
+        let used = Set((incoming + outgoing).map(\.network))
+        return networks.filter { !$0.names.isEmpty && used.contains($0.name) }
+    }
 }
 
 /// Which hosts a ruleset is for. Empty lists mean "any": a ruleset without `appliesTo` applies to
@@ -50,21 +56,32 @@ public struct ExternalNetwork: Hashable, Sendable {
     public var name: String
     public var comment: String?
     public var usage: Usage?
+    /// The entries that are addresses and CIDRs.
     public var entries: [IPPrefix]
+    /// The entries that are names: the addresses their DNS answers gave (see Docs/rulesets.md).
+    public var names: [NamePattern]
     public var services: [Service]
 
-    public init(name: String, comment: String? = nil, usage: Usage? = nil, entries: [IPPrefix], services: [Service]) {
+    public init(name: String, comment: String? = nil, usage: Usage? = nil, entries: [IPPrefix], names: [NamePattern] = [],
+                services: [Service]) {
         self.name = name
         self.comment = comment
         self.usage = usage
         self.entries = entries
+        self.names = names
         self.services = services
     }
 
     /// True when a flow's remote address and service belong to this network.
     public func contains(remote: IPPrefix, transport: UInt8, service: UInt16) -> Bool {
+        contains(remote: remote, names: [], transport: transport, service: service)
+    }
+
+    /// True when a flow's service belongs to this network and its remote does: by address, or
+    /// by one of the names its connections were looked up by (`remote_names`).
+    public func contains(remote: IPPrefix, names remoteNames: [String], transport: UInt8, service: UInt16) -> Bool {
         services.contains { $0.matches(transport: transport, service: service) }
-            && entries.contains { $0.covers(remote) }
+            && (entries.contains { $0.covers(remote) } || remoteNames.contains { name in names.contains { $0.matches(name) } })
     }
 }
 
@@ -83,10 +100,11 @@ public struct NetworkMatcher: Sendable {
     }
 
     /// Same answer as `ExternalNetwork.contains`.
-    public func contains(remote: IPPrefix, transport: UInt8, service: UInt16) -> Bool {
+    public func contains(remote: IPPrefix, names remoteNames: [String] = [], transport: UInt8, service: UInt16) -> Bool {
         guard network.services.contains(where: { $0.matches(transport: transport, service: service) }) else { return false }
         if remote.isSingleAddress && single.contains(remote.address) { return true }
-        return wider.contains { $0.covers(remote) }
+        if wider.contains(where: { $0.covers(remote) }) { return true }
+        return remoteNames.contains { name in network.names.contains { $0.matches(name) } }
     }
 }
 

@@ -146,6 +146,9 @@ public enum RulesetParser {
         }
 
         func networks(_ node: Node, _ field: String) throws -> [ExternalNetwork] {
+            // `networks:` with nothing after it (a proposal whose every network is a commented-out
+            // candidate) means none, as for the rule lists.
+            if case .scalar(let scalar) = node, ["", "~", "null"].contains(scalar.string) { return [] }
             var result: [ExternalNetwork] = []
             var lines: [String: Int] = [:]
             for (index, item) in try sequence(node, field, limit: RulesetLimits.networks).enumerated() {
@@ -179,8 +182,11 @@ public enum RulesetParser {
                     network.usage = usage
                 case "entries":
                     hasEntries = true
-                    network.entries = try sequence(value, path, limit: RulesetLimits.entriesPerNetwork).enumerated().map {
-                        try entry($1, "\(path)[\($0)]")
+                    for (index, item) in try sequence(value, path, limit: RulesetLimits.entriesPerNetwork).enumerated() {
+                        switch try entry(item, "\(path)[\(index)]") {
+                        case .address(let prefix): network.entries.append(prefix)
+                        case .name(let pattern): network.names.append(pattern)
+                        }
                     }
                 case "services":
                     hasServices = true
@@ -190,14 +196,15 @@ public enum RulesetParser {
                 }
             }
             guard named else { throw fail(node, "\(field).name", "missing: every network needs a name") }
-            guard hasEntries, !network.entries.isEmpty else {
-                throw fail(node, "\(field).entries", "missing or empty: list the CIDRs, e.g. [0.0.0.0/0, \"::/0\"] for anywhere")
+            guard hasEntries, !network.entries.isEmpty || !network.names.isEmpty else {
+                throw fail(node, "\(field).entries", "missing or empty: list CIDRs or names, e.g. [0.0.0.0/0, \"::/0\"] for anywhere, or [api.example.com]")
             }
             guard hasServices, !network.services.isEmpty else {
                 throw fail(node, "\(field).services", "missing or empty: list services such as tcp/22, udp/67-68, icmp/8/0")
             }
             // ICMP of one family with entries only of the other would be installed as nothing.
-            let families = Set(network.entries.map(\.family))
+            // Names answer with both families.
+            let families = network.names.isEmpty ? Set(network.entries.map(\.family)) : Set(AddressFamily.allCases)
             for (index, service) in network.services.enumerated() {
                 guard case .icmp(let transport, _, _) = service else { continue }
                 let family: AddressFamily = transport == IPProtocolNumber.icmp ? .ipv4 : .ipv6
@@ -209,16 +216,23 @@ public enum RulesetParser {
             return network
         }
 
-        func entry(_ node: Node, _ field: String) throws -> IPPrefix {
+        enum Entry { case address(IPPrefix), name(NamePattern) }
+
+        /// An address or CIDR; else, when it has a letter or a wildcard, a name pattern.
+        func entry(_ node: Node, _ field: String) throws -> Entry {
             let text = try string(node, field)
             let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
             guard let address = IPAddress(String(parts[0])) else {
-                throw fail(node, field, "'\(text)' is not an IPv4 or IPv6 address or CIDR (e.g. 192.0.2.0/24, 2001:db8::/32)")
+                let looksLikeName = text.contains { $0.isLetter || $0 == "*" } && !text.contains(":") && !text.contains("/")
+                guard looksLikeName else {
+                    throw fail(node, field, "'\(text)' is not an IPv4 or IPv6 address or CIDR (e.g. 192.0.2.0/24, 2001:db8::/32) nor a name (api.example.com, *.example.com)")
+                }
+                do { return .name(try NamePattern(parsing: text)) } catch { throw fail(node, field, error.description) }
             }
             if address.isIPv4Mapped {
                 throw fail(node, field, "'\(text)' is an IPv4 address written as IPv6, which no packet matches; write it as IPv4")
             }
-            guard parts.count == 2 else { return IPPrefix(address) }
+            guard parts.count == 2 else { return .address(IPPrefix(address)) }
             guard let length = StrictDecimal.parse(parts[1], as: Int.self), (0...address.family.bitWidth).contains(length) else {
                 throw fail(node, field, "'\(text)': prefix length must be 0-\(address.family.bitWidth) for \(address.family.rawValue)")
             }
@@ -226,7 +240,7 @@ public enum RulesetParser {
             guard prefix.address == address else {
                 throw fail(node, field, "'\(text)' has host bits set; did you mean \(prefix.address)/\(length)?")
             }
-            return prefix
+            return .address(prefix)
         }
 
         func service(_ node: Node, _ field: String) throws -> Service {

@@ -26,15 +26,19 @@ public enum RulesetText {
 
 /// The leftover groups of a ruleset against a record: what `review --interactive` walks through.
 public enum Leftovers {
-    public static func candidates(_ review: Review) -> [Proposer.Candidate] {
-        Proposer.Candidate.grouping(review.rejected.filter { $0.key.direction != .forward })
+    /// - Parameter names: the names programs asked for, per flow (`FlowStore.flowNames(queriedOnly:)`).
+    public static func candidates(_ review: Review, names: [FlowKey: [String]] = [:]) -> [Proposer.Candidate] {
+        Proposer.Candidate.grouping(review.rejected.filter { $0.key.direction != .forward }, names: names)
     }
 
     /// Adds a candidate to a ruleset: its network (anywhere, or narrowed to the remotes seen)
     /// and the rule for its direction. A name already taken gets a numeric suffix.
     public static func allow(_ candidate: Proposer.Candidate, narrowed: Bool, in ruleset: inout Ruleset, names: ServiceNames) {
         var network = ProposalText.network(for: candidate, names: names)
-        if !narrowed { network.entries = [IPPrefix("0.0.0.0/0")!, IPPrefix("::/0")!] }
+        if !narrowed {
+            network.entries = [IPPrefix("0.0.0.0/0")!, IPPrefix("::/0")!]
+            network.names = []
+        }
         let base = network.name
         var suffix = 2
         while ruleset.network(named: network.name) != nil {

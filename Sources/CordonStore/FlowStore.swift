@@ -279,7 +279,7 @@ public final class FlowStore: Sendable {
     }
 
     /// The columns `fetch` reads, by position: looking them up by name cost more than decoding.
-    private static let columns = """
+    static let columns = """
         id, direction, local_address, remote_address, protocol, remote_prefix, service, connections, packets, bytes, \
         first_seen, last_seen, verdict
         """
@@ -292,7 +292,7 @@ public final class FlowStore: Sendable {
 
     /// `extra`: the query has one more column after `columns` (an integer), returned with each row;
     /// `names`: and after it `namesColumn`.
-    private static func fetch(_ db: Database, sql: String, arguments: StatementArguments, extra: Bool, names: Bool) throws
+    static func fetch(_ db: Database, sql: String, arguments: StatementArguments, extra: Bool, names: Bool) throws
         -> [(key: FlowKey, stats: FlowStats, extra: Int64, names: [String])]
     {
         var result: [(key: FlowKey, stats: FlowStats, extra: Int64, names: [String])] = []

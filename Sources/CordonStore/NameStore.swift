@@ -65,9 +65,24 @@ extension FlowStore {
     }
 
     /// `SELECT` column of a flow's names, most recent first, separated by spaces (a name holds none).
-    static let namesColumn = """
-        (SELECT group_concat(name, ' ') FROM (SELECT name FROM flow_names WHERE flow_id = flows.id ORDER BY last_seen DESC, answered DESC, queried DESC, name))
-        """
+    static let namesColumn = namesColumn(queriedOnly: false)
+
+    static func namesColumn(queriedOnly: Bool) -> String {
+        "(SELECT group_concat(name, ' ') FROM (SELECT name FROM flow_names WHERE flow_id = flows.id\(queriedOnly ? " AND queried = 1" : "") "
+            + "ORDER BY last_seen DESC, answered DESC, queried DESC, name))"
+    }
+
+    /// The names of every flow that has any, most recent first. `queriedOnly`: only the names
+    /// programs asked for, not the CNAME targets behind them (what a proposal names).
+    public func flowNames(queriedOnly: Bool = false) throws -> [FlowKey: [String]] {
+        let sql = "SELECT \(Self.columns), 0, \(Self.namesColumn(queriedOnly: queriedOnly)) FROM flows "
+            + "WHERE EXISTS (SELECT 1 FROM flow_names WHERE flow_id = flows.id\(queriedOnly ? " AND queried = 1" : ""))"
+        return try pool.read { db in
+            var result: [FlowKey: [String]] = [:]
+            for row in try Self.fetch(db, sql: sql, arguments: [], extra: true, names: true) { result[row.key] = row.names }
+            return result
+        }
+    }
 
     /// Adds names to flows written in the same transaction. A key with no row (its remote was
     /// rolled up into a prefix) gets none: a prefix has no name.

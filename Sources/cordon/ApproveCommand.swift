@@ -43,7 +43,7 @@ struct ApproveCommand: ParsableCommand {
         let review: Review
         do {
             store = try FlowStore(existing: path)
-            review = Review(ruleset: ruleset, flows: try store.loadAll(), context: HostFacts.reviewContext(store: store))
+            review = Review(ruleset: ruleset, flows: try store.loadAll(), names: try store.flowNames(), context: HostFacts.reviewContext(store: store))
         } catch {
             throw CLIError.failed("\(error)")
         }

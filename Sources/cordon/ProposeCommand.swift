@@ -30,13 +30,16 @@ struct ProposeCommand: ParsableCommand {
             throw CLIError.invalid(error.description)
         }
         let flows: [(key: FlowKey, stats: FlowStats)]
+        let lookedUp: [FlowKey: [String]]
         do {
-            flows = try FlowStore(readingFrom: global.db ?? AgentConfig.defaultDatabase).loadAll()
+            let store = try FlowStore(readingFrom: global.db ?? AgentConfig.defaultDatabase)
+            flows = try store.loadAll()
+            lookedUp = try store.flowNames(queriedOnly: true)
         } catch {
             throw CLIError.failed("\(error)")
         }
         let names = ServiceNames.system()
-        let proposal = Proposer(standard: standard, serviceNames: names).propose(flows)
+        let proposal = Proposer(standard: standard, serviceNames: names).propose(flows, names: lookedUp)
         let text = ProposalText.render(proposal, names: names, flowCount: flows.count,
                                        firstSeen: flows.map(\.stats.firstSeen).min(), lastSeen: flows.map(\.stats.lastSeen).max())
         // The file must be one `review` and `approve` accept; anything else is a bug here.

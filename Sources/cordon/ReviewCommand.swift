@@ -42,16 +42,20 @@ struct ReviewCommand: ParsableCommand {
         let ruleset = try loadRuleset(file)
         let flows: [(key: FlowKey, stats: FlowStats)]
         let store: FlowStore
+        let names: [FlowKey: [String]]
         do {
             store = try FlowStore(readingFrom: global.db ?? AgentConfig.defaultDatabase)
             flows = try store.loadAll()
+            names = try store.flowNames()
         } catch {
             throw CLIError.failed("\(error)")
         }
-        let review = Review(ruleset: ruleset, flows: flows, context: HostFacts.reviewContext(store: store))
+        let review = Review(ruleset: ruleset, flows: flows, names: names, context: HostFacts.reviewContext(store: store))
         if interactive {
             guard isatty(0) == 1 else { throw CLIError.invalid("--interactive needs a terminal on standard input") }
-            return try walk(review, ruleset: ruleset, flows: flows)
+            let queried: [FlowKey: [String]]
+            do { queried = try store.flowNames(queriedOnly: true) } catch { throw CLIError.failed("\(error)") }
+            return try walk(review, ruleset: ruleset, flows: flows, names: queried)
         }
         if json {
             try ReviewReport(review).write()
@@ -62,9 +66,9 @@ struct ReviewCommand: ParsableCommand {
     }
 
     /// The learn-then-enforce loop: each leftover group, its flows, and a decision.
-    private func walk(_ review: Review, ruleset: Ruleset, flows: [(key: FlowKey, stats: FlowStats)]) throws {
+    private func walk(_ review: Review, ruleset: Ruleset, flows: [(key: FlowKey, stats: FlowStats)], names lookedUp: [FlowKey: [String]]) throws {
         let names = ServiceNames.system()
-        let candidates = Leftovers.candidates(review)
+        let candidates = Leftovers.candidates(review, names: lookedUp)
         var result = ruleset
         var decided = 0
         print("\(candidates.count) flow group\(candidates.count == 1 ? "" : "s") would be rejected by \(file).")
@@ -72,7 +76,7 @@ struct ReviewCommand: ParsableCommand {
             print("\n[\(index + 1)/\(candidates.count)] \(ProposalText.summary(candidate, names: names, listed: 8))")
             let rows = review.rejected.filter { $0.key.direction == candidate.direction && $0.key.transport == candidate.transport
                 && $0.key.service == candidate.service }.prefix(10)
-            print(FlowRecord.table(rows.map { FlowRecord(key: $0.key, stats: $0.stats) }, indent: "    "), terminator: "")
+            print(FlowRecord.table(rows.map { review.record($0.key, $0.stats) }, indent: "    "), terminator: "")
             while true {
                 print("allow [n]arrowed to these addresses, allow from [a]nywhere, [s]kip, [q]uit? ", terminator: "")
                 guard let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased() else { break loop }
@@ -113,7 +117,7 @@ struct ReviewCommand: ParsableCommand {
         lines.append("")
         lines.append("rejected: \(review.rejected.count) flows, \(connections(review.rejected.map(\.stats))) connections")
         if !review.rejected.isEmpty {
-            var table = FlowRecord.table(review.rejected.map { FlowRecord(key: $0.key, stats: $0.stats) }, indent: "  ")
+            var table = FlowRecord.table(review.rejected.map { review.record($0.key, $0.stats) }, indent: "  ")
             table.removeLast()
             lines.append(table)
         }
@@ -172,9 +176,9 @@ struct ReviewReport: Encodable {
     let risks: [Review.Risk]
 
     init(_ review: Review) {
-        allowed = review.allowed.map { AllowedFlow(flow: FlowRecord(key: $0.key, stats: $0.stats), rule: $0.rule) }
-        rejected = review.rejected.map { FlowRecord(key: $0.key, stats: $0.stats) }
-        forwarded = review.forwarded.map { FlowRecord(key: $0.key, stats: $0.stats) }
+        allowed = review.allowed.map { AllowedFlow(flow: review.record($0.key, $0.stats), rule: $0.rule) }
+        rejected = review.rejected.map { review.record($0.key, $0.stats) }
+        forwarded = review.forwarded.map { review.record($0.key, $0.stats) }
         risks = review.risks
     }
 
