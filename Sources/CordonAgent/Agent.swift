@@ -73,11 +73,31 @@ public final class Agent: Sendable {
             if let failure = fleet.healthCheck(timeout: max(timeout, 2)) { failures.append(failure) }
             return failures
         }
+        // Names: the answers are held (while a ruleset with name entries is in force) by a queue
+        // bound before the first table goes in, so that such a ruleset can be installed at once.
+        let inForce = NamedNetworksInForce(store: store)
+        let holder: NameHolder?
+        let namesUnavailable: String?
+        let group = CordonTables.NameCapture.group(after: config.logGroup)
+        if let reason = NameKernel.unsupported() {
+            (holder, namesUnavailable) = (nil, reason)
+        } else {
+            do {
+                holder = try NameHolder(number: group, book: names, backend: backend, networks: { inForce.networks }, logger: logger)
+                namesUnavailable = nil
+            } catch {
+                (holder, namesUnavailable) = (nil, "the agent cannot hold DNS answers in queue \(group): \(error)")
+                logger.warning("rulesets with name entries will be refused: \(namesUnavailable!)")
+            }
+        }
+        carryOverNameSets(backend: backend, store: store, names: names)
         do {
-            runner = try TransitionRunner(backend: backend, store: store,
-                                          environment: .init(management: { [config] in config.effectiveManagement() }, logGroup: config.logGroup,
-                                                             probe: probe),
-                                          logger: logger)
+            var environment = TransitionRunner.Environment(management: { [config] in config.effectiveManagement() }, logGroup: config.logGroup,
+                                                           probe: probe)
+            environment.nameElements = { ruleset, version in names.elements(for: ruleset, version: version, now: TimeText.now()) }
+            environment.namesUnavailable = { namesUnavailable }
+            runner = try TransitionRunner(backend: backend, store: store, environment: environment, logger: logger)
+            inForce.runner = runner
             try runner.start()
         } catch {
             // The kernel keeps what it had: nothing was installed, or the transaction was refused.
@@ -85,7 +105,8 @@ public final class Agent: Sendable {
             throw error
         }
         do {
-            try record(recorder, names: names, store: store, control: control, backend: backend, runner: runner, link: link, signals: &signals)
+            try record(recorder, names: names, holder: holder, store: store, control: control, backend: backend, runner: runner, link: link,
+                       signals: &signals)
         } catch {
             // Starting failed half-way: discovery's table goes, enforced rules stay (fail-closed).
             control.remove()
@@ -94,7 +115,7 @@ public final class Agent: Sendable {
         }
     }
 
-    private func record(_ recorder: FlowRecorder, names: NameBook, store: FlowStore, control: ControlServer, backend: NftablesBackend,
+    private func record(_ recorder: FlowRecorder, names: NameBook, holder: NameHolder?, store: FlowStore, control: ControlServer, backend: NftablesBackend,
                         runner: TransitionRunner, link: FleetLinkSlot, signals: inout sigset_t) throws {
         recorder.setLocalAddresses(HostAddresses.read())
         try HostAddresses.watch { recorder.setLocalAddresses($0) }
@@ -147,6 +168,7 @@ public final class Agent: Sendable {
                 report.releasing = runner.snapshot.isolation.releasing != nil
                 report.fleet = link.current?.status
                 report.names = names.counters
+                report.names?.hold = holder?.counters
                 return answer(report)
             case .enforce(let name, let window):
                 let latest: Int64?
@@ -192,6 +214,7 @@ public final class Agent: Sendable {
         if capture.done.wait(timeout: .now() + 2) == .timedOut { logger.warning("event thread did not finish; flushing what it read") }
         packetLog?.close()
         learner?.stop()
+        holder?.stop()
         resync.finish(timeout: 5)
         flush(recorder, names: names, to: store)
         do {
@@ -261,6 +284,28 @@ public final class Agent: Sendable {
             }
         }
         return packetLog
+    }
+
+    /// A restart replaces the table, which empties its name sets: the addresses learned since the
+    /// last flush are in them but not yet in the database. Read back, they go into the first table
+    /// again (for the same ruleset version only).
+    private func carryOverNameSets(backend: NftablesBackend, store: FlowStore, names: NameBook) {
+        guard let state = try? store.hostState(), state.enforcement.mode == .enforce, let version = state.enforcement.version else { return }
+        do {
+            let now = TimeText.now()
+            var sets: [String: [(address: IPAddress, expires: Int64)]] = [:]
+            for (name, elements) in try backend.nameSetElements(table: CordonTables.baseName) {
+                sets[name] = elements.compactMap { element in
+                    IPAddress(bytes: element.key[...]).map { ($0, now + Int64(element.expiresIn / 1000)) }
+                }
+            }
+            if !sets.isEmpty {
+                names.carry(version: version, sets: sets)
+                logger.info("carried over \(sets.values.map(\.count).reduce(0, +)) addresses of name sets from the kernel")
+            }
+        } catch {
+            logger.warning("could not read the name sets back (addresses learned in the last seconds may need a new lookup): \(error)")
+        }
     }
 
     /// Learns names from the resolvers' answers. Without it everything else works; flows carry
@@ -394,4 +439,30 @@ final class FleetLinkSlot: Sendable {
     private let link = Mutex<FleetLink?>(nil)
     var current: FleetLink? { link.withLock { $0 } }
     func set(_ value: FleetLink) { link.withLock { $0 = value } }
+}
+
+/// The networks with name sets in the table in force, for the holder: read from the runner's
+/// state and the approved ruleset of its version, parsed once per version.
+final class NamedNetworksInForce: Sendable {
+    private let store: FlowStore
+    private let slot = Mutex<(runner: TransitionRunner?, version: Int64?, networks: [(number: Int, network: ExternalNetwork)])>((nil, nil, []))
+
+    init(store: FlowStore) { self.store = store }
+
+    var runner: TransitionRunner? {
+        get { slot.withLock { $0.runner } }
+        set { slot.withLock { $0.runner = newValue } }
+    }
+
+    var networks: [(number: Int, network: ExternalNetwork)] {
+        guard let runner else { return [] }
+        let enforcement = runner.snapshot.enforcement
+        guard enforcement.mode == .enforce, let version = enforcement.version else { return [] }
+        if let cached = slot.withLock({ $0.version == version ? $0.networks : nil }) { return cached }
+        guard let approved = try? store.approvedRuleset(version: version),
+              let ruleset = try? RulesetParser.parse(approved.content, file: "approved ruleset version \(version)") else { return [] }
+        let networks = CordonTables.nameSetNetworks(ruleset)
+        slot.withLock { $0.version = version; $0.networks = networks }
+        return networks
+    }
 }

@@ -24,11 +24,13 @@ public struct NameCounters: Codable, Sendable, Equatable {
     public var evictedAddressesPerName = 0
     public var evictedNamesPerAddress = 0
     public var evictedNames = 0
+    /// Holding answers while enforcing names (absent when the agent could not bind the queue).
+    public var hold: HoldCounters?
 
     enum CodingKeys: String, CodingKey {
         case responses, answers, malformed, lostLogMessages = "lost_log_messages", abandonedStreams = "abandoned_streams"
         case names, addresses, evictedAddressesPerName = "evicted_addresses_per_name"
-        case evictedNamesPerAddress = "evicted_names_per_address", evictedNames = "evicted_names"
+        case evictedNamesPerAddress = "evicted_names_per_address", evictedNames = "evicted_names", hold
     }
 
     public init() {}
@@ -47,6 +49,7 @@ public final class NameBook: Sendable {
     private struct State {
         var table: NameTable
         var counters = NameCounters()
+        var carried: (version: Int64, sets: [String: [(address: IPAddress, expires: Int64)]])?
     }
 
     private let state: Mutex<State>
@@ -55,24 +58,56 @@ public final class NameBook: Sendable {
         state = Mutex(State(table: table))
     }
 
-    /// Learns the answers of DNS messages one resolver sent.
-    public func learn(_ messages: [[UInt8]], at now: Int64) {
-        guard !messages.isEmpty else { return }
+    /// Learns the answers of DNS messages one resolver sent; returns them.
+    @discardableResult
+    public func learn(_ messages: [[UInt8]], at now: Int64) -> [(address: IPAddress, names: [String], ttl: UInt32)] {
+        guard !messages.isEmpty else { return [] }
         var parsed: [DNSResponse] = []
         var malformed: UInt64 = 0
         for message in messages {
             do { parsed.append(try DNSResponse(parsing: message)) } catch { malformed += 1 }
         }
+        let answers = parsed.flatMap { $0.addressNames() }
         state.withLock { s in
             s.counters.responses &+= UInt64(messages.count)
             s.counters.malformed &+= malformed
-            for response in parsed {
-                for answer in response.addressNames() {
-                    s.table.learn(address: answer.address, names: answer.names, ttl: answer.ttl, at: now)
-                    s.counters.answers &+= 1
+            for answer in answers { s.table.learn(address: answer.address, names: answer.names, ttl: answer.ttl, at: now) }
+            s.counters.answers &+= UInt64(answers.count)
+        }
+        return answers
+    }
+
+    /// What a table made now puts in the name sets of `ruleset`: per network with name entries,
+    /// every address a matching name was answered with whose element would still live, and the
+    /// elements a restart carried over from the kernel for this same ruleset version.
+    public func elements(for ruleset: Ruleset, version: Int64?, now: Int64) -> [String: [NameElement]] {
+        let networks = CordonTables.nameSetNetworks(ruleset)
+        guard !networks.isEmpty else { return [:] }
+        return state.withLock { s in
+            var result: [String: [IPAddress: Int64]] = [:]
+            for (address, binding) in s.table.all {
+                let lifetime = CordonTables.NameCapture.lifetime(answered: binding.lastSeen, expires: binding.expires, now: now)
+                guard lifetime > 0 else { continue }
+                for (_, network) in networks where network.names.contains(where: { $0.matches(binding.name) }) {
+                    result[network.name, default: [:]][address] = max(result[network.name]?[address] ?? 0, lifetime)
                 }
             }
+            if let carried = s.carried, carried.version == version {
+                for (number, network) in networks {
+                    for family in AddressFamily.allCases {
+                        for (address, expires) in carried.sets[CordonTables.nameSetName(number, family)] ?? [] where expires > now {
+                            result[network.name, default: [:]][address] = max(result[network.name]?[address] ?? 0, expires - now)
+                        }
+                    }
+                }
+            }
+            return result.mapValues { $0.map { NameElement(address: $0.key, timeout: $0.value) }.sorted { $0.address < $1.address } }
         }
+    }
+
+    /// The name sets' elements the kernel held at start, for the ruleset version then in force.
+    public func carry(version: Int64, sets: [String: [(address: IPAddress, expires: Int64)]]) {
+        state.withLock { $0.carried = (version, sets) }
     }
 
     /// The names of new outbound connections: for each flow, the names valid when one of its

@@ -44,6 +44,11 @@ public final class TransitionRunner: Sendable {
         public var now: @Sendable () -> Double
         public var sleep: @Sendable (Double) -> Void
         public var releaseCheckSeconds: Double
+        /// What a table made now puts in the name sets of a ruleset (the agent's `NameBook`).
+        public var nameElements: @Sendable (Ruleset, Int64?) -> [String: [NameElement]] = { _, _ in [:] }
+        /// nil when rulesets with name entries can be enforced; otherwise why not (no agent
+        /// holding the answers, a kernel too old).
+        public var namesUnavailable: @Sendable () -> String? = { "names are enforced only by a running agent" }
 
         public init(management: @escaping @Sendable () -> ManagementChannel, logGroup: UInt16 = CordonTables.defaultLogGroup,
                     probe: @escaping @Sendable ([ManagementChannel.Endpoint], Double) -> [String] = ManagementProbe.check,
@@ -382,13 +387,14 @@ public final class TransitionRunner: Sendable {
         case nil: break
         }
         // Names are learned in both modes, from the resolvers of the channel being installed.
-        let names = CordonTables.NameCapture(resolvers: channel.resolvers, group: CordonTables.NameCapture.group(after: environment.logGroup))
+        var names = CordonTables.NameCapture(resolvers: channel.resolvers, group: CordonTables.NameCapture.group(after: environment.logGroup))
         switch change.base {
         case .install(.discovery): result.append(.replace(CordonTables.discovery(names: names)))
         case .install(.enforcement(let version, let deadline, let fallback)):
             let ruleset = try load(version)
             let previous = try fallback.map(load)
-            try Self.refuseNames(ruleset, version: version)
+            try refuseNames(ruleset, version: version)
+            names.elements = environment.nameElements(ruleset, version)
             let openAfter = deadline.map { max(0, Int64((Double($0) - now).rounded(.up))) + Self.kernelGrace }
             result.append(.replace(CordonTables.enforcement(ruleset: ruleset, management: channel, logGroup: environment.logGroup,
                                                             openAfter: openAfter, fallback: previous, names: names)))
@@ -398,13 +404,14 @@ public final class TransitionRunner: Sendable {
         return result
     }
 
-    /// Name entries are not enforced yet: installing such a ruleset would install its names as
-    /// nothing and break the host quietly, so it is refused and the kernel keeps what it has.
-    public static func refuseNames(_ ruleset: Ruleset, version: Int64?) throws {
-        guard let network = ruleset.namedNetworks.first else { return }
+    /// A ruleset with name entries needs the agent holding the answers: without it the names'
+    /// sets would stay empty and the host would break quietly, so it is refused and the kernel
+    /// keeps what it has.
+    func refuseNames(_ ruleset: Ruleset, version: Int64?) throws {
+        guard let network = ruleset.namedNetworks.first, let reason = environment.namesUnavailable() else { return }
         let which = version.map { "ruleset version \($0)" } ?? "the ruleset"
-        throw AgentError.invalidState("\(which) allows network '\(network.name)' by name (\(network.names.map(\.description).joined(separator: ", "))); "
-            + "this agent learns names but does not enforce them yet: allow those addresses instead, or stay in discovery")
+        throw AgentError.invalidState("\(which) allows network '\(network.name)' by name (\(network.names.map(\.description).joined(separator: ", "))), "
+            + "but \(reason); nothing changed")
     }
 
     private func load(_ version: Int64) throws -> Ruleset {

@@ -44,7 +44,7 @@ extension CordonTables {
     public static func enforcement(ruleset: Ruleset, management: ManagementChannel,
                                    logGroup: UInt16 = defaultLogGroup, openAfter: Int64? = nil,
                                    fallback: Ruleset? = nil, names: NameCapture? = nil) -> FirewallTable {
-        let capture = nameCapture(names)
+        let capture = nameCapture(names, holding: !ruleset.namedNetworks.isEmpty)
         var sets: [FirewallSet] = capture.sets
         var previousChains: [FirewallChain] = []
         var armedInput: [FirewallRule] = [], armedOutput: [FirewallRule] = []
@@ -156,6 +156,11 @@ extension CordonTables {
                 }
             }
         }
+
+        let named = nameSets(ruleset, capture: names)
+        sets += named.sets
+        input += named.input
+        output += named.output
 
         input.append(FirewallRule(matches: [], counter: true, log: .init(prefix: inboundLogPrefix, group: logGroup), verdict: .drop))
         output.append(FirewallRule(matches: [], counter: true, log: .init(prefix: outboundLogPrefix, group: logGroup), verdict: nil))

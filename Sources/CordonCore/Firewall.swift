@@ -72,6 +72,9 @@ public enum Verdict: Hashable, Sendable {
     case reject(Rejection)
     /// Continues in a regular chain of the same table.
     case jump(String)
+    /// Hands the packet to the program bound to this nfnetlink queue, which decides; with no
+    /// program bound (the agent gone) the kernel accepts it (`bypass`), so it can never be stuck.
+    case queue(UInt16)
 
     public enum Rejection: Hashable, Sendable {
         /// A TCP reset (connect() fails with ECONNREFUSED); the rule must match TCP only.
@@ -87,6 +90,7 @@ public enum Verdict: Hashable, Sendable {
         case .reject(.tcpReset): return "reject with tcp reset"
         case .reject(.adminProhibited): return "reject with icmpx admin-prohibited"
         case .jump(let chain): return "jump \(chain)"
+        case .queue(let number): return "queue flags bypass to \(number)"
         }
     }
 }

@@ -71,7 +71,12 @@ public struct FirewallSet: Hashable, Sendable {
     public struct Element: Hashable, Sendable {
         /// One span per field of the set, in order.
         public var spans: [Span]
-        public init(_ spans: [Span]) { self.spans = spans }
+        /// Seconds this element lives, in a `dynamic` set (the rest of its DNS answer's life).
+        public var timeout: Int64?
+        public init(_ spans: [Span], timeout: Int64? = nil) {
+            self.spans = spans
+            self.timeout = timeout
+        }
     }
 
     public var name: String
@@ -84,9 +89,13 @@ public struct FirewallSet: Hashable, Sendable {
     public var elementTimeout: Int64?
     /// Single values only, looked up by hash: a prefix length's worth of allow rules.
     public var exact: Bool
+    /// Filled while enforcing, each element with a timeout of its own (the addresses of DNS
+    /// answers for name entries): the table's rendering holds only those known when it is made.
+    public var dynamic: Bool
 
     public init(name: String, fields: [Field], elements: [Element], comment: String? = nil, elementTimeout: Int64? = nil,
-                exact: Bool = false) {
+                exact: Bool = false, dynamic: Bool = false) {
+        self.dynamic = dynamic
         self.name = name
         self.fields = fields
         self.elements = elements
@@ -96,7 +105,9 @@ public struct FirewallSet: Hashable, Sendable {
     }
 
     /// Intervals (pipapo); the others hold single values (hash).
-    public var isInterval: Bool { elementTimeout == nil && !exact }
+    public var isInterval: Bool { elementTimeout == nil && !exact && !dynamic }
+    /// Elements expire: the set carries the kernel's timeout flag.
+    public var hasTimeouts: Bool { elementTimeout != nil || dynamic }
 
     /// The key's length in bytes as the kernel stores it: one field at its own size, a
     /// concatenation in 4-byte slots.
@@ -125,7 +136,7 @@ public struct FirewallSet: Hashable, Sendable {
         lines.append("set \(name) {")
         lines.append("\ttype \(fields.map(\.rawValue).joined(separator: " . "))")
         if isInterval { lines.append("\tflags interval") }
-        if elementTimeout != nil { lines.append("\tflags timeout") }
+        if hasTimeouts { lines.append("\tflags timeout") }
         if !elements.isEmpty {
             lines.append("\telements = {")
             for (index, element) in elements.enumerated() {
@@ -138,6 +149,10 @@ public struct FirewallSet: Hashable, Sendable {
     }
 
     public func elementText(_ element: Element) -> String {
+        keyText(element) + (element.timeout.map { " timeout \($0)s" } ?? "")
+    }
+
+    private func keyText(_ element: Element) -> String {
         zip(fields, element.spans).map { field, span in
             switch field {
             case .ipv4Address, .ipv6Address:

@@ -202,6 +202,12 @@ public enum RulesetParser {
             guard hasServices, !network.services.isEmpty else {
                 throw fail(node, "\(field).services", "missing or empty: list services such as tcp/22, udp/67-68, icmp/8/0")
             }
+            // A name allows the port services of its network; its ICMP services reach only the
+            // address entries (an echo to a name is rare and its answer is no connection).
+            if network.entries.isEmpty, !network.services.contains(where: { if case .ports = $0 { true } else { false } }) {
+                throw fail(servicesNodes.first ?? node, "\(field).services",
+                           "a network of names only needs a port service (tcp/443); ICMP to names is not enforced")
+            }
             // ICMP of one family with entries only of the other would be installed as nothing.
             // Names answer with both families.
             let families = network.names.isEmpty ? Set(network.entries.map(\.family)) : Set(AddressFamily.allCases)

@@ -102,7 +102,11 @@ public final class NetlinkSocket: @unchecked Sendable {
 
     /// Seconds a blocking receive waits before `EAGAIN`.
     public func setReceiveTimeout(seconds: Int) throws(Errno) {
-        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        try setReceiveTimeout(milliseconds: seconds * 1000)
+    }
+
+    public func setReceiveTimeout(milliseconds: Int) throws(Errno) {
+        var timeout = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)
         _ = try retrying { setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size)) }
     }
 

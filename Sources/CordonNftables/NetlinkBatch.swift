@@ -99,23 +99,27 @@ final class NetlinkBatch {
     /// Sends the batch in one `sendmsg` and waits for every ACK, on the connection's socket
     /// (or a socket of its own, closed afterwards, without one).
     func commit(on connection: NetlinkConnection? = nil, timeoutSeconds: Int = 10) throws {
+        try commit(on: connection, timeoutMilliseconds: timeoutSeconds * 1000)
+    }
+
+    func commit(on connection: NetlinkConnection? = nil, timeoutMilliseconds: Int) throws {
         let end = nextSequence()
         framing.insert(end)
         nftnl_batch_end(bufferPointer(), end)
         nftnl_batch_update(batch)
         if let connection {
-            try connection.withSocket { try send(on: $0, timeoutSeconds: timeoutSeconds) }
+            try connection.withSocket { try send(on: $0, timeoutMilliseconds: timeoutMilliseconds) }
         } else {
-            try send(on: try NetlinkConnection.open(), timeoutSeconds: timeoutSeconds)
+            try send(on: try NetlinkConnection.open(), timeoutMilliseconds: timeoutMilliseconds)
         }
     }
 
-    private func send(on socket: NetlinkSocket, timeoutSeconds: Int) throws {
+    private func send(on socket: NetlinkSocket, timeoutMilliseconds: Int) throws {
         var iov = [iovec](repeating: iovec(), count: Int(nftnl_batch_iovec_len(batch)))
         nftnl_batch_iovec(batch, &iov, UInt32(iov.count))
         let total = iov.reduce(0) { $0 + $1.iov_len }
         do {
-            try socket.setReceiveTimeout(seconds: timeoutSeconds)
+            try socket.setReceiveTimeout(milliseconds: timeoutMilliseconds)
             // The whole batch must fit the send buffer or the kernel sees a truncated transaction.
             let granted = try socket.setSendBuffer(total + 65_536)
             guard granted >= total else { throw NftablesError.system(operation: "size the send buffer for \(total) bytes (got \(granted))", errno: ENOBUFS) }

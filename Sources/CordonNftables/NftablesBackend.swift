@@ -3,6 +3,7 @@ import Glibc
 #endif
 internal import CNftnl
 import CordonCore
+import Synchronization
 
 /// nf_tables over netlink with libnftnl and libmnl: no `nft` binary, one batch per change.
 public struct NftablesBackend: FirewallBackend {
@@ -10,6 +11,11 @@ public struct NftablesBackend: FirewallBackend {
     /// Kept open for the backend's lifetime, in the network namespace of the thread that first
     /// uses it (see `NetlinkConnection`).
     let connection = NetlinkConnection()
+    /// Element updates (names learned while enforcing) go on a socket of their own.
+    let elementConnection = NetlinkConnection()
+    /// One transaction of this backend at a time: an element update between a replace and its
+    /// read-back would make the read-back unverifiable (see `installedChange`).
+    let serial = TransactionLock()
     /// With it, every replace and remove records what the kernel holds afterwards (the guard's
     /// reference); nil for one-off uses (the CLI, the benchmarks).
     public let installed: InstalledTables?
@@ -33,7 +39,17 @@ public struct NftablesBackend: FirewallBackend {
             case .remove(let name): addRemove(name, to: batch)
             }
         }
-        try installedChange(changes) { try batch.commit(on: connection) }
+        try serial.run { try installedChange(changes) { try batch.commit(on: connection) } }
+    }
+
+    /// Adds (or extends) elements of dynamic sets in one transaction, and returns when the kernel
+    /// has acknowledged it: from then on a packet to those addresses matches. An element already
+    /// there gets the new timeout (Linux 6.10 and later update it in place).
+    /// - Parameter sets: each with only the elements to add.
+    public func update(elements sets: [FirewallSet], table: String, timeoutMilliseconds: Int) throws {
+        let batch = NetlinkBatch()
+        for set in sets where !set.elements.isEmpty { addElements(of: set, table: table, to: batch) }
+        try serial.run { try batch.commit(on: elementConnection, timeoutMilliseconds: timeoutMilliseconds) }
     }
 
     private func addReplace(_ table: FirewallTable, to batch: NetlinkBatch) {
@@ -145,12 +161,22 @@ public struct NftablesBackend: FirewallBackend {
                 var lengths = [UInt8](repeating: 0, count: 16)
                 for (index, field) in set.fields.enumerated() { lengths[index] = UInt8(field.length) }
                 nftnl_set_set_data(object, UInt16(NFTNL_SET_DESC_CONCAT.rawValue), lengths, UInt32(lengths.count))
-            } else if set.elementTimeout != nil {
+            } else if set.hasTimeouts {
                 nftnl_set_set_u32(object, UInt16(NFTNL_SET_FLAGS.rawValue), UInt32(NFT_SET_TIMEOUT.rawValue))
             } else {
                 nftnl_set_set_u32(object, UInt16(NFTNL_SET_FLAGS.rawValue), 0)
             }
             nftnl_set_nlmsg_build_payload(header, object)
+        }
+        addElements(of: set, table: table, id: id, to: batch)
+    }
+
+    private func addElements(of set: FirewallSet, table: String, id: UInt32? = nil, to batch: NetlinkBatch) {
+        func describe(_ object: OpaquePointer) {
+            nftnl_set_set_u32(object, UInt16(NFTNL_SET_FAMILY.rawValue), UInt32(NFPROTO_INET))
+            nftnl_set_set_str(object, UInt16(NFTNL_SET_TABLE.rawValue), table)
+            nftnl_set_set_str(object, UInt16(NFTNL_SET_NAME.rawValue), set.name)
+            if let id { nftnl_set_set_u32(object, UInt16(NFTNL_SET_ID.rawValue), id) }
         }
         let chunk = Self.elementsPerMessage(set)
         var start = 0
@@ -168,7 +194,7 @@ public struct NftablesBackend: FirewallBackend {
                     if set.isInterval {
                         nftnl_set_elem_set(item, UInt16(NFTNL_SET_ELEM_KEY_END), &high, UInt32(high.count))
                     }
-                    if let timeout = set.elementTimeout {
+                    if let timeout = element.timeout ?? set.elementTimeout {
                         nftnl_set_elem_set_u64(item, UInt16(NFTNL_SET_ELEM_TIMEOUT), UInt64(timeout) * 1000)
                     }
                     nftnl_set_elem_add(object, item)
@@ -219,4 +245,10 @@ public struct NftablesBackend: FirewallBackend {
         case .postrouting: return UInt32(NF_INET_POST_ROUTING.rawValue)
         }
     }
+}
+
+/// Serialises a backend's transactions (a lock that returns the body's result).
+final class TransactionLock: Sendable {
+    private let lock = Mutex(())
+    func run<T>(_ body: () throws -> T) rethrows -> T { try lock.withLock { _ in try body() } }
 }

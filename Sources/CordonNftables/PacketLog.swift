@@ -72,7 +72,7 @@ public final class PacketLog: Sendable {
 
     /// Wakes the reader through a pipe it polls together with the netlink socket.
     public struct Waker: Sendable {
-        fileprivate let pipe: WakePipe
+        let pipe: WakePipe
         public func wake() {
             pipe.wake()
         }

@@ -64,6 +64,20 @@ enum RuleExpressions {
             let expression = immediate(UInt32(bitPattern: NFT_JUMP.rawValue))
             nftnl_expr_set_str(expression, UInt16(NFTNL_EXPR_IMM_CHAIN), chain)
             result.append(expression)
+        case .queue(let number):
+            // The xtables NFQUEUE target (revision 3) through nft_compat, not nf_tables' own
+            // `queue` expression: kernels built without CONFIG_NFT_QUEUE (this project's CI
+            // machines among them) still have it. struct xt_NFQ_info_v3, host byte order:
+            // queue number, queues in total, flags (bypass); padded to 8 bytes (XT_ALIGN).
+            let expression = nftnl_expr_alloc("target")!
+            nftnl_expr_set_str(expression, UInt16(NFTNL_EXPR_TG_NAME), "NFQUEUE")
+            nftnl_expr_set_u32(expression, UInt16(NFTNL_EXPR_TG_REV), 3)
+            let info: [UInt16] = [number, 1, 0x01, 0]
+            // libnftnl keeps this pointer and free()s it with the expression: malloc'd, not Swift's.
+            let bytes = malloc(8)!
+            info.withUnsafeBytes { bytes.copyMemory(from: $0.baseAddress!, byteCount: 8) }
+            nftnl_expr_set(expression, UInt16(NFTNL_EXPR_TG_INFO), bytes, 8)
+            result.append(expression)
         case .reject(let kind):
             let expression = nftnl_expr_alloc("reject")!
             if kind == .tcpReset {

@@ -9,8 +9,8 @@ import Synchronization
 
 /// What a table holds in the kernel, reduced to one digest: its chains (hook, priority, policy),
 /// every rule's expressions (handles, positions and counter values left out: they change without
-/// anyone changing the rules), and every set with its elements (except the elements of sets that
-/// expire by design, which only count by their set). Two fingerprints differ when anything that
+/// anyone changing the rules), and every set with its elements (the elements of sets that
+/// expire by design count by their keys; those of the name sets, filled from DNS answers, not at all). Two fingerprints differ when anything that
 /// decides a packet's fate differs.
 public struct TableFingerprint: Hashable, Sendable {
     public let digest: String
@@ -130,6 +130,11 @@ extension NftablesBackend {
                          + "\(nftnl_set_get_u32(set, UInt16(NFTNL_SET_KEY_LEN.rawValue)))")
         }
         for (name, flags) in sets.sorted(by: { $0.name < $1.name }) {
+            // The addresses of DNS answers come and go by design: their sets count by themselves.
+            if CordonTables.isNameSet(name) {
+                lines.append("set \(name) flags \(flags) dynamic")
+                continue
+            }
             // Expiring elements (the confirmation switch) count by their keys, not by the time
             // they have left: flushing them early is tampering, their clock running is not.
             var keys: [[UInt8]] = []

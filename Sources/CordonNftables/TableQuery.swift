@@ -50,3 +50,50 @@ extension NftablesBackend {
     /// The generation one commit after `generation`.
     static func generation(after generation: UInt32) -> UInt32 { generation &+ 1 == 0 ? 1 : generation &+ 1 }
 }
+
+extension NftablesBackend {
+    /// The elements of a table's name sets with the milliseconds each has left: what a restart
+    /// carries over so that addresses learned just before it (not yet in the database) stay allowed.
+    public func nameSetElements(table: String) throws -> [String: [(key: [UInt8], expiresIn: UInt64)]] {
+        var names: [String] = []
+        try NetlinkDump.run(NFT_MSG_GETSET, build: { header in
+            let set = nftnl_set_alloc()!
+            defer { nftnl_set_free(set) }
+            nftnl_set_set_str(set, UInt16(NFTNL_SET_TABLE.rawValue), table)
+            nftnl_set_nlmsg_build_payload(header, set)
+        }) { header in
+            let set = nftnl_set_alloc()!
+            defer { nftnl_set_free(set) }
+            guard nftnl_set_nlmsg_parse(header, set) == 0 else { return }
+            let name = String(cString: nftnl_set_get_str(set, UInt16(NFTNL_SET_NAME.rawValue)))
+            if CordonTables.isNameSet(name) { names.append(name) }
+        }
+        var result: [String: [(key: [UInt8], expiresIn: UInt64)]] = [:]
+        for name in names {
+            try NetlinkDump.run(NFT_MSG_GETSETELEM, build: { header in
+                let set = nftnl_set_alloc()!
+                defer { nftnl_set_free(set) }
+                nftnl_set_set_str(set, UInt16(NFTNL_SET_TABLE.rawValue), table)
+                nftnl_set_set_str(set, UInt16(NFTNL_SET_NAME.rawValue), name)
+                nftnl_set_elems_nlmsg_build_payload(header, set)
+            }) { header in
+                let set = nftnl_set_alloc()!
+                defer { nftnl_set_free(set) }
+                guard nftnl_set_elems_nlmsg_parse(header, set) == 0, let iterator = nftnl_set_elems_iter_create(set) else { return }
+                defer { nftnl_set_elems_iter_destroy(iterator) }
+                var element = nftnl_set_elems_iter_cur(iterator)
+                while let current = element {
+                    var length: UInt32 = 0
+                    // libnftnl's get_u64 reads whatever is there: ask first.
+                    if nftnl_set_elem_is_set(current, UInt16(NFTNL_SET_ELEM_EXPIRATION)),
+                       let data = nftnl_set_elem_get(current, UInt16(NFTNL_SET_ELEM_KEY), &length) {
+                        let key = Array(UnsafeRawBufferPointer(start: data, count: Int(length)))
+                        result[name, default: []].append((key, nftnl_set_elem_get_u64(current, UInt16(NFTNL_SET_ELEM_EXPIRATION))))
+                    }
+                    element = nftnl_set_elems_iter_next(iterator)
+                }
+            }
+        }
+        return result
+    }
+}

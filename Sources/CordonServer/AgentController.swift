@@ -94,6 +94,10 @@ struct AgentController {
         guard report.flows.count <= Self.maximumFlows else {
             throw APIFailure(.contentTooLarge, "at most \(Self.maximumFlows) flows per report", field: "flows")
         }
+        // As many as an agent keeps per flow (`FlowStore.namesPerFlow`).
+        guard report.flows.allSatisfy({ $0.remoteNames.count <= 16 }) else {
+            throw APIFailure(.unprocessableContent, "at most 16 names per flow", field: "flows.remote_names")
+        }
         guard ["discovery", "enforce"].contains(report.status.mode) else {
             throw APIFailure(.unprocessableContent, "expected discovery or enforce", field: "status.mode")
         }

@@ -533,6 +533,15 @@ public enum OpenAPIDocument {
             "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
+          "remote_names": {
+            "description": "Names whose DNS answer gave this remote to a connection of the flow, most recent first (absent from agents before names).",
+            "items": {
+              "pattern": "^[^\\u0000]*$",
+              "type": "string"
+            },
+            "maxItems": 16,
+            "type": "array"
+          },
           "remote_port": {
             "maximum": 65535,
             "minimum": 0,

@@ -43,7 +43,6 @@ struct RenderCommand: ParsableCommand {
 
     func run() throws {
         let (parsed, label) = try chooseRuleset()
-        do { try TransitionRunner.refuseNames(parsed, version: nil) } catch { throw CLIError.failed("\(error)") }
         let (management, logGroup) = try managementChannel()
         let table = CordonTables.enforcement(ruleset: parsed, management: management, logGroup: logGroup,
                                              openAfter: confirmWithin.map { $0 + TransitionRunner.kernelGrace },

@@ -39,6 +39,9 @@ int CNftnl_errorCode(const struct nlmsghdr *nlh, uint32_t *failedSeq);
  * numbers import as they are; it relies on nfnetlink.h, included above. */
 #include <linux/netfilter/nfnetlink_log.h>
 
+/* nfnetlink_queue (packets a `queue` rule hands to the agent, which returns a verdict). */
+#include <linux/netfilter/nfnetlink_queue.h>
+
 /* The process id in an NFT_MSG_NEWGEN notification (NFTA_GEN_PROC_PID): who committed the
  * transaction that made this generation; 0 when absent. Attribute iteration is macros in libmnl. */
 uint32_t CNftnl_generationPid(const struct nlmsghdr *nlh);
