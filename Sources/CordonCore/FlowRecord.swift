@@ -88,7 +88,8 @@ public struct FlowRecord: Codable, Sendable, Equatable {
         firstSeen = try c.decode(String.self, forKey: .firstSeen)
         lastSeen = try c.decode(String.self, forKey: .lastSeen)
         verdict = try c.decode(FlowVerdict.self, forKey: .verdict)
-        remoteNames = try c.decodeIfPresent([String].self, forKey: .remoteNames) ?? []
+        // Absent is an older agent; present, it is a list (null is not).
+        remoteNames = c.contains(.remoteNames) ? try c.decode([String].self, forKey: .remoteNames) : []
     }
 }
 
