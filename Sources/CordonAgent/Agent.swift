@@ -27,10 +27,17 @@ public final class Agent: Sendable {
     /// agent_state entry holding the conntrack ids counted by the last run that are still alive.
     static let liveConnectionsState = "live_connection_ids"
 
+    /// The collectors given by name, resolved while the agent runs.
+    private let collectorNames: CollectorNames
+
     public init(config: AgentConfig, logger: Logger) {
         self.config = config
         self.logger = logger
+        collectorNames = CollectorNames(config.management.collectorNames)
     }
+
+    /// The channel to install now, with the collectors by name at their current addresses.
+    private func management() -> ManagementChannel { config.effectiveManagement(named: collectorNames.addresses) }
 
     /// Runs until SIGTERM or SIGINT; flushes, leaves the firewall as `TransitionRunner.stop` says, returns.
     public func run() throws {
@@ -67,9 +74,14 @@ public final class Agent: Sendable {
         // server an authenticated round trip to it instead of its bare connect.
         let link = FleetLinkSlot()
         let serverEndpoints = config.fleetEndpoints
+        // Collectors by name: resolved before the first table goes in.
+        for found in collectorNames.resolve() { logger.info("collector \(found)") }
+        for collector in collectorNames.unresolved { logger.warning("collector \(collector) does not resolve yet; enforce and release will fail their check until it does") }
+        let collectorNames = self.collectorNames
         let probe: @Sendable ([ManagementChannel.Endpoint], Double) -> [String] = { collectors, timeout in
-            guard let fleet = link.current else { return ManagementProbe.check(collectors, timeoutSeconds: timeout) }
-            var failures = ManagementProbe.check(collectors.filter { !serverEndpoints.contains($0) }, timeoutSeconds: timeout)
+            let unresolved = collectorNames.unresolved.map { "collector \($0) does not resolve" }
+            guard let fleet = link.current else { return unresolved + ManagementProbe.check(collectors, timeoutSeconds: timeout) }
+            var failures = unresolved + ManagementProbe.check(collectors.filter { !serverEndpoints.contains($0) }, timeoutSeconds: timeout)
             if let failure = fleet.healthCheck(timeout: max(timeout, 2)) { failures.append(failure) }
             return failures
         }
@@ -92,13 +104,20 @@ public final class Agent: Sendable {
         }
         carryOverNameSets(backend: backend, store: store, names: names)
         do {
-            var environment = TransitionRunner.Environment(management: { [config] in config.effectiveManagement() }, logGroup: config.logGroup,
-                                                           probe: probe)
+            var environment = TransitionRunner.Environment(management: { [self] in management() },
+                                                           logGroup: config.logGroup, probe: probe)
             environment.nameElements = { ruleset, version in names.elements(for: ruleset, version: version, now: TimeText.now()) }
             environment.namesUnavailable = { namesUnavailable }
             runner = try TransitionRunner(backend: backend, store: store, environment: environment, logger: logger)
             inForce.runner = runner
             try runner.start()
+            // A collector name that answers a new address: the channel in force is made again
+            // (the same state, re-installed), in enforcement and in isolation alike.
+            collectorNames.start { [logger] found in
+                logger.notice("collector address changed (\(found.joined(separator: ", "))): re-installing the management channel")
+                let answer = runner.handle(Engine.Request(.tampered("the management channel changed: collector \(found.joined(separator: ", "))")))
+                if !answer.ok { logger.error("re-installing the management channel failed: \(answer.message)") }
+            }
         } catch {
             // The kernel keeps what it had: nothing was installed, or the transaction was refused.
             control.remove()
@@ -136,9 +155,9 @@ public final class Agent: Sendable {
                 let answer = runner.handle(Engine.Request(.tampered(reason)))
                 if !answer.ok { throw AgentError.invalidState(answer.message) }
             },
-            record: { [config] action, reason, outcome in
+            record: { [self] action, reason, outcome in
                 try? store.record(action: action, operator: Engine.agentOperator, reason: reason, policy: "guard", backend: backend.name,
-                                  whitelist: config.effectiveManagement().whitelist, outcome: outcome)
+                                  whitelist: management().whitelist, outcome: outcome)
             },
             logger: logger)
 
@@ -200,6 +219,7 @@ public final class Agent: Sendable {
                 logger.notice("signal \(signal): flushing and stopping")
                 break
             }
+            if signal == SIGHUP { collectorNames.wake() }
             if signal == SIGHUP || Self.monotonic() >= nextFlush {
                 flush(recorder, names: names, to: store)
                 nextFlush = Self.monotonic() + config.flushInterval
@@ -224,6 +244,7 @@ public final class Agent: Sendable {
         }
         control.remove()
         link.current?.stop()
+        collectorNames.stop()
         runner.stop()
         logger.notice("stopped: \(recorder.flowCount) flow aggregates stored")
     }
@@ -251,7 +272,7 @@ public final class Agent: Sendable {
             startedAt: TimeText.rfc3339(startedAt), receiveBufferBytes: receiveBuffer,
             ruleset: summary(inForce), approved: summary((try? store.latestRuleset()).flatMap { $0 }),
             confirmDeadline: enforcement.confirmDeadline.map(TimeText.rfc3339),
-            management: config.effectiveManagement().summary,
+            management: management().summary,
             rejectedInbound: counters.rejectedInbound, rejectedOutbound: counters.rejectedOutbound,
             lostLogMessages: counters.lostLogMessages)
     }

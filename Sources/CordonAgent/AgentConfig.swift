@@ -33,9 +33,17 @@ public struct AgentConfig: Sendable, Equatable {
 
     /// The management channel to install now: resolvers from resolv.conf when none are configured,
     /// the fleet server among the collectors.
-    public func effectiveManagement(resolvConf: String = "/etc/resolv.conf") -> ManagementChannel {
+    /// - Parameter named: the addresses the collectors given by name resolve to now.
+    public func effectiveManagement(resolvConf: String = "/etc/resolv.conf",
+                                    named: [ManagementChannel.NamedCollector: [IPAddress]] = [:]) -> ManagementChannel {
         var channel = management
         for endpoint in fleetEndpoints where !channel.collectors.contains(endpoint) { channel.collectors.append(endpoint) }
+        for collector in channel.collectorNames {
+            for address in named[collector] ?? [] {
+                let endpoint = ManagementChannel.Endpoint(transport: IPProtocolNumber.tcp, addresses: IPPrefix(address), port: collector.port)
+                if !channel.collectors.contains(endpoint) { channel.collectors.append(endpoint) }
+            }
+        }
         if channel.resolvers.isEmpty, let text = try? String(contentsOfFile: resolvConf, encoding: .utf8) {
             channel.resolvers = Review.resolvers(resolvConf: text)
         }
@@ -102,7 +110,9 @@ public struct AgentConfig: Sendable, Equatable {
                 }
                 do {
                     switch key {
-                    case "collectors": config.management.collectors = try items.map { text throws(ManagementChannel.ParseError) in try ManagementChannel.collector(text!) }
+                    case "collectors":
+                        let targets = try items.map { text throws(ManagementChannel.ParseError) in try ManagementChannel.collectorTarget(text!) }
+                        (config.management.collectors, config.management.collectorNames) = ManagementChannel.split(targets)
                     case "resolvers": config.management.resolvers = try items.map { text throws(ManagementChannel.ParseError) in try ManagementChannel.resolver(text!) }
                     default: config.management.extra = try items.map { text throws(ManagementChannel.ParseError) in try ManagementChannel.extra(text!) }
                     }

@@ -50,6 +50,26 @@ public struct ManagementChannel: Hashable, Sendable {
 
     /// TCP endpoints the agent reports to; enforce and release check them with a TCP connect.
     public var collectors: [Endpoint]
+    /// Collectors given by name: the agent resolves them (and re-resolves them while it runs)
+    /// and puts their addresses among `collectors` in the channel it installs.
+    public var collectorNames: [NamedCollector] = []
+
+    /// A collector given as `NAME:PORT`.
+    public struct NamedCollector: Hashable, Sendable, CustomStringConvertible {
+        public var name: String
+        public var port: UInt16
+        public init(name: String, port: UInt16) {
+            self.name = name
+            self.port = port
+        }
+        public var description: String { "\(name):\(port)" }
+    }
+
+    /// What a `--collector` value names.
+    public enum CollectorTarget: Hashable, Sendable {
+        case address(Endpoint)
+        case name(NamedCollector)
+    }
     /// DNS servers: udp/53 and tcp/53 to each.
     public var resolvers: [IPAddress]
     /// Allowed in both directions: to the address and port, and from the address to the local port.
@@ -61,11 +81,12 @@ public struct ManagementChannel: Hashable, Sendable {
         self.extra = extra
     }
 
-    public var isEmpty: Bool { collectors.isEmpty && resolvers.isEmpty && extra.isEmpty }
+    public var isEmpty: Bool { collectors.isEmpty && collectorNames.isEmpty && resolvers.isEmpty && extra.isEmpty }
 
     /// One line for the decision log and `cordon status`.
     public var summary: String {
         var parts = collectors.map { "collector \($0.hostPort)" }
+        parts += collectorNames.map { "collector \($0) (by name)" }
         parts += resolvers.map { "resolver \($0)" }
         parts += extra.map { "extra \($0)" }
         return parts.isEmpty ? "none" : parts.joined(separator: ", ")
@@ -102,6 +123,38 @@ public struct ManagementChannel: Hashable, Sendable {
     /// `ADDRESS:PORT` or `[IPV6]:PORT`. Addresses only: resolving a name needs the DNS that the
     /// firewall being installed may block, and a name that resolves differently later would
     /// silently move the hole.
+    /// `ADDRESS:PORT`, `[IPV6]:PORT` or `NAME:PORT` (a fully qualified name).
+    public static func collectorTarget(_ text: String) throws(ParseError) -> CollectorTarget {
+        guard let (host, port) = splitPort(text), let port, IPAddress(host) == nil, !host.hasPrefix("[") else {
+            return .address(try collector(text))
+        }
+        guard port > 0 else { throw ParseError(option: "--collector", value: text, message: "port must be 1-65535") }
+        do {
+            guard case .exact(let name) = try NamePattern(parsing: host) else {
+                throw ParseError(option: "--collector", value: text, message: "a collector is one name, not a wildcard")
+            }
+            return .name(NamedCollector(name: name, port: port))
+        } catch let error as NamePattern.Invalid {
+            throw ParseError(option: "--collector", value: text, message: "expected ADDRESS:PORT or NAME:PORT; \(error.description)")
+        } catch let error as ParseError {
+            throw error
+        } catch {
+            throw ParseError(option: "--collector", value: text, message: "\(error)")
+        }
+    }
+
+    /// Collectors by address and by name, in the order given.
+    public static func split(_ targets: [CollectorTarget]) -> ([Endpoint], [NamedCollector]) {
+        var endpoints: [Endpoint] = [], names: [NamedCollector] = []
+        for target in targets {
+            switch target {
+            case .address(let endpoint): endpoints.append(endpoint)
+            case .name(let name): names.append(name)
+            }
+        }
+        return (endpoints, names)
+    }
+
     public static func collector(_ text: String) throws(ParseError) -> Endpoint {
         func fail(_ message: String) -> ParseError { ParseError(option: "--collector", value: text, message: message) }
         guard let (host, port) = splitPort(text), let port else { throw fail("expected ADDRESS:PORT or [IPV6]:PORT") }

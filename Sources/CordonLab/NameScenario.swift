@@ -41,13 +41,18 @@ public final class NameScenario: Sendable {
     ///   - zone: `address name` lines, the zone's hosts file (TTL `hostsTTL`).
     ///   - records: extra dnsmasq options: `--host-record=name,address,ttl`, `--cname=alias,target,ttl`.
     ///   - resolvers: the host's resolv.conf (`resolverV4` by default).
+    /// Files of this scenario in the lab directory start with it (the demo runs several scenarios in one lab).
+    public let prefix: String
+
+    ///   - prefix: before the namespaces' roles and the files' names, when other scenarios share the lab.
     public init(lab: Lab, zone: [String] = [], records: [String] = [], hostsTTL: Int = 300,
-                resolvers: [String] = [NameScenario.resolverV4]) throws {
+                resolvers: [String] = [NameScenario.resolverV4], prefix: String = "") throws {
         let missing = Self.missingTools()
         guard missing.isEmpty else { throw LabError("missing tools: apt-get install -y \(missing.joined(separator: " "))") }
         self.lab = lab
-        host = try lab.namespace("host")
-        net = try lab.namespace("net")
+        self.prefix = prefix
+        host = try lab.namespace(prefix + "host")
+        net = try lab.namespace(prefix + "net")
         try lab.connect(host, ["\(Self.hostV4)/24", "\(Self.hostV6)/64"],
                         net, ["\(Self.resolverV4)/24", "\(Self.forgerV4)/24", "\(Self.resolverV6)/64"])
         for prefix in Self.serversV4 {
@@ -57,7 +62,7 @@ public final class NameScenario: Sendable {
         try lab.run(net, ["ip", "-6", "route", "add", "local", Self.serversV6, "dev", "lo"])
         try lab.run(host, ["ip", "-6", "route", "add", Self.serversV6, "via", Self.resolverV6])
         try lab.setResolvers(host, resolvers)
-        zoneFile = lab.directory + "/zone.hosts"
+        zoneFile = lab.directory + "/\(prefix)zone.hosts"
         try (zone.joined(separator: "\n") + "\n").write(toFile: zoneFile, atomically: true, encoding: .utf8)
         resolverArguments = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
                              "--addn-hosts=\(zoneFile)", "--local-ttl=\(hostsTTL)", "--listen-address=\(Self.resolverV4),\(Self.resolverV6)",
@@ -81,7 +86,7 @@ public final class NameScenario: Sendable {
     public func startResolver() throws {
         try resolver.withLock { current in
             if let current { lab.stop(current, signal: SIGKILL) }
-            current = try lab.spawn(net, resolverArguments, log: lab.directory + "/dnsmasq.log")
+            current = try lab.spawn(net, resolverArguments, log: lab.directory + "/\(prefix)dnsmasq.log")
         }
     }
 
@@ -111,9 +116,9 @@ public final class NameScenario: Sendable {
         return result.succeeded && result.stdout.contains("hello")
     }
 
-    public var database: String { lab.directory + "/cordon.db" }
-    public var socket: String { lab.directory + "/cordon.sock" }
-    public var agentLog: String { lab.directory + "/agent.log" }
+    public var database: String { lab.directory + "/\(prefix)cordon.db" }
+    public var socket: String { lab.directory + "/\(prefix)cordon.sock" }
+    public var agentLog: String { lab.directory + "/\(prefix)agent.log" }
 
     public func startAgent(binary: String, flushInterval: Double = 0.5, extra: [String] = []) throws -> Child {
         try lab.startAgent(in: host, binary: binary,

@@ -61,6 +61,14 @@ struct DNSBenchmark: ParsableCommand {
             try lab.run(scenario.host, [cordon] + arguments + ["--db", scenario.database, "--socket", scenario.socket], timeout: 60)
         }
 
+        // Lookup-then-connect without Cordon, as the baseline of the pairs' time (not of their
+        // failures: without enforcement nothing can refuse them).
+        var plainPairs: [String: Any] = [:]
+        if pairs > 0 {
+            plainPairs = try client(["pairs", "--count", String(min(pairs, 2000)), "--suffix", "rot.example", "--port", "443"])
+            say("# lookup-then-connect without Cordon: \(plainPairs["pairs"] ?? "?") pairs in \(format(plainPairs["seconds"] as? Double ?? .nan, 1)) s, "
+                + "\(plainPairs["connect_failures"] ?? "?") connection failures")
+        }
         var without: [(p50: Double, p99: Double)] = [], with: [(p50: Double, p99: Double)] = []
         var cpuPerThousand: [Double] = [], holdP99: [Double] = [], unanswered = 0
         for run in 1...runs {
@@ -92,6 +100,9 @@ struct DNSBenchmark: ParsableCommand {
                 let result = try client(["pairs", "--count", String(pairs), "--suffix", "rot.example", "--port", "443"])
                 let status = try JSONSerialization.jsonObject(with: Data(try cordonCommand(["status", "--json"]).stdout.utf8)) as? [String: Any]
                 let hold = (status?["names"] as? [String: Any])?["hold"] as? [String: Any]
+                let perPair = (result["seconds"] as? Double ?? .nan) / Double(pairs) * 1000
+                let plainPerPair = (plainPairs["seconds"] as? Double ?? .nan) / Double(plainPairs["pairs"] as? Int ?? 1) * 1000
+                say("# per pair: \(format(plainPerPair, 2)) ms without Cordon, \(format(perPair, 2)) ms enforcing names")
                 say("# lookup-then-connect, \(pairs) pairs to \(pairs) new IPv6 addresses while enforcing: "
                     + "\(result["lookup_failures"] ?? "?") lookup failures, \(result["connect_failures"] ?? "?") connection failures, "
                     + "\(format(result["seconds"] as? Double ?? .nan, 1)) s; holds: ceiling reached \(hold?["ceiling_reached"] ?? "?"), "

@@ -22,7 +22,7 @@ struct AgentCommand: ParsableCommand {
     var config: String?
 
     @Option(name: .customLong("collector"), help: ArgumentHelp(
-        "Management collector, always reachable over TCP and checked after enforce (repeatable).", valueName: "address:port"))
+        "Management collector, always reachable over TCP and checked after enforce (repeatable); by address or by name.", valueName: "host:port"))
     var collectors: [String] = []
 
     @Option(name: .customLong("resolver"), help: ArgumentHelp(
@@ -82,7 +82,10 @@ struct AgentCommand: ParsableCommand {
         if let flushInterval { settings.flushInterval = flushInterval }
         // A list on the command line replaces the config file's list of the same kind.
         let overrides = try managementOverrides()
-        if !collectors.isEmpty { settings.management.collectors = overrides.collectors }
+        if !collectors.isEmpty {
+            settings.management.collectors = overrides.collectors
+            settings.management.collectorNames = overrides.collectorNames
+        }
         if !resolvers.isEmpty { settings.management.resolvers = overrides.resolvers }
         if !extraAllow.isEmpty { settings.management.extra = overrides.extra }
 
@@ -111,10 +114,14 @@ struct AgentCommand: ParsableCommand {
 
     private func managementOverrides() throws -> ManagementChannel {
         do {
-            return ManagementChannel(
-                collectors: try collectors.map { text throws(ManagementChannel.ParseError) in try ManagementChannel.collector(text) },
+            let (byAddress, byName) = ManagementChannel.split(
+                try collectors.map { text throws(ManagementChannel.ParseError) in try ManagementChannel.collectorTarget(text) })
+            var channel = ManagementChannel(
+                collectors: byAddress,
                 resolvers: try resolvers.map { text throws(ManagementChannel.ParseError) in try ManagementChannel.resolver(text) },
                 extra: try extraAllow.map { text throws(ManagementChannel.ParseError) in try ManagementChannel.extra(text) })
+            channel.collectorNames = byName
+            return channel
         } catch {
             throw ValidationError(error.description)
         }

@@ -108,12 +108,49 @@ struct DemoCommand: ParsableCommand {
         say(try lab.run(nil, [cordon, "rulesets", "--db", database]).stdout, terminator: "")
 
         try enforce(lab, scenario: scenario, cordon: cordon, database: database, socket: socket)
+        try names(lab, cordon: cordon)
         try fleet(lab)
 
         step("Done. Namespaces and files are being removed.")
         say("   Next: `cordon flows --json` for machine-readable output; Docs/rulesets.md for the ruleset format;")
         say("   Docs/operations.md for enforcing on a real host (collectors, the confirm window, recovery);")
         say("   Docs/fleet.md and Docs/openapi.json for cordon-server.")
+    }
+
+    /// Names: a service whose addresses move, allowed by its name; everything else refused.
+    private func names(_ lab: Lab, cordon: String) throws {
+        step("Names: a host that reaches api.snapcraft.io over HTTPS, resolved by a real resolver (dnsmasq) whose zone we control")
+        let zone = ["203.0.113.10 api.snapcraft.io", "203.0.113.60 elsewhere.example"]
+        let names = try NameScenario(lab: lab, zone: zone, prefix: "dns-")
+        say("   dns-host \(NameScenario.hostV4)  <->  dns-net: resolver \(NameScenario.resolverV4), servers on 203.0.113.0/24")
+        let agent = try names.startAgent(binary: cordon)
+        func run(_ arguments: [String]) throws -> CommandResult {
+            try lab.run(names.host, [cordon] + arguments + ["--db", names.database, "--socket", names.socket], timeout: 60)
+        }
+        func connect(_ name: String) throws -> String { try names.connect(name) ? "connected" : "refused" }
+        say("   discovery: api.snapcraft.io \(try connect("api.snapcraft.io")), elsewhere.example \(try connect("elsewhere.example"))")
+        usleep(800_000)
+        step("cordon flows --port 443 — the flows carry the names they were looked up by (NAME)")
+        say(try run(["flows", "--port", "443"]).stdout, terminator: "")
+        step("cordon names — what the resolver's answers taught")
+        say(try run(["names"]).stdout, terminator: "")
+        step("Approving a ruleset that allows api.snapcraft.io by name (and nothing else on 443), then enforcing it")
+        let file = lab.directory + "/dns-by-name.yaml"
+        let ruleset = "networks:\n  - name: snap-store\n    entries: [api.snapcraft.io]\n    services: [tcp/443]\noutgoing:\n  - to: snap-store\n"
+        try ruleset.write(toFile: file, atomically: true, encoding: .utf8)
+        say(ruleset, terminator: "")
+        let approved = try lab.run(names.host, [cordon, "approve", file, "--operator", "demo", "--accept-risk", "--db", names.database])
+        say(approved.stdout + approved.stderr, terminator: "")
+        let enforced = try run(["enforce", "--operator", "demo"])
+        say(enforced.stdout + enforced.stderr, terminator: "")
+        _ = try run(["confirm", "--operator", "demo"])
+        for address in ["203.0.113.11", "203.0.113.12"] {
+            try names.setZone(zone.filter { !$0.hasSuffix("api.snapcraft.io") } + ["\(address) api.snapcraft.io"])
+            say("   the zone moves api.snapcraft.io to \(address): \(try connect("api.snapcraft.io")) (its answer was held until the address was allowed)")
+        }
+        say("   elsewhere.example (not in the ruleset): \(try connect("elsewhere.example"))")
+        say("   203.0.113.99 (no name gave it): \(try connect("203.0.113.99"))")
+        lab.stop(agent)
     }
 
     /// The fleet: cordon-server with a throwaway PostgreSQL, two agents, one isolated remotely and released.

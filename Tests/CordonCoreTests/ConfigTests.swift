@@ -41,10 +41,11 @@ import Testing
     }
 
     @Test func aBadManagementEntryNamesLineFieldAndValue() throws {
-        let path = try write("database: /tmp/x.db\ncollectors: [\"collector.example:9000\"]\n")
+        // A collector may be a name (issue 11), but not a wildcard.
+        let path = try write("database: /tmp/x.db\ncollectors: [\"*.collector.example:9000\"]\n")
         defer { unlink(path) }
         let error = try #require(throws: ConfigError.self) { try AgentConfig.load(path: path) }
-        #expect(error.description.hasPrefix("\(path):2: collectors: 'collector.example:9000': "), "\(error)")
+        #expect(error.description.hasPrefix("\(path):2: collectors: '*.collector.example:9000': "), "\(error)")
     }
 
     @Test func errorsNameFileLineAndField() throws {

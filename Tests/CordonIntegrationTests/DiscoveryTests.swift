@@ -154,6 +154,8 @@ struct DiscoveryTests {
         #expect(output.contains("tables back after") && output.contains("s: true"))
         #expect(output.contains("released: the host is back in its previous mode"))
         #expect(output.contains("decision log intact"))
+        #expect(output.contains("the zone moves api.snapcraft.io to 203.0.113.12: connected"))
+        #expect(output.contains("elsewhere.example (not in the ruleset): refused"))
         let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? [])
             .filter { $0.hasPrefix("\(Lab.namePrefix)\(demo.pid)x") }
         #expect(leftovers.isEmpty, "namespaces left: \(leftovers)")

@@ -109,6 +109,23 @@ struct NameTests {
         #expect(!dns.isEmpty && dns.allSatisfy { ($0["remote_names"] as? [String]) == [] })
         let text = try lab.run(nil, [cordon, "flows", "--db", scenario.database, "--port", "443"]).stdout
         #expect(text.contains("NAME") && text.contains("api.snapcraft.io"), "the text table shows the first name:\n\(text)")
+
+        // propose: the leftover https flows become a candidate by the names asked for, not the CNAME target.
+        let proposal = try lab.run(nil, [cordon, "propose", "--db", scenario.database])
+        #expect(proposal.succeeded, "\(proposal.stderr)")
+        let candidate = proposal.stdout.split(separator: "\n").first { $0.contains("entries:") && $0.contains("api.snapcraft.io") }
+        #expect(candidate?.contains("www.shop.example") == true && candidate?.contains("shop.cdn.example") == false,
+                "the https candidate by name:\n\(proposal.stdout)")
+        // review: a ruleset by name allows the recorded flows its names match, and nothing else on 443.
+        let ruleset = lab.directory + "/by-name.yaml"
+        try "networks:\n  - name: store\n    entries: [api.snapcraft.io, \"*.shop.example\"]\n    services: [tcp/443]\noutgoing:\n  - to: store\n"
+            .write(toFile: ruleset, atomically: true, encoding: .utf8)
+        let review = try lab.run(nil, [cordon, "review", ruleset, "--json", "--db", scenario.database])
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(review.stdout.utf8)) as? [String: Any], "\(review.stdout)\(review.stderr)")
+        let allowed = (report["allowed"] as? [[String: Any]] ?? []).compactMap { $0["remote_address"] as? String }
+        #expect(Set(allowed) == ["203.0.113.10", "203.0.113.20"], "\(allowed)")
+        let rejected443 = (report["rejected"] as? [[String: Any]] ?? []).filter { $0["remote_port"] as? Int == 443 }.compactMap { $0["remote_address"] as? String }
+        #expect(rejected443.contains("203.0.113.30") && !rejected443.contains("203.0.113.10"))
     }
 
     @Test("an address is named only by answers that preceded the connection: a connection opened before any lookup carries none")
@@ -220,5 +237,43 @@ struct NameTests {
         #expect(try scenario.connect("203.0.113.13"), "after a restart the address learned before it is still allowed")
         #expect(try scenario.connect("api.snapcraft.io"))
         #expect(lab.stop(restarted) == 0)
+    }
+
+    @Test("a collector given by name is in the channel at its addresses, reachable while enforcing and isolated, and follows the name when it moves")
+    func collectorByName() throws {
+        let cordon = try Integration.cordon()
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let zone = ["203.0.113.200 collector.example"]
+        let scenario = try NameScenario(lab: lab, zone: zone)
+        _ = try lab.spawn(scenario.net, ["socat", "TCP-LISTEN:9000,fork,reuseaddr", "PIPE"])
+        usleep(300_000)
+        let agent = try scenario.startAgent(binary: cordon, extra: ["--collector", "collector.example:9000"])
+        func run(_ arguments: [String]) throws -> CommandResult { try self.cordon(lab, cordon, scenario, arguments) }
+        func reaches(_ address: String) throws -> Bool { try scenario.connect(address, port: 9000) }
+        let status = try run(["status"]).stdout
+        #expect(status.contains("collector 203.0.113.200:9000") && status.contains("collector.example:9000 (by name)"), "\(status)")
+        try approve(lab, cordon, scenario, Self.byName)
+        let enforce = try run(["enforce", "--operator", "ivy"])
+        #expect(enforce.succeeded, "the check reached the collector by its resolved address: \(enforce.stdout)\(enforce.stderr)")
+        #expect(try run(["confirm", "--operator", "ivy"]).succeeded)
+        #expect(try reaches("203.0.113.200"))
+        #expect(!(try reaches("203.0.113.202")), "only the collector's address is in the channel")
+        #expect(try run(["isolate", "--operator", "ivy", "--reason", "test"]).succeeded)
+        #expect(try reaches("203.0.113.200"), "isolated, the collector stays reachable")
+        // The name moves; SIGHUP makes the agent resolve it now rather than within 30 s.
+        try scenario.setZone(["203.0.113.201 collector.example"])
+        agent.signal(SIGHUP)
+        var moved = false
+        for _ in 0..<50 where !moved {
+            usleep(200_000)
+            moved = try run(["status"]).stdout.contains("collector 203.0.113.201:9000")
+        }
+        #expect(moved, "the channel follows the name")
+        #expect(try reaches("203.0.113.201"), "isolated, the collector's new address is reachable")
+        #expect(try reaches("203.0.113.200"), "its old address stays for sessions still open to it")
+        #expect(!(try reaches("203.0.113.202")))
+        let log = try run(["log"]).stdout
+        #expect(log.contains("collector collector.example"), "the re-install is in the decision log:\n\(log)")
     }
 }
