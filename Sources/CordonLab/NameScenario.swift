@@ -46,7 +46,7 @@ public final class NameScenario: Sendable {
 
     ///   - prefix: before the namespaces' roles and the files' names, when other scenarios share the lab.
     public init(lab: Lab, zone: [String] = [], records: [String] = [], hostsTTL: Int = 300,
-                resolvers: [String] = [NameScenario.resolverV4], prefix: String = "") throws {
+                resolvers: [String] = [NameScenario.resolverV4], prefix: String = "", servers: Bool = true) throws {
         let missing = Self.missingTools()
         guard missing.isEmpty else { throw LabError("missing tools: apt-get install -y \(missing.joined(separator: " "))") }
         self.lab = lab
@@ -70,13 +70,16 @@ public final class NameScenario: Sendable {
                              "--log-facility=-", "--cache-size=0"] + records
         resolver = Mutex(nil)
         try startResolver()
-        for port in Self.ports {
-            _ = try lab.spawn(net, ["socat", "TCP6-LISTEN:\(port),fork,reuseaddr,ipv6only=0", "PIPE"])
+        // Without `servers` the caller brings its own listeners (a benchmark's, that does not fork).
+        if servers {
+            for port in Self.ports {
+                _ = try lab.spawn(net, ["socat", "TCP6-LISTEN:\(port),fork,reuseaddr,ipv6only=0,backlog=1024", "PIPE"])
+            }
         }
         for _ in 0..<200 {
             let dns = try lab.run(net, ["ss", "-Hlun", "sport = :53"]).stdout
             let web = try lab.run(net, ["ss", "-Hltn", "sport = :80"]).stdout
-            if dns.contains(Self.resolverV4), web.contains(":80") { return }
+            if dns.contains(Self.resolverV4), web.contains(":80") || !servers { return }
             usleep(20_000)
         }
         throw LabError("the resolver or the servers did not start listening")

@@ -18,7 +18,7 @@ struct DNSBenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "dns",
                                                     abstract: "DNS latency through name enforcement, lookup-then-connect failures, hold time, agent CPU (needs root).")
 
-    @Option(help: "Runs (each: without Cordon, then enforcing).") var runs: Int = 3
+    @Option(help: "Runs (each: without Cordon, then enforcing).") var runs: Int = 5
     @Option(help: "Lookups per second of unique names.") var rate: Int = 1000
     @Option(help: "Seconds of lookups per phase.") var seconds: Int = 10
     @Option(help: "Lookup-then-connect pairs (after the runs), each to a new address.") var pairs: Int = 10_000
@@ -42,7 +42,11 @@ struct DNSBenchmark: ParsableCommand {
         let lab = try Lab()
         defer { lab.cleanup() }
         let zone = (1...max(1, pairs)).map { "2001:db8:cafe::\(String($0, radix: 16)) n\($0).rot.example" }
-        let scenario = try NameScenario(lab: lab, zone: zone, records: ["--address=/bench.example/203.0.113.7"])
+        let scenario = try NameScenario(lab: lab, zone: zone, records: ["--address=/bench.example/203.0.113.7"], servers: false)
+        // Its own listener: socat forks a process per connection, which on two vCPUs made
+        // connections wait in the backlog (a SYN retried after a second) and the lookups slow.
+        _ = try lab.spawn(scenario.net, [bench, "dns-client", "serve", "--port", "443"])
+        for _ in 0..<100 where !(try lab.run(scenario.net, ["ss", "-Hltn", "sport = :443"]).stdout.contains(":443")) { usleep(50_000) }
         let file = lab.directory + "/names.yaml"
         try Self.ruleset.write(toFile: file, atomically: true, encoding: .utf8)
 
@@ -140,7 +144,8 @@ struct DNSClientCommand: ParsableCommand {
         switch mode {
         case "latency": try latency()
         case "pairs": try pairs()
-        default: throw ValidationError("mode: latency or pairs")
+        case "serve": try serve()
+        default: throw ValidationError("mode: latency, pairs or serve")
         }
     }
 
@@ -195,6 +200,24 @@ struct DNSClientCommand: ParsableCommand {
         let sorted = latencies.sorted()
         func at(_ q: Double) -> Double { sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
         print("{\"answered\": \(sorted.count), \"unanswered\": \(total - sorted.count), \"p50_us\": \(at(0.5)), \"p99_us\": \(at(0.99))}")
+    }
+
+    /// Accepts and closes connections on `port` (IPv4 and IPv6) until killed; no process per connection.
+    private func serve() throws {
+        let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw LabError("socket: \(errno)") }
+        var zero: Int32 = 0, one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &zero, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in6()
+        address.sin6_family = sa_family_t(AF_INET6)
+        address.sin6_port = UInt16(port).bigEndian
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+        guard bound == 0, listen(fd, 4096) == 0 else { throw LabError("bind/listen: \(errno)") }
+        while true {
+            let client = accept(fd, nil, nil)
+            if client >= 0 { close(client) }
+        }
     }
 
     private func pairs() throws {
