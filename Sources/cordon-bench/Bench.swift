@@ -16,6 +16,11 @@ struct Bench: ParsableCommand {
     )
 }
 
+/// `SOCK_DGRAM` as `socket(2)` takes it, named in a file that does not import CordonNftables: in
+/// files that do, the debug build no longer finds glibc's constant (CordonNftables' internal C
+/// module includes <sys/socket.h> too).
+let datagramSocket = Int32(SOCK_DGRAM.rawValue)
+
 /// CPU time and memory of a process, from /proc.
 struct ProcessSample {
     /// user + system seconds.

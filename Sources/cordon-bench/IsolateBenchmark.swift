@@ -153,7 +153,7 @@ final class EchoFlow: Sendable {
 
     /// Echoes every datagram to its sender until stopped; failed sends (dropped) are ignored.
     func serve(port: UInt16) throws {
-        let fd = socket(AF_INET, Int32(Glibc.SOCK_DGRAM.rawValue), 0)
+        let fd = socket(AF_INET, datagramSocket, 0)
         guard fd >= 0 else { throw ValidationError("udp socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var local = sockaddr_in()
@@ -180,7 +180,7 @@ final class EchoFlow: Sendable {
     }
 
     func run(to address: String, port: UInt16) throws {
-        let fd = socket(AF_INET, Int32(Glibc.SOCK_DGRAM.rawValue), 0)
+        let fd = socket(AF_INET, datagramSocket, 0)
         guard fd >= 0 else { throw ValidationError("udp socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         // One source port for every run: the host's echo server answers the first peer it saw.

@@ -192,6 +192,7 @@ struct NameTests {
         defer { lab.cleanup() }
         let zone = ["203.0.113.10 api.snapcraft.io", "203.0.113.60 other.example", "203.0.113.61 a.s3.example",
                     "203.0.113.62 a.b.s3.example", "203.0.113.63 s3.example", "203.0.113.64 x.y.deep.example"]
+            + (1...200).map { "198.51.100.\($0) many.s3.example" }
         let scenario = try NameScenario(lab: lab, zone: zone,
                                         records: ["--host-record=six.s3.example,2001:db8:cafe::61", "--host-record=zero.s3.example,203.0.113.65,0"])
         let agent = try scenario.startAgent(binary: cordon)
@@ -220,12 +221,30 @@ struct NameTests {
         #expect(try scenario.connect("x.y.deep.example"), "**. allows any depth")
         #expect(try scenario.connect("six.s3.example", family: "TCP6"), "AAAA answers fill the IPv6 set")
         #expect(try scenario.connect("zero.s3.example"), "TTL 0: the floor keeps the address for the connection")
+        // 200 records: truncated over UDP, retried over TCP; the TCP answer is held like any other.
+        let many = try scenario.lookup("many.s3.example", family: "ahostsv4")
+        #expect(many.count == 200)
+        let set = try lab.run(scenario.host, ["nft", "list", "set", "inet", "cordon", "names_1_v4"]).stdout
+        #expect(set.components(separatedBy: "198.51.100.").count - 1 == 200, "all 200 addresses, most only in the TCP answer, are in the set")
+        #expect(try many.last.map { try scenario.connect($0) } == true)
 
         let status = try #require(try JSONSerialization.jsonObject(with: Data(try self.cordon(lab, cordon, scenario, ["status", "--json"]).stdout.utf8)) as? [String: Any])
         let hold = try #require((status["names"] as? [String: Any])?["hold"] as? [String: Any], "\(status)")
         #expect(hold["bound"] as? Bool == true)
         #expect((hold["updates"] as? Int ?? 0) >= 5)
         #expect(hold["failed_updates"] as? Int == 0 && hold["ceiling_reached"] as? Int == 0)
+
+        // An element's expiry (here: deleted at once) ends no connection already open; it only
+        // keeps new ones out until the next lookup.
+        let session = try lab.spawn(scenario.host, ["sh", "-c", "(echo one; sleep 2; echo two) | socat -T5 - TCP:203.0.113.13:443 > \(lab.directory)/session.out"])
+        usleep(700_000)
+        let deleted = try lab.run(scenario.host, ["nft", "delete", "element", "inet", "cordon", "names_1_v4", "{ 203.0.113.13 }"])
+        #expect(deleted.succeeded, "\(deleted.stderr)")
+        #expect(!(try scenario.connect("203.0.113.13")), "a new connection needs the element")
+        _ = session.wait(timeout: 10)
+        let echoed = (try? String(contentsOfFile: lab.directory + "/session.out", encoding: .utf8)) ?? ""
+        #expect(echoed.contains("one") && echoed.contains("two"), "the session opened before the expiry kept working: \(echoed)")
+        #expect(try scenario.connect("api.snapcraft.io"), "the next lookup puts it back")
 
         // The agent killed: lookups still answer (bypass), learned addresses stay allowed.
         agent.signal(SIGKILL)
