@@ -16,10 +16,11 @@ struct Bench: ParsableCommand {
     )
 }
 
-/// `SOCK_DGRAM` as `socket(2)` takes it, named in a file that does not import CordonNftables: in
-/// files that do, the debug build no longer finds glibc's constant (CordonNftables' internal C
-/// module includes <sys/socket.h> too).
-let datagramSocket = Int32(SOCK_DGRAM.rawValue)
+/// The socket types `socket(2)` takes, as Linux numbers them (every architecture Cordon builds
+/// for; MIPS alone differs). Named here because in a clean build of this target glibc's
+/// `SOCK_STREAM`/`SOCK_DGRAM` are not found: <sys/socket.h> is also included by CordonNftables'
+/// internal C module, which then owns the enum.
+let streamSocket: Int32 = 1, datagramSocket: Int32 = 2, rawSocket: Int32 = 3
 
 /// CPU time and memory of a process, from /proc.
 struct ProcessSample {

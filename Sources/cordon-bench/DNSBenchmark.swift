@@ -157,7 +157,7 @@ struct DNSClientCommand: ParsableCommand {
     }
 
     private func latency() throws {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        let fd = socket(AF_INET, datagramSocket, 0)
         guard fd >= 0 else { throw LabError("socket: \(errno)") }
         defer { close(fd) }
         var address = sockaddr_in()
@@ -204,7 +204,7 @@ struct DNSClientCommand: ParsableCommand {
 
     /// Accepts and closes connections on `port` (IPv4 and IPv6) until killed; no process per connection.
     private func serve() throws {
-        let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET6, streamSocket, 0)
         guard fd >= 0 else { throw LabError("socket: \(errno)") }
         var zero: Int32 = 0, one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &zero, socklen_t(MemoryLayout<Int32>.size))
@@ -227,7 +227,7 @@ struct DNSClientCommand: ParsableCommand {
         for index in 1...count where monotonic() - start < 600 {
             var hints = addrinfo()
             hints.ai_family = AF_INET6
-            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+            hints.ai_socktype = streamSocket
             var result: UnsafeMutablePointer<addrinfo>?
             guard getaddrinfo("n\(index).\(suffix)", String(port), &hints, &result) == 0, let info = result else {
                 lookupFailures += 1

@@ -14,7 +14,7 @@ struct GenerateCommand: ParsableCommand {
     @OptionGroup var load: LoadOptions
 
     func run() throws {
-        let fd = socket(AF_INET, Int32(SOCK_RAW.rawValue), Int32(IPPROTO_RAW))
+        let fd = socket(AF_INET, rawSocket, Int32(IPPROTO_RAW))
         guard fd >= 0 else { throw ValidationError("raw socket: \(String(cString: strerror(errno)))") }
         var sendBuffer: Int32 = 8 << 20
         setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sendBuffer, socklen_t(MemoryLayout<Int32>.size))

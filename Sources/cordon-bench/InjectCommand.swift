@@ -19,7 +19,7 @@ struct InjectCommand: ParsableCommand {
     @OptionGroup var load: LoadOptions
 
     func run() throws {
-        let fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue), NETLINK_NETFILTER)
+        let fd = socket(AF_NETLINK, rawSocket, NETLINK_NETFILTER)
         guard fd >= 0 else { throw ValidationError("netlink socket: \(String(cString: strerror(errno)))") }
         var size: Int32 = 8 << 20
         setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size))
