@@ -138,30 +138,16 @@ extension NftablesBackend {
             // Expiring elements (the confirmation switch) count by their keys, not by the time
             // they have left: flushing them early is tampering, their clock running is not.
             var keys: [[UInt8]] = []
-            try NetlinkDump.run(NFT_MSG_GETSETELEM, build: { header in
-                let set = nftnl_set_alloc()!
-                defer { nftnl_set_free(set) }
-                nftnl_set_set_str(set, UInt16(NFTNL_SET_TABLE.rawValue), table)
-                nftnl_set_set_str(set, UInt16(NFTNL_SET_NAME.rawValue), name)
-                nftnl_set_elems_nlmsg_build_payload(header, set)
-            }) { header in
-                let set = nftnl_set_alloc()!
-                defer { nftnl_set_free(set) }
-                guard nftnl_set_elems_nlmsg_parse(header, set) == 0, let iterator = nftnl_set_elems_iter_create(set) else { return }
-                defer { nftnl_set_elems_iter_destroy(iterator) }
-                var element = nftnl_set_elems_iter_cur(iterator)
-                while let current = element {
-                    var key: [UInt8] = []
-                    for attribute in [NFTNL_SET_ELEM_KEY, NFTNL_SET_ELEM_KEY_END, NFTNL_SET_ELEM_FLAGS, NFTNL_SET_ELEM_DATA,
-                                      NFTNL_SET_ELEM_VERDICT] {
-                        var length: UInt32 = 0
-                        if let data = nftnl_set_elem_get(current, UInt16(attribute), &length) {
-                            key += UnsafeRawBufferPointer(start: data, count: Int(length))
-                        }
+            try TableQuery.forEachElement(table: table, set: name) { current in
+                var key: [UInt8] = []
+                for attribute in [NFTNL_SET_ELEM_KEY, NFTNL_SET_ELEM_KEY_END, NFTNL_SET_ELEM_FLAGS, NFTNL_SET_ELEM_DATA,
+                                  NFTNL_SET_ELEM_VERDICT] {
+                    var length: UInt32 = 0
+                    if let data = nftnl_set_elem_get(current, UInt16(attribute), &length) {
+                        key += UnsafeRawBufferPointer(start: data, count: Int(length))
                     }
-                    keys.append(key)
-                    element = nftnl_set_elems_iter_next(iterator)
                 }
+                keys.append(key)
             }
             let sorted = keys.sorted { $0.lexicographicallyPrecedes($1) }
             lines.append("set \(name) flags \(flags) elements \(keys.count) " + ContentDigest.hex(bytes: sorted.flatMap { $0 }).prefix(32))

@@ -31,6 +31,29 @@ enum TableQuery {
     }
 }
 
+extension TableQuery {
+    /// Every element of one set, as libnftnl parsed it (valid only inside `each`).
+    static func forEachElement(table: String, set name: String, _ each: (OpaquePointer) -> Void) throws {
+        try NetlinkDump.run(NFT_MSG_GETSETELEM, build: { header in
+            let set = nftnl_set_alloc()!
+            defer { nftnl_set_free(set) }
+            nftnl_set_set_str(set, UInt16(NFTNL_SET_TABLE.rawValue), table)
+            nftnl_set_set_str(set, UInt16(NFTNL_SET_NAME.rawValue), name)
+            nftnl_set_elems_nlmsg_build_payload(header, set)
+        }) { header in
+            let set = nftnl_set_alloc()!
+            defer { nftnl_set_free(set) }
+            guard nftnl_set_elems_nlmsg_parse(header, set) == 0, let iterator = nftnl_set_elems_iter_create(set) else { return }
+            defer { nftnl_set_elems_iter_destroy(iterator) }
+            var element = nftnl_set_elems_iter_cur(iterator)
+            while let current = element {
+                each(current)
+                element = nftnl_set_elems_iter_next(iterator)
+            }
+        }
+    }
+}
+
 extension NftablesBackend {
     public func handle(of table: String) throws -> UInt64? { try TableQuery.handle(of: table) }
 
@@ -70,27 +93,13 @@ extension NftablesBackend {
         }
         var result: [String: [(key: [UInt8], expiresIn: UInt64)]] = [:]
         for name in names {
-            try NetlinkDump.run(NFT_MSG_GETSETELEM, build: { header in
-                let set = nftnl_set_alloc()!
-                defer { nftnl_set_free(set) }
-                nftnl_set_set_str(set, UInt16(NFTNL_SET_TABLE.rawValue), table)
-                nftnl_set_set_str(set, UInt16(NFTNL_SET_NAME.rawValue), name)
-                nftnl_set_elems_nlmsg_build_payload(header, set)
-            }) { header in
-                let set = nftnl_set_alloc()!
-                defer { nftnl_set_free(set) }
-                guard nftnl_set_elems_nlmsg_parse(header, set) == 0, let iterator = nftnl_set_elems_iter_create(set) else { return }
-                defer { nftnl_set_elems_iter_destroy(iterator) }
-                var element = nftnl_set_elems_iter_cur(iterator)
-                while let current = element {
-                    var length: UInt32 = 0
-                    // libnftnl's get_u64 reads whatever is there: ask first.
-                    if nftnl_set_elem_is_set(current, UInt16(NFTNL_SET_ELEM_EXPIRATION)),
-                       let data = nftnl_set_elem_get(current, UInt16(NFTNL_SET_ELEM_KEY), &length) {
-                        let key = Array(UnsafeRawBufferPointer(start: data, count: Int(length)))
-                        result[name, default: []].append((key, nftnl_set_elem_get_u64(current, UInt16(NFTNL_SET_ELEM_EXPIRATION))))
-                    }
-                    element = nftnl_set_elems_iter_next(iterator)
+            try TableQuery.forEachElement(table: table, set: name) { current in
+                var length: UInt32 = 0
+                // libnftnl's get_u64 reads whatever is there: ask first.
+                if nftnl_set_elem_is_set(current, UInt16(NFTNL_SET_ELEM_EXPIRATION)),
+                   let data = nftnl_set_elem_get(current, UInt16(NFTNL_SET_ELEM_KEY), &length) {
+                    let key = Array(UnsafeRawBufferPointer(start: data, count: Int(length)))
+                    result[name, default: []].append((key, nftnl_set_elem_get_u64(current, UInt16(NFTNL_SET_ELEM_EXPIRATION))))
                 }
             }
         }
