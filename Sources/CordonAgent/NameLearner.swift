@@ -163,6 +163,7 @@ final class NameLearner: Sendable {
             defer { done.signal() }
             var streams = DNSStreams()
             var lastExpiry = TimeText.now()
+            var reported: UInt64 = 0
             while !stopping.load(ordering: .relaxed) {
                 do {
                     let now = TimeText.now()
@@ -175,7 +176,10 @@ final class NameLearner: Sendable {
                         streams.expire(idleFor: Self.streamIdleSeconds, at: now)
                         lastExpiry = now
                     }
-                    book.noteAbandoned(streams.counters.abandonedStreams)
+                    if streams.counters.abandonedStreams != reported {
+                        reported = streams.counters.abandonedStreams
+                        book.noteAbandoned(reported)
+                    }
                 } catch PacketLogError.closed {
                     return
                 } catch {

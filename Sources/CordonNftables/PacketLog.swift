@@ -72,7 +72,7 @@ public final class PacketLog: Sendable {
 
     /// Wakes the reader through a pipe it polls together with the netlink socket.
     public struct Waker: Sendable {
-        let pipe: WakePipe
+        fileprivate let pipe: WakePipe
         public func wake() {
             pipe.wake()
         }

@@ -22,7 +22,6 @@ public final class PacketQueue: Sendable {
     }
 
     public let number: UInt16
-    public let waker: PacketLog.Waker
     private let pipe: WakePipe
     private let state: Mutex<ReadState>
 
@@ -72,7 +71,6 @@ public final class PacketQueue: Sendable {
             throw error
         }
         self.number = number
-        waker = PacketLog.Waker(pipe: pipe)
         state = Mutex(readState)
     }
 

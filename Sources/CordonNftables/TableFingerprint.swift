@@ -115,15 +115,7 @@ extension NftablesBackend {
             lines.append("rule \(chain) " + ContentDigest.hex(bytes: Array(buffer[16..<length])).prefix(32))
         }
         var sets: [(name: String, flags: UInt32)] = []
-        try NetlinkDump.run(NFT_MSG_GETSET, build: { header in
-            let set = nftnl_set_alloc()!
-            defer { nftnl_set_free(set) }
-            nftnl_set_set_str(set, UInt16(NFTNL_SET_TABLE.rawValue), table)
-            nftnl_set_nlmsg_build_payload(header, set)
-        }) { header in
-            let set = nftnl_set_alloc()!
-            defer { nftnl_set_free(set) }
-            guard nftnl_set_nlmsg_parse(header, set) == 0 else { return }
+        try TableQuery.forEachSet(table: table) { set in
             sets.append((String(cString: nftnl_set_get_str(set, UInt16(NFTNL_SET_NAME.rawValue))),
                          nftnl_set_get_u32(set, UInt16(NFTNL_SET_FLAGS.rawValue))))
             lines.append("set \(sets.last!.name) key type \(nftnl_set_get_u32(set, UInt16(NFTNL_SET_KEY_TYPE.rawValue))) length "

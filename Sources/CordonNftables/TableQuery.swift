@@ -32,6 +32,21 @@ enum TableQuery {
 }
 
 extension TableQuery {
+    /// Every set of a table, as libnftnl parsed it (valid only inside `each`).
+    static func forEachSet(table: String, _ each: (OpaquePointer) -> Void) throws {
+        try NetlinkDump.run(NFT_MSG_GETSET, build: { header in
+            let set = nftnl_set_alloc()!
+            defer { nftnl_set_free(set) }
+            nftnl_set_set_str(set, UInt16(NFTNL_SET_TABLE.rawValue), table)
+            nftnl_set_nlmsg_build_payload(header, set)
+        }) { header in
+            let set = nftnl_set_alloc()!
+            defer { nftnl_set_free(set) }
+            guard nftnl_set_nlmsg_parse(header, set) == 0 else { return }
+            each(set)
+        }
+    }
+
     /// Every element of one set, as libnftnl parsed it (valid only inside `each`).
     static func forEachElement(table: String, set name: String, _ each: (OpaquePointer) -> Void) throws {
         try NetlinkDump.run(NFT_MSG_GETSETELEM, build: { header in
@@ -79,15 +94,7 @@ extension NftablesBackend {
     /// carries over so that addresses learned just before it (not yet in the database) stay allowed.
     public func nameSetElements(table: String) throws -> [String: [(key: [UInt8], expiresIn: UInt64)]] {
         var names: [String] = []
-        try NetlinkDump.run(NFT_MSG_GETSET, build: { header in
-            let set = nftnl_set_alloc()!
-            defer { nftnl_set_free(set) }
-            nftnl_set_set_str(set, UInt16(NFTNL_SET_TABLE.rawValue), table)
-            nftnl_set_nlmsg_build_payload(header, set)
-        }) { header in
-            let set = nftnl_set_alloc()!
-            defer { nftnl_set_free(set) }
-            guard nftnl_set_nlmsg_parse(header, set) == 0 else { return }
+        try TableQuery.forEachSet(table: table) { set in
             let name = String(cString: nftnl_set_get_str(set, UInt16(NFTNL_SET_NAME.rawValue)))
             if CordonTables.isNameSet(name) { names.append(name) }
         }
