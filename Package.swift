@@ -27,6 +27,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        // Operations: Prometheus metrics through swift-metrics.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // One C module per system library, each with a prefixed shim for what Swift cannot import.
@@ -58,7 +61,7 @@ let package = Package(
             .product(name: "NIOFoundationCompat", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio")]),
         // The server: an application builder, one controller per resource, one store per aggregate.
         .target(name: "CordonServer", dependencies: [
-            "CordonWire", "CordonCore",
+            "CordonWire", "CordonCore", "CordonTelemetry",
             .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdTLS", package: "hummingbird"),
             .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
             .product(name: "X509", package: "swift-certificates"),
@@ -69,10 +72,16 @@ let package = Package(
         .target(
             name: "CordonAgent",
             dependencies: ["CordonCore", "CordonStore", "CordonConntrack", "CordonNftables", "CNftnl", "CordonNetlink", "Yams",
-                           "CordonWire", "CordonFleetClient",
+                           "CordonWire", "CordonFleetClient", "CordonTelemetry",
                            .product(name: "SystemPackage", package: "swift-system"),
                            .product(name: "Logging", package: "swift-log")]
         ),
+
+        // What the agent and the server share for operations: log lines (text for journald, JSON
+        // for shippers), the service manager's notifications, the Prometheus endpoint.
+        .target(name: "CordonTelemetry", dependencies: [
+            .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"), .product(name: "Hummingbird", package: "hummingbird")]),
 
         // Throwaway network namespaces for the demo, the integration tests and the benchmarks.
         .target(name: "CordonLab"),
@@ -80,12 +89,12 @@ let package = Package(
         .executableTarget(
             name: "cordon",
             // cordon-server: built with it, for the demo's fleet part.
-            dependencies: ["CordonAgent", "CordonNftables", "CordonLab", "CordonFleetClient", "CordonWire", "Yams", "cordon-server", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["CordonAgent", "CordonNftables", "CordonLab", "CordonFleetClient", "CordonWire", "CordonTelemetry", "Yams", "cordon-server", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "cordon-server",
-            dependencies: ["CordonServer", "CordonCore", "CordonWire", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["CordonServer", "CordonCore", "CordonWire", "CordonTelemetry", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
@@ -95,7 +104,7 @@ let package = Package(
 
         .testTarget(
             name: "CordonCoreTests",
-            dependencies: ["CordonCore", "CordonStore", "CordonAgent", .product(name: "GRDB", package: "GRDB.swift"),
+            dependencies: ["CordonCore", "CordonStore", "CordonAgent", "CordonTelemetry", .product(name: "GRDB", package: "GRDB.swift"),
                            .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "CordonIntegrationTests", dependencies: ["CordonCore", "CordonStore", "CordonAgent", "CordonNftables", "CordonLab", "cordon", "cordon-bench",

@@ -5,8 +5,10 @@ import CordonConntrack
 import CordonCore
 import CordonNftables
 import CordonStore
+import CordonTelemetry
 import CordonWire
 import Foundation
+import Hummingbird
 import Logging
 import Synchronization
 
@@ -25,14 +27,21 @@ public final class Agent: Sendable {
     private let flushErrors = Atomic<UInt64>(0)
     private let startedAt = TimeText.now()
     /// agent_state entry holding the conntrack ids counted by the last run that are still alive.
-    static let liveConnectionsState = "live_connection_ids"
+    /// Connection keys (id and tuple hash); 0.1.0's bare ids under `live_connection_ids` are
+    /// ignored: after that upgrade a connection open across it counts once more, as after a crash.
+    static let liveConnectionsState = "live_connection_keys"
 
     /// The collectors given by name, resolved while the agent runs.
     private let collectorNames: CollectorNames
+    private let metrics = AgentMetrics()
+    /// systemd's `Type=notify`: READY once the tables are in and the socket answers, STATUS on
+    /// every change of mode or isolation, WATCHDOG from the main loop.
+    private let notifier: SystemdNotifier
 
-    public init(config: AgentConfig, logger: Logger) {
+    public init(config: AgentConfig, logger: Logger, notifier: SystemdNotifier = SystemdNotifier()) {
         self.config = config
         self.logger = logger
+        self.notifier = notifier
         collectorNames = CollectorNames(config.management.collectorNames)
     }
 
@@ -62,7 +71,7 @@ public final class Agent: Sendable {
         for (key, stats) in try store.loadAll() { aggregator.load(key, stats) }
         let recorder = FlowRecorder(aggregator: aggregator)
         if let saved = try store.state(Self.liveConnectionsState) {
-            recorder.adoptLiveConnections(saved.split(separator: ",").compactMap { UInt32($0) })
+            recorder.adoptLiveConnections(saved.split(separator: ",").compactMap { UInt64($0) })
         }
         let names = NameBook(table: try store.loadNames(limits: config.nameLimits))
         logger.info("database \(config.database): \(recorder.flowCount) flow aggregates carried over, \(names.counters.names) names")
@@ -108,6 +117,7 @@ public final class Agent: Sendable {
                                                            logGroup: config.logGroup, probe: probe)
             environment.nameElements = { ruleset, version in names.elements(for: ruleset, version: version, now: TimeText.now()) }
             environment.namesUnavailable = { namesUnavailable }
+            environment.applied = { [metrics] duration, ok in metrics.applied(in: duration, ok: ok) }
             runner = try TransitionRunner(backend: backend, store: store, environment: environment, logger: logger)
             inForce.runner = runner
             try runner.start()
@@ -175,20 +185,24 @@ public final class Agent: Sendable {
             fleetLink.start()
             logger.info("reporting to \(fleet.server.absoluteString); its address is part of the management channel")
         }
+        // What `cordon status` answers; the metrics mirror the same numbers.
+        let fullStatus: @Sendable () -> StatusReport = { [self] in
+            var report = status(recorder: recorder, store: store, backend: backend, runner: runner, receiveBuffer: capture.receiveBuffer)
+            report.degraded = tableGuard.degraded.load(ordering: .relaxed)
+            report.guardRestores = tableGuard.restores.load(ordering: .relaxed)
+            report.guardEscalations = tableGuard.escalations.load(ordering: .relaxed)
+            report.unrecorded = runner.unrecorded
+            report.releasing = runner.snapshot.isolation.releasing != nil
+            report.fleet = link.current?.status
+            report.names = names.counters
+            report.names?.hold = holder?.counters
+            return report
+        }
         control.serve { [self] command in
             func answer(_ value: some Encodable) -> Data { (try? JSONEncoder().encode(value)) ?? Data() }
             switch command {
             case .status:
-                var report = status(recorder: recorder, store: store, backend: backend, runner: runner, receiveBuffer: capture.receiveBuffer)
-                report.degraded = tableGuard.degraded.load(ordering: .relaxed)
-                report.guardRestores = tableGuard.restores.load(ordering: .relaxed)
-                report.guardEscalations = tableGuard.escalations.load(ordering: .relaxed)
-                report.unrecorded = runner.unrecorded
-                report.releasing = runner.snapshot.isolation.releasing != nil
-                report.fleet = link.current?.status
-                report.names = names.counters
-                report.names?.hold = holder?.counters
-                return answer(report)
+                return answer(fullStatus())
             case .enforce(let name, let window):
                 let latest: Int64?
                 do { latest = try store.latestRuleset()?.version } catch {
@@ -207,6 +221,14 @@ public final class Agent: Sendable {
         }
         logger.info("listening on \(config.socket); flushing every \(config.flushInterval) s")
         tableGuard.start()
+        let endpoint = config.metrics.map { address in
+            startMetrics(at: address) { [metrics] in metrics.update(fullStatus(), state: runner.snapshot) }
+        }
+        var announced = Self.serviceStatus(runner.snapshot)
+        notifier.ready(status: announced)
+        let watchdogInterval = notifier.watchdogInterval
+        var lastWatchdog = Self.monotonic()
+        if let watchdogInterval { logger.info("feeding the service manager's watchdog every \(watchdogInterval) s") }
 
         // Wakes a few times a second for the confirmation deadline; flushes on its own schedule.
         let tick = min(0.25, config.flushInterval)
@@ -226,7 +248,20 @@ public final class Agent: Sendable {
             }
             runner.tick()
             link.current?.tick()
+            // Fed here and only here: a main loop stuck in a flush or a transition stops feeding it,
+            // and systemd restarts the agent (the rules stay in the kernel meanwhile).
+            if let watchdogInterval, Self.monotonic() - lastWatchdog >= watchdogInterval {
+                notifier.watchdog()
+                lastWatchdog = Self.monotonic()
+            }
+            let now = Self.serviceStatus(runner.snapshot)
+            if now != announced {
+                notifier.status(now)
+                announced = now
+            }
         }
+        notifier.stopping(status: "stopping: flushing")
+        endpoint?.cancel()
         // Let the event thread read what the kernel already queued, so that the last flush holds
         // every connection reported before the signal.
         stopping.store(true, ordering: .relaxed)
@@ -250,6 +285,34 @@ public final class Agent: Sendable {
     }
 
     private static func monotonic() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+    /// The one line `systemctl status` shows: mode and isolation, which an operator needs first.
+    static func serviceStatus(_ state: HostState) -> String {
+        let e = state.enforcement
+        var text: String
+        switch e.mode {
+        case .discovery: text = "discovery (nothing blocked)"
+        case .enforce:
+            text = "enforcing ruleset \(e.version.map(String.init) ?? "?")"
+            if e.unconfirmed, let deadline = e.confirmDeadline { text += ", unconfirmed: rolls back at \(TimeText.rfc3339(deadline))" }
+        }
+        if state.required.overlay { text = "ISOLATED; " + text }
+        return text
+    }
+
+    /// The Prometheus endpoint, on a task of its own; a failure to listen is logged and leaves the
+    /// agent running: monitoring never stops enforcement.
+    private func startMetrics(at address: MetricsAddress, refresh: @escaping @Sendable () -> Void) -> Task<Void, Never> {
+        let logger = logger
+        let app = MetricsEndpoint.application(at: address, refresh: refresh, logger: logger) {
+            logger.notice("serving metrics on \(address)")
+        }
+        return Task {
+            do { try await app.run() } catch {
+                logger.error("metrics endpoint \(address) failed: \(error)")
+            }
+        }
+    }
 
     private func status(recorder: FlowRecorder, store: FlowStore, backend: NftablesBackend, runner: TransitionRunner,
                         receiveBuffer: Int) -> StatusReport {
@@ -346,8 +409,11 @@ public final class Agent: Sendable {
         let changes = recorder.takeChanges()
         let attributed = names.attribute(recorder.takeOpened())
         let learned = names.takeChanges()
+        let clock = ContinuousClock()
+        let started = clock.now
         do {
             try store.write(changes, names: attributed, learned: learned)
+            metrics.flushed(in: clock.now - started)
             lastFlush.store(TimeText.now(), ordering: .relaxed)
         } catch {
             recorder.restore(changes)

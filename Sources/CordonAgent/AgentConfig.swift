@@ -1,5 +1,7 @@
 import CordonCore
+import CordonTelemetry
 import Foundation
+import Logging
 import Yams
 
 /// Settings of the agent. Precedence: command-line flag, then config file, then the default here.
@@ -23,6 +25,13 @@ public struct AgentConfig: Sendable, Equatable {
     /// Bounds of the names learned from DNS answers (config keys `names_per_address`,
     /// `addresses_per_name`, `names_max`).
     public var nameLimits = NameTable.Limits()
+
+    /// The Prometheus endpoint (`metrics: 127.0.0.1:9464` or `unix:/run/cordon/metrics.sock`); off
+    /// when nil, the default: what a host talks to is not published unless someone asks.
+    public var metrics: MetricsAddress?
+    /// Log lines: `text` (journald-friendly) or `json`, and the least level written.
+    public var logFormat = LogFormat.text
+    public var logLevel = Logger.Level.info
 
     /// The fleet server to enroll with and report to (`--server`); nil runs the host alone.
     public var fleet: FleetSettings?
@@ -136,8 +145,19 @@ public struct AgentConfig: Sendable, Equatable {
                     throw fail("expected MiB between \(receiveBufferRange.lowerBound) and \(receiveBufferRange.upperBound)")
                 }
                 config.receiveBufferMiB = v
+            case "metrics":
+                guard let v = value.string else { throw fail("expected address:port or unix:/path") }
+                do { config.metrics = try MetricsAddress(v) } catch { throw fail("\(error)") }
+            case "log_format":
+                guard let v = value.string.flatMap(LogFormat.init(rawValue:)) else {
+                    throw fail("expected one of \(LogFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                config.logFormat = v
+            case "log_level":
+                guard let v = value.string.flatMap(Logger.Level.init(rawValue:)) else { throw fail("expected one of \(Logger.Level.names)") }
+                config.logLevel = v
             default:
-                throw fail("unknown setting; valid: database, socket, flush_interval, remote_cap, receive_buffer_mib, collectors, resolvers, extra_allow, log_group, addresses_per_name, names_per_address, names_max")
+                throw fail("unknown setting; valid: database, socket, flush_interval, remote_cap, receive_buffer_mib, collectors, resolvers, extra_allow, log_group, addresses_per_name, names_per_address, names_max, metrics, log_format, log_level")
             }
         }
         return config

@@ -28,12 +28,12 @@ public final class FlowRecorder: Sendable {
     private struct State {
         var aggregator: FlowAggregator
         var local = LocalAddresses()
-        /// Conntrack ids of connections already counted and still alive, with the re-sync
-        /// generation they were seen in; a dump counts only ids missing here.
+        /// Connections already counted and still alive (by `connectionKey(id:)`), with the re-sync
+        /// generation they were seen in; a dump counts only connections missing here.
         var live = ConnectionIDTable()
         var generation: UInt32 = 1
         /// Ids destroyed while a dump is in flight: the dump may still list them.
-        var destroyedDuringDump: Set<UInt32> = []
+        var destroyedDuringDump: Set<UInt64> = []
         var dumping = false
         var counters = RecorderCounters()
         /// Outbound flows to exact addresses with connections opened since the last flush, and
@@ -75,7 +75,7 @@ public final class FlowRecorder: Sendable {
                 s.counters.ignoredEvents &+= 1
                 return
             }
-            if s.live.updateValue(s.generation, forKey: entry.id) == nil {
+            if s.live.updateValue(s.generation, forKey: entry.tuple.connectionKey(id: entry.id)) == nil {
                 s.aggregator.record(key, at: now)
                 if key.direction == .outbound, key.remote.isSingleAddress {
                     if let times = s.opened[key] {
@@ -86,8 +86,9 @@ public final class FlowRecorder: Sendable {
                 }
             }
         case .destroy:
-            let counted = s.live.removeValue(forKey: entry.id) != nil
-            if s.dumping { s.destroyedDuringDump.insert(entry.id) }
+            let connection = entry.tuple.connectionKey(id: entry.id)
+            let counted = s.live.removeValue(forKey: connection) != nil
+            if s.dumping { s.destroyedDuringDump.insert(connection) }
             guard let key = s.local.flowKey(for: entry.tuple) else {
                 s.counters.ignoredEvents &+= 1
                 return
@@ -137,12 +138,13 @@ public final class FlowRecorder: Sendable {
     /// - Parameter repair: false for the dump at start, whose finds are not "recovered" losses.
     public func applyDump(_ entries: [ConntrackEntry], generation: UInt32, at now: Int64, repair: Bool) {
         state.withLock { s in
-            var present = Set<UInt32>(minimumCapacity: entries.count)
+            var present = Set<UInt64>(minimumCapacity: entries.count)
             for entry in entries {
                 s.counters.events &+= 1
-                present.insert(entry.id)
-                guard !s.live.contains(entry.id), !s.destroyedDuringDump.contains(entry.id) else { continue }
-                s.live.updateValue(generation, forKey: entry.id)
+                let connection = entry.tuple.connectionKey(id: entry.id)
+                present.insert(connection)
+                guard !s.live.contains(connection), !s.destroyedDuringDump.contains(connection) else { continue }
+                s.live.updateValue(generation, forKey: connection)
                 guard let key = s.local.flowKey(for: entry.tuple) else {
                     s.counters.ignoredEvents &+= 1
                     continue
@@ -157,14 +159,14 @@ public final class FlowRecorder: Sendable {
         }
     }
 
-    /// Ids of the live connections already counted, saved at a clean stop so that the next start's
+    /// Keys of the live connections already counted, saved at a clean stop so that the next start's
     /// dump does not count them again.
-    public func liveConnectionIDs() -> [UInt32] {
+    public func liveConnectionIDs() -> [UInt64] {
         state.withLock { $0.live.ids }
     }
 
-    /// Takes over the ids a previous run saved. The first dump forgets those no longer alive.
-    public func adoptLiveConnections(_ ids: [UInt32]) {
+    /// Takes over the keys a previous run saved. The first dump forgets those no longer alive.
+    public func adoptLiveConnections(_ ids: [UInt64]) {
         state.withLock { s in
             for id in ids where !s.live.contains(id) { s.live.updateValue(0, forKey: id) }
         }

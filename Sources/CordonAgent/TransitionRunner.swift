@@ -49,6 +49,8 @@ public final class TransitionRunner: Sendable {
         /// nil when rulesets with name entries can be enforced; otherwise why not (no agent
         /// holding the answers, a kernel too old).
         public var namesUnavailable: @Sendable () -> String? = { "names are enforced only by a running agent" }
+        /// Each transaction that changes the firewall, timed (the agent's metrics).
+        public var applied: @Sendable (Duration, Bool) -> Void = { _, _ in }
 
         public init(management: @escaping @Sendable () -> ManagementChannel, logGroup: UInt16 = CordonTables.defaultLogGroup,
                     probe: @escaping @Sendable ([ManagementChannel.Endpoint], Double) -> [String] = ManagementProbe.check,
@@ -277,9 +279,13 @@ public final class TransitionRunner: Sendable {
             var notes: [String] = []
             // 3. and 4.
             if !transition.kernel.isEmpty {
+                let clock = ContinuousClock()
+                let started = clock.now
                 do {
                     try backend.apply(try tables(transition.kernel, now: now, channel: channel))
+                    environment.applied(clock.now - started, true)
                 } catch {
+                    environment.applied(clock.now - started, false)
                     let changedNothing = (error as? any FirewallBackendError)?.changedNothing ?? !(error is any FirewallBackendError)
                     if changedNothing || transition.onUnknown == .restoreOld {
                         var what = changedNothing ? "nothing changed" : "outcome unknown"
@@ -302,7 +308,8 @@ public final class TransitionRunner: Sendable {
                         if let problem = commit(current, records, &inner, channel: channel, stateReadable: readable) { logger.error("could not record the failure: \(problem)") }
                         inner.state = current
                         published.withLock { $0 = current }
-                        logger.error("\(Self.name(request.event)) failed: \(failure)")
+                        logger.error("\(Self.name(request.event)) failed: \(failure)",
+                                     metadata: ["action": "\(Self.name(request.event))", "operator": "\(request.operator)"])
                         return Outcome(transition: transition, state: current, answer: Answer(ok: false, message: "\(Self.name(request.event)) failed: \(failure)"),
                                        applied: false)
                     }
@@ -326,7 +333,11 @@ public final class TransitionRunner: Sendable {
             if case .stop = request.event { inner.stopped = true }
             var answer = transition.answer
             if !notes.isEmpty { answer.message += "\nWARNING: " + notes.joined(separator: "; ") }
-            for entry in transition.log { logger.notice("\(entry.action) by \(entry.operator): \(entry.outcome)\(entry.reason.isEmpty ? "" : " (\(entry.reason))")") }
+            for entry in transition.log {
+                logger.notice("\(entry.action) by \(entry.operator): \(entry.outcome)\(entry.reason.isEmpty ? "" : " (\(entry.reason))")",
+                              metadata: ["action": "\(entry.action)", "operator": "\(entry.operator)", "mode": "\(state.enforcement.mode.rawValue)",
+                                         "isolated": "\(state.required.overlay)", "ruleset": "\(state.enforcement.version.map(String.init) ?? "none")"])
+            }
             return Outcome(transition: transition, state: state, answer: answer, applied: true)
         }
     }

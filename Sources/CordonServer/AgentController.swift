@@ -26,6 +26,7 @@ struct AgentController {
     let stores: Stores
     let waiters: DesiredWaiters
     let seen: SeenHosts
+    let metrics: ServerMetrics
     let logger: Logger
 
     func addRoutes(to router: Router<ServerContext>) {
@@ -111,6 +112,7 @@ struct AgentController {
             throw APIFailure(.unprocessableContent, "expected Unix seconds between 1970 and 9999", field: "local.at")
         }
         // The entries first: the isolation entry is on record before the intent reads succeeded.
+        metrics.reported(flows: report.flows.count, logEntries: report.log.count)
         let acked = try await stores.log.append(host: host, entries: report.log)
         try await stores.flows.upsert(host: host, flows: report.flows)
         let desired = try await stores.isolation.observe(host: host, report: report)

@@ -1,3 +1,4 @@
+import CordonTelemetry
 import CordonWire
 import Foundation
 import Hummingbird
@@ -34,12 +35,15 @@ public struct ServerSettings: Sendable {
     public var database: DatabaseURL
     public var host: String
     public var port: Int
+    /// The Prometheus endpoint (plain HTTP: loopback or a unix socket); nil serves none.
+    public var metrics: MetricsAddress?
 
-    public init(data: DataDirectory, database: DatabaseURL, host: String, port: Int) {
+    public init(data: DataDirectory, database: DatabaseURL, host: String, port: Int, metrics: MetricsAddress? = nil) {
         self.data = data
         self.database = database
         self.host = host
         self.port = port
+        self.metrics = metrics
     }
 }
 
@@ -52,13 +56,16 @@ public enum ServerApplication {
         let stores = Stores(client: client, logger: logger)
         let waiters = DesiredWaiters()
         let seen = SeenHosts(hosts: stores.hosts, logger: logger)
+        let metrics = ServerMetrics()
         let router = Router(context: ServerContext.self)
+        // Outside the error middleware: it sees every answer, errors turned into responses included.
+        router.add(middleware: RequestMetrics(metrics: metrics))
         router.add(middleware: ErrorMiddleware(logger: logger))
         router.get("/healthz") { _, _ in JSON.response(["ok": true]) }
         router.get("/api/v1/openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }
-        AgentController(stores: stores, waiters: waiters, seen: seen, logger: logger).addRoutes(to: router)
+        AgentController(stores: stores, waiters: waiters, seen: seen, metrics: metrics, logger: logger).addRoutes(to: router)
         let api = router.group("/api/v1").add(middleware: Authentication(tokens: stores.tokens, accepts: .apiToken))
         HostsController(stores: stores).addRoutes(to: api)
         IntentsController(stores: stores).addRoutes(to: api)
@@ -68,10 +75,15 @@ public enum ServerApplication {
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: certificate.map { .certificate($0) }, privateKey: .privateKey(key))
         tls.minimumTLSVersion = .tlsv12
 
+        var services: [any Service] = [client, DesiredListener(client: client, waiters: waiters, logger: logger), seen]
+        if let address = settings.metrics {
+            services.append(MetricsEndpoint.application(at: address, refresh: { await metrics.refresh(stores: stores, client: client, logger: logger) },
+                                                        logger: logger) { logger.notice("serving metrics on \(address)") })
+        }
         var app = Application(
             router: router, server: try .tls(.http1(), tlsConfiguration: tls),
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "cordon-server"),
-            services: [client, DesiredListener(client: client, waiters: waiters, logger: logger), seen],
+            services: services,
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? settings.port) },
             logger: logger)
         app.beforeServerStarts {

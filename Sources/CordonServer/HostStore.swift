@@ -9,6 +9,8 @@ public protocol HostStore: Sendable {
     func host(_ id: UUID) async throws -> HostView?
     /// The agents whose long polls ran since the last call: their connection is alive.
     func seen(_ ids: [UUID]) async throws
+    /// Hosts enrolled (not revoked), and those of them connected now: the metrics' gauges.
+    func counts() async throws -> (enrolled: Int, connected: Int)
 }
 
 public struct PostgresHostStore: HostStore {
@@ -65,6 +67,16 @@ public struct PostgresHostStore: HostStore {
 
     public func host(_ id: UUID) async throws -> HostView? {
         try await views(try await client.query("SELECT \(unescaped: Self.columns) FROM hosts WHERE id = \(id)", logger: logger)).first
+    }
+
+    public func counts() async throws -> (enrolled: Int, connected: Int) {
+        let rows = try await client.query("""
+            SELECT count(*) FILTER (WHERE revoked_at IS NULL),
+                   count(*) FILTER (WHERE revoked_at IS NULL AND last_seen > now() - make_interval(secs => \(Self.connectedWithin)))
+            FROM hosts
+            """, logger: logger)
+        for try await (enrolled, connected) in rows.decode((Int64, Int64).self) { return (Int(enrolled), Int(connected)) }
+        return (0, 0)
     }
 
     public func seen(_ ids: [UUID]) async throws {

@@ -24,6 +24,8 @@ public protocol IsolationStore: Sendable {
     func observe(host: UUID, report: AgentReport) async throws -> DesiredIsolation
     func intent(_ id: UUID) async throws -> IntentView?
     func intents(host: UUID?, status: IntentStatus?, limit: Int) async throws -> [IntentView]
+    /// How many intents are in each status: the metrics' gauges.
+    func intentCounts() async throws -> [IntentStatus: Int]
 }
 
 public struct PostgresIsolationStore: IsolationStore {
@@ -35,6 +37,15 @@ public struct PostgresIsolationStore: IsolationStore {
     public init(client: PostgresClient, logger: Logger) {
         self.client = client
         self.logger = logger
+    }
+
+    public func intentCounts() async throws -> [IntentStatus: Int] {
+        var counts: [IntentStatus: Int] = [:]
+        for try await (status, count) in try await client.query("SELECT status, count(*) FROM intents GROUP BY status", logger: logger)
+            .decode((String, Int64).self) {
+            if let status = IntentStatus(rawValue: status) { counts[status] = Int(count) }
+        }
+        return counts
     }
 
     private struct Row {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CordonServer
+import CordonTelemetry
 import Foundation
 import Hummingbird
 import Logging
@@ -16,8 +17,24 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Address and port to listen on, e.g. 0.0.0.0:8443 or [::]:8443.", valueName: "addr:port"))
     var listen: String
 
+    @Option(help: ArgumentHelp("Serve Prometheus metrics over plain HTTP on a local address or unix socket (default off).",
+                               valueName: "addr:port|unix:/path"))
+    var metrics: String?
+
+    @Option(name: .customLong("log-format"), help: ArgumentHelp("Log lines on stderr: text (journald-friendly) or json (default text).",
+                                                               valueName: "text|json"))
+    var logFormat: String = "text"
+
+    @Option(name: .customLong("log-level"), help: ArgumentHelp("Least level logged: \(Logger.Level.names) (default notice).", valueName: "level"))
+    var logLevel: String = "notice"
+
     func validate() throws {
         _ = try address()
+        if let metrics {
+            do { _ = try MetricsAddress(metrics) } catch { throw ValidationError("--metrics \(error)") }
+        }
+        guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format '\(logFormat)': expected text or json") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level '\(logLevel)': expected one of \(Logger.Level.names)") }
     }
 
     func address() throws -> (host: String, port: Int) {
@@ -32,13 +49,32 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         let (host, port) = try address()
-        let logger = ServerOptions.logger()
-        let settings = ServerSettings(data: options.directory, database: try options.databaseURL(), host: host, port: port)
+        let level = Logger.Level(rawValue: logLevel)!
+        LogOutput.bootstrap(format: LogFormat(rawValue: logFormat)!, level: level)
+        Telemetry.bootstrapMetrics()
+        var logger = Logger(label: "cordon-server")
+        logger.logLevel = level
+        let settings = ServerSettings(data: options.directory, database: try options.databaseURL(), host: host, port: port,
+                                      metrics: try metrics.map(MetricsAddress.init))
+        let notifier = SystemdNotifier()
         do {
-            let app = try await ServerApplication.build(settings, logger: logger) { port in
+            let app = try await ServerApplication.build(settings, logger: logger) { [logger] port in
                 logger.notice("serving https on \(host):\(port), database \(settings.database)")
+                notifier.ready(status: "serving https on \(host):\(port)")
             }
+            // The watchdog is fed from the same cooperative pool that answers requests: a pool
+            // that no longer runs tasks stops feeding it.
+            let watchdog = notifier.watchdogInterval.map { interval in
+                Task {
+                    while !Task.isCancelled {
+                        notifier.watchdog()
+                        try? await Task.sleep(for: .seconds(interval))
+                    }
+                }
+            }
+            defer { watchdog?.cancel() }
             try await app.runService()
+            notifier.stopping(status: "stopped")
         } catch {
             throw ServerCLIError("cordon-server run: \(error)")
         }

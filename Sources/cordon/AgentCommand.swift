@@ -2,6 +2,7 @@ import ArgumentParser
 import CordonAgent
 import CordonCore
 import Foundation
+import CordonTelemetry
 import CordonWire
 import Logging
 
@@ -51,8 +52,26 @@ struct AgentCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Tags this host asks for at enrollment (the secret's own tags win).", valueName: "k=v,..."))
     var tags: String?
 
+    @Option(help: ArgumentHelp("Serve Prometheus metrics on a local address or unix socket (config key `metrics`; default off).",
+                               valueName: "addr:port|unix:/path"))
+    var metrics: String?
+
+    @Option(name: .customLong("log-format"), help: ArgumentHelp("Log lines on stderr: text (journald-friendly) or json (default text).",
+                                                               valueName: "text|json"))
+    var logFormat: String?
+
+    @Option(name: .customLong("log-level"), help: ArgumentHelp("Least level logged: \(Logger.Level.names) (default info).", valueName: "level"))
+    var logLevel: String?
+
     func validate() throws {
         _ = try managementOverrides()
+        if let metrics {
+            do { _ = try MetricsAddress(metrics) } catch { throw ValidationError("--metrics \(error)") }
+        }
+        if let logFormat, LogFormat(rawValue: logFormat) == nil { throw ValidationError("--log-format '\(logFormat)': expected text or json") }
+        if let logLevel, Logger.Level(rawValue: logLevel) == nil {
+            throw ValidationError("--log-level '\(logLevel)': expected one of \(Logger.Level.names)")
+        }
         if server == nil, serverCA != nil || enrollSecretFile != nil || tags != nil {
             throw ValidationError("--server-ca, --enroll-secret-file and --tags go with --server")
         }
@@ -80,6 +99,11 @@ struct AgentCommand: ParsableCommand {
         if let db = global.db { settings.database = db }
         if let socket = global.socket { settings.socket = socket }
         if let flushInterval { settings.flushInterval = flushInterval }
+        if let metrics { settings.metrics = try MetricsAddress(metrics) }
+        if let logFormat { settings.logFormat = LogFormat(rawValue: logFormat)! }
+        if let logLevel { settings.logLevel = Logger.Level(rawValue: logLevel)! }
+        LogOutput.bootstrap(format: settings.logFormat, level: settings.logLevel)
+        Telemetry.bootstrapMetrics()
         // A list on the command line replaces the config file's list of the same kind.
         let overrides = try managementOverrides()
         if !collectors.isEmpty {

@@ -106,12 +106,12 @@ import Testing
     /// Random inserts and removals checked against Swift's Dictionary, across growth.
     @Test func behavesLikeADictionary() {
         var table = ConnectionIDTable(capacity: 4)
-        var reference: [UInt32: UInt32] = [:]
+        var reference: [UInt64: UInt32] = [:]
         var state: UInt64 = 42
         for step in 0..<200_000 {
             state = state &* 6_364_136_223_846_793_005 &+ 1
             // A small id space makes removals hit and probe runs collide.
-            let id = UInt32(truncatingIfNeeded: state >> 40) % 5_000
+            let id = (state >> 40) % 5_000
             if state >> 63 == 0 {
                 #expect(table.updateValue(UInt32(step), forKey: id) == reference.updateValue(UInt32(step), forKey: id))
             } else {

@@ -20,6 +20,10 @@ import Testing
                                                                   sourcePort: 40_000, destinationPort: port))
     }
 
+    func keys(_ ids: UInt32...) -> Set<UInt64> {
+        Set(ids.map { entry(.existing, $0).tuple.connectionKey(id: $0) })
+    }
+
     func connections(_ recorder: FlowRecorder, port: UInt16 = 22) -> UInt64 {
         recorder.takeChanges().upserts.first { $0.key.service == port }?.stats.connections ?? 0
     }
@@ -53,7 +57,7 @@ import Testing
         #expect(r.counters.recoveredConnections == 1)
         #expect(r.counters.lostEvents == 1)
         #expect(r.counters.resyncs == 1)
-        #expect(Set(r.liveConnectionIDs()) == [1, 3])
+        #expect(Set(r.liveConnectionIDs()) == keys(1, 3))
         // Id 2 was forgotten, so if the kernel reuses it, the new connection counts.
         r.handle(entry(.new, 2), at: 13)
         #expect(connections(r) == 4)
@@ -72,12 +76,31 @@ import Testing
 
     @Test func adoptedIdsFromThePreviousRunAreNotCountedAgain() {
         let r = recorder()
-        r.adoptLiveConnections([1, 2, 9])
+        r.adoptLiveConnections(Array(keys(1, 2, 9)))
         let generation = r.beginDump()
         r.applyDump([entry(.existing, 1), entry(.existing, 2), entry(.existing, 3)], generation: generation, at: 10, repair: false)
         #expect(connections(r) == 1)
         // 9 was not in the table any more: forgotten.
-        #expect(Set(r.liveConnectionIDs()) == [1, 2, 3])
+        #expect(Set(r.liveConnectionIDs()) == keys(1, 2, 3))
+    }
+
+    /// The kernel's ids are 32-bit hashes: two live connections can share one. Each still counts,
+    /// through events and through a repairing dump alike.
+    @Test func twoConnectionsSharingAnIdCountTwice() {
+        let r = recorder()
+        r.handle(entry(.new, 7, port: 22), at: 10)
+        r.handle(entry(.new, 7, port: 443), at: 10)
+        let opened = r.takeChanges().upserts
+        #expect(opened.first { $0.key.service == 22 }?.stats.connections == 1)
+        #expect(opened.first { $0.key.service == 443 }?.stats.connections == 1)
+        let generation = r.beginDump()
+        r.applyDump([entry(.existing, 7, port: 22), entry(.existing, 7, port: 443), entry(.existing, 7, port: 80)],
+                    generation: generation, at: 11, repair: true)
+        let repaired = r.takeChanges().upserts
+        #expect(repaired.map(\.key.service) == [80])
+        #expect(repaired.first?.stats.connections == 1)
+        #expect(r.counters.recoveredConnections == 1)
+        #expect(r.liveConnectionIDs().count == 3)
     }
 
     @Test func loopbackEventsAreIgnoredAndNotTracked() {
