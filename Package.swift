@@ -104,7 +104,7 @@ let package = Package(
 
         .testTarget(
             name: "CordonCoreTests",
-            dependencies: ["CordonCore", "CordonStore", "CordonAgent", "CordonTelemetry", .product(name: "GRDB", package: "GRDB.swift"),
+            dependencies: ["CordonCore", "CordonStore", "CordonAgent", "CordonTelemetry", "CordonLab", .product(name: "GRDB", package: "GRDB.swift"),
                            .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "CordonIntegrationTests", dependencies: ["CordonCore", "CordonStore", "CordonAgent", "CordonNftables", "CordonLab", "cordon", "cordon-bench",

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CordonAgent
 import CordonCore
+import CordonLab
 import CordonTelemetry
 import Foundation
 import Logging
@@ -76,40 +77,8 @@ import Testing
 
 /// The service manager's side of sd_notify(3): a datagram socket that reads what the notifier sends.
 @Suite struct SystemdNotifierTests {
-    final class Manager {
-        let path: String
-        let descriptor: Int32
-
-        init() throws {
-            path = NSTemporaryDirectory() + "cordon-notify-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
-            descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
-            }
-            let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
-            guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
-            var timeout = timeval(tv_sec: 2, tv_usec: 0)
-            setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        }
-
-        deinit {
-            close(descriptor)
-            unlink(path)
-        }
-
-        func receive() -> String? {
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            let count = recv(descriptor, &buffer, buffer.count, 0)
-            return count < 0 ? nil : String(decoding: buffer[..<count], as: UTF8.self)
-        }
-    }
-
     @Test func readyStatusWatchdogAndStoppingReachTheManager() throws {
-        let manager = try Manager()
+        let manager = try ServiceManagerSocket()
         let notifier = SystemdNotifier(environment: ["NOTIFY_SOCKET": manager.path])
         #expect(notifier.active)
         notifier.ready(status: "discovery (nothing blocked)")
