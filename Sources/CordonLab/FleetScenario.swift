@@ -141,9 +141,10 @@ public final class FleetScenario: Sendable {
     public var caFile: String { data + "/ca.pem" }
 
     /// Starts a replica of the server; waits until it answers over HTTPS.
-    public func startServer(port: Int = FleetScenario.port, name: String = "1") throws -> Child {
+    public func startServer(port: Int = FleetScenario.port, name: String = "1", extra: [String] = []) throws -> Child {
         let log = lab.directory + "/server-\(name).log"
-        let child = try lab.spawn(server, [serverBinary, "run", "--data", data, "--database", postgres.url, "--listen", "0.0.0.0:\(port)"], log: log)
+        let child = try lab.spawn(server, [serverBinary, "run", "--data", data, "--database", postgres.url, "--listen", "0.0.0.0:\(port)"] + extra,
+                                  log: log)
         for _ in 0..<300 {
             if try lab.run(server, ["curl", "-sf", "--cacert", caFile, "https://\(Self.serverA):\(port)/healthz"]).succeeded { return child }
             guard child.isRunning else { break }

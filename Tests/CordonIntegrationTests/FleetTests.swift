@@ -22,15 +22,15 @@ import Glibc
         let responder: String
         let viewer: String
 
-        init(agentA: Bool = true) throws {
+        init(agentA: Bool = true, serverExtra: [String] = [], agentExtra: [String] = []) throws {
             lab = try Lab()
             do {
                 fleet = try FleetScenario(lab: lab)
-                server = try fleet.startServer()
+                server = try fleet.startServer(extra: serverExtra)
                 responder = try fleet.token(role: "responder", name: "rita")
                 viewer = try fleet.token(role: "viewer", name: "vic")
                 if agentA {
-                    agent = try fleet.startAgent(fleet.a, secretFile: try fleet.enrollSecret(tags: "tier=web"))
+                    agent = try fleet.startAgent(fleet.a, secretFile: try fleet.enrollSecret(tags: "tier=web"), extra: agentExtra)
                     _ = try hostID(timeout: 15)
                 }
             } catch {
@@ -153,6 +153,53 @@ import Glibc
         #expect(try setup.fleet.enroll(secretFile: single, hostname: "x").status == 201)
         let again = try setup.fleet.enroll(secretFile: single, hostname: "x")
         #expect(again.status == 403 && again.body.contains("secret"), "\(again)")
+    }
+
+    @Test("the server's metrics: requests by route pattern, reports, connected agents, intents by status, the database; neither its JSON logs nor the agent's carry a secret or a token")
+    func serverMetricsAndLogs() throws {
+        guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup(serverExtra: ["--metrics", "127.0.0.1:9465", "--log-format", "json", "--log-level", "info"],
+                              agentExtra: ["--log-format", "json"])
+        defer { setup.lab.cleanup() }
+        let id = try setup.hostID(timeout: 15)
+        let isolate = try setup.request(id, "isolated", reason: "metrics test")
+        #expect(try setup.settle(try #require(isolate["intent_id"] as? String), timeout: 10)["status"] as? String == "succeeded")
+        let release = try setup.request(id, "released", reason: "metrics test")
+        #expect(try setup.settle(try #require(release["intent_id"] as? String), timeout: 20)["status"] as? String == "succeeded")
+        _ = try setup.host(id)
+
+        let scraped = try setup.lab.run(setup.fleet.server, ["curl", "-sS", "--fail", "--max-time", "5", "http://127.0.0.1:9465/metrics"])
+        #expect(scraped.succeeded, "\(scraped.stderr)")
+        let text = scraped.stdout
+        func sample(_ series: String) -> Double? {
+            text.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        #expect(sample("cordon_server_agents_enrolled") == 1)
+        #expect(sample("cordon_server_agents_connected") == 1)
+        #expect(sample("cordon_server_intents{status=\"succeeded\"}") == 2)
+        #expect(sample("cordon_server_intents{status=\"pending\"}") == 0)
+        #expect((sample("cordon_server_reports_total") ?? 0) >= 1)
+        #expect(sample("cordon_server_database_up") == 1)
+        #expect((sample("cordon_server_database_round_trip_seconds") ?? 0) > 0)
+        let requests = text.split(separator: "\n").filter { $0.hasPrefix("cordon_server_http_requests_total{") }
+        #expect(requests.contains { $0.contains("route=\"/agent/v1/report\"") && $0.contains("method=\"POST\"") && $0.contains("status=\"200\"") },
+                "\(requests)")
+        #expect(requests.contains { $0.contains("route=\"/api/v1/hosts/{id}/isolation\"") && $0.contains("status=\"202\"") }, "\(requests)")
+        #expect(!requests.contains { $0.contains(id) }, "host ids never become label values")
+
+        setup.lab.stop(setup.server)
+        let serverLog = try String(contentsOfFile: setup.lab.directory + "/server-1.log", encoding: .utf8)
+        let logs = serverLog + setup.agentLog
+        let secrets = try setup.lab.run(nil, ["sh", "-c", "cat \(setup.lab.directory)/enroll-*.secret"]).stdout
+        for secret in [setup.responder, setup.viewer] + secrets.split(separator: "\n").map(String.init) where !secret.isEmpty {
+            #expect(!logs.contains(secret), "a secret in the logs")
+        }
+        #expect(!logs.contains("Bearer"))
+        for line in serverLog.split(separator: "\n") {
+            let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: String]
+            #expect(object?["level"] != nil && object?["message"] != nil, "not a log object: \(line)")
+        }
+        #expect(serverLog.contains("serving metrics on 127.0.0.1:9465"))
     }
 
     @Test("a remote isolate cuts the host off except the server and DNS within well under a second; release restores it")
