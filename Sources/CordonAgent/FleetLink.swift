@@ -448,5 +448,5 @@ public final class FleetLink: Sendable {
 }
 
 public enum AgentVersion {
-    public static let current = "0.2.0"
+    public static let current = CordonVersion.current
 }

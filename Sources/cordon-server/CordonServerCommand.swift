@@ -1,4 +1,5 @@
 import ArgumentParser
+import CordonCore
 import CordonServer
 import CordonWire
 import Foundation
@@ -9,6 +10,7 @@ struct CordonServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cordon-server",
         abstract: "The fleet's collector: agents enroll and report to it, analysts isolate hosts through its API.",
+        version: CordonVersion.current,
         subcommands: [InitCommand.self, RunCommand.self, EnrollSecretCommand.self, TokenCommand.self, HostCommand.self, OpenAPICommand.self]
     )
 }

@@ -11,7 +11,7 @@ struct Cordon: ParsableCommand {
         commandName: "cordon",
         abstract: "Host microsegmentation agent: learn what a host talks to, then allow only that.",
         discussion: "Exit codes: 0 success, 1 failure, 2 usage or invalid input; review and approve: 3 on a lockout risk.",
-        version: "0.1.0",
+        version: CordonVersion.current,
         subcommands: [AgentCommand.self, StatusCommand.self, FlowsCommand.self, NamesCommand.self, ProposeCommand.self, ReviewCommand.self, ApproveCommand.self,
                       RulesetsCommand.self, RenderCommand.self, EnforceCommand.self, ConfirmCommand.self, DiscoverCommand.self,
                       IsolateCommand.self, ReleaseCommand.self, ActionsCommand.self, LogCommand.self, FleetCommand.self, DemoCommand.self]
