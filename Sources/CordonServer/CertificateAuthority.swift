@@ -33,6 +33,27 @@ public enum CertificateAuthority {
                 SubjectKeyIdentifier(hash: .init(caKey.publicKey))
             },
             issuerPrivateKey: .init(caKey))
+        let (certificatePEM, keyPEM) = try serving(names: names, caName: caName, caKey: caKey, now: now)
+        return Issued(caPEM: try ca.serializeAsPEM().pemString, caKeyPEM: caKey.pemRepresentation,
+                      certificatePEM: certificatePEM, keyPEM: keyPEM)
+    }
+
+    /// A new serving certificate and key (two years) from the existing CA: agents keep trusting
+    /// the same `ca.pem`, so rotating it needs nothing on the hosts.
+    public static func renew(caPEM: String, caKeyPEM: String, names: [String], now: Date = Date()) throws -> (certificatePEM: String, keyPEM: String) {
+        let ca = try Certificate(pemEncoded: caPEM)
+        let caKey = try P256.Signing.PrivateKey(pemRepresentation: caKeyPEM)
+        guard ca.publicKey == Certificate.PublicKey(caKey.publicKey) else { throw RenewalFailure("ca-key.pem is not the key of ca.pem") }
+        return try serving(names: names, caName: ca.subject, caKey: caKey, now: now)
+    }
+
+    public struct RenewalFailure: Error, CustomStringConvertible {
+        public let description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    private static func serving(names: [String], caName: DistinguishedName, caKey: P256.Signing.PrivateKey,
+                                now: Date) throws -> (certificatePEM: String, keyPEM: String) {
         let serverKey = P256.Signing.PrivateKey()
         let subject = try DistinguishedName {
             OrganizationName("Cordon")
@@ -50,8 +71,7 @@ public enum CertificateAuthority {
                 AuthorityKeyIdentifier(keyIdentifier: SubjectKeyIdentifier(hash: .init(caKey.publicKey)).keyIdentifier)
             },
             issuerPrivateKey: .init(caKey))
-        return Issued(caPEM: try ca.serializeAsPEM().pemString, caKeyPEM: caKey.pemRepresentation,
-                      certificatePEM: try server.serializeAsPEM().pemString, keyPEM: serverKey.pemRepresentation)
+        return (try server.serializeAsPEM().pemString, serverKey.pemRepresentation)
     }
 
     /// An IP address as the certificate's IP SAN (so `https://192.0.2.10:8443` verifies), else a DNS name.

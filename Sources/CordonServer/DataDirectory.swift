@@ -34,6 +34,21 @@ public struct DataDirectory: Sendable {
         try Self.write(issued.certificatePEM, to: certificate, mode: 0o644)
     }
 
+    /// Replaces the serving certificate and key; each file is written beside its old self and
+    /// renamed over it, so a crash leaves either the old pair or the new one's files in place.
+    /// The old pair is kept as `.old` for a rollback.
+    public func replaceServing(certificatePEM: String, keyPEM: String) throws {
+        for (file, text, mode) in [(key, keyPEM, mode_t(0o600)), (certificate, certificatePEM, mode_t(0o644))] {
+            let next = file + ".new"
+            unlink(next)
+            try Self.write(text, to: next, mode: mode)
+            unlink(file + ".old")
+            guard link(file, file + ".old") == 0 || errno == ENOENT, rename(next, file) == 0 else {
+                throw Failure.unreadable(file, String(cString: strerror(errno)))
+            }
+        }
+    }
+
     public func read(_ file: String) throws -> String {
         do { return try String(contentsOfFile: file, encoding: .utf8) } catch {
             throw Failure.unreadable(file, (error as NSError).localizedDescription)

@@ -11,7 +11,7 @@ struct CordonServerCommand: AsyncParsableCommand {
         commandName: "cordon-server",
         abstract: "The fleet's collector: agents enroll and report to it, analysts isolate hosts through its API.",
         version: CordonVersion.current,
-        subcommands: [InitCommand.self, RunCommand.self, EnrollSecretCommand.self, TokenCommand.self, HostCommand.self, OpenAPICommand.self]
+        subcommands: [InitCommand.self, RunCommand.self, CertificateCommand.self, EnrollSecretCommand.self, TokenCommand.self, HostCommand.self, OpenAPICommand.self]
     )
 }
 

@@ -202,6 +202,56 @@ import Glibc
         #expect(serverLog.contains("serving metrics on 127.0.0.1:9465"))
     }
 
+    @Test("certificate renew: a new serving certificate from the same CA; the restarted server serves it and the agent reconnects, nothing changed on the host")
+    func certificateRenewal() throws {
+        guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
+        var setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let id = try setup.hostID(timeout: 10)
+        let data = setup.fleet.data
+        let before = try String(contentsOfFile: data + "/server.pem", encoding: .utf8)
+        let ca = try String(contentsOfFile: data + "/ca.pem", encoding: .utf8)
+        let refused = try setup.lab.run(nil, [setup.fleet.serverBinary, "certificate", "renew", "--data", data])
+        #expect(refused.status == 2 && refused.stderr.contains("--name"), "\(refused)")
+        let renewed = try setup.lab.run(nil, [setup.fleet.serverBinary, "certificate", "renew", "--data", data, "--name", F.serverA, "--name", F.serverB])
+        #expect(renewed.succeeded, "\(renewed)")
+        let after = try String(contentsOfFile: data + "/server.pem", encoding: .utf8)
+        #expect(after != before)
+        #expect(try String(contentsOfFile: data + "/server.pem.old", encoding: .utf8) == before)
+        #expect(try String(contentsOfFile: data + "/ca.pem", encoding: .utf8) == ca, "the CA stays")
+        var info = stat()
+        #expect(stat(data + "/server-key.pem", &info) == 0 && info.st_mode & 0o777 == 0o600)
+
+        setup.lab.stop(setup.server)
+        setup.server = try setup.fleet.startServer()
+        // What the restarted server presents is the new certificate, verified by the same ca.pem.
+        let served = try setup.lab.run(setup.fleet.server, ["sh", "-c", "echo | openssl s_client -connect \(F.serverA):\(F.port) -CAfile \(setup.fleet.caFile) 2>/dev/null | openssl x509"])
+        #expect(served.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == after.trimmingCharacters(in: .whitespacesAndNewlines))
+        usleep(2_000_000)
+        #expect(try setup.hostID(timeout: 40) == id, "the agent reconnected")
+    }
+
+    @Test("a database migrated by a newer server is refused by this one, with the reason, and left as it is")
+    func downgradeRefused() throws {
+        guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup(agentA: false)
+        defer { setup.lab.cleanup() }
+        setup.lab.stop(setup.server)
+        _ = try setup.fleet.postgres.psql("INSERT INTO schema_migrations (name) VALUES ('v99-from-the-future')")
+        let log = setup.lab.directory + "/server-newer.log"
+        let server = try setup.lab.spawn(setup.fleet.server, [setup.fleet.serverBinary, "run", "--data", setup.fleet.data,
+                                                              "--database", setup.fleet.postgres.url, "--listen", "0.0.0.0:\(F.port)"], log: log)
+        let status = server.wait(timeout: 30)
+        #expect(status != nil && status != 0, "the server does not serve a newer schema")
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(text.contains("v99-from-the-future") && text.contains("a newer server migrated it"), "\(text)")
+        let token = try setup.lab.run(setup.fleet.server, [setup.fleet.serverBinary, "token", "create", "--data", setup.fleet.data,
+                                                           "--database", setup.fleet.postgres.url, "--role", "viewer", "--name", "x"])
+        #expect(!token.succeeded && token.stderr.contains("newer"), "\(token)")
+        #expect(try setup.fleet.postgres.psql("SELECT count(*) FROM schema_migrations WHERE name = 'v99-from-the-future'")
+                    .trimmingCharacters(in: .whitespacesAndNewlines) == "1", "left as it is")
+    }
+
     @Test("a remote isolate cuts the host off except the server and DNS within well under a second; release restores it")
     func remoteIsolateAndRelease() throws {
         guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
