@@ -81,7 +81,8 @@ let package = Package(
         // for shippers), the service manager's notifications, the Prometheus endpoint.
         .target(name: "CordonTelemetry", dependencies: [
             .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
-            .product(name: "Prometheus", package: "swift-prometheus"), .product(name: "Hummingbird", package: "hummingbird")]),
+            .product(name: "Prometheus", package: "swift-prometheus"), .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
 
         // Throwaway network namespaces for the demo, the integration tests and the benchmarks.
         .target(name: "CordonLab"),

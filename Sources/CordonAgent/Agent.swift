@@ -8,7 +8,6 @@ import CordonStore
 import CordonTelemetry
 import CordonWire
 import Foundation
-import Hummingbird
 import Logging
 import Synchronization
 
@@ -221,8 +220,9 @@ public final class Agent: Sendable {
         }
         logger.info("listening on \(config.socket); flushing every \(config.flushInterval) s")
         tableGuard.start()
+        // A failure to listen is logged and the agent runs on: monitoring never stops enforcement.
         let endpoint = config.metrics.map { address in
-            startMetrics(at: address) { [metrics] in metrics.update(fullStatus(), state: runner.snapshot) }
+            MetricsServer(at: address, refresh: { [metrics] in metrics.update(fullStatus(), state: runner.snapshot) }, logger: logger)
         }
         var announced = Self.serviceStatus(runner.snapshot)
         notifier.ready(status: announced)
@@ -261,7 +261,7 @@ public final class Agent: Sendable {
             }
         }
         notifier.stopping(status: "stopping: flushing")
-        endpoint?.cancel()
+        endpoint?.stop()
         // Let the event thread read what the kernel already queued, so that the last flush holds
         // every connection reported before the signal.
         stopping.store(true, ordering: .relaxed)
@@ -300,19 +300,6 @@ public final class Agent: Sendable {
         return text
     }
 
-    /// The Prometheus endpoint, on a task of its own; a failure to listen is logged and leaves the
-    /// agent running: monitoring never stops enforcement.
-    private func startMetrics(at address: MetricsAddress, refresh: @escaping @Sendable () -> Void) -> Task<Void, Never> {
-        let logger = logger
-        let app = MetricsEndpoint.application(at: address, refresh: refresh, logger: logger) {
-            logger.notice("serving metrics on \(address)")
-        }
-        return Task {
-            do { try await app.run() } catch {
-                logger.error("metrics endpoint \(address) failed: \(error)")
-            }
-        }
-    }
 
     private func status(recorder: FlowRecorder, store: FlowStore, backend: NftablesBackend, runner: TransitionRunner,
                         receiveBuffer: Int) -> StatusReport {

@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import Metrics
 import Prometheus
+import ServiceLifecycle
 import Synchronization
 
 /// Where a Prometheus endpoint listens: a local address (`127.0.0.1:9464`, `[::1]:9464`) or a
@@ -117,5 +118,31 @@ public final class MirroredCounter: Sendable {
             return total - last
         }
         if delta > 0 { counter.increment(by: Int64(clamping: delta)) }
+    }
+}
+
+/// The endpoint run beside a program that is not itself async (the agent): its own service group,
+/// shut down gracefully at stop, so that a stop is not logged as a failure of the listener.
+public final class MetricsServer: Sendable {
+    private let group: ServiceGroup
+    private let done = DispatchSemaphore(value: 0)
+
+    public init(at address: MetricsAddress, refresh: @escaping @Sendable () async -> Void, logger: Logger) {
+        let app = MetricsEndpoint.application(at: address, refresh: refresh, logger: logger) {
+            logger.notice("serving metrics on \(address)")
+        }
+        group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
+        Task { [group, done] in
+            do { try await group.run() } catch {
+                logger.error("metrics endpoint \(address) failed: \(error)")
+            }
+            done.signal()
+        }
+    }
+
+    /// Waits up to `timeout` seconds for the listener to close.
+    public func stop(timeout: Double = 2) {
+        Task { [group] in await group.triggerGracefulShutdown() }
+        _ = done.wait(timeout: .now() + timeout)
     }
 }
