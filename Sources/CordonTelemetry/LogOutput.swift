@@ -40,8 +40,16 @@ public struct LogOutput: LogHandler {
         self.sink = sink
     }
 
-    /// journald connects standard error itself and says so in `JOURNAL_STREAM`.
-    public static var underJournal: Bool { ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil }
+    /// journald connects standard error itself and says so in `JOURNAL_STREAM` (`device:inode`).
+    /// A child that inherited the variable but writes elsewhere (a redirect to a file) must not
+    /// get priority prefixes, so the stream is compared with what standard error is.
+    public static var underJournal: Bool {
+        guard let value = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] else { return false }
+        let parts = value.split(separator: ":")
+        var info = stat()
+        guard parts.count == 2, let device = UInt64(parts[0]), let inode = UInt64(parts[1]), fstat(2, &info) == 0 else { return false }
+        return UInt64(info.st_dev) == device && UInt64(info.st_ino) == inode
+    }
 
     public static let standardError: @Sendable (String) -> Void = { line in
         var line = line

@@ -22,6 +22,19 @@ import Testing
         #expect(handler.line(level: .critical, message: "x", metadata: [:], source: "", at: date).hasPrefix("<2>x"))
     }
 
+    /// Priority prefixes only when standard error is the stream journald says it is.
+    @Test func journaldIsRecognisedByItsStreamNotByTheVariableAlone() {
+        var info = stat()
+        #expect(fstat(2, &info) == 0)
+        defer { unsetenv("JOURNAL_STREAM") }
+        setenv("JOURNAL_STREAM", "\(info.st_dev):\(info.st_ino)", 1)
+        #expect(LogOutput.underJournal)
+        setenv("JOURNAL_STREAM", "\(info.st_dev):\(info.st_ino &+ 1)", 1)
+        #expect(!LogOutput.underJournal, "inherited, but standard error went elsewhere")
+        setenv("JOURNAL_STREAM", "garbage", 1)
+        #expect(!LogOutput.underJournal)
+    }
+
     @Test func textOnATerminalHasTimeLevelAndLabel() {
         let handler = LogOutput(label: "cordon agent", format: .text, level: .info, journal: false)
         let line = handler.line(level: .notice, message: "enforce by alice", metadata: [:], source: "", at: date)
