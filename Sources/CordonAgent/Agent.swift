@@ -224,7 +224,7 @@ public final class Agent: Sendable {
         let endpoint = config.metrics.map { address in
             MetricsServer(at: address, refresh: { [metrics] in metrics.update(fullStatus(), state: runner.snapshot) }, logger: logger)
         }
-        var announced = Self.serviceStatus(runner.snapshot)
+        var announced = Self.serviceStatus(runner.snapshot, degraded: tableGuard.degraded.load(ordering: .relaxed))
         notifier.ready(status: announced)
         let watchdogInterval = notifier.watchdogInterval
         var lastWatchdog = Self.monotonic()
@@ -254,7 +254,7 @@ public final class Agent: Sendable {
                 notifier.watchdog()
                 lastWatchdog = Self.monotonic()
             }
-            let now = Self.serviceStatus(runner.snapshot)
+            let now = Self.serviceStatus(runner.snapshot, degraded: tableGuard.degraded.load(ordering: .relaxed))
             if now != announced {
                 notifier.status(now)
                 announced = now
@@ -286,8 +286,9 @@ public final class Agent: Sendable {
 
     private static func monotonic() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
-    /// The one line `systemctl status` shows: mode and isolation, which an operator needs first.
-    static func serviceStatus(_ state: HostState) -> String {
+    /// The one line `systemctl status` shows: mode and isolation, which an operator needs first,
+    /// and loudly when the guard cannot make the kernel hold what the agent installed.
+    static func serviceStatus(_ state: HostState, degraded: Bool) -> String {
         let e = state.enforcement
         var text: String
         switch e.mode {
@@ -297,9 +298,9 @@ public final class Agent: Sendable {
             if e.unconfirmed, let deadline = e.confirmDeadline { text += ", unconfirmed: rolls back at \(TimeText.rfc3339(deadline))" }
         }
         if state.required.overlay { text = "ISOLATED; " + text }
+        if degraded { text = "DEGRADED: the kernel does not hold the tables the agent installed; " + text }
         return text
     }
-
 
     private func status(recorder: FlowRecorder, store: FlowStore, backend: NftablesBackend, runner: TransitionRunner,
                         receiveBuffer: Int) -> StatusReport {
