@@ -29,7 +29,7 @@ struct IdleBenchmark: ParsableCommand {
     static func statusField(_ pid: pid_t, _ name: String) -> Double? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
               let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return nil }
-        return line.split(separator: " ").dropFirst().first.flatMap { Double($0) }
+        return line.split(whereSeparator: \.isWhitespace).dropFirst().first.flatMap { Double($0) }
     }
 
     func run() throws {
