@@ -212,7 +212,7 @@ import Glibc
         let before = try String(contentsOfFile: data + "/server.pem", encoding: .utf8)
         let ca = try String(contentsOfFile: data + "/ca.pem", encoding: .utf8)
         let refused = try setup.lab.run(nil, [setup.fleet.serverBinary, "certificate", "renew", "--data", data])
-        #expect(refused.status == 2 && refused.stderr.contains("--name"), "\(refused)")
+        #expect(refused.status != 0 && refused.stderr.contains("--name"), "\(refused)")
         let renewed = try setup.lab.run(nil, [setup.fleet.serverBinary, "certificate", "renew", "--data", data, "--name", F.serverA, "--name", F.serverB])
         #expect(renewed.succeeded, "\(renewed)")
         let after = try String(contentsOfFile: data + "/server.pem", encoding: .utf8)
