@@ -69,6 +69,31 @@ import Testing
         #expect(try store.verifyDecisions().contains { $0.contains("entry 2 (isolate by ivy") && $0.contains("was altered") })
     }
 
+    /// Written by release 0.2.0 itself (approve, enforce, confirm, isolate, release, stop), for
+    /// the releases after it: `Tests/Fixtures/cordon-0.2.0.db`.
+    static let fixture020 = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/cordon-0.2.0.db").path
+
+    @Test("a database of release 0.2.0 opens: enforcing version 1, confirmed, released; its log verifies and new entries chain on")
+    func release020DatabaseOpensAndItsLogVerifies() throws {
+        let path = temporaryPath()
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        try FileManager.default.copyItem(atPath: Self.fixture020, toPath: path)
+        let store = try FlowStore(path: path)
+        #expect(try store.verifyDecisions().isEmpty)
+        let state = try store.hostState()
+        #expect(state.enforcement.mode == .enforce && state.enforcement.version == 1 && !state.enforcement.unconfirmed)
+        #expect(!state.isolation.isolated)
+        #expect(try store.latestRuleset()?.version == 1)
+        try store.record(action: "discover", operator: "ivy", reason: "after the upgrade", policy: "x",
+                         whitelist: [.init(protocol: "tcp", address: "192.0.2.20", port: 9000)], outcome: "success")
+        let log = try store.decisions()
+        #expect(log.map(\.action) == ["approve", "enforce", "confirm", "isolate", "release", "discover"])
+        #expect(log.map(\.sequence) == [1, 2, 3, 4, 5, 6])
+        #expect(log[5].previousHash == log[4].hash)
+        #expect(try store.verifyDecisions().isEmpty)
+    }
+
     @Test func aDatabaseFromBeforeVerdictsKeepsItsFlowsAsAllowed() throws {
         let path = temporaryPath()
         defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
