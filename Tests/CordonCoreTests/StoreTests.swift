@@ -9,6 +9,15 @@ import Testing
         NSTemporaryDirectory() + "cordon-store-test-\(UUID().uuidString).db"
     }
 
+    /// A committed fixture, copied first: opening it migrates it, and the fixture must stay as
+    /// its release wrote it.
+    func withCopy(of fixture: String, _ body: (FlowStore, String) throws -> Void) throws {
+        let path = temporaryPath()
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        try FileManager.default.copyItem(atPath: fixture, toPath: path)
+        try body(try FlowStore(path: path), path)
+    }
+
     func key(_ direction: Direction, _ transport: UInt8, _ remote: String, _ service: UInt16) -> FlowKey {
         FlowKey(direction: direction, transport: transport, local: IPAddress("192.0.2.10")!, remote: IPPrefix(remote)!, service: service)
     }
@@ -44,29 +53,27 @@ import Testing
 
     @Test("a database of release 0.1.0 migrates: its log still verifies, new entries chain on with sequence numbers and the whitelist as data")
     func previousReleaseMigratesAndItsLogVerifies() throws {
-        let path = temporaryPath()
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
-        try FileManager.default.copyItem(atPath: Self.fixture, toPath: path)
-        let store = try FlowStore(path: path)
-        #expect(try store.verifyDecisions().isEmpty)
-        let state = try store.hostState()
-        #expect(state.isolation.isolated && state.isolation.reason == "left isolated" && state.isolation.releasing == nil)
-        #expect(state.enforcement == EnforcementState())
-        try store.record(action: "release", operator: "ivy", reason: "after the upgrade", policy: "x",
-                         whitelist: [.init(protocol: "tcp", address: "192.0.2.20", port: 9000)], outcome: "success")
-        let log = try store.decisions()
-        #expect(log.map(\.format) == [1, 1, 1, 1, 2])
-        #expect(log.map(\.sequence) == [1, 2, 3, 4, 5])
-        #expect(log[1].whitelist == "resolver 192.0.2.53", "the old entries keep their sentence")
-        #expect(log[4].managementWhitelist == [.init(protocol: "tcp", address: "192.0.2.20", port: 9000)])
-        #expect(log[4].previousHash == log[3].hash)
-        #expect(try store.verifyDecisions().isEmpty)
-        let queue = try DatabaseQueue(path: path)
-        try queue.write { db in
-            try db.execute(sql: "DROP TRIGGER decisions_append_only_update")
-            try db.execute(sql: "UPDATE decisions SET whitelist = 'none' WHERE seq = 2")
+        try withCopy(of: Self.fixture) { store, path in
+            #expect(try store.verifyDecisions().isEmpty)
+            let state = try store.hostState()
+            #expect(state.isolation.isolated && state.isolation.reason == "left isolated" && state.isolation.releasing == nil)
+            #expect(state.enforcement == EnforcementState())
+            try store.record(action: "release", operator: "ivy", reason: "after the upgrade", policy: "x",
+                             whitelist: [.init(protocol: "tcp", address: "192.0.2.20", port: 9000)], outcome: "success")
+            let log = try store.decisions()
+            #expect(log.map(\.format) == [1, 1, 1, 1, 2])
+            #expect(log.map(\.sequence) == [1, 2, 3, 4, 5])
+            #expect(log[1].whitelist == "resolver 192.0.2.53", "the old entries keep their sentence")
+            #expect(log[4].managementWhitelist == [.init(protocol: "tcp", address: "192.0.2.20", port: 9000)])
+            #expect(log[4].previousHash == log[3].hash)
+            #expect(try store.verifyDecisions().isEmpty)
+            let queue = try DatabaseQueue(path: path)
+            try queue.write { db in
+                try db.execute(sql: "DROP TRIGGER decisions_append_only_update")
+                try db.execute(sql: "UPDATE decisions SET whitelist = 'none' WHERE seq = 2")
+            }
+            #expect(try store.verifyDecisions().contains { $0.contains("entry 2 (isolate by ivy") && $0.contains("was altered") })
         }
-        #expect(try store.verifyDecisions().contains { $0.contains("entry 2 (isolate by ivy") && $0.contains("was altered") })
     }
 
     /// Written by release 0.2.0 itself (approve, enforce, confirm, isolate, release, stop), for
@@ -76,22 +83,20 @@ import Testing
 
     @Test("a database of release 0.2.0 opens: enforcing version 1, confirmed, released; its log verifies and new entries chain on")
     func release020DatabaseOpensAndItsLogVerifies() throws {
-        let path = temporaryPath()
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
-        try FileManager.default.copyItem(atPath: Self.fixture020, toPath: path)
-        let store = try FlowStore(path: path)
-        #expect(try store.verifyDecisions().isEmpty)
-        let state = try store.hostState()
-        #expect(state.enforcement.mode == .enforce && state.enforcement.version == 1 && !state.enforcement.unconfirmed)
-        #expect(!state.isolation.isolated)
-        #expect(try store.latestRuleset()?.version == 1)
-        try store.record(action: "discover", operator: "ivy", reason: "after the upgrade", policy: "x",
-                         whitelist: [.init(protocol: "tcp", address: "192.0.2.20", port: 9000)], outcome: "success")
-        let log = try store.decisions()
-        #expect(log.map(\.action) == ["approve", "enforce", "confirm", "isolate", "release", "discover"])
-        #expect(log.map(\.sequence) == [1, 2, 3, 4, 5, 6])
-        #expect(log[5].previousHash == log[4].hash)
-        #expect(try store.verifyDecisions().isEmpty)
+        try withCopy(of: Self.fixture020) { store, _ in
+            #expect(try store.verifyDecisions().isEmpty)
+            let state = try store.hostState()
+            #expect(state.enforcement.mode == .enforce && state.enforcement.version == 1 && !state.enforcement.unconfirmed)
+            #expect(!state.isolation.isolated)
+            #expect(try store.latestRuleset()?.version == 1)
+            try store.record(action: "discover", operator: "ivy", reason: "after the upgrade", policy: "x",
+                             whitelist: [.init(protocol: "tcp", address: "192.0.2.20", port: 9000)], outcome: "success")
+            let log = try store.decisions()
+            #expect(log.map(\.action) == ["approve", "enforce", "confirm", "isolate", "release", "discover"])
+            #expect(log.map(\.sequence) == [1, 2, 3, 4, 5, 6])
+            #expect(log[5].previousHash == log[4].hash)
+            #expect(try store.verifyDecisions().isEmpty)
+        }
     }
 
     @Test func aDatabaseFromBeforeVerdictsKeepsItsFlowsAsAllowed() throws {
