@@ -85,7 +85,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
 
         // Throwaway network namespaces for the demo, the integration tests and the benchmarks.
-        .target(name: "CordonLab"),
+        .target(name: "CordonLab", dependencies: ["CordonTelemetry"]),
 
         .executableTarget(
             name: "cordon",

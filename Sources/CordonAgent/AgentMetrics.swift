@@ -7,7 +7,6 @@ import Prometheus
 /// each scrape, so the event path pays nothing for metrics. Durations are recorded where they
 /// happen. Every name and its meaning is in Docs/operations.md.
 public final class AgentMetrics: Sendable {
-    private let registry: PrometheusCollectorRegistry
     private let events, lostEvents, resyncs, recovered, ignored, flushErrors: MirroredCounter
     private let rejectedInbound, rejectedOutbound, lostLogMessages: MirroredCounter
     private let guardRestores, guardEscalations: MirroredCounter
@@ -23,7 +22,6 @@ public final class AgentMetrics: Sendable {
                                            .seconds(2), .seconds(10)]
 
     public init(registry: PrometheusCollectorRegistry = Telemetry.registry) {
-        self.registry = registry
         func counter(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> MirroredCounter {
             MirroredCounter(registry, name, labels: labels, help: help)
         }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CordonCore
+import CordonTelemetry
 import Foundation
 import Synchronization
 
@@ -227,12 +228,10 @@ final class ControlServer: Sendable {
         unlink(path)
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw AgentError.system("control socket", errno) }
-        var address = try ControlClient.socketAddress(path)
+        let address = try ControlClient.socketAddress(path)
         // umask, not chmod after bind: no instant where the socket exists with looser permissions.
         let previous = umask(0o177)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
+        let bound = address.withSockaddr { bind(fd, $0, $1) }
         umask(previous)
         guard bound == 0, listen(fd, 128) == 0 else {
             let code = errno
@@ -318,10 +317,7 @@ public struct ControlClient: Sendable {
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = try Self.socketAddress(path)
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
+        let connected = try Self.socketAddress(path).withSockaddr { connect(fd, $0, $1) }
         guard connected == 0 else {
             if errno == EACCES || errno == EPERM { throw AgentError.permissionDenied(socket: path) }
             throw AgentError.notRunning(socket: path, reason: String(cString: strerror(errno)))
@@ -346,17 +342,9 @@ public struct ControlClient: Sendable {
         }
     }
 
-    static func socketAddress(_ path: String) throws -> sockaddr_un {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        guard bytes.count < capacity else {
-            throw AgentError.protocolViolation("socket path longer than \(capacity - 1) bytes: \(path)")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
+    static func socketAddress(_ path: String) throws -> UnixSocketAddress {
+        guard let address = UnixSocketAddress(path) else {
+            throw AgentError.protocolViolation("socket path longer than 107 bytes: \(path)")
         }
         return address
     }

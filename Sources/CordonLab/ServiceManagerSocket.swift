@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CordonTelemetry
 import Foundation
 
 /// The service manager's end of sd_notify(3) for tests: a datagram socket at a path (reachable
@@ -9,25 +10,19 @@ public final class ServiceManagerSocket: @unchecked Sendable {
     public let path: String
     private let descriptor: Int32
 
-    public init(directory: String = NSTemporaryDirectory()) throws {
-        path = directory + "/notify-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+    /// - Parameter abstract: an abstract name (`@...`, as newer systemd gives) instead of a file.
+    public init(directory: String = NSTemporaryDirectory(), abstract: Bool = false) throws {
+        let name = "notify-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        path = abstract ? "@cordon-" + name : directory + "/" + name
         descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < 108 else { throw LabError("socket path too long: \(path)") }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in bytes.enumerated() { raw[index] = byte }
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
+        guard let address = UnixSocketAddress(path) else { throw LabError("socket path too long: \(path)") }
+        let bound = address.withSockaddr { bind(descriptor, $0, $1) }
         guard bound == 0 else { throw LabError("cannot bind \(path): errno \(errno)") }
     }
 
     deinit {
         close(descriptor)
-        unlink(path)
+        if !path.hasPrefix("@") { unlink(path) }
     }
 
     /// One datagram, or nil after `timeout` seconds.

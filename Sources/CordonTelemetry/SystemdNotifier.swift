@@ -9,8 +9,7 @@ import Foundation
 ///
 /// Without `NOTIFY_SOCKET` (not under systemd, or `Type=simple`) every call does nothing.
 public final class SystemdNotifier: Sendable {
-    private let address: sockaddr_un?
-    private let length: socklen_t
+    private let address: UnixSocketAddress?
     private let descriptor: Int32
     /// Half of `WatchdogSec=`, the interval at which `WATCHDOG=1` keeps the service alive; nil
     /// when the manager asked for no watchdog (or asked it of another process).
@@ -23,21 +22,12 @@ public final class SystemdNotifier: Sendable {
             interval = Double(usec) / 2e6
         }
         watchdogInterval = interval
-        guard let path = environment["NOTIFY_SOCKET"], !path.isEmpty, path.utf8.count < 108,
-              path.hasPrefix("/") || path.hasPrefix("@") else {
-            (address, length, descriptor) = (nil, 0, -1)
+        guard let path = environment["NOTIFY_SOCKET"], path.hasPrefix("/") || path.hasPrefix("@"),
+              let address = UnixSocketAddress(path) else {
+            (address, descriptor) = (nil, -1)
             return
         }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        var bytes = Array(path.utf8)
-        // "@name" is an abstract socket: its first byte is NUL and the name is not terminated.
-        if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in bytes.enumerated() { raw[index] = byte }
-        }
         self.address = address
-        length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (bytes.first == 0 ? 0 : 1))
         descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     }
 
@@ -51,15 +41,11 @@ public final class SystemdNotifier: Sendable {
     /// Sends `KEY=value` lines; false when no manager listens or the send failed.
     @discardableResult
     public func notify(_ fields: [(String, String)]) -> Bool {
-        guard var address, descriptor >= 0 else { return false }
+        guard let address, descriptor >= 0 else { return false }
         // A value holding a newline would start a field of its own.
         let message = fields.map { "\($0.0)=\($0.1.replacingOccurrences(of: "\n", with: " "))" }.joined(separator: "\n")
         let sent = message.utf8CString.withUnsafeBufferPointer { text in
-            withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(descriptor, text.baseAddress, text.count - 1, Int32(MSG_NOSIGNAL), $0, length)
-                }
-            }
+            address.withSockaddr { sendto(descriptor, text.baseAddress, text.count - 1, Int32(MSG_NOSIGNAL), $0, $1) }
         }
         return sent >= 0
     }

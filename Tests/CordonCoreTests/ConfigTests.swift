@@ -1,4 +1,5 @@
 import CordonAgent
+import CordonTelemetry
 import Foundation
 import Testing
 
@@ -32,6 +33,26 @@ import Testing
         #expect(config.management.summary == "collector 192.0.2.20:9000, collector [2001:db8::20]:9000, resolver 192.0.2.53, extra tcp/198.51.100.0/24:22")
         #expect(config.logGroup == 12)
         #expect(config.effectiveManagement(resolvConf: "/nonexistent").resolvers.map(\.description) == ["192.0.2.53"])
+    }
+
+    @Test func readsTheOperationsSettingsAndRefusesBadOnesByLineAndField() throws {
+        let path = try write("metrics: unix:/run/cordon/metrics.sock\nlog_format: json\nlog_level: warning\n")
+        defer { unlink(path) }
+        let config = try AgentConfig.load(path: path)
+        #expect(config.metrics == .unix(path: "/run/cordon/metrics.sock"))
+        #expect(config.logFormat == .json)
+        #expect(config.logLevel == .warning)
+        #expect(AgentConfig().metrics == nil, "off unless asked for")
+        for (text, field) in [("socket: /tmp/s\nmetrics: 9464\n", "metrics"), ("socket: /tmp/s\nlog_format: xml\n", "log_format"),
+                              ("socket: /tmp/s\nlog_level: loud\n", "log_level")] {
+            let bad = try write(text)
+            defer { unlink(bad) }
+            #expect {
+                try AgentConfig.load(path: bad)
+            } throws: { error in
+                (error as? ConfigError).map { $0.line == 2 && $0.field == field } ?? false
+            }
+        }
     }
 
     @Test func resolversDefaultToResolvConf() throws {

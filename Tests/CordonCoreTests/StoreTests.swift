@@ -46,14 +46,16 @@ import Testing
         #expect(try Data(contentsOf: URL(fileURLWithPath: empty)).isEmpty, "refusing changes nothing")
     }
 
-    /// Written by release 0.1.0 itself (approve, isolate and release directly, isolate again):
-    /// `Tests/Fixtures/cordon-0.1.0.db`.
-    static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures/cordon-0.1.0.db").path
+    /// `Tests/Fixtures/cordon-RELEASE.db`, written by that release itself.
+    static func fixture(_ release: String) -> String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/cordon-\(release).db").path
+    }
 
+    /// 0.1.0's: approve, isolate and release directly, isolate again.
     @Test("a database of release 0.1.0 migrates: its log still verifies, new entries chain on with sequence numbers and the whitelist as data")
     func previousReleaseMigratesAndItsLogVerifies() throws {
-        try withCopy(of: Self.fixture) { store, path in
+        try withCopy(of: Self.fixture("0.1.0")) { store, path in
             #expect(try store.verifyDecisions().isEmpty)
             let state = try store.hostState()
             #expect(state.isolation.isolated && state.isolation.reason == "left isolated" && state.isolation.releasing == nil)
@@ -76,14 +78,10 @@ import Testing
         }
     }
 
-    /// Written by release 0.2.0 itself (approve, enforce, confirm, isolate, release, stop), for
-    /// the releases after it: `Tests/Fixtures/cordon-0.2.0.db`.
-    static let fixture020 = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures/cordon-0.2.0.db").path
-
+    /// 0.2.0's, for the releases after it: approve, enforce, confirm, isolate, release, stop.
     @Test("a database of release 0.2.0 opens: enforcing version 1, confirmed, released; its log verifies and new entries chain on")
     func release020DatabaseOpensAndItsLogVerifies() throws {
-        try withCopy(of: Self.fixture020) { store, _ in
+        try withCopy(of: Self.fixture("0.2.0")) { store, _ in
             #expect(try store.verifyDecisions().isEmpty)
             let state = try store.hostState()
             #expect(state.enforcement.mode == .enforce && state.enforcement.version == 1 && !state.enforcement.unconfirmed)

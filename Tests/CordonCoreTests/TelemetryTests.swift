@@ -104,6 +104,14 @@ import Testing
         #expect(manager.receive() == "STOPPING=1\nSTATUS=stopping: flushing")
     }
 
+    @Test func anAbstractSocketIsReachedToo() throws {
+        let manager = try ServiceManagerSocket(abstract: true)
+        #expect(manager.path.hasPrefix("@") && !FileManager.default.fileExists(atPath: manager.path), "no file: the name is abstract")
+        let notifier = SystemdNotifier(environment: ["NOTIFY_SOCKET": manager.path])
+        notifier.watchdog()
+        #expect(manager.receive() == "WATCHDOG=1")
+    }
+
     @Test func withoutASocketNothingIsSent() {
         let notifier = SystemdNotifier(environment: [:])
         #expect(!notifier.active)

@@ -51,10 +51,10 @@ import Glibc
             guard approved.succeeded else { throw LabError("approve: \(approved.stdout)\(approved.stderr)") }
         }
 
-        func startAgent(_ extra: [String] = [], prefix: [String] = [], log: String? = nil) throws -> Child {
+        func startAgent(_ extra: [String] = [], log: String? = nil) throws -> Child {
             try lab.startAgent(in: scenario.host, binary: cordon,
                                arguments: ["--db", scenario.database, "--socket", scenario.socket, "--flush-interval", "0.5"] + extra,
-                               socket: scenario.socket, log: log ?? scenario.agentLog, prefix: prefix)
+                               socket: scenario.socket, log: log ?? scenario.agentLog)
         }
 
         @discardableResult
@@ -88,13 +88,16 @@ import Glibc
         let setup = try Setup()
         defer { setup.lab.cleanup() }
         let manager = try ServiceManagerSocket(directory: setup.lab.directory)
-        let agent = try setup.startAgent(prefix: ["env", "NOTIFY_SOCKET=\(manager.path)", "WATCHDOG_USEC=1000000"])
-        try setup.approve()
-
-        let ready = try #require(manager.receive(timeout: 5))
-        #expect(ready.contains("READY=1") && ready.contains("STATUS=discovery (nothing blocked)"), "\(ready)")
-        #expect(ready.contains("MAINPID="))
+        // Spawned without waiting for its socket: the table is looked for the moment READY arrives.
+        let agent = try setup.lab.spawn(setup.scenario.host, ["env", "NOTIFY_SOCKET=\(manager.path)", "WATCHDOG_USEC=1000000", setup.cordon,
+                                                              "agent", "--db", setup.scenario.database, "--socket", setup.scenario.socket,
+                                                              "--flush-interval", "0.5"], log: setup.scenario.agentLog)
+        let ready = try #require(manager.receive(timeout: 15))
         #expect(try setup.lab.nftTables(setup.scenario.host).contains("table inet cordon"), "READY comes after the table is in")
+        #expect(ready.contains("READY=1") && ready.contains("STATUS=discovery (nothing blocked)"), "\(ready)")
+        #expect(ready.contains("MAINPID=\(agent.pid)"), "env execs the agent: its pid is the child's")
+        #expect(try setup.lab.run(nil, [setup.cordon, "status", "--socket", setup.scenario.socket]).succeeded, "READY comes after the socket answers")
+        try setup.approve()
 
         // Fed at half of WATCHDOG_USEC while the main loop runs.
         let idle = manager.collect(for: 2)
