@@ -315,6 +315,11 @@ public final class FleetLink: Sendable {
         let flows = try store.flowsChanged(after: flowsAcked, limit: Self.flowBatch)
         let epoch = state.withLock { $0.applyEpoch }
         let snapshot = runner.snapshot
+        // Read after the snapshot, so it is at least the entry of the change the snapshot shows.
+        // The server knows a change by this and its state together: a pair from a race (a newer
+        // entry beside the older state) costs one more intent at most, never a change taken for
+        // a repeat and dropped.
+        let localSequence = try store.latestIsolationSequence()
         let observed: IsolationWord = snapshot.isolation.isolated ? .isolated : .released
         let (applied, result, local) = state.withLock { s -> (Int64, AppliedGeneration?, LocalIsolationChange?) in
             var local: LocalIsolationChange?
@@ -324,7 +329,8 @@ public final class FleetLink: Sendable {
             // before the enrollment is reported like any other local one).
             if !s.applying, s.applyEpoch == epoch, snapshot.isolation.releasing == nil, (s.reported ?? .released) != observed {
                 local = LocalIsolationChange(state: observed, operator: snapshot.isolation.operator ?? "local",
-                                             reason: snapshot.isolation.reason ?? "", at: snapshot.isolation.since ?? TimeText.now())
+                                             reason: snapshot.isolation.reason ?? "", at: snapshot.isolation.since ?? TimeText.now(),
+                                             sequence: localSequence)
             }
             return (s.applied, s.result, local)
         }

@@ -5,7 +5,9 @@ public struct TextTable {
 
     public init(header: [String]) { self.header = header }
 
-    public mutating func add(_ row: [String]) { rows.append(row) }
+    /// Cells are made terminal-safe here, once for every table: much of what they show (host
+    /// names, agent versions, DNS names, reasons) was written by someone else.
+    public mutating func add(_ row: [String]) { rows.append(row.map(\.terminalSafe)) }
 
     public var text: String { text(indent: "") }
 
@@ -44,5 +46,36 @@ extension FlowRecord {
             ])
         }
         return table.text(indent: indent)
+    }
+}
+
+extension String {
+    /// Control characters (C0, DEL, C1) and the bidirectional overrides written as visible escapes
+    /// (`\e`, `\n`, `\u{202e}`): text from a host or a packet cannot move the cursor, clear a
+    /// line, draw a fake row, or reorder what an analyst's terminal shows.
+    public var terminalSafe: String {
+        guard unicodeScalars.contains(where: Self.needsEscape) else { return self }
+        var out = ""
+        for scalar in unicodeScalars {
+            guard Self.needsEscape(scalar) else {
+                out.unicodeScalars.append(scalar)
+                continue
+            }
+            switch scalar {
+            case "\u{1B}": out += "\\e"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default: out += "\\u{" + String(scalar.value, radix: 16) + "}"
+            }
+        }
+        return out
+    }
+
+    private static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x00...0x1F, 0x7F...0x9F, 0x202A...0x202E, 0x2066...0x2069: return true
+        default: return false
+        }
     }
 }

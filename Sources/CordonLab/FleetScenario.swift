@@ -9,7 +9,8 @@ import Synchronization
 /// (the lab kills what it spawned); nothing of the machine's own PostgreSQL is touched.
 public final class PostgresCluster: Sendable {
     public let lab: Lab
-    public let namespace: String
+    /// nil: the machine's own loopback, for tests that talk to the database from their own process.
+    public let namespace: String?
     public let port: Int
     public let directory: String
     private let bin: String
@@ -21,7 +22,7 @@ public final class PostgresCluster: Sendable {
         return versions.last.map { "/usr/lib/postgresql/\($0)/bin" }.flatMap { access($0 + "/initdb", X_OK) == 0 ? $0 : nil }
     }
 
-    public init(lab: Lab, namespace: String, port: Int = 5432, durable: Bool = false) throws {
+    public init(lab: Lab, namespace: String?, port: Int = 5432, durable: Bool = false) throws {
         guard let bin = Self.binaries() else { throw LabError("PostgreSQL not found: apt-get install -y postgresql-15 (with policy-rc.d: no service starts)") }
         guard let user = getpwnam("postgres") else { throw LabError("no `postgres` user: install Debian's postgresql package") }
         self.lab = lab
@@ -72,6 +73,36 @@ public final class PostgresCluster: Sendable {
             _ = try? lab.run(namespace, ["pkill", "-9", "-u", "postgres", "-f", directory + "/data"])
             usleep(50_000)
         }
+    }
+
+    /// The postmaster's pid, from its pid file.
+    private var postmaster: pid_t? {
+        (try? String(contentsOfFile: directory + "/data/postmaster.pid", encoding: .utf8))
+            .flatMap { Int32($0.split(separator: "\n").first ?? "") }
+    }
+
+    /// The postmaster and every backend it forked.
+    private func processes() -> [pid_t] {
+        guard let main = postmaster else { return [] }
+        let children = (try? lab.run(nil, ["pgrep", "-P", String(main)]))?.stdout.split(separator: "\n").compactMap { Int32($0) } ?? []
+        return [main] + children
+    }
+
+    /// `kill -STOP` of the postmaster and its backends: a database that accepts TCP connections
+    /// (the kernel does) and answers nothing, as a hung host or a frozen VM.
+    public func pause() {
+        for pid in processes() { kill(pid, SIGSTOP) }
+    }
+
+    public func resume() {
+        for pid in processes() { kill(pid, SIGCONT) }
+    }
+
+    /// A clean stop (the fast shutdown of `pg_ctl -m fast`): sessions are ended, connections refused.
+    public func stop() {
+        guard let child = process.withLock({ $0 }), let main = postmaster else { return }
+        kill(main, SIGINT)
+        child.wait(timeout: 30)
     }
 
     /// psql against the cluster; its output.
@@ -141,9 +172,10 @@ public final class FleetScenario: Sendable {
     public var caFile: String { data + "/ca.pem" }
 
     /// Starts a replica of the server; waits until it answers over HTTPS.
-    public func startServer(port: Int = FleetScenario.port, name: String = "1", extra: [String] = []) throws -> Child {
+    /// `prefix` runs before the server's command line (`prlimit --nofile=1024 --`).
+    public func startServer(port: Int = FleetScenario.port, name: String = "1", extra: [String] = [], prefix: [String] = []) throws -> Child {
         let log = lab.directory + "/server-\(name).log"
-        let child = try lab.spawn(server, [serverBinary, "run", "--data", data, "--database", postgres.url, "--listen", "0.0.0.0:\(port)"] + extra,
+        let child = try lab.spawn(server, prefix + [serverBinary, "run", "--data", data, "--database", postgres.url, "--listen", "0.0.0.0:\(port)"] + extra,
                                   log: log)
         for _ in 0..<300 {
             if try lab.run(server, ["curl", "-sf", "--cacert", caFile, "https://\(Self.serverA):\(port)/healthz"]).succeeded { return child }

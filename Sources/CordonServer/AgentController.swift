@@ -22,19 +22,22 @@ struct AgentController {
     /// 9999-12-31T23:59:59Z: PostgreSQL's timestamps end soon after.
     static let latestTime: Int64 = 253_402_300_799
     static let maximumFlows = 5000
+    static let reportBody = 16 << 20
 
     let stores: Stores
     let waiters: DesiredWaiters
     let seen: SeenHosts
     let metrics: ServerMetrics
+    let deadline: DatabaseDeadline
     let logger: Logger
 
     func addRoutes(to router: Router<ServerContext>) {
-        router.post("/agent/v1/enroll", use: enroll)
+        router.post("/agent/v1/enroll", use: deadline(enroll))
         router.group("/agent/v1")
-            .add(middleware: Authentication(tokens: stores.tokens, accepts: .host))
+            .add(middleware: Authentication(tokens: stores.tokens, accepts: .host, deadline: deadline))
+            // The long poll waits by design: its reads are bounded one by one.
             .get("desired", use: desired)
-            .post("report", use: report)
+            .post("report", use: deadline(report, body: Self.reportBody))
     }
 
     @Sendable func enroll(_ request: Request, context: ServerContext) async throws -> Response {
@@ -70,16 +73,28 @@ struct AgentController {
         // read per poll, and one more only when woken.
         let first = ReadBox()
         let isolation = stores.isolation
+        let deadline = deadline
         let woken = await waiters.wait(host: host, timeout: Self.pollDuration(wait)) {
-            // A failed read wakes the poll at once; the read after it answers the error.
-            guard let read = try? await isolation.desired(host: host) else { return true }
-            first.value.withLock { $0 = read }
-            return read.generation > after
+            // A failed read wakes the poll at once, and the poll answers its error.
+            do {
+                let read = try await deadline.run { try await isolation.desired(host: host) }
+                first.value.withLock { $0 = .success(read) }
+                return (read?.generation ?? .max) > after
+            } catch {
+                first.value.withLock { $0 = .failure(error) }
+                return true
+            }
         }
-        var current = first.value.withLock { $0 }
-        // Read again when woken without a newer state in hand, or when the wait ended before its first read did.
-        if current == nil || (woken && current!.generation <= after) {
-            current = try await stores.isolation.desired(host: host)
+        var current: DesiredIsolation?
+        switch first.value.withLock({ $0 }) {
+        case .failure(let error)?: throw error
+        case .success(let read)?:
+            current = read
+            // Woken without a newer state in hand: read again.
+            if woken, let read, read.generation <= after { current = try await deadline.run { try await isolation.desired(host: host) } }
+        case nil:
+            // The wait ended before its first read did.
+            current = try await deadline.run { try await isolation.desired(host: host) }
         }
         guard let current else { throw APIFailure.unauthorized }
         seen.note(host)
@@ -88,7 +103,7 @@ struct AgentController {
 
     @Sendable func report(_ request: Request, context: ServerContext) async throws -> Response {
         let host = try context.requireHost()
-        let report = try await JSON.decode(AgentReport.self, from: request, limit: 16 << 20)
+        let report = try await JSON.decode(AgentReport.self, from: request, limit: Self.reportBody)
         guard report.log.count <= Self.maximumLogEntries else {
             throw APIFailure(.contentTooLarge, "at most \(Self.maximumLogEntries) entries per report", field: "log")
         }
@@ -127,5 +142,5 @@ struct AgentController {
 
 /// The poll's first read, made inside the wait's check.
 final class ReadBox: Sendable {
-    let value = Mutex<DesiredIsolation?>(nil)
+    let value = Mutex<Result<DesiredIsolation?, any Error>?>(nil)
 }

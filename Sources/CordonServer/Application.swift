@@ -37,13 +37,19 @@ public struct ServerSettings: Sendable {
     public var port: Int
     /// The Prometheus endpoint (plain HTTP: loopback or a unix socket); nil serves none.
     public var metrics: MetricsAddress?
+    /// How long a request may wait on PostgreSQL before it is answered 503.
+    public var databaseDeadline: DatabaseDeadline
+    public var limits: ConnectionLimits
 
-    public init(data: DataDirectory, database: DatabaseURL, host: String, port: Int, metrics: MetricsAddress? = nil) {
+    public init(data: DataDirectory, database: DatabaseURL, host: String, port: Int, metrics: MetricsAddress? = nil,
+                databaseDeadline: DatabaseDeadline = .init(), limits: ConnectionLimits = .init()) {
         self.data = data
         self.database = database
         self.host = host
         self.port = port
         self.metrics = metrics
+        self.databaseDeadline = databaseDeadline
+        self.limits = limits
     }
 }
 
@@ -55,33 +61,49 @@ public enum ServerApplication {
         let client = PostgresClient(configuration: try settings.database.configuration(), backgroundLogger: logger)
         let stores = Stores(client: client, logger: logger)
         let waiters = DesiredWaiters()
+        let listener = DesiredListener(client: client, waiters: waiters, logger: logger)
         let seen = SeenHosts(hosts: stores.hosts, logger: logger)
         let metrics = ServerMetrics()
+        let deadline = { () -> DatabaseDeadline in
+            var deadline = settings.databaseDeadline
+            deadline.body = settings.limits.body
+            return deadline
+        }()
         let router = Router(context: ServerContext.self)
         // Outside the error middleware: it sees every answer, errors turned into responses included.
         router.add(middleware: RequestMetrics(metrics: metrics))
         router.add(middleware: ErrorMiddleware(logger: logger))
+        // Liveness: the process answers. It never looks at the database, so a database outage
+        // does not get every replica restarted at once.
         router.get("/healthz") { _, _ in JSON.response(["ok": true]) }
+        // Readiness: this replica can do its work now, its database answering and its
+        // notification channel listening; a load balancer sends it nothing while it cannot.
+        router.get("/readyz") { _, _ in
+            let readiness = await ReadinessCheck.check(client: client, listener: listener, seconds: min(deadline.seconds, 2), logger: logger)
+            var response = JSON.response(readiness, status: readiness.ready ? .ok : .serviceUnavailable)
+            if !readiness.ready { response.headers[.retryAfter] = String(ErrorMiddleware.retryAfter) }
+            return response
+        }
         router.get("/api/v1/openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }
-        AgentController(stores: stores, waiters: waiters, seen: seen, metrics: metrics, logger: logger).addRoutes(to: router)
-        let api = router.group("/api/v1").add(middleware: Authentication(tokens: stores.tokens, accepts: .apiToken))
-        HostsController(stores: stores).addRoutes(to: api)
-        IntentsController(stores: stores).addRoutes(to: api)
+        AgentController(stores: stores, waiters: waiters, seen: seen, metrics: metrics, deadline: deadline, logger: logger).addRoutes(to: router)
+        let api = router.group("/api/v1").add(middleware: Authentication(tokens: stores.tokens, accepts: .apiToken, deadline: deadline))
+        HostsController(stores: stores, deadline: deadline).addRoutes(to: api)
+        IntentsController(stores: stores, deadline: deadline).addRoutes(to: api)
 
         let certificate = try NIOSSLCertificate.fromPEMBytes(Array(try settings.data.read(settings.data.certificate).utf8))
         let key = try NIOSSLPrivateKey(bytes: Array(try settings.data.read(settings.data.key).utf8), format: .pem)
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: certificate.map { .certificate($0) }, privateKey: .privateKey(key))
         tls.minimumTLSVersion = .tlsv12
 
-        var services: [any Service] = [client, DesiredListener(client: client, waiters: waiters, logger: logger), seen]
+        var services: [any Service] = [client, listener, seen, PollCloser(waiters: waiters)]
         if let address = settings.metrics {
             services.append(MetricsEndpoint.application(at: address, refresh: { await metrics.refresh(stores: stores, client: client, logger: logger) },
                                                         logger: logger) { logger.notice("serving metrics on \(address)") })
         }
         var app = Application(
-            router: router, server: try .tls(.http1(), tlsConfiguration: tls),
+            router: router, server: .guardedTLS(tls, limits: settings.limits, peers: PeerCounts(limit: settings.limits.perAddress)),
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "cordon-server"),
             services: services,
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? settings.port) },
@@ -95,7 +117,11 @@ public enum ServerApplication {
 
     /// For the subcommands that only touch the database: runs `body` with a client and migrates first.
     public static func withDatabase<T: Sendable>(_ url: DatabaseURL, logger: Logger, _ body: @Sendable (Stores) async throws -> T) async throws -> T {
-        let client = PostgresClient(configuration: try url.configuration(), backgroundLogger: logger)
+        // The pool's own warnings stay out of a one-shot command's output: it reports its own
+        // failure, and the first query always races the pool's start (which PostgresNIO warns of).
+        var background = logger
+        background.logLevel = .error
+        let client = PostgresClient(configuration: try url.configuration(), backgroundLogger: background)
         return try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask {
                 await client.run()

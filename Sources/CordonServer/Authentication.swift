@@ -9,15 +9,19 @@ struct Authentication: RouterMiddleware {
     let tokens: PostgresTokenStore
     /// An agent's routes take host credentials, the API's take tokens; neither reaches the other.
     let accepts: Credential.Kind
+    let deadline: DatabaseDeadline
 
     func handle(_ request: Request, context: ServerContext, next: (Request, ServerContext) async throws -> Response) async throws -> Response {
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { throw APIFailure.unauthorized }
-        let token = String(header.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
+        // The scheme is case-insensitive (RFC 9110, 11.1): `bearer` and `BEARER` are Bearer.
+        guard let header = request.headers[.authorization], let space = header.firstIndex(of: " "),
+              header[..<space].lowercased() == "bearer" else { throw APIFailure.unauthorized }
+        let token = String(header[space...]).trimmingCharacters(in: .whitespaces)
         guard Credential.kind(of: token) == accepts else {
             throw APIFailure(.unauthorized, accepts == .host ? "agent routes take a host credential" : "the API takes an API token, not a host credential")
         }
-        guard let principal = try await tokens.authenticate(token: token) else {
-            if try await tokens.isRevokedHost(token: token) { throw APIFailure(.forbidden, "this host was revoked", field: nil) }
+        let tokens = tokens
+        guard let principal = try await deadline.run({ try await tokens.authenticate(token: token) }) else {
+            if try await deadline.run({ try await tokens.isRevokedHost(token: token) }) { throw APIFailure(.forbidden, "this host was revoked", field: nil) }
             throw APIFailure(.unauthorized, "the token is not valid (unknown or revoked)")
         }
         var context = context

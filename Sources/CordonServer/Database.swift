@@ -102,6 +102,12 @@ public enum Migrations {
               target text, detail text NOT NULL, remote text)
             """,
         ]),
+        // A local isolation change is known by the decision-log entry that made it (issue 19: a
+        // report sent again had made a second intent).
+        ("002-local-change-sequence", [
+            "ALTER TABLE intents ADD COLUMN local_sequence bigint",
+            "CREATE UNIQUE INDEX intents_local_change ON intents (host_id, local_sequence, state) WHERE local_sequence IS NOT NULL",
+        ]),
     ]
 
     public struct Newer: Error, CustomStringConvertible {

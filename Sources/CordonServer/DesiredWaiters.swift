@@ -1,3 +1,4 @@
+import CordonWire
 import Foundation
 import Logging
 import PostgresNIO
@@ -8,6 +9,7 @@ import Synchronization
 /// wakes them through PostgreSQL's LISTEN/NOTIFY, whichever replica made it.
 public final class DesiredWaiters: Sendable {
     private struct Waiting {
+        var closed = false
         var next = 0
         var byHost: [UUID: [Int: CheckedContinuation<Void, Never>]] = [:]
     }
@@ -25,7 +27,19 @@ public final class DesiredWaiters: Sendable {
         }
         let woken = Flag()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            waiting.withLock { $0.byHost[host, default: [:]][token] = continuation }
+            let closed = waiting.withLock { w -> Bool in
+                if !w.closed { w.byHost[host, default: [:]][token] = continuation }
+                return w.closed
+            }
+            // Shutting down: the poll answers at once with what its first read finds.
+            if closed {
+                Task {
+                    let changed = await check()
+                    woken.value.withLock { $0 = changed }
+                    continuation.resume()
+                }
+                return
+            }
             Task { [self] in
                 try? await Task.sleep(for: .milliseconds(Int(timeout * 1000)))
                 if let continuation = take(host: host, token: token) {
@@ -55,6 +69,13 @@ public final class DesiredWaiters: Sendable {
         for continuation in all { continuation.resume() }
     }
 
+    /// At shutdown: every poll answers now, and new ones do not wait. A server that waits for
+    /// 10,000 long polls to end by themselves outlives its unit's stop timeout and is killed.
+    public func close() {
+        waiting.withLock { $0.closed = true }
+        wakeAll()
+    }
+
     /// After the notification channel was lost: every poll looks again.
     public func wakeAll() {
         let all = waiting.withLock { w -> [CheckedContinuation<Void, Never>] in
@@ -67,10 +88,18 @@ public final class DesiredWaiters: Sendable {
 
 /// Holds one connection in LISTEN on the desired-state channel; reconnects with back-off, and
 /// wakes every poll after a gap, since notifications sent meanwhile are lost.
+///
+/// A connection to a paused or unreachable database neither answers nor closes, and a LISTEN on
+/// it would wait forever while notifications went elsewhere: a heartbeat on the same connection
+/// gives it up when it stops answering, and readiness says so meanwhile.
 public struct DesiredListener: Service {
+    /// How often the listening connection is asked to answer, and how long it has to.
+    static let heartbeat: Double = 5
+    static let heartbeatDeadline: Double = 3
     let client: PostgresClient
     let waiters: DesiredWaiters
     let logger: Logger
+    private let listening = ListenerState()
 
     public init(client: PostgresClient, waiters: DesiredWaiters, logger: Logger) {
         self.client = client
@@ -78,26 +107,55 @@ public struct DesiredListener: Service {
         self.logger = logger
     }
 
+    /// nil while listening; else why not.
+    public var problem: String? { listening.value.withLock { $0 } }
+
+    struct Silent: Error, CustomStringConvertible {
+        var description: String { "the listening connection did not answer a heartbeat within \(DesiredListener.heartbeatDeadline) s" }
+    }
+
     public func run() async throws {
-        let delay = Mutex(0.2)
+        let delay = Backoff()
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
                 try await cancelWhenGracefulShutdown {
                     try await client.withConnection { connection in
-                        try await connection.listen(on: PostgresIsolationStore.channel) { notifications in
-                            waiters.wakeAll()
-                            delay.withLock { $0 = 0.2 }
-                            for try await notification in notifications {
-                                if let host = UUID(uuidString: notification.payload) { waiters.wake(host: host) }
+                            try await withThrowingTaskGroup(of: Void.self) { group in
+                                group.addTask {
+                                    try await connection.listen(on: PostgresIsolationStore.channel) { notifications in
+                                        listening.value.withLock { $0 = nil }
+                                        waiters.wakeAll()
+                                        delay.value.withLock { $0 = 0.2 }
+                                        for try await notification in notifications {
+                                            if let host = UUID(uuidString: notification.payload) { waiters.wake(host: host) }
+                                        }
+                                    }
+                                }
+                                group.addTask {
+                                    while true {
+                                        try await Task.sleep(for: .milliseconds(Int(Self.heartbeat * 1000)))
+                                        do {
+                                            try await Deadline.run(seconds: Self.heartbeatDeadline) { try await connection.query("SELECT 1", logger: logger) }
+                                        } catch is Deadline.Exceeded {
+                                            // Closing is local and immediate: the listen fails with it, and the pool drops the connection.
+                                            listening.value.withLock { $0 = Silent().description }
+                                            try? await connection.close()
+                                            throw Silent()
+                                        }
+                                    }
+                                }
+                                // Either ending ends both: a listen that failed, or a connection gone silent.
+                                try await group.next()
+                                group.cancelAll()
                             }
-                        }
                     }
                 }
             } catch {
+                listening.value.withLock { $0 = "not listening: \(error)" }
                 if Task.isCancelled || Task.isShuttingDownGracefully { return }
-                logger.warning("listening for desired-state changes failed (\(error)); retrying in \(delay.withLock { $0 }) s")
+                logger.warning("listening for desired-state changes failed (\(error)); retrying in \(delay.value.withLock { $0 }) s")
             }
-            let wait = delay.withLock { d -> Double in
+            let wait = delay.value.withLock { d -> Double in
                 defer { d = min(d * 2, 5) }
                 return d
             }
@@ -136,6 +194,40 @@ public final class SeenHosts: Service, Sendable {
     }
 }
 
+/// Ends the long polls as soon as a graceful shutdown begins, so the server's own graceful
+/// shutdown (which waits for requests in flight) is not held up by them.
+struct PollCloser: Service {
+    let waiters: DesiredWaiters
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        waiters.close()
+    }
+}
+
+final class Backoff: Sendable {
+    let value = Mutex(0.2)
+}
+
+final class ListenerState: Sendable {
+    let value = Mutex<String?>("not listening yet")
+}
+
 final class Flag: Sendable {
     let value = Mutex(true)
+}
+
+enum ReadinessCheck {
+    /// A trivial query within `seconds`, and the listener's state.
+    static func check(client: PostgresClient, listener: DesiredListener, seconds: Double, logger: Logger) async -> Readiness {
+        var database: String?
+        do {
+            try await Deadline.run(seconds: seconds) { try await client.query("SELECT 1", logger: logger) }
+        } catch let error as Deadline.Exceeded {
+            database = "\(error)"
+        } catch {
+            database = "the database failed: \(String(describing: error).prefix(200))"
+        }
+        return Readiness(database: database, notifications: listener.problem)
+    }
 }

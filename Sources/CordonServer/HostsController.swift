@@ -6,13 +6,15 @@ import HTTPTypes
 /// `/api/v1/hosts`: the record of every host, its isolation, its log and its flows.
 struct HostsController {
     let stores: Stores
+    let deadline: DatabaseDeadline
+    static let isolationBody = 64 << 10
 
     func addRoutes(to group: RouterGroup<ServerContext>) {
-        group.get("hosts", use: list)
-        group.get("hosts/:id", use: show)
-        group.post("hosts/:id/isolation", use: isolation)
-        group.get("hosts/:id/log", use: log)
-        group.get("hosts/:id/flows", use: flows)
+        group.get("hosts", use: deadline(list))
+        group.get("hosts/:id", use: deadline(show))
+        group.post("hosts/:id/isolation", use: deadline(isolation, body: Self.isolationBody))
+        group.get("hosts/:id/log", use: deadline(log))
+        group.get("hosts/:id/flows", use: deadline(flows))
     }
 
     private func host(_ context: ServerContext) async throws -> HostView {
@@ -33,7 +35,7 @@ struct HostsController {
 
     @Sendable func isolation(_ request: Request, context: ServerContext) async throws -> Response {
         let token = try context.require(.responder)
-        let body = try await JSON.decode(IsolationRequest.self, from: request, limit: 64 << 10)
+        let body = try await JSON.decode(IsolationRequest.self, from: request, limit: Self.isolationBody)
         guard body.reason.schemaLength <= 1000 else { throw APIFailure(.unprocessableContent, "at most 1000 characters", field: "reason") }
         if body.state == .isolated && body.reason.isBlank {
             throw APIFailure(.unprocessableContent, "an isolation needs a reason", field: "reason")

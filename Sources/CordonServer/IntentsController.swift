@@ -5,12 +5,13 @@ import Hummingbird
 /// `/api/v1/intents`: every isolation request and how it ended.
 struct IntentsController {
     let stores: Stores
+    let deadline: DatabaseDeadline
 
     func addRoutes(to group: RouterGroup<ServerContext>) {
-        group.get("intents", use: list)
-        group.get("intents/:id", use: show)
-        group.post("intents/:id/cancel", use: cancel)
-        group.get("audit", use: audit)
+        group.get("intents", use: deadline(list))
+        group.get("intents/:id", use: deadline(show))
+        group.post("intents/:id/cancel", use: deadline(cancel))
+        group.get("audit", use: deadline(audit))
     }
 
     @Sendable func list(_ request: Request, context: ServerContext) async throws -> Response {

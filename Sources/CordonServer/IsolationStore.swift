@@ -31,6 +31,8 @@ public protocol IsolationStore: Sendable {
 public struct PostgresIsolationStore: IsolationStore {
     /// NOTIFY channel whose payload is a host id: its desired state changed.
     public static let channel = "cordon_desired"
+    /// The first key of the advisory locks on Idempotency-Keys: apart from every other advisory lock.
+    static let keyLockSpace: Int32 = 7411002
     let client: PostgresClient
     let logger: Logger
 
@@ -54,15 +56,19 @@ public struct PostgresIsolationStore: IsolationStore {
         var observed: IsolationWord?
         var observedGeneration: Int64
         var revoked: Bool
+        var desiredIntent: UUID?
     }
 
     private func lockHost(_ connection: PostgresConnection, _ host: UUID) async throws -> Row? {
         let rows = try await connection.query("""
-            SELECT desired_state, generation, observed_state, observed_generation, revoked_at IS NOT NULL FROM hosts WHERE id = \(host) FOR UPDATE
+            SELECT desired_state, generation, observed_state, observed_generation, revoked_at IS NOT NULL, desired_intent
+            FROM hosts WHERE id = \(host) FOR UPDATE
             """, logger: logger)
-        for try await (desired, generation, observed, observedGeneration, revoked) in rows.decode((String, Int64, String?, Int64, Bool).self) {
+        for try await (desired, generation, observed, observedGeneration, revoked, intent)
+            in rows.decode((String, Int64, String?, Int64, Bool, UUID?).self) {
             return Row(desired: IsolationWord(rawValue: desired) ?? .released, generation: generation,
-                       observed: observed.flatMap(IsolationWord.init), observedGeneration: observedGeneration, revoked: revoked)
+                       observed: observed.flatMap(IsolationWord.init), observedGeneration: observedGeneration, revoked: revoked,
+                       desiredIntent: intent)
         }
         return nil
     }
@@ -83,13 +89,25 @@ public struct PostgresIsolationStore: IsolationStore {
 
     public func request(host: UUID, _ request: IsolationRequest, by name: String, tokenID: UUID?, idempotencyKey: String?) async throws -> IntentAccepted {
         try await client.transaction(logger: logger) { connection in
+            if let idempotencyKey {
+                // Two requests with one key for two hosts lock different rows: the key needs a lock
+                // of its own, taken first (always before the host's), or both insert and the unique
+                // index answers the second with an error instead of the 422 the key deserves.
+                try await connection.query("""
+                    SELECT pg_advisory_xact_lock(\(Self.keyLockSpace), hashtext(\(tokenID?.uuidString ?? "") || ':' || \(idempotencyKey)))
+                    """, logger: logger)
+            }
             guard let row = try await lockHost(connection, host) else { throw IsolationRefusal.noHost }
             if let idempotencyKey {
                 let rows = try await connection.query("""
-                    SELECT id, host_id, state, generation, status FROM intents WHERE token_id = \(tokenID) AND idempotency_key = \(idempotencyKey)
+                    SELECT id, host_id, state, generation, status, reason, external_id FROM intents
+                    WHERE token_id = \(tokenID) AND idempotency_key = \(idempotencyKey)
                     """, logger: logger)
-                for try await (id, intentHost, state, generation, status) in rows.decode((UUID, UUID, String, Int64, String).self) {
-                    guard intentHost == host, state == request.state.rawValue else { throw IsolationRefusal.keyReused }
+                for try await (id, intentHost, state, generation, status, reason, external) in rows.decode((UUID, UUID, String, Int64, String, String, String?).self) {
+                    // A replay is the same request: any difference means the key names another one.
+                    guard intentHost == host, state == request.state.rawValue, reason == request.reason, external == request.externalID else {
+                        throw IsolationRefusal.keyReused
+                    }
                     return IntentAccepted(intentID: id.uuidString.lowercased(), generation: generation, status: IntentStatus(rawValue: status) ?? .pending)
                 }
             }
@@ -119,17 +137,28 @@ public struct PostgresIsolationStore: IsolationStore {
 
     public func cancel(intent id: UUID, by name: String) async throws -> IntentView {
         try await client.transaction(logger: logger) { connection in
-            guard let intent = try await intent(id, on: connection) else { throw IsolationRefusal.noIntent }
-            guard intent.status == .pending, let host = UUID(uuidString: intent.hostID) else { throw IsolationRefusal.notPending(intent.status) }
+            // Only the host an intent is for never changes; everything else is read again under
+            // the host's lock. A status read before it could be stale: the intent superseded
+            // meanwhile by another analyst's, whose isolation this cancel would then undo.
+            var host: UUID?
+            for try await value in try await connection.query("SELECT host_id FROM intents WHERE id = \(id)", logger: logger).decode(UUID.self) {
+                host = value
+            }
+            guard let host else { throw IsolationRefusal.noIntent }
             guard let row = try await lockHost(connection, host) else { throw IsolationRefusal.noHost }
+            guard let intent = try await intent(id, on: connection) else { throw IsolationRefusal.noIntent }
+            guard intent.status == .pending else { throw IsolationRefusal.notPending(intent.status) }
+            // Every new intent supersedes the pending one in the transaction that sets it, so under
+            // the lock a pending intent is the host's current one; said here rather than assumed.
+            guard row.desiredIntent == id else { throw IsolationRefusal.notPending(.superseded) }
             var previous = IsolationWord.released
             for try await state in try await connection.query("SELECT previous_state FROM intents WHERE id = \(id)", logger: logger).decode(String.self) {
                 previous = IsolationWord(rawValue: state) ?? .released
             }
-            // A pending intent is always the host's current one: the next generation puts back the state before it.
             try await setDesired(connection, host: host, state: previous, generation: row.generation + 1, intent: nil,
                                  reason: "intent \(id.uuidString.lowercased()) canceled", by: name, supersededBecause: "canceled by \(name)")
-            return try await self.intent(id, on: connection)!
+            guard let canceled = try await self.intent(id, on: connection) else { throw IsolationRefusal.noIntent }
+            return canceled
         }
     }
 
@@ -151,16 +180,19 @@ public struct PostgresIsolationStore: IsolationStore {
             var observedGeneration = min(max(row.observedGeneration, report.appliedGeneration), row.generation)
             // A local emergency is never undone by the server: it becomes the desired state, as a
             // succeeded intent of the host's operator, and whatever was pending is superseded by it.
-            if let local = report.local {
+            // Known by its decision-log sequence and state (older agents: its time and operator),
+            // so a report sent again is the same change, never a second intent and generation.
+            if let local = report.local, try await !isKnown(local, host: host, on: connection) {
                 let id = UUID()
                 let generation = row.generation + 1
                 let by = "local: \(local.operator)"
                 try await setDesired(connection, host: host, state: local.state, generation: generation, intent: id, reason: local.reason, by: by,
                                      supersededBecause: "superseded by a local \(local.state == .isolated ? "isolation" : "release") on the host by \(local.operator)")
                 try await connection.query("""
-                    INSERT INTO intents (id, host_id, generation, state, previous_state, status, requested_by, requested_at, completed_at, reason)
+                    INSERT INTO intents (id, host_id, generation, state, previous_state, status, requested_by, requested_at, completed_at, reason,
+                                         local_sequence)
                     VALUES (\(id), \(host), \(generation), \(local.state.rawValue), \(row.desired.rawValue), 'succeeded', \(by),
-                            to_timestamp(\(Double(local.at))), now(), \(local.reason))
+                            to_timestamp(\(Double(local.at))), now(), \(local.reason), \(local.sequence))
                     """, logger: logger)
                 observedGeneration = generation
             }
@@ -193,6 +225,16 @@ public struct PostgresIsolationStore: IsolationStore {
             }
             throw IsolationRefusal.noHost
         }
+    }
+
+    private func isKnown(_ local: LocalIsolationChange, host: UUID, on connection: PostgresConnection) async throws -> Bool {
+        let rows = try await connection.query("""
+            SELECT 1 FROM intents WHERE host_id = \(host) AND state = \(local.state.rawValue) AND requested_by = \("local: " + local.operator)
+              AND (local_sequence = \(local.sequence) OR (\(local.sequence)::bigint IS NULL AND requested_at = to_timestamp(\(Double(local.at)))))
+            LIMIT 1
+            """, logger: logger)
+        for try await _ in rows { return true }
+        return false
     }
 
     static let intentColumns = """

@@ -71,6 +71,12 @@ public enum OpenAPIDocument {
                     "pattern": "^[^\\u0000]*$",
                     "type": "string"
                   },
+                  "sequence": {
+                    "description": "the decision-log sequence of the isolate or release that made this change: a report sent again with the same sequence and state is the same change (agents before 0.3.0 omit it)",
+                    "maximum": 9223372036854775807,
+                    "minimum": 1,
+                    "type": "integer"
+                  },
                   "state": {
                     "enum": [
                       "isolated",
@@ -918,6 +924,33 @@ public enum OpenAPIDocument {
         },
         "type": "object"
       },
+      "Readiness": {
+        "properties": {
+          "database": {
+            "description": "why the database cannot be used now; null when it answers",
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "notifications": {
+            "description": "why this replica is not listening for desired-state changes; null when it is",
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "ready": {
+            "type": "boolean"
+          }
+        },
+        "required": [
+          "ready",
+          "database",
+          "notifications"
+        ],
+        "type": "object"
+      },
       "ReportResponse": {
         "properties": {
           "desired": {
@@ -1026,7 +1059,15 @@ public enum OpenAPIDocument {
                 }
               }
             },
-            "description": "the database is unavailable"
+            "description": "the database is unavailable or did not answer within the server's deadline (--database-timeout, 5 s by default); what was asked may or may not have been done",
+            "headers": {
+              "Retry-After": {
+                "description": "seconds to wait before trying again",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "security": [
@@ -1083,6 +1124,16 @@ public enum OpenAPIDocument {
             },
             "description": "the token's role is too low"
           },
+          "408": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the body did not arrive within 30 s"
+          },
           "422": {
             "content": {
               "application/json": {
@@ -1101,7 +1152,15 @@ public enum OpenAPIDocument {
                 }
               }
             },
-            "description": "the database is unavailable"
+            "description": "the database is unavailable or did not answer within the server's deadline (--database-timeout, 5 s by default); what was asked may or may not have been done",
+            "headers": {
+              "Retry-After": {
+                "description": "seconds to wait before trying again",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "security": [],
@@ -1164,6 +1223,16 @@ public enum OpenAPIDocument {
             },
             "description": "the token's role is too low"
           },
+          "408": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the body did not arrive within 30 s"
+          },
           "413": {
             "content": {
               "application/json": {
@@ -1192,7 +1261,15 @@ public enum OpenAPIDocument {
                 }
               }
             },
-            "description": "the database is unavailable"
+            "description": "the database is unavailable or did not answer within the server's deadline (--database-timeout, 5 s by default); what was asked may or may not have been done",
+            "headers": {
+              "Retry-After": {
+                "description": "seconds to wait before trying again",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "security": [
@@ -1258,7 +1335,15 @@ public enum OpenAPIDocument {
                 }
               }
             },
-            "description": "the database is unavailable"
+            "description": "the database is unavailable or did not answer within the server's deadline (--database-timeout, 5 s by default); what was asked may or may not have been done",
+            "headers": {
+              "Retry-After": {
+                "description": "seconds to wait before trying again",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "security": [
@@ -1324,7 +1409,15 @@ public enum OpenAPIDocument {
                 }
               }
             },
-            "description": "the database is unavailable"
+            "description": "the database is unavailable or did not answer within the server's deadline (--database-timeout, 5 s by default); what was asked may or may not have been done",
+            "headers": {
+              "Retry-After": {
+                "description": "seconds to wait before trying again",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "security": [
@@ -1410,7 +1503,15 @@ public enum OpenAPIDocument {
                 }
               }
             },
-            "description": "the database is unavailable"
+            "description": "the database is unavailable or did not answer within the server's deadline (--database-timeout, 5 s by default); what was asked may or may not have been done",
+            "headers": {
+              "Retry-After": {
+                "description": "seconds to wait before trying again",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "security": [
@@ -1499,7 +1600,15 @@ public enum OpenAPIDocument {
                 }
               }
             },
-            "description": "the database is unavailable"
+            "description": "the database is unavailable or did not answer within the server's deadline (--database-timeout, 5 s by default); what was asked may or may not have been done",
+            "headers": {
+              "Retry-After": {
+                "description": "seconds to wait before trying again",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "security": [
@@ -1598,6 +1707,16 @@ public enum OpenAPIDocument {
             },
             "description": "no such host or intent"
           },
+          "408": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the body did not arrive within 30 s"
+          },
           "409": {
             "content": {
               "application/json": {
@@ -1626,7 +1745,15 @@ public enum OpenAPIDocument {
                 }
               }
             },
-            "description": "the database is unavailable"
+            "description": "the database is unavailable or did not answer within the server's deadline (--database-timeout, 5 s by default); what was asked may or may not have been done",
+            "headers": {
+              "Retry-After": {
+                "description": "seconds to wait before trying again",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "security": [
@@ -1712,7 +1839,15 @@ public enum OpenAPIDocument {
                 }
               }
             },
-            "description": "the database is unavailable"
+            "description": "the database is unavailable or did not answer within the server's deadline (--database-timeout, 5 s by default); what was asked may or may not have been done",
+            "headers": {
+              "Retry-After": {
+                "description": "seconds to wait before trying again",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "security": [
@@ -1814,7 +1949,15 @@ public enum OpenAPIDocument {
                 }
               }
             },
-            "description": "the database is unavailable"
+            "description": "the database is unavailable or did not answer within the server's deadline (--database-timeout, 5 s by default); what was asked may or may not have been done",
+            "headers": {
+              "Retry-After": {
+                "description": "seconds to wait before trying again",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "security": [
@@ -1900,7 +2043,15 @@ public enum OpenAPIDocument {
                 }
               }
             },
-            "description": "the database is unavailable"
+            "description": "the database is unavailable or did not answer within the server's deadline (--database-timeout, 5 s by default); what was asked may or may not have been done",
+            "headers": {
+              "Retry-After": {
+                "description": "seconds to wait before trying again",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "security": [
@@ -1996,7 +2147,15 @@ public enum OpenAPIDocument {
                 }
               }
             },
-            "description": "the database is unavailable"
+            "description": "the database is unavailable or did not answer within the server's deadline (--database-timeout, 5 s by default); what was asked may or may not have been done",
+            "headers": {
+              "Retry-After": {
+                "description": "seconds to wait before trying again",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
           }
         },
         "security": [
@@ -2047,6 +2206,45 @@ public enum OpenAPIDocument {
         },
         "security": [],
         "summary": "Liveness, without authentication",
+        "tags": [
+          "operations"
+        ]
+      }
+    },
+    "/readyz": {
+      "get": {
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Readiness"
+                }
+              }
+            },
+            "description": "ready: the database answers and the replica listens for changes"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Readiness"
+                }
+              }
+            },
+            "description": "not ready; the body says why",
+            "headers": {
+              "Retry-After": {
+                "description": "seconds to wait before trying again",
+                "schema": {
+                  "type": "integer"
+                }
+              }
+            }
+          }
+        },
+        "security": [],
+        "summary": "Readiness, without authentication: fails while the database does not answer (a load balancer's check); /healthz is liveness",
         "tags": [
           "operations"
         ]

@@ -118,6 +118,8 @@ struct ErrorMiddleware: RouterMiddleware {
             }
             let message = status == .notFound ? "no such route: \(request.method) \(request.uri.path)" : "\(status.reasonPhrase)"
             return JSON.response(WireError(message), status: status)
+        } catch let error as Deadline.Exceeded {
+            return databaseDown(request, error)
         } catch let error as PSQLError {
             return databaseDown(request, error)
         } catch let error as ConnectionPoolError {
@@ -131,9 +133,17 @@ struct ErrorMiddleware: RouterMiddleware {
         }
     }
 
+    /// How long a client should wait before trying again when the database is away.
+    static let retryAfter = 5
+
     private func databaseDown(_ request: Request, _ error: any Error) -> Response {
         logger.error("\(request.method) \(request.uri.path): the database failed: \(error)")
-        return JSON.response(WireError("the server's database is unavailable; try again"), status: .serviceUnavailable)
+        let message = error is Deadline.Exceeded
+            ? "the server's database did not answer in time; what was asked may or may not have been done: try again (with the same Idempotency-Key)"
+            : "the server's database is unavailable; try again"
+        var response = JSON.response(WireError(message), status: .serviceUnavailable)
+        response.headers[.retryAfter] = String(Self.retryAfter)
+        return response
     }
 }
 

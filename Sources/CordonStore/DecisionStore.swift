@@ -178,6 +178,12 @@ extension FlowStore {
         try pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM decisions WHERE seq > ?", arguments: [sequence]) ?? 0 }
     }
 
+    /// The sequence of the last isolate or release entry, whatever its outcome: what names a
+    /// local isolation change when it is reported to the server.
+    public func latestIsolationSequence() throws -> Int64? {
+        try pool.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM decisions WHERE action IN ('isolate', 'release')") }
+    }
+
     /// Entries after `sequence`, oldest first: what the server has not acknowledged yet.
     public func decisions(after sequence: Int64, limit: Int) throws -> [Decision] {
         try pool.read { db in

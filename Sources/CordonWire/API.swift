@@ -230,3 +230,23 @@ public struct Page<Item: Codable & Sendable>: Codable, Sendable {
     public var items: [Item]
     public init(items: [Item]) { self.items = items }
 }
+
+/// `GET /readyz`: whether this replica can do its work now. Each problem is null when there is none.
+public struct Readiness: Codable, Sendable, Equatable {
+    public var ready: Bool
+    public var database: String?
+    public var notifications: String?
+
+    public init(database: String?, notifications: String?) {
+        self.database = database
+        self.notifications = notifications
+        ready = database == nil && notifications == nil
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(ready, forKey: .ready)
+        try c.encode(database, forKey: .database)
+        try c.encode(notifications, forKey: .notifications)
+    }
+}

@@ -177,11 +177,16 @@ public struct LocalIsolationChange: Codable, Sendable, Equatable {
     public var reason: String
     /// Unix seconds.
     public var at: Int64
-    public init(state: IsolationWord, operator name: String, reason: String, at: Int64) {
+    /// The decision-log sequence of the isolate or release that made it: the change's identity,
+    /// so that a report sent again (its answer lost) is not taken for a second change. Absent
+    /// from agents before 0.3.0.
+    public var sequence: Int64?
+    public init(state: IsolationWord, operator name: String, reason: String, at: Int64, sequence: Int64? = nil) {
         self.state = state
         self.operator = name
         self.reason = reason
         self.at = at
+        self.sequence = sequence
     }
 }
 

@@ -21,6 +21,15 @@ struct RunCommand: AsyncParsableCommand {
                                valueName: "addr:port|unix:/path"))
     var metrics: String?
 
+    @Option(name: .customLong("database-timeout"),
+            help: ArgumentHelp("Answer 503 when a request's database work takes longer than this (default 5).", valueName: "seconds"))
+    var databaseTimeout: Double = DatabaseDeadline.standard
+
+    @Option(name: .customLong("max-connections-per-address"),
+            help: ArgumentHelp("Connections one peer address may hold; more are closed on accept (default 64). Raise it for agents behind one NAT.",
+                               valueName: "n"))
+    var maxConnectionsPerAddress: Int = ConnectionLimits().perAddress
+
     @Option(name: .customLong("log-format"), help: ArgumentHelp("Log lines on stderr: text (journald-friendly) or json (default text).",
                                                                valueName: "text|json"))
     var logFormat: String = "text"
@@ -33,6 +42,8 @@ struct RunCommand: AsyncParsableCommand {
         if let metrics {
             do { _ = try MetricsAddress(metrics) } catch { throw ValidationError("--metrics \(error)") }
         }
+        guard databaseTimeout >= 0.1, databaseTimeout <= 300 else { throw ValidationError("--database-timeout: expected 0.1-300 seconds") }
+        guard maxConnectionsPerAddress >= 1 else { throw ValidationError("--max-connections-per-address: expected at least 1") }
         guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format '\(logFormat)': expected text or json") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level '\(logLevel)': expected one of \(Logger.Level.names)") }
     }
@@ -55,7 +66,8 @@ struct RunCommand: AsyncParsableCommand {
         var logger = Logger(label: "cordon-server")
         logger.logLevel = level
         let settings = ServerSettings(data: options.directory, database: try options.databaseURL(), host: host, port: port,
-                                      metrics: try metrics.map(MetricsAddress.init))
+                                      metrics: try metrics.map(MetricsAddress.init), databaseDeadline: DatabaseDeadline(seconds: databaseTimeout),
+                                      limits: ConnectionLimits(perAddress: maxConnectionsPerAddress))
         let notifier = SystemdNotifier()
         do {
             let app = try await ServerApplication.build(settings, logger: logger) { [logger] port in

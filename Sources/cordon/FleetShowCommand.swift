@@ -1,5 +1,7 @@
 import ArgumentParser
+import CordonCore
 import CordonWire
+import Foundation
 
 struct FleetShowCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one host: its state, isolation and counters.")
@@ -14,16 +16,20 @@ struct FleetShowCommand: ParsableCommand {
         let name = host
         let h = try awaiting { try await client.resolveHost(name) }
         if fleet.json { return try printJSON(h) }
-        print("""
-            host:          \(h.hostname) (\(h.id))\(h.revoked ? " — REVOKED" : "")
-            connected:     \(h.connected ? "yes" : "no"), last seen \(h.lastSeen ?? "never")
-            mode:          \(h.mode ?? "not reported")\(h.ruleset.map { ", ruleset version \($0.version)" } ?? "")
-            isolation:     \(h.isolation.summary)
-            addresses:     \(h.addresses.joined(separator: ", "))
-            tags:          \(h.tags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
-            agent:         \(h.agentVersion), enrolled \(h.enrolledAt), machine id \(h.machineID)
-            counters:      \(h.lostEvents) lost events, \(h.guardRestores) guard restores, \(h.guardEscalations) escalations
-            log:           \(h.logProblems == 0 ? "chain intact" : "\(h.logProblems) PROBLEMS (cordon fleet log --verify)")
-            """)
+        // Each value on its own line, made terminal-safe: every one of them but the counters came from the host.
+        let lines: [(String, String)] = [
+            ("host", "\(h.hostname) (\(h.id))\(h.revoked ? " — REVOKED" : "")"),
+            ("connected", "\(h.connected ? "yes" : "no"), last seen \(h.lastSeen ?? "never")"),
+            ("mode", "\(h.mode ?? "not reported")\(h.ruleset.map { ", ruleset version \($0.version)" } ?? "")"),
+            ("isolation", h.isolation.summary),
+            ("addresses", h.addresses.joined(separator: ", ")),
+            ("tags", h.tags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")),
+            ("agent", "\(h.agentVersion), enrolled \(h.enrolledAt), machine id \(h.machineID)"),
+            ("counters", "\(h.lostEvents) lost events, \(h.guardRestores) guard restores, \(h.guardEscalations) escalations"),
+            ("log", h.logProblems == 0 ? "chain intact" : "\(h.logProblems) PROBLEMS (cordon fleet log --verify)"),
+        ]
+        for (label, value) in lines {
+            print((label + ":").padding(toLength: 15, withPad: " ", startingAt: 0) + value.terminalSafe)
+        }
     }
 }

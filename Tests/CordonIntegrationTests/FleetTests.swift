@@ -22,11 +22,11 @@ import Glibc
         let responder: String
         let viewer: String
 
-        init(agentA: Bool = true, serverExtra: [String] = [], agentExtra: [String] = []) throws {
+        init(agentA: Bool = true, serverExtra: [String] = [], agentExtra: [String] = [], serverPrefix: [String] = []) throws {
             lab = try Lab()
             do {
                 fleet = try FleetScenario(lab: lab)
-                server = try fleet.startServer(extra: serverExtra)
+                server = try fleet.startServer(extra: serverExtra, prefix: serverPrefix)
                 responder = try fleet.token(role: "responder", name: "rita")
                 viewer = try fleet.token(role: "viewer", name: "vic")
                 if agentA {

@@ -1,0 +1,201 @@
+import CordonLab
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The server on a hostile day: its database paused or stopped, and a peer holding idle or slow
+/// connections. Through all of it the server answers, and an isolation from elsewhere gets through.
+@Suite(.serialized) struct FleetOutageTests {
+    typealias F = FleetScenario
+    typealias Setup = FleetTests.Setup
+
+    /// The status, the `Retry-After` header and the seconds taken by one API call.
+    static func call(_ setup: Setup, _ method: String, _ path: String, token: String?, body: String? = nil)
+        throws -> (status: Int, retryAfter: String?, seconds: Double) {
+        var arguments = ["curl", "-s", "-o", "/dev/null", "-D", "-", "-w", "%{http_code}", "--max-time", "60", "--cacert", setup.fleet.caFile, "-X", method]
+        if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
+        if let body { arguments += ["-H", "Content-Type: application/json", "--data-binary", body] }
+        let started = Date()
+        let result = try setup.lab.run(setup.fleet.server, arguments + ["https://\(F.serverA):\(F.port)\(path)"], timeout: 70)
+        let seconds = Date().timeIntervalSince(started)
+        let lines = result.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        let retry = lines.first { $0.lowercased().hasPrefix("retry-after:") }.map { String($0.dropFirst("retry-after:".count)).trimmingCharacters(in: .whitespaces) }
+        return (Int(lines.last ?? "") ?? 0, retry, seconds)
+    }
+
+    /// Waits until `/readyz` answers 200.
+    static func ready(_ setup: Setup, within seconds: Double) throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try call(setup, "GET", "/readyz", token: nil).status == 200 { return true }
+            usleep(200_000)
+        }
+        return false
+    }
+
+    /// Everything that touches the database answers 503 with Retry-After within the deadline;
+    /// liveness stays 200 and readiness fails.
+    static func expectOutage(_ setup: Setup, _ id: String, deadline: Double, _ what: String) throws {
+        let isolate = #"{"state":"isolated","reason":"during the outage"}"#
+        for (method, path, body, token) in [("GET", "/api/v1/hosts", nil, setup.viewer), ("GET", "/api/v1/hosts/\(id)", nil, setup.viewer),
+                                            ("POST", "/api/v1/hosts/\(id)/isolation", isolate, setup.responder),
+                                            ("GET", "/api/v1/intents", nil, setup.viewer)] as [(String, String, String?, String)] {
+            let answer = try call(setup, method, path, token: token, body: body)
+            #expect(answer.status == 503, "\(what): \(method) \(path) answered \(answer.status)")
+            #expect(answer.retryAfter != nil, "\(what): \(method) \(path) without Retry-After")
+            // Bounded: a hang lasts until the client gives up (60 s here), the deadline a few seconds.
+            #expect(answer.seconds < deadline + 5, "\(what): \(method) \(path) took \(answer.seconds) s")
+        }
+        let readiness = try call(setup, "GET", "/readyz", token: nil)
+        #expect(readiness.status == 503 && readiness.retryAfter != nil, "\(what): /readyz answered \(readiness.status)")
+        #expect(try call(setup, "GET", "/healthz", token: nil).status == 200, "\(what): liveness depends on the database")
+    }
+
+    /// After the outage: ready again by itself, and an isolation reaches the agent and is released.
+    static func expectRecovery(_ setup: Setup, _ id: String, _ what: String) throws {
+        #expect(try Self.ready(setup, within: 60), "\(what): /readyz never came back")
+        let isolate = try setup.request(id, "isolated", reason: "after the outage")
+        let isolated = try setup.settle(try #require(isolate["intent_id"] as? String), timeout: 30)
+        #expect(isolated["status"] as? String == "succeeded", "\(what): \(isolated)")
+        let release = try setup.request(id, "released", reason: "after the outage")
+        let released = try setup.settle(try #require(release["intent_id"] as? String), timeout: 40)
+        #expect(released["status"] as? String == "succeeded", "\(what): \(released)")
+    }
+
+    @Test("a paused database (SIGSTOP): 503 with Retry-After within the deadline, /readyz fails and /healthz answers; it recovers by itself")
+    func pausedDatabase() throws {
+        guard FleetTests.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup(serverExtra: ["--database-timeout", "2"])
+        defer { setup.lab.cleanup() }
+        let id = try setup.hostID(timeout: 15)
+        #expect(try Self.ready(setup, within: 15))
+        setup.fleet.postgres.pause()
+        do {
+            try Self.expectOutage(setup, id, deadline: 2, "paused")
+        } catch {
+            setup.fleet.postgres.resume()
+            throw error
+        }
+        setup.fleet.postgres.resume()
+        try Self.expectRecovery(setup, id, "paused")
+    }
+
+    @Test("a stopped database: 503 with Retry-After from the first request on, and recovery when it starts again")
+    func stoppedDatabase() throws {
+        guard FleetTests.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup(serverExtra: ["--database-timeout", "2"])
+        defer { setup.lab.cleanup() }
+        let id = try setup.hostID(timeout: 15)
+        #expect(try Self.ready(setup, within: 15))
+        setup.fleet.postgres.stop()
+        try Self.expectOutage(setup, id, deadline: 2, "stopped")
+        try setup.fleet.postgres.start()
+        try Self.expectRecovery(setup, id, "stopped")
+    }
+
+    /// Holds `idle` plain TCP connections that send nothing and `slow` TLS connections that send
+    /// a request head one byte a second, from one address, reopening what the server closes (at
+    /// most 20,000 opens in all), for `seconds`; then writes what it saw as JSON.
+    static let flood = #"""
+    import json, resource, socket, ssl, sys, time
+    host, port, idle, slow, seconds, out, ca = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6], sys.argv[7]
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    ctx = ssl.create_default_context(cafile=ca); ctx.check_hostname = False
+    opens = 0; closed = 0; oldest_closed = {"idle": 0.0, "slow": 0.0}
+    conns = []  # [kind, socket, opened_at, bytes_sent]
+    def open_one(kind):
+        global opens
+        if opens >= 20000: return
+        opens += 1
+        try:
+            if kind == "idle":
+                s = socket.socket(); s.setblocking(False)
+                try: s.connect((host, port))
+                except BlockingIOError: pass
+            else:
+                raw = socket.create_connection((host, port), timeout=2)
+                s = ctx.wrap_socket(raw, server_hostname=host); s.setblocking(False)
+            conns.append([kind, s, time.time(), 0])
+        except Exception:
+            pass
+    start = time.time()
+    for _ in range(idle): open_one("idle")
+    for _ in range(slow): open_one("slow")
+    with open(out + ".started", "w") as f: f.write("1")
+    head = b"GET /api/v1/hosts HTTP/1.1\r\nHost: x\r\n"
+    while time.time() - start < seconds:
+        now = time.time(); alive = []
+        for c in conns:
+            kind, s, at, sent = c
+            gone = False
+            try:
+                if kind == "slow" and int(now - at) > sent and sent < len(head):
+                    s.send(head[sent:sent + 1]); c[3] += 1
+                data = s.recv(1)
+                if data == b"": gone = True
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass
+            except OSError:
+                gone = True
+            if gone:
+                closed += 1; oldest_closed[kind] = max(oldest_closed[kind], now - at); s.close()
+            else:
+                alive.append(c)
+        conns = alive
+        for kind, want in (("idle", idle), ("slow", slow)):
+            missing = want - sum(1 for c in conns if c[0] == kind)
+            for _ in range(min(missing, 200)): open_one(kind)
+        time.sleep(0.25)
+    now = time.time()
+    report = {"opens": opens, "closed_by_server": closed, "open_at_end": len(conns),
+              "oldest_open": {k: max([now - c[2] for c in conns if c[0] == k] or [0]) for k in ("idle", "slow")},
+              "oldest_closed": oldest_closed}
+    with open(out, "w") as f: json.dump(report, f)
+    """#
+
+    @Test("a flood of idle and slow connections from one address, with the server at 1,024 descriptors, does not stop an isolation from elsewhere; the server closes them")
+    func connectionFlood() throws {
+        guard FleetTests.shouldRun else { Issue.record(Integration.skipNote); return }
+        // The limit a systemd service gets without LimitNOFILE.
+        let setup = try Setup(serverPrefix: ["prlimit", "--nofile=1024:1024", "--"])
+        defer { setup.lab.cleanup() }
+        let id = try setup.hostID(timeout: 15)
+        let script = setup.lab.directory + "/flood.py", report = setup.lab.directory + "/flood.json"
+        try Self.flood.write(toFile: script, atomically: false, encoding: .utf8)
+        let seconds = 50.0
+        let flood = try setup.lab.spawn(setup.fleet.b, ["python3", script, F.serverB, String(F.port), "1100", "100", String(seconds), report, setup.fleet.caFile],
+                                        log: setup.lab.directory + "/flood.log")
+        // The flood is in force once the server holds as many of its connections as one address may.
+        let started = Date()
+        func floodHeld() throws -> Int {
+            try setup.lab.run(setup.fleet.server, ["ss", "-Htn", "state", "established", "( sport = :\(F.port) )"]).stdout
+                .split(separator: "\n").filter { $0.contains(F.hostB + ":") }.count
+        }
+        var held = 0
+        while held < 64 && Date().timeIntervalSince(started) < 30 && flood.isRunning {
+            held = try floodHeld()
+            usleep(100_000)
+        }
+        #expect(held >= 64, "the flood never filled its share: \(held)")
+        #expect(held <= 70, "one address holds \(held) connections")
+
+        let isolate = try setup.request(id, "isolated", reason: "during the flood")
+        let isolated = try setup.settle(try #require(isolate["intent_id"] as? String), timeout: 20)
+        #expect(isolated["status"] as? String == "succeeded", "\(isolated)")
+        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(setup.server.pid)/fd").count) ?? -1
+        #expect(descriptors > 0 && descriptors < 512, "the server holds \(descriptors) descriptors under the flood")
+        let release = try setup.request(id, "released", reason: "during the flood")
+        #expect(try setup.settle(try #require(release["intent_id"] as? String), timeout: 40)["status"] as? String == "succeeded")
+
+        #expect(flood.wait(timeout: seconds + 30) == 0, "the flood script failed: \((try? String(contentsOfFile: setup.lab.directory + "/flood.log", encoding: .utf8)) ?? "")")
+        let result = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any])
+        let oldest = try #require(result["oldest_open"] as? [String: Double])
+        // Idle connections are closed at the handshake deadline (10 s), slow heads at the idle timeout (30 s).
+        #expect((oldest["idle"] ?? .infinity) < 20, "an idle connection was never closed: \(result)")
+        #expect((oldest["slow"] ?? .infinity) < 40, "a slow request head was never closed: \(result)")
+        #expect((result["closed_by_server"] as? Int ?? 0) > 1000, "\(result)")
+    }
+}
