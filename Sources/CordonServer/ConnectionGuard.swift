@@ -73,7 +73,13 @@ final class ConnectionGuardHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        // Child channels are active when their pipeline is built.
+        if context.channel.isActive { admit(context) }
+    }
+
+    /// Accepted channels are built before they are registered, so this usually runs at
+    /// `channelActive`: a close before then would not reach the socket.
+    private func admit(_ context: ChannelHandlerContext) {
+        guard peer == nil else { return }
         let address = context.channel.remoteAddress?.ipAddress ?? "unknown"
         guard peers.admit(address) else {
             logger.debug("closing a connection from \(address): it holds \(peers.limit) already")
@@ -85,6 +91,11 @@ final class ConnectionGuardHandler: ChannelInboundHandler, RemovableChannelHandl
             self?.handshakeTimer = nil
             context.close(promise: nil)
         }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        admit(context)
+        if peer != nil { context.fireChannelActive() }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {

@@ -20,7 +20,8 @@ import Glibc
         let started = Date()
         let result = try setup.lab.run(setup.fleet.server, arguments + ["https://\(F.serverA):\(F.port)\(path)"], timeout: 70)
         let seconds = Date().timeIntervalSince(started)
-        let lines = result.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        // Headers end in CRLF, which Swift reads as one Character: split on the scalar.
+        let lines = result.stdout.unicodeScalars.split(separator: "\n").map { String(String.UnicodeScalarView($0)).trimmingCharacters(in: .whitespacesAndNewlines) }
         let retry = lines.first { $0.lowercased().hasPrefix("retry-after:") }.map { String($0.dropFirst("retry-after:".count)).trimmingCharacters(in: .whitespaces) }
         return (Int(lines.last ?? "") ?? 0, retry, seconds)
     }
@@ -97,10 +98,11 @@ import Glibc
 
     /// Holds `idle` plain TCP connections that send nothing and `slow` TLS connections that send
     /// a request head one byte a second, from one address, reopening what the server closes (at
-    /// most 20,000 opens in all), for `seconds`; then writes what it saw as JSON.
+    /// most 20,000 opens in all) for `seconds`, then only holding what it has for `hold` more
+    /// seconds; then writes what it saw as JSON.
     static let flood = #"""
     import json, resource, socket, ssl, sys, time
-    host, port, idle, slow, seconds, out, ca = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6], sys.argv[7]
+    host, port, idle, slow, seconds, hold, out, ca = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]), sys.argv[7], sys.argv[8]
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
     ctx = ssl.create_default_context(cafile=ca); ctx.check_hostname = False
@@ -126,7 +128,7 @@ import Glibc
     for _ in range(slow): open_one("slow")
     with open(out + ".started", "w") as f: f.write("1")
     head = b"GET /api/v1/hosts HTTP/1.1\r\nHost: x\r\n"
-    while time.time() - start < seconds:
+    while time.time() - start < seconds + hold:
         now = time.time(); alive = []
         for c in conns:
             kind, s, at, sent = c
@@ -145,7 +147,7 @@ import Glibc
             else:
                 alive.append(c)
         conns = alive
-        for kind, want in (("idle", idle), ("slow", slow)):
+        for kind, want in (("idle", idle), ("slow", slow)) if now - start < seconds else ():
             missing = want - sum(1 for c in conns if c[0] == kind)
             for _ in range(min(missing, 200)): open_one(kind)
         time.sleep(0.25)
@@ -165,9 +167,9 @@ import Glibc
         let id = try setup.hostID(timeout: 15)
         let script = setup.lab.directory + "/flood.py", report = setup.lab.directory + "/flood.json"
         try Self.flood.write(toFile: script, atomically: false, encoding: .utf8)
-        let seconds = 50.0
-        let flood = try setup.lab.spawn(setup.fleet.b, ["python3", script, F.serverB, String(F.port), "1100", "100", String(seconds), report, setup.fleet.caFile],
-                                        log: setup.lab.directory + "/flood.log")
+        let seconds = 25.0, hold = 45.0
+        let flood = try setup.lab.spawn(setup.fleet.b, ["python3", script, F.serverB, String(F.port), "1100", "100", String(seconds), String(hold), report,
+                                                        setup.fleet.caFile], log: setup.lab.directory + "/flood.log")
         // The flood is in force once the server holds as many of its connections as one address may.
         let started = Date()
         func floodHeld() throws -> Int {
@@ -179,23 +181,30 @@ import Glibc
             held = try floodHeld()
             usleep(100_000)
         }
+        // (Established connections include those in the kernel's accept queue: the descriptors below are what the server holds.)
         #expect(held >= 64, "the flood never filled its share: \(held)")
-        #expect(held <= 70, "one address holds \(held) connections")
 
         let isolate = try setup.request(id, "isolated", reason: "during the flood")
         let isolated = try setup.settle(try #require(isolate["intent_id"] as? String), timeout: 20)
         #expect(isolated["status"] as? String == "succeeded", "\(isolated)")
         let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(setup.server.pid)/fd").count) ?? -1
-        #expect(descriptors > 0 && descriptors < 512, "the server holds \(descriptors) descriptors under the flood")
+        // 64 for the flood's address, a few for the agent, the analyst and the pool: far from 1,024.
+        #expect(descriptors > 0 && descriptors < 300, "the server holds \(descriptors) descriptors under the flood")
         let release = try setup.request(id, "released", reason: "during the flood")
         #expect(try setup.settle(try #require(release["intent_id"] as? String), timeout: 40)["status"] as? String == "succeeded")
 
-        #expect(flood.wait(timeout: seconds + 30) == 0, "the flood script failed: \((try? String(contentsOfFile: setup.lab.directory + "/flood.log", encoding: .utf8)) ?? "")")
+        // The flood stops opening and holds what it has: the server closes it all, idle connections
+        // at the handshake deadline (10 s) and slow heads at the idle timeout (30 s). Read on the
+        // server's side: a connection the kernel never handed over looks open to the client forever.
+        while Date().timeIntervalSince(started) < seconds { usleep(200_000) }
+        var left = try floodHeld()
+        while left > 0 && Date().timeIntervalSince(started) < seconds + hold - 2 {
+            usleep(500_000)
+            left = try floodHeld()
+        }
+        #expect(left == 0, "\(left) connections of the flood were never closed")
+        #expect(flood.wait(timeout: hold + 30) == 0, "the flood script failed: \((try? String(contentsOfFile: setup.lab.directory + "/flood.log", encoding: .utf8)) ?? "")")
         let result = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any])
-        let oldest = try #require(result["oldest_open"] as? [String: Double])
-        // Idle connections are closed at the handshake deadline (10 s), slow heads at the idle timeout (30 s).
-        #expect((oldest["idle"] ?? .infinity) < 20, "an idle connection was never closed: \(result)")
-        #expect((oldest["slow"] ?? .infinity) < 40, "a slow request head was never closed: \(result)")
         #expect((result["closed_by_server"] as? Int ?? 0) > 1000, "\(result)")
     }
 }
