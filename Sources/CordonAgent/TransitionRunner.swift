@@ -168,9 +168,18 @@ public final class TransitionRunner: Sendable {
         do { overlay = try backend.handle(of: CordonTables.isolationName) != nil } catch {
             throw AgentError.invalidState("cannot read whether an isolation overlay is in the kernel: \(error); nothing changed")
         }
+        let recorded = try? store.hostState().isolation
         let outcome = transact(Engine.Request(.start(overlayInKernel: overlay)))
         guard outcome.answer.ok else { throw AgentError.invalidState(outcome.answer.message) }
         logger.notice("\(outcome.answer.message)")
+        // Someone isolated this host while its database could not be written (`cordon isolate` on a
+        // full disk): kept, never undone, and an operator must hear of it, for nobody is on record.
+        if overlay, let recorded, !recorded.isolated, recorded.releasing == nil {
+            logger.warning("""
+                an isolation overlay was in the kernel without a record (applied while the database could not be written?): \
+                the host stays isolated, recorded now as a reapply by \(Engine.agentOperator); `cordon release` ends it
+                """)
+        }
     }
 
     /// Called a few times a second: the deadline needs no operator and no network; records a

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CordonCore
+import Foundation
 import GRDB
 
 /// Errors of the store, with the path so the operator knows which file is meant.
@@ -26,10 +27,13 @@ public enum StoreError: Error, CustomStringConvertible {
 public final class FlowStore: Sendable {
     public let path: String
     let pool: DatabasePool
+    /// Why this store was opened only to read (see `readingIfNotWriting`); nil when opened to write.
+    public let unwritable: String?
 
     /// Opens (and creates or migrates) the database for the agent.
     public init(path: String) throws {
         self.path = path
+        unwritable = nil
         if let size = Self.size(path), size == 0 { throw StoreError.empty(path: path) }
         pool = try Self.open(path, readonly: false)
         try Self.refuseNewer(pool, path: path)
@@ -43,6 +47,7 @@ public final class FlowStore: Sendable {
     /// defaults (no collectors) would be acted on. Migrates only when its schema is older.
     public init(existing path: String) throws {
         self.path = path
+        unwritable = nil
         let (pool, current) = try Self.openExisting(path, readonly: false)
         self.pool = pool
         guard !current else { return }
@@ -53,19 +58,71 @@ public final class FlowStore: Sendable {
     }
 
     /// Opens an existing database for reading only (the CLI); never creates one.
-    public init(readingFrom path: String) throws {
+    public convenience init(readingFrom path: String) throws {
+        try self.init(reading: path, at: path, unwritable: nil)
+    }
+
+    /// `location`: the file SQLite opens (`path`, or a URI naming it).
+    private init(reading path: String, at location: String, unwritable: String?) throws {
         self.path = path
-        let (pool, current) = try Self.openExisting(path, readonly: true)
+        self.unwritable = unwritable
+        let (pool, current) = try Self.openExisting(path, at: location, readonly: true)
         self.pool = pool
         guard current else { throw StoreError.corrupt(path: path, detail: "schema is older than this cordon: start the agent once to migrate it") }
     }
 
+    /// Opens an existing database to change it when it can, else only to read it (`unwritable`
+    /// says why): isolation without an agent reads its management channel here, and a host must
+    /// not be able to make itself impossible to isolate by filling its disk. SQLite opens a WAL
+    /// database, even read-only, only after making its shared-memory file (`-shm`), whose first
+    /// page a full filesystem refuses; `immutable=1` reads the main file without it, and without
+    /// what a `-wal` left by an agent that did not stop cleanly holds (said in `unwritable`).
+    /// A file that is missing, empty or of a newer cordon is refused as by `init(existing:)`.
+    public static func readingIfNotWriting(existing path: String) throws -> FlowStore {
+        let refusal: any Error
+        do { return try FlowStore(existing: path) } catch let error as StoreError {
+            switch error {
+            case .missing, .empty: throw error
+            case .corrupt: refusal = error
+            }
+        }
+        var why = filesystemProblem(beside: path) ?? "\(refusal)"
+        if let store = try? FlowStore(reading: path, at: path, unwritable: why) { return store }
+        if let size = size(path + "-wal"), size > 0 {
+            why += "; read without its -wal (\(size) bytes), so what the agent wrote last may be missing"
+        }
+        guard let store = try? FlowStore(reading: path, at: immutableURI(path), unwritable: why) else { throw refusal }
+        return store
+    }
+
+    /// SQLite's URI for reading `path` as a file nothing changes: no locks, no `-shm`, no `-wal`.
+    /// (SQLite interprets `file:` names when built with URI filenames, as Debian's is; elsewhere
+    /// this open fails, and the first refusal stands.)
+    private static func immutableURI(_ path: String) -> String {
+        var allowed = CharacterSet.urlPathAllowed
+        allowed.remove(charactersIn: "?#%")
+        return "file:\(path.addingPercentEncoding(withAllowedCharacters: allowed) ?? path)?immutable=1"
+    }
+
+    /// Why the filesystem holding `path` cannot take a write, in its own words: mounted read-only,
+    /// or too full for SQLite's shared-memory file (32 KiB) and a page; nil when it says neither.
+    /// SQLite's own error on a full disk is often just "disk I/O error".
+    public static func filesystemProblem(beside path: String) -> String? {
+        var info = statvfs()
+        let directory = (path as NSString).deletingLastPathComponent
+        guard statvfs(directory.isEmpty ? "." : directory, &info) == 0 else { return nil }
+        if info.f_flag & UInt(ST_RDONLY) != 0 { return String(cString: strerror(EROFS)) }
+        // Root may use the blocks reserved for it, and root is who isolates.
+        let free = UInt64(geteuid() == 0 ? info.f_bfree : info.f_bavail) * UInt64(info.f_frsize)
+        return free < 36 * 1024 ? String(cString: strerror(ENOSPC)) : nil
+    }
+
     /// A file that exists, is not empty and was not written by a newer cordon; whether its
     /// schema is this version's.
-    private static func openExisting(_ path: String, readonly: Bool) throws -> (DatabasePool, current: Bool) {
+    private static func openExisting(_ path: String, at location: String? = nil, readonly: Bool) throws -> (DatabasePool, current: Bool) {
         guard let size = size(path) else { throw StoreError.missing(path: path) }
         guard size > 0 else { throw StoreError.empty(path: path) }
-        let pool = try open(path, readonly: readonly)
+        let pool = try open(location ?? path, readonly: readonly, naming: path)
         try refuseNewer(pool, path: path)
         return (pool, try describing(path) { try pool.read { try migrator.hasCompletedMigrations($0) } })
     }
@@ -76,7 +133,8 @@ public final class FlowStore: Sendable {
         return stat(path, &info) == 0 ? Int(info.st_size) : nil
     }
 
-    private static func open(_ path: String, readonly: Bool) throws -> DatabasePool {
+    /// `naming`: the path errors name, when `location` is a URI.
+    private static func open(_ location: String, readonly: Bool, naming path: String? = nil) throws -> DatabasePool {
         var config = Configuration()
         config.readonly = readonly
         config.busyMode = .timeout(5)
@@ -87,7 +145,7 @@ public final class FlowStore: Sendable {
                 try db.execute(sql: "PRAGMA synchronous = FULL")
             }
         }
-        return try describing(path) { try DatabasePool(path: path, configuration: config) }
+        return try describing(path ?? location) { try DatabasePool(path: location, configuration: config) }
     }
 
     /// A schema written by a later cordon (a migration this one does not know) is refused: this

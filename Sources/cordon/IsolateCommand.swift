@@ -19,7 +19,8 @@ struct IsolateCommand: ParsableCommand {
             connections included. The base mode (discovery or enforce) stays underneath. Through the \
             agent; when no agent runs (nobody holds the database's lock), applied directly with the \
             management channel the agent last installed (or --config), and recorded for the agent to \
-            adopt. Isolating an isolated host is a recorded no-op.
+            adopt; when the database cannot be written (a full disk) the host is isolated all the same, \
+            exit 0, and standard error says it is NOT recorded. Isolating an isolated host is a recorded no-op.
             """
     )
 
@@ -52,7 +53,8 @@ struct EmergencyOptions: ParsableArguments {
 
 /// Sends an isolation command to the agent; when there is truly none (nobody holds the
 /// database's lock), does it here through a runner of its own on the same database, holding that
-/// lock meanwhile so that no agent starts under it. Exit 1 when the answer is a failure.
+/// lock meanwhile so that no agent starts under it. Exit 1 when the answer is a failure; an
+/// isolation the database could not record exits 0 (the host is isolated) and says so on stderr.
 func emergency(_ global: GlobalOptions, _ options: EmergencyOptions, command: String,
                direct: (TransitionRunner, FlowStore) -> ControlAnswer) throws {
     let request: ControlCommand = command == "release" ? .release(operator: options.operatorName, reason: options.reason)
@@ -75,13 +77,21 @@ func emergency(_ global: GlobalOptions, _ options: EmergencyOptions, command: St
         guard geteuid() == 0 else { throw CLIError.failed("\(why); acting without the agent needs root") }
         let database = global.db ?? AgentConfig.defaultDatabase
         do {
-            let store = try FlowStore(existing: database)
+            // Opened to read only when it cannot be written (a full disk): isolation needs the
+            // management channel, not the record; a release is refused below.
+            let store = try FlowStore.readingIfNotWriting(existing: database)
             let lock: ProcessLock
             do { lock = try ProcessLock(path: database + ".lock", guarding: "database \(database)", holder: "cordon \(command)") }
             catch AgentError.alreadyRunning(_, let holder) {
                 throw CLIError.failed("""
                     \(why), but pid \(holder) holds \(database): an agent applies commands itself, another command is acting; \
                     nothing changed. If an agent is hung, stop it and run this again
+                    """)
+            }
+            if let unwritable = store.unwritable, command == "release" {
+                throw CLIError.failed("""
+                    \(why), and the database at \(database) cannot be written (\(unwritable)): a release must be on record before \
+                    it loosens anything; nothing changed. Make the database writable (free space) and run this again
                     """)
             }
             let channel = try persistedManagement(store: store, config: options.config, required: true)
@@ -93,6 +103,17 @@ func emergency(_ global: GlobalOptions, _ options: EmergencyOptions, command: St
                 // No agent holds the database: a check it left running will never answer.
                 runner.tick()
                 return direct(runner, store)
+            }
+            // The agent retries a write that failed; this process ends now, so it says what the
+            // database does not hold, on standard error where an operator's script looks.
+            if answer?.ok == true, runner.unrecorded {
+                let problem = store.unwritable ?? FlowStore.filesystemProblem(beside: database) ?? "its writes failed, see the warning"
+                let outcome = command == "release"
+                    ? "released; NOT recorded: the database at \(database) cannot be written (\(problem)). The agent goes by the record "
+                        + "when it starts (isolated again if it says isolated); release again once the database can be written"
+                    : "isolated; NOT recorded: the database at \(database) cannot be written (\(problem)). The kernel holds the isolation; "
+                        + "the agent adopts it when it starts"
+                FileHandle.standardError.write(Data("cordon: \(outcome)\n".utf8))
             }
         } catch let error as CLIError {
             throw error

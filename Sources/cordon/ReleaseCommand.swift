@@ -9,7 +9,8 @@ struct ReleaseCommand: ParsableCommand {
             Deletes the overlay in one transaction, so the host is exactly in its \
             previous mode, then connects to every collector for up to 10 s. If that fails the overlay goes \
             back, the escalation is logged, and the command exits 1. A release supersedes any isolate \
-            still pending. Through the agent, or directly when none answers.
+            still pending. Through the agent, or directly when none answers (refused, changing nothing, \
+            when the database cannot be written: a release must be on record).
             """
     )
 

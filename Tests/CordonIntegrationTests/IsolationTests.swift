@@ -304,6 +304,76 @@ import Glibc
         #expect(try Self.connects(setup, from: host, to: S.peerV4, port: 443))
     }
 
+    @Test("""
+        after a clean stop, with the database's filesystem full (no -shm to open it through), isolate without an agent \
+        still isolates, says on stderr it is not recorded and exits 0; release refuses; the agent started later adopts it loudly
+        """)
+    func isolationWithoutTheAgentOnAFullDiskAfterACleanStop() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        var setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let (lab, host) = (setup.lab, setup.scenario.host)
+        let small = lab.directory + "/small"
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        #expect(try lab.run(nil, ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", small]).succeeded)
+        defer { _ = try? lab.run(nil, ["umount", "-l", small]) }
+        let database = small + "/cordon.db"
+        let collector = ["--collector", "\(S.peerV4):\(EnforcementTests.collectorPort)"]
+        _ = lab.stop(setup.agent)
+        setup.agent = try setup.scenario.startAgent(binary: setup.cordon, database: database, extra: collector)
+        #expect(lab.stop(setup.agent) == 0, "a clean stop")
+        // The last process to close a WAL database removes its -wal and -shm (here the test's,
+        // as `cordon approve` run after the stop would): SQLite must then create the -shm to open it.
+        do { _ = try FlowStore(existing: database) }
+        for suffix in ["-wal", "-shm"] {
+            try #require(!FileManager.default.fileExists(atPath: database + suffix), "no \(suffix) after the last close")
+        }
+        func cordon(_ arguments: [String]) throws -> CommandResult {
+            try lab.run(host, [setup.cordon] + arguments + ["--db", database, "--socket", setup.scenario.socket])
+        }
+        #expect(try lab.run(nil, ["sh", "-c", "i=0; while dd if=/dev/zero of=\(small)/fill.$i bs=4k count=64 2>/dev/null; do i=$((i+1)); done; "
+                                  + "dd if=/dev/zero of=\(small)/last bs=512 2>/dev/null; df --output=avail \(small) | tail -n 1"]).stdout
+                    .trimmingCharacters(in: .whitespacesAndNewlines) == "0", "the filesystem is full")
+
+        let isolate = try cordon(["isolate", "--operator", "ivy", "--reason", "disk filled"])
+        #expect(isolate.status == 0, "the host is isolated: \(isolate.stdout)\(isolate.stderr)")
+        #expect(isolate.stderr.contains("acting directly"))
+        #expect(isolate.stderr.contains("isolated; NOT recorded: the database at \(database) cannot be written (No space left on device)"),
+                "\(isolate.stderr)")
+        #expect(try lab.nftTables(host).contains(CordonTables.isolationName))
+        #expect(!(try Self.connects(setup, from: host, to: S.peerV4, port: 443)), "isolated")
+        #expect(!(try Self.connects(setup, from: setup.scenario.peer, to: S.hostV4, port: 22)), "isolated inbound")
+        #expect(try Self.connects(setup, from: host, to: S.peerV4, port: EnforcementTests.collectorPort), "the collector channel lives")
+        try setup.scenario.udp(from: host, to: S.peerV4, port: 53)
+
+        // Loosening must be on record: refused, and nothing changed.
+        let refused = try cordon(["release", "--operator", "ivy"])
+        #expect(refused.status == 1 && refused.stderr.contains("a release must be on record") && refused.stderr.contains("nothing changed"),
+                "\(refused.stdout)\(refused.stderr)")
+        #expect(try lab.nftTables(host).contains(CordonTables.isolationName))
+        #expect(!(try Self.connects(setup, from: host, to: S.peerV4, port: 443)), "still isolated")
+
+        // Space again: the agent keeps the isolation it finds without a record, logs it as a
+        // reapply and warns; a release then goes through the collector check as any other.
+        #expect(try lab.run(nil, ["sh", "-c", "rm -f \(small)/fill.* \(small)/last"]).succeeded)
+        let log = lab.directory + "/agent-after.log"
+        setup.agent = try setup.scenario.startAgent(binary: setup.cordon, database: database, extra: collector, log: log)
+        let status = try cordon(["status", "--json"])
+        #expect((try? JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])?["isolated"] as? Bool == true,
+                "\(status.stdout)\(status.stderr)")
+        #expect(try String(contentsOfFile: log, encoding: .utf8).contains("warning cordon agent: an isolation overlay was in the kernel without a record"))
+        let store = try FlowStore(readingFrom: database)
+        let adopted = try #require(try store.decisions().last)
+        #expect(adopted.action == "reapply" && adopted.operator == Engine.agentOperator && adopted.reason.contains("unrecorded isolation overlay"),
+                "\(adopted)")
+        #expect(try store.actions().isEmpty, "the CLI's request was never recorded")
+        #expect(!(try Self.connects(setup, from: host, to: S.peerV4, port: 443)), "still isolated")
+        let release = try cordon(["release", "--operator", "ivy"])
+        #expect(release.succeeded, "\(release.stdout)\(release.stderr)")
+        #expect(try Self.connects(setup, from: host, to: S.peerV4, port: 443))
+        #expect(try store.verifyDecisions().isEmpty)
+    }
+
     @Test("isolate without an agent refuses a database path that does not exist, creating nothing and isolating nothing")
     func isolateRefusesAMistypedDatabase() throws {
         guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
