@@ -231,7 +231,16 @@ public final class FleetScenario: Sendable {
         var arguments = ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--cacert", caFile, "-X", method]
         if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
         for header in headers { arguments += ["-H", header] }
-        if let body { arguments += ["-H", "Content-Type: application/json", "--data-binary", body] }
+        var bodyFile: String?
+        if let body {
+            // Past what one argument may hold (128 KiB on Linux), the body goes through a file.
+            if body.utf8.count > 64 << 10 {
+                bodyFile = lab.directory + "/body-\(UInt32.random(in: 0...UInt32.max)).json"
+                try body.write(toFile: bodyFile!, atomically: false, encoding: .utf8)
+            }
+            arguments += ["-H", "Content-Type: application/json", "--data-binary", bodyFile.map { "@" + $0 } ?? body]
+        }
+        defer { if let bodyFile { unlink(bodyFile) } }
         let result = try lab.run(server, arguments + ["https://\(Self.serverA):\(port)\(path)"])
         guard result.succeeded else { throw LabError("curl \(path): \(result.stderr)") }
         var lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)

@@ -3,6 +3,7 @@ import CordonWire
 import Foundation
 import Hummingbird
 import Logging
+import ServiceLifecycle
 import Synchronization
 
 /// The agents' side: enrollment, the long poll on which the server pushes the desired state,
@@ -42,12 +43,7 @@ struct AgentController {
 
     @Sendable func enroll(_ request: Request, context: ServerContext) async throws -> Response {
         let enrollment = try await JSON.decode(EnrollRequest.self, from: request)
-        guard !enrollment.hostname.isEmpty, enrollment.hostname.schemaLength <= 253 else {
-            throw APIFailure(.unprocessableContent, "expected a host name of 1-253 characters", field: "hostname")
-        }
-        if let bad = enrollment.tags.keys.first(where: { !Tags.validKey($0) }) {
-            throw APIFailure(.unprocessableContent, "tag key '\(bad)': expected letters, digits, '-', '_', '.', '/'", field: "tags")
-        }
+        do { try Validation.enrollment(enrollment) } catch { throw APIFailure(.unprocessableContent, error.message, field: error.field) }
         guard let answer = try await stores.enrollment.enroll(enrollment) else {
             try await stores.audit.record(actor: "enrollment", role: nil, action: "enroll refused", target: enrollment.hostname,
                                           detail: "unknown, expired, used-up or revoked secret", remote: context.remote)
@@ -74,16 +70,23 @@ struct AgentController {
         let first = ReadBox()
         let isolation = stores.isolation
         let deadline = deadline
-        let woken = await waiters.wait(host: host, timeout: Self.pollDuration(wait)) {
-            // A failed read wakes the poll at once, and the poll answers its error.
-            do {
-                let read = try await deadline.run { try await isolation.desired(host: host) }
-                first.value.withLock { $0 = .success(read) }
-                return (read?.generation ?? .max) > after
-            } catch {
-                first.value.withLock { $0 = .failure(error) }
-                return true
+        let waiters = waiters
+        // A graceful shutdown answers every poll at once: the server's shutdown waits for the
+        // requests in flight, and 10,000 polls ending by themselves outlast the unit's stop timeout.
+        let woken = await withGracefulShutdownHandler {
+            await waiters.wait(host: host, timeout: Self.pollDuration(wait)) {
+                // A failed read wakes the poll at once, and the poll answers its error.
+                do {
+                    let read = try await deadline.run { try await isolation.desired(host: host) }
+                    first.value.withLock { $0 = .success(read) }
+                    return (read?.generation ?? .max) > after
+                } catch {
+                    first.value.withLock { $0 = .failure(error) }
+                    return true
+                }
             }
+        } onGracefulShutdown: {
+            waiters.close()
         }
         var current: DesiredIsolation?
         switch first.value.withLock({ $0 }) {
@@ -110,12 +113,11 @@ struct AgentController {
         guard report.flows.count <= Self.maximumFlows else {
             throw APIFailure(.contentTooLarge, "at most \(Self.maximumFlows) flows per report", field: "flows")
         }
-        // As many as an agent keeps per flow (`FlowStore.namesPerFlow`).
-        guard report.flows.allSatisfy({ $0.remoteNames.count <= 16 }) else {
-            throw APIFailure(.unprocessableContent, "at most 16 names per flow", field: "flows.remote_names")
-        }
-        guard ["discovery", "enforce"].contains(report.status.mode) else {
-            throw APIFailure(.unprocessableContent, "expected discovery or enforce", field: "status.mode")
+        do {
+            try Validation.status(report.status)
+            if let local = report.local { try Validation.local(local) }
+        } catch {
+            throw APIFailure(.unprocessableContent, error.message, field: error.field)
         }
         if let bad = report.log.first(where: { $0.sequence < 1 }) {
             throw APIFailure(.unprocessableContent, "entry \(bad.sequence): sequences start at 1", field: "log.sequence")
@@ -128,14 +130,26 @@ struct AgentController {
         }
         // The entries first: the isolation entry is on record before the intent reads succeeded.
         metrics.reported(flows: report.flows.count, logEntries: report.log.count)
+        // A bad row is refused by itself: the rest of the report (the isolation above all) still counts.
+        var flows: [FlowRecord] = [], refused: [RefusedFlow] = []
+        let now = TimeText.now()
+        for (index, flow) in report.flows.enumerated() {
+            do {
+                try Validation.flow(flow, now: now)
+                flows.append(flow)
+            } catch {
+                refused.append(RefusedFlow(index: index, field: error.field, message: error.message))
+            }
+        }
+        if !refused.isEmpty { logger.warning("host \(host): \(refused.count) flow rows refused, the first at flows[\(refused[0].index)].\(refused[0].field): \(refused[0].message)") }
         let acked = try await stores.log.append(host: host, entries: report.log)
-        try await stores.flows.upsert(host: host, flows: report.flows)
+        try await stores.flows.upsert(host: host, flows: flows)
         let desired = try await stores.isolation.observe(host: host, report: report)
         if let local = report.local {
             try await stores.audit.record(actor: "local: \(local.operator)", role: nil, action: "local \(local.state.rawValue)",
                                           target: host.uuidString.lowercased(), detail: local.reason, remote: context.remote)
         }
-        return JSON.response(ReportResponse(logAckedThrough: acked, desired: desired))
+        return JSON.response(ReportResponse(logAckedThrough: acked, desired: desired, refusedFlows: refused))
     }
 }
 

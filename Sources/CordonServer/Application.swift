@@ -97,7 +97,7 @@ public enum ServerApplication {
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: certificate.map { .certificate($0) }, privateKey: .privateKey(key))
         tls.minimumTLSVersion = .tlsv12
 
-        var services: [any Service] = [client, listener, seen, PollCloser(waiters: waiters)]
+        var services: [any Service] = [client, listener, seen]
         if let address = settings.metrics {
             services.append(MetricsEndpoint.application(at: address, refresh: { await metrics.refresh(stores: stores, client: client, logger: logger) },
                                                         logger: logger) { logger.notice("serving metrics on \(address)") })

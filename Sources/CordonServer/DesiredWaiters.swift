@@ -194,17 +194,6 @@ public final class SeenHosts: Service, Sendable {
     }
 }
 
-/// Ends the long polls as soon as a graceful shutdown begins, so the server's own graceful
-/// shutdown (which waits for requests in flight) is not held up by them.
-struct PollCloser: Service {
-    let waiters: DesiredWaiters
-
-    func run() async throws {
-        try? await gracefulShutdown()
-        waiters.close()
-    }
-}
-
 final class Backoff: Sendable {
     let value = Mutex(0.2)
 }

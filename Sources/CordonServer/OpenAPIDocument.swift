@@ -64,10 +64,12 @@ public enum OpenAPIDocument {
                     "type": "integer"
                   },
                   "operator": {
+                    "maxLength": 200,
                     "pattern": "^[^\\u0000]*$",
                     "type": "string"
                   },
                   "reason": {
+                    "maxLength": 1000,
                     "pattern": "^[^\\u0000]*$",
                     "type": "string"
                   },
@@ -114,12 +116,21 @@ public enum OpenAPIDocument {
             "properties": {
               "addresses": {
                 "items": {
-                  "pattern": "^[^\\u0000]*$",
+                  "anyOf": [
+                    {
+                      "format": "ipv4"
+                    },
+                    {
+                      "format": "ipv6"
+                    }
+                  ],
                   "type": "string"
                 },
+                "maxItems": 64,
                 "type": "array"
               },
               "agent_version": {
+                "maxLength": 64,
                 "pattern": "^[^\\u0000]*$",
                 "type": "string"
               },
@@ -154,6 +165,7 @@ public enum OpenAPIDocument {
                 "type": "string"
               },
               "ruleset_digest": {
+                "maxLength": 128,
                 "pattern": "^[^\\u0000]*$",
                 "type": [
                   "string",
@@ -384,12 +396,21 @@ public enum OpenAPIDocument {
         "properties": {
           "addresses": {
             "items": {
-              "pattern": "^[^\\u0000]*$",
+              "anyOf": [
+                {
+                  "format": "ipv4"
+                },
+                {
+                  "format": "ipv6"
+                }
+              ],
               "type": "string"
             },
+            "maxItems": 64,
             "type": "array"
           },
           "agent_version": {
+            "maxLength": 64,
             "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
@@ -400,18 +421,24 @@ public enum OpenAPIDocument {
             "type": "string"
           },
           "machine_id": {
+            "maxLength": 128,
             "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "secret": {
+            "maxLength": 256,
+            "minLength": 1,
             "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "tags": {
             "additionalProperties": {
+              "maxLength": 255,
+              "minLength": 1,
               "pattern": "^[^\\u0000]*$",
               "type": "string"
             },
+            "maxProperties": 32,
             "propertyNames": {
               "pattern": "^[A-Za-z0-9._/-]{1,63}$"
             },
@@ -463,7 +490,7 @@ public enum OpenAPIDocument {
         "type": "object"
       },
       "Flow": {
-        "description": "the fields of `cordon flows --json` (which writes the null ones too; an upload may leave them out)",
+        "description": "the fields of `cordon flows --json` (which writes the null ones too; an upload may leave them out); in an upload a row that breaks a bound is refused by itself (see refused_flows), the rest stored",
         "properties": {
           "bytes": {
             "maximum": 18446744073709551615,
@@ -491,7 +518,8 @@ public enum OpenAPIDocument {
             "type": "string"
           },
           "first_seen": {
-            "pattern": "^[^\\u0000]*$",
+            "description": "RFC 3339 UTC, between 2000 and a day past the server's clock; first_seen <= last_seen",
+            "format": "date-time",
             "type": "string"
           },
           "icmp_code": {
@@ -511,11 +539,19 @@ public enum OpenAPIDocument {
             ]
           },
           "last_seen": {
-            "pattern": "^[^\\u0000]*$",
+            "description": "RFC 3339 UTC, between 2000 and a day past the server's clock; first_seen <= last_seen",
+            "format": "date-time",
             "type": "string"
           },
           "local_address": {
-            "pattern": "^[^\\u0000]*$",
+            "anyOf": [
+              {
+                "format": "ipv4"
+              },
+              {
+                "format": "ipv6"
+              }
+            ],
             "type": "string"
           },
           "local_port": {
@@ -532,17 +568,22 @@ public enum OpenAPIDocument {
             "type": "integer"
           },
           "protocol": {
-            "pattern": "^[^\\u0000]*$",
+            "maxLength": 16,
+            "minLength": 1,
+            "pattern": "^([a-z0-9]+)$",
             "type": "string"
           },
           "remote_address": {
+            "description": "an address, or a prefix where the agent rolled many remotes up",
+            "maxLength": 49,
             "pattern": "^[^\\u0000]*$",
             "type": "string"
           },
           "remote_names": {
             "description": "Names whose DNS answer gave this remote to a connection of the flow, most recent first (absent from agents before names).",
             "items": {
-              "pattern": "^[^\\u0000]*$",
+              "maxLength": 253,
+              "pattern": "^([A-Za-z0-9_-]{1,63})(\\.[A-Za-z0-9_-]{1,63})*\\.?$",
               "type": "string"
             },
             "maxItems": 16,
@@ -958,11 +999,36 @@ public enum OpenAPIDocument {
           },
           "log_acked_through": {
             "type": "integer"
+          },
+          "refused_flows": {
+            "description": "flow rows refused and not stored, by index in the report (absent from servers before 0.3.0)",
+            "items": {
+              "properties": {
+                "field": {
+                  "type": "string"
+                },
+                "index": {
+                  "minimum": 0,
+                  "type": "integer"
+                },
+                "message": {
+                  "type": "string"
+                }
+              },
+              "required": [
+                "index",
+                "field",
+                "message"
+              ],
+              "type": "object"
+            },
+            "type": "array"
           }
         },
         "required": [
           "log_acked_through",
-          "desired"
+          "desired",
+          "refused_flows"
         ],
         "type": "object"
       }

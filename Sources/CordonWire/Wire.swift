@@ -225,9 +225,32 @@ public struct ReportResponse: Codable, Sendable {
     /// Every entry up to this sequence is stored on the server.
     public var logAckedThrough: Int64
     public var desired: DesiredIsolation
-    enum CodingKeys: String, CodingKey { case logAckedThrough = "log_acked_through", desired }
-    public init(logAckedThrough: Int64, desired: DesiredIsolation) {
+    /// Flow rows the server refused (and did not store), by their index in the report; the rest were stored.
+    public var refusedFlows: [RefusedFlow]
+    enum CodingKeys: String, CodingKey { case logAckedThrough = "log_acked_through", desired, refusedFlows = "refused_flows" }
+    public init(logAckedThrough: Int64, desired: DesiredIsolation, refusedFlows: [RefusedFlow] = []) {
         self.logAckedThrough = logAckedThrough
         self.desired = desired
+        self.refusedFlows = refusedFlows
+    }
+
+    /// A server before 0.3.0 sends no `refused_flows`.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        logAckedThrough = try c.decode(Int64.self, forKey: .logAckedThrough)
+        desired = try c.decode(DesiredIsolation.self, forKey: .desired)
+        refusedFlows = try c.decodeIfPresent([RefusedFlow].self, forKey: .refusedFlows) ?? []
+    }
+}
+
+public struct RefusedFlow: Codable, Sendable, Equatable {
+    public var index: Int
+    /// The field within the row, e.g. `remote_address`.
+    public var field: String
+    public var message: String
+    public init(index: Int, field: String, message: String) {
+        self.index = index
+        self.field = field
+        self.message = message
     }
 }

@@ -207,4 +207,79 @@ import Glibc
         let result = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any])
         #expect((result["closed_by_server"] as? Int ?? 0) > 1000, "\(result)")
     }
+
+    @Test("hostile input: every enrollment field bounded and addresses parsed, bad flow rows refused by themselves, escapes shown as text in the CLI, `bearer` in any case")
+    func hostileInput() throws {
+        guard FleetTests.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup(agentA: false)
+        defer { setup.lab.cleanup() }
+        let f = setup.fleet
+        let secret = try String(contentsOfFile: try f.enrollSecret(), encoding: .utf8)
+        func enroll(hostname: String = "h", machineID: String = "m", addresses: [String] = [], version: String = "0.3.0",
+                    tags: [String: String] = [:]) throws -> (status: Int, body: String) {
+            let body: [String: Any] = ["secret": secret, "hostname": hostname, "machine_id": machineID, "addresses": addresses,
+                                       "agent_version": version, "tags": tags]
+            return try f.api("POST", "/agent/v1/enroll", token: nil, body: String(decoding: try JSONSerialization.data(withJSONObject: body), as: UTF8.self))
+        }
+        for (answer, status, field) in [(try enroll(addresses: (0..<700).map { "192.0.2.\($0 % 250)" }), 422, "addresses"),
+                                        (try enroll(addresses: ["not an address"]), 422, "addresses[0]"),
+                                        (try enroll(machineID: String(repeating: "m", count: 900)), 422, "machine_id"),
+                                        (try enroll(tags: ["role": String(repeating: "x", count: 100_000)]), 422, "tags.role"),
+                                        (try enroll(tags: Dictionary(uniqueKeysWithValues: (0..<40).map { ("k\($0)", "v") })), 422, "tags")] {
+            #expect(answer.status == status && (try? setup.json(answer.body))?["field"] as? String == field, "\(field): \(answer.status) \(answer.body.prefix(300))")
+        }
+        #expect(try enroll(version: String(repeating: "v", count: 2_000_000)).status == 413, "a 2 MB body is refused before it is parsed")
+
+        // A name that draws a fake row on a terminal is accepted as data and shown as text.
+        let evil = "zz\u{1B}[2K\rdb-01 ISOLATED\nfake"
+        let enrolled = try enroll(hostname: evil, addresses: ["192.0.2.10"])
+        #expect(enrolled.status == 201, "\(enrolled)")
+        let credential = try #require(try setup.json(enrolled.body)["credential"] as? String)
+        let id = try #require(try setup.json(enrolled.body)["host_id"] as? String)
+        for command in [["hosts"], ["show", id]] {
+            let shown = try f.fleet(command, token: setup.viewer)
+            #expect(shown.succeeded, "\(shown.stderr)")
+            #expect(!shown.stdout.unicodeScalars.contains("\u{1B}") && !shown.stdout.unicodeScalars.contains("\r"), "raw escapes reach the terminal: \(command)")
+            #expect(shown.stdout.contains("zz\\e[2K\\rdb-01 ISOLATED\\nfake"), "\(command): \(shown.stdout)")
+        }
+
+        // Three rows, the middle one bad: it alone is refused, by index and field.
+        func row(_ remote: String) -> [String: Any] {
+            ["direction": "outbound", "protocol": "tcp", "family": "ipv4", "local_address": "192.0.2.10", "remote_address": remote, "remote_port": 443,
+             "connections": 1, "packets": 1, "bytes": 1, "first_seen": "2026-11-22T21:05:48Z", "last_seen": "2026-11-22T21:05:49Z", "verdict": "allowed"]
+        }
+        let report: [String: Any] = [
+            "status": ["mode": "discovery", "isolated": false, "lost_events": 0, "guard_restores": 0, "guard_escalations": 0, "flows": 3,
+                       "agent_version": "0.3.0", "addresses": ["192.0.2.10"]] as [String: Any],
+            "observed": "released", "applied_generation": 0, "log": [] as [Any],
+            "flows": [row("198.51.100.1"), row("<img src=x onerror=alert(1)>"), row("198.51.100.0/24")]]
+        let answer = try f.api("POST", "/agent/v1/report", token: credential,
+                               body: String(decoding: try JSONSerialization.data(withJSONObject: report), as: UTF8.self))
+        #expect(answer.status == 200, "\(answer)")
+        let refused = try #require(try setup.json(answer.body)["refused_flows"] as? [[String: Any]], "\(answer.body)")
+        #expect(refused.count == 1 && refused.first?["index"] as? Int == 1 && refused.first?["field"] as? String == "remote_address", "\(refused)")
+        let stored = try f.api("GET", "/api/v1/hosts/\(id)/flows", token: setup.viewer)
+        let flows = try JSONSerialization.jsonObject(with: Data(stored.body.utf8)) as? [[String: Any]] ?? ((try? setup.json(stored.body))?["items"] as? [[String: Any]] ?? [])
+        #expect(Set(flows.compactMap { $0["remote_address"] as? String }) == ["198.51.100.1", "198.51.100.0/24"], "\(stored.body.prefix(400))")
+
+        // The scheme is case-insensitive (RFC 9110).
+        let lower = try setup.lab.run(f.server, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", f.caFile, "-H", "Authorization: bearer \(setup.viewer)",
+                                                 "https://\(F.serverA):\(F.port)/api/v1/hosts"])
+        #expect(lower.stdout == "200", "\(lower)")
+    }
+
+    @Test("SIGTERM with an agent's long poll parked: the poll is answered and the server exits well inside the unit's 30 s stop timeout")
+    func shutdownEndsPolls() throws {
+        guard FleetTests.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        _ = try setup.hostID(timeout: 15)
+        // The poll is parked once the agent is connected and has reported (hostID waits for both).
+        let started = Date()
+        let status = setup.lab.stop(setup.server, signal: SIGTERM, timeout: 25)
+        let seconds = Date().timeIntervalSince(started)
+        #expect(status == 0, "the server did not exit cleanly within 25 s (status \(String(describing: status)))")
+        // A poll lasts up to 25 s: a server waiting for it would take that long.
+        #expect(seconds < 15, "stopping took \(seconds) s")
+    }
 }
