@@ -228,7 +228,7 @@ public final class FleetScenario: Sendable {
     /// An API call from the server's namespace: the status code and the body.
     public func api(_ method: String, _ path: String, token: String?, body: String? = nil, headers: [String] = [],
                     port: Int = FleetScenario.port) throws -> (status: Int, body: String) {
-        var arguments = ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--cacert", caFile, "-X", method]
+        var arguments = ["curl", "-s", "--max-time", "60", "-o", "-", "-w", "\n%{http_code}", "--cacert", caFile, "-X", method]
         if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
         for header in headers { arguments += ["-H", header] }
         var bodyFile: String?
@@ -255,5 +255,76 @@ public final class FleetScenario: Sendable {
         defer { unlink(tokenFile) }
         return try lab.run(server, [cordonBinary, "fleet"] + arguments
                            + ["--server", "https://\(Self.serverA):\(Self.port)", "--ca", caFile, "--token-file", tokenFile], timeout: 60)
+    }
+
+    /// Holds `idle` plain TCP connections that send nothing and `slow` TLS connections that send
+    /// a request head one byte a second, from one address, reopening what the server closes (at
+    /// most 20,000 opens in all) for `seconds`, then only holding what it has for `hold` more
+    /// seconds; then writes what it saw as JSON.
+    static let floodScript = #"""
+    import json, resource, socket, ssl, sys, time
+    host, port, idle, slow, seconds, hold, out, ca = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]), sys.argv[7], sys.argv[8]
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    ctx = ssl.create_default_context(cafile=ca); ctx.check_hostname = False
+    opens = 0; closed = 0; oldest_closed = {"idle": 0.0, "slow": 0.0}
+    conns = []  # [kind, socket, opened_at, bytes_sent]
+    def open_one(kind):
+        global opens
+        if opens >= 20000: return
+        opens += 1
+        try:
+            if kind == "idle":
+                s = socket.socket(); s.setblocking(False)
+                try: s.connect((host, port))
+                except BlockingIOError: pass
+            else:
+                raw = socket.create_connection((host, port), timeout=2)
+                s = ctx.wrap_socket(raw, server_hostname=host); s.setblocking(False)
+            conns.append([kind, s, time.time(), 0])
+        except Exception:
+            pass
+    start = time.time()
+    for _ in range(idle): open_one("idle")
+    for _ in range(slow): open_one("slow")
+    with open(out + ".started", "w") as f: f.write("1")
+    head = b"GET /api/v1/hosts HTTP/1.1\r\nHost: x\r\n"
+    while time.time() - start < seconds + hold:
+        now = time.time(); alive = []
+        for c in conns:
+            kind, s, at, sent = c
+            gone = False
+            try:
+                if kind == "slow" and int(now - at) > sent and sent < len(head):
+                    s.send(head[sent:sent + 1]); c[3] += 1
+                data = s.recv(1)
+                if data == b"": gone = True
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass
+            except OSError:
+                gone = True
+            if gone:
+                closed += 1; oldest_closed[kind] = max(oldest_closed[kind], now - at); s.close()
+            else:
+                alive.append(c)
+        conns = alive
+        for kind, want in (("idle", idle), ("slow", slow)) if now - start < seconds else ():
+            missing = want - sum(1 for c in conns if c[0] == kind)
+            for _ in range(min(missing, 200)): open_one(kind)
+        time.sleep(0.25)
+    now = time.time()
+    report = {"opens": opens, "closed_by_server": closed, "open_at_end": len(conns),
+              "oldest_open": {k: max([now - c[2] for c in conns if c[0] == k] or [0]) for k in ("idle", "slow")},
+              "oldest_closed": oldest_closed}
+    with open(out, "w") as f: json.dump(report, f)
+    """#
+
+    /// Starts the flood (`floodScript`) from host b's address against the server; its JSON
+    /// summary goes to `report`, its output to `report.log`.
+    public func startFlood(idle: Int, slow: Int, seconds: Double, hold: Double, report: String) throws -> Child {
+        let script = lab.directory + "/flood.py"
+        try Self.floodScript.write(toFile: script, atomically: false, encoding: .utf8)
+        return try lab.spawn(b, ["python3", script, Self.serverB, String(Self.port), String(idle), String(slow), String(seconds), String(hold), report, caFile],
+                             log: report + ".log")
     }
 }

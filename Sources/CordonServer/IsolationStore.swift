@@ -229,8 +229,9 @@ public struct PostgresIsolationStore: IsolationStore {
 
     private func isKnown(_ local: LocalIsolationChange, host: UUID, on connection: PostgresConnection) async throws -> Bool {
         let rows = try await connection.query("""
-            SELECT 1 FROM intents WHERE host_id = \(host) AND state = \(local.state.rawValue) AND requested_by = \("local: " + local.operator)
-              AND (local_sequence = \(local.sequence) OR (\(local.sequence)::bigint IS NULL AND requested_at = to_timestamp(\(Double(local.at)))))
+            SELECT 1 FROM intents WHERE host_id = \(host) AND state = \(local.state.rawValue)
+              AND (local_sequence = \(local.sequence)
+                   OR (\(local.sequence)::bigint IS NULL AND requested_by = \("local: " + local.operator) AND requested_at = to_timestamp(\(Double(local.at)))))
             LIMIT 1
             """, logger: logger)
         for try await _ in rows { return true }

@@ -45,7 +45,7 @@ public enum OpenAPIDocument {
           },
           "flows": {
             "items": {
-              "$ref": "#/components/schemas/Flow"
+              "$ref": "#/components/schemas/FlowUpload"
             },
             "maxItems": 5000,
             "type": "array"
@@ -77,7 +77,10 @@ public enum OpenAPIDocument {
                     "description": "the decision-log sequence of the isolate or release that made this change: a report sent again with the same sequence and state is the same change (agents before 0.3.0 omit it)",
                     "maximum": 9223372036854775807,
                     "minimum": 1,
-                    "type": "integer"
+                    "type": [
+                      "integer",
+                      "null"
+                    ]
                   },
                   "state": {
                     "enum": [
@@ -490,7 +493,7 @@ public enum OpenAPIDocument {
         "type": "object"
       },
       "Flow": {
-        "description": "the fields of `cordon flows --json` (which writes the null ones too; an upload may leave them out); in an upload a row that breaks a bound is refused by itself (see refused_flows), the rest stored",
+        "description": "the fields of `cordon flows --json` (which writes the null ones too; an upload may leave them out); what the server stores meets these bounds",
         "properties": {
           "bytes": {
             "maximum": 18446744073709551615,
@@ -587,6 +590,122 @@ public enum OpenAPIDocument {
               "type": "string"
             },
             "maxItems": 16,
+            "type": "array"
+          },
+          "remote_port": {
+            "maximum": 65535,
+            "minimum": 0,
+            "type": [
+              "integer",
+              "null"
+            ]
+          },
+          "verdict": {
+            "enum": [
+              "allowed",
+              "rejected"
+            ],
+            "type": "string"
+          }
+        },
+        "required": [
+          "direction",
+          "protocol",
+          "family",
+          "local_address",
+          "remote_address",
+          "connections",
+          "packets",
+          "bytes",
+          "first_seen",
+          "last_seen",
+          "verdict"
+        ],
+        "type": "object"
+      },
+      "FlowUpload": {
+        "description": "a flow row as an agent uploads it: the bounds of `Flow` are checked row by row, and a row that breaks one is refused by itself (`refused_flows` in the answer), not the report",
+        "properties": {
+          "bytes": {
+            "maximum": 18446744073709551615,
+            "minimum": 0,
+            "type": "integer"
+          },
+          "connections": {
+            "maximum": 18446744073709551615,
+            "minimum": 0,
+            "type": "integer"
+          },
+          "direction": {
+            "enum": [
+              "inbound",
+              "outbound",
+              "forward"
+            ],
+            "type": "string"
+          },
+          "family": {
+            "enum": [
+              "ipv4",
+              "ipv6"
+            ],
+            "type": "string"
+          },
+          "first_seen": {
+            "pattern": "^[^\\u0000]*$",
+            "type": "string"
+          },
+          "icmp_code": {
+            "maximum": 255,
+            "minimum": 0,
+            "type": [
+              "integer",
+              "null"
+            ]
+          },
+          "icmp_type": {
+            "maximum": 255,
+            "minimum": 0,
+            "type": [
+              "integer",
+              "null"
+            ]
+          },
+          "last_seen": {
+            "pattern": "^[^\\u0000]*$",
+            "type": "string"
+          },
+          "local_address": {
+            "pattern": "^[^\\u0000]*$",
+            "type": "string"
+          },
+          "local_port": {
+            "maximum": 65535,
+            "minimum": 0,
+            "type": [
+              "integer",
+              "null"
+            ]
+          },
+          "packets": {
+            "maximum": 18446744073709551615,
+            "minimum": 0,
+            "type": "integer"
+          },
+          "protocol": {
+            "pattern": "^[^\\u0000]*$",
+            "type": "string"
+          },
+          "remote_address": {
+            "pattern": "^[^\\u0000]*$",
+            "type": "string"
+          },
+          "remote_names": {
+            "description": "Names whose DNS answer gave this remote to a connection of the flow, most recent first (absent from agents before names).",
+            "items": {
+              "pattern": "^[^\\u0000]*$",
+              "type": "string"
+            },
             "type": "array"
           },
           "remote_port": {

@@ -18,12 +18,14 @@ struct FleetBenchmark: ParsableCommand {
 
     @Option(help: "Remote isolations (each released before the next).") var runs: Int = 30
     @Option(help: "Local isolations on the host, for comparison.") var localRuns: Int = 10
+    @Option(help: "Also measure the remote isolations again while host b's address holds this many idle and slow connections (0: no flood).")
+    var flood: Int = 0
 
     static let echoPort: UInt16 = 5001
 
     func run() throws {
-        guard (1...1000).contains(runs), (0...1000).contains(localRuns) else { throw ValidationError("runs out of range") }
-        say("# cordon-bench fleet-contain --runs \(runs) --local-runs \(localRuns)")
+        guard (1...1000).contains(runs), (0...1000).contains(localRuns), (0...5000).contains(flood) else { throw ValidationError("runs out of range") }
+        say("# cordon-bench fleet-contain --runs \(runs) --local-runs \(localRuns) --flood \(flood)")
         let lab = try Lab()
         defer { lab.cleanup() }
         let fleet = try FleetScenario(lab: lab, durableDatabase: true)
@@ -36,7 +38,7 @@ struct FleetBenchmark: ParsableCommand {
 
         // The client's event loop threads are made on a thread inside the server's namespace, so
         // its sockets are there too.
-        let results = try lab.inNamespace(fleet.server) { () throws -> (contain: [Double], confirm: [Double]) in
+        let remote = { (label: String) throws -> (contain: [Double], confirm: [Double]) in try lab.inNamespace(fleet.server) { () throws -> (contain: [Double], confirm: [Double]) in
             let ca = try String(contentsOfFile: fleet.caFile, encoding: .utf8)
             let client = try FleetClient(server: URL(string: "https://\(FleetScenario.serverA):\(FleetScenario.port)")!, caPEM: ca, credential: token)
             let host = try Self.wait { () async throws -> String? in
@@ -53,7 +55,7 @@ struct FleetBenchmark: ParsableCommand {
                 }
                 contain.append(cut)
                 confirm.append(confirmed)
-                say("#   remote run \(run): first dropped packet \(format(cut * 1000, 2)) ms, intent succeeded \(format(confirmed * 1000, 2)) ms after the request")
+                say("#   remote\(label) run \(run): first dropped packet \(format(cut * 1000, 2)) ms, intent succeeded \(format(confirmed * 1000, 2)) ms after the request")
                 let release = try Self.wait { () async throws -> String? in
                     try await client.call(.POST, "/api/v1/hosts/\(host)/isolation", body: IsolationRequest(state: .released, reason: "bench"),
                                           timeout: 10, as: IntentAccepted.self).intentID
@@ -66,6 +68,19 @@ struct FleetBenchmark: ParsableCommand {
                 usleep(200_000)
             }
             return (contain, confirm)
+        } }
+        let results = try remote("")
+        var flooded: (contain: [Double], confirm: [Double]) = ([], [])
+        if flood > 0 {
+            // Nine in ten idle (nothing sent), one in ten slow (a request head a byte a second),
+            // reopened as the server closes them, for as long as the runs take.
+            let report = lab.directory + "/flood.json"
+            let floodProcess = try fleet.startFlood(idle: flood - flood / 10, slow: flood / 10, seconds: Double(runs) * 3 + 60, hold: 0, report: report)
+            defer { floodProcess.signal(SIGTERM) }
+            while access(report + ".started", F_OK) != 0 && floodProcess.isRunning { usleep(100_000) }
+            guard floodProcess.isRunning else { throw ValidationError("the flood did not start: \((try? String(contentsOfFile: report + ".log", encoding: .utf8)) ?? "")") }
+            sleep(2)
+            flooded = try remote(" under the flood")
         }
 
         var local: [Double] = []
@@ -89,6 +104,8 @@ struct FleetBenchmark: ParsableCommand {
         say("|---|---|---|---|---|")
         for (name, values) in [("remote: API request → first dropped packet", results.contain),
                                ("remote: API request → intent reads succeeded", results.confirm),
+                               ("remote, \(flood) idle and slow connections from one address: API request → first dropped packet", flooded.contain),
+                               ("remote, \(flood) idle and slow connections from one address: API request → intent reads succeeded", flooded.confirm),
                                ("local `cordon isolate` → first dropped packet", local)] where !values.isEmpty {
             say("| \(name) | \(values.count) | \(format(median(values) * 1000, 2)) | \(format(percentile(values, 0.99) * 1000, 2)) | \(format(values.max()! * 1000, 2)) |")
         }

@@ -96,67 +96,6 @@ import Glibc
         try Self.expectRecovery(setup, id, "stopped")
     }
 
-    /// Holds `idle` plain TCP connections that send nothing and `slow` TLS connections that send
-    /// a request head one byte a second, from one address, reopening what the server closes (at
-    /// most 20,000 opens in all) for `seconds`, then only holding what it has for `hold` more
-    /// seconds; then writes what it saw as JSON.
-    static let flood = #"""
-    import json, resource, socket, ssl, sys, time
-    host, port, idle, slow, seconds, hold, out, ca = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]), sys.argv[7], sys.argv[8]
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
-    ctx = ssl.create_default_context(cafile=ca); ctx.check_hostname = False
-    opens = 0; closed = 0; oldest_closed = {"idle": 0.0, "slow": 0.0}
-    conns = []  # [kind, socket, opened_at, bytes_sent]
-    def open_one(kind):
-        global opens
-        if opens >= 20000: return
-        opens += 1
-        try:
-            if kind == "idle":
-                s = socket.socket(); s.setblocking(False)
-                try: s.connect((host, port))
-                except BlockingIOError: pass
-            else:
-                raw = socket.create_connection((host, port), timeout=2)
-                s = ctx.wrap_socket(raw, server_hostname=host); s.setblocking(False)
-            conns.append([kind, s, time.time(), 0])
-        except Exception:
-            pass
-    start = time.time()
-    for _ in range(idle): open_one("idle")
-    for _ in range(slow): open_one("slow")
-    with open(out + ".started", "w") as f: f.write("1")
-    head = b"GET /api/v1/hosts HTTP/1.1\r\nHost: x\r\n"
-    while time.time() - start < seconds + hold:
-        now = time.time(); alive = []
-        for c in conns:
-            kind, s, at, sent = c
-            gone = False
-            try:
-                if kind == "slow" and int(now - at) > sent and sent < len(head):
-                    s.send(head[sent:sent + 1]); c[3] += 1
-                data = s.recv(1)
-                if data == b"": gone = True
-            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                pass
-            except OSError:
-                gone = True
-            if gone:
-                closed += 1; oldest_closed[kind] = max(oldest_closed[kind], now - at); s.close()
-            else:
-                alive.append(c)
-        conns = alive
-        for kind, want in (("idle", idle), ("slow", slow)) if now - start < seconds else ():
-            missing = want - sum(1 for c in conns if c[0] == kind)
-            for _ in range(min(missing, 200)): open_one(kind)
-        time.sleep(0.25)
-    now = time.time()
-    report = {"opens": opens, "closed_by_server": closed, "open_at_end": len(conns),
-              "oldest_open": {k: max([now - c[2] for c in conns if c[0] == k] or [0]) for k in ("idle", "slow")},
-              "oldest_closed": oldest_closed}
-    with open(out, "w") as f: json.dump(report, f)
-    """#
 
     @Test("a flood of idle and slow connections from one address, with the server at 1,024 descriptors, does not stop an isolation from elsewhere; the server closes them")
     func connectionFlood() throws {
@@ -165,11 +104,9 @@ import Glibc
         let setup = try Setup(serverPrefix: ["prlimit", "--nofile=1024:1024", "--"])
         defer { setup.lab.cleanup() }
         let id = try setup.hostID(timeout: 15)
-        let script = setup.lab.directory + "/flood.py", report = setup.lab.directory + "/flood.json"
-        try Self.flood.write(toFile: script, atomically: false, encoding: .utf8)
+        let report = setup.lab.directory + "/flood.json"
         let seconds = 25.0, hold = 45.0
-        let flood = try setup.lab.spawn(setup.fleet.b, ["python3", script, F.serverB, String(F.port), "1100", "100", String(seconds), String(hold), report,
-                                                        setup.fleet.caFile], log: setup.lab.directory + "/flood.log")
+        let flood = try setup.fleet.startFlood(idle: 1100, slow: 100, seconds: seconds, hold: hold, report: report)
         // The flood is in force once the server holds as many of its connections as one address may.
         let started = Date()
         func floodHeld() throws -> Int {
@@ -203,7 +140,7 @@ import Glibc
             left = try floodHeld()
         }
         #expect(left == 0, "\(left) connections of the flood were never closed")
-        #expect(flood.wait(timeout: hold + 30) == 0, "the flood script failed: \((try? String(contentsOfFile: setup.lab.directory + "/flood.log", encoding: .utf8)) ?? "")")
+        #expect(flood.wait(timeout: hold + 30) == 0, "the flood script failed: \((try? String(contentsOfFile: report + ".log", encoding: .utf8)) ?? "")")
         let result = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any])
         #expect((result["closed_by_server"] as? Int ?? 0) > 1000, "\(result)")
     }

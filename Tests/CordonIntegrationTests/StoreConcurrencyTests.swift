@@ -220,7 +220,11 @@ import Testing
         for _ in 0..<3 {
             generations.append(try await isolation.observe(host: host, report: Self.report(local: isolate, observed: .isolated)).generation)
         }
-        #expect(generations == [1, 1, 1])
+        // The same entry under another operator's name is still that entry.
+        var renamed = isolate
+        renamed.operator = "someone else"
+        generations.append(try await isolation.observe(host: host, report: Self.report(local: renamed, observed: .isolated)).generation)
+        #expect(generations == [1, 1, 1, 1])
         let intents = try await isolation.intents(host: host, status: nil, limit: 100)
         #expect(intents.count == 1 && intents.first?.status == .succeeded && intents.first?.requestedBy == "local: root", "\(intents)")
 
