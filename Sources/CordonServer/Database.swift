@@ -108,6 +108,20 @@ public enum Migrations {
             "ALTER TABLE intents ADD COLUMN local_sequence bigint",
             "CREATE UNIQUE INDEX intents_local_change ON intents (host_id, local_sequence, state) WHERE local_sequence IS NOT NULL",
         ]),
+        // Where each tag came from, and secrets that take no tags from the hosts they admit (issue
+        // 19: a host could give itself `role=domain-controller`). Hosts enrolled before: a tag the
+        // secret has is the secret's, any other the host's.
+        ("003-tag-sources", [
+            "ALTER TABLE enroll_secrets ADD COLUMN host_tags boolean NOT NULL DEFAULT true",
+            "ALTER TABLE hosts ADD COLUMN tag_sources jsonb NOT NULL DEFAULT '{}'",
+            """
+            UPDATE hosts SET tag_sources = coalesce((
+              SELECT jsonb_object_agg(key, CASE WHEN secret.tags ? key THEN 'secret' ELSE 'host' END)
+              FROM jsonb_object_keys(hosts.tags) AS key
+              LEFT JOIN enroll_secrets secret ON secret.id = hosts.enroll_secret), '{}')
+            """,
+            "CREATE INDEX hosts_machine_id ON hosts (machine_id)",
+        ]),
     ]
 
     public struct Newer: Error, CustomStringConvertible {

@@ -27,7 +27,8 @@ public struct PostgresHostStore: HostStore {
 
     private static let columns = """
         id, hostname, machine_id, tags::text, addresses::text, agent_version, enrolled_at, last_seen, revoked_at IS NOT NULL, status::text,
-        desired_state, observed_state, generation, observed_generation, desired_at, log_problems::bigint
+        desired_state, observed_state, generation, observed_generation, desired_at, log_problems::bigint, tag_sources::text,
+        EXISTS (SELECT 1 FROM hosts other WHERE other.machine_id = hosts.machine_id AND other.id <> hosts.id AND other.revoked_at IS NULL)
         """
 
     private func views(_ rows: PostgresRowSequence) async throws -> [HostView] {
@@ -43,6 +44,8 @@ public struct PostgresHostStore: HostStore {
             let observedGeneration = try columns[13].decode(Int64.self, context: .default)
             let desiredAt = try columns[14].decode(Date.self, context: .default)
             let problems = try columns[15].decode(Int64.self, context: .default)
+            let tagSources = try columns[16].decode(String.self, context: .default)
+            let duplicate = try columns[17].decode(Bool.self, context: .default)
             let report = status.flatMap { try? Wire.decode(AgentStatus.self, from: Data($0.utf8)) }
             let isolation = IsolationView(
                 desired: IsolationWord(rawValue: desired) ?? .released, observed: observed.flatMap(IsolationWord.init),
@@ -51,6 +54,7 @@ public struct PostgresHostStore: HostStore {
             result.append(HostView(
                 id: id.uuidString.lowercased(), hostname: hostname, machineID: machineID,
                 tags: (try? Wire.decode([String: String].self, from: Data(tags.utf8))) ?? [:],
+                tagSources: (try? Wire.decode([String: String].self, from: Data(tagSources.utf8))) ?? [:], duplicateMachineID: duplicate,
                 addresses: (try? Wire.decode([String].self, from: Data(addresses.utf8))) ?? [],
                 agentVersion: version, enrolledAt: Time.text(enrolled), lastSeen: lastSeen.map(Time.text),
                 connected: !revoked && lastSeen.map { now.timeIntervalSince($0) < Self.connectedWithin } == true, revoked: revoked,

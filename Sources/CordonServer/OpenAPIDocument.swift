@@ -753,6 +753,10 @@ public enum OpenAPIDocument {
           "connected": {
             "type": "boolean"
           },
+          "duplicate_machine_id": {
+            "description": "another enrolled, unrevoked host gave the same machine id: one of them may be an impostor (or a cloned image)",
+            "type": "boolean"
+          },
           "enrolled_at": {
             "format": "date-time",
             "type": "string"
@@ -827,6 +831,18 @@ public enum OpenAPIDocument {
               }
             ]
           },
+          "tag_sources": {
+            "additionalProperties": {
+              "enum": [
+                "secret",
+                "host",
+                "admin"
+              ],
+              "type": "string"
+            },
+            "description": "where each tag came from: the enrollment secret's (an administrator's choice), the host's own claim, or an admin's",
+            "type": "object"
+          },
           "tags": {
             "additionalProperties": {
               "type": "string"
@@ -851,7 +867,9 @@ public enum OpenAPIDocument {
           "guard_restores",
           "guard_escalations",
           "log_problems",
-          "isolation"
+          "isolation",
+          "tag_sources",
+          "duplicate_machine_id"
         ],
         "type": "object"
       },

@@ -56,6 +56,12 @@ public struct HostView: Codable, Sendable, Equatable {
     public var hostname: String
     public var machineID: String
     public var tags: [String: String]
+    /// Where each tag came from: `secret` (the enrollment secret's, chosen by an administrator),
+    /// `host` (the agent's own claim) or `admin`. A selector should trust a host's claims only
+    /// as far as anyone holding the secret can be trusted.
+    public var tagSources: [String: String]
+    /// Another enrolled host gave the same machine id: one of them may be an impostor.
+    public var duplicateMachineID: Bool
     public var addresses: [String]
     public var agentVersion: String
     public var enrolledAt: String
@@ -73,7 +79,8 @@ public struct HostView: Codable, Sendable, Equatable {
     public var isolation: IsolationView
 
     enum CodingKeys: String, CodingKey {
-        case id, hostname, machineID = "machine_id", tags, addresses, agentVersion = "agent_version", enrolledAt = "enrolled_at"
+        case id, hostname, machineID = "machine_id", tags, tagSources = "tag_sources", duplicateMachineID = "duplicate_machine_id", addresses
+        case agentVersion = "agent_version", enrolledAt = "enrolled_at"
         case lastSeen = "last_seen", connected, revoked, mode, ruleset, lostEvents = "lost_events", guardRestores = "guard_restores"
         case guardEscalations = "guard_escalations", logProblems = "log_problems", isolation
     }
@@ -85,6 +92,8 @@ public struct HostView: Codable, Sendable, Equatable {
         try c.encode(hostname, forKey: .hostname)
         try c.encode(machineID, forKey: .machineID)
         try c.encode(tags, forKey: .tags)
+        try c.encode(tagSources, forKey: .tagSources)
+        try c.encode(duplicateMachineID, forKey: .duplicateMachineID)
         try c.encode(addresses, forKey: .addresses)
         try c.encode(agentVersion, forKey: .agentVersion)
         try c.encode(enrolledAt, forKey: .enrolledAt)
@@ -100,13 +109,40 @@ public struct HostView: Codable, Sendable, Equatable {
         try c.encode(isolation, forKey: .isolation)
     }
 
-    public init(id: String, hostname: String, machineID: String, tags: [String: String], addresses: [String], agentVersion: String,
+    /// A server before 0.3.0 sends neither `tag_sources` nor `duplicate_machine_id`.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(String.self, forKey: .id)
+        hostname = try c.decode(String.self, forKey: .hostname)
+        machineID = try c.decode(String.self, forKey: .machineID)
+        tags = try c.decode([String: String].self, forKey: .tags)
+        tagSources = try c.decodeIfPresent([String: String].self, forKey: .tagSources) ?? [:]
+        duplicateMachineID = try c.decodeIfPresent(Bool.self, forKey: .duplicateMachineID) ?? false
+        addresses = try c.decode([String].self, forKey: .addresses)
+        agentVersion = try c.decode(String.self, forKey: .agentVersion)
+        enrolledAt = try c.decode(String.self, forKey: .enrolledAt)
+        lastSeen = try c.decodeIfPresent(String.self, forKey: .lastSeen)
+        connected = try c.decode(Bool.self, forKey: .connected)
+        revoked = try c.decode(Bool.self, forKey: .revoked)
+        mode = try c.decodeIfPresent(String.self, forKey: .mode)
+        ruleset = try c.decodeIfPresent(RulesetInForce.self, forKey: .ruleset)
+        lostEvents = try c.decode(UInt64.self, forKey: .lostEvents)
+        guardRestores = try c.decode(UInt64.self, forKey: .guardRestores)
+        guardEscalations = try c.decode(UInt64.self, forKey: .guardEscalations)
+        logProblems = try c.decode(Int.self, forKey: .logProblems)
+        isolation = try c.decode(IsolationView.self, forKey: .isolation)
+    }
+
+    public init(id: String, hostname: String, machineID: String, tags: [String: String], tagSources: [String: String] = [:],
+                duplicateMachineID: Bool = false, addresses: [String], agentVersion: String,
                 enrolledAt: String, lastSeen: String?, connected: Bool, revoked: Bool, mode: String?, ruleset: RulesetInForce?,
                 lostEvents: UInt64, guardRestores: UInt64, guardEscalations: UInt64, logProblems: Int, isolation: IsolationView) {
         self.id = id
         self.hostname = hostname
         self.machineID = machineID
         self.tags = tags
+        self.tagSources = tagSources
+        self.duplicateMachineID = duplicateMachineID
         self.addresses = addresses
         self.agentVersion = agentVersion
         self.enrolledAt = enrolledAt

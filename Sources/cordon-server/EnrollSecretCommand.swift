@@ -28,6 +28,9 @@ struct EnrollSecretCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("How many hosts it admits (default: any number until it expires).", valueName: "n"))
         var uses: Int?
 
+        @Flag(name: .customLong("no-host-tags"), help: "Ignore the tags agents give themselves: hosts it admits carry the secret's tags only.")
+        var noHostTags = false
+
         func validate() throws {
             do { _ = try Tags.parse(tags) } catch { throw ValidationError("--\(error)") }
             guard TimeText.duration(ttl) != nil else { throw ValidationError("--ttl '\(ttl)': expected a number with s, m, h, d or w, e.g. 24h") }
@@ -38,10 +41,11 @@ struct EnrollSecretCommand: AsyncParsableCommand {
             let tags = try Tags.parse(self.tags)
             let ttl = TimeText.duration(self.ttl)
             let uses = self.uses
+            let hostTags = !noHostTags
             let secret = try await withStores(options) { stores in
-                let secret = try await stores.enrollment.createSecret(tags: tags, ttlSeconds: ttl, uses: uses)
+                let secret = try await stores.enrollment.createSecret(tags: tags, ttlSeconds: ttl, uses: uses, hostTags: hostTags)
                 try await stores.audit.record(actor: administrator(), role: nil, action: "enroll-secret create", target: nil,
-                                              detail: "tags \(tags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")), ttl \(ttl ?? 0) s, uses \(uses.map(String.init) ?? "any")",
+                                              detail: "tags \(tags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")), ttl \(ttl ?? 0) s, uses \(uses.map(String.init) ?? "any"), host tags \(hostTags ? "accepted" : "ignored")",
                                               remote: nil)
                 return secret
             }

@@ -111,7 +111,12 @@ extension FleetClient {
         }
         let hosts = try await call(.GET, "/api/v1/hosts", timeout: 30, as: Page<HostView>.self).items.filter { $0.hostname == text }
         guard hosts.count == 1 else {
-            throw CLIError.failed(hosts.isEmpty ? "no host named '\(text)'" : "\(hosts.count) hosts are named '\(text)': give the id (\(hosts.map(\.id).joined(separator: ", ")))")
+            // Anyone with an enrollment secret can enroll a second host under a name: say which is which.
+            let candidates = hosts.map { h in
+                "\(h.id) (enrolled \(h.enrolledAt), addresses \(h.addresses.joined(separator: " ")))\(h.duplicateMachineID ? ", shares its machine id" : "")"
+            }
+            throw CLIError.failed(hosts.isEmpty ? "no host named '\(text.terminalSafe)'"
+                : "\(hosts.count) hosts are named '\(text.terminalSafe)' (one may be an impostor): give the id; \(candidates.joined(separator: "; ").terminalSafe)")
         }
         return hosts[0]
     }

@@ -23,8 +23,10 @@ struct FleetShowCommand: ParsableCommand {
             ("mode", "\(h.mode ?? "not reported")\(h.ruleset.map { ", ruleset version \($0.version)" } ?? "")"),
             ("isolation", h.isolation.summary),
             ("addresses", h.addresses.joined(separator: ", ")),
-            ("tags", h.tags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")),
-            ("agent", "\(h.agentVersion), enrolled \(h.enrolledAt), machine id \(h.machineID)"),
+            ("tags", h.tags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" + (h.tagSources[$0.key].map { " (\($0))" } ?? "") }
+                .joined(separator: ", ")),
+            ("agent", "\(h.agentVersion), enrolled \(h.enrolledAt), machine id \(h.machineID)"
+                + (h.duplicateMachineID ? " — ANOTHER HOST HAS THIS MACHINE ID (an impostor, or a cloned image)" : "")),
             ("counters", "\(h.lostEvents) lost events, \(h.guardRestores) guard restores, \(h.guardEscalations) escalations"),
             ("log", h.logProblems == 0 ? "chain intact" : "\(h.logProblems) PROBLEMS (cordon fleet log --verify)"),
         ]

@@ -219,4 +219,43 @@ import Glibc
         // A poll lasts up to 25 s: a server waiting for it would take that long.
         #expect(seconds < 15, "stopping took \(seconds) s")
     }
+
+    @Test("impostors: a second host with another's name and machine id is flagged on both, a name they share is refused with both ids; each tag says where it came from, and a secret can refuse the host's own")
+    func impostorsAndTagSources() throws {
+        guard FleetTests.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup(agentA: false)
+        defer { setup.lab.cleanup() }
+        let f = setup.fleet
+        func enroll(_ secretFile: String, hostname: String, machineID: String, tags: [String: String]) throws -> String {
+            let secret = try String(contentsOfFile: secretFile, encoding: .utf8)
+            let body: [String: Any] = ["secret": secret, "hostname": hostname, "machine_id": machineID, "addresses": ["192.0.2.10"],
+                                       "agent_version": "0.3.0", "tags": tags]
+            let answer = try f.api("POST", "/agent/v1/enroll", token: nil, body: String(decoding: try JSONSerialization.data(withJSONObject: body), as: UTF8.self))
+            guard answer.status == 201, let id = try setup.json(answer.body)["host_id"] as? String else { throw LabError("enroll: \(answer)") }
+            return id
+        }
+        let web = try f.enrollSecret(tags: "tier=web")
+        let real = try enroll(web, hostname: "db-01", machineID: "m-1", tags: ["role": "domain-controller", "tier": "claimed"])
+        let host = try setup.host(real)
+        #expect(host["tags"] as? [String: String] == ["tier": "web", "role": "domain-controller"], "the secret's tag wins")
+        #expect(host["tag_sources"] as? [String: String] == ["tier": "secret", "role": "host"])
+        #expect(host["duplicate_machine_id"] as? Bool == false)
+
+        let strict = try f.enrollSecret(tags: "tier=db", hostTags: false)
+        let other = try enroll(strict, hostname: "db-02", machineID: "m-2", tags: ["role": "domain-controller"])
+        #expect(try setup.host(other)["tags"] as? [String: String] == ["tier": "db"], "a secret with --no-host-tags ignores the host's claims")
+        #expect(try setup.host(other)["tag_sources"] as? [String: String] == ["tier": "secret"])
+
+        let impostor = try enroll(web, hostname: "db-01", machineID: "m-1", tags: [:])
+        #expect(try setup.host(real)["duplicate_machine_id"] as? Bool == true)
+        #expect(try setup.host(impostor)["duplicate_machine_id"] as? Bool == true)
+        #expect(try setup.host(other)["duplicate_machine_id"] as? Bool == false)
+        let byName = try f.fleet(["isolate", "db-01", "--reason", "x"], token: setup.responder)
+        #expect(byName.status == 1 && byName.stderr.contains("impostor") && byName.stderr.contains(real) && byName.stderr.contains(impostor), "\(byName.stderr)")
+        let shown = try f.fleet(["show", real], token: setup.viewer)
+        #expect(shown.stdout.contains("ANOTHER HOST HAS THIS MACHINE ID") && shown.stdout.contains("role=domain-controller (host)"), "\(shown.stdout)")
+        // Revoking the impostor clears the flag on the real host.
+        #expect(try setup.lab.run(f.server, [f.serverBinary, "host", "revoke", impostor, "--data", f.data, "--database", f.postgres.url]).succeeded)
+        #expect(try setup.host(real)["duplicate_machine_id"] as? Bool == false)
+    }
 }

@@ -50,7 +50,7 @@ import Testing
 
         /// A host enrolled through the store, as an agent would be.
         func host(_ name: String) async throws -> UUID {
-            let secret = try await stores.enrollment.createSecret(tags: [:], ttlSeconds: nil, uses: nil)
+            let secret = try await stores.enrollment.createSecret(tags: [:], ttlSeconds: nil, uses: nil, hostTags: true)
             let enrolled = try #require(try await stores.enrollment.enroll(
                 EnrollRequest(secret: secret, hostname: name, machineID: "m-\(name)", addresses: [], agentVersion: "test", tags: [:])))
             return try #require(UUID(uuidString: enrolled.hostID))
