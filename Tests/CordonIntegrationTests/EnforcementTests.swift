@@ -119,6 +119,20 @@ import Glibc
             return child
         }
 
+        /// Counts, in `namespace`, the TCP packets from `source` to `port` that reach it; the
+        /// returned function reads the count. A table of the test's own in the peer's namespace.
+        func countArrivals(in namespace: String, from source: String, port: Int) throws -> () throws -> Int {
+            let table = "table inet lab_arrivals {\n  chain input { type filter hook input priority 0; ip saddr \(source) tcp dport \(port) counter; }\n}"
+            let added = try lab.run(namespace, ["nft", "-f", "-"], input: table + "\n")
+            guard added.succeeded else { throw LabError("nft: \(added.stderr)") }
+            return {
+                let listing = try lab.run(namespace, ["nft", "list", "chain", "inet", "lab_arrivals", "input"]).stdout
+                guard let range = listing.range(of: #"counter packets (\d+)"#, options: .regularExpression),
+                      let count = Int(listing[range].split(separator: " ").last ?? "") else { throw LabError("no counter in \(listing)") }
+                return count
+            }
+        }
+
         /// Polls up to 10 s; on a loaded machine a freshly started server may take a while.
         func waitUntil(_ what: String, _ condition: () throws -> Bool) throws {
             for _ in 0..<200 {
@@ -488,25 +502,34 @@ import Glibc
 
         // Version 2 adds tcp/8080 out. New connections run across the swap: to 443 (allowed by
         // both versions) each must connect, to 7070 (a listener neither allows) each must be
-        // refused. An instant without rules would connect to 7070; one with wrong rules would
-        // refuse 443.
+        // refused by the host's rules. An instant without rules would connect to 7070; one with
+        // wrong rules would refuse 443.
         try setup.approve(Self.ruleset.replacingOccurrences(of: "services: [tcp/443]", with: "services: [tcp/443, tcp/8080]"))
-        _ = try lab.spawn(scenario.peer, ["socat", "TCP-LISTEN:7070,fork,reuseaddr", "SYSTEM:true"])
-        usleep(200_000)
+        _ = try lab.spawn(scenario.peer, ["socat", "TCP-LISTEN:7070,fork,reuseaddr", "PIPE"])
+        try setup.waitUntil("the peer listens on 7070") { try lab.run(scenario.peer, ["ss", "-Hltn", "sport = :7070"]).stdout.contains(":7070") }
+        // The listener answers (a round trip from the peer itself, which the host's rules do not
+        // see), and the peer counts every packet the host sends to it: a refusal by the host's
+        // rules never leaves the host, while a refusal for want of a listener (a reset from the
+        // peer) would arrive here first.
+        try scenario.tcp(from: scenario.peer, to: S.peerV4, port: 7070)
+        let arrivals = try setup.countArrivals(in: scenario.peer, from: S.hostV4, port: 7070)
         let probe = """
             for i in $(seq 1 80); do
               socat -u /dev/null TCP:\(S.peerV4):443,connect-timeout=1 && echo allowed-ok || echo allowed-FAILED
               socat -u /dev/null TCP:\(S.peerV4):7070,connect-timeout=1 2>/dev/null && echo forbidden-OPEN || echo forbidden-ok
             done
             """
-        let probes = try lab.spawn(scenario.host, ["sh", "-c", probe], log: lab.directory + "/probe.log")
-        usleep(150_000)
+        let probeLog = lab.directory + "/probe.log"
+        let probes = try lab.spawn(scenario.host, ["sh", "-c", probe], log: probeLog)
+        try setup.waitUntil("the probes have begun") { (try? String(contentsOfFile: probeLog, encoding: .utf8))?.contains("forbidden-") == true }
         let swap = try setup.cordon(["enforce", "--operator", "dave"])
         #expect(swap.succeeded, "\(swap.stderr)")
         #expect(probes.wait(timeout: 60) == 0)
-        let lines = try String(contentsOfFile: lab.directory + "/probe.log", encoding: .utf8).split(separator: "\n")
+        let lines = try String(contentsOfFile: probeLog, encoding: .utf8).split(separator: "\n")
         #expect(lines.filter { $0 == "allowed-ok" }.count == 80, "\(lines.filter { $0.hasSuffix("FAILED") || $0.hasSuffix("OPEN") })")
         #expect(lines.filter { $0 == "forbidden-ok" }.count == 80)
+        #expect(try arrivals() == 0, "every refusal of 7070 came from the host's rules, none from the peer")
+        try scenario.tcp(from: scenario.peer, to: S.peerV4, port: 7070)
         #expect(try setup.connect(from: scenario.host, to: S.peerV4, port: 8080) == nil)
         #expect((try setup.status()["ruleset"] as? [String: Any])?["version"] as? Int == 2)
     }
