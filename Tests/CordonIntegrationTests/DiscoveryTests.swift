@@ -23,9 +23,13 @@ struct DiscoveryTests {
 
         #expect(try lab.nftTables(scenario.host).contains("table inet cordon"))
         let traffic = try scenario.driveTraffic()
-        usleep(300_000)
-
-        let statusResult = try lab.run(nil, [cordon, "status", "--json", "--socket", socket])
+        // Once the agent has read the traffic's events (its flows are in memory, not on disk).
+        var statusResult = try lab.run(nil, [cordon, "status", "--json", "--socket", socket])
+        try Integration.waitUntil("the agent counted the traffic") {
+            statusResult = try lab.run(nil, [cordon, "status", "--json", "--socket", socket])
+            let counted = (try? JSONSerialization.jsonObject(with: Data(statusResult.stdout.utf8))) as? [String: Any]
+            return (counted?["events"] as? Int ?? 0) >= 20 && (counted?["flows"] as? Int ?? 0) >= 9
+        }
         #expect(statusResult.succeeded)
         let status = try #require(try JSONSerialization.jsonObject(with: Data(statusResult.stdout.utf8)) as? [String: Any])
         #expect(status["mode"] as? String == "discovery")
@@ -267,7 +271,10 @@ struct DiscoveryTests {
         let agent = try scenario.startAgent(binary: cordon)
         try scenario.tcp(from: scenario.peer, to: S.hostV4, port: 22)
         try scenario.udp(from: scenario.host, to: S.peerV4, port: 53)
-        usleep(700_000)
+        try Integration.waitUntil("both flows are on disk") {
+            let flows = try lab.flows(cordon, database: database)
+            return flows.contains { $0.localPort == 22 } && flows.contains { $0.remotePort == 53 }
+        }
 
         let noSSH = lab.directory + "/no-ssh.yaml"
         try "networks:\n  - name: dns\n    entries: [\(S.peerV4)]\n    services: [udp/53]\noutgoing:\n  - to: dns\n"

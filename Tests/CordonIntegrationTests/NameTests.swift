@@ -266,7 +266,7 @@ struct NameTests {
         let zone = ["203.0.113.200 collector.example"]
         let scenario = try NameScenario(lab: lab, zone: zone)
         _ = try lab.spawn(scenario.net, ["socat", "TCP-LISTEN:9000,fork,reuseaddr", "PIPE"])
-        usleep(300_000)
+        try Integration.waitUntil("the collector listens") { try lab.run(scenario.net, ["ss", "-Hltn", "sport = :9000"]).stdout.contains(":9000") }
         let agent = try scenario.startAgent(binary: cordon, extra: ["--collector", "collector.example:9000"])
         func run(_ arguments: [String]) throws -> CommandResult { try self.cordon(lab, cordon, scenario, arguments) }
         func reaches(_ address: String) throws -> Bool { try scenario.connect(address, port: 9000) }
