@@ -259,6 +259,27 @@ struct DiscoveryTests {
         #expect((proposed["rejected"] as? [[String: Any]])?.isEmpty == true)
     }
 
+    /// Review and approve weigh the resolvers the agent was given (`--resolver`), not the
+    /// nameserver of /etc/resolv.conf, which the agent does not allow then (issue 19, item 13).
+    @Test func reviewWeighsTheAgentsResolvers() throws {
+        let cordon = try Integration.cordon()
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
+        try lab.setResolvers(scenario.host, ["198.51.100.53"])
+        let database = scenario.database
+        let agent = try scenario.startAgent(binary: cordon, extra: ["--resolver", S.peerV4])
+        let file = lab.directory + "/https.yaml"
+        try "networks:\n  - name: https\n    entries: [\(S.peerV4)]\n    services: [tcp/443]\noutgoing:\n  - to: https\n"
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let review = try lab.run(scenario.host, [cordon, "review", file, "--db", database])
+        #expect(review.status == 0, "\(review.stdout)\(review.stderr)")
+        #expect(!review.stdout.contains("198.51.100.53"), "\(review.stdout)")
+        let approve = try lab.run(scenario.host, [cordon, "approve", file, "--operator", "alice", "--db", database])
+        #expect(approve.succeeded, "\(approve.stdout)\(approve.stderr)")
+        #expect(lab.stop(agent) == 0)
+    }
+
     /// Approval: refused on a lockout risk (and logged), stored with --accept-risk, and the
     /// proposal of a real run approved cleanly when reviewed where the host's resolver is the peer.
     @Test func approveRefusesRisksAndStoresVersions() throws {
