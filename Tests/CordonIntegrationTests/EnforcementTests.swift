@@ -358,6 +358,115 @@ import Glibc
         #expect(try setup.status()["mode"] as? String == "discovery")
     }
 
+    /// A connection to a Unix socket, made in this process (fast enough to hold many at once).
+    static func connectUnix(_ path: String) throws -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw LabError("socket: errno \(errno)") }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in path.utf8.prefix(buffer.count - 1).enumerated() { buffer[index] = byte }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else { close(fd); throw LabError("connect \(path): errno \(errno)") }
+        return fd
+    }
+
+    /// What arrives on `fd` up to a newline or the end, waiting at most `seconds` in all.
+    static func readAnswer(_ fd: Int32, seconds: Double) -> String {
+        var data = [UInt8]()
+        let deadline = Date().addingTimeInterval(seconds)
+        while !data.contains(UInt8(ascii: "\n")) && Date() < deadline {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&poller, 1, 100) >= 0 else { if errno == EINTR { continue } else { break } }
+            guard poller.revents != 0 else { continue }
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let count = read(fd, &buffer, buffer.count)
+            if count <= 0 { break }
+            data += buffer.prefix(count)
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    @Test("the control socket is 0600; the 65th connection at once is told `busy`; a client that sends no line is told `malformed` after 2 s")
+    func controlSocketModeAndLimits() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let socket = setup.scenario.socket
+        var info = stat()
+        #expect(stat(socket, &info) == 0 && info.st_mode & 0o777 == 0o600, "mode \(String(info.st_mode & 0o777, radix: 8))")
+        // 64 connections that send nothing take every place (for the 2 s each may take).
+        let idle = try (0..<64).map { _ in try Self.connectUnix(socket) }
+        defer { idle.forEach { close($0) } }
+        let extra = try Self.connectUnix(socket)
+        defer { close(extra) }
+        let busy = Self.readAnswer(extra, seconds: 10)
+        #expect(busy.contains(#""error":"busy""#) && busy.contains(#""ok":false"#), "\(busy)")
+        // None of the 64 ever sends a line: each is answered `malformed`, not left hanging.
+        for fd in [idle[0], idle[63]] {
+            let answer = Self.readAnswer(fd, seconds: 10)
+            #expect(answer.contains(#""error":"malformed""#) && answer.contains("within 2"), "\(answer)")
+        }
+        #expect(setup.agent.isRunning)
+        #expect(try setup.status()["mode"] as? String == "discovery", "served again once the places are free")
+    }
+
+    @Test("`cordon log --verify` exits 0 on the agent's log and 1 once an entry was edited in the file")
+    func logVerifyFindsAnEditedEntry() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        try setup.enforceAndConfirm()
+        #expect(setup.lab.stop(setup.agent) == 0)
+        let clean = try setup.cordon(["log", "--verify"])
+        #expect(clean.status == 0, "\(clean.stdout)\(clean.stderr)")
+        // Someone with write access to the file drops the append-only trigger and changes who enforced.
+        let pool = try DatabasePool(path: setup.scenario.database)
+        try pool.write { db in
+            try db.execute(sql: "DROP TRIGGER decisions_append_only_update")
+            try db.execute(sql: "UPDATE decisions SET operator = 'mallory' WHERE action = 'enforce'")
+        }
+        try pool.close()
+        let tampered = try setup.cordon(["log", "--verify"])
+        #expect(tampered.status == 1, "\(tampered.stdout)\(tampered.stderr)")
+        #expect(!(tampered.stdout + tampered.stderr).trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "the problem is named")
+    }
+
+    @Test("isolate beside a hung agent (SIGSTOP): the outcome is unknown and nothing is applied around it, the agent isolates once it runs again; beside a lock holder without a socket: refused naming its pid")
+    func isolateBesideAHungAgent() throws {
+        guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer {
+            setup.agent.signal(SIGCONT)
+            setup.lab.cleanup()
+        }
+        let host = setup.scenario.host
+        // A stopped agent's socket still takes the request (into its backlog): the CLI waits 10 s
+        // for an answer, says the outcome is unknown and does not act around the agent.
+        setup.agent.signal(SIGSTOP)
+        let isolate = try setup.cordon(["isolate", "--operator", "ivy", "--reason", "hung agent"], timeout: 60)
+        #expect(isolate.status == 1, "\(isolate.stdout)\(isolate.stderr)")
+        #expect(isolate.stderr.contains("outcome is unknown") && !isolate.stderr.contains("acting directly"), "\(isolate.stderr)")
+        #expect(!(try setup.lab.nftTables(host).contains(CordonTables.isolationName)), "nothing applied around the agent")
+        // Running again, the agent carries out the request it took.
+        setup.agent.signal(SIGCONT)
+        try setup.waitUntil("the agent isolates") { try setup.status()["isolated"] as? Bool == true }
+        #expect(try setup.decisions().last?.action == "isolate")
+        #expect(try setup.cordon(["release", "--operator", "ivy"]).succeeded)
+
+        // No agent answers, and another process holds the database's lock (a command acting):
+        // refused, naming the holder's pid; nothing applied.
+        #expect(setup.lab.stop(setup.agent) == 0)
+        let lock = try ProcessLock(path: setup.scenario.database + ".lock", guarding: "test", holder: "cordon release")
+        let refused = try setup.cordon(["isolate", "--operator", "ivy"])
+        #expect(refused.status == 1 && refused.stderr.contains("pid \(getpid()) cordon release holds"), "\(refused.stderr)")
+        #expect(!(try setup.lab.nftTables(host).contains(CordonTables.isolationName)))
+        withExtendedLifetime(lock) {}
+    }
+
     @Test("a slow client and idle connections do not block control; a second agent on the same database is refused and leaves the first intact")
     func controlSurvivesSlowClientsAndASecondAgent() throws {
         guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
