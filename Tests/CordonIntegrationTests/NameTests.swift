@@ -1,5 +1,6 @@
 import CordonCore
 import CordonLab
+import CordonNftables
 import Foundation
 import Testing
 #if canImport(Glibc)
@@ -184,6 +185,29 @@ struct NameTests {
         outgoing:
           - to: snap-store
         """
+
+    @Test("a ruleset with names is refused, saying why, when the agent cannot hold DNS answers (its queue taken); the kernel keeps discovery")
+    func namesRefusedWithoutTheQueue() throws {
+        let cordon = try Integration.cordon()
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let scenario = try NameScenario(lab: lab, zone: ["203.0.113.10 api.snapcraft.io"])
+        // Another program holds the agent's queue in the host's namespace before the agent starts.
+        let group = CordonTables.NameCapture.group(after: CordonTables.defaultLogGroup)
+        let taken = try lab.inNamespace(scenario.host) { try PacketQueue(number: group) }
+        let agent = try scenario.startAgent(binary: cordon)
+        let status = try self.cordon(lab, cordon, scenario, ["status", "--json"])
+        let names = (try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])?["names"] as? [String: Any]
+        #expect(names != nil && names?["hold"] == nil, "no hold without the queue: \(status.stdout)")
+        try approve(lab, cordon, scenario, Self.byName)
+        let enforce = try self.cordon(lab, cordon, scenario, ["enforce", "--operator", "ivy"])
+        #expect(enforce.status == 1, "\(enforce.stdout)\(enforce.stderr)")
+        #expect(enforce.stderr.contains("cannot hold DNS answers in queue \(group)") && enforce.stderr.contains("nothing changed"), "\(enforce.stderr)")
+        #expect(try lab.run(scenario.host, ["nft", "list", "table", "inet", "cordon"]).stdout.contains("policy accept"), "still discovery")
+        #expect(try scenario.connect("api.snapcraft.io"), "discovery allows everything")
+        #expect(lab.stop(agent) == 0)
+        withExtendedLifetime(taken) {}
+    }
 
     @Test("enforcing by name: a name approved in discovery keeps working after its addresses change, the first connection after each lookup succeeds; other names and addresses are refused; wildcard depths as documented")
     func enforcingNames() throws {
