@@ -74,9 +74,14 @@ struct NameTests {
         try Data(query).write(to: URL(fileURLWithPath: queryFile))
         let forgedReply = try lab.run(scenario.host, ["socat", "-T1", "-u", "OPEN:\(queryFile)", "UDP4:\(S.forgerV4):53"])
         #expect(forgedReply.succeeded)
-        usleep(1_500_000)
-
-        let statusResult = try lab.run(nil, [cordon, "status", "--json", "--socket", scenario.socket])
+        // Once the resolver's answers are read (the forger's never reach the agent: the capture
+        // rule takes the resolvers' answers only).
+        var statusResult = try lab.run(nil, [cordon, "status", "--json", "--socket", scenario.socket])
+        try Integration.waitUntil("the agent read the resolver's answers") {
+            statusResult = try lab.run(nil, [cordon, "status", "--json", "--socket", scenario.socket])
+            let read = (try? JSONSerialization.jsonObject(with: Data(statusResult.stdout.utf8))) as? [String: Any]
+            return ((read?["names"] as? [String: Any])?["responses"] as? Int ?? 0) >= 7
+        }
         let status = try #require(try JSONSerialization.jsonObject(with: Data(statusResult.stdout.utf8)) as? [String: Any])
         let counters = try #require(status["names"] as? [String: Any], "status has names: \(statusResult.stdout)")
         #expect(counters["malformed"] as? Int == 0)
@@ -261,7 +266,9 @@ struct NameTests {
         // An element's expiry (here: deleted at once) ends no connection already open; it only
         // keeps new ones out until the next lookup.
         let session = try lab.spawn(scenario.host, ["sh", "-c", "(echo one; sleep 2; echo two) | socat -T5 - TCP:203.0.113.13:443 > \(lab.directory)/session.out"])
-        usleep(700_000)
+        try Integration.waitUntil("the session is established") {
+            try lab.run(scenario.host, ["ss", "-Htn", "state", "established", "dst", "203.0.113.13"]).stdout.contains(":443")
+        }
         let deleted = try lab.run(scenario.host, ["nft", "delete", "element", "inet", "cordon", "names_1_v4", "{ 203.0.113.13 }"])
         #expect(deleted.succeeded, "\(deleted.stderr)")
         #expect(!(try scenario.connect("203.0.113.13")), "a new connection needs the element")
