@@ -17,8 +17,9 @@ public enum HostFacts {
     public static func reviewContext(store: FlowStore? = nil,
                                      environment: [String: String] = ProcessInfo.processInfo.environment) -> Review.Context {
         var context = Review.Context()
-        if let store, let channel = (try? store.persistedManagement()) ?? nil { context.managementResolvers = channel.resolvers }
-        context.resolvers = (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)).map(Review.resolvers(resolvConf:)) ?? []
+        let channel = store.flatMap { (try? $0.persistedManagement()) ?? nil }
+        if let channel { context.managementResolvers = channel.resolvers }
+        context.resolvers = resolvers(channel: channel, resolvConf: try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8))
         context.dhcpClientRunning = dhcpClientRunning()
         if let session = Review.sshSession(environment: environment["SSH_CONNECTION"]) { context.liveSessions.append(session) }
         // Established inbound SSH sessions in the live conntrack table (needs CAP_NET_ADMIN;
@@ -31,6 +32,15 @@ public enum HostFacts {
             context.liveSessions.append((22, key.remote.address, key.local))
         }
         return context
+    }
+
+    /// The resolvers this host's lookups go to, as far as Cordon knows: the agent's (the channel
+    /// it last installed holds its `--resolver`s, or the nameservers of /etc/resolv.conf at that
+    /// apply when none were given); the nameservers of `resolvConf` only when no agent has
+    /// installed a channel with resolvers.
+    public static func resolvers(channel: ManagementChannel?, resolvConf: String?) -> [IPAddress] {
+        if let channel, !channel.resolvers.isEmpty { return channel.resolvers }
+        return resolvConf.map(Review.resolvers(resolvConf:)) ?? []
     }
 
     /// A DHCP client serves the network namespace it runs in; one in another namespace (another

@@ -15,7 +15,8 @@ public struct Review: Sendable {
 
     /// Facts about the host beyond the recorded flows.
     public struct Context: Sendable {
-        /// Nameservers from /etc/resolv.conf (loopback stubs excluded by the caller).
+        /// The host's resolvers: the agent's configured ones, else the nameservers of
+        /// /etc/resolv.conf (loopback stubs excluded by the caller).
         public var resolvers: [IPAddress] = []
         /// A DHCP client process is running.
         public var dhcpClientRunning = false

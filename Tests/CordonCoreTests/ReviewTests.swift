@@ -1,3 +1,4 @@
+import CordonAgent
 import CordonCore
 import Testing
 
@@ -82,6 +83,25 @@ import Testing
         context.managementResolvers = [IPAddress("198.51.100.53")!]
         #expect(Review(ruleset: try ruleset(Self.base), flows: [], context: context).risks.isEmpty)
         context.managementResolvers = [IPAddress("203.0.113.53")!]
+        #expect(Review(ruleset: try ruleset(Self.base), flows: [], context: context).risks.map(\.kind) == [.dns])
+    }
+
+    @Test("the agent's resolvers (--resolver) stand for the host's; /etc/resolv.conf only when no agent's channel names any")
+    func theAgentsResolversStandForResolvConf() throws {
+        let resolvConf = "nameserver 198.51.100.53\n"
+        let agent = ManagementChannel(resolvers: [IPAddress("192.0.2.53")!])
+        #expect(HostFacts.resolvers(channel: agent, resolvConf: resolvConf) == [IPAddress("192.0.2.53")!])
+        #expect(HostFacts.resolvers(channel: nil, resolvConf: resolvConf) == [IPAddress("198.51.100.53")!])
+        #expect(HostFacts.resolvers(channel: ManagementChannel(), resolvConf: resolvConf) == [IPAddress("198.51.100.53")!])
+        #expect(HostFacts.resolvers(channel: nil, resolvConf: nil).isEmpty)
+        // Reviewed as `review` does: the agent given --resolver 192.0.2.53 is no risk, whatever
+        // resolv.conf names; without an agent's channel, resolv.conf's nameserver is.
+        var context = Review.Context()
+        context.resolvers = HostFacts.resolvers(channel: agent, resolvConf: resolvConf)
+        context.managementResolvers = agent.resolvers
+        #expect(Review(ruleset: try ruleset(Self.base), flows: [], context: context).risks.isEmpty)
+        context = Review.Context()
+        context.resolvers = HostFacts.resolvers(channel: nil, resolvConf: resolvConf)
         #expect(Review(ruleset: try ruleset(Self.base), flows: [], context: context).risks.map(\.kind) == [.dns])
     }
 

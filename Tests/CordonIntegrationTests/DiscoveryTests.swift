@@ -23,9 +23,13 @@ struct DiscoveryTests {
 
         #expect(try lab.nftTables(scenario.host).contains("table inet cordon"))
         let traffic = try scenario.driveTraffic()
-        usleep(300_000)
-
-        let statusResult = try lab.run(nil, [cordon, "status", "--json", "--socket", socket])
+        // Once the agent has read the traffic's events (its flows are in memory, not on disk).
+        var statusResult = try lab.run(nil, [cordon, "status", "--json", "--socket", socket])
+        try Integration.waitUntil("the agent counted the traffic") {
+            statusResult = try lab.run(nil, [cordon, "status", "--json", "--socket", socket])
+            let counted = (try? JSONSerialization.jsonObject(with: Data(statusResult.stdout.utf8))) as? [String: Any]
+            return (counted?["events"] as? Int ?? 0) >= 20 && (counted?["flows"] as? Int ?? 0) >= 9
+        }
         #expect(statusResult.succeeded)
         let status = try #require(try JSONSerialization.jsonObject(with: Data(statusResult.stdout.utf8)) as? [String: Any])
         #expect(status["mode"] as? String == "discovery")
@@ -255,6 +259,27 @@ struct DiscoveryTests {
         #expect((proposed["rejected"] as? [[String: Any]])?.isEmpty == true)
     }
 
+    /// Review and approve weigh the resolvers the agent was given (`--resolver`), not the
+    /// nameserver of /etc/resolv.conf, which the agent does not allow then (issue 19, item 13).
+    @Test func reviewWeighsTheAgentsResolvers() throws {
+        let cordon = try Integration.cordon()
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let scenario = try DiscoveryScenario(lab: lab, hostFirewall: false)
+        try lab.setResolvers(scenario.host, ["198.51.100.53"])
+        let database = scenario.database
+        let agent = try scenario.startAgent(binary: cordon, extra: ["--resolver", S.peerV4])
+        let file = lab.directory + "/https.yaml"
+        try "networks:\n  - name: https\n    entries: [\(S.peerV4)]\n    services: [tcp/443]\noutgoing:\n  - to: https\n"
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let review = try lab.run(scenario.host, [cordon, "review", file, "--db", database])
+        #expect(review.status == 0, "\(review.stdout)\(review.stderr)")
+        #expect(!review.stdout.contains("198.51.100.53"), "\(review.stdout)")
+        let approve = try lab.run(scenario.host, [cordon, "approve", file, "--operator", "alice", "--db", database])
+        #expect(approve.succeeded, "\(approve.stdout)\(approve.stderr)")
+        #expect(lab.stop(agent) == 0)
+    }
+
     /// Approval: refused on a lockout risk (and logged), stored with --accept-risk, and the
     /// proposal of a real run approved cleanly when reviewed where the host's resolver is the peer.
     @Test func approveRefusesRisksAndStoresVersions() throws {
@@ -267,7 +292,10 @@ struct DiscoveryTests {
         let agent = try scenario.startAgent(binary: cordon)
         try scenario.tcp(from: scenario.peer, to: S.hostV4, port: 22)
         try scenario.udp(from: scenario.host, to: S.peerV4, port: 53)
-        usleep(700_000)
+        try Integration.waitUntil("both flows are on disk") {
+            let flows = try lab.flows(cordon, database: database)
+            return flows.contains { $0.localPort == 22 } && flows.contains { $0.remotePort == 53 }
+        }
 
         let noSSH = lab.directory + "/no-ssh.yaml"
         try "networks:\n  - name: dns\n    entries: [\(S.peerV4)]\n    services: [udp/53]\noutgoing:\n  - to: dns\n"

@@ -97,10 +97,11 @@ import Glibc
         // While the release checks (no lock held): status answers at once and says so, and the
         // host is still isolated from everything but the channel.
         try setup.waitUntil("the release is checking") { try setup.status()["releasing"] as? Bool == true }
+        // Each answer comes while the release still checks: status did not wait for it.
         for _ in 0..<5 {
-            let asked = Date()
-            #expect(try setup.status()["isolated"] as? Bool == false)
-            #expect(Date().timeIntervalSince(asked) < 2, "status waited for the release")
+            let status = try setup.status()
+            #expect(status["isolated"] as? Bool == false)
+            #expect(status["releasing"] as? Bool == true, "status waited for the release")
             #expect(releasing.isRunning)
         }
         let release = CommandResult(status: releasing.wait(timeout: 90) ?? -1, stdout: "",
@@ -135,7 +136,7 @@ import Glibc
         #expect(!(try Self.connects(setup, from: setup.scenario.host, to: S.peerV4, port: 443)))
     }
 
-    @Test("the guard undoes `nft flush ruleset` and a foreign rule within 2 s, and never restores the agent's own changes")
+    @Test("the guard undoes `nft flush ruleset`, a foreign rule and a dormant overlay, and never restores the agent's own changes")
     func guardRestoresTables() throws {
         guard Integration.shouldRun else { Issue.record(Integration.skipNote); return }
         let setup = try Setup()
@@ -146,31 +147,32 @@ import Glibc
         usleep(500_000)
         #expect(try setup.status()["guard_restores"] as? Int == 0, "the agent's own transactions are not tampering")
 
-        func waitFor(_ condition: () throws -> Bool) rethrows -> Double? {
-            let started = Date()
-            while Date().timeIntervalSince(started) < 5 {
-                if try condition() { return Date().timeIntervalSince(started) }
+        // Restored on the notification of the foreign commit; no time is promised, so the wait
+        // is generous (below the guard's 30 s periodic check, which would restore it too).
+        func waitFor(_ condition: () throws -> Bool) rethrows -> Bool {
+            for _ in 0..<400 {
+                if try condition() { return true }
                 usleep(50_000)
             }
-            return nil
+            return false
         }
         #expect(try lab.run(host, ["nft", "flush", "ruleset"]).succeeded)
         let restored = try waitFor {
             let tables = try lab.nftTables(host)
             return tables.contains("table inet cordon\n") && tables.contains(CordonTables.isolationName)
         }
-        #expect(restored.map { $0 < 2 } == true, "restored after \(restored.map { String($0) } ?? "never")")
+        #expect(restored, "inet cordon and the overlay restored")
         #expect(try setup.tableText().contains("policy drop"))
         #expect(!(try Self.connects(setup, from: host, to: S.peerV4, port: 443)), "still isolated")
 
         // A rule slipped in at the top of the input chain goes again.
         #expect(try lab.run(host, ["nft", "insert", "rule", "inet", "cordon", "input", "tcp", "dport", "5555", "accept"]).succeeded)
         let removed = try waitFor { !(try setup.tableText().contains("tcp dport 5555 accept")) }
-        #expect(removed.map { $0 < 2 } == true)
+        #expect(removed, "the foreign rule removed")
         // Marking the overlay dormant would switch isolation off without removing anything.
         #expect(try lab.run(host, ["nft", "add", "table", "inet", CordonTables.isolationName, "{ flags dormant; }"]).succeeded)
         let awake = try waitFor { !(try lab.run(host, ["nft", "list", "table", "inet", CordonTables.isolationName]).stdout.contains("dormant")) }
-        #expect(awake.map { $0 < 2 } == true)
+        #expect(awake, "the overlay awake again")
         #expect(!(try Self.connects(setup, from: host, to: S.peerV4, port: 443)), "still isolated")
         let status = try setup.status()
         #expect((status["guard_restores"] as? Int ?? 0) >= 3)
@@ -194,11 +196,12 @@ import Glibc
             let pauses = (0..<20).map { _ in String(format: "%.3f", Double.random(in: 0...0.09)) }
             let script = pauses.map { "nft flush ruleset; sleep \($0)" }.joined(separator: "; ")
             #expect(try lab.run(host, ["sh", "-c", script], timeout: 30).succeeded)
-            // The promise: the tables are back within 2 s of the last foreign change, or the agent
-            // says loudly (degraded, exit 1) that it cannot keep them.
+            // The promise: the tables come back once the foreign changes stop, or the agent says
+            // loudly (degraded, exit 1) that it cannot keep them. No time is promised: a generous
+            // bound (20 s, below the guard's 30 s periodic check).
             var restored = false
             let started = Date()
-            while !restored && Date().timeIntervalSince(started) < 2 {
+            while !restored && Date().timeIntervalSince(started) < 20 {
                 restored = (try? setup.tableText())?.contains("policy drop") == true
                 if !restored { usleep(50_000) }
             }

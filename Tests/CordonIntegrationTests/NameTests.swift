@@ -1,5 +1,6 @@
 import CordonCore
 import CordonLab
+import CordonNftables
 import Foundation
 import Testing
 #if canImport(Glibc)
@@ -73,9 +74,14 @@ struct NameTests {
         try Data(query).write(to: URL(fileURLWithPath: queryFile))
         let forgedReply = try lab.run(scenario.host, ["socat", "-T1", "-u", "OPEN:\(queryFile)", "UDP4:\(S.forgerV4):53"])
         #expect(forgedReply.succeeded)
-        usleep(1_500_000)
-
-        let statusResult = try lab.run(nil, [cordon, "status", "--json", "--socket", scenario.socket])
+        // Once the resolver's answers are read (the forger's never reach the agent: the capture
+        // rule takes the resolvers' answers only).
+        var statusResult = try lab.run(nil, [cordon, "status", "--json", "--socket", scenario.socket])
+        try Integration.waitUntil("the agent read the resolver's answers") {
+            statusResult = try lab.run(nil, [cordon, "status", "--json", "--socket", scenario.socket])
+            let read = (try? JSONSerialization.jsonObject(with: Data(statusResult.stdout.utf8))) as? [String: Any]
+            return ((read?["names"] as? [String: Any])?["responses"] as? Int ?? 0) >= 7
+        }
         let status = try #require(try JSONSerialization.jsonObject(with: Data(statusResult.stdout.utf8)) as? [String: Any])
         let counters = try #require(status["names"] as? [String: Any], "status has names: \(statusResult.stdout)")
         #expect(counters["malformed"] as? Int == 0)
@@ -185,6 +191,29 @@ struct NameTests {
           - to: snap-store
         """
 
+    @Test("a ruleset with names is refused, saying why, when the agent cannot hold DNS answers (its queue taken); the kernel keeps discovery")
+    func namesRefusedWithoutTheQueue() throws {
+        let cordon = try Integration.cordon()
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let scenario = try NameScenario(lab: lab, zone: ["203.0.113.10 api.snapcraft.io"])
+        // Another program holds the agent's queue in the host's namespace before the agent starts.
+        let group = CordonTables.NameCapture.group(after: CordonTables.defaultLogGroup)
+        let taken = try lab.inNamespace(scenario.host) { try PacketQueue(number: group) }
+        let agent = try scenario.startAgent(binary: cordon)
+        let status = try self.cordon(lab, cordon, scenario, ["status", "--json"])
+        let names = (try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])?["names"] as? [String: Any]
+        #expect(names != nil && names?["hold"] == nil, "no hold without the queue: \(status.stdout)")
+        try approve(lab, cordon, scenario, Self.byName)
+        let enforce = try self.cordon(lab, cordon, scenario, ["enforce", "--operator", "ivy"])
+        #expect(enforce.status == 1, "\(enforce.stdout)\(enforce.stderr)")
+        #expect(enforce.stderr.contains("cannot hold DNS answers in queue \(group)") && enforce.stderr.contains("nothing changed"), "\(enforce.stderr)")
+        #expect(try lab.run(scenario.host, ["nft", "list", "table", "inet", "cordon"]).stdout.contains("policy accept"), "still discovery")
+        #expect(try scenario.connect("api.snapcraft.io"), "discovery allows everything")
+        #expect(lab.stop(agent) == 0)
+        withExtendedLifetime(taken) {}
+    }
+
     @Test("enforcing by name: a name approved in discovery keeps working after its addresses change, the first connection after each lookup succeeds; other names and addresses are refused; wildcard depths as documented")
     func enforcingNames() throws {
         let cordon = try Integration.cordon()
@@ -237,7 +266,9 @@ struct NameTests {
         // An element's expiry (here: deleted at once) ends no connection already open; it only
         // keeps new ones out until the next lookup.
         let session = try lab.spawn(scenario.host, ["sh", "-c", "(echo one; sleep 2; echo two) | socat -T5 - TCP:203.0.113.13:443 > \(lab.directory)/session.out"])
-        usleep(700_000)
+        try Integration.waitUntil("the session is established") {
+            try lab.run(scenario.host, ["ss", "-Htn", "state", "established", "dst", "203.0.113.13"]).stdout.contains(":443")
+        }
         let deleted = try lab.run(scenario.host, ["nft", "delete", "element", "inet", "cordon", "names_1_v4", "{ 203.0.113.13 }"])
         #expect(deleted.succeeded, "\(deleted.stderr)")
         #expect(!(try scenario.connect("203.0.113.13")), "a new connection needs the element")
@@ -266,7 +297,7 @@ struct NameTests {
         let zone = ["203.0.113.200 collector.example"]
         let scenario = try NameScenario(lab: lab, zone: zone)
         _ = try lab.spawn(scenario.net, ["socat", "TCP-LISTEN:9000,fork,reuseaddr", "PIPE"])
-        usleep(300_000)
+        try Integration.waitUntil("the collector listens") { try lab.run(scenario.net, ["ss", "-Hltn", "sport = :9000"]).stdout.contains(":9000") }
         let agent = try scenario.startAgent(binary: cordon, extra: ["--collector", "collector.example:9000"])
         func run(_ arguments: [String]) throws -> CommandResult { try self.cordon(lab, cordon, scenario, arguments) }
         func reaches(_ address: String) throws -> Bool { try scenario.connect(address, port: 9000) }

@@ -162,8 +162,12 @@ import Glibc
 
         agent = try setup.startAgent(["--metrics", "127.0.0.1:9464"])
         try setup.scenario.tcp(from: setup.scenario.peer, to: S.hostV4, port: 22)
-        usleep(1_000_000)
-        var text = try setup.scrape(["http://127.0.0.1:9464/metrics"])
+        // Once the connection's events are counted and a flush has run.
+        var text = ""
+        try Integration.waitUntil("the scrape shows events and a flush") {
+            text = try setup.scrape(["http://127.0.0.1:9464/metrics"])
+            return (Self.sample(text, "cordon_conntrack_events_total") ?? 0) > 0 && (Self.sample(text, "cordon_flush_duration_seconds_count") ?? 0) >= 1
+        }
         let status = try setup.status()
         #expect(text.contains("# TYPE cordon_conntrack_events_total counter"))
         #expect(text.contains("# HELP cordon_rejected_packets_total "))
@@ -176,8 +180,10 @@ import Glibc
         try setup.cordon(["enforce", "--operator", "ivy"])
         // Refused by the ruleset: only tcp/443 goes out.
         _ = try setup.lab.run(setup.scenario.host, ["socat", "-T1", "-u", "/dev/null", "TCP:\(S.peerV4):8080,connect-timeout=1"], timeout: 5)
-        usleep(500_000)
-        text = try setup.scrape(["http://127.0.0.1:9464/metrics"])
+        try Integration.waitUntil("the scrape counts the refused packet") {
+            text = try setup.scrape(["http://127.0.0.1:9464/metrics"])
+            return (Self.sample(text, "cordon_rejected_packets_total{direction=\"outbound\"}") ?? 0) >= 1
+        }
         #expect(Self.sample(text, "cordon_enforcing") == 1)
         #expect(Self.sample(text, "cordon_ruleset_version") == 1)
         #expect((Self.sample(text, "cordon_confirm_deadline_timestamp_seconds") ?? 0) > Date().timeIntervalSince1970)
@@ -191,7 +197,12 @@ import Glibc
         let socket = setup.lab.directory + "/metrics.sock"
         let log = setup.lab.directory + "/agent-json.log"
         agent = try setup.startAgent(["--metrics", "unix:\(socket)", "--log-format", "json"], log: log)
-        text = try setup.scrape(["--unix-socket", socket, "http://localhost/metrics"])
+        // The control socket answers first; the endpoint follows (on a loaded machine, later).
+        try Integration.waitUntil("the metrics socket answers") {
+            guard let scraped = try? setup.scrape(["--unix-socket", socket, "http://localhost/metrics"]) else { return false }
+            text = scraped
+            return true
+        }
         #expect(Self.sample(text, "cordon_enforcing") == 1)
         #expect(Self.sample(text, "cordon_confirm_deadline_timestamp_seconds") == 0, "confirmed: no deadline")
         var info = stat()

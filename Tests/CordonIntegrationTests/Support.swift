@@ -24,6 +24,17 @@ enum Integration {
     }
 
     static func cordon() throws -> String { try DiscoveryScenario.cordonBinary() }
+
+    /// Waits for a condition itself, never for a guessed time: polls every 50 ms, up to `seconds`
+    /// (generous: a loaded machine is slow, and only the condition decides).
+    static func waitUntil(_ what: String, seconds: Double = 20, _ condition: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        repeat {
+            if try condition() { return }
+            usleep(50_000)
+        } while Date() < deadline
+        throw LabError("timed out after \(seconds) s waiting until \(what)")
+    }
 }
 
 /// A flow from `cordon flows --json`, read as plain JSON: the test checks the contract, not a
