@@ -3,6 +3,7 @@ import HummingbirdCore
 import HummingbirdTLS
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOSSL
 import NIOTLS
 import Synchronization
@@ -143,6 +144,11 @@ struct GuardedHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
             try channel.pipeline.syncOperations.addHandler(ConnectionGuardHandler(peers: peers, handshake: handshake, logger: logger))
         }.flatMap {
             base.setup(channel: channel, logger: logger)
+        }.flatMapThrowing { value in
+            // Right after the request decoder, while the head still says which HTTP version it is.
+            let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            try channel.pipeline.syncOperations.addHandler(ConnectionCloseHandler(), position: .after(decoder))
+            return value
         }
     }
 
@@ -157,5 +163,23 @@ extension HTTPServerBuilder {
         .init { responder in
             try TLSChannel(GuardedHTTP1Channel(responder: responder, limits: limits, peers: peers), tlsConfiguration: tls)
         }
+    }
+}
+
+/// HTTP/1.0 closes after the response unless the client asks to keep the connection; Hummingbird
+/// sees requests as HTTP types, without their version, and closes only on a literal
+/// `Connection: close`. So an HTTP/1.0 request without `keep-alive` (and a `Close` in any case)
+/// is given that header here, and its connection is not left open holding a descriptor.
+final class ConnectionCloseHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(var head) = unwrapInboundIn(data) else { return context.fireChannelRead(data) }
+        let tokens = head.headers[canonicalForm: "connection"].map { $0.lowercased() }
+        if tokens.contains("close") || (head.version.major == 1 && head.version.minor == 0 && !tokens.contains("keep-alive")) {
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+        }
+        context.fireChannelRead(wrapInboundOut(.head(head)))
     }
 }

@@ -3,6 +3,9 @@ import CordonCore
 import CordonServer
 import CordonWire
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 
 @main
@@ -13,6 +16,29 @@ struct CordonServerCommand: AsyncParsableCommand {
         version: CordonVersion.current,
         subcommands: [InitCommand.self, RunCommand.self, CertificateCommand.self, EnrollSecretCommand.self, TokenCommand.self, HostCommand.self, OpenAPICommand.self]
     )
+
+    /// One contract for both binaries: a usage error exits 2 (ArgumentParser's own is 64), any
+    /// other failure 1.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            let code = exitCode(for: error)
+            let message = fullMessage(for: error)
+            if code == .success {
+                print(message)
+                Glibc.exit(0)
+            }
+            if !message.isEmpty { FileHandle.standardError.write(Data("cordon-server: \(message)\n".utf8)) }
+            if error is ExitCode { Glibc.exit(code.rawValue) }
+            Glibc.exit(code == .validationFailure ? 2 : 1)
+        }
+    }
 }
 
 /// `--data DIR --database URL`, which every subcommand takes.

@@ -145,7 +145,7 @@ import Glibc
         #expect((result["closed_by_server"] as? Int ?? 0) > 1000, "\(result)")
     }
 
-    @Test("hostile input: every enrollment field bounded and addresses parsed, bad flow rows refused by themselves, escapes shown as text in the CLI, `bearer` in any case")
+    @Test("hostile input: every enrollment field bounded and addresses parsed, bad flow rows refused by themselves, escapes shown as text in the CLI, `bearer` in any case, HTTP/1.0 closed after its answer")
     func hostileInput() throws {
         guard FleetTests.shouldRun else { Issue.record(Integration.skipNote); return }
         let setup = try Setup(agentA: false)
@@ -203,6 +203,12 @@ import Glibc
         let lower = try setup.lab.run(f.server, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", f.caFile, "-H", "Authorization: bearer \(setup.viewer)",
                                                  "https://\(F.serverA):\(F.port)/api/v1/hosts"])
         #expect(lower.stdout == "200", "\(lower)")
+
+        // HTTP/1.0 without keep-alive: the server closes after its answer (s_client ends when it
+        // does; `timeout` ends it with 124 when the connection is kept open).
+        let http10 = try setup.lab.run(f.server, ["sh", "-c", "printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' | timeout 10 openssl s_client -quiet -CAfile \(f.caFile) -connect \(F.serverA):\(F.port) 2>/dev/null"],
+                                       timeout: 20)
+        #expect(http10.status != 124 && http10.stdout.contains("200 OK"), "an HTTP/1.0 connection was kept open: \(http10)")
     }
 
     @Test("SIGTERM with an agent's long poll parked: the poll is answered and the server exits well inside the unit's 30 s stop timeout")

@@ -158,7 +158,11 @@ import Glibc
     @Test("the server's metrics: requests by route pattern, reports, connected agents, intents by status, the database; neither its JSON logs nor the agent's carry a secret or a token")
     func serverMetricsAndLogs() throws {
         guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
-        let setup = try Setup(serverExtra: ["--metrics", "127.0.0.1:9465", "--log-format", "json", "--log-level", "info"],
+        // The test cluster trusts every local connection, so a password in the URL is accepted and
+        // ignored: there only to be looked for in the logs (the last --database given wins).
+        let password = "pw-\(UInt32.random(in: 0...UInt32.max))-never-logged"
+        let setup = try Setup(serverExtra: ["--metrics", "127.0.0.1:9465", "--log-format", "json", "--log-level", "info",
+                                            "--database", "postgresql://postgres:\(password)@127.0.0.1:5432/postgres"],
                               agentExtra: ["--log-format", "json"])
         defer { setup.lab.cleanup() }
         let id = try setup.hostID(timeout: 15)
@@ -187,13 +191,20 @@ import Glibc
         #expect(requests.contains { $0.contains("route=\"/api/v1/hosts/{id}/isolation\"") && $0.contains("status=\"202\"") }, "\(requests)")
         #expect(!requests.contains { $0.contains(id) }, "host ids never become label values")
 
+        // The admin token and a host credential go through the server too.
+        #expect(try setup.fleet.api("GET", "/api/v1/audit", token: setup.fleet.adminToken).status == 200)
+        let extra = try setup.fleet.enroll(secretFile: try setup.fleet.enrollSecret(), hostname: "extra")
+        let credential = try #require(try setup.json(extra.body)["credential"] as? String, "\(extra)")
+        #expect(try setup.fleet.api("GET", "/agent/v1/desired?wait=0", token: credential).status == 200)
         setup.lab.stop(setup.server)
         let serverLog = try String(contentsOfFile: setup.lab.directory + "/server-1.log", encoding: .utf8)
         let logs = serverLog + setup.agentLog
         let secrets = try setup.lab.run(nil, ["sh", "-c", "cat \(setup.lab.directory)/enroll-*.secret"]).stdout
-        for secret in [setup.responder, setup.viewer] + secrets.split(separator: "\n").map(String.init) where !secret.isEmpty {
+        for secret in [setup.responder, setup.viewer, setup.fleet.adminToken, credential, password] + secrets.split(separator: "\n").map(String.init)
+            where !secret.isEmpty {
             #expect(!logs.contains(secret), "a secret in the logs")
         }
+        #expect(serverLog.contains("postgresql://postgres@127.0.0.1:5432/postgres"), "the database is named in the log, without its password")
         #expect(!logs.contains("Bearer"))
         for line in serverLog.split(separator: "\n") {
             let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: String]
@@ -212,7 +223,8 @@ import Glibc
         let before = try String(contentsOfFile: data + "/server.pem", encoding: .utf8)
         let ca = try String(contentsOfFile: data + "/ca.pem", encoding: .utf8)
         let refused = try setup.lab.run(nil, [setup.fleet.serverBinary, "certificate", "renew", "--data", data])
-        #expect(refused.status != 0 && refused.stderr.contains("--name"), "\(refused)")
+        // A usage error: 2, as for `cordon` (Docs/cli.md).
+        #expect(refused.status == 2 && refused.stderr.contains("--name"), "\(refused)")
         let renewed = try setup.lab.run(nil, [setup.fleet.serverBinary, "certificate", "renew", "--data", data, "--name", F.serverA, "--name", F.serverB])
         #expect(renewed.succeeded, "\(renewed)")
         let after = try String(contentsOfFile: data + "/server.pem", encoding: .utf8)
