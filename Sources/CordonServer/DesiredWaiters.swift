@@ -205,18 +205,3 @@ final class ListenerState: Sendable {
 final class Flag: Sendable {
     let value = Mutex(true)
 }
-
-enum ReadinessCheck {
-    /// A trivial query within `seconds`, and the listener's state.
-    static func check(client: PostgresClient, listener: DesiredListener, seconds: Double, logger: Logger) async -> Readiness {
-        var database: String?
-        do {
-            try await Deadline.run(seconds: seconds) { try await client.query("SELECT 1", logger: logger) }
-        } catch let error as Deadline.Exceeded {
-            database = "\(error)"
-        } catch {
-            database = "the database failed: \(String(describing: error).prefix(200))"
-        }
-        return Readiness(database: database, notifications: listener.problem)
-    }
-}
