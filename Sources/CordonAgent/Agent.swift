@@ -32,6 +32,9 @@ public final class Agent: Sendable {
 
     /// The collectors given by name, resolved while the agent runs.
     private let collectorNames: CollectorNames
+    /// The fleet server's extra whitelist, read from the database before the first table goes in
+    /// and kept current by the fleet link.
+    private let serverWhitelist = ServerWhitelist()
     private let metrics = AgentMetrics()
     /// systemd's `Type=notify`: READY once the tables are in and the socket answers, STATUS on
     /// every change of mode or isolation, WATCHDOG from the main loop.
@@ -45,7 +48,11 @@ public final class Agent: Sendable {
     }
 
     /// The channel to install now, with the collectors by name at their current addresses.
-    private func management() -> ManagementChannel { config.effectiveManagement(named: collectorNames.addresses) }
+    private func management() -> ManagementChannel {
+        var channel = config.effectiveManagement(named: collectorNames.addresses)
+        for endpoint in serverWhitelist.endpoints where !channel.extra.contains(endpoint) { channel.extra.append(endpoint) }
+        return channel
+    }
 
     /// Runs until SIGTERM or SIGINT; flushes, leaves the firewall as `TransitionRunner.stop` says, returns.
     public func run() throws {
@@ -66,6 +73,7 @@ public final class Agent: Sendable {
         let databaseLock = try ProcessLock(path: config.database + ".lock", guarding: "database \(config.database)", waitingForCommands: 30)
         defer { withExtendedLifetime(databaseLock) {} }
         let store = try FlowStore(path: config.database)
+        if config.fleet != nil { serverWhitelist.load(from: store) }
         var aggregator = FlowAggregator(remoteCap: config.remoteCap)
         for (key, stats) in try store.loadAll() { aggregator.load(key, stats) }
         let recorder = FlowRecorder(aggregator: aggregator)
@@ -172,7 +180,7 @@ public final class Agent: Sendable {
 
         if let fleet = config.fleet {
             let receiveBuffer = capture.receiveBuffer
-            let fleetLink = try FleetLink(settings: fleet, store: store, runner: runner, logger: logger) { [self] in
+            let fleetLink = try FleetLink(settings: fleet, store: store, runner: runner, whitelist: serverWhitelist, logger: logger) { [self] in
                 let report = status(recorder: recorder, store: store, backend: backend, runner: runner, receiveBuffer: receiveBuffer)
                 return AgentStatus(mode: report.mode, isolated: report.isolated, rulesetVersion: report.ruleset?.version,
                                    rulesetDigest: report.ruleset?.digest, lostEvents: report.lostEvents,

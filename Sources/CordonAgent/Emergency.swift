@@ -13,6 +13,15 @@ public enum Emergency {
         run(runner, store, "release", name, reason) { Engine.Request(.release(reason: reason), operator: name, action: $0) }
     }
 
+    /// One request of the reconciler's plan: isolations and releases as actions, like the CLI's.
+    public static func perform(_ request: Engine.Request, runner: TransitionRunner, store: FlowStore) -> Answer {
+        switch request.event {
+        case .isolate(let reason, let via): return isolate(runner: runner, store: store, operator: request.operator, reason: reason, via: via)
+        case .release(let reason): return release(runner: runner, store: store, operator: request.operator, reason: reason)
+        default: return runner.handle(request)
+        }
+    }
+
     private static func run(_ runner: TransitionRunner, _ store: FlowStore, _ action: String, _ name: String, _ reason: String,
                             _ request: (String?) -> Engine.Request) -> Answer {
         var id: String?

@@ -77,10 +77,11 @@ public struct FleetStatus: Codable, Sendable, Equatable {
 /// acknowledged is recorded there (decision-log sequence, flow change number), so a crash of
 /// either end resends from the last acknowledgement and the server stores each thing once.
 ///
-/// Three activities: a long poll on which the server pushes the desired isolation; reports
-/// (status, observations, the log, changed flows), sent at once after a change and every few
-/// seconds otherwise; and one thread that applies a desired generation through the runner, the
-/// same path as every other transition. Failures back off with jitter, up to 30 s.
+/// Three activities: a long poll on which the server pushes the host's desired-state document;
+/// reports (status, observations, the log, changed flows), sent at once after a change and every
+/// few seconds otherwise; and one thread that carries out the plan `FleetReconciler` makes of a
+/// new document, through the runner, the same path as every other transition. Every decision is
+/// the reconciler's; this type does the I/O. Failures back off with jitter, up to 30 s.
 public final class FleetLink: Sendable {
     static let enrollmentState = "fleet_enrollment"
     static let appliedState = "fleet_applied_generation"
@@ -106,7 +107,7 @@ public final class FleetLink: Sendable {
         var reported: IsolationWord?
         var logAcked: Int64 = 0
         var flowsAcked: Int64 = 0
-        var latest: DesiredIsolation?
+        var latest: DesiredState?
         var result: AppliedGeneration?
         var applying = false
         /// Counts the starts and ends of applies: a report whose snapshot predates one of them
@@ -123,6 +124,7 @@ public final class FleetLink: Sendable {
     public let settings: FleetSettings
     private let store: FlowStore
     private let runner: TransitionRunner
+    private let whitelist: ServerWhitelist
     private let agentStatus: @Sendable () -> AgentStatus
     private let logger: Logger
     private let state: Mutex<State>
@@ -131,11 +133,12 @@ public final class FleetLink: Sendable {
     private let kicks: AsyncStream<Void>
     private let tasks = Mutex<[Task<Void, Never>]>([])
 
-    public init(settings: FleetSettings, store: FlowStore, runner: TransitionRunner, logger: Logger,
+    public init(settings: FleetSettings, store: FlowStore, runner: TransitionRunner, whitelist: ServerWhitelist, logger: Logger,
                 status: @escaping @Sendable () -> AgentStatus) throws {
         self.settings = settings
         self.store = store
         self.runner = runner
+        self.whitelist = whitelist
         self.logger = logger
         agentStatus = status
         var initial = State()
@@ -209,7 +212,7 @@ public final class FleetLink: Sendable {
             do {
                 let client = try FleetClient(server: settings.server, caPEM: settings.caPEM, credential: enrollment.credential, connectTimeout: timeout)
                 defer { Task { await client.shutdown() } }
-                _ = try await client.call(.GET, "/agent/v1/desired?after=\(applied)&wait=0", timeout: timeout, as: DesiredIsolation.self)
+                _ = try await client.call(.GET, "/agent/v1/state?after=\(applied)&wait=0", timeout: timeout, as: DesiredState.self)
                 result.withLock { $0 = nil }
             } catch {
                 result.withLock { $0 = "server \(settings.server.absoluteString) did not answer an authenticated request: \(error)" }
@@ -278,7 +281,7 @@ public final class FleetLink: Sendable {
         while !Task.isCancelled && !isStopped {
             let after = state.withLock { $0.applied }
             do {
-                let desired = try await client.call(.GET, "/agent/v1/desired?after=\(after)&wait=25", timeout: 40, as: DesiredIsolation.self)
+                let desired = try await client.call(.GET, "/agent/v1/state?after=\(after)&wait=25", timeout: 40, as: DesiredState.self)
                 contact()
                 offer(desired)
                 delay = 0.5
@@ -322,16 +325,10 @@ public final class FleetLink: Sendable {
         let localSequence = try store.latestIsolationSequence()
         let observed: IsolationWord = snapshot.isolation.isolated ? .isolated : .released
         let (applied, result, local) = state.withLock { s -> (Int64, AppliedGeneration?, LocalIsolationChange?) in
-            var local: LocalIsolationChange?
-            // Changed on the host itself (the CLI, the socket) and not by the server's intent: the
-            // server is told, and takes it as the desired state; a release being checked is not settled yet.
             // Before the first report the server knows the host as released (an isolation from
             // before the enrollment is reported like any other local one).
-            if !s.applying, s.applyEpoch == epoch, snapshot.isolation.releasing == nil, (s.reported ?? .released) != observed {
-                local = LocalIsolationChange(state: observed, operator: snapshot.isolation.operator ?? "local",
-                                             reason: snapshot.isolation.reason ?? "", at: snapshot.isolation.since ?? TimeText.now(),
-                                             sequence: localSequence)
-            }
+            let local = FleetReconciler.localChange(host: snapshot, known: s.reported, settled: !s.applying && s.applyEpoch == epoch,
+                                                    sequence: localSequence, now: TimeText.now())
             return (s.applied, s.result, local)
         }
         let report = AgentReport(status: agentStatus(), observed: observed, appliedGeneration: applied, applied: result, local: local,
@@ -346,18 +343,18 @@ public final class FleetLink: Sendable {
             let settled = !s.applying && s.applyEpoch == epoch
             if settled { s.reported = observed }
             // What the server now wants is what the host already is (a local change it adopted).
-            if answer.desired.generation > s.applied, answer.desired.state == observed, settled {
-                s.applied = answer.desired.generation
+            if answer.state.generation > s.applied, settled, FleetReconciler.satisfied(answer.state, host: snapshot, whitelist: whitelist.entries) {
+                s.applied = answer.state.generation
             }
         }
         let s = state.withLock { $0 }
         try? store.setStates([(Self.logAckedState, String(s.logAcked)), (Self.flowsAckedState, String(s.flowsAcked)),
                               (Self.appliedState, String(s.applied)), (Self.reportedState, (s.reported ?? observed).rawValue)])
-        offer(answer.desired)
+        offer(answer.state)
         return entries.count == Self.logBatch || flows.count == Self.flowBatch
     }
 
-    private func offer(_ desired: DesiredIsolation) {
+    private func offer(_ desired: DesiredState) {
         let wake = state.withLock { s -> Bool in
             guard desired.generation > s.applied, desired.generation > (s.latest?.generation ?? -1) else { return false }
             s.latest = desired
@@ -406,17 +403,19 @@ public final class FleetLink: Sendable {
     private func applyLoop() {
         while !isStopped {
             _ = applyWake.wait(timeout: .now() + 1)
-            let next = state.withLock { s -> DesiredIsolation? in
+            let next = state.withLock { s -> DesiredState? in
                 guard let latest = s.latest, latest.generation > s.applied, !s.stopped else { return nil }
                 s.applying = true
                 s.applyEpoch += 1
                 return latest
             }
             guard let desired = next else { continue }
-            let result = apply(desired)
+            let plan = FleetReconciler.plan(desired, host: runner.snapshot, whitelist: whitelist.entries)
+            adopt(whitelist: desired.isolation.extraWhitelist)
+            let result = apply(plan, generation: desired.generation)
             let now: IsolationWord = runner.snapshot.isolation.isolated ? .isolated : .released
             // An echo of a local change tells the server nothing new: what it knows stays as it was.
-            let echo = desired.requestedBy.hasPrefix("local: ")
+            let echo = plan == .echo
             state.withLock { s in
                 s.applied = max(s.applied, desired.generation)
                 s.result = result
@@ -430,26 +429,56 @@ public final class FleetLink: Sendable {
         }
     }
 
-    /// Applies one desired generation through the runner; isolating an isolated host (or releasing
-    /// a released one) is a success with nothing to do.
-    private func apply(_ desired: DesiredIsolation) -> AppliedGeneration {
-        // The server's record of this host's own local change, echoed back: already done here,
-        // and a later local change is reported as one. Applying it could undo that later change.
-        if desired.requestedBy.hasPrefix("local: ") { return AppliedGeneration(generation: desired.generation, ok: true, error: nil) }
-        let isolated = runner.snapshot.isolation.isolated
-        let name = "cordon-server: \(desired.requestedBy)"
-        let intent = desired.intentID.map { " (intent \($0))" } ?? ""
-        let answer: Answer
-        switch (desired.state, isolated) {
-        case (.isolated, false):
-            answer = Emergency.isolate(runner: runner, store: store, operator: name, reason: desired.reason + intent, via: "from cordon-server")
-        case (.released, true):
-            answer = Emergency.release(runner: runner, store: store, operator: name, reason: desired.reason + intent)
-        default:
-            return AppliedGeneration(generation: desired.generation, ok: true, error: nil)
+    /// The document's whitelist, in use from now on (the plan's requests install it).
+    private func adopt(whitelist entries: [String]) {
+        guard whitelist.set(entries) else { return }
+        for problem in FleetReconciler.whitelist(entries).invalid { logger.error("the server's extra whitelist: \(problem); entry ignored") }
+        try? store.setState(ServerWhitelist.state, String(decoding: Wire.encode(entries), as: UTF8.self))
+        logger.notice("the server's extra whitelist: \(entries.isEmpty ? "none" : entries.joined(separator: " "))")
+    }
+
+    /// Carries out one generation's plan; the first request that fails ends it.
+    private func apply(_ plan: FleetReconciler.Plan, generation: Int64) -> AppliedGeneration {
+        switch plan {
+        case .inSync, .echo:
+            return AppliedGeneration(generation: generation, ok: true, error: nil)
+        case .refuse(let why):
+            logger.error("fleet generation \(generation) not applied: \(why)")
+            return AppliedGeneration(generation: generation, ok: false, error: why)
+        case .apply(let requests):
+            for request in requests {
+                let answer = Emergency.perform(request, runner: runner, store: store)
+                logger.notice("fleet generation \(generation): \(answer.message)")
+                guard answer.ok else { return AppliedGeneration(generation: generation, ok: false, error: answer.message) }
+            }
+            return AppliedGeneration(generation: generation, ok: true, error: nil)
         }
-        logger.notice("fleet generation \(desired.generation) (\(desired.state.rawValue)): \(answer.message)")
-        return AppliedGeneration(generation: desired.generation, ok: answer.ok, error: answer.ok ? nil : answer.message)
+    }
+}
+
+/// What the server's documents add to the management channel: kept open while isolated,
+/// allowed while enforcing, as the agent's own `--extra-allow`. Kept in the database, so a
+/// restart installs it before the server answers.
+public final class ServerWhitelist: Sendable {
+    static let state = "fleet_extra_whitelist"
+    private let value = Mutex<[String]>([])
+
+    public init() {}
+
+    public var entries: [String] { value.withLock { $0 } }
+    public var endpoints: [ManagementChannel.Endpoint] { FleetReconciler.whitelist(entries).endpoints }
+
+    public func load(from store: FlowStore) {
+        let saved = (try? store.state(Self.state)).flatMap { $0 }.flatMap { try? Wire.decode([String].self, from: Data($0.utf8)) } ?? []
+        value.withLock { $0 = saved }
+    }
+
+    /// True when it changed.
+    func set(_ entries: [String]) -> Bool {
+        value.withLock { current in
+            defer { current = entries }
+            return current != entries
+        }
     }
 }
 

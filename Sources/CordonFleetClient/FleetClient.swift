@@ -25,7 +25,8 @@ public enum FleetError: Error, CustomStringConvertible, Sendable {
 
     /// The host's credential was revoked: retrying cannot help.
     public var isRevoked: Bool {
-        if case .refused(403, let error) = self { return error.error.contains("revoked") }
+        // A server before 0.3.0 says so in words only.
+        if case .refused(403, let error) = self { return error.code == .hostRevoked || (error.code == nil && error.error == "this host was revoked") }
         return false
     }
 }

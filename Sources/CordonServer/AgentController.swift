@@ -36,8 +36,9 @@ struct AgentController {
         router.post("/agent/v1/enroll", use: deadline(enroll))
         router.group("/agent/v1")
             .add(middleware: Authentication(tokens: stores.tokens, accepts: .host, deadline: deadline))
-            // The long poll waits by design: its reads are bounded one by one.
-            .get("desired", use: desired)
+            // The long polls wait by design: their reads are bounded one by one.
+            .get("state", use: state)
+            .get("desired", use: legacyDesired)
             .post("report", use: deadline(report, body: Self.reportBody))
     }
 
@@ -55,9 +56,19 @@ struct AgentController {
         return JSON.response(answer, status: .created)
     }
 
+    /// The host's desired-state document, by long poll.
+    @Sendable func state(_ request: Request, context: ServerContext) async throws -> Response {
+        JSON.response(try await poll(request, context: context))
+    }
+
+    /// Agents before 0.3.0 poll here and read the isolation alone.
+    @Sendable func legacyDesired(_ request: Request, context: ServerContext) async throws -> Response {
+        JSON.response(try await poll(request, context: context).legacy)
+    }
+
     /// Answers at once when the desired generation is past `after`, else when it changes (on any
     /// replica) or after `wait` seconds.
-    @Sendable func desired(_ request: Request, context: ServerContext) async throws -> Response {
+    func poll(_ request: Request, context: ServerContext) async throws -> DesiredState {
         let host = try context.requireHost()
         let query = request.uri.queryParameters
         guard let after = query.get("after").map({ Int64($0) }) ?? 0 else { throw APIFailure(.badRequest, "expected an integer", field: "after") }
@@ -68,7 +79,7 @@ struct AgentController {
         // Registered before the first read: a change committed in between still wakes it. One
         // read per poll, and one more only when woken.
         let first = ReadBox()
-        let isolation = stores.isolation
+        let store = stores.desired
         let deadline = deadline
         let waiters = waiters
         // A graceful shutdown answers every poll at once: the server's shutdown waits for the
@@ -77,7 +88,7 @@ struct AgentController {
             await waiters.wait(host: host, timeout: Self.pollDuration(wait)) {
                 // A failed read wakes the poll at once, and the poll answers its error.
                 do {
-                    let read = try await deadline.run { try await isolation.desired(host: host) }
+                    let read = try await deadline.run { try await store.desired(host: host) }
                     first.value.withLock { $0 = .success(read) }
                     return (read?.generation ?? .max) > after
                 } catch {
@@ -88,20 +99,20 @@ struct AgentController {
         } onGracefulShutdown: {
             waiters.close()
         }
-        var current: DesiredIsolation?
+        var current: DesiredState?
         switch first.value.withLock({ $0 }) {
         case .failure(let error)?: throw error
         case .success(let read)?:
             current = read
             // Woken without a newer state in hand: read again.
-            if woken, let read, read.generation <= after { current = try await deadline.run { try await isolation.desired(host: host) } }
+            if woken, let read, read.generation <= after { current = try await deadline.run { try await store.desired(host: host) } }
         case nil:
             // The wait ended before its first read did.
-            current = try await deadline.run { try await isolation.desired(host: host) }
+            current = try await deadline.run { try await store.desired(host: host) }
         }
         guard let current else { throw APIFailure.unauthorized }
         seen.note(host)
-        return JSON.response(current)
+        return current
     }
 
     @Sendable func report(_ request: Request, context: ServerContext) async throws -> Response {
@@ -144,17 +155,17 @@ struct AgentController {
         if !refused.isEmpty { logger.warning("host \(host): \(refused.count) flow rows refused, the first at flows[\(refused[0].index)].\(refused[0].field): \(refused[0].message)") }
         let acked = try await stores.log.append(host: host, entries: report.log)
         try await stores.flows.upsert(host: host, flows: flows)
-        let desired = try await stores.isolation.observe(host: host, report: report)
+        let desired = try await stores.desired.observe(host: host, report: report)
         if let local = report.local {
             try await stores.audit.record(actor: "local: \(local.operator)", role: nil, action: "local \(local.state.rawValue)",
                                           target: host.uuidString.lowercased(), detail: local.reason, remote: context.remote)
         }
-        return JSON.response(ReportResponse(logAckedThrough: acked, desired: desired, refusedFlows: refused))
+        return JSON.response(ReportResponse(logAckedThrough: acked, state: desired, refusedFlows: refused))
     }
 }
 
 
 /// The poll's first read, made inside the wait's check.
 final class ReadBox: Sendable {
-    let value = Mutex<Result<DesiredIsolation?, any Error>?>(nil)
+    let value = Mutex<Result<DesiredState?, any Error>?>(nil)
 }

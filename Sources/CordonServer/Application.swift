@@ -13,7 +13,7 @@ public struct Stores: Sendable {
     public var tokens: PostgresTokenStore
     public var enrollment: any EnrollmentStore
     public var hosts: any HostStore
-    public var isolation: any IsolationStore
+    public var desired: any DesiredStateStore
     public var log: any LogStore
     public var flows: any FleetFlowStore
     public var audit: any AuditStore
@@ -22,7 +22,7 @@ public struct Stores: Sendable {
         tokens = PostgresTokenStore(client: client, logger: logger)
         enrollment = PostgresEnrollmentStore(client: client, logger: logger)
         hosts = PostgresHostStore(client: client, logger: logger)
-        isolation = PostgresIsolationStore(client: client, logger: logger)
+        desired = PostgresDesiredStateStore(client: client, logger: logger)
         log = PostgresLogStore(client: client, logger: logger)
         flows = PostgresFleetFlowStore(client: client, logger: logger)
         audit = PostgresAuditStore(client: client, logger: logger)

@@ -21,7 +21,7 @@ struct Authentication: RouterMiddleware {
         }
         let tokens = tokens
         guard let principal = try await deadline.run({ try await tokens.authenticate(token: token) }) else {
-            if try await deadline.run({ try await tokens.isRevokedHost(token: token) }) { throw APIFailure(.forbidden, "this host was revoked", field: nil) }
+            if try await deadline.run({ try await tokens.isRevokedHost(token: token) }) { throw APIFailure(.forbidden, "this host was revoked", code: .hostRevoked) }
             throw APIFailure(.unauthorized, "the token is not valid (unknown or revoked)")
         }
         var context = context

@@ -122,6 +122,41 @@ public enum Migrations {
             """,
             "CREATE INDEX hosts_machine_id ON hosts (machine_id)",
         ]),
+        // One desired-state document per host (issue 20): the isolation with its extra whitelist,
+        // the mode and the effective policy under one generation, instead of four columns that
+        // could say "isolated or released" only. Intents get a kind, and a local change is
+        // known by its origin instead of a "local: " prefix on its requester.
+        ("004-desired-document", [
+            "ALTER TABLE hosts ADD COLUMN desired jsonb",
+            """
+            UPDATE hosts SET desired = jsonb_build_object(
+              'generation', generation,
+              'isolation', jsonb_build_object(
+                'state', desired_state,
+                'origin', CASE WHEN desired_by LIKE 'local: %' THEN 'local' ELSE 'server' END,
+                'intent_id', desired_intent,
+                'reason', desired_reason,
+                'requested_by', CASE WHEN desired_by LIKE 'local: %' THEN substr(desired_by, 8) ELSE desired_by END,
+                'extra_whitelist', '[]'::jsonb),
+              'mode', NULL, 'policy', NULL)
+            """,
+            """
+            ALTER TABLE hosts ALTER COLUMN desired SET NOT NULL, ALTER COLUMN desired SET DEFAULT
+              '{"generation": 0, "isolation": {"state": "released", "origin": "server", "intent_id": null, "reason": "", "requested_by": "",
+                "extra_whitelist": []}, "mode": null, "policy": null}'::jsonb
+            """,
+            "ALTER TABLE hosts DROP COLUMN desired_state, DROP COLUMN desired_intent, DROP COLUMN desired_reason, DROP COLUMN desired_by",
+            "ALTER TABLE intents ADD COLUMN kind text NOT NULL DEFAULT 'isolation' CHECK (kind IN ('isolation', 'mode'))",
+            "ALTER TABLE intents ADD COLUMN origin text NOT NULL DEFAULT 'server' CHECK (origin IN ('server', 'local'))",
+            "UPDATE intents SET origin = 'local', requested_by = substr(requested_by, 8) WHERE requested_by LIKE 'local: %'",
+            "ALTER TABLE intents DROP CONSTRAINT intents_state_check",
+            """
+            ALTER TABLE intents ADD CONSTRAINT intents_state_of_kind CHECK (
+              (kind = 'isolation' AND state IN ('isolated', 'released')) OR (kind = 'mode' AND state IN ('discovery', 'enforce')))
+            """,
+            // What a secret's hosts keep open while isolated (seed 000's extra_whitelist).
+            "ALTER TABLE enroll_secrets ADD COLUMN extra_whitelist jsonb NOT NULL DEFAULT '[]'",
+        ]),
     ]
 
     public struct Newer: Error, CustomStringConvertible {
@@ -132,9 +167,10 @@ public enum Migrations {
         }
     }
 
-    /// Applies what is missing; returns the names applied.
+    /// Applies what is missing; returns the names applied. `through`: stop after that migration
+    /// (the upgrade tests build a database as an older server left it).
     @discardableResult
-    public static func migrate(_ client: PostgresClient, logger: Logger) async throws -> [String] {
+    public static func migrate(_ client: PostgresClient, logger: Logger, through last: String? = nil) async throws -> [String] {
         try await client.transaction(logger: logger) { connection in
             try await connection.query("SELECT pg_advisory_xact_lock(7411001)", logger: logger)
             try await connection.query("CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
@@ -146,7 +182,8 @@ public enum Migrations {
             let unknown = applied.subtracting(all.map(\.name)).sorted()
             guard unknown.isEmpty else { throw Newer(names: unknown) }
             var done: [String] = []
-            for migration in all where !applied.contains(migration.name) {
+            let wanted = last.flatMap { last in all.firstIndex { $0.name == last }.map { Array(all[...$0]) } } ?? all
+            for migration in wanted where !applied.contains(migration.name) {
                 for statement in migration.statements {
                     try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
                 }

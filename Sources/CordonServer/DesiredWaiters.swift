@@ -122,7 +122,7 @@ public struct DesiredListener: Service {
                     try await client.withConnection { connection in
                             try await withThrowingTaskGroup(of: Void.self) { group in
                                 group.addTask {
-                                    try await connection.listen(on: PostgresIsolationStore.channel) { notifications in
+                                    try await connection.listen(on: PostgresDesiredStateStore.channel) { notifications in
                                         listening.value.withLock { $0 = nil }
                                         waiters.wakeAll()
                                         delay.value.withLock { $0 = 0.2 }

@@ -27,7 +27,7 @@ public struct PostgresHostStore: HostStore {
 
     private static let columns = """
         id, hostname, machine_id, tags::text, addresses::text, agent_version, enrolled_at, last_seen, revoked_at IS NOT NULL, status::text,
-        desired_state, observed_state, generation, observed_generation, desired_at, log_problems::bigint, tag_sources::text,
+        desired->'isolation'->>'state', observed_state, generation, observed_generation, desired_at, log_problems::bigint, tag_sources::text,
         EXISTS (SELECT 1 FROM hosts other WHERE other.machine_id = hosts.machine_id AND other.id <> hosts.id AND other.revoked_at IS NULL)
         """
 

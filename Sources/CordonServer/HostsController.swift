@@ -47,7 +47,7 @@ struct HostsController {
         let id = UUID(uuidString: host.id)!
         let accepted: IntentAccepted
         do {
-            accepted = try await stores.isolation.request(host: id, body, by: token.name, tokenID: token.id, idempotencyKey: key)
+            accepted = try await stores.desired.request(host: id, body, by: token.name, tokenID: token.id, idempotencyKey: key)
         } catch let refusal as IsolationRefusal {
             switch refusal {
             case .revoked: throw APIFailure(.conflict, "host \(host.id) is revoked", field: "id")

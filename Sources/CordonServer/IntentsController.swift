@@ -30,13 +30,13 @@ struct IntentsController {
             guard let value = Int(text), (1...10_000).contains(value) else { throw APIFailure(.badRequest, "expected 1-10000", field: "limit") }
             limit = value
         }
-        return JSON.response(Page(items: try await stores.isolation.intents(host: host, status: status, limit: limit)))
+        return JSON.response(Page(items: try await stores.desired.intents(host: host, status: status, limit: limit)))
     }
 
     @Sendable func show(_ request: Request, context: ServerContext) async throws -> Response {
         _ = try context.require(.viewer)
         let id = try JSON.uuid(context.parameters.get("id"), field: "id")
-        guard let intent = try await stores.isolation.intent(id) else { throw APIFailure(.notFound, "no intent with id \(id.uuidString.lowercased())", field: "id") }
+        guard let intent = try await stores.desired.intent(id) else { throw APIFailure(.notFound, "no intent with id \(id.uuidString.lowercased())", field: "id") }
         return JSON.response(intent)
     }
 
@@ -45,7 +45,7 @@ struct IntentsController {
         let id = try JSON.uuid(context.parameters.get("id"), field: "id")
         let intent: IntentView
         do {
-            intent = try await stores.isolation.cancel(intent: id, by: token.name)
+            intent = try await stores.desired.cancel(intent: id, by: token.name)
         } catch let refusal as IsolationRefusal {
             if case .notPending(let status) = refusal {
                 throw APIFailure(.conflict, "intent \(id.uuidString.lowercased()) is \(status.rawValue), not pending: nothing to cancel", field: "id")
@@ -53,7 +53,7 @@ struct IntentsController {
             throw APIFailure(.notFound, "no intent with id \(id.uuidString.lowercased())", field: "id")
         }
         try await stores.audit.record(actor: token.name, role: token.role.rawValue, action: "cancel intent", target: intent.hostID,
-                                      detail: "intent \(intent.id) (\(intent.state.rawValue), generation \(intent.generation))", remote: context.remote)
+                                      detail: "intent \(intent.id) (\(intent.state), generation \(intent.generation))", remote: context.remote)
         return JSON.response(intent)
     }
 

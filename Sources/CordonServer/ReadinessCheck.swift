@@ -10,7 +10,7 @@ enum ReadinessCheck {
     static func check(client: PostgresClient, listener: DesiredListener, seconds: Double, logger: Logger) async -> Readiness {
         var database: String?
         do {
-            try await Deadline.run(seconds: seconds) { try await client.query("SELECT 1", logger: logger) }
+            _ = try await Deadline.run(seconds: seconds) { try await client.query("SELECT 1", logger: logger) }
         } catch let error as Deadline.Exceeded {
             database = "\(error)"
         } catch {

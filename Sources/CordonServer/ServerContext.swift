@@ -28,9 +28,9 @@ public struct APIFailure: Error {
     public var status: HTTPResponse.Status
     public var body: WireError
 
-    public init(_ status: HTTPResponse.Status, _ message: String, field: String? = nil) {
+    public init(_ status: HTTPResponse.Status, _ message: String, field: String? = nil, code: WireError.Code? = nil) {
         self.status = status
-        body = WireError(message, field: field)
+        body = WireError(message, field: field, code: code)
     }
 
     public static let unauthorized = APIFailure(.unauthorized, "a valid bearer token is required (Authorization: Bearer TOKEN)")

@@ -62,7 +62,7 @@ public final class ServerMetrics: Sendable {
             let hosts = try await stores.hosts.counts()
             enrolled.set(Double(hosts.enrolled))
             connected.set(Double(hosts.connected))
-            let byStatus = try await stores.isolation.intentCounts()
+            let byStatus = try await stores.desired.intentCounts()
             for (status, gauge) in intents { gauge.set(Double(byStatus[status] ?? 0)) }
         } catch {
             databaseUp.set(0.0)

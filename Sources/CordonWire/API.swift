@@ -188,10 +188,23 @@ public struct IntentAccepted: Codable, Sendable, Equatable {
     }
 }
 
+/// What an intent changes in the host's document.
+public enum IntentKind: String, Codable, Sendable, CaseIterable {
+    /// `state` is `isolated` or `released`.
+    case isolation
+    /// `state` is `discovery` or `enforce` (a rollout's step).
+    case mode
+}
+
 public struct IntentView: Codable, Sendable, Equatable {
     public var id: String
     public var hostID: String
-    public var state: IsolationWord
+    public var kind: IntentKind
+    /// `local`: a change made on the host itself and adopted by the server (`requested_by` is
+    /// then the host's operator).
+    public var origin: DesiredState.Origin
+    /// A word of `kind`: isolated or released, discovery or enforce.
+    public var state: String
     public var generation: Int64
     public var status: IntentStatus
     public var requestedBy: String
@@ -202,7 +215,7 @@ public struct IntentView: Codable, Sendable, Equatable {
     public var error: String?
 
     enum CodingKeys: String, CodingKey {
-        case id, hostID = "host_id", state, generation, status, requestedBy = "requested_by", requestedAt = "requested_at"
+        case id, hostID = "host_id", kind, origin, state, generation, status, requestedBy = "requested_by", requestedAt = "requested_at"
         case completedAt = "completed_at", reason, externalID = "external_id", error
     }
 
@@ -211,6 +224,8 @@ public struct IntentView: Codable, Sendable, Equatable {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(id, forKey: .id)
         try c.encode(hostID, forKey: .hostID)
+        try c.encode(kind, forKey: .kind)
+        try c.encode(origin, forKey: .origin)
         try c.encode(state, forKey: .state)
         try c.encode(generation, forKey: .generation)
         try c.encode(status, forKey: .status)
@@ -222,10 +237,39 @@ public struct IntentView: Codable, Sendable, Equatable {
         try c.encode(error, forKey: .error)
     }
 
-    public init(id: String, hostID: String, state: IsolationWord, generation: Int64, status: IntentStatus, requestedBy: String,
-                requestedAt: String, completedAt: String?, reason: String, externalID: String?, error: String?) {
+    /// A server before 0.3.0 sends neither `kind` nor `origin`: its intents are isolations, and a
+    /// local one is known by its `requested_by` (`local: NAME`), the only place it said so.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(String.self, forKey: .id)
+        hostID = try c.decode(String.self, forKey: .hostID)
+        kind = try c.decodeIfPresent(IntentKind.self, forKey: .kind) ?? .isolation
+        state = try c.decode(String.self, forKey: .state)
+        generation = try c.decode(Int64.self, forKey: .generation)
+        status = try c.decode(IntentStatus.self, forKey: .status)
+        var by = try c.decode(String.self, forKey: .requestedBy)
+        if let origin = try c.decodeIfPresent(DesiredState.Origin.self, forKey: .origin) {
+            self.origin = origin
+        } else if by.hasPrefix("local: ") {
+            origin = .local
+            by.removeFirst("local: ".count)
+        } else {
+            origin = .server
+        }
+        requestedBy = by
+        requestedAt = try c.decode(String.self, forKey: .requestedAt)
+        completedAt = try c.decodeIfPresent(String.self, forKey: .completedAt)
+        reason = try c.decode(String.self, forKey: .reason)
+        externalID = try c.decodeIfPresent(String.self, forKey: .externalID)
+        error = try c.decodeIfPresent(String.self, forKey: .error)
+    }
+
+    public init(id: String, hostID: String, kind: IntentKind = .isolation, origin: DesiredState.Origin = .server, state: String, generation: Int64,
+                status: IntentStatus, requestedBy: String, requestedAt: String, completedAt: String?, reason: String, externalID: String?, error: String?) {
         self.id = id
         self.hostID = hostID
+        self.kind = kind
+        self.origin = origin
         self.state = state
         self.generation = generation
         self.status = status
@@ -236,6 +280,9 @@ public struct IntentView: Codable, Sendable, Equatable {
         self.externalID = externalID
         self.error = error
     }
+
+    /// Who asked, as an analyst reads it: a local change says it was made on the host.
+    public var requester: String { origin == .local ? "\(requestedBy) (on the host)" : requestedBy }
 }
 
 /// `GET /api/v1/hosts/{id}/log`: the shipped entries and the server's check of their chain.

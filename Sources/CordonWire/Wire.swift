@@ -54,13 +54,22 @@ public enum IsolationWord: String, Codable, Sendable, CaseIterable {
     case isolated, released
 }
 
-/// An error body: what is wrong and, for bad input, which field.
+/// An error body: what is wrong and, for bad input, which field. `code` names a condition a
+/// program acts on (`host_revoked`), so that no client has to match the message's words.
 public struct WireError: Codable, Sendable, Error, CustomStringConvertible {
     public var error: String
     public var field: String?
-    public init(_ error: String, field: String? = nil) {
+    public var code: Code?
+
+    public enum Code: String, Codable, Sendable {
+        /// The host's credential was revoked: retrying cannot help.
+        case hostRevoked = "host_revoked"
+    }
+
+    public init(_ error: String, field: String? = nil, code: Code? = nil) {
         self.error = error
         self.field = field
+        self.code = code
     }
     public var description: String { field.map { "\($0): \(error)" } ?? error }
 }
@@ -101,7 +110,8 @@ public struct EnrollResponse: Codable, Sendable {
     }
 }
 
-/// What the server wants of a host's isolation, with the generation that only grows.
+/// The isolation alone, as servers and agents before 0.3.0 exchange it (`DesiredState.legacy`):
+/// a local change is marked by `requested_by` starting with `local: `.
 public struct DesiredIsolation: Codable, Sendable, Equatable {
     public var generation: Int64
     public var state: IsolationWord
@@ -224,21 +234,35 @@ public struct AgentReport: Codable, Sendable {
 public struct ReportResponse: Codable, Sendable {
     /// Every entry up to this sequence is stored on the server.
     public var logAckedThrough: Int64
-    public var desired: DesiredIsolation
+    /// The host's document after the report.
+    public var state: DesiredState
     /// Flow rows the server refused (and did not store), by their index in the report; the rest were stored.
     public var refusedFlows: [RefusedFlow]
-    enum CodingKeys: String, CodingKey { case logAckedThrough = "log_acked_through", desired, refusedFlows = "refused_flows" }
-    public init(logAckedThrough: Int64, desired: DesiredIsolation, refusedFlows: [RefusedFlow] = []) {
+    enum CodingKeys: String, CodingKey { case logAckedThrough = "log_acked_through", state, desired, refusedFlows = "refused_flows" }
+    public init(logAckedThrough: Int64, state: DesiredState, refusedFlows: [RefusedFlow] = []) {
         self.logAckedThrough = logAckedThrough
-        self.desired = desired
+        self.state = state
         self.refusedFlows = refusedFlows
     }
 
-    /// A server before 0.3.0 sends no `refused_flows`.
+    /// `desired` (the isolation alone) is written too, for agents before 0.3.0.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(logAckedThrough, forKey: .logAckedThrough)
+        try c.encode(state, forKey: .state)
+        try c.encode(state.legacy, forKey: .desired)
+        try c.encode(refusedFlows, forKey: .refusedFlows)
+    }
+
+    /// A server before 0.3.0 sends `desired` only, and no `refused_flows`.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         logAckedThrough = try c.decode(Int64.self, forKey: .logAckedThrough)
-        desired = try c.decode(DesiredIsolation.self, forKey: .desired)
+        if let state = try c.decodeIfPresent(DesiredState.self, forKey: .state) {
+            self.state = state
+        } else {
+            state = DesiredState(legacy: try c.decode(DesiredIsolation.self, forKey: .desired))
+        }
         refusedFlows = try c.decodeIfPresent([RefusedFlow].self, forKey: .refusedFlows) ?? []
     }
 }

@@ -31,7 +31,7 @@ struct FleetIntentsCommand: ParsableCommand {
         guard !intents.isEmpty else { return print("no intents") }
         var table = TextTable(header: ["ID", "HOST", "STATE", "GEN", "STATUS", "REQUESTED", "BY", "REASON", "ERROR"])
         for i in intents {
-            table.add([i.id, i.hostID, i.state.rawValue, String(i.generation), i.status.rawValue, i.requestedAt, i.requestedBy, i.reason, i.error ?? ""])
+            table.add([i.id, i.hostID, i.state, String(i.generation), i.status.rawValue, i.requestedAt, i.requester, i.reason, i.error ?? ""])
         }
         print(table.text, terminator: "")
     }

@@ -720,7 +720,8 @@ import Glibc
         }
         #expect(isolation["desired"] as? String == "isolated" && isolation["observed"] as? String == "isolated", "\(isolation)\n\(setup.agentLog)")
         let intents = try setup.json(try f.api("GET", "/api/v1/intents?host_id=\(id)", token: setup.viewer).body)["items"] as? [[String: Any]] ?? []
-        #expect(intents.first?["requested_by"] as? String == "local: ivy" && intents.first?["status"] as? String == "succeeded", "\(intents)")
+        #expect(intents.first?["requested_by"] as? String == "ivy" && intents.first?["origin"] as? String == "local"
+                && intents.first?["kind"] as? String == "isolation" && intents.first?["status"] as? String == "succeeded", "\(intents)")
         usleep(1_000_000)
         #expect(try setup.status(f.a)["isolated"] as? Bool == true, "the local isolation stands")
         #expect(!(try setup.webReachable()))

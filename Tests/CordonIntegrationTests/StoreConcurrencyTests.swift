@@ -50,7 +50,7 @@ import Testing
 
         /// A host enrolled through the store, as an agent would be.
         func host(_ name: String) async throws -> UUID {
-            let secret = try await stores.enrollment.createSecret(tags: [:], ttlSeconds: nil, uses: nil, hostTags: true)
+            let secret = try await stores.enrollment.createSecret(tags: [:], ttlSeconds: nil, uses: nil, hostTags: true, extraWhitelist: [])
             let enrolled = try #require(try await stores.enrollment.enroll(
                 EnrollRequest(secret: secret, hostname: name, machineID: "m-\(name)", addresses: [], agentVersion: "test", tags: [:])))
             return try #require(UUID(uuidString: enrolled.hostID))
@@ -91,8 +91,8 @@ import Testing
             return (done, release)
         }
 
-        func desired(_ host: UUID) async throws -> DesiredIsolation {
-            try #require(try await stores.isolation.desired(host: host))
+        func desired(_ host: UUID) async throws -> DesiredState {
+            try #require(try await stores.desired.desired(host: host))
         }
     }
 
@@ -107,7 +107,7 @@ import Testing
         guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
         let db = try await Database()
         defer { db.close() }
-        let isolation = db.stores.isolation
+        let isolation = db.stores.desired
         let host = try await db.host("h")
         let (one, two) = (try await db.token("responder-1"), try await db.token("responder-2"))
         // X: pending, the agent is offline.
@@ -128,8 +128,8 @@ import Testing
         #expect(accepted.status == .pending && accepted.generation == x.generation + 1)
         await #expect(throws: IsolationRefusal.notPending(.superseded)) { try await cancel.value }
         let desired = try await db.desired(host)
-        #expect(desired.state == .isolated, "the cancel undid the newer isolation")
-        #expect(desired.intentID == accepted.intentID && desired.generation == accepted.generation)
+        #expect(desired.isolation.state == .isolated, "the cancel undid the newer isolation")
+        #expect(desired.isolation.intentID == accepted.intentID && desired.generation == accepted.generation)
         let yID = try #require(UUID(uuidString: accepted.intentID))
         let yView = try #require(try await isolation.intent(yID))
         #expect(yView.status == .pending, "\(yView)")
@@ -141,14 +141,14 @@ import Testing
         guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
         let db = try await Database()
         defer { db.close() }
-        let isolation = db.stores.isolation
+        let isolation = db.stores.desired
         let host = try await db.host("h")
         let token = try await db.token("r")
         let x = try await isolation.request(host: host, IsolationRequest(state: .isolated, reason: "x"), by: "r", tokenID: token, idempotencyKey: nil)
         let canceled = try await isolation.cancel(intent: try #require(UUID(uuidString: x.intentID)), by: "r")
         #expect(canceled.status == .superseded && canceled.error == "canceled by r")
         let desired = try await db.desired(host)
-        #expect(desired.state == .released && desired.generation == x.generation + 1 && desired.intentID == nil)
+        #expect(desired.isolation.state == .released && desired.generation == x.generation + 1 && desired.isolation.intentID == nil)
         await #expect(throws: IsolationRefusal.notPending(.superseded)) { try await isolation.cancel(intent: UUID(uuidString: x.intentID)!, by: "r") }
         await #expect(throws: IsolationRefusal.noIntent) { try await isolation.cancel(intent: UUID(), by: "r") }
     }
@@ -158,7 +158,7 @@ import Testing
         guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
         let db = try await Database()
         defer { db.close() }
-        let isolation = db.stores.isolation
+        let isolation = db.stores.desired
         let token = try await db.token("r")
         for round in 0..<5 {
             let (h1, h2) = (try await db.host("a\(round)"), try await db.host("b\(round)"))
@@ -188,7 +188,7 @@ import Testing
         guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
         let db = try await Database()
         defer { db.close() }
-        let isolation = db.stores.isolation
+        let isolation = db.stores.desired
         let (host, other) = (try await db.host("h"), try await db.host("o"))
         let token = try await db.token("r")
         let request = IsolationRequest(state: .isolated, reason: "ticket 7", externalID: "INC-7")
@@ -213,7 +213,7 @@ import Testing
         guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
         let db = try await Database()
         defer { db.close() }
-        let isolation = db.stores.isolation
+        let isolation = db.stores.desired
         let host = try await db.host("h")
         let isolate = LocalIsolationChange(state: .isolated, operator: "root", reason: "on the console", at: 1_800_000_000, sequence: 12)
         var generations: [Int64] = []
@@ -226,24 +226,24 @@ import Testing
         generations.append(try await isolation.observe(host: host, report: Self.report(local: renamed, observed: .isolated)).generation)
         #expect(generations == [1, 1, 1, 1])
         let intents = try await isolation.intents(host: host, status: nil, limit: 100)
-        #expect(intents.count == 1 && intents.first?.status == .succeeded && intents.first?.requestedBy == "local: root", "\(intents)")
+        #expect(intents.count == 1 && intents.first?.status == .succeeded && intents.first?.requestedBy == "root" && intents.first?.origin == .local, "\(intents)")
 
         // An analyst releases it; the old report arriving late changes nothing.
         let token = try await db.token("r")
         let release = try await isolation.request(host: host, IsolationRequest(state: .released, reason: "done"), by: "r", tokenID: token, idempotencyKey: nil)
         let late = try await isolation.observe(host: host, report: Self.report(local: isolate, observed: .isolated))
-        #expect(late.state == .released && late.generation == release.generation, "a repeated report re-isolated the host")
+        #expect(late.isolation.state == .released && late.generation == release.generation, "a repeated report re-isolated the host")
 
         // A new local change (a later entry) is one more intent.
         let again = LocalIsolationChange(state: .isolated, operator: "root", reason: "again", at: 1_800_000_100, sequence: 15)
         let after = try await isolation.observe(host: host, report: Self.report(local: again, observed: .isolated))
-        #expect(after.state == .isolated && after.generation == release.generation + 1)
+        #expect(after.isolation.state == .isolated && after.generation == release.generation + 1)
         #expect(try await isolation.intents(host: host, status: nil, limit: 100).count == 3)
 
         // An agent older than the sequence: known by its time and operator.
         let old = LocalIsolationChange(state: .released, operator: "root", reason: "old agent", at: 1_800_000_200)
         let first = try await isolation.observe(host: host, report: Self.report(local: old, observed: .released))
         let second = try await isolation.observe(host: host, report: Self.report(local: old, observed: .released))
-        #expect(first.generation == second.generation && first.state == .released)
+        #expect(first.generation == second.generation && first.isolation.state == .released)
     }
 }

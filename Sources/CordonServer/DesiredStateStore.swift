@@ -13,22 +13,23 @@ public enum IsolationRefusal: Error, Equatable {
     case notPending(IntentStatus)
 }
 
-/// One desired isolation per host, with a generation that only grows, and the intents that set
-/// it. The latest intent wins: a new one supersedes a pending one, so nothing stays pending
-/// behind a host that is offline (the flaw of the source documents' console).
-public protocol IsolationStore: Sendable {
+/// One desired-state document per host (`DesiredState`), with a generation that only grows, and
+/// the intents that set it. The latest intent wins: a new one supersedes a pending one, so
+/// nothing stays pending behind a host that is offline (the flaw of the source documents'
+/// console).
+public protocol DesiredStateStore: Sendable {
     func request(host: UUID, _ request: IsolationRequest, by name: String, tokenID: UUID?, idempotencyKey: String?) async throws -> IntentAccepted
     func cancel(intent: UUID, by name: String) async throws -> IntentView
-    func desired(host: UUID) async throws -> DesiredIsolation?
+    func desired(host: UUID) async throws -> DesiredState?
     /// The agent's report of what it observed and applied; answers the desired state after it.
-    func observe(host: UUID, report: AgentReport) async throws -> DesiredIsolation
+    func observe(host: UUID, report: AgentReport) async throws -> DesiredState
     func intent(_ id: UUID) async throws -> IntentView?
     func intents(host: UUID?, status: IntentStatus?, limit: Int) async throws -> [IntentView]
     /// How many intents are in each status: the metrics' gauges.
     func intentCounts() async throws -> [IntentStatus: Int]
 }
 
-public struct PostgresIsolationStore: IsolationStore {
+public struct PostgresDesiredStateStore: DesiredStateStore {
     /// NOTIFY channel whose payload is a host id: its desired state changed.
     public static let channel = "cordon_desired"
     /// The first key of the advisory locks on Idempotency-Keys: apart from every other advisory lock.
@@ -51,40 +52,52 @@ public struct PostgresIsolationStore: IsolationStore {
     }
 
     private struct Row {
-        var desired: IsolationWord
-        var generation: Int64
+        var desired: DesiredState
         var observed: IsolationWord?
         var observedGeneration: Int64
         var revoked: Bool
-        var desiredIntent: UUID?
+    }
+
+    /// The stored document, its generation taken from the column (the one SQL compares).
+    static func document(_ text: String, generation: Int64) -> DesiredState {
+        var document = (try? Wire.decode(DesiredState.self, from: Data(text.utf8))) ?? .initial
+        document.generation = generation
+        return document
     }
 
     private func lockHost(_ connection: PostgresConnection, _ host: UUID) async throws -> Row? {
         let rows = try await connection.query("""
-            SELECT desired_state, generation, observed_state, observed_generation, revoked_at IS NOT NULL, desired_intent
+            SELECT desired::text, generation, observed_state, observed_generation, revoked_at IS NOT NULL
             FROM hosts WHERE id = \(host) FOR UPDATE
             """, logger: logger)
-        for try await (desired, generation, observed, observedGeneration, revoked, intent)
-            in rows.decode((String, Int64, String?, Int64, Bool, UUID?).self) {
-            return Row(desired: IsolationWord(rawValue: desired) ?? .released, generation: generation,
-                       observed: observed.flatMap(IsolationWord.init), observedGeneration: observedGeneration, revoked: revoked,
-                       desiredIntent: intent)
+        for try await (desired, generation, observed, observedGeneration, revoked) in rows.decode((String, Int64, String?, Int64, Bool).self) {
+            return Row(desired: Self.document(desired, generation: generation), observed: observed.flatMap(IsolationWord.init),
+                       observedGeneration: observedGeneration, revoked: revoked)
         }
         return nil
     }
 
-    /// Sets the desired state at the next generation; the pending intent it replaces is superseded.
-    private func setDesired(_ connection: PostgresConnection, host: UUID, state: IsolationWord, generation: Int64, intent: UUID?,
-                            reason: String, by name: String, supersededBecause why: String) async throws {
+    /// Writes the document at its (next) generation; the pending intent it replaces is superseded.
+    private func setDesired(_ connection: PostgresConnection, host: UUID, _ document: DesiredState, supersededBecause why: String) async throws {
         try await connection.query("""
             UPDATE intents SET status = 'superseded', completed_at = now(), error = \(why) WHERE host_id = \(host) AND status = 'pending'
             """, logger: logger)
         try await connection.query("""
-            UPDATE hosts SET desired_state = \(state.rawValue), generation = \(generation), desired_intent = \(intent),
-              desired_reason = \(reason), desired_by = \(name), desired_at = now() WHERE id = \(host)
+            UPDATE hosts SET desired = \(String(decoding: Wire.encode(document), as: UTF8.self))::jsonb, generation = \(document.generation),
+              desired_at = now() WHERE id = \(host)
             """, logger: logger)
         // Delivered at commit, to every replica: the one holding this host's connection wakes it.
         try await connection.query("SELECT pg_notify(\(Self.channel), \(host.uuidString.lowercased()))", logger: logger)
+    }
+
+    /// The document with its isolation replaced, at the next generation; the rest stays.
+    private static func isolating(_ row: Row, _ state: IsolationWord, origin: DesiredState.Origin, intent: UUID?, reason: String,
+                                  by name: String) -> DesiredState {
+        var document = row.desired
+        document.generation += 1
+        document.isolation = DesiredState.Isolation(state: state, origin: origin, intentID: intent?.uuidString.lowercased(), reason: reason,
+                                                    requestedBy: name, extraWhitelist: row.desired.isolation.extraWhitelist)
+        return document
     }
 
     public func request(host: UUID, _ request: IsolationRequest, by name: String, tokenID: UUID?, idempotencyKey: String?) async throws -> IntentAccepted {
@@ -114,24 +127,26 @@ public struct PostgresIsolationStore: IsolationStore {
             guard !row.revoked else { throw IsolationRefusal.revoked }
             let id = UUID()
             // Already so, and the host says so: a success at once, with nothing for the agent to do.
-            if row.desired == request.state, row.observed == request.state, row.observedGeneration >= row.generation {
+            let current = row.desired.isolation.state
+            if current == request.state, row.observed == request.state, row.observedGeneration >= row.desired.generation {
                 try await connection.query("""
-                    INSERT INTO intents (id, host_id, generation, state, previous_state, status, requested_by, token_id, completed_at, reason,
+                    INSERT INTO intents (id, host_id, kind, generation, state, previous_state, status, requested_by, token_id, completed_at, reason,
                                          external_id, idempotency_key)
-                    VALUES (\(id), \(host), \(row.generation), \(request.state.rawValue), \(row.desired.rawValue), 'succeeded', \(name), \(tokenID),
-                            now(), \(request.reason), \(request.externalID), \(idempotencyKey))
+                    VALUES (\(id), \(host), 'isolation', \(row.desired.generation), \(request.state.rawValue), \(current.rawValue), 'succeeded', \(name),
+                            \(tokenID), now(), \(request.reason), \(request.externalID), \(idempotencyKey))
                     """, logger: logger)
-                return IntentAccepted(intentID: id.uuidString.lowercased(), generation: row.generation, status: .succeeded)
+                return IntentAccepted(intentID: id.uuidString.lowercased(), generation: row.desired.generation, status: .succeeded)
             }
-            let generation = row.generation + 1
-            try await setDesired(connection, host: host, state: request.state, generation: generation, intent: id, reason: request.reason, by: name,
+            let document = Self.isolating(row, request.state, origin: .server, intent: id, reason: request.reason, by: name)
+            try await setDesired(connection, host: host, document,
                                  supersededBecause: "superseded by intent \(id.uuidString.lowercased()) (\(request.state.rawValue), by \(name))")
             try await connection.query("""
-                INSERT INTO intents (id, host_id, generation, state, previous_state, status, requested_by, token_id, reason, external_id, idempotency_key)
-                VALUES (\(id), \(host), \(generation), \(request.state.rawValue), \(row.desired.rawValue), 'pending', \(name), \(tokenID),
-                        \(request.reason), \(request.externalID), \(idempotencyKey))
+                INSERT INTO intents (id, host_id, kind, generation, state, previous_state, status, requested_by, token_id, reason, external_id,
+                                     idempotency_key)
+                VALUES (\(id), \(host), 'isolation', \(document.generation), \(request.state.rawValue), \(current.rawValue), 'pending', \(name),
+                        \(tokenID), \(request.reason), \(request.externalID), \(idempotencyKey))
                 """, logger: logger)
-            return IntentAccepted(intentID: id.uuidString.lowercased(), generation: generation, status: .pending)
+            return IntentAccepted(intentID: id.uuidString.lowercased(), generation: document.generation, status: .pending)
         }
     }
 
@@ -150,51 +165,47 @@ public struct PostgresIsolationStore: IsolationStore {
             guard intent.status == .pending else { throw IsolationRefusal.notPending(intent.status) }
             // Every new intent supersedes the pending one in the transaction that sets it, so under
             // the lock a pending intent is the host's current one; said here rather than assumed.
-            guard row.desiredIntent == id else { throw IsolationRefusal.notPending(.superseded) }
+            guard row.desired.isolation.intentID == id.uuidString.lowercased() else { throw IsolationRefusal.notPending(.superseded) }
             var previous = IsolationWord.released
             for try await state in try await connection.query("SELECT previous_state FROM intents WHERE id = \(id)", logger: logger).decode(String.self) {
                 previous = IsolationWord(rawValue: state) ?? .released
             }
-            try await setDesired(connection, host: host, state: previous, generation: row.generation + 1, intent: nil,
-                                 reason: "intent \(id.uuidString.lowercased()) canceled", by: name, supersededBecause: "canceled by \(name)")
+            try await setDesired(connection, host: host,
+                                 Self.isolating(row, previous, origin: .server, intent: nil, reason: "intent \(id.uuidString.lowercased()) canceled", by: name),
+                                 supersededBecause: "canceled by \(name)")
             guard let canceled = try await self.intent(id, on: connection) else { throw IsolationRefusal.noIntent }
             return canceled
         }
     }
 
-    public func desired(host: UUID) async throws -> DesiredIsolation? {
-        let rows = try await client.query("""
-            SELECT desired_state, generation, desired_intent, desired_reason, desired_by FROM hosts WHERE id = \(host)
-            """, logger: logger)
-        for try await (state, generation, intent, reason, by) in rows.decode((String, Int64, UUID?, String, String).self) {
-            return DesiredIsolation(generation: generation, state: IsolationWord(rawValue: state) ?? .released,
-                                    intentID: intent?.uuidString.lowercased(), reason: reason, requestedBy: by)
-        }
+    public func desired(host: UUID) async throws -> DesiredState? {
+        let rows = try await client.query("SELECT desired::text, generation FROM hosts WHERE id = \(host)", logger: logger)
+        for try await (text, generation) in rows.decode((String, Int64).self) { return Self.document(text, generation: generation) }
         return nil
     }
 
-    public func observe(host: UUID, report: AgentReport) async throws -> DesiredIsolation {
+    public func observe(host: UUID, report: AgentReport) async throws -> DesiredState {
         try await client.transaction(logger: logger) { connection in
             guard let row = try await lockHost(connection, host) else { throw IsolationRefusal.noHost }
             // Never past what the server issued: a generation it has not made cannot have been applied.
-            var observedGeneration = min(max(row.observedGeneration, report.appliedGeneration), row.generation)
+            var observedGeneration = min(max(row.observedGeneration, report.appliedGeneration), row.desired.generation)
+            var document = row.desired
             // A local emergency is never undone by the server: it becomes the desired state, as a
             // succeeded intent of the host's operator, and whatever was pending is superseded by it.
             // Known by its decision-log sequence and state (older agents: its time and operator),
             // so a report sent again is the same change, never a second intent and generation.
             if let local = report.local, try await !isKnown(local, host: host, on: connection) {
                 let id = UUID()
-                let generation = row.generation + 1
-                let by = "local: \(local.operator)"
-                try await setDesired(connection, host: host, state: local.state, generation: generation, intent: id, reason: local.reason, by: by,
+                document = Self.isolating(row, local.state, origin: .local, intent: id, reason: local.reason, by: local.operator)
+                try await setDesired(connection, host: host, document,
                                      supersededBecause: "superseded by a local \(local.state == .isolated ? "isolation" : "release") on the host by \(local.operator)")
                 try await connection.query("""
-                    INSERT INTO intents (id, host_id, generation, state, previous_state, status, requested_by, requested_at, completed_at, reason,
-                                         local_sequence)
-                    VALUES (\(id), \(host), \(generation), \(local.state.rawValue), \(row.desired.rawValue), 'succeeded', \(by),
-                            to_timestamp(\(Double(local.at))), now(), \(local.reason), \(local.sequence))
+                    INSERT INTO intents (id, host_id, kind, origin, generation, state, previous_state, status, requested_by, requested_at, completed_at,
+                                         reason, local_sequence)
+                    VALUES (\(id), \(host), 'isolation', 'local', \(document.generation), \(local.state.rawValue), \(row.desired.isolation.state.rawValue),
+                            'succeeded', \(local.operator), to_timestamp(\(Double(local.at))), now(), \(local.reason), \(local.sequence))
                     """, logger: logger)
-                observedGeneration = generation
+                observedGeneration = document.generation
             }
             if let applied = report.applied {
                 try await connection.query("""
@@ -216,14 +227,7 @@ public struct PostgresIsolationStore: IsolationStore {
                   status = \(status)::jsonb, addresses = \(addresses)::jsonb, agent_version = \(report.status.agentVersion)
                 WHERE id = \(host)
                 """, logger: logger)
-            let rows = try await connection.query("""
-                SELECT desired_state, generation, desired_intent, desired_reason, desired_by FROM hosts WHERE id = \(host)
-                """, logger: logger)
-            for try await (state, generation, intent, reason, by) in rows.decode((String, Int64, UUID?, String, String).self) {
-                return DesiredIsolation(generation: generation, state: IsolationWord(rawValue: state) ?? .released,
-                                        intentID: intent?.uuidString.lowercased(), reason: reason, requestedBy: by)
-            }
-            throw IsolationRefusal.noHost
+            return document
         }
     }
 
@@ -231,7 +235,8 @@ public struct PostgresIsolationStore: IsolationStore {
         let rows = try await connection.query("""
             SELECT 1 FROM intents WHERE host_id = \(host) AND state = \(local.state.rawValue)
               AND (local_sequence = \(local.sequence)
-                   OR (\(local.sequence)::bigint IS NULL AND requested_by = \("local: " + local.operator) AND requested_at = to_timestamp(\(Double(local.at)))))
+                   OR (\(local.sequence)::bigint IS NULL AND origin = 'local' AND requested_by = \(local.operator)
+                       AND requested_at = to_timestamp(\(Double(local.at)))))
             LIMIT 1
             """, logger: logger)
         for try await _ in rows { return true }
@@ -239,14 +244,15 @@ public struct PostgresIsolationStore: IsolationStore {
     }
 
     static let intentColumns = """
-        id, host_id, state, generation, status, requested_by, requested_at, completed_at, reason, external_id, error
+        id, host_id, kind, origin, state, generation, status, requested_by, requested_at, completed_at, reason, external_id, error
         """
 
     private static func views(_ rows: PostgresRowSequence) async throws -> [IntentView] {
         var result: [IntentView] = []
-        for try await (id, host, state, generation, status, by, at, completed, reason, external, error)
-            in rows.decode((UUID, UUID, String, Int64, String, String, Date, Date?, String, String?, String?).self) {
-            result.append(IntentView(id: id.uuidString.lowercased(), hostID: host.uuidString.lowercased(), state: IsolationWord(rawValue: state) ?? .released,
+        for try await (id, host, kind, origin, state, generation, status, by, at, completed, reason, external, error)
+            in rows.decode((UUID, UUID, String, String, String, Int64, String, String, Date, Date?, String, String?, String?).self) {
+            result.append(IntentView(id: id.uuidString.lowercased(), hostID: host.uuidString.lowercased(), kind: IntentKind(rawValue: kind) ?? .isolation,
+                                     origin: DesiredState.Origin(rawValue: origin) ?? .server, state: state,
                                      generation: generation, status: IntentStatus(rawValue: status) ?? .pending, requestedBy: by,
                                      requestedAt: Time.text(at), completedAt: completed.map(Time.text), reason: reason, externalID: external, error: error))
         }
