@@ -68,7 +68,9 @@ let package = Package(
             .product(name: "SwiftASN1", package: "swift-asn1"),
             .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOTLS", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            // The API's contract, one file, compiled in: nothing to install beside the binary.
+            resources: [.embedInCode("openapi.json")]),
         .target(
             name: "CordonAgent",
             dependencies: ["CordonCore", "CordonStore", "CordonConntrack", "CordonNftables", "CNftnl", "CordonNetlink", "Yams",

@@ -186,10 +186,12 @@ public final class FleetScenario: Sendable {
     }
 
     /// A new enrollment secret, in a file for `--enroll-secret-file`.
-    public func enrollSecret(tags: String = "tier=test", uses: Int? = nil, hostTags: Bool = true, ttl: String? = nil) throws -> String {
+    public func enrollSecret(tags: String = "tier=test", uses: Int? = nil, hostTags: Bool = true, ttl: String? = nil,
+                             extraAllow: [String] = []) throws -> String {
         var arguments = [serverBinary, "enroll-secret", "create", "--data", data, "--database", postgres.url, "--tags", tags]
         if let uses { arguments += ["--uses", String(uses)] }
         if let ttl { arguments += ["--ttl", ttl] }
+        for entry in extraAllow { arguments += ["--extra-allow", entry] }
         if !hostTags { arguments += ["--no-host-tags"] }
         let result = try lab.run(server, arguments)
         guard result.succeeded, let secret = result.stdout.split(separator: "\n").last else { throw LabError("enroll-secret create: \(result.stderr)") }

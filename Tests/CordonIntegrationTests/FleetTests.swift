@@ -149,15 +149,15 @@ import Glibc
         #expect(try setup.seen(id, after: restarted, timeout: 15), "the restarted agent reported as the same host\n\(setup.agentLog)")
         #expect(try setup.hosts().count == 1, "no second enrollment")
 
-        // The API's description: served without a token, the same text as Docs/openapi.json.
+        // The API's description: served without a token, the file the source holds (Docs/openapi.json links to it).
         let served = try setup.fleet.api("GET", "/api/v1/openapi.json", token: nil)
         let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Docs/openapi.json")
+            .appendingPathComponent("Sources/CordonServer/openapi.json")
         let documented = try String(contentsOf: docs, encoding: .utf8)
-        #expect(served.status == 200 && served.body + "\n" == documented, "run: cordon-server openapi > Docs/openapi.json")
+        #expect(served.status == 200 && served.body + "\n" == documented, "the served document is the file in the source")
         let paths = try #require(try setup.json(served.body)["paths"] as? [String: Any])
         for route in ["/api/v1/hosts", "/api/v1/hosts/{id}", "/api/v1/hosts/{id}/isolation", "/api/v1/intents", "/api/v1/intents/{id}/cancel",
-                      "/api/v1/hosts/{id}/log", "/api/v1/hosts/{id}/flows", "/agent/v1/enroll", "/agent/v1/desired", "/agent/v1/report"] {
+                      "/api/v1/hosts/{id}/log", "/api/v1/hosts/{id}/flows", "/agent/v1/enroll", "/agent/v1/state", "/agent/v1/desired", "/agent/v1/report"] {
             #expect(paths[route] != nil, "\(route) is described")
         }
 
@@ -320,6 +320,38 @@ import Glibc
         #expect(try setup.status(setup.fleet.a)["isolated"] as? Bool == false)
     }
 
+    @Test("an enrollment secret's extra whitelist is in the host's document: open while the host is isolated, the rest cut")
+    func extraWhitelist() throws {
+        guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
+        var setup = try Setup(agentA: false)
+        defer { setup.lab.cleanup() }
+        let f = setup.fleet
+        let bad = try setup.lab.run(f.server, [f.serverBinary, "enroll-secret", "create", "--data", f.data, "--database", f.postgres.url,
+                                               "--extra-allow", "tcp/203.0.113.7/24:443"])
+        #expect(bad.status == 2 && bad.stderr.contains("host bits"), "\(bad)")
+        setup.agent = try f.startAgent(f.a, secretFile: try f.enrollSecret(tags: "tier=web", extraAllow: ["tcp/\(F.web):443"]))
+        let id = try setup.hostID(timeout: 15)
+        let state = try f.api("GET", "/agent/v1/state", token: try Self.credential(setup))
+        let whitelist = ((try setup.json(state.body)["isolation"] as? [String: Any])?["extra_whitelist"] as? [String])
+        #expect(whitelist == ["tcp/\(F.web):443"], "\(state)")
+        func pingWeb() throws -> Bool { try setup.lab.run(f.a, ["ping", "-c", "1", "-W", "1", F.web], timeout: 5).succeeded }
+        #expect(try pingWeb() && setup.webReachable())
+        let isolate = try setup.request(id, "isolated", reason: "whitelist test")
+        #expect(try setup.settle(try #require(isolate["intent_id"] as? String), timeout: 15)["status"] as? String == "succeeded")
+        #expect(try setup.webReachable(), "the whitelisted service stays open while isolated")
+        #expect(!(try pingWeb()), "anything else to the same peer is cut")
+        #expect((try setup.status(f.a)["management"] as? String)?.contains("extra tcp/\(F.web)") == true)
+        let release = try setup.request(id, "released", reason: "done")
+        #expect(try setup.settle(try #require(release["intent_id"] as? String), timeout: 30)["status"] as? String == "succeeded")
+        #expect(try pingWeb())
+    }
+
+    /// Host a's own credential, from its agent's database.
+    static func credential(_ setup: Setup) throws -> String {
+        let stored = try #require(try FlowStore(readingFrom: setup.fleet.directory(of: setup.fleet.a) + "/cordon.db").state("fleet_enrollment"))
+        return try #require(try setup.json(stored)["credential"] as? String)
+    }
+
     @Test("offline host: isolate then release requested while the agent is down end released with nothing pending")
     func offlineIsolateThenRelease() throws {
         guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
@@ -397,7 +429,8 @@ import Glibc
         let stored = try #require(try FlowStore(readingFrom: db).state("fleet_enrollment"))
         let credential = try #require(try setup.json(stored)["credential"] as? String)
         #expect(try f.api("GET", "/api/v1/hosts", token: credential).status == 401)
-        #expect(try f.api("GET", "/agent/v1/desired", token: credential).status == 200)
+        #expect(try f.api("GET", "/agent/v1/state", token: credential).status == 200)
+        #expect(try f.api("GET", "/agent/v1/desired", token: credential).status == 200, "0.2.0's agents poll here")
         #expect(try f.api("GET", "/agent/v1/desired", token: setup.viewer).status == 401, "an API token is not a host credential")
         for (text, field) in [(#"{"reason":"x"}"#, "state"), (#"{"state":"gone","reason":"x"}"#, "state"), (#"{"state":"isolated"}"#, "reason"),
                               (#"{"state":"isolated","reason":""}"#, "reason"), ("not json", nil)] {
@@ -536,6 +569,10 @@ import Glibc
 
             [[operations]]
             include-path = "/agent/v1/desired"
+            parameters = { "query.wait" = 0 }
+
+            [[operations]]
+            include-path = "/agent/v1/state"
             parameters = { "query.wait" = 0 }
             """.write(toFile: dir + "/schemathesis.toml", atomically: false, encoding: .utf8)
         // The agent's routes first (what they store is then read back through the API's).
