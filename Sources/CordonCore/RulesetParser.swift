@@ -170,10 +170,11 @@ public enum RulesetParser {
 
         /// The file column of a character of a one-line scalar, found by walking its source past
         /// the opening quote and any escapes; nil when the source does not hold the scalar on one
-        /// line as expected (a folded or block scalar), and the error points at its start.
+        /// line as expected (a folded or block scalar), and the error points at its start. File
+        /// columns count Unicode scalars, as libyaml's do for every other error.
         func sourceColumn(of expressionColumn: Int, in scalar: Node.Scalar, line: Int, column: Int) -> Int? {
             guard line >= 1, line <= lines.count, column >= 1 else { return nil }
-            let source = Array(lines[line - 1])
+            let source = Array(lines[line - 1].unicodeScalars)
             let expression = Array(scalar.string)
             var position = column - 1
             switch scalar.style {
@@ -183,16 +184,18 @@ public enum RulesetParser {
             }
             for index in 0..<(expressionColumn - 1) {
                 guard position < source.count, index < expression.count else { return nil }
-                let character = source[position]
-                if scalar.style == .singleQuoted, character == "'" {
+                let first = source[position]
+                if scalar.style == .singleQuoted, first == "'" {
                     guard position + 1 < source.count, source[position + 1] == "'" else { return nil }
                     position += 2
-                } else if scalar.style == .doubleQuoted, character == "\\" {
+                } else if scalar.style == .doubleQuoted, first == "\\" {
                     guard position + 1 < source.count else { return nil }
-                    position += ["x": 4, "u": 6, "U": 10][source[position + 1]] ?? 2
+                    let escapeLengths: [Unicode.Scalar: Int] = ["x": 4, "u": 6, "U": 10]
+                    position += escapeLengths[source[position + 1]] ?? 2
                 } else {
-                    guard character == expression[index] else { return nil }
-                    position += 1
+                    let scalars = Array(expression[index].unicodeScalars)
+                    guard position + scalars.count <= source.count, Array(source[position..<position + scalars.count]) == scalars else { return nil }
+                    position += scalars.count
                 }
             }
             return position + 1

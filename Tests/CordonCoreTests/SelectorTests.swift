@@ -298,6 +298,8 @@ import Testing
         (#"appliesTo: "role == \"web\" &&""#, 31, "column 17: expected a condition after '&&'"),
         (#"appliesTo: 'k == "it''s" x'"#, 26, "column 13: unexpected 'x'"),
         (#"appliesTo: role = "web""#, 17, "column 6: '=' alone"),
+        // File columns count Unicode scalars (as libyaml's); the expression's count characters.
+        ("appliesTo: 'city == \"Gene\u{300}ve\" x'", 31, "column 18: unexpected 'x'"),
         // Folded over lines: the error points at where the expression starts.
         ("appliesTo: >-\n  has(a)\n  && (", 12, "column 12: expected a condition after '('"),
     ])
