@@ -223,7 +223,7 @@ import Testing
     }
 }
 
-@Suite struct AppliesToTests {
+@Suite struct SelectorInRulesetTests {
     static func ruleset(appliesTo: String) -> String {
         """
         name: web
