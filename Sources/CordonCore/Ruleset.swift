@@ -28,23 +28,56 @@ public struct Ruleset: Hashable, Sendable {
     }
 }
 
-/// Which hosts a ruleset is for. Empty lists mean "any": a ruleset without `appliesTo` applies to
-/// every host; with both lists, a host must match one agent id *or* carry every listed tag.
+/// Which hosts a ruleset is for, in one of the two forms a file can give (`appliesTo`): a selector
+/// expression (`role == "web" && env == "prod"`), or the lists rulesets had before selectors. The
+/// form is kept, not converted, so a file written back reads as the operator wrote it; `selector`
+/// is the meaning of either form.
+///
+/// The lists: empty means any host; with both, a host matches one agent id *or* carries every
+/// listed tag (`agent("web-01") || has(web) && has(prod)`).
 public struct HostSelector: Hashable, Sendable {
     public var agents: [String]
     public var tags: [String]
+    /// Set when `appliesTo` is an expression; `agents` and `tags` are then empty.
+    public var expression: Selector?
 
     public init(agents: [String] = [], tags: [String] = []) {
         self.agents = agents
         self.tags = tags
+        self.expression = nil
     }
 
-    public var isEmpty: Bool { agents.isEmpty && tags.isEmpty }
+    public init(_ expression: Selector) {
+        self.agents = []
+        self.tags = []
+        self.expression = expression
+    }
 
+    /// No `appliesTo` at all: every host. An expression is never empty (`all()` says it).
+    public var isEmpty: Bool { expression == nil && agents.isEmpty && tags.isEmpty }
+
+    /// What either form means, as one selector: the expression, or the lists translated (a bare
+    /// tag name is a key, present with any value). Without `appliesTo`, `all()`.
+    public var selector: Selector {
+        if let expression { return expression }
+        var parts: [Selector] = []
+        if !agents.isEmpty { parts.append(.agent(Array(Set(agents)).sorted())) }
+        if !tags.isEmpty { parts.append(tags.count == 1 ? .has(tags[0]) : .and(tags.map(Selector.has))) }
+        switch parts.count {
+        case 0: return .all
+        case 1: return parts[0]
+        default: return .or(parts)
+        }
+    }
+
+    public func matches(agent: String, tags hostTags: [String: String]) -> Bool {
+        selector.matches(hostTags, agent: agent)
+    }
+
+    /// For callers that know a host's tags as bare names: each is a key without a value, so
+    /// `has(name)` sees it and a comparison with a value never matches it.
     public func matches(agent: String, tags hostTags: Set<String>) -> Bool {
-        if isEmpty { return true }
-        if agents.contains(agent) { return true }
-        return !tags.isEmpty && Set(tags).isSubset(of: hostTags)
+        matches(agent: agent, tags: Dictionary(uniqueKeysWithValues: hostTags.map { ($0, "") }))
     }
 }
 

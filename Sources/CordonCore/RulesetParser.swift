@@ -47,7 +47,7 @@ public enum RulesetParser {
             throw RulesetError(file: file, line: yamlLine(error), column: 1, field: "(file)", message: "not valid YAML: \(error)")
         }
         guard let root else { throw RulesetError(file: file, line: 1, column: 1, field: "(file)", message: "empty ruleset") }
-        return try Reader(file: file).ruleset(root)
+        return try Reader(file: file, lines: text.split(separator: "\n", omittingEmptySubsequences: false)).ruleset(root)
     }
 
     private static func yamlLine(_ error: YamlError) -> Int {
@@ -59,6 +59,8 @@ public enum RulesetParser {
     /// Walks the YAML tree with the current field path, so errors can say where they are.
     private struct Reader {
         let file: String
+        /// The source, to point at the character inside an `appliesTo` expression.
+        let lines: [Substring]
 
         func fail(_ node: Node?, _ field: String, _ message: String) -> RulesetError {
             RulesetError(file: file, line: node?.mark?.line ?? 1, column: node?.mark?.column ?? 1, field: field, message: message)
@@ -136,13 +138,67 @@ public enum RulesetParser {
         }
 
         func selector(_ node: Node, _ field: String) throws -> HostSelector {
+            if case .scalar(let scalar) = node {
+                if scalar.style == .plain, ["", "~", "null"].contains(scalar.string) {
+                    throw fail(node, field, "empty selector; write all() to select every host, or leave appliesTo out")
+                }
+                do {
+                    return HostSelector(try Selector(parsing: scalar.string))
+                } catch {
+                    let line = node.mark?.line ?? 1, start = node.mark?.column ?? 1
+                    let column = sourceColumn(of: error.column, in: scalar, line: line, column: start) ?? start
+                    throw RulesetError(file: file, line: line, column: column, field: field, message: error.description)
+                }
+            }
             var selector = HostSelector()
             for (key, _, value) in try mapping(node, field, allowed: ["agents", "tags"]) {
                 let items = try sequence(value, "\(field).\(key)", limit: RulesetLimits.selectors)
                 let names = try items.enumerated().map { try string($1, "\(field).\(key)[\($0)]", maxLength: RulesetLimits.nameLength) }
-                if key == "agents" { selector.agents = names } else { selector.tags = names }
+                if key == "agents" {
+                    selector.agents = names
+                } else {
+                    // A tag name is a key in a selector: one no host can carry would select nothing.
+                    for (index, name) in names.enumerated() where !Selector.validKey(name) {
+                        throw fail(items[index], "\(field).tags[\(index)]",
+                                   "'\(name)' is not a tag key: 1-\(SelectorLimits.keyLength) ASCII letters, digits, '-', '_', '.' or '/'")
+                    }
+                    selector.tags = names
+                }
             }
             return selector
+        }
+
+        /// The file column of a character of a one-line scalar, found by walking its source past
+        /// the opening quote and any escapes; nil when the source does not hold the scalar on one
+        /// line as expected (a folded or block scalar), and the error points at its start. File
+        /// columns count Unicode scalars, as libyaml's do for every other error.
+        func sourceColumn(of expressionColumn: Int, in scalar: Node.Scalar, line: Int, column: Int) -> Int? {
+            guard line >= 1, line <= lines.count, column >= 1 else { return nil }
+            let source = Array(lines[line - 1].unicodeScalars)
+            let expression = Array(scalar.string)
+            var position = column - 1
+            switch scalar.style {
+            case .plain: break
+            case .singleQuoted, .doubleQuoted: position += 1
+            default: return nil
+            }
+            for index in 0..<(expressionColumn - 1) {
+                guard position < source.count, index < expression.count else { return nil }
+                let first = source[position]
+                if scalar.style == .singleQuoted, first == "'" {
+                    guard position + 1 < source.count, source[position + 1] == "'" else { return nil }
+                    position += 2
+                } else if scalar.style == .doubleQuoted, first == "\\" {
+                    guard position + 1 < source.count else { return nil }
+                    let escapeLengths: [Unicode.Scalar: Int] = ["x": 4, "u": 6, "U": 10]
+                    position += escapeLengths[source[position + 1]] ?? 2
+                } else {
+                    let scalars = Array(expression[index].unicodeScalars)
+                    guard position + scalars.count <= source.count, Array(source[position..<position + scalars.count]) == scalars else { return nil }
+                    position += scalars.count
+                }
+            }
+            return position + 1
         }
 
         func networks(_ node: Node, _ field: String) throws -> [ExternalNetwork] {

@@ -4,7 +4,11 @@ public enum RulesetText {
         var out = header.map { "# " + $0 }
         if let name = ruleset.name { out.append("name: \(name)") }
         if let description = ruleset.description { out.append("description: \(ProposalText.quoted(description))") }
-        if !ruleset.appliesTo.isEmpty {
+        if let expression = ruleset.appliesTo.expression {
+            // Single quotes: YAML's only escape there is '', and the selector's own quotes and
+            // backslashes stay as they are.
+            out.append("appliesTo: '\(expression.description.replacingOccurrences(of: "'", with: "''"))'")
+        } else if !ruleset.appliesTo.isEmpty {
             out.append("appliesTo:")
             if !ruleset.appliesTo.agents.isEmpty { out.append("  agents: [\(ruleset.appliesTo.agents.map(ProposalText.quoted).joined(separator: ", "))]") }
             if !ruleset.appliesTo.tags.isEmpty { out.append("  tags: [\(ruleset.appliesTo.tags.map(ProposalText.quoted).joined(separator: ", "))]") }
