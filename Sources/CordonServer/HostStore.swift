@@ -6,11 +6,34 @@ import PostgresNIO
 /// The record of every host, as the API shows it.
 public protocol HostStore: Sendable {
     func hosts(limit: Int) async throws -> [HostView]
+    func hosts(ids: [UUID]) async throws -> [HostView]
     func host(_ id: UUID) async throws -> HostView?
+    /// Every host that is not revoked, with its name and tags: what selectors are evaluated on.
+    func directory() async throws -> [HostEntry]
+    /// An administrator's tags: set ones win over the secret's and the host's, unset ones go
+    /// whatever set them. nil when there is no such host; a change over the tag limit is refused.
+    func changeTags(host: UUID, _ change: TagChange) async throws -> HostView?
     /// The agents whose long polls ran since the last call: their connection is alive.
     func seen(_ ids: [UUID]) async throws
     /// Hosts enrolled (not revoked), and those of them connected now: the metrics' gauges.
     func counts() async throws -> (enrolled: Int, connected: Int)
+}
+
+/// A host as selectors see it.
+public struct HostEntry: Sendable, Equatable {
+    public var id: UUID
+    public var hostname: String
+    public var tags: [String: String]
+    public init(id: UUID, hostname: String, tags: [String: String]) {
+        self.id = id
+        self.hostname = hostname
+        self.tags = tags
+    }
+}
+
+/// A tag change that would leave a host with more tags than an agent may send.
+public struct TooManyTags: Error {
+    public let count: Int
 }
 
 public struct PostgresHostStore: HostStore {
@@ -67,6 +90,49 @@ public struct PostgresHostStore: HostStore {
 
     public func hosts(limit: Int) async throws -> [HostView] {
         try await views(try await client.query("SELECT \(unescaped: Self.columns) FROM hosts ORDER BY hostname, id LIMIT \(limit)", logger: logger))
+    }
+
+    public func hosts(ids: [UUID]) async throws -> [HostView] {
+        guard !ids.isEmpty else { return [] }
+        return try await views(try await client.query("""
+            SELECT \(unescaped: Self.columns) FROM hosts WHERE id = ANY(\(ids)::uuid[]) ORDER BY hostname, id
+            """, logger: logger))
+    }
+
+    public func directory() async throws -> [HostEntry] {
+        var entries: [HostEntry] = []
+        for try await (id, hostname, tags) in try await client.query("""
+            SELECT id, hostname, tags::text FROM hosts WHERE revoked_at IS NULL ORDER BY hostname, id
+            """, logger: logger).decode((UUID, String, String).self) {
+            entries.append(HostEntry(id: id, hostname: hostname, tags: (try? Wire.decode([String: String].self, from: Data(tags.utf8))) ?? [:]))
+        }
+        return entries
+    }
+
+    public func changeTags(host: UUID, _ change: TagChange) async throws -> HostView? {
+        let changed = try await client.transaction(logger: logger) { connection -> Bool in
+            var found: (String, String)?
+            for try await row in try await connection.query("SELECT tags::text, tag_sources::text FROM hosts WHERE id = \(host) FOR UPDATE",
+                                                            logger: logger).decode((String, String).self) { found = row }
+            guard let (tagsText, sourcesText) = found else { return false }
+            var tags = (try? Wire.decode([String: String].self, from: Data(tagsText.utf8))) ?? [:]
+            var sources = (try? Wire.decode([String: String].self, from: Data(sourcesText.utf8))) ?? [:]
+            for key in change.unset {
+                tags[key] = nil
+                sources[key] = nil
+            }
+            for (key, value) in change.set {
+                tags[key] = value
+                sources[key] = "admin"
+            }
+            guard tags.count <= Limits.tags else { throw TooManyTags(count: tags.count) }
+            try await connection.query("""
+                UPDATE hosts SET tags = \(String(decoding: Wire.encode(tags), as: UTF8.self))::jsonb,
+                  tag_sources = \(String(decoding: Wire.encode(sources), as: UTF8.self))::jsonb WHERE id = \(host)
+                """, logger: logger)
+            return true
+        }
+        return changed ? try await self.host(host) : nil
     }
 
     public func host(_ id: UUID) async throws -> HostView? {

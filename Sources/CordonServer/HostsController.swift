@@ -8,10 +8,14 @@ struct HostsController {
     let stores: Stores
     let deadline: DatabaseDeadline
     static let isolationBody = 64 << 10
+    static let tagsBody = 64 << 10
+    static let largestPage = 1000
 
     func addRoutes(to group: RouterGroup<ServerContext>) {
         group.get("hosts", use: deadline(list))
+        group.get("selectors/preview", use: deadline(preview))
         group.get("hosts/:id", use: deadline(show))
+        group.patch("hosts/:id/tags", use: deadline(tags, body: Self.tagsBody))
         group.post("hosts/:id/isolation", use: deadline(isolation, body: Self.isolationBody))
         group.get("hosts/:id/log", use: deadline(log))
         group.get("hosts/:id/flows", use: deadline(flows))
@@ -23,9 +27,52 @@ struct HostsController {
         return host
     }
 
+    /// Paged by `limit` and `offset`, by host name; `selector` keeps the hosts it matches.
     @Sendable func list(_ request: Request, context: ServerContext) async throws -> Response {
         _ = try context.require(.viewer)
-        return JSON.response(Page(items: try await stores.hosts.hosts(limit: 100_000)))
+        let query = request.uri.queryParameters
+        guard let limit = query.get("limit").map({ Int($0) }) ?? Self.largestPage, (1...Self.largestPage).contains(limit) else {
+            throw APIFailure(.badRequest, "expected 1-\(Self.largestPage)", field: "limit")
+        }
+        guard let offset = query.get("offset").map({ Int($0) }) ?? 0, offset >= 0 else {
+            throw APIFailure(.badRequest, "expected 0 or more", field: "offset")
+        }
+        let selector = try query.get("selector").map { try HostSelection.parse($0) }
+        // The directory holds hosts that are not revoked; without a selector the list shows them all.
+        guard let selector else {
+            let all = try await stores.hosts.hosts(limit: 100_000)
+            return JSON.response(Page(items: Array(all.dropFirst(offset).prefix(limit)), total: all.count))
+        }
+        let matching = HostSelection.matching(selector, in: try await stores.hosts.directory())
+        let page = Array(matching.dropFirst(offset).prefix(limit))
+        return JSON.response(Page(items: try await stores.hosts.hosts(ids: page.map(\.id)), total: matching.count))
+    }
+
+    @Sendable func preview(_ request: Request, context: ServerContext) async throws -> Response {
+        _ = try context.require(.viewer)
+        guard let text = request.uri.queryParameters.get("selector") else { throw APIFailure(.badRequest, "is required", field: "selector") }
+        let selector = try HostSelection.parse(text)
+        let matching = HostSelection.matching(selector, in: try await stores.hosts.directory())
+        return JSON.response(SelectorPreview(selector: selector.description, matches: matching.count,
+                                             hosts: matching.prefix(SelectorPreview.shown).map {
+                                                 SelectorPreview.HostName(id: $0.id.uuidString.lowercased(), hostname: $0.hostname) }))
+    }
+
+    /// An administrator's tags, audited with what changed.
+    @Sendable func tags(_ request: Request, context: ServerContext) async throws -> Response {
+        let token = try context.require(.admin)
+        let change = try await JSON.decode(TagChange.self, from: request, limit: Self.tagsBody)
+        do { try Validation.tagChange(change) } catch { throw APIFailure(.unprocessableContent, error.message, field: error.field) }
+        let id = try JSON.uuid(context.parameters.get("id"), field: "id")
+        let host: HostView?
+        do { host = try await stores.hosts.changeTags(host: id, change) } catch let error as TooManyTags {
+            throw APIFailure(.unprocessableContent, "the host would have \(error.count) tags; at most \(Limits.tags)", field: "set")
+        }
+        guard let host else { throw APIFailure(.notFound, "no host with id \(id.uuidString.lowercased())", field: "id") }
+        let detail = (change.set.sorted { $0.key < $1.key }.map { "set \($0.key)=\($0.value)" } + change.unset.sorted().map { "unset \($0)" })
+            .joined(separator: ", ")
+        try await stores.audit.record(actor: token.name, role: token.role.rawValue, action: "tags", target: host.id, detail: detail, remote: context.remote)
+        return JSON.response(host)
     }
 
     @Sendable func show(_ request: Request, context: ServerContext) async throws -> Response {

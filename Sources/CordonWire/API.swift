@@ -311,7 +311,60 @@ public struct HostLog: Codable, Sendable {
 /// A list with its items under one key, so that fields can be added later.
 public struct Page<Item: Codable & Sendable>: Codable, Sendable {
     public var items: [Item]
-    public init(items: [Item]) { self.items = items }
+    /// How many there are in all, past this page (null where not counted).
+    public var total: Int?
+    public init(items: [Item], total: Int? = nil) {
+        self.items = items
+        self.total = total
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(items, forKey: .items)
+        try c.encode(total, forKey: .total)
+    }
+}
+
+/// `PATCH /api/v1/hosts/{id}/tags`: an administrator's tags, which win over the secret's and the
+/// host's own, and the keys to take away whatever set them.
+public struct TagChange: Codable, Sendable, Equatable {
+    public var set: [String: String]
+    public var unset: [String]
+    public init(set: [String: String] = [:], unset: [String] = []) {
+        self.set = set
+        self.unset = unset
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        set = try c.decodeIfPresent([String: String].self, forKey: .set) ?? [:]
+        unset = try c.decodeIfPresent([String].self, forKey: .unset) ?? []
+    }
+}
+
+/// `GET /api/v1/selectors/preview?selector=…`: what a selector picks now.
+public struct SelectorPreview: Codable, Sendable, Equatable {
+    /// The selector as the server reads it (canonical text).
+    public var selector: String
+    public var matches: Int
+    /// The first hosts it matches, by name (at most `SelectorPreview.shown`).
+    public var hosts: [HostName]
+    public static let shown = 100
+
+    public struct HostName: Codable, Sendable, Equatable {
+        public var id: String
+        public var hostname: String
+        public init(id: String, hostname: String) {
+            self.id = id
+            self.hostname = hostname
+        }
+    }
+
+    public init(selector: String, matches: Int, hosts: [HostName]) {
+        self.selector = selector
+        self.matches = matches
+        self.hosts = hosts
+    }
 }
 
 /// `GET /readyz`: whether this replica can do its work now. Each problem is null when there is none.

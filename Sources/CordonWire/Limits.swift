@@ -56,6 +56,16 @@ public enum Validation {
         }
     }
 
+    public static func tagChange(_ change: TagChange) throws(FieldProblem) {
+        try tags(change.set, "set")
+        if change.unset.count > Limits.tags { throw FieldProblem("unset", "at most \(Limits.tags) keys") }
+        for (index, key) in change.unset.enumerated() where !Tags.validKey(key) {
+            throw FieldProblem("unset[\(index)]", "expected 1-63 letters, digits, '-', '_', '.', '/'")
+        }
+        if let both = change.unset.first(where: { change.set[$0] != nil }) { throw FieldProblem("unset", "'\(both)' is also in set") }
+        if change.set.isEmpty && change.unset.isEmpty { throw FieldProblem("set", "nothing to change: give set or unset") }
+    }
+
     public static func enrollment(_ request: EnrollRequest) throws(FieldProblem) {
         try text(request.secret, "secret", max: Limits.secret, allowEmpty: false)
         try text(request.hostname, "hostname", max: Limits.hostname, allowEmpty: false)

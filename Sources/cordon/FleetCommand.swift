@@ -15,7 +15,7 @@ struct FleetCommand: ParsableCommand {
             (--config, default ~/.config/cordon/fleet.yaml with keys server, ca, token_file).
             """,
         subcommands: [FleetHostsCommand.self, FleetShowCommand.self, FleetIsolateCommand.self, FleetReleaseCommand.self,
-                      FleetIntentsCommand.self, FleetLogCommand.self]
+                      FleetIntentsCommand.self, FleetLogCommand.self, FleetTagsCommand.self]
     )
 }
 
@@ -104,12 +104,35 @@ final class ResultBox<T: Sendable>: @unchecked Sendable {
 }
 
 extension FleetClient {
+    /// Every host (or those `selector` matches), page by page, and how many there are.
+    func hosts(selector: String?) async throws -> (items: [HostView], total: Int) {
+        var items: [HostView] = []
+        var total = 0
+        repeat {
+            var path = "/api/v1/hosts?limit=1000&offset=\(items.count)"
+            if let selector { path += "&selector=" + Self.queryValue(selector) }
+            let page = try await call(.GET, path, timeout: 30, as: Page<HostView>.self)
+            items += page.items
+            total = page.total ?? items.count
+            if page.items.isEmpty { break }
+        } while items.count < total
+        return (items, total)
+    }
+
+    /// A query parameter's value: only unreserved characters pass (a selector holds quotes,
+    /// `&&`, braces and spaces).
+    static func queryValue(_ text: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+    }
+
     /// A host by id, or by host name when exactly one host has it.
     func resolveHost(_ text: String) async throws -> HostView {
         if UUID(uuidString: text) != nil {
             return try await call(.GET, "/api/v1/hosts/\(text.lowercased())", timeout: 15, as: HostView.self)
         }
-        let hosts = try await call(.GET, "/api/v1/hosts", timeout: 30, as: Page<HostView>.self).items.filter { $0.hostname == text }
+        let hosts = try await hosts(selector: nil).items.filter { $0.hostname == text }
         guard hosts.count == 1 else {
             // Anyone with an enrollment secret can enroll a second host under a name: say which is which.
             let candidates = hosts.map { h in

@@ -3,14 +3,32 @@ import CordonCore
 import CordonWire
 
 struct FleetHostsCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "hosts", abstract: "List the enrolled hosts.")
+    static let configuration = CommandConfiguration(
+        commandName: "hosts", abstract: "List the enrolled hosts, or those a selector matches now.",
+        discussion: """
+            --selector takes an expression over tags, e.g. 'role == "web" && env in {"prod","staging"}' \
+            (Docs/rulesets.md, Selectors); it is checked here first, the error naming the column.
+            """)
 
     @OptionGroup var fleet: FleetOptions
 
+    @Option(help: ArgumentHelp("Only the hosts this selector matches (not revoked).", valueName: "selector"))
+    var selector: String?
+
+    func validate() throws {
+        if let selector { do { _ = try Selector(parsing: selector) } catch { throw ValidationError("--selector: \(error)") } }
+    }
+
     func run() throws {
         let client = try fleet.client()
-        let hosts = try awaiting { try await client.call(.GET, "/api/v1/hosts", timeout: 30, as: Page<HostView>.self).items }
+        let selector = self.selector
+        let hosts = try awaiting { try await client.hosts(selector: selector).items }
         if fleet.json { return try printJSON(hosts) }
+        if let selector {
+            let canonical = (try? Selector(parsing: selector))?.description ?? selector
+            print("selector \(canonical.terminalSafe) matches \(hosts.count) host\(hosts.count == 1 ? "" : "s")")
+            if hosts.isEmpty { return }
+        }
         guard !hosts.isEmpty else { return print("no hosts enrolled") }
         var table = TextTable(header: ["ID", "HOSTNAME", "CONNECTED", "MODE", "ISOLATION", "LAST SEEN", "FLAGS", "TAGS"])
         for h in hosts {

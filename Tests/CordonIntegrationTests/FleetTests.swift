@@ -4,6 +4,15 @@ import CordonStore
 import CordonWire
 import Foundation
 import Testing
+
+/// A query parameter as `cordon fleet` sends it.
+enum FleetClientQuery {
+    static func encode(_ text: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+    }
+}
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -350,6 +359,50 @@ import Glibc
     static func credential(_ setup: Setup) throws -> String {
         let stored = try #require(try FlowStore(readingFrom: setup.fleet.directory(of: setup.fleet.a) + "/cordon.db").state("fleet_enrollment"))
         return try #require(try setup.json(stored)["credential"] as? String)
+    }
+
+    @Test("tags and selectors: an admin's tags win and are audited, a selector previews what it matches, bad ones name the column, lists page")
+    func tagsAndSelectors() throws {
+        guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let f = setup.fleet
+        for (name, tags) in [("db-1", "tier=db,env=prod"), ("db-2", "tier=db,env=dev")] {
+            #expect(try f.enroll(secretFile: try f.enrollSecret(tags: tags), hostname: name).status == 201)
+        }
+        func preview(_ selector: String) throws -> (status: Int, body: [String: Any]) {
+            let answer = try f.api("GET", "/api/v1/selectors/preview?selector=" + FleetClientQuery.encode(selector), token: setup.viewer)
+            return (answer.status, (try? setup.json(answer.body)) ?? [:])
+        }
+        let db = try preview(#"tier == "db" && env != "dev""#)
+        #expect(db.status == 200 && db.body["matches"] as? Int == 1, "\(db)")
+        #expect((db.body["hosts"] as? [[String: Any]])?.map { $0["hostname"] as? String } == ["db-1"])
+        #expect(db.body["selector"] as? String == #"tier == "db" && env != "dev""#)
+        #expect(try preview(#"tier in {"db", "web"}"#).body["matches"] as? Int == 3)
+        let bad = try preview(#"tier == "#)
+        #expect(bad.status == 400 && bad.body["field"] as? String == "selector" && (bad.body["error"] as? String)?.contains("column 9") == true, "\(bad)")
+
+        // An admin's tags: a viewer may not; the admin's win over the secret's and are marked so.
+        let denied = try f.fleet(["tags", "db-2", "--set", "env=prod"], token: setup.viewer)
+        #expect(denied.status == 1 && denied.stderr.contains("admin"), "\(denied)")
+        let set = try f.fleet(["tags", "db-2", "--set", "env=prod,pci=yes", "--json"], token: f.adminToken)
+        let host = try #require(try? setup.json(set.stdout), "\(set)")
+        #expect(host["tags"] as? [String: String] == ["tier": "db", "env": "prod", "pci": "yes"])
+        #expect(host["tag_sources"] as? [String: String] == ["tier": "secret", "env": "admin", "pci": "admin"])
+        let listed = try f.fleet(["hosts", "--selector", "has(pci)"], token: setup.viewer)
+        #expect(listed.succeeded && listed.stdout.contains("selector has(pci) matches 1 host") && listed.stdout.contains("db-2"), "\(listed)")
+        let unset = try f.fleet(["tags", "db-2", "--unset", "pci"], token: f.adminToken)
+        #expect(unset.succeeded && !unset.stdout.contains("pci"), "\(unset)")
+        #expect(try preview("has(pci)").body["matches"] as? Int == 0)
+        let both = try f.api("PATCH", "/api/v1/hosts/\(try setup.hostID(timeout: 5))/tags", token: f.adminToken, body: #"{"set":{"a":"1"},"unset":["a"]}"#)
+        #expect(both.status == 422 && (try? setup.json(both.body))?["field"] as? String == "unset", "\(both)")
+        let audit = try setup.json(try f.api("GET", "/api/v1/audit", token: f.adminToken).body)["items"] as? [[String: Any]] ?? []
+        #expect(audit.contains { $0["action"] as? String == "tags" && ($0["detail"] as? String)?.contains("set pci=yes") == true }, "\(audit.prefix(3))")
+
+        // Pages by host name, with the total.
+        let page = try setup.json(try f.api("GET", "/api/v1/hosts?limit=1&offset=1", token: setup.viewer).body)
+        #expect(page["total"] as? Int == 3 && (page["items"] as? [[String: Any]])?.map { $0["hostname"] as? String } == ["db-2"], "\(page)")
+        #expect(try f.api("GET", "/api/v1/hosts?limit=0", token: setup.viewer).status == 400)
     }
 
     @Test("offline host: isolate then release requested while the agent is down end released with nothing pending")
