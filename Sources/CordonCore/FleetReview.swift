@@ -1,0 +1,52 @@
+import Foundation
+
+extension FlowRecord {
+    /// The aggregate's key and totals back from its record: the server reviews what agents
+    /// uploaded with the same `Review` a host runs on its own record. nil for a row that does not
+    /// read as one (the server refuses those at upload).
+    public var aggregate: (key: FlowKey, stats: FlowStats)? {
+        guard let transport = IPProtocolNumber.parse(`protocol`), let local = IPAddress(localAddress),
+              let remote = IPAddress(remoteAddress).map({ IPPrefix($0) }) ?? IPPrefix(remoteAddress),
+              let first = try? Date(firstSeen, strategy: .iso8601), let last = try? Date(lastSeen, strategy: .iso8601) else { return nil }
+        let port = direction == .inbound ? localPort : remotePort
+        let key = FlowKey(direction: direction, transport: transport, local: local, remote: remote, port: port, icmpType: icmpType,
+                          icmpCode: icmpCode, verdict: verdict)
+        return (key, FlowStats(connections: connections, packets: packets, bytes: bytes, firstSeen: Int64(first.timeIntervalSince1970),
+                               lastSeen: Int64(last.timeIntervalSince1970)))
+    }
+}
+
+/// A ruleset reviewed against one host's uploaded record, on the server. What the server does
+/// not know of a host it reads from the record: its resolvers are the peers it sent DNS to, and
+/// DHCP and SSH in use are the flows that show them (`Review.risks`).
+public enum FleetReview {
+    public struct Verdict: Sendable {
+        public var flows: Int
+        public var allowed: Int
+        /// Flows it had that the ruleset would reject, most connections first.
+        public var rejected: [FlowRecord]
+        public var risks: [Review.Risk]
+    }
+
+    /// - Parameter since: only flows last seen at or after this Unix time count.
+    public static func review(_ ruleset: Ruleset, flows records: [FlowRecord], since: Int64) -> Verdict {
+        var flows: [(key: FlowKey, stats: FlowStats)] = [], names: [FlowKey: [String]] = [:]
+        for record in records {
+            guard let (key, stats) = record.aggregate, stats.lastSeen >= since, key.verdict == .allowed else { continue }
+            flows.append((key, stats))
+            if !record.remoteNames.isEmpty { names[key] = record.remoteNames }
+        }
+        var context = Review.Context()
+        var resolvers: [IPAddress] = []
+        for (key, _) in flows where key.direction == .outbound && key.service == 53 && Int(key.remote.length) == key.remote.address.family.bitWidth
+            && (key.transport == IPProtocolNumber.udp || key.transport == IPProtocolNumber.tcp) && !resolvers.contains(key.remote.address) {
+            resolvers.append(key.remote.address)
+        }
+        context.resolvers = resolvers
+        let review = Review(ruleset: ruleset, flows: flows, names: names, context: context)
+        let rejected = review.rejected.filter { $0.key.direction != .forward }
+            .sorted { ($0.stats.connections, $0.stats.lastSeen) > ($1.stats.connections, $1.stats.lastSeen) }
+            .map { review.record($0.key, $0.stats) }
+        return Verdict(flows: flows.count, allowed: review.allowed.count, rejected: rejected, risks: review.risks)
+    }
+}

@@ -1,0 +1,56 @@
+import CordonCore
+import Testing
+
+@Suite struct FleetReviewTests {
+    static let local = IPAddress("192.0.2.10")!
+    static func record(_ direction: Direction, _ transport: UInt8, _ remote: String, _ port: UInt16, connections: UInt64 = 3,
+                       last: Int64 = 1_800_000_000) -> FlowRecord {
+        FlowRecord(key: FlowKey(direction: direction, transport: transport, local: local, remote: IPPrefix(IPAddress(remote)!), port: port),
+                   stats: FlowStats(connections: connections, firstSeen: 1_799_000_000, lastSeen: last))
+    }
+    static let ssh = record(.inbound, IPProtocolNumber.tcp, "198.51.100.7", 22)
+    static let dns = record(.outbound, IPProtocolNumber.udp, "192.0.2.53", 53)
+    static let https = record(.outbound, IPProtocolNumber.tcp, "203.0.113.20", 443, connections: 40)
+    static let old = record(.outbound, IPProtocolNumber.tcp, "203.0.113.99", 8080, last: 1_700_000_000)
+
+    @Test("a record read back is the aggregate it was written from, ICMP and prefixes included")
+    func aggregate() throws {
+        let icmp = FlowKey(direction: .outbound, transport: IPProtocolNumber.icmp, local: Self.local, remote: IPPrefix(IPAddress("203.0.113.0")!, length: 24),
+                           icmpType: 8, icmpCode: 0)
+        let stats = FlowStats(connections: 2, packets: 9, bytes: 700, firstSeen: 1_799_000_000, lastSeen: 1_800_000_000)
+        for key in [icmp, try #require(Self.ssh.aggregate?.key), try #require(Self.https.aggregate?.key)] {
+            let back = try #require(FlowRecord(key: key, stats: stats).aggregate)
+            #expect(back.key == key && back.stats == stats)
+        }
+    }
+
+    @Test("what the ruleset rejects, most used first; flows older than the window do not count")
+    func rejected() throws {
+        let ruleset = try RulesetParser.parse("""
+            networks:
+              - name: ssh
+                entries: [198.51.100.0/24]
+                services: [tcp/22]
+              - name: dns
+                entries: [192.0.2.53]
+                services: [udp/53]
+            incoming:
+              - from: ssh
+            outgoing:
+              - to: dns
+            """, file: "t.yaml")
+        let verdict = FleetReview.review(ruleset, flows: [Self.ssh, Self.dns, Self.https, Self.old], since: 1_750_000_000)
+        #expect(verdict.flows == 3 && verdict.allowed == 2)
+        #expect(verdict.rejected.map(\.remoteAddress) == ["203.0.113.20"])
+        #expect(verdict.risks.isEmpty, "\(verdict.risks)")
+        #expect(FleetReview.review(ruleset, flows: [Self.old], since: 0).rejected.count == 1, "inside a longer window it counts")
+    }
+
+    @Test("lockout risks from the record alone: SSH it was reached by, the resolver it used")
+    func risks() throws {
+        let nothing = try RulesetParser.parse("networks:\n", file: "t.yaml")
+        let verdict = FleetReview.review(nothing, flows: [Self.ssh, Self.dns], since: 0)
+        #expect(Set(verdict.risks.map(\.kind)) == [.ssh, .dns], "\(verdict.risks)")
+        #expect(verdict.risks.first { $0.kind == .dns }?.message.contains("192.0.2.53") == true)
+    }
+}
