@@ -186,7 +186,7 @@ public final class Agent: Sendable {
                                    rulesetDigest: report.ruleset?.digest, lostEvents: report.lostEvents,
                                    guardRestores: tableGuard.restores.load(ordering: .relaxed),
                                    guardEscalations: tableGuard.escalations.load(ordering: .relaxed), flows: report.flows,
-                                   agentVersion: AgentVersion.current, addresses: FleetLink.addresses())
+                                   agentVersion: AgentVersion.current, addresses: FleetLink.addresses(), management: management().whitelist)
             }
             link.set(fleetLink)
             fleetLink.start()

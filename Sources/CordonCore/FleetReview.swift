@@ -29,7 +29,19 @@ public enum FleetReview {
     }
 
     /// - Parameter since: only flows last seen at or after this Unix time count.
-    public static func review(_ ruleset: Ruleset, flows records: [FlowRecord], since: Int64) -> Verdict {
+    /// - Parameter management: the host's management channel as it reported it: enforcement
+    ///   always allows it (the server among it), so its flows are never the ruleset's to reject.
+    public static func review(_ ruleset: Ruleset, flows records: [FlowRecord], since: Int64,
+                              management: [ManagementChannel.WhitelistEntry] = []) -> Verdict {
+        var ruleset = ruleset
+        for (index, entry) in management.enumerated() {
+            guard let transport = IPProtocolNumber.parse(entry.protocol), let prefix = IPPrefix(entry.address) else { continue }
+            let service: Service = IPProtocolNumber.isICMP(transport) ? .icmp(transport: transport, type: nil, code: nil)
+                : .ports(transport: transport, range: entry.port.map { $0...$0 } ?? 1...65535)
+            let name = "cordon-management-\(index)"
+            ruleset.networks.append(ExternalNetwork(name: name, entries: [prefix], services: [service]))
+            ruleset.outgoing.append(Rule(network: name))
+        }
         var flows: [(key: FlowKey, stats: FlowStats)] = [], names: [FlowKey: [String]] = [:]
         for record in records {
             guard let (key, stats) = record.aggregate, stats.lastSeen >= since, key.verdict == .allowed else { continue }

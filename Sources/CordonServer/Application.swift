@@ -17,6 +17,7 @@ public struct Stores: Sendable {
     public var log: any LogStore
     public var flows: any FleetFlowStore
     public var audit: any AuditStore
+    public var policy: any PolicyStore
 
     public init(client: PostgresClient, logger: Logger) {
         tokens = PostgresTokenStore(client: client, logger: logger)
@@ -26,6 +27,7 @@ public struct Stores: Sendable {
         log = PostgresLogStore(client: client, logger: logger)
         flows = PostgresFleetFlowStore(client: client, logger: logger)
         audit = PostgresAuditStore(client: client, logger: logger)
+        policy = PostgresPolicyStore(client: client, logger: logger)
     }
 }
 
@@ -91,6 +93,8 @@ public enum ServerApplication {
         let api = router.group("/api/v1").add(middleware: Authentication(tokens: stores.tokens, accepts: .apiToken, deadline: deadline))
         HostsController(stores: stores, deadline: deadline).addRoutes(to: api)
         IntentsController(stores: stores, deadline: deadline).addRoutes(to: api)
+        RulesetsController(stores: stores, deadline: deadline).addRoutes(to: api)
+        AssignmentsController(stores: stores, deadline: deadline).addRoutes(to: api)
 
         let certificate = try NIOSSLCertificate.fromPEMBytes(Array(try settings.data.read(settings.data.certificate).utf8))
         let key = try NIOSSLPrivateKey(bytes: Array(try settings.data.read(settings.data.key).utf8), format: .pem)

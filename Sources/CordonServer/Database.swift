@@ -157,6 +157,34 @@ public enum Migrations {
             // What a secret's hosts keep open while isolated (seed 000's extra_whitelist).
             "ALTER TABLE enroll_secrets ADD COLUMN extra_whitelist jsonb NOT NULL DEFAULT '[]'",
         ]),
+        // Rulesets on the server (issue 20): immutable versions with the review they were
+        // approved with, assignments of a version (or the latest) to a selector, and each host's
+        // effective policy as its assignments make it now (`assigned_policy`), which reaches the
+        // host's document only through a rollout.
+        ("005-rulesets", [
+            """
+            CREATE TABLE ruleset_versions (
+              name text NOT NULL, version bigint NOT NULL CHECK (version > 0), content text NOT NULL, sha256 text NOT NULL,
+              approved_by text NOT NULL, approved_at timestamptz NOT NULL DEFAULT now(), selector text NOT NULL,
+              risks_accepted jsonb NOT NULL DEFAULT '[]', review jsonb NOT NULL, PRIMARY KEY (name, version))
+            """,
+            // Immutable in the database itself: an approved version is what was reviewed.
+            """
+            CREATE FUNCTION cordon_immutable_version() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'ruleset versions are immutable: approve a new version instead'; END $$
+            """,
+            """
+            CREATE TRIGGER ruleset_versions_immutable BEFORE UPDATE OR DELETE ON ruleset_versions
+              FOR EACH ROW EXECUTE FUNCTION cordon_immutable_version()
+            """,
+            """
+            CREATE TABLE assignments (
+              id uuid PRIMARY KEY, ruleset text NOT NULL, version bigint, selector text NOT NULL, created_by text NOT NULL,
+              created_at timestamptz NOT NULL DEFAULT now(), removed_by text, removed_at timestamptz)
+            """,
+            "CREATE INDEX assignments_active ON assignments (ruleset) WHERE removed_at IS NULL",
+            "ALTER TABLE hosts ADD COLUMN assigned_policy jsonb",
+        ]),
     ]
 
     public struct Newer: Error, CustomStringConvertible {

@@ -100,8 +100,11 @@ public struct DatabaseDeadline: Sendable {
 
     typealias Handler = @Sendable (Request, ServerContext) async throws -> Response
 
-    func callAsFunction(_ handler: @escaping Handler, body limit: Int = 1 << 20) -> Handler {
-        { [seconds, body] request, context in
+    /// `seconds`: this route's own deadline, for the few whose work is a batch (a review reads
+    /// every matching host's record), instead of the server's per-request one.
+    func callAsFunction(_ handler: @escaping Handler, body limit: Int = 1 << 20, seconds own: Double? = nil) -> Handler {
+        let seconds = own.map { max($0, self.seconds) } ?? self.seconds
+        return { [body] request, context in
             var request = request
             if request.method == .post || request.method == .put || request.method == .patch {
                 request = try await Self.collect(request, limit: limit, seconds: body)

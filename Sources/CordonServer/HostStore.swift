@@ -1,3 +1,4 @@
+import CordonCore
 import CordonWire
 import Foundation
 import Logging
@@ -24,10 +25,13 @@ public struct HostEntry: Sendable, Equatable {
     public var id: UUID
     public var hostname: String
     public var tags: [String: String]
-    public init(id: UUID, hostname: String, tags: [String: String]) {
+    /// Its management channel as its agent last reported it (empty before 0.3.0 agents report it).
+    public var management: [ManagementChannel.WhitelistEntry]
+    public init(id: UUID, hostname: String, tags: [String: String], management: [ManagementChannel.WhitelistEntry] = []) {
         self.id = id
         self.hostname = hostname
         self.tags = tags
+        self.management = management
     }
 }
 
@@ -51,7 +55,8 @@ public struct PostgresHostStore: HostStore {
     private static let columns = """
         id, hostname, machine_id, tags::text, addresses::text, agent_version, enrolled_at, last_seen, revoked_at IS NOT NULL, status::text,
         desired->'isolation'->>'state', observed_state, generation, observed_generation, desired_at, log_problems::bigint, tag_sources::text,
-        EXISTS (SELECT 1 FROM hosts other WHERE other.machine_id = hosts.machine_id AND other.id <> hosts.id AND other.revoked_at IS NULL)
+        EXISTS (SELECT 1 FROM hosts other WHERE other.machine_id = hosts.machine_id AND other.id <> hosts.id AND other.revoked_at IS NULL),
+        assigned_policy::text, desired->'policy'->>'digest'
         """
 
     private func views(_ rows: PostgresRowSequence) async throws -> [HostView] {
@@ -69,6 +74,8 @@ public struct PostgresHostStore: HostStore {
             let problems = try columns[15].decode(Int64.self, context: .default)
             let tagSources = try columns[16].decode(String.self, context: .default)
             let duplicate = try columns[17].decode(Bool.self, context: .default)
+            let assigned = try columns[18].decode(String?.self, context: .default).flatMap { try? Wire.decode(EffectivePolicy.self, from: Data($0.utf8)) }
+            let desiredDigest = try columns[19].decode(String?.self, context: .default)
             let report = status.flatMap { try? Wire.decode(AgentStatus.self, from: Data($0.utf8)) }
             let isolation = IsolationView(
                 desired: IsolationWord(rawValue: desired) ?? .released, observed: observed.flatMap(IsolationWord.init),
@@ -83,9 +90,29 @@ public struct PostgresHostStore: HostStore {
                 connected: !revoked && lastSeen.map { now.timeIntervalSince($0) < Self.connectedWithin } == true, revoked: revoked,
                 mode: report?.mode, ruleset: report?.rulesetVersion.map { RulesetInForce(version: $0, digest: report?.rulesetDigest) },
                 lostEvents: report?.lostEvents ?? 0, guardRestores: report?.guardRestores ?? 0, guardEscalations: report?.guardEscalations ?? 0,
-                logProblems: Int(problems), isolation: isolation))
+                logProblems: Int(problems), isolation: isolation,
+                policy: Self.policy(assigned: assigned, desired: desiredDigest, report: report,
+                                    connected: !revoked && lastSeen.map { now.timeIntervalSince($0) < Self.connectedWithin } == true,
+                                    applied: observedGeneration >= generation)))
         }
         return result
+    }
+
+    /// Whether what the host should run (its assignments), what its document asks and what it
+    /// runs agree.
+    static func policy(assigned: EffectivePolicy?, desired: String?, report: AgentStatus?, connected: Bool, applied: Bool) -> HostPolicyView {
+        let inForce = report?.mode == "enforce" ? report?.rulesetDigest : nil
+        let sync: String
+        if !connected {
+            sync = "offline"
+        } else if assigned?.digest != desired {
+            sync = "pending"
+        } else if desired != nil && (desired != inForce || !applied) {
+            sync = "applying"
+        } else {
+            sync = "in_sync"
+        }
+        return HostPolicyView(assigned: assigned, desiredDigest: desired, inForceDigest: inForce, sync: sync)
     }
 
     public func hosts(limit: Int) async throws -> [HostView] {
@@ -101,10 +128,11 @@ public struct PostgresHostStore: HostStore {
 
     public func directory() async throws -> [HostEntry] {
         var entries: [HostEntry] = []
-        for try await (id, hostname, tags) in try await client.query("""
-            SELECT id, hostname, tags::text FROM hosts WHERE revoked_at IS NULL ORDER BY hostname, id
-            """, logger: logger).decode((UUID, String, String).self) {
-            entries.append(HostEntry(id: id, hostname: hostname, tags: (try? Wire.decode([String: String].self, from: Data(tags.utf8))) ?? [:]))
+        for try await (id, hostname, tags, management) in try await client.query("""
+            SELECT id, hostname, tags::text, (status->'management')::text FROM hosts WHERE revoked_at IS NULL ORDER BY hostname, id
+            """, logger: logger).decode((UUID, String, String, String?).self) {
+            entries.append(HostEntry(id: id, hostname: hostname, tags: (try? Wire.decode([String: String].self, from: Data(tags.utf8))) ?? [:],
+                                     management: management.flatMap { try? Wire.decode([ManagementChannel.WhitelistEntry].self, from: Data($0.utf8)) } ?? []))
         }
         return entries
     }

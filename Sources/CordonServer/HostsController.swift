@@ -69,10 +69,12 @@ struct HostsController {
             throw APIFailure(.unprocessableContent, "the host would have \(error.count) tags; at most \(Limits.tags)", field: "set")
         }
         guard let host else { throw APIFailure(.notFound, "no host with id \(id.uuidString.lowercased())", field: "id") }
+        // Tags move hosts in and out of selectors: their effective policies follow.
+        try await EffectivePolicies.recompute(stores)
         let detail = (change.set.sorted { $0.key < $1.key }.map { "set \($0.key)=\($0.value)" } + change.unset.sorted().map { "unset \($0)" })
             .joined(separator: ", ")
         try await stores.audit.record(actor: token.name, role: token.role.rawValue, action: "tags", target: host.id, detail: detail, remote: context.remote)
-        return JSON.response(host)
+        return JSON.response(try await stores.hosts.host(id) ?? host)
     }
 
     @Sendable func show(_ request: Request, context: ServerContext) async throws -> Response {

@@ -77,12 +77,13 @@ public struct HostView: Codable, Sendable, Equatable {
     /// Problems of the shipped decision log (a gap, a broken link); empty when it verifies.
     public var logProblems: Int
     public var isolation: IsolationView
+    public var policy: HostPolicyView
 
     enum CodingKeys: String, CodingKey {
         case id, hostname, machineID = "machine_id", tags, tagSources = "tag_sources", duplicateMachineID = "duplicate_machine_id", addresses
         case agentVersion = "agent_version", enrolledAt = "enrolled_at"
         case lastSeen = "last_seen", connected, revoked, mode, ruleset, lostEvents = "lost_events", guardRestores = "guard_restores"
-        case guardEscalations = "guard_escalations", logProblems = "log_problems", isolation
+        case guardEscalations = "guard_escalations", logProblems = "log_problems", isolation, policy
     }
 
     /// Nulls are written out: a reader can rely on every field being present.
@@ -107,9 +108,10 @@ public struct HostView: Codable, Sendable, Equatable {
         try c.encode(guardEscalations, forKey: .guardEscalations)
         try c.encode(logProblems, forKey: .logProblems)
         try c.encode(isolation, forKey: .isolation)
+        try c.encode(policy, forKey: .policy)
     }
 
-    /// A server before 0.3.0 sends neither `tag_sources` nor `duplicate_machine_id`.
+    /// A server before 0.3.0 sends neither `tag_sources` nor `duplicate_machine_id`, nor `policy`.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         id = try c.decode(String.self, forKey: .id)
@@ -131,12 +133,15 @@ public struct HostView: Codable, Sendable, Equatable {
         guardEscalations = try c.decode(UInt64.self, forKey: .guardEscalations)
         logProblems = try c.decode(Int.self, forKey: .logProblems)
         isolation = try c.decode(IsolationView.self, forKey: .isolation)
+        policy = try c.decodeIfPresent(HostPolicyView.self, forKey: .policy)
+            ?? HostPolicyView(assigned: nil, desiredDigest: nil, inForceDigest: nil, sync: connected ? "in_sync" : "offline")
     }
 
     public init(id: String, hostname: String, machineID: String, tags: [String: String], tagSources: [String: String] = [:],
                 duplicateMachineID: Bool = false, addresses: [String], agentVersion: String,
                 enrolledAt: String, lastSeen: String?, connected: Bool, revoked: Bool, mode: String?, ruleset: RulesetInForce?,
-                lostEvents: UInt64, guardRestores: UInt64, guardEscalations: UInt64, logProblems: Int, isolation: IsolationView) {
+                lostEvents: UInt64, guardRestores: UInt64, guardEscalations: UInt64, logProblems: Int, isolation: IsolationView,
+                policy: HostPolicyView? = nil) {
         self.id = id
         self.hostname = hostname
         self.machineID = machineID
@@ -156,6 +161,7 @@ public struct HostView: Codable, Sendable, Equatable {
         self.guardEscalations = guardEscalations
         self.logProblems = logProblems
         self.isolation = isolation
+        self.policy = policy ?? HostPolicyView(assigned: nil, desiredDigest: nil, inForceDigest: nil, sync: connected ? "in_sync" : "offline")
     }
 }
 

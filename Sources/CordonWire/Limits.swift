@@ -10,6 +10,8 @@ public enum Limits {
     public static let agentVersion = 64
     public static let addresses = 64
     public static let tags = 32
+    /// Collectors, resolvers and the extra whitelist of one agent.
+    public static let managementEntries = 256
     public static let tagValue = 255
     public static let secret = 256
     public static let rulesetDigest = 128
@@ -80,6 +82,15 @@ public enum Validation {
         try text(status.agentVersion, "status.agent_version", max: Limits.agentVersion)
         try addresses(status.addresses, "status.addresses")
         if let digest = status.rulesetDigest { try text(digest, "status.ruleset_digest", max: Limits.rulesetDigest) }
+        if let management = status.management {
+            if management.count > Limits.managementEntries { throw FieldProblem("status.management", "at most \(Limits.managementEntries) entries") }
+            for (index, entry) in management.enumerated() {
+                guard IPProtocolNumber.parse(entry.protocol) != nil, entry.protocol.utf8.count <= Limits.protocolName else {
+                    throw FieldProblem("status.management[\(index)].protocol", "expected a protocol name or number")
+                }
+                guard IPPrefix(entry.address) != nil else { throw FieldProblem("status.management[\(index)].address", "expected an address or a prefix") }
+            }
+        }
     }
 
     public static func local(_ local: LocalIsolationChange) throws(FieldProblem) {

@@ -145,14 +145,18 @@ public struct AgentStatus: Codable, Sendable, Equatable {
     public var flows: Int
     public var agentVersion: String
     public var addresses: [String]
+    /// The management channel in force (collectors, the server, resolvers, the extra
+    /// whitelist): what enforcement always allows, so a server-side review counts it as allowed.
+    /// Absent from agents before 0.3.0.
+    public var management: [ManagementChannel.WhitelistEntry]?
 
     enum CodingKeys: String, CodingKey {
         case mode, isolated, rulesetVersion = "ruleset_version", rulesetDigest = "ruleset_digest", lostEvents = "lost_events"
-        case guardRestores = "guard_restores", guardEscalations = "guard_escalations", flows, agentVersion = "agent_version", addresses
+        case guardRestores = "guard_restores", guardEscalations = "guard_escalations", flows, agentVersion = "agent_version", addresses, management
     }
 
     public init(mode: String, isolated: Bool, rulesetVersion: Int64?, rulesetDigest: String?, lostEvents: UInt64, guardRestores: UInt64,
-                guardEscalations: UInt64, flows: Int, agentVersion: String, addresses: [String]) {
+                guardEscalations: UInt64, flows: Int, agentVersion: String, addresses: [String], management: [ManagementChannel.WhitelistEntry]? = nil) {
         self.mode = mode
         self.isolated = isolated
         self.rulesetVersion = rulesetVersion
@@ -163,6 +167,7 @@ public struct AgentStatus: Codable, Sendable, Equatable {
         self.flows = flows
         self.agentVersion = agentVersion
         self.addresses = addresses
+        self.management = management
     }
 }
 

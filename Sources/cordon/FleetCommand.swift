@@ -8,14 +8,15 @@ import Yams
 struct FleetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fleet",
-        abstract: "Look at and isolate the hosts of a fleet through cordon-server's API.",
+        abstract: "Look at, isolate, tag and set the policy of the hosts of a fleet through cordon-server's API.",
         discussion: """
             The server, its CA and the API token come from --server/--ca/--token-file, else from \
             CORDON_SERVER, CORDON_CA and CORDON_TOKEN (or CORDON_TOKEN_FILE), else from the config file \
             (--config, default ~/.config/cordon/fleet.yaml with keys server, ca, token_file).
             """,
         subcommands: [FleetHostsCommand.self, FleetShowCommand.self, FleetIsolateCommand.self, FleetReleaseCommand.self,
-                      FleetIntentsCommand.self, FleetLogCommand.self, FleetTagsCommand.self]
+                      FleetIntentsCommand.self, FleetLogCommand.self, FleetTagsCommand.self,
+                      FleetReviewCommand.self, FleetApproveCommand.self, FleetAssignCommand.self, FleetUnassignCommand.self, FleetRulesetsCommand.self]
     )
 }
 

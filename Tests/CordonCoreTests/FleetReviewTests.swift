@@ -46,6 +46,16 @@ import Testing
         #expect(FleetReview.review(ruleset, flows: [Self.old], since: 0).rejected.count == 1, "inside a longer window it counts")
     }
 
+    @Test("the host's management channel (the server among it) is always allowed, whatever the ruleset")
+    func management() throws {
+        let server = Self.record(.outbound, IPProtocolNumber.tcp, "192.0.2.1", 8443)
+        let nothing = try RulesetParser.parse("networks:\n", file: "t.yaml")
+        #expect(FleetReview.review(nothing, flows: [server], since: 0).rejected.count == 1)
+        let channel = [ManagementChannel.WhitelistEntry(protocol: "tcp", address: "192.0.2.1", port: 8443)]
+        let verdict = FleetReview.review(nothing, flows: [server, Self.https], since: 0, management: channel)
+        #expect(verdict.rejected.map(\.remoteAddress) == ["203.0.113.20"], "only what the channel does not cover")
+    }
+
     @Test("lockout risks from the record alone: SSH it was reached by, the resolver it used")
     func risks() throws {
         let nothing = try RulesetParser.parse("networks:\n", file: "t.yaml")

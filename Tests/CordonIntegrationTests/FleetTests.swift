@@ -405,6 +405,88 @@ import Glibc
         #expect(try f.api("GET", "/api/v1/hosts?limit=0", token: setup.viewer).status == 400)
     }
 
+    @Test("fleet policy: a per-host review from the uploaded record (exit 3 on lost traffic), approve as an immutable version, assign by selector (pending, nothing changes on the host), unassign")
+    func policyReviewApproveAssign() throws {
+        guard Self.shouldRun else { Issue.record(Integration.skipNote); return }
+        let setup = try Setup()
+        defer { setup.lab.cleanup() }
+        let id = try setup.hostID(timeout: 10)
+        let f = setup.fleet
+        let approver = try f.token(role: "approver", name: "apollo")
+        // The record: host a reached the web service; the server has the flow once uploaded.
+        #expect(try setup.webReachable())
+        let deadline = Date().addingTimeInterval(30)
+        var uploaded = false
+        while Date() < deadline && !uploaded {
+            let answer = try f.api("GET", "/api/v1/hosts/\(id)/flows", token: setup.viewer)
+            uploaded = answer.body.contains("\"\(F.web)\"")
+            if !uploaded { usleep(300_000) }
+        }
+        #expect(uploaded, "the agent uploaded its flow to \(F.web)")
+        let dir = setup.lab.directory
+        let narrow = """
+            name: web
+            appliesTo: 'tier == "web"'
+            networks:
+              - name: resolver
+                entries: [\(F.serverA)]
+                services: [udp/53, tcp/53]
+            outgoing:
+              - to: resolver
+            """
+        try narrow.write(toFile: dir + "/narrow.yaml", atomically: false, encoding: .utf8)
+        try (narrow.replacingOccurrences(of: "outgoing:", with: """
+              - name: web
+                entries: [\(F.web)]
+                services: [tcp/443]
+            outgoing:
+              - to: web
+            """) + "\n").write(toFile: dir + "/web.yaml", atomically: false, encoding: .utf8)
+        let lossy = try f.fleet(["review", dir + "/narrow.yaml"], token: setup.viewer)
+        #expect(lossy.status == 3 && lossy.stdout.contains("1 would lose traffic") && lossy.stdout.contains("rejected: outbound tcp/443 \(F.web)"),
+                "\(lossy)")
+        let clean = try f.fleet(["review", dir + "/web.yaml", "--json"], token: setup.viewer)
+        let hosts = (try? setup.json(clean.stdout))?["hosts"] as? [[String: Any]]
+        #expect(clean.status == 0 && hosts?.count == 1 && hosts?.first?["rejected_count"] as? Int == 0, "\(clean)")
+        let nobody = try f.fleet(["review", dir + "/web.yaml", "--selector", #"tier == "none""#], token: setup.viewer)
+        #expect(nobody.status == 1 && nobody.stderr.contains("matches no host"), "\(nobody)")
+
+        // Approve: not as a viewer; as an approver, version 1 with its review; the file's name must agree.
+        let denied = try f.fleet(["approve", dir + "/web.yaml", "--name", "web"], token: setup.viewer)
+        #expect(denied.status == 1 && denied.stderr.contains("approver"), "\(denied)")
+        let misnamed = try f.fleet(["approve", dir + "/web.yaml", "--name", "other"], token: approver)
+        #expect(misnamed.status == 1 && misnamed.stderr.contains("named 'web'"), "\(misnamed)")
+        let approved = try f.fleet(["approve", dir + "/web.yaml", "--name", "web", "--json"], token: approver)
+        let version = try? setup.json(approved.stdout)
+        #expect(approved.succeeded && version?["version"] as? Int == 1 && (version?["review"] as? [String: Any])?["hosts"] as? Int == 1, "\(approved)")
+        let immutable = try? f.postgres.psql("UPDATE ruleset_versions SET content = 'x'")
+        #expect(immutable == nil, "the database refuses to change an approved version")
+
+        // Assign: a dry run names the hosts; a selector matching nobody is refused; the host's sync is pending.
+        let dry = try f.fleet(["assign", "web", "--selector", #"tier == "web""#, "--dry-run"], token: approver)
+        #expect(dry.succeeded && dry.stdout.contains("matches 1 host"), "\(dry)")
+        let empty = try f.fleet(["assign", "web", "--selector", #"tier == "none""#], token: approver)
+        #expect(empty.status == 1 && empty.stderr.contains("matches no host"), "\(empty)")
+        let assigned = try f.fleet(["assign", "web", "--selector", #"tier == "web""#, "--json"], token: approver)
+        let assignment = try #require(try? setup.json(assigned.stdout), "\(assigned)")
+        #expect(assignment["resolved_version"] as? Int == 1 && assignment["hosts"] as? Int == 1)
+        let policy = try #require(try setup.host(id)["policy"] as? [String: Any])
+        let effective = try #require(policy["assigned"] as? [String: Any], "\(policy)")
+        #expect(policy["sync"] as? String == "pending" && policy["desired_digest"] is NSNull, "\(policy)")
+        #expect((effective["content"] as? String)?.contains("to: web") == true)
+        #expect((effective["sources"] as? [[String: Any]])?.contains { $0["rule"] as? String == "outgoing to web" && $0["ruleset"] as? String == "web" } == true)
+        #expect(try setup.status(f.a)["mode"] as? String == "discovery", "an assignment changes nothing on the host")
+        let listed = try f.fleet(["rulesets"], token: setup.viewer)
+        #expect(listed.succeeded && listed.stdout.contains("latest (1)"), "\(listed)")
+        // Unassign: the host has no effective policy any more.
+        let unassigned = try f.fleet(["unassign", try #require(assignment["id"] as? String)], token: approver)
+        #expect(unassigned.succeeded, "\(unassigned)")
+        let after = try #require(try setup.host(id)["policy"] as? [String: Any])
+        #expect(after["assigned"] is NSNull && after["sync"] as? String == "in_sync", "\(after)")
+        let audit = try setup.json(try f.api("GET", "/api/v1/audit", token: f.adminToken).body)["items"] as? [[String: Any]] ?? []
+        #expect(Set(audit.compactMap { $0["action"] as? String }).isSuperset(of: ["ruleset approve", "assign", "unassign"]))
+    }
+
     @Test("offline host: isolate then release requested while the agent is down end released with nothing pending")
     func offlineIsolateThenRelease() throws {
         guard Self.shouldRun else { Issue.record(Integration.skipNote); return }

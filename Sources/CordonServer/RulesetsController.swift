@@ -1,0 +1,119 @@
+import CordonCore
+import CordonWire
+import Foundation
+import Hummingbird
+
+/// `/api/v1/rulesets` and `/api/v1/reviews`: a ruleset reviewed against the record of the hosts
+/// it is for, approved as an immutable version with that review.
+struct RulesetsController {
+    let stores: Stores
+    let deadline: DatabaseDeadline
+    static let body = 4 << 20
+    /// Reviews read every matching host's record: longer than one request's database deadline.
+    static let reviewSeconds: Double = 60
+
+    func addRoutes(to group: RouterGroup<ServerContext>) {
+        group.get("rulesets", use: deadline(list))
+        group.get("rulesets/:name/versions/:version", use: deadline(show))
+        group.post("reviews", use: deadline(review, body: Self.body, seconds: Self.reviewSeconds))
+        group.post("rulesets/:name/versions", use: deadline(approve, body: Self.body, seconds: Self.reviewSeconds))
+    }
+
+    static func name(_ context: ServerContext) throws -> String {
+        guard let name = context.parameters.get("name"), !name.isEmpty, name.count <= RulesetLimits.nameLength,
+              name.first.map({ $0.isASCII && ($0.isLowercase || $0.isNumber) }) == true,
+              name.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == "_") }) else {
+            throw APIFailure(.badRequest, "expected 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", field: "name")
+        }
+        return name
+    }
+
+    @Sendable func list(_ request: Request, context: ServerContext) async throws -> Response {
+        _ = try context.require(.viewer)
+        let assignments = try await AssignmentsController.views(stores)
+        let views = try await stores.policy.rulesets().map { entry in
+            RulesetView(name: entry.name, versions: entry.versions, assignments: assignments.filter { $0.ruleset == entry.name })
+        }
+        return JSON.response(Page(items: views))
+    }
+
+    @Sendable func show(_ request: Request, context: ServerContext) async throws -> Response {
+        _ = try context.require(.viewer)
+        let name = try Self.name(context)
+        guard let version = context.parameters.get("version").flatMap({ Int64($0) }), version > 0 else {
+            throw APIFailure(.badRequest, "expected a version number", field: "version")
+        }
+        guard let found = try await stores.policy.version(name: name, version: version) else {
+            throw APIFailure(.notFound, "no version \(version) of ruleset \(name)", field: "version")
+        }
+        return JSON.response(found)
+    }
+
+    /// Parses, picks the hosts, and reviews each against its record with what its other
+    /// assignments add (a ruleset is never enforced alone: the host runs the union).
+    static func review(_ stores: Stores, content: String, selector text: String?, since sinceText: String?, name: String?) async throws
+        -> (ruleset: Ruleset, result: ReviewResult) {
+        let ruleset: Ruleset
+        do { ruleset = try RulesetParser.parse(content, file: name.map { "\($0).yaml" } ?? "ruleset.yaml") } catch {
+            throw APIFailure(.unprocessableContent, "\(error)", field: "content")
+        }
+        let selector: Selector
+        if let text = text {
+            selector = try HostSelection.parse(text)
+        } else if !ruleset.appliesTo.isEmpty {
+            selector = ruleset.appliesTo.selector
+        } else {
+            throw APIFailure(.unprocessableContent, "say which hosts: give a selector, or appliesTo in the ruleset", field: "selector")
+        }
+        let sinceWords = sinceText ?? "7d"
+        guard let since = TimeText.duration(sinceWords), since > 0 else {
+            throw APIFailure(.badRequest, "expected a span such as 7d or 12h", field: "since")
+        }
+        let hosts = HostSelection.matching(selector, in: try await stores.hosts.directory())
+        guard !hosts.isEmpty else { throw APIFailure(.unprocessableContent, "selector \(selector) matches no host", field: "selector") }
+        let (resolved, _) = try await EffectivePolicies.resolve(stores)
+        let from = TimeText.now() - since
+        var reviews: [HostReview] = []
+        for host in hosts {
+            var parts = EffectivePolicies.parts(for: host, resolved, excluding: ruleset.name ?? name)
+            parts.append(PolicyComposer.Part(ruleset: ruleset, name: ruleset.name ?? name ?? "reviewed", version: 0, assignment: "review"))
+            let verdict = FleetReview.review(PolicyComposer.compose(parts).ruleset, flows: try await stores.flows.flows(host: host.id), since: from,
+                                              management: host.management)
+            reviews.append(HostReview(id: host.id.uuidString.lowercased(), hostname: host.hostname, flows: verdict.flows, allowed: verdict.allowed,
+                                      rejectedCount: verdict.rejected.count, rejected: Array(verdict.rejected.prefix(HostReview.shown)),
+                                      risks: verdict.risks))
+        }
+        return (ruleset, ReviewResult(selector: selector.description, since: sinceWords, sha256: ContentDigest.hex(content), hosts: reviews))
+    }
+
+    @Sendable func review(_ request: Request, context: ServerContext) async throws -> Response {
+        _ = try context.require(.viewer)
+        let body = try await JSON.decode(ReviewRequest.self, from: request, limit: Self.body)
+        return JSON.response(try await Self.review(stores, content: body.content, selector: body.selector, since: body.since, name: nil).result)
+    }
+
+    /// A new version, approved with its review; refused while a host has a lockout risk unless
+    /// the approver accepts them (each accepted risk is stored with the version).
+    @Sendable func approve(_ request: Request, context: ServerContext) async throws -> Response {
+        let token = try context.require(.approver)
+        let name = try Self.name(context)
+        let body = try await JSON.decode(ApproveRequest.self, from: request, limit: Self.body)
+        let (ruleset, result) = try await Self.review(stores, content: body.content, selector: body.selector, since: body.since, name: name)
+        if let own = ruleset.name, own != name {
+            throw APIFailure(.unprocessableContent, "the file is named '\(own)', not '\(name)'", field: "content")
+        }
+        let risks = result.hosts.flatMap { host in host.risks.map { "\(host.hostname): \($0.message)" } }
+        if !risks.isEmpty && !body.acceptRisks {
+            throw APIFailure(.conflict, "lockout risks on \(result.summary.withRisks) host(s), e.g. \(risks[0]); review them and approve with accept_risks",
+                             field: "accept_risks")
+        }
+        let stored = try await stores.policy.addVersion(name: name, content: body.content, sha256: result.sha256, approvedBy: token.name,
+                                                        selector: result.selector, review: result.summary, risksAccepted: body.acceptRisks ? risks : [])
+        // Assignments of "the latest" now bring this version.
+        try await EffectivePolicies.recompute(stores)
+        try await stores.audit.record(actor: token.name, role: token.role.rawValue, action: "ruleset approve", target: "\(name)@\(stored.version)",
+                                      detail: "sha256 \(stored.sha256), reviewed on \(result.summary.hosts) hosts (\(result.summary.losingTraffic) losing traffic), \(risks.count) risks\(body.acceptRisks && !risks.isEmpty ? " accepted" : "")",
+                                      remote: context.remote)
+        return JSON.response(stored, status: .created)
+    }
+}
