@@ -117,7 +117,7 @@ struct AgentController {
 
     @Sendable func report(_ request: Request, context: ServerContext) async throws -> Response {
         let host = try context.requireHost()
-        let report = try await JSON.decode(AgentReport.self, from: request, limit: Self.reportBody)
+        var report = try await JSON.decode(AgentReport.self, from: request, limit: Self.reportBody)
         guard report.log.count <= Self.maximumLogEntries else {
             throw APIFailure(.contentTooLarge, "at most \(Self.maximumLogEntries) entries per report", field: "log")
         }
@@ -136,6 +136,7 @@ struct AgentController {
         guard report.appliedGeneration >= 0, (report.applied?.generation ?? 0) >= 0 else {
             throw APIFailure(.unprocessableContent, "generations are not negative", field: "applied_generation")
         }
+        report.status.management = report.status.management.map(Validation.readable)
         if let local = report.local, !(0...Self.latestTime).contains(local.at) {
             throw APIFailure(.unprocessableContent, "expected Unix seconds between 1970 and 9999", field: "local.at")
         }

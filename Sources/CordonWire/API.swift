@@ -343,8 +343,9 @@ public struct TagChange: Codable, Sendable, Equatable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        set = try c.decodeIfPresent([String: String].self, forKey: .set) ?? [:]
-        unset = try c.decodeIfPresent([String].self, forKey: .unset) ?? []
+        // Either may be left out; neither may be null.
+        set = c.contains(.set) ? try c.decode([String: String].self, forKey: .set) : [:]
+        unset = c.contains(.unset) ? try c.decode([String].self, forKey: .unset) : []
     }
 }
 

@@ -12,6 +12,7 @@ public enum Limits {
     public static let tags = 32
     /// Collectors, resolvers and the extra whitelist of one agent.
     public static let managementEntries = 256
+    public static let managementAddress = 64
     public static let tagValue = 255
     public static let secret = 256
     public static let rulesetDigest = 128
@@ -85,12 +86,16 @@ public enum Validation {
         if let management = status.management {
             if management.count > Limits.managementEntries { throw FieldProblem("status.management", "at most \(Limits.managementEntries) entries") }
             for (index, entry) in management.enumerated() {
-                guard IPProtocolNumber.parse(entry.protocol) != nil, entry.protocol.utf8.count <= Limits.protocolName else {
-                    throw FieldProblem("status.management[\(index)].protocol", "expected a protocol name or number")
-                }
-                guard IPPrefix(entry.address) != nil else { throw FieldProblem("status.management[\(index)].address", "expected an address or a prefix") }
+                try text(entry.protocol, "status.management[\(index)].protocol", max: Limits.protocolName)
+                try text(entry.address, "status.management[\(index)].address", max: Limits.managementAddress)
             }
         }
+    }
+
+    /// The entries of a reported management channel that read as one; an unreadable entry is
+    /// dropped by itself, as a bad flow row is: the report carries the isolation, which must count.
+    public static func readable(_ management: [ManagementChannel.WhitelistEntry]) -> [ManagementChannel.WhitelistEntry] {
+        management.filter { IPProtocolNumber.parse($0.protocol) != nil && IPPrefix($0.address) != nil }
     }
 
     public static func local(_ local: LocalIsolationChange) throws(FieldProblem) {

@@ -98,7 +98,7 @@ public struct ApproveRequest: Codable, Sendable {
         content = try c.decode(String.self, forKey: .content)
         selector = try c.decodeIfPresent(String.self, forKey: .selector)
         since = try c.decodeIfPresent(String.self, forKey: .since)
-        acceptRisks = try c.decodeIfPresent(Bool.self, forKey: .acceptRisks) ?? false
+        acceptRisks = c.contains(.acceptRisks) ? try c.decode(Bool.self, forKey: .acceptRisks) : false
     }
 }
 
