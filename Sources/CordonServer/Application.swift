@@ -125,9 +125,9 @@ public enum ServerApplication {
         // Readiness: this replica can do its work now, its database answering and its
         // notification channel listening; a load balancer sends it nothing while it cannot.
         router.get("/readyz") { _, _ in
-            let readiness = await readiness()
-            var response = JSON.response(readiness, status: readiness.ready ? .ok : .serviceUnavailable)
-            if !readiness.ready { response.headers[.retryAfter] = String(ErrorMiddleware.retryAfter) }
+            let answer = await readiness()
+            var response = JSON.response(answer, status: answer.ready ? .ok : .serviceUnavailable)
+            if !answer.ready { response.headers[.retryAfter] = String(ErrorMiddleware.retryAfter) }
             return response
         }
         router.get("/api/v1/openapi.json") { _, _ in

@@ -154,7 +154,8 @@ import Testing
     @Test func theLogIsStoredOnceAndAcknowledged() async throws {
         try await withServer { s in
             let host = try await s.enroll()
-            let first = TestServer.decision(1), second = TestServer.decision(2, after: first)
+            let first = TestServer.decision(1)
+            let second = TestServer.decision(2, after: first)
             let reply = try await s.post("/agent/v1/report", token: host.credential, TestServer.report(log: [first, second]))
             #expect(reply.status == .ok)
             #expect(reply["log_acked_through"] as? Int == 2)
@@ -196,11 +197,8 @@ import Testing
     @Test func aLocalChangeReportedTwiceIsOneIntent() async throws {
         try await withServer { s in
             let host = try await s.enroll()
-            let report = TestServer.object([
-                "status": ["mode": "enforce", "isolated": true, "lost_events": 0, "guard_restores": 0, "guard_escalations": 0, "flows": 0,
-                           "agent_version": "0.3.0", "addresses": []],
-                "observed": "isolated", "applied_generation": 0, "log": [], "flows": [],
-                "local": ["state": "isolated", "operator": "ops", "reason": "saw it first", "at": 1_800_000_000, "sequence": 3],
+            let report = TestServer.report(observed: "isolated", applied: 0, local: [
+                "state": "isolated", "operator": "ops", "reason": "saw it first", "at": 1_800_000_000, "sequence": 3,
             ])
             let first = try await s.post("/agent/v1/report", token: host.credential, report)
             let again = try await s.post("/agent/v1/report", token: host.credential, report)

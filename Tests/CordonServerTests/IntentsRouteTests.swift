@@ -185,16 +185,13 @@ import Testing
     @Test func everyStateChangeIsAudited() async throws {
         try await withServer { s in
             _ = try await s.post("/agent/v1/enroll", token: nil, TestServer.object([
-                "secret": "cordon_enroll_nope", "hostname": "h", "machine_id": "m", "addresses": [], "agent_version": "0.3.0", "tags": [:],
+                "secret": "cordon_enroll_nope", "hostname": "h", "machine_id": "m", "addresses": [String](), "agent_version": "0.3.0", "tags": [String: String](),
             ]))
             let host = try await s.enroll()
             let intent = try #require(try await s.isolate(host.id)["intent_id"] as? String)
             _ = try await s.post("/api/v1/intents/\(intent)/cancel", token: s.responder, "")
-            let local = TestServer.object([
-                "status": ["mode": "enforce", "isolated": true, "lost_events": 0, "guard_restores": 0, "guard_escalations": 0, "flows": 0,
-                           "agent_version": "0.3.0", "addresses": []],
-                "observed": "isolated", "applied_generation": 2, "log": [], "flows": [],
-                "local": ["state": "isolated", "operator": "ops", "reason": "saw it first", "at": 1_800_000_000, "sequence": 4],
+            let local = TestServer.report(observed: "isolated", applied: 2, local: [
+                "state": "isolated", "operator": "ops", "reason": "saw it first", "at": 1_800_000_000, "sequence": 4,
             ])
             #expect(try await s.post("/agent/v1/report", token: host.credential, local).status == .ok)
 

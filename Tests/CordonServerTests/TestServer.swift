@@ -35,7 +35,7 @@ struct TestServer: Sendable {
         if let token { headers[.authorization] = "Bearer \(token)" }
         if body != nil { headers[.contentType] = "application/json" }
         let response = try await client.execute(uri: uri, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) })
-        let text = response.body.map { String(buffer: $0) } ?? ""
+        let text = String(buffer: response.body)
         let json = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
         return Reply(status: response.status, headers: response.headers, text: text, json: json)
     }
@@ -50,7 +50,7 @@ struct TestServer: Sendable {
     func enroll(hostname: String = "web-1", machineID: String = UUID().uuidString) async throws -> (id: String, credential: String) {
         let secret = try await stores.enrollment.createSecret(tags: [:], ttlSeconds: nil, uses: nil, hostTags: true, extraWhitelist: [])
         let reply = try await post("/agent/v1/enroll", token: nil, Self.object([
-            "secret": secret, "hostname": hostname, "machine_id": machineID, "addresses": ["192.0.2.10"], "agent_version": "0.3.0", "tags": [:],
+            "secret": secret, "hostname": hostname, "machine_id": machineID, "addresses": ["192.0.2.10"], "agent_version": "0.3.0", "tags": [String: String](),
         ]))
         guard reply.status == .created, let id = reply["host_id"] as? String, let credential = reply["credential"] as? String else {
             throw Failure("enrollment answered \(reply.status): \(reply.text)")
@@ -67,13 +67,17 @@ struct TestServer: Sendable {
                               headers: headers)
     }
 
-    /// An agent's report, as JSON: `observed` in force, `applied` the generation it applied.
-    static func report(observed: String = "released", applied: Int64 = 0, log: [Decision] = [], flows: [[String: Any]] = []) -> String {
-        object([
-            "status": ["mode": "discovery", "isolated": observed == "isolated", "ruleset_version": NSNull(), "ruleset_digest": NSNull(),
-                       "lost_events": 0, "guard_restores": 0, "guard_escalations": 0, "flows": flows.count, "agent_version": "0.3.0",
-                       "addresses": ["192.0.2.10"]],
-            "observed": observed, "applied_generation": applied, "applied": NSNull(), "local": NSNull(),
+    /// An agent's report, as JSON: `observed` in force, `applied` the generation it applied, and
+    /// a local change (`state`, `operator`, `reason`, `at`, `sequence`) when there is one.
+    static func report(observed: String = "released", applied: Int64 = 0, log: [Decision] = [], flows: [[String: Any]] = [],
+                       local: [String: Any]? = nil) -> String {
+        let status: [String: Any] = [
+            "mode": "discovery", "isolated": observed == "isolated", "ruleset_version": NSNull(), "ruleset_digest": NSNull(),
+            "lost_events": 0, "guard_restores": 0, "guard_escalations": 0, "flows": flows.count, "agent_version": "0.3.0",
+            "addresses": ["192.0.2.10"],
+        ]
+        return object([
+            "status": status, "observed": observed, "applied_generation": applied, "applied": NSNull(), "local": local.map { $0 as Any } ?? NSNull(),
             "log": log.map { try! JSONSerialization.jsonObject(with: Wire.encode($0)) }, "flows": flows,
         ])
     }
@@ -84,7 +88,7 @@ struct TestServer: Sendable {
         var row: [String: Any] = [
             "direction": "outbound", "protocol": "tcp", "family": "ipv4", "local_address": "192.0.2.10", "local_port": NSNull(),
             "remote_address": remote, "remote_port": 443, "icmp_type": NSNull(), "icmp_code": NSNull(), "connections": 1, "packets": 4,
-            "bytes": 512, "first_seen": now, "last_seen": now, "verdict": "allowed", "remote_names": [],
+            "bytes": 512, "first_seen": now, "last_seen": now, "verdict": "allowed", "remote_names": [String](),
         ]
         row.merge(changes) { $1 }
         return row
