@@ -20,8 +20,8 @@ final class MemoryDatabase: Sendable {
     struct HostRow {
         var id: UUID, hostname: String, machineID: String, addresses: [String], agentVersion: String
         var tags: [String: String], tagSources: [String: String], credentialHash: String
-        var enrolledAt = Date(), lastSeen: Date?, revoked = false, status: AgentStatus?
-        var desired: DesiredState, desiredAt = Date(), observed: IsolationWord?, observedGeneration: Int64 = 0
+        var enrolledAt = Date(), lastSeen: Date? = nil, revoked = false, status: AgentStatus? = nil
+        var desired: DesiredState, desiredAt = Date(), observed: IsolationWord? = nil, observedGeneration: Int64 = 0
         var logHead: Int64 = 0, logProblems = 0
     }
 
