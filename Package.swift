@@ -110,6 +110,10 @@ let package = Package(
             dependencies: ["CordonCore", "CordonStore", "CordonAgent", "CordonTelemetry", "CordonLab", .product(name: "GRDB", package: "GRDB.swift"),
                            .product(name: "Logging", package: "swift-log")]
         ),
+        // The server's routes in process, on in-memory stores: no root, no PostgreSQL, no network.
+        .testTarget(name: "CordonServerTests", dependencies: ["CordonServer", "CordonWire", "CordonCore",
+                                                     .product(name: "HummingbirdTesting", package: "hummingbird"),
+                                                     .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "CordonIntegrationTests", dependencies: ["CordonCore", "CordonStore", "CordonAgent", "CordonNftables", "CordonLab", "cordon", "cordon-bench",
                                                           "cordon-server", "CordonServer", "CordonWire", "CordonFleetClient",
                                                           .product(name: "GRDB", package: "GRDB.swift"),

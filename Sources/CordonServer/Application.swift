@@ -10,7 +10,7 @@ import ServiceLifecycle
 
 /// The stores the controllers use, one per aggregate.
 public struct Stores: Sendable {
-    public var tokens: PostgresTokenStore
+    public var tokens: any TokenStore
     public var enrollment: any EnrollmentStore
     public var hosts: any HostStore
     public var desired: any DesiredStateStore
@@ -28,6 +28,19 @@ public struct Stores: Sendable {
         flows = PostgresFleetFlowStore(client: client, logger: logger)
         audit = PostgresAuditStore(client: client, logger: logger)
         policy = PostgresPolicyStore(client: client, logger: logger)
+    }
+
+    /// Any implementations: the route tests run the controllers on stores kept in memory.
+    public init(tokens: any TokenStore, enrollment: any EnrollmentStore, hosts: any HostStore, desired: any DesiredStateStore,
+                log: any LogStore, flows: any FleetFlowStore, audit: any AuditStore, policy: any PolicyStore) {
+        self.tokens = tokens
+        self.enrollment = enrollment
+        self.hosts = hosts
+        self.desired = desired
+        self.log = log
+        self.flows = flows
+        self.audit = audit
+        self.policy = policy
     }
 }
 
@@ -71,30 +84,9 @@ public enum ServerApplication {
             deadline.body = settings.limits.body
             return deadline
         }()
-        let router = Router(context: ServerContext.self)
-        // Outside the error middleware: it sees every answer, errors turned into responses included.
-        router.add(middleware: RequestMetrics(metrics: metrics))
-        router.add(middleware: ErrorMiddleware(logger: logger))
-        // Liveness: the process answers. It never looks at the database, so a database outage
-        // does not get every replica restarted at once.
-        router.get("/healthz") { _, _ in JSON.response(["ok": true]) }
-        // Readiness: this replica can do its work now, its database answering and its
-        // notification channel listening; a load balancer sends it nothing while it cannot.
-        router.get("/readyz") { _, _ in
-            let readiness = await ReadinessCheck.check(client: client, listener: listener, seconds: min(deadline.seconds, 2), logger: logger)
-            var response = JSON.response(readiness, status: readiness.ready ? .ok : .serviceUnavailable)
-            if !readiness.ready { response.headers[.retryAfter] = String(ErrorMiddleware.retryAfter) }
-            return response
+        let router = Self.router(stores: stores, waiters: waiters, seen: seen, metrics: metrics, deadline: deadline, logger: logger) {
+            await ReadinessCheck.check(client: client, listener: listener, seconds: min(deadline.seconds, 2), logger: logger)
         }
-        router.get("/api/v1/openapi.json") { _, _ in
-            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
-        }
-        AgentController(stores: stores, waiters: waiters, seen: seen, metrics: metrics, deadline: deadline, logger: logger).addRoutes(to: router)
-        let api = router.group("/api/v1").add(middleware: Authentication(tokens: stores.tokens, accepts: .apiToken, deadline: deadline))
-        HostsController(stores: stores, deadline: deadline).addRoutes(to: api)
-        IntentsController(stores: stores, deadline: deadline).addRoutes(to: api)
-        RulesetsController(stores: stores, deadline: deadline).addRoutes(to: api)
-        AssignmentsController(stores: stores, deadline: deadline).addRoutes(to: api)
 
         let certificate = try NIOSSLCertificate.fromPEMBytes(Array(try settings.data.read(settings.data.certificate).utf8))
         let key = try NIOSSLPrivateKey(bytes: Array(try settings.data.read(settings.data.key).utf8), format: .pem)
@@ -117,6 +109,40 @@ public enum ServerApplication {
             if !applied.isEmpty { logger.notice("database \(settings.database): applied migrations \(applied.joined(separator: ", "))") }
         }
         return app
+    }
+
+    /// The routes and their middleware, apart from how they are served: `build` serves them over
+    /// TLS on PostgreSQL's stores, and the route tests call them in process on stores kept in
+    /// memory, so that what a request is answered does not need a database, root or a network.
+    /// `readiness` is `/readyz`'s check, which alone looks past the stores (at the pool and the
+    /// notification channel).
+    public static func router(stores: Stores, waiters: DesiredWaiters, seen: SeenHosts, metrics: ServerMetrics, deadline: DatabaseDeadline,
+                              logger: Logger, readiness: @escaping @Sendable () async -> Readiness) -> Router<ServerContext> {
+        let router = Router(context: ServerContext.self)
+        // Outside the error middleware: it sees every answer, errors turned into responses included.
+        router.add(middleware: RequestMetrics(metrics: metrics))
+        router.add(middleware: ErrorMiddleware(logger: logger))
+        // Liveness: the process answers. It never looks at the database, so a database outage
+        // does not get every replica restarted at once.
+        router.get("/healthz") { _, _ in JSON.response(["ok": true]) }
+        // Readiness: this replica can do its work now, its database answering and its
+        // notification channel listening; a load balancer sends it nothing while it cannot.
+        router.get("/readyz") { _, _ in
+            let answer = await readiness()
+            var response = JSON.response(answer, status: answer.ready ? .ok : .serviceUnavailable)
+            if !answer.ready { response.headers[.retryAfter] = String(ErrorMiddleware.retryAfter) }
+            return response
+        }
+        router.get("/api/v1/openapi.json") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
+        }
+        AgentController(stores: stores, waiters: waiters, seen: seen, metrics: metrics, deadline: deadline, logger: logger).addRoutes(to: router)
+        let api = router.group("/api/v1").add(middleware: Authentication(tokens: stores.tokens, accepts: .apiToken, deadline: deadline))
+        HostsController(stores: stores, deadline: deadline).addRoutes(to: api)
+        IntentsController(stores: stores, deadline: deadline).addRoutes(to: api)
+        RulesetsController(stores: stores, deadline: deadline).addRoutes(to: api)
+        AssignmentsController(stores: stores, deadline: deadline).addRoutes(to: api)
+        return router
     }
 
     /// For the subcommands that only touch the database: runs `body` with a client and migrates first.

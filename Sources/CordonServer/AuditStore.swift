@@ -19,6 +19,17 @@ public struct AuditEntry: Codable, Sendable {
     public var target: String?
     public var detail: String
     public var remote: String?
+
+    public init(id: Int64, at: String, actor: String, role: String?, action: String, target: String?, detail: String, remote: String?) {
+        self.id = id
+        self.at = at
+        self.actor = actor
+        self.role = role
+        self.action = action
+        self.target = target
+        self.detail = detail
+        self.remote = remote
+    }
 }
 
 public struct PostgresAuditStore: AuditStore {

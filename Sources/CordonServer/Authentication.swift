@@ -6,7 +6,7 @@ import Hummingbird
 /// a 401 here; what a principal may do is each route's `require`.
 struct Authentication: RouterMiddleware {
     typealias Context = ServerContext
-    let tokens: PostgresTokenStore
+    let tokens: any TokenStore
     /// An agent's routes take host credentials, the API's take tokens; neither reaches the other.
     let accepts: Credential.Kind
     let deadline: DatabaseDeadline

@@ -38,6 +38,7 @@ public struct HostEntry: Sendable, Equatable {
 /// A tag change that would leave a host with more tags than an agent may send.
 public struct TooManyTags: Error {
     public let count: Int
+    public init(count: Int) { self.count = count }
 }
 
 public struct PostgresHostStore: HostStore {
@@ -100,7 +101,7 @@ public struct PostgresHostStore: HostStore {
 
     /// Whether what the host should run (its assignments), what its document asks and what it
     /// runs agree.
-    static func policy(assigned: EffectivePolicy?, desired: String?, report: AgentStatus?, connected: Bool, applied: Bool) -> HostPolicyView {
+    public static func policy(assigned: EffectivePolicy?, desired: String?, report: AgentStatus?, connected: Bool, applied: Bool) -> HostPolicyView {
         let inForce = report?.mode == "enforce" ? report?.rulesetDigest : nil
         let sync: String
         if !connected {

@@ -37,6 +37,15 @@ public struct StoredAssignment: Sendable, Equatable {
     public var selector: String
     public var createdBy: String
     public var createdAt: Date
+
+    public init(id: UUID, ruleset: String, version: Int64?, selector: String, createdBy: String, createdAt: Date) {
+        self.id = id
+        self.ruleset = ruleset
+        self.version = version
+        self.selector = selector
+        self.createdBy = createdBy
+        self.createdAt = createdAt
+    }
 }
 
 public struct PostgresPolicyStore: PolicyStore {

@@ -15,6 +15,8 @@ public protocol TokenStore: Sendable {
     /// Revokes the tokens with this name or id; the number revoked.
     func revoke(_ nameOrID: String) async throws -> Int
     func authenticate(token: String) async throws -> Principal?
+    /// A host credential that matches a revoked host: the agent is told so, not just refused.
+    func isRevokedHost(token: String) async throws -> Bool
 }
 
 public struct PostgresTokenStore: TokenStore {
@@ -70,7 +72,6 @@ public struct PostgresTokenStore: TokenStore {
     }
 }
 
-/// A host whose credential matches but was revoked: the agent is told so, not just refused.
 extension PostgresTokenStore {
     public func isRevokedHost(token: String) async throws -> Bool {
         guard Credential.kind(of: token) == .host else { return false }

@@ -1,0 +1,89 @@
+import CordonCore
+import CordonServer
+import CordonWire
+import Foundation
+
+/// `PostgresHostStore` over the in-memory rows: the same view of a host, the same order.
+struct MemoryHostStore: HostStore {
+    let db: MemoryDatabase
+
+    private static func view(_ row: MemoryDatabase.HostRow, among all: [UUID: MemoryDatabase.HostRow], now: Date) -> HostView {
+        let isolation = IsolationView(desired: row.desired.isolation.state, observed: row.observed, generation: row.desired.generation,
+                                      observedGeneration: row.observedGeneration,
+                                      pendingSince: row.observedGeneration < row.desired.generation ? MemoryDatabase.text(row.desiredAt) : nil)
+        let status = row.status
+        return HostView(
+            id: row.id.uuidString.lowercased(), hostname: row.hostname, machineID: row.machineID, tags: row.tags, tagSources: row.tagSources,
+            duplicateMachineID: all.values.contains { $0.machineID == row.machineID && $0.id != row.id && !$0.revoked },
+            addresses: row.addresses, agentVersion: row.agentVersion, enrolledAt: MemoryDatabase.text(row.enrolledAt),
+            lastSeen: row.lastSeen.map(MemoryDatabase.text),
+            connected: !row.revoked && row.lastSeen.map { now.timeIntervalSince($0) < PostgresHostStore.connectedWithin } == true,
+            revoked: row.revoked, mode: status?.mode,
+            ruleset: status?.rulesetVersion.map { RulesetInForce(version: $0, digest: status?.rulesetDigest) },
+            lostEvents: status?.lostEvents ?? 0, guardRestores: status?.guardRestores ?? 0, guardEscalations: status?.guardEscalations ?? 0,
+            logProblems: row.logProblems, isolation: isolation,
+            policy: PostgresHostStore.policy(assigned: row.assignedPolicy, desired: row.desired.policy?.digest, report: status,
+                                             connected: !row.revoked && row.lastSeen.map { now.timeIntervalSince($0) < PostgresHostStore.connectedWithin } == true,
+                                             applied: row.observedGeneration >= row.desired.generation))
+    }
+
+    private static func sorted(_ rows: some Sequence<MemoryDatabase.HostRow>) -> [MemoryDatabase.HostRow] {
+        rows.sorted { ($0.hostname, $0.id.uuidString) < ($1.hostname, $1.id.uuidString) }
+    }
+
+    func hosts(ids: [UUID]) async throws -> [HostView] {
+        let now = Date()
+        return db.tables.withLock { t in Self.sorted(ids.compactMap { t.hosts[$0] }).map { Self.view($0, among: t.hosts, now: now) } }
+    }
+
+    func directory() async throws -> [HostEntry] {
+        db.tables.withLock { t in
+            Self.sorted(t.hosts.values.filter { !$0.revoked }).map {
+                HostEntry(id: $0.id, hostname: $0.hostname, tags: $0.tags, management: $0.status?.management ?? [])
+            }
+        }
+    }
+
+    func changeTags(host: UUID, _ change: TagChange) async throws -> HostView? {
+        try db.tables.withLock { t -> Bool in
+            guard var row = t.hosts[host] else { return false }
+            for key in change.unset {
+                row.tags[key] = nil
+                row.tagSources[key] = nil
+            }
+            for (key, value) in change.set {
+                row.tags[key] = value
+                row.tagSources[key] = "admin"
+            }
+            guard row.tags.count <= Limits.tags else { throw TooManyTags(count: row.tags.count) }
+            t.hosts[host] = row
+            return true
+        } ? try await self.host(host) : nil
+    }
+
+    func hosts(limit: Int) async throws -> [HostView] {
+        let now = Date()
+        return db.tables.withLock { t in
+            Array(t.hosts.values.sorted { ($0.hostname, $0.id.uuidString) < ($1.hostname, $1.id.uuidString) }.prefix(limit)
+                .map { Self.view($0, among: t.hosts, now: now) })
+        }
+    }
+
+    func host(_ id: UUID) async throws -> HostView? {
+        let now = Date()
+        return db.tables.withLock { t in t.hosts[id].map { Self.view($0, among: t.hosts, now: now) } }
+    }
+
+    func seen(_ ids: [UUID]) async throws {
+        let now = Date()
+        db.tables.withLock { t in for id in ids { t.hosts[id]?.lastSeen = now } }
+    }
+
+    func counts() async throws -> (enrolled: Int, connected: Int) {
+        let now = Date()
+        return db.tables.withLock { t in
+            let enrolled = t.hosts.values.filter { !$0.revoked }
+            return (enrolled.count, enrolled.filter { $0.lastSeen.map { now.timeIntervalSince($0) < PostgresHostStore.connectedWithin } == true }.count)
+        }
+    }
+}
