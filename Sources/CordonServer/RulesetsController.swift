@@ -16,6 +16,7 @@ struct RulesetsController {
         group.get("rulesets", use: deadline(list))
         group.get("rulesets/:name/versions/:version", use: deadline(show))
         group.post("reviews", use: deadline(review, body: Self.body, seconds: Self.reviewSeconds))
+        group.post("proposals", use: deadline(propose, body: Self.body, seconds: Self.reviewSeconds))
         group.post("rulesets/:name/versions", use: deadline(approve, body: Self.body, seconds: Self.reviewSeconds))
     }
 
@@ -90,6 +91,33 @@ struct RulesetsController {
         _ = try context.require(.viewer)
         let body = try await JSON.decode(ReviewRequest.self, from: request, limit: Self.body)
         return JSON.response(try await Self.review(stores, content: body.content, selector: body.selector, since: body.since, name: nil).result)
+    }
+
+    /// One ruleset for a tier from the merged record of its hosts (`FleetProposal`); changes nothing.
+    @Sendable func propose(_ request: Request, context: ServerContext) async throws -> Response {
+        _ = try context.require(.viewer)
+        let body = try await JSON.decode(ProposalRequest.self, from: request, limit: Self.body)
+        let selector = try HostSelection.parse(body.selector)
+        let sinceWords = body.since ?? "7d"
+        guard let since = TimeText.duration(sinceWords), since > 0 else { throw APIFailure(.badRequest, "expected a span such as 7d or 12h", field: "since") }
+        let minCoverage = body.minCoverage ?? 50
+        guard (1...100).contains(minCoverage) else { throw APIFailure(.unprocessableContent, "expected a percentage from 1 to 100", field: "min_coverage") }
+        let standard: Ruleset
+        do { standard = try RulesetParser.parse(body.standardNetworks, file: "standard-networks.yaml") } catch {
+            throw APIFailure(.unprocessableContent, "\(error)", field: "standard_networks")
+        }
+        let matched = HostSelection.matching(selector, in: try await stores.hosts.directory())
+        guard !matched.isEmpty else { throw APIFailure(.unprocessableContent, "selector \(selector) matches no host", field: "selector") }
+        var hosts: [FleetProposal.Host] = []
+        for host in matched { hosts.append(FleetProposal.Host(name: host.hostname, flows: try await stores.flows.flows(host: host.id))) }
+        let members = Set(matched.map(\.id))
+        // Every other enrolled host is a peer an east-west flow can be named by.
+        let peers = try await stores.hosts.hosts(limit: 100_000).filter { !$0.revoked && !members.contains(UUID(uuidString: $0.id)!) }
+            .flatMap { view in view.addresses.compactMap(IPAddress.init).map { FleetProposal.Peer(address: $0, hostname: view.hostname, tags: view.tags) } }
+        let result = FleetProposal.propose(selector: selector.description, hosts: hosts, peers: peers, since: TimeText.now() - since,
+                                           minCoverage: minCoverage, standard: standard, names: (try? String(contentsOfFile: "/etc/services", encoding: .utf8)).map(ServiceNames.init(servicesFile:)) ?? ServiceNames())
+        return JSON.response(ProposalResult(text: result.text, hosts: result.hosts, flows: result.flows, candidates: result.candidates,
+                                            outliers: result.outliers))
     }
 
     /// A new version, approved with its review; refused while a host has a lockout risk unless

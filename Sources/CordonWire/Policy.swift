@@ -241,3 +241,36 @@ public struct HostPolicyView: Codable, Sendable, Equatable {
         try c.encode(sync, forKey: .sync)
     }
 }
+
+/// `POST /api/v1/proposals`: one ruleset for the hosts `selector` matches, from their merged
+/// record. `standard_networks` is the standard networks file the analyst's `cordon` has (the
+/// server ships none of its own, so the proposal uses the analyst's definitions).
+public struct ProposalRequest: Codable, Sendable {
+    public var selector: String
+    public var since: String?
+    public var minCoverage: Int?
+    public var standardNetworks: String
+    enum CodingKeys: String, CodingKey { case selector, since, minCoverage = "min_coverage", standardNetworks = "standard_networks" }
+    public init(selector: String, since: String?, minCoverage: Int?, standardNetworks: String) {
+        self.selector = selector
+        self.since = since
+        self.minCoverage = minCoverage
+        self.standardNetworks = standardNetworks
+    }
+}
+
+public struct ProposalResult: Codable, Sendable, Equatable {
+    /// The ruleset file, with its coverage comments and outliers.
+    public var text: String
+    public var hosts: Int
+    public var flows: Int
+    public var candidates: Int
+    public var outliers: Int
+    public init(text: String, hosts: Int, flows: Int, candidates: Int, outliers: Int) {
+        self.text = text
+        self.hosts = hosts
+        self.flows = flows
+        self.candidates = candidates
+        self.outliers = outliers
+    }
+}

@@ -424,6 +424,14 @@ import Glibc
         }
         #expect(uploaded, "the agent uploaded its flow to \(F.web)")
         let dir = setup.lab.directory
+        // The tier's proposal from its merged record: the web service, seen on its one host.
+        let standard = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Rulesets/standard-networks.yaml").path
+        let proposed = try f.fleet(["propose", "--selector", #"tier == "web""#, "--out", dir + "/proposed.yaml", "--networks", standard], token: setup.viewer)
+        #expect(proposed.succeeded && proposed.stdout.contains("1 host"), "\(proposed)")
+        let text = try String(contentsOfFile: dir + "/proposed.yaml", encoding: .utf8)
+        #expect(text.contains("to \(F.web)") && text.contains("seen on 1 of 1 host"), "\(text)")
+        #expect((try? RulesetParser.parse(text, file: "proposed.yaml")) != nil, "the proposal parses")
         let narrow = """
             name: web
             appliesTo: 'tier == "web"'
@@ -722,6 +730,10 @@ import Glibc
 
             [[operations]]
             include-name = "POST /api/v1/assignments"
+            checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "422"]
+
+            [[operations]]
+            include-name = "POST /api/v1/proposals"
             checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "422"]
 
             [[operations]]

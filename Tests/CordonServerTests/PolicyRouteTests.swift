@@ -145,6 +145,27 @@ import Testing
         }
     }
 
+    @Test func aProposalMergesTheTiersRecordWithCoverage() async throws {
+        try await withServer { s in
+            _ = try await Self.fleet(s)
+            let standard = try String(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .deletingLastPathComponent().appendingPathComponent("Rulesets/standard-networks.yaml"), encoding: .utf8)
+            func propose(_ coverage: Int) async throws -> TestServer.Reply {
+                try await s.post("/api/v1/proposals", token: s.viewer,
+                                 TestServer.object(["selector": #"role == "web""#, "min_coverage": coverage, "standard_networks": standard]))
+            }
+            let half = try await propose(50)
+            #expect(half.status == .ok && half["hosts"] as? Int == 2 && half["candidates"] as? Int == 1 && half["outliers"] as? Int == 0, "\(half.text)")
+            #expect((half["text"] as? String)?.contains("seen on 1 of 2 hosts") == true)
+            let most = try await propose(60)
+            #expect(most["candidates"] as? Int == 0 && most["outliers"] as? Int == 1)
+            #expect((most["text"] as? String)?.contains("#   web-1: outbound tcp/443") == true, "\(most.text)")
+            let bad = try await s.post("/api/v1/proposals", token: s.viewer,
+                                       TestServer.object(["selector": "all()", "min_coverage": 0, "standard_networks": standard]))
+            #expect(bad.status == .unprocessableContent && bad.field == "min_coverage")
+        }
+    }
+
     static func query(_ text: String) -> String {
         var allowed = CharacterSet.alphanumerics
         allowed.insert(charactersIn: "-._~")

@@ -1,0 +1,140 @@
+/// One ruleset proposed for a tier from the merged record of its hosts, saying for every network
+/// and candidate how many of the hosts agree: the tier's rules are what most of it does, and what
+/// one host alone does is listed apart as that host's, never mixed into the tier's rules.
+public enum FleetProposal {
+    public struct Host: Sendable {
+        public var name: String
+        public var flows: [FlowRecord]
+        public init(name: String, flows: [FlowRecord]) {
+            self.name = name
+            self.flows = flows
+        }
+    }
+
+    /// An enrolled host by one of its addresses: east-west flows to it are named by its tags.
+    public struct Peer: Sendable {
+        public var address: IPAddress
+        public var hostname: String
+        public var tags: [String: String]
+        public init(address: IPAddress, hostname: String, tags: [String: String]) {
+            self.address = address
+            self.hostname = hostname
+            self.tags = tags
+        }
+    }
+
+    public struct Result: Sendable {
+        public var text: String
+        public var hosts: Int
+        public var flows: Int
+        /// Candidates seen on enough hosts (commented out in the file, for the analyst).
+        public var candidates: Int
+        public var outliers: Int
+    }
+
+    struct Group: Hashable { var direction: Direction, transport: UInt8, service: UInt16 }
+
+    /// - Parameter minCoverage: percent of the hosts a candidate must be seen on to be the tier's.
+    public static func propose(selector: String, hosts: [Host], peers: [Peer], since: Int64, minCoverage: Int, standard: Ruleset,
+                               names: ServiceNames, listed: Int = 8) -> Result {
+        let proposer = Proposer(standard: standard, serviceNames: names)
+        var merged: [(key: FlowKey, stats: FlowStats)] = [], flowNames: [FlowKey: [String]] = [:]
+        var networkHosts: [String: Set<String>] = [:], groupHosts: [Group: Set<String>] = [:]
+        var firstSeen: [Group: Int64] = [:]
+        var perHost: [String: [(key: FlowKey, stats: FlowStats)]] = [:]
+        for host in hosts {
+            for record in host.flows {
+                guard let (key, stats) = record.aggregate, stats.lastSeen >= since, key.verdict == .allowed, key.direction != .forward else { continue }
+                merged.append((key, stats))
+                if !record.remoteNames.isEmpty { flowNames[key, default: []] += record.remoteNames }
+                if let network = proposer.standardNetwork(for: key) {
+                    networkHosts[network.name, default: []].insert(host.name)
+                } else {
+                    let group = Group(direction: key.direction, transport: key.transport, service: key.service)
+                    groupHosts[group, default: []].insert(host.name)
+                    firstSeen[group] = min(firstSeen[group] ?? stats.firstSeen, stats.firstSeen)
+                    perHost[host.name, default: []].append((key, stats))
+                }
+            }
+        }
+        let proposal = proposer.propose(merged, names: flowNames)
+        let total = max(hosts.count, 1)
+        func coverage(_ count: Int) -> String { "seen on \(count) of \(hosts.count) host\(hosts.count == 1 ? "" : "s")" }
+        func group(_ c: Proposer.Candidate) -> Group { Group(direction: c.direction, transport: c.transport, service: c.service) }
+        let tier = proposal.candidates.filter { (groupHosts[group($0)]?.count ?? 0) * 100 >= minCoverage * total }
+        let outlierGroups = Set(proposal.candidates.filter { (groupHosts[group($0)]?.count ?? 0) * 100 < minCoverage * total }.map(group))
+
+        var out: [String] = [
+            "# Proposed by `cordon fleet propose` for \(selector) from the merged record of \(hosts.count) host\(hosts.count == 1 ? "" : "s") "
+                + "(\(merged.count) flow aggregates, last seen since \(TimeText.rfc3339(since))).",
+            "# Each network and candidate says on how many of the hosts it was seen. Candidates seen on fewer than \(minCoverage)% of",
+            "# them are outliers, listed per host at the end and not part of the tier's rules.",
+            "# Check it with `cordon fleet review FILE`; approve it with `cordon fleet approve FILE --name NAME`.",
+            "name: proposed",
+            "description: \(ProposalText.quoted("Proposed by cordon fleet propose for \(selector); review before approving."))",
+            "appliesTo: '\(selector.replacingOccurrences(of: "'", with: "''"))'",
+            "",
+            "networks:",
+        ]
+        for network in proposal.ruleset.networks {
+            let seen = proposal.seen[network.name] ?? []
+            let connections = proposal.connections[network.name] ?? 0
+            out.append("  # \(network.name): \(coverage(networkHosts[network.name]?.count ?? 0)), \(connections) connection\(connections == 1 ? "" : "s") "
+                       + "with \(seen.count) address\(seen.count == 1 ? "" : "es"): \(ProposalText.list(seen, listed))")
+            out.append(contentsOf: ProposalText.block(network, indent: "  "))
+        }
+        var candidateNames: [Group: String] = [:]
+        if !tier.isEmpty {
+            out.append("")
+            out.append("  # Somewhere: flows no standard network explains, seen on at least \(minCoverage)% of the hosts. To allow one,")
+            out.append("  # uncomment its network here and its rule below. Entries are the addresses seen; widen them only on purpose.")
+            for candidate in tier {
+                var network = ProposalText.network(for: candidate, names: names)
+                let g = group(candidate)
+                out.append("  #")
+                out.append("  # \(ProposalText.summary(candidate, names: names, listed: listed)); \(coverage(groupHosts[g]?.count ?? 0)), "
+                           + "first seen \(TimeText.rfc3339(firstSeen[g] ?? candidate.lastSeen))")
+                // East-west: remotes that are enrolled hosts, named by the tag they share.
+                let inside = peers.filter { peer in candidate.remotes.contains { $0.contains(peer.address) } }
+                if !inside.isEmpty {
+                    let shared = inside.dropFirst().reduce(inside[0].tags) { common, peer in common.filter { peer.tags[$0.key] == $0.value } }
+                    let hostsText = Array(Set(inside.map(\.hostname))).sorted().prefix(listed).joined(separator: ", ")
+                    // The tag that names a group of the fleet, not one host: the shared one the
+                    // most enrolled hosts carry (role=db over env=prod when only db-1 is prod).
+                    func carriers(_ tag: (key: String, value: String)) -> Int { peers.filter { $0.tags[tag.key] == tag.value }.count }
+                    if let (key, value) = shared.sorted(by: { carriers($0) != carriers($1) ? carriers($0) > carriers($1) : $0.key < $1.key }).first {
+                        network.name = String(("east-west-\(ProposalText.sanitized(key))-\(ProposalText.sanitized(value))-" + network.name)
+                            .prefix(RulesetLimits.nameLength))
+                        out.append("  # east-west: enrolled hosts with \(key)=\(value) (\(hostsText))")
+                    } else {
+                        out.append("  # east-west: enrolled hosts with no tag in common (\(hostsText))")
+                    }
+                }
+                candidateNames[g] = network.name
+                out.append(contentsOf: ProposalText.block(network, indent: "  ").map { "  # " + $0.dropFirst(2) })
+            }
+        }
+        for (title, rules, key, direction) in [("incoming", proposal.ruleset.incoming, "from", Direction.inbound),
+                                                ("outgoing", proposal.ruleset.outgoing, "to", Direction.outbound)] {
+            out.append("")
+            out.append("\(title):")
+            for rule in rules { out.append("  - \(key): \(rule.network)") }
+            for candidate in tier where candidate.direction == direction { out.append("  # - \(key): \(candidateNames[group(candidate)] ?? "")") }
+        }
+        var outliers = 0
+        let outlierLines = hosts.map(\.name).sorted().flatMap { name -> [String] in
+            let own = Proposer.Candidate.grouping((perHost[name] ?? []).filter { outlierGroups.contains(Group(direction: $0.key.direction,
+                                                                                                             transport: $0.key.transport,
+                                                                                                             service: $0.key.service)) })
+            outliers += own.count
+            return own.map { "#   \(name): \(ProposalText.summary($0, names: names, listed: listed)); \(coverage(groupHosts[group($0)]?.count ?? 0))" }
+        }
+        if !outlierLines.isEmpty {
+            out.append("")
+            out.append("# Outliers: seen on fewer than \(minCoverage)% of the hosts, so not the tier's. Per host; allow one in a ruleset")
+            out.append("# assigned to that host alone, or find out why it does what its tier does not:")
+            out.append(contentsOf: outlierLines)
+        }
+        return Result(text: out.joined(separator: "\n") + "\n", hosts: hosts.count, flows: merged.count, candidates: tier.count, outliers: outliers)
+    }
+}
