@@ -96,7 +96,6 @@ import Testing
     @Test func aChangeWakesTheWaitingPoll() async throws {
         try await withServer { s in
             let host = try await s.enroll()
-            let started = ContinuousClock.now
             let poll = Task { () -> (HTTPResponse.Status, Int?) in
                 let reply = try await s.get("/agent/v1/state?after=0&wait=20", token: host.credential)
                 return (reply.status, reply["generation"] as? Int)
@@ -104,9 +103,11 @@ import Testing
             try await Task.sleep(for: .milliseconds(300))
             #expect(try await s.isolate(host.id).status == .accepted)
             let (status, generation) = try await poll.value
+            // A poll that ran out its time answers what it read first (generation 0); only a
+            // wake-up reads again and answers the isolation. No clock: under `swift test` the
+            // namespace tests hold the concurrency pool's threads for long stretches.
             #expect(status == .ok)
             #expect(generation == 1)
-            #expect(ContinuousClock.now - started < .seconds(10))
         }
     }
 
