@@ -119,6 +119,12 @@ public final class FleetLink: Sendable {
         var lastError: String?
         var lastSnapshot: HostState?
         var stopped = false
+        /// The extra whitelist of the newest document seen (by poll or report), and its generation:
+        /// taken whatever the generation's isolation, so a host enrolled with one has it at once.
+        var wantedWhitelist: [String]?
+        var whitelistGeneration: Int64 = -1
+        /// The server answered 404 to `/agent/v1/state`: a server before 0.3.0.
+        var legacyServer = false
     }
 
     public let settings: FleetSettings
@@ -212,7 +218,7 @@ public final class FleetLink: Sendable {
             do {
                 let client = try FleetClient(server: settings.server, caPEM: settings.caPEM, credential: enrollment.credential, connectTimeout: timeout)
                 defer { Task { await client.shutdown() } }
-                _ = try await client.call(.GET, "/agent/v1/state?after=\(applied)&wait=0", timeout: timeout, as: DesiredState.self)
+                _ = try await Self.fetch(client, after: applied, wait: 0, timeout: timeout, legacy: false)
                 result.withLock { $0 = nil }
             } catch {
                 result.withLock { $0 = "server \(settings.server.absoluteString) did not answer an authenticated request: \(error)" }
@@ -260,8 +266,10 @@ public final class FleetLink: Sendable {
         let answer = try await client.call(.POST, "/agent/v1/enroll", body: request, timeout: 15, as: EnrollResponse.self)
         let saved = Enrollment(server: settings.server.absoluteString, hostID: answer.hostID, credential: answer.credential)
         // A new enrollment starts the server's record afresh: everything is sent from the start.
+        // Another server's whitelist is not this one's: it goes until this server's first document.
         try store.setStates([(Self.enrollmentState, String(decoding: Wire.encode(saved), as: UTF8.self)), (Self.appliedState, "0"),
-                             (Self.logAckedState, "0"), (Self.flowsAckedState, "0"), (Self.revokedState, "0")])
+                             (Self.logAckedState, "0"), (Self.flowsAckedState, "0"), (Self.revokedState, "0"), (ServerWhitelist.state, "[]")])
+        _ = whitelist.set([])
         state.withLock {
             $0.enrollment = saved
             $0.applied = 0
@@ -281,7 +289,15 @@ public final class FleetLink: Sendable {
         while !Task.isCancelled && !isStopped {
             let after = state.withLock { $0.applied }
             do {
-                let desired = try await client.call(.GET, "/agent/v1/state?after=\(after)&wait=25", timeout: 40, as: DesiredState.self)
+                let legacy = state.withLock { $0.legacyServer }
+                let desired: DesiredState
+                do {
+                    desired = try await Self.fetch(client, after: after, wait: 25, timeout: 40, legacy: legacy)
+                } catch FleetError.refused(404, _) where !legacy {
+                    logger.warning("fleet: \(settings.server.absoluteString) has no /agent/v1/state (a server before 0.3.0): polling /agent/v1/desired")
+                    state.withLock { $0.legacyServer = true }
+                    continue
+                }
                 contact()
                 offer(desired)
                 delay = 0.5
@@ -291,6 +307,22 @@ public final class FleetLink: Sendable {
                 await backoff(&delay)
             }
         }
+    }
+
+    /// The document by long poll; from a server before 0.3.0 (`legacy`, or a 404 for the health
+    /// check), the isolation it serves on `/agent/v1/desired`, read as a document.
+    static func fetch(_ client: FleetClient, after: Int64, wait: Int, timeout: Double, legacy: Bool) async throws(FleetError) -> DesiredState {
+        if !legacy {
+            do {
+                return try await client.call(.GET, "/agent/v1/state?after=\(after)&wait=\(wait)", timeout: timeout, as: DesiredState.self)
+            } catch .refused(404, let error) where wait > 0 {
+                throw .refused(status: 404, error)
+            } catch .refused(404, _) {
+                // A health check against an older server: its legacy route answers as well.
+            }
+        }
+        return DesiredState(legacy: try await client.call(.GET, "/agent/v1/desired?after=\(after)&wait=\(wait)", timeout: timeout,
+                                                          as: DesiredIsolation.self))
     }
 
     private func reportLoop(_ client: FleetClient) async {
@@ -343,7 +375,8 @@ public final class FleetLink: Sendable {
             let settled = !s.applying && s.applyEpoch == epoch
             if settled { s.reported = observed }
             // What the server now wants is what the host already is (a local change it adopted).
-            if answer.state.generation > s.applied, settled, FleetReconciler.satisfied(answer.state, host: snapshot, whitelist: whitelist.entries) {
+            if answer.state.generation > s.applied, settled, FleetReconciler.satisfied(answer.state, host: runner.snapshot),
+               answer.state.isolation.extraWhitelist == whitelist.entries {
                 s.applied = answer.state.generation
             }
         }
@@ -356,9 +389,17 @@ public final class FleetLink: Sendable {
 
     private func offer(_ desired: DesiredState) {
         let wake = state.withLock { s -> Bool in
-            guard desired.generation > s.applied, desired.generation > (s.latest?.generation ?? -1) else { return false }
-            s.latest = desired
-            return true
+            var wake = false
+            if desired.generation >= s.whitelistGeneration, desired.isolation.extraWhitelist != s.wantedWhitelist {
+                s.wantedWhitelist = desired.isolation.extraWhitelist
+                s.whitelistGeneration = desired.generation
+                wake = true
+            }
+            if desired.generation > s.applied, desired.generation > (s.latest?.generation ?? -1) {
+                s.latest = desired
+                wake = true
+            }
+            return wake
         }
         if wake { applyWake.signal() }
     }
@@ -403,6 +444,7 @@ public final class FleetLink: Sendable {
     private func applyLoop() {
         while !isStopped {
             _ = applyWake.wait(timeout: .now() + 1)
+            applyWhitelist()
             let next = state.withLock { s -> DesiredState? in
                 guard let latest = s.latest, latest.generation > s.applied, !s.stopped else { return nil }
                 s.applying = true
@@ -410,8 +452,7 @@ public final class FleetLink: Sendable {
                 return latest
             }
             guard let desired = next else { continue }
-            let plan = FleetReconciler.plan(desired, host: runner.snapshot, whitelist: whitelist.entries)
-            adopt(whitelist: desired.isolation.extraWhitelist)
+            let plan = FleetReconciler.plan(desired, host: runner.snapshot)
             let result = apply(plan, generation: desired.generation)
             let now: IsolationWord = runner.snapshot.isolation.isolated ? .isolated : .released
             // An echo of a local change tells the server nothing new: what it knows stays as it was.
@@ -429,12 +470,24 @@ public final class FleetLink: Sendable {
         }
     }
 
-    /// The document's whitelist, in use from now on (the plan's requests install it).
-    private func adopt(whitelist entries: [String]) {
-        guard whitelist.set(entries) else { return }
-        for problem in FleetReconciler.whitelist(entries).invalid { logger.error("the server's extra whitelist: \(problem); entry ignored") }
-        try? store.setState(ServerWhitelist.state, String(decoding: Wire.encode(entries), as: UTF8.self))
-        logger.notice("the server's extra whitelist: \(entries.isEmpty ? "none" : entries.joined(separator: " "))")
+    /// The newest document's extra whitelist, in use from now on: recorded, and the management
+    /// channel installed again where it is in the kernel. When that fails, the old whitelist
+    /// stays recorded, so the next turn of the loop tries again.
+    private func applyWhitelist() {
+        guard let wanted = state.withLock({ $0.wantedWhitelist }), wanted != whitelist.entries else { return }
+        let old = whitelist.entries
+        _ = whitelist.set(wanted)
+        for problem in FleetReconciler.whitelist(wanted).invalid { logger.error("the server's extra whitelist: \(problem); entry ignored") }
+        if let request = FleetReconciler.reinstall(host: runner.snapshot) {
+            let answer = runner.handle(request)
+            guard answer.ok else {
+                _ = whitelist.set(old)
+                logger.error("the server's extra whitelist could not be installed (\(answer.message)); the channel in force keeps the old one; retrying")
+                return
+            }
+        }
+        try? store.setState(ServerWhitelist.state, String(decoding: Wire.encode(wanted), as: UTF8.self))
+        logger.notice("the server's extra whitelist: \(wanted.isEmpty ? "none" : wanted.joined(separator: " "))")
     }
 
     /// Carries out one generation's plan; the first request that fails ends it.

@@ -22,32 +22,34 @@ public enum FleetReconciler {
     public static func operatorName(_ requestedBy: String) -> String { "cordon-server: \(requestedBy)" }
     public static let via = "from cordon-server"
 
-    /// `whitelist`: the extra whitelist from the server the host uses now.
-    public static func plan(_ document: DesiredState, host: HostState, whitelist: [String] = []) -> Plan {
+    public static func plan(_ document: DesiredState, host: HostState) -> Plan {
         // Mode and policy come with the server's rollouts; until this agent applies them, a
         // document that asks for them fails loudly instead of being taken as done.
         if document.mode != nil || document.policy != nil {
             return .refuse("this agent (\(CordonVersion.current)) cannot apply a mode or policy from the server yet")
         }
         let isolation = document.isolation
-        var requests: [Engine.Request] = []
-        if isolation.origin == .server {
-            let name = operatorName(isolation.requestedBy)
-            let reason = isolation.reason + (isolation.intentID.map { " (intent \($0))" } ?? "")
-            switch (isolation.state, host.isolation.isolated) {
-            case (.isolated, false): requests.append(Engine.Request(.isolate(reason: reason, via: via), operator: name))
-            case (.released, true): requests.append(Engine.Request(.release(reason: reason), operator: name))
-            default: break
-            }
+        guard isolation.origin == .server else { return .echo }
+        let name = operatorName(isolation.requestedBy)
+        let reason = isolation.reason + (isolation.intentID.map { " (intent \($0))" } ?? "")
+        switch (isolation.state, host.isolation.isolated) {
+        // A host whose release is being checked has its isolation table out already: an
+        // isolation asked for now must be put in again, not taken as there.
+        case (.isolated, _) where !isolatedNow(host): return .apply([Engine.Request(.isolate(reason: reason, via: via), operator: name)])
+        case (.released, true): return .apply([Engine.Request(.release(reason: reason), operator: name)])
+        default: return .inSync
         }
-        // A new whitelist changes the management channel, which is in the kernel while isolated
-        // or enforcing: installed again, as for a collector's new address. An isolate or a
-        // release installs it anyway.
-        if requests.isEmpty, isolation.extraWhitelist != whitelist, host.isolation.isolated || host.enforcement.mode == .enforce {
-            requests.append(Engine.Request(.tampered("the management channel changed: the server's extra whitelist")))
-        }
-        if !requests.isEmpty { return .apply(requests) }
-        return isolation.origin == .local ? .echo : .inSync
+    }
+
+    /// The isolation table is in the kernel: isolated, and no release is being checked.
+    public static func isolatedNow(_ host: HostState) -> Bool { host.isolation.isolated && host.isolation.releasing == nil }
+
+    /// The request that installs the management channel again after the server's extra
+    /// whitelist changed, where the channel is in the kernel (isolated or enforcing); nil where it
+    /// is not (the next isolate or enforce installs it).
+    public static func reinstall(host: HostState) -> Engine.Request? {
+        guard host.isolation.isolated || host.enforcement.mode == .enforce else { return nil }
+        return Engine.Request(.tampered("the management channel changed: the server's extra whitelist"))
     }
 
     /// The entries of a document's extra whitelist this agent can use, and the others with why.
@@ -61,8 +63,10 @@ public enum FleetReconciler {
 
     /// Whether the document asks nothing of the host as it is, so that its generation counts as
     /// applied without an apply (a report's answer that adopted a local change).
-    public static func satisfied(_ document: DesiredState, host: HostState, whitelist: [String] = []) -> Bool {
-        switch plan(document, host: host, whitelist: whitelist) {
+    public static func satisfied(_ document: DesiredState, host: HostState) -> Bool {
+        // Mid-release the outcome is not known yet: nothing counts as done.
+        guard host.isolation.releasing == nil else { return false }
+        switch plan(document, host: host) {
         case .inSync: return true
         case .echo: return document.isolation.state == (host.isolation.isolated ? .isolated : .released)
         case .apply, .refuse: return false

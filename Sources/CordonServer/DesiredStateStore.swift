@@ -59,10 +59,20 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
     }
 
     /// The stored document, its generation taken from the column (the one SQL compares).
-    static func document(_ text: String, generation: Int64) -> DesiredState {
-        var document = (try? Wire.decode(DesiredState.self, from: Data(text.utf8))) ?? .initial
+    /// One that does not decode is an error, never a default: a default would be "released"
+    /// and would release an isolated host.
+    static func document(_ text: String, generation: Int64) throws -> DesiredState {
+        var document: DesiredState
+        do { document = try Wire.decode(DesiredState.self, from: Data(text.utf8)) } catch {
+            throw UnreadableDocument(detail: Wire.describe(error).message)
+        }
         document.generation = generation
         return document
+    }
+
+    struct UnreadableDocument: Error, CustomStringConvertible {
+        let detail: String
+        var description: String { "a host's desired-state document in the database does not read (\(detail)); not guessing it" }
     }
 
     private func lockHost(_ connection: PostgresConnection, _ host: UUID) async throws -> Row? {
@@ -71,7 +81,7 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
             FROM hosts WHERE id = \(host) FOR UPDATE
             """, logger: logger)
         for try await (desired, generation, observed, observedGeneration, revoked) in rows.decode((String, Int64, String?, Int64, Bool).self) {
-            return Row(desired: Self.document(desired, generation: generation), observed: observed.flatMap(IsolationWord.init),
+            return Row(desired: try Self.document(desired, generation: generation), observed: observed.flatMap(IsolationWord.init),
                        observedGeneration: observedGeneration, revoked: revoked)
         }
         return nil
@@ -180,7 +190,7 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
 
     public func desired(host: UUID) async throws -> DesiredState? {
         let rows = try await client.query("SELECT desired::text, generation FROM hosts WHERE id = \(host)", logger: logger)
-        for try await (text, generation) in rows.decode((String, Int64).self) { return Self.document(text, generation: generation) }
+        for try await (text, generation) in rows.decode((String, Int64).self) { return try Self.document(text, generation: generation) }
         return nil
     }
 

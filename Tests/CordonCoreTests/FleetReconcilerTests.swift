@@ -53,25 +53,24 @@ import Testing
 
     @Test("a new extra whitelist re-installs the management channel where it is in the kernel (isolated or enforcing), and only there")
     func whitelist() {
-        var document = Self.document(.isolated)
-        document.isolation.extraWhitelist = ["tcp/198.51.100.5:88"]
-        let reinstall = FleetReconciler.Plan.apply([Engine.Request(.tampered("the management channel changed: the server's extra whitelist"))])
-        #expect(FleetReconciler.plan(document, host: Self.isolated, whitelist: []) == reinstall)
-        #expect(FleetReconciler.plan(document, host: Self.isolated, whitelist: ["tcp/198.51.100.5:88"]) == .inSync)
-        // Released and in discovery: nothing of the channel is in the kernel.
-        document.isolation.state = .released
-        #expect(FleetReconciler.plan(document, host: Self.released, whitelist: []) == .inSync)
-        let enforcing = HostState(enforcement: EnforcementState(mode: .enforce, version: 2))
-        #expect(FleetReconciler.plan(document, host: enforcing, whitelist: []) == reinstall)
-        // An isolate installs the new channel itself: one request, not two.
-        document.isolation.state = .isolated
-        guard case .apply(let requests) = FleetReconciler.plan(document, host: Self.released, whitelist: []) else {
-            Issue.record("expected an isolate")
-            return
-        }
-        #expect(requests.count == 1)
+        let reinstall = Engine.Request(.tampered("the management channel changed: the server's extra whitelist"))
+        #expect(FleetReconciler.reinstall(host: Self.isolated) == reinstall)
+        #expect(FleetReconciler.reinstall(host: HostState(enforcement: EnforcementState(mode: .enforce, version: 2))) == reinstall)
+        // Released and in discovery: nothing of the channel is in the kernel; the next isolate or enforce installs it.
+        #expect(FleetReconciler.reinstall(host: Self.released) == nil)
         let parsed = FleetReconciler.whitelist(["tcp/198.51.100.5:88", "tcp/192.0.2.7/24"])
         #expect(parsed.endpoints.count == 1 && parsed.invalid.count == 1 && parsed.invalid[0].contains("host bits"))
+    }
+
+    @Test("an isolation that arrives while a release is being checked is put in again, never taken as there; nothing counts as done mid-release")
+    func isolationDuringReleaseCheck() {
+        var releasing = Self.isolated
+        releasing.isolation.releasing = "checking the collectors"
+        #expect(FleetReconciler.plan(Self.document(.isolated), host: releasing)
+                == .apply([Engine.Request(.isolate(reason: "alert 42 (intent i-1)", via: "from cordon-server"), operator: "cordon-server: rita")]))
+        #expect(!FleetReconciler.satisfied(Self.document(.isolated), host: releasing))
+        #expect(!FleetReconciler.satisfied(Self.document(.released), host: releasing))
+        #expect(FleetReconciler.plan(Self.document(.isolated), host: Self.isolated) == .inSync)
     }
 
     @Test("a local change is reported only when settled and different from what the server knows; a release under check is not yet one")

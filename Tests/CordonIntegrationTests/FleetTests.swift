@@ -343,6 +343,16 @@ import Glibc
         let state = try f.api("GET", "/agent/v1/state", token: try Self.credential(setup))
         let whitelist = ((try setup.json(state.body)["isolation"] as? [String: Any])?["extra_whitelist"] as? [String])
         #expect(whitelist == ["tcp/\(F.web):443"], "\(state)")
+        // Taken from the enrollment's own document (generation 0), before any request: a local
+        // isolation on a newly enrolled host keeps the site's whitelist too.
+        let adopted = Date().addingTimeInterval(15)
+        var management = ""
+        while Date() < adopted {
+            management = (try setup.status(f.a)["management"] as? String) ?? ""
+            if management.contains("extra tcp/\(F.web)") { break }
+            usleep(200_000)
+        }
+        #expect(management.contains("extra tcp/\(F.web)"), "\(management)\n\(setup.agentLog)")
         func pingWeb() throws -> Bool { try setup.lab.run(f.a, ["ping", "-c", "1", "-W", "1", F.web], timeout: 5).succeeded }
         #expect(try pingWeb() && setup.webReachable())
         let isolate = try setup.request(id, "isolated", reason: "whitelist test")
