@@ -29,7 +29,8 @@ public enum PolicyComposer {
 
     /// The union, and each rule's sources. The same network (same name, same definition) in two
     /// rulesets is one network; a name two rulesets define differently is kept apart as
-    /// `RULESET_NAME` for each. Rules in the union are unique; a rule two parts bring lists both.
+    /// `RULESET_NAME` for each (and `-2`, `-3` where that is taken too). Rules in the union are
+    /// unique; a rule two parts bring lists both.
     /// Parts are taken in the order of (ruleset name, version, assignment), so the text, and with
     /// it the digest, does not depend on the order assignments were read in.
     public static func compose(_ parts: [Part], name: String = "effective") -> (ruleset: Ruleset, sources: [Source]) {
@@ -40,19 +41,31 @@ public enum PolicyComposer {
                 definitions[network.name, default: []].append(network)
             }
         }
-        var networks: [ExternalNetwork] = [], added: Set<String> = []
+        // Every name in the union names one definition: a name already taken by another one
+        // (a literal `web_dns` beside a renamed one, two versions of one ruleset, names cut to the
+        // same length) gets `-2`, `-3`, ... A rule must never reach another ruleset's network.
+        var networks: [ExternalNetwork] = [], taken: [String: ExternalNetwork] = [:]
         var incoming: [Rule] = [], outgoing: [Rule] = [], sources: [Source] = []
         for part in ordered {
-            // This part's name for each of its networks in the union.
-            func unionName(_ network: String) -> String {
-                // Within a name's 63 characters: at most 30 of the ruleset's and 32 of the network's.
-                (definitions[network]?.count ?? 1) > 1 ? "\(part.name.prefix(30))_\(network.prefix(32))" : network
-            }
+            var names: [String: String] = [:]
             for network in part.ruleset.networks {
+                // Within a name's 63 characters: at most 30 of the ruleset's and 28 of the network's.
+                let base = (definitions[network.name]?.count ?? 1) > 1 ? "\(part.name.prefix(30))_\(network.name.prefix(28))" : network.name
+                var candidate = String(base.prefix(59)), suffix = 1
+                while let holder = taken[candidate], holder.withName(network.name) != network {
+                    suffix += 1
+                    candidate = "\(base.prefix(59))-\(suffix)"
+                }
                 var renamed = network
-                renamed.name = unionName(network.name)
-                if added.insert(renamed.name).inserted { networks.append(renamed) }
+                renamed.name = candidate
+                if taken[candidate] == nil {
+                    taken[candidate] = renamed
+                    networks.append(renamed)
+                }
+                names[network.name] = candidate
             }
+            // This part's name for each of its networks in the union.
+            func unionName(_ network: String) -> String { names[network] ?? network }
             for (rules, into, word) in [(part.ruleset.incoming, 0, "incoming from"), (part.ruleset.outgoing, 1, "outgoing to")] {
                 for rule in rules {
                     let renamed = Rule(network: unionName(rule.network), comment: rule.comment)
@@ -69,5 +82,14 @@ public enum PolicyComposer {
         // Only the networks a rule uses: a ruleset's unused networks allow nothing.
         let used = Set((incoming + outgoing).map(\.network))
         return (Ruleset(name: name, networks: networks.filter { used.contains($0.name) }, incoming: incoming, outgoing: outgoing), sources)
+    }
+}
+
+extension ExternalNetwork {
+    /// The same network under another name: what two rulesets' definitions are compared as.
+    func withName(_ name: String) -> ExternalNetwork {
+        var copy = self
+        copy.name = name
+        return copy
     }
 }

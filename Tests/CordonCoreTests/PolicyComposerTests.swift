@@ -53,6 +53,32 @@ import Testing
         #expect(try RulesetParser.parse(text, file: "effective.yaml") == union)
     }
 
+    @Test("two versions of one ruleset, or a literal name equal to a renamed one, never share a name: each rule keeps its own network")
+    func namesNeverCollide() throws {
+        let v1 = try Self.ruleset(Self.web)
+        let v2 = try Self.ruleset(Self.web.replacingOccurrences(of: "198.51.100.0/28", with: "192.0.2.128/28"))
+        let literal = try Self.ruleset("""
+            name: web
+            networks:
+              - name: web_ssh
+                entries: [203.0.113.64/28]
+                services: [tcp/2222]
+            incoming:
+              - from: web_ssh
+            """)
+        let (union, sources) = PolicyComposer.compose([
+            PolicyComposer.Part(ruleset: v1, name: "web", version: 1, assignment: "a1"),
+            PolicyComposer.Part(ruleset: v2, name: "web", version: 2, assignment: "a2"),
+            PolicyComposer.Part(ruleset: literal, name: "web", version: 3, assignment: "a3"),
+        ])
+        #expect(Set(union.networks.map(\.name)).count == union.networks.count, "one name, one definition: \(union.networks.map(\.name))")
+        // Each version's ssh rule reaches its own addresses.
+        let entries = Set(union.incoming.compactMap { rule in union.network(named: rule.network)?.entries.first?.description })
+        #expect(entries == ["198.51.100.0/28", "192.0.2.128/28", "203.0.113.64/28"], "\(union.incoming.map(\.network))")
+        #expect(Set(sources.filter { $0.rule.hasPrefix("incoming") }.map(\.version)) == [1, 2, 3])
+        #expect(try RulesetParser.parse(RulesetText.render(union), file: "effective.yaml") == union)
+    }
+
     @Test("the same assignments in another order give the same text, so the same digest")
     func orderIndependent() throws {
         let a = PolicyComposer.Part(ruleset: try Self.ruleset(Self.web), name: "web", version: 2, assignment: "a1")

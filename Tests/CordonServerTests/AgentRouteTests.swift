@@ -93,21 +93,29 @@ import Testing
         }
     }
 
+    /// The wake-up itself, below the route: a poll's wait ends on a change, not on its timeout.
+    /// No clock and no HTTP: under `swift test` the namespace tests hold the concurrency pool's
+    /// threads for long stretches, so a route-level poll can run out its time before the change
+    /// is even made. A wait that missed the wake-up runs its ten minutes and answers false.
     @Test func aChangeWakesTheWaitingPoll() async throws {
+        let waiters = DesiredWaiters()
+        let host = UUID()
+        let (registered, signal) = AsyncStream<Void>.makeStream()
+        let waiting = Task { await waiters.wait(host: host, timeout: 600) { signal.finish(); return false } }
+        for await _ in registered {}
+        waiters.wake(host: UUID())
+        waiters.wake(host: host)
+        #expect(await waiting.value == true, "woken by the change, not by its timeout")
+    }
+
+    @Test func aPollAfterAChangeAnswersItAtOnce() async throws {
         try await withServer { s in
             let host = try await s.enroll()
-            let poll = Task { () -> (HTTPResponse.Status, Int?) in
-                let reply = try await s.get("/agent/v1/state?after=0&wait=20", token: host.credential)
-                return (reply.status, reply["generation"] as? Int)
-            }
-            try await Task.sleep(for: .milliseconds(300))
             #expect(try await s.isolate(host.id).status == .accepted)
-            let (status, generation) = try await poll.value
-            // A poll that ran out its time answers what it read first (generation 0); only a
-            // wake-up reads again and answers the isolation. No clock: under `swift test` the
-            // namespace tests hold the concurrency pool's threads for long stretches.
-            #expect(status == .ok)
-            #expect(generation == 1)
+            let reply = try await s.get("/agent/v1/state?after=0&wait=25", token: host.credential)
+            #expect(reply.status == .ok)
+            #expect(reply["generation"] as? Int == 1)
+            #expect((reply.isolation)?["state"] as? String == "isolated")
         }
     }
 
