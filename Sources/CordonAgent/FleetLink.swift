@@ -375,7 +375,7 @@ public final class FleetLink: Sendable {
             let settled = !s.applying && s.applyEpoch == epoch
             if settled { s.reported = observed }
             // What the server now wants is what the host already is (a local change it adopted).
-            if answer.state.generation > s.applied, settled, FleetReconciler.satisfied(answer.state, host: runner.snapshot),
+            if answer.state.generation > s.applied, settled, FleetReconciler.satisfied(answer.state, host: runner.snapshot, inForceDigest: inForceDigest()),
                answer.state.isolation.extraWhitelist == whitelist.entries {
                 s.applied = answer.state.generation
             }
@@ -452,7 +452,7 @@ public final class FleetLink: Sendable {
                 return latest
             }
             guard let desired = next else { continue }
-            let plan = FleetReconciler.plan(desired, host: runner.snapshot)
+            let plan = FleetReconciler.plan(desired, host: runner.snapshot, inForceDigest: inForceDigest())
             let result = apply(plan, generation: desired.generation)
             let now: IsolationWord = runner.snapshot.isolation.isolated ? .isolated : .released
             // An echo of a local change tells the server nothing new: what it knows stays as it was.
@@ -490,7 +490,14 @@ public final class FleetLink: Sendable {
         logger.notice("the server's extra whitelist: \(wanted.isEmpty ? "none" : wanted.joined(separator: " "))")
     }
 
-    /// Carries out one generation's plan; the first request that fails ends it.
+    /// The digest of the ruleset version in the kernel; nil in discovery.
+    private func inForceDigest() -> String? {
+        let e = runner.snapshot.enforcement
+        guard e.mode == .enforce, let version = e.version else { return nil }
+        return (try? store.ruleset(version: version))?.digest
+    }
+
+    /// Carries out one generation's plan; the first step that fails ends it.
     private func apply(_ plan: FleetReconciler.Plan, generation: Int64) -> AppliedGeneration {
         switch plan {
         case .inSync, .echo:
@@ -498,14 +505,59 @@ public final class FleetLink: Sendable {
         case .refuse(let why):
             logger.error("fleet generation \(generation) not applied: \(why)")
             return AppliedGeneration(generation: generation, ok: false, error: why)
-        case .apply(let requests):
-            for request in requests {
-                let answer = Emergency.perform(request, runner: runner, store: store)
+        case .apply(let steps):
+            for step in steps {
+                let before = try? store.latestDecisionSequence()
+                let answer = perform(step)
                 logger.notice("fleet generation \(generation): \(answer.message)")
-                guard answer.ok else { return AppliedGeneration(generation: generation, ok: false, error: answer.message) }
+                guard answer.ok else {
+                    // Known by the log's own entry, not by the answer's words.
+                    let rolledBack = before.map { sequence in ((try? store.decisions(after: sequence, limit: 100)) ?? []).contains { $0.action == "rollback" } }
+                    return AppliedGeneration(generation: generation, ok: false, error: answer.message, rolledBack: rolledBack ?? false)
+                }
             }
             return AppliedGeneration(generation: generation, ok: true, error: nil)
         }
+    }
+
+    private func perform(_ step: FleetReconciler.Step) -> Answer {
+        switch step {
+        case .request(let request):
+            return Emergency.perform(request, runner: runner, store: store)
+        case .enforce(let policy, let window, let name, let reason):
+            // What the server sends is checked as a file on the host would be, before it is kept.
+            guard ContentDigest.hex(policy.content) == policy.digest else {
+                return Answer(ok: false, message: "the server's policy does not match its digest \(policy.digest.prefix(12)); not kept, nothing changed")
+            }
+            do { _ = try RulesetParser.parse(policy.content, file: "the server's policy \(policy.digest.prefix(12))") } catch {
+                return Answer(ok: false, message: "the server's policy does not read: \(error); nothing changed")
+            }
+            let version: Int64
+            do {
+                if let kept = try store.rulesetVersions().last(where: { $0.digest == policy.digest }) {
+                    version = kept.version
+                } else {
+                    version = try store.approve(content: policy.content, source: "cordon-server", operator: name, acceptedRisks: [], reason: reason).version
+                }
+            } catch {
+                return Answer(ok: false, message: "the server's policy could not be kept (\(error)); nothing changed")
+            }
+            let enforced = runner.handle(Engine.Request(.enforce(approved: version, confirmWithin: window), operator: name))
+            guard enforced.ok else { return enforced }
+            return confirm(name)
+        case .confirm(let name):
+            return confirm(name)
+        }
+    }
+
+    /// Confirms only after an authenticated round trip to the server over a new connection,
+    /// through the rules now in force. Without it the window runs out and the host rolls back
+    /// by itself, which the server's rollout sees and halts on.
+    private func confirm(_ name: String) -> Answer {
+        if let failure = healthCheck(timeout: 5) {
+            return Answer(ok: false, message: "not confirmed: \(failure); the host rolls back when its confirm window ends")
+        }
+        return runner.handle(Engine.Request(.confirm, operator: name))
     }
 }
 

@@ -12,32 +12,80 @@ public enum FleetReconciler {
         /// The document holds the host's own local change, adopted by the server: already in
         /// force here, and applying it could undo a later local change.
         case echo
-        /// These requests, in order: whatever tightens first, a release last.
-        case apply([Engine.Request])
+        /// These steps, in order: whatever tightens first, a release last.
+        case apply([Step])
         /// A part of the document this agent cannot carry out; the generation fails with this.
         case refuse(String)
+    }
+
+    /// One thing the channel carries out for a document.
+    public enum Step: Equatable, Sendable {
+        /// An engine request, through the runner.
+        case request(Engine.Request)
+        /// The server's policy: kept as a local approved version (the server's approval
+        /// recorded in the decision log), then enforced through the confirm window. Confirmed by
+        /// the agent itself only after an authenticated round trip to the server through the new
+        /// rules; otherwise the window runs out and the host rolls back by itself.
+        case enforce(EffectivePolicy, confirmWithin: Int64, operator: String, reason: String)
+        /// The policy is in force but unconfirmed (the agent restarted inside the window): the
+        /// round trip, then the confirmation.
+        case confirm(operator: String)
     }
 
     /// Who the decision log names for a server's request.
     public static func operatorName(_ requestedBy: String) -> String { "cordon-server: \(requestedBy)" }
     public static let via = "from cordon-server"
 
-    public static func plan(_ document: DesiredState, host: HostState) -> Plan {
-        // Mode and policy come with the server's rollouts; until this agent applies them, a
-        // document that asks for them fails loudly instead of being taken as done.
-        if document.mode != nil || document.policy != nil {
-            return .refuse("this agent (\(CordonVersion.current)) cannot apply a mode or policy from the server yet")
-        }
+    /// `inForceDigest`: the digest of the ruleset version in the kernel (nil in discovery).
+    public static func plan(_ document: DesiredState, host: HostState, inForceDigest: String? = nil) -> Plan {
+        var steps: [Step] = []
+        var release: Step?
         let isolation = document.isolation
-        guard isolation.origin == .server else { return .echo }
-        let name = operatorName(isolation.requestedBy)
-        let reason = isolation.reason + (isolation.intentID.map { " (intent \($0))" } ?? "")
-        switch (isolation.state, host.isolation.isolated) {
-        // A host whose release is being checked has its isolation table out already: an
-        // isolation asked for now must be put in again, not taken as there.
-        case (.isolated, _) where !isolatedNow(host): return .apply([Engine.Request(.isolate(reason: reason, via: via), operator: name)])
-        case (.released, true): return .apply([Engine.Request(.release(reason: reason), operator: name)])
-        default: return .inSync
+        if isolation.origin == .server {
+            let name = operatorName(isolation.requestedBy)
+            let reason = isolation.reason + (isolation.intentID.map { " (intent \($0))" } ?? "")
+            switch (isolation.state, host.isolation.isolated) {
+            // A host whose release is being checked has its isolation table out already: an
+            // isolation asked for now must be put in again, not taken as there.
+            case (.isolated, _) where !isolatedNow(host): steps.append(.request(Engine.Request(.isolate(reason: reason, via: via), operator: name)))
+            case (.released, true): release = .request(Engine.Request(.release(reason: reason), operator: name))
+            default: break
+            }
+        }
+        switch modeSteps(document, host: host, inForceDigest: inForceDigest) {
+        case .failure(let refusal): return .refuse(refusal.why)
+        case .success(let more): steps += more
+        }
+        if let release { steps.append(release) }
+        if steps.isEmpty { return isolation.origin == .server ? .inSync : .echo }
+        return .apply(steps)
+    }
+
+    struct Refusal: Error { var why: String }
+
+    /// What the document's mode and policy ask of the host. No mode: the server leaves the mode
+    /// to the host (no rollout reached it), whatever policy is assigned meanwhile.
+    static func modeSteps(_ document: DesiredState, host: HostState, inForceDigest: String?) -> Result<[Step], Refusal> {
+        guard let mode = document.mode else { return .success([]) }
+        let name = operatorName(mode.intentID.map { "intent \($0)" } ?? "rollout")
+        let e = host.enforcement
+        switch mode.mode {
+        case .discovery:
+            guard e.mode != .discovery else { return .success([]) }
+            return .success([.request(Engine.Request(.discover(reason: "the server's document: discovery" + (mode.intentID.map { " (intent \($0))" } ?? "")),
+                                                     operator: name))])
+        case .enforce:
+            guard let policy = document.policy else { return .failure(Refusal(why: "the document asks for enforce without a policy")) }
+            guard Engine.confirmRange.contains(mode.confirmWithin) else {
+                return .failure(Refusal(why: "confirm_within must be \(Engine.confirmRange.lowerBound) to \(Engine.confirmRange.upperBound) seconds"))
+            }
+            guard e.mode == .enforce, inForceDigest == policy.digest else {
+                return .success([.enforce(policy, confirmWithin: mode.confirmWithin, operator: name,
+                                          reason: "the server's effective policy \(policy.digest.prefix(12))" + (mode.intentID.map { " (intent \($0))" } ?? ""))])
+            }
+            // In force, and awaiting its confirmation: the round trip decides.
+            if e.unconfirmed && !e.checking { return .success([.confirm(operator: name)]) }
+            return .success([])
         }
     }
 
@@ -63,10 +111,10 @@ public enum FleetReconciler {
 
     /// Whether the document asks nothing of the host as it is, so that its generation counts as
     /// applied without an apply (a report's answer that adopted a local change).
-    public static func satisfied(_ document: DesiredState, host: HostState) -> Bool {
+    public static func satisfied(_ document: DesiredState, host: HostState, inForceDigest: String? = nil) -> Bool {
         // Mid-release the outcome is not known yet: nothing counts as done.
         guard host.isolation.releasing == nil else { return false }
-        switch plan(document, host: host) {
+        switch plan(document, host: host, inForceDigest: inForceDigest) {
         case .inSync: return true
         case .echo: return document.isolation.state == (host.isolation.isolated ? .isolated : .released)
         case .apply, .refuse: return false

@@ -18,6 +18,7 @@ public struct Stores: Sendable {
     public var flows: any FleetFlowStore
     public var audit: any AuditStore
     public var policy: any PolicyStore
+    public var rollouts: any RolloutStore
 
     public init(client: PostgresClient, logger: Logger) {
         tokens = PostgresTokenStore(client: client, logger: logger)
@@ -28,11 +29,12 @@ public struct Stores: Sendable {
         flows = PostgresFleetFlowStore(client: client, logger: logger)
         audit = PostgresAuditStore(client: client, logger: logger)
         policy = PostgresPolicyStore(client: client, logger: logger)
+        rollouts = PostgresRolloutStore(client: client, logger: logger)
     }
 
     /// Any implementations: the route tests run the controllers on stores kept in memory.
     public init(tokens: any TokenStore, enrollment: any EnrollmentStore, hosts: any HostStore, desired: any DesiredStateStore,
-                log: any LogStore, flows: any FleetFlowStore, audit: any AuditStore, policy: any PolicyStore) {
+                log: any LogStore, flows: any FleetFlowStore, audit: any AuditStore, policy: any PolicyStore, rollouts: any RolloutStore) {
         self.tokens = tokens
         self.enrollment = enrollment
         self.hosts = hosts
@@ -41,6 +43,7 @@ public struct Stores: Sendable {
         self.flows = flows
         self.audit = audit
         self.policy = policy
+        self.rollouts = rollouts
     }
 }
 
@@ -93,7 +96,7 @@ public enum ServerApplication {
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: certificate.map { .certificate($0) }, privateKey: .privateKey(key))
         tls.minimumTLSVersion = .tlsv12
 
-        var services: [any Service] = [client, listener, seen]
+        var services: [any Service] = [client, listener, seen, RolloutDriver(stores: stores, logger: logger)]
         if let address = settings.metrics {
             services.append(MetricsEndpoint.application(at: address, refresh: { await metrics.refresh(stores: stores, client: client, logger: logger) },
                                                         logger: logger) { logger.notice("serving metrics on \(address)") })
@@ -142,6 +145,7 @@ public enum ServerApplication {
         IntentsController(stores: stores, deadline: deadline).addRoutes(to: api)
         RulesetsController(stores: stores, deadline: deadline).addRoutes(to: api)
         AssignmentsController(stores: stores, deadline: deadline).addRoutes(to: api)
+        RolloutsController(stores: stores, deadline: deadline).addRoutes(to: api)
         return router
     }
 

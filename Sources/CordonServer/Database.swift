@@ -185,6 +185,28 @@ public enum Migrations {
             "CREATE INDEX assignments_active ON assignments (ruleset) WHERE removed_at IS NULL",
             "ALTER TABLE hosts ADD COLUMN assigned_policy jsonb",
         ]),
+        // Rollouts (issue 20): the waves and each host's step, in the database so that any replica
+        // can drive them after another died; `previous` is the host's document (mode and policy)
+        // before the step, which a halt puts back.
+        ("006-rollouts", [
+            """
+            CREATE TABLE rollouts (
+              id uuid PRIMARY KEY, selector text NOT NULL, mode text NOT NULL CHECK (mode IN ('discovery', 'enforce')),
+              waves jsonb NOT NULL, soak_seconds bigint NOT NULL, confirm_window_seconds bigint NOT NULL, max_failures integer NOT NULL,
+              state text NOT NULL CHECK (state IN ('running', 'succeeded', 'halted', 'aborted')), current_wave integer NOT NULL DEFAULT 0,
+              wave_started_at timestamptz, soak_until timestamptz, failures integer NOT NULL DEFAULT 0, halt_reason text,
+              created_by text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now())
+            """,
+            "CREATE INDEX rollouts_running ON rollouts (created_at) WHERE state = 'running'",
+            """
+            CREATE TABLE rollout_hosts (
+              rollout_id uuid NOT NULL REFERENCES rollouts (id), host_id uuid NOT NULL REFERENCES hosts (id), position integer NOT NULL,
+              wave integer NOT NULL, state text NOT NULL CHECK (state IN ('waiting', 'skipped', 'applying', 'confirmed', 'failed', 'reverted')),
+              generation bigint, detail text, previous jsonb, started_at timestamptz, changed_at timestamptz NOT NULL DEFAULT now(),
+              PRIMARY KEY (rollout_id, host_id))
+            """,
+            "ALTER TABLE intents ADD COLUMN rollout_id uuid, ADD COLUMN rolled_back boolean",
+        ]),
     ]
 
     public struct Newer: Error, CustomStringConvertible {

@@ -13,6 +13,12 @@ public enum IsolationRefusal: Error, Equatable {
     case notPending(IntentStatus)
 }
 
+/// A rollout's step the store refuses.
+public enum ModeRefusal: Error, Equatable {
+    /// Enforce, and no assignment gives the host a policy.
+    case noPolicy
+}
+
 /// One desired-state document per host (`DesiredState`), with a generation that only grows, and
 /// the intents that set it. The latest intent wins: a new one supersedes a pending one, so
 /// nothing stays pending behind a host that is offline (the flaw of the source documents'
@@ -27,6 +33,37 @@ public protocol DesiredStateStore: Sendable {
     func intents(host: UUID?, status: IntentStatus?, limit: Int) async throws -> [IntentView]
     /// How many intents are in each status: the metrics' gauges.
     func intentCounts() async throws -> [IntentStatus: Int]
+    /// A rollout's step or revert: the document's mode and policy at the next generation, as a
+    /// mode intent; the isolation stays as it is. Returns the generation and the mode and
+    /// policy the document had before.
+    func setMode(host: UUID, _ change: ModeChange, rollout: UUID, by name: String, reason: String) async throws -> (generation: Int64, previous: Rollout.Previous)
+}
+
+/// What a rollout asks of one host's document.
+public enum ModeChange: Sendable, Equatable {
+    /// The mode; with enforce, the host's effective policy as its assignments make it now.
+    case rollout(ModeWord, confirmWithin: Int64)
+    /// Back to what the document asked before the rollout's step (nil mode: discovery).
+    case restore(Rollout.Previous?)
+}
+
+extension ModeChange {
+    /// The document's mode and policy after the change; nil when it cannot be made (enforce
+    /// with no assigned policy).
+    public func apply(to document: DesiredState, assigned: EffectivePolicy?, intent: UUID) -> (ModeIntent, EffectivePolicy?)? {
+        let id = intent.uuidString.lowercased()
+        switch self {
+        case .rollout(.enforce, let window):
+            guard let assigned else { return nil }
+            return (ModeIntent(mode: .enforce, intentID: id, confirmWithin: window), assigned)
+        case .rollout(.discovery, let window):
+            return (ModeIntent(mode: .discovery, intentID: id, confirmWithin: window), nil)
+        case .restore(let previous):
+            let mode = previous?.mode
+            return (ModeIntent(mode: mode?.mode ?? .discovery, intentID: id, confirmWithin: mode?.confirmWithin ?? 120),
+                    mode?.mode == .enforce ? previous?.policy : nil)
+        }
+    }
 }
 
 public struct PostgresDesiredStateStore: DesiredStateStore {
@@ -87,10 +124,13 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
         return nil
     }
 
-    /// Writes the document at its (next) generation; the pending intent it replaces is superseded.
-    private func setDesired(_ connection: PostgresConnection, host: UUID, _ document: DesiredState, supersededBecause why: String) async throws {
+    /// Writes the document at its (next) generation; the pending intent of the same kind it
+    /// replaces is superseded (a rollout's step never supersedes an analyst's isolation).
+    private func setDesired(_ connection: PostgresConnection, host: UUID, _ document: DesiredState, kind: IntentKind = .isolation,
+                            supersededBecause why: String) async throws {
         try await connection.query("""
-            UPDATE intents SET status = 'superseded', completed_at = now(), error = \(why) WHERE host_id = \(host) AND status = 'pending'
+            UPDATE intents SET status = 'superseded', completed_at = now(), error = \(why)
+            WHERE host_id = \(host) AND status = 'pending' AND kind = \(kind.rawValue)
             """, logger: logger)
         try await connection.query("""
             UPDATE hosts SET desired = \(String(decoding: Wire.encode(document), as: UTF8.self))::jsonb, generation = \(document.generation),
@@ -188,6 +228,31 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
         }
     }
 
+    public func setMode(host: UUID, _ change: ModeChange, rollout: UUID, by name: String, reason: String) async throws -> (generation: Int64, previous: Rollout.Previous) {
+        try await client.transaction(logger: logger) { connection in
+            guard let row = try await lockHost(connection, host) else { throw IsolationRefusal.noHost }
+            guard !row.revoked else { throw IsolationRefusal.revoked }
+            var assigned: EffectivePolicy?
+            for try await text in try await connection.query("SELECT assigned_policy::text FROM hosts WHERE id = \(host)", logger: logger)
+                .decode(String?.self) { assigned = text.flatMap { try? Wire.decode(EffectivePolicy.self, from: Data($0.utf8)) } }
+            let id = UUID()
+            guard let (mode, policy) = change.apply(to: row.desired, assigned: assigned, intent: id) else { throw ModeRefusal.noPolicy }
+            let previous = Rollout.Previous(mode: row.desired.mode, policy: row.desired.policy)
+            var document = row.desired
+            document.generation += 1
+            document.mode = mode
+            document.policy = policy
+            try await setDesired(connection, host: host, document, kind: .mode,
+                                 supersededBecause: "superseded by intent \(id.uuidString.lowercased()) (\(mode.mode.rawValue), rollout \(rollout.uuidString.lowercased()))")
+            try await connection.query("""
+                INSERT INTO intents (id, host_id, kind, generation, state, previous_state, status, requested_by, reason, rollout_id)
+                VALUES (\(id), \(host), 'mode', \(document.generation), \(mode.mode.rawValue), \(row.desired.mode?.mode.rawValue ?? "discovery"), 'pending',
+                        \(name), \(reason), \(rollout))
+                """, logger: logger)
+            return (document.generation, previous)
+        }
+    }
+
     public func desired(host: UUID) async throws -> DesiredState? {
         let rows = try await client.query("SELECT desired::text, generation FROM hosts WHERE id = \(host)", logger: logger)
         for try await (text, generation) in rows.decode((String, Int64).self) { return try Self.document(text, generation: generation) }
@@ -219,7 +284,8 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
             }
             if let applied = report.applied {
                 try await connection.query("""
-                    UPDATE intents SET status = \(applied.ok ? "succeeded" : "failed"), error = \(applied.error), completed_at = now()
+                    UPDATE intents SET status = \(applied.ok ? "succeeded" : "failed"), error = \(applied.error), completed_at = now(),
+                      rolled_back = \(applied.rolledBack)
                     WHERE host_id = \(host) AND generation = \(applied.generation) AND status = 'pending'
                     """, logger: logger)
             }
@@ -228,7 +294,13 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
                 UPDATE intents SET completed_at = now(),
                   status = CASE WHEN state = \(report.observed.rawValue) THEN 'succeeded' ELSE 'failed' END,
                   error = CASE WHEN state = \(report.observed.rawValue) THEN NULL ELSE \("the host reports " + report.observed.rawValue) END
-                WHERE host_id = \(host) AND status = 'pending' AND generation <= \(observedGeneration)
+                WHERE host_id = \(host) AND status = 'pending' AND kind = 'isolation' AND generation <= \(observedGeneration)
+                """, logger: logger)
+            try await connection.query("""
+                UPDATE intents SET completed_at = now(),
+                  status = CASE WHEN state = \(report.status.mode) THEN 'succeeded' ELSE 'failed' END,
+                  error = CASE WHEN state = \(report.status.mode) THEN NULL ELSE \("the host reports mode " + report.status.mode) END
+                WHERE host_id = \(host) AND status = 'pending' AND kind = 'mode' AND generation <= \(observedGeneration)
                 """, logger: logger)
             let status = String(decoding: Wire.encode(report.status), as: UTF8.self)
             let addresses = String(decoding: Wire.encode(report.status.addresses), as: UTF8.self)

@@ -10,6 +10,9 @@ import PostgresNIO
 public protocol FleetFlowStore: Sendable {
     func upsert(host: UUID, flows: [FlowRecord]) async throws
     func flows(host: UUID) async throws -> [FlowRecord]
+    /// The rejected flows of these hosts seen at or after `since` (RFC 3339): a rollout's wave
+    /// looks for regressions among them.
+    func rejected(hosts: [UUID], since: String) async throws -> [UUID: [FlowRecord]]
 }
 
 public struct PostgresFleetFlowStore: FleetFlowStore {
@@ -48,6 +51,18 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
             WHERE (excluded.last_seen, excluded.connections, excluded.packets, excluded.bytes)
                >= (host_flows.last_seen, host_flows.connections, host_flows.packets, host_flows.bytes)
             """, logger: logger)
+    }
+
+    public func rejected(hosts: [UUID], since: String) async throws -> [UUID: [FlowRecord]] {
+        guard !hosts.isEmpty else { return [:] }
+        var result: [UUID: [FlowRecord]] = [:]
+        for try await (id, text) in try await client.query("""
+            SELECT host_id, record FROM host_flows
+            WHERE host_id = ANY(\(hosts)::uuid[]) AND last_seen >= \(since) AND flow_key LIKE '%|rejected'
+            """, logger: logger).decode((UUID, String).self) {
+            if let record = try? Wire.decode(FlowRecord.self, from: Data(text.utf8)) { result[id, default: []].append(record) }
+        }
+        return result
     }
 
     public func flows(host: UUID) async throws -> [FlowRecord] {

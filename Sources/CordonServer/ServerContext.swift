@@ -61,6 +61,17 @@ enum JSON {
         return value
     }
 
+    /// As `decode`, for a body that may be left out: an empty one is nil.
+    static func decodeOptional<T: Decodable>(_ type: T.Type, from request: Request, limit: Int = 1 << 20) async throws -> T? {
+        var request = request
+        let buffer: ByteBuffer
+        do { buffer = try await request.collectBody(upTo: limit) } catch {
+            throw APIFailure(.contentTooLarge, "the body is larger than \(limit) bytes")
+        }
+        guard buffer.readableBytes > 0 else { return nil }
+        return try await decode(type, from: request, limit: limit)
+    }
+
     /// The first decoded text holding a NUL, as a field path (`log.reason`): PostgreSQL's text and
     /// jsonb refuse NUL, which would otherwise surface as a database failure. Fields the server
     /// does not decode (from a newer agent, say) are not stored and may hold anything.

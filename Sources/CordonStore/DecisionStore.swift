@@ -178,6 +178,11 @@ extension FlowStore {
         try pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM decisions WHERE seq > ?", arguments: [sequence]) ?? 0 }
     }
 
+    /// The sequence of the last entry (0 for an empty log).
+    public func latestDecisionSequence() throws -> Int64 {
+        try pool.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM decisions") ?? 0 }
+    }
+
     /// The sequence of the last isolate or release entry, whatever its outcome: what names a
     /// local isolation change when it is reported to the server.
     public func latestIsolationSequence() throws -> Int64? {

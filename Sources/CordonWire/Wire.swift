@@ -177,10 +177,17 @@ public struct AppliedGeneration: Codable, Sendable, Equatable {
     public var ok: Bool
     /// Why it failed (a release whose health check failed: the host was isolated again).
     public var error: String?
-    public init(generation: Int64, ok: Bool, error: String?) {
+    /// A policy went into the kernel and was rolled back (its check failed, or its confirm
+    /// window ran out): what halts a rollout at once. Absent from agents before 0.3.0.
+    public var rolledBack: Bool?
+
+    enum CodingKeys: String, CodingKey { case generation, ok, error, rolledBack = "rolled_back" }
+
+    public init(generation: Int64, ok: Bool, error: String?, rolledBack: Bool? = nil) {
         self.generation = generation
         self.ok = ok
         self.error = error
+        self.rolledBack = rolledBack
     }
 }
 

@@ -16,7 +16,8 @@ struct FleetCommand: ParsableCommand {
             """,
         subcommands: [FleetHostsCommand.self, FleetShowCommand.self, FleetIsolateCommand.self, FleetReleaseCommand.self,
                       FleetIntentsCommand.self, FleetLogCommand.self, FleetTagsCommand.self,
-                      FleetProposeCommand.self, FleetReviewCommand.self, FleetApproveCommand.self, FleetAssignCommand.self, FleetUnassignCommand.self, FleetRulesetsCommand.self]
+                      FleetProposeCommand.self, FleetReviewCommand.self, FleetApproveCommand.self, FleetAssignCommand.self, FleetUnassignCommand.self, FleetRulesetsCommand.self,
+                      FleetRolloutCommand.self, FleetDiscoverCommand.self]
     )
 }
 

@@ -16,13 +16,13 @@ import Testing
     @Test("an analyst's isolation of a released host is one isolate, named after the analyst, with the intent in its reason")
     func isolates() {
         let plan = FleetReconciler.plan(Self.document(.isolated), host: Self.released)
-        #expect(plan == .apply([Engine.Request(.isolate(reason: "alert 42 (intent i-1)", via: "from cordon-server"), operator: "cordon-server: rita")]))
+        #expect(plan == .apply([.request(Engine.Request(.isolate(reason: "alert 42 (intent i-1)", via: "from cordon-server"), operator: "cordon-server: rita"))]))
     }
 
     @Test("a release of an isolated host is one release; the same state again is in sync")
     func releasesAndKeeps() {
         #expect(FleetReconciler.plan(Self.document(.released, intent: nil), host: Self.isolated)
-                == .apply([Engine.Request(.release(reason: "alert 42"), operator: "cordon-server: rita")]))
+                == .apply([.request(Engine.Request(.release(reason: "alert 42"), operator: "cordon-server: rita"))]))
         #expect(FleetReconciler.plan(Self.document(.isolated), host: Self.isolated) == .inSync)
         #expect(FleetReconciler.plan(Self.document(.released), host: Self.released) == .inSync)
         #expect(FleetReconciler.plan(.initial, host: Self.released) == .inSync)
@@ -39,16 +39,85 @@ import Testing
         #expect(FleetReconciler.satisfied(Self.document(.released), host: Self.released))
     }
 
-    @Test("a document with a mode or a policy this agent cannot apply fails its generation instead of passing for done")
-    func refusesWhatItCannotDo() {
+    static let policy = EffectivePolicy(content: "name: web\n", digest: ContentDigest.hex("name: web\n"), sources: [])
+    static func enforce(_ document: DesiredState, window: Int64 = 120, policy: EffectivePolicy? = Self.policy) -> DesiredState {
+        var d = document
+        d.mode = ModeIntent(mode: .enforce, intentID: "m-1", confirmWithin: window)
+        d.policy = policy
+        return d
+    }
+
+    @Test("enforce with a policy: kept and enforced through the confirm window, named after the intent; in force and confirmed is in sync")
+    func enforcesThePolicy() {
+        let document = Self.enforce(Self.document(.released))
+        #expect(FleetReconciler.plan(document, host: Self.released)
+                == .apply([.enforce(Self.policy, confirmWithin: 120, operator: "cordon-server: intent m-1",
+                                    reason: "the server's effective policy \(Self.policy.digest.prefix(12)) (intent m-1)")]))
+        let enforcing = HostState(enforcement: EnforcementState(mode: .enforce, version: 4, confirmedVersion: 4))
+        #expect(FleetReconciler.plan(document, host: enforcing, inForceDigest: Self.policy.digest) == .inSync)
+        #expect(FleetReconciler.satisfied(document, host: enforcing, inForceDigest: Self.policy.digest))
+        // Another ruleset in force (a local one, or an older policy): the server's goes in.
+        guard case .apply(let steps) = FleetReconciler.plan(document, host: enforcing, inForceDigest: String(repeating: "b", count: 64)),
+              case .enforce = steps.first else {
+            Issue.record("expected an enforce")
+            return
+        }
+        #expect(!FleetReconciler.satisfied(document, host: enforcing, inForceDigest: String(repeating: "b", count: 64)))
+    }
+
+    @Test("in force but unconfirmed (an agent restarted inside its window): the round trip and the confirmation, not another enforce")
+    func confirmsAfterARestart() {
+        let armed = HostState(enforcement: EnforcementState(mode: .enforce, version: 4, confirmDeadline: 1_800_000_100, confirmWindow: 120,
+                                                            confirmedVersion: nil))
+        #expect(FleetReconciler.plan(Self.enforce(Self.document(.released)), host: armed, inForceDigest: Self.policy.digest)
+                == .apply([.confirm(operator: "cordon-server: intent m-1")]))
+    }
+
+    @Test("discovery from the document ends an enforcement; no mode leaves the host's mode alone, whatever policy is assigned")
+    func discoveryAndNoMode() {
         var document = Self.document(.released)
-        document.mode = ModeIntent(mode: .enforce, intentID: "m-1", confirmWithin: 120)
-        guard case .refuse(let why) = FleetReconciler.plan(document, host: Self.released) else {
+        document.mode = ModeIntent(mode: .discovery, intentID: "m-2", confirmWithin: 120)
+        let enforcing = HostState(enforcement: EnforcementState(mode: .enforce, version: 4, confirmedVersion: 4))
+        #expect(FleetReconciler.plan(document, host: enforcing)
+                == .apply([.request(Engine.Request(.discover(reason: "the server's document: discovery (intent m-2)"), operator: "cordon-server: intent m-2"))]))
+        #expect(FleetReconciler.plan(document, host: Self.released) == .inSync)
+        var assignedOnly = Self.document(.released)
+        assignedOnly.policy = Self.policy
+        #expect(FleetReconciler.plan(assignedOnly, host: enforcing, inForceDigest: "other") == .inSync)
+    }
+
+    @Test("an isolation goes in before the policy, a release after it; the host's own isolation echoed back still lets the policy through")
+    func orderWithIsolation() {
+        guard case .apply(let steps) = FleetReconciler.plan(Self.enforce(Self.document(.isolated)), host: Self.released), steps.count == 2,
+              case .request(let first) = steps[0], case .isolate = first.event, case .enforce = steps[1] else {
+            Issue.record("expected isolate, then enforce")
+            return
+        }
+        guard case .apply(let later) = FleetReconciler.plan(Self.enforce(Self.document(.released)), host: Self.isolated), later.count == 2,
+              case .enforce = later[0], case .request(let last) = later[1], case .release = last.event else {
+            Issue.record("expected enforce, then release")
+            return
+        }
+        guard case .apply(let local) = FleetReconciler.plan(Self.enforce(Self.document(.isolated, origin: .local)), host: Self.released),
+              local.count == 1, case .enforce = local[0] else {
+            Issue.record("expected the enforce alone")
+            return
+        }
+    }
+
+    @Test("enforce without a policy, or with a confirm window out of range, fails its generation instead of passing for done")
+    func refusesWhatItCannotDo() {
+        guard case .refuse(let why) = FleetReconciler.plan(Self.enforce(Self.document(.released), policy: nil), host: Self.released) else {
             Issue.record("expected a refusal")
             return
         }
-        #expect(why.contains("mode or policy"))
-        #expect(!FleetReconciler.satisfied(document, host: Self.released))
+        #expect(why == "the document asks for enforce without a policy")
+        guard case .refuse(let window) = FleetReconciler.plan(Self.enforce(Self.document(.released), window: 0), host: Self.released) else {
+            Issue.record("expected a refusal")
+            return
+        }
+        #expect(window.contains("confirm_within"))
+        #expect(!FleetReconciler.satisfied(Self.enforce(Self.document(.released), policy: nil), host: Self.released))
     }
 
     @Test("a new extra whitelist re-installs the management channel where it is in the kernel (isolated or enforcing), and only there")
@@ -67,7 +136,7 @@ import Testing
         var releasing = Self.isolated
         releasing.isolation.releasing = "checking the collectors"
         #expect(FleetReconciler.plan(Self.document(.isolated), host: releasing)
-                == .apply([Engine.Request(.isolate(reason: "alert 42 (intent i-1)", via: "from cordon-server"), operator: "cordon-server: rita")]))
+                == .apply([.request(Engine.Request(.isolate(reason: "alert 42 (intent i-1)", via: "from cordon-server"), operator: "cordon-server: rita"))]))
         #expect(!FleetReconciler.satisfied(Self.document(.isolated), host: releasing))
         #expect(!FleetReconciler.satisfied(Self.document(.released), host: releasing))
         #expect(FleetReconciler.plan(Self.document(.isolated), host: Self.isolated) == .inSync)

@@ -1,3 +1,4 @@
+import Foundation
 import CordonCore
 import Testing
 
@@ -62,5 +63,35 @@ import Testing
         let verdict = FleetReview.review(nothing, flows: [Self.ssh, Self.dns], since: 0)
         #expect(Set(verdict.risks.map(\.kind)) == [.ssh, .dns], "\(verdict.risks)")
         #expect(verdict.risks.first { $0.kind == .dns }?.message.contains("192.0.2.53") == true)
+    }
+}
+
+/// A rollout's regression: what the host rejects now that its record shows it had before.
+@Suite struct RegressionTests {
+    static func flow(_ direction: Direction, remote: String, port: UInt16, verdict: FlowVerdict, first: String) -> FlowRecord {
+        let local = direction == .inbound ? "\(port)" : "40000", peer = direction == .outbound ? "\(port)" : "50000"
+        let json = """
+            {"direction":"\(direction.rawValue)","protocol":"tcp","family":"ipv4","local_address":"192.0.2.10","local_port":\(local),
+             "remote_address":"\(remote)","remote_port":\(peer),"icmp_type":null,"icmp_code":null,"connections":5,"packets":10,"bytes":100,
+             "first_seen":"\(first)","last_seen":"\(first)","verdict":"\(verdict.rawValue)","remote_names":[]}
+            """
+        return try! JSONDecoder().decode(FlowRecord.self, from: Data(json.utf8))
+    }
+
+    @Test("a rejected flow to a peer and port the host reached before the rollout is a regression; a new one, or one first seen after, is not")
+    func matches() {
+        let record = [Self.flow(.outbound, remote: "198.51.100.7", port: 8080, verdict: .allowed, first: "2026-12-01T00:00:00Z"),
+                      Self.flow(.inbound, remote: "203.0.113.9", port: 22, verdict: .allowed, first: "2026-12-01T00:00:00Z"),
+                      Self.flow(.outbound, remote: "198.51.100.8", port: 443, verdict: .allowed, first: "2026-12-04T00:00:00Z")]
+        let start = "2026-12-03T00:00:00Z"
+        let again = Self.flow(.outbound, remote: "198.51.100.7", port: 8080, verdict: .rejected, first: "2026-12-03T01:00:00Z")
+        #expect(Regression.earlier(again, in: record, before: start) == record[0])
+        #expect(Regression.describe(again, earlier: record[0]).hasPrefix("rejected outbound tcp to 198.51.100.7:8080"))
+        // Inbound: the host's own port names the service, whatever the peer's source port.
+        #expect(Regression.earlier(Self.flow(.inbound, remote: "203.0.113.9", port: 22, verdict: .rejected, first: start), in: record, before: start) == record[1])
+        #expect(Regression.earlier(Self.flow(.outbound, remote: "198.51.100.7", port: 9090, verdict: .rejected, first: start), in: record, before: start) == nil)
+        #expect(Regression.earlier(Self.flow(.outbound, remote: "198.51.100.8", port: 443, verdict: .rejected, first: start), in: record, before: start) == nil,
+                "first seen after the rollout began: not something the host had before")
+        #expect(Regression.earlier(record[0], in: record, before: start) == nil, "an allowed flow is no regression")
     }
 }

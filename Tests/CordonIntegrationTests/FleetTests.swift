@@ -754,6 +754,15 @@ import Glibc
             include-name = "POST /api/v1/rulesets/{name}/versions"
             checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "409", "422"]
 
+            # Wave sizes have a grammar of their own (422); a host already in a running rollout is 409.
+            [[operations]]
+            include-name = "POST /api/v1/rollouts"
+            checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "409", "422"]
+
+            [[operations]]
+            include-path-regex = "^/api/v1/rollouts/"
+            checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "422"]
+
             # Tags beyond the 32 a host may carry, counting those it has, are 422.
             [[operations]]
             include-name = "PATCH /api/v1/hosts/{id}/tags"

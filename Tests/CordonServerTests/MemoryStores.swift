@@ -50,6 +50,13 @@ final class MemoryDatabase: Sendable {
         var audit: [AuditEntry] = []
         var versions: [RulesetVersionView] = []
         var assignments: [StoredAssignment] = []
+        /// Intents of kind `mode` (a rollout's steps), apart from the isolation ones.
+        var modeIntents: [ModeIntentRow] = []
+        var rollouts: [UUID: Rollout] = [:]
+    }
+
+    struct ModeIntentRow {
+        var id: UUID, host: UUID, generation: Int64, state: ModeWord, status: IntentStatus, error: String?, rolledBack: Bool?
     }
 
     let tables = Mutex(Tables())
@@ -65,7 +72,7 @@ final class MemoryDatabase: Sendable {
     func stores() -> Stores {
         Stores(tokens: MemoryTokenStore(db: self), enrollment: MemoryEnrollmentStore(db: self), hosts: MemoryHostStore(db: self),
                desired: MemoryDesiredStateStore(db: self), log: MemoryLogStore(db: self), flows: MemoryFleetFlowStore(db: self),
-               audit: MemoryAuditStore(db: self), policy: MemoryPolicyStore(db: self))
+               audit: MemoryAuditStore(db: self), policy: MemoryPolicyStore(db: self), rollouts: MemoryRolloutStore(db: self))
     }
 }
 
@@ -261,6 +268,17 @@ struct MemoryDesiredStateStore: DesiredStateStore {
                     t.intents[index].completedAt = Date()
                 }
             }
+            for index in t.modeIntents.indices where t.modeIntents[index].host == host && t.modeIntents[index].status == .pending {
+                if let applied = report.applied, t.modeIntents[index].generation == applied.generation {
+                    t.modeIntents[index].status = applied.ok ? .succeeded : .failed
+                    t.modeIntents[index].error = applied.error
+                    t.modeIntents[index].rolledBack = applied.rolledBack
+                } else if t.modeIntents[index].generation <= observedGeneration {
+                    let held = t.modeIntents[index].state.rawValue == report.status.mode
+                    t.modeIntents[index].status = held ? .succeeded : .failed
+                    t.modeIntents[index].error = held ? nil : "the host reports mode " + report.status.mode
+                }
+            }
             t.hosts[host]!.observed = report.observed
             t.hosts[host]!.observedGeneration = observedGeneration
             t.hosts[host]!.lastSeen = Date()
@@ -271,6 +289,28 @@ struct MemoryDesiredStateStore: DesiredStateStore {
         }
         if changed { db.changed(host) }
         return document
+    }
+
+    func setMode(host: UUID, _ change: ModeChange, rollout: UUID, by name: String, reason: String) async throws -> (generation: Int64, previous: Rollout.Previous) {
+        let result = try db.tables.withLock { t throws -> (Int64, Rollout.Previous) in
+            guard let row = t.hosts[host] else { throw IsolationRefusal.noHost }
+            guard !row.revoked else { throw IsolationRefusal.revoked }
+            let id = UUID()
+            guard let (mode, policy) = change.apply(to: row.desired, assigned: row.assignedPolicy, intent: id) else { throw ModeRefusal.noPolicy }
+            var document = row.desired
+            document.generation += 1
+            document.mode = mode
+            document.policy = policy
+            for index in t.modeIntents.indices where t.modeIntents[index].host == host && t.modeIntents[index].status == .pending {
+                t.modeIntents[index].status = .superseded
+            }
+            t.hosts[host]!.desired = document
+            t.hosts[host]!.desiredAt = Date()
+            t.modeIntents.append(.init(id: id, host: host, generation: document.generation, state: mode.mode, status: .pending, error: nil, rolledBack: nil))
+            return (document.generation, Rollout.Previous(mode: row.desired.mode, policy: row.desired.policy))
+        }
+        db.changed(host)
+        return result
     }
 
     /// A local change reported before: by its decision-log sequence, or (older agents) its time and operator.
@@ -370,6 +410,75 @@ struct MemoryFleetFlowStore: FleetFlowStore {
 
     func flows(host: UUID) async throws -> [FlowRecord] {
         db.tables.withLock { t in (t.flows[host] ?? [:]).sorted { $0.key < $1.key }.map(\.value) }
+    }
+
+    func rejected(hosts: [UUID], since: String) async throws -> [UUID: [FlowRecord]] {
+        db.tables.withLock { t in
+            var result: [UUID: [FlowRecord]] = [:]
+            for host in hosts {
+                let found = (t.flows[host] ?? [:]).values.filter { $0.verdict == .rejected && $0.lastSeen >= since }
+                if !found.isEmpty { result[host] = found }
+            }
+            return result
+        }
+    }
+}
+
+struct MemoryRolloutStore: RolloutStore {
+    let db: MemoryDatabase
+    /// The rollouts' lock; PostgreSQL's advisory lock in production.
+    static let lock = Mutex<Set<ObjectIdentifier>>([])
+
+    func create(_ rollout: Rollout) async throws { db.tables.withLock { $0.rollouts[rollout.id] = rollout } }
+
+    func rollout(_ id: UUID) async throws -> Rollout? {
+        db.tables.withLock { t in
+            t.rollouts[id].map { r in
+                var r = r
+                for index in r.hosts.indices { r.hosts[index].hostname = t.hosts[r.hosts[index].id]?.hostname ?? r.hosts[index].hostname }
+                return r
+            }
+        }
+    }
+
+    func rollouts(limit: Int) async throws -> [Rollout] {
+        db.tables.withLock { Array($0.rollouts.values.sorted { $0.createdAt > $1.createdAt }.prefix(limit)) }
+    }
+
+    func running() async throws -> [UUID] {
+        db.tables.withLock { $0.rollouts.values.filter { $0.state == .running }.sorted { $0.createdAt < $1.createdAt }.map(\.id) }
+    }
+
+    func save(_ rollout: Rollout) async throws { db.tables.withLock { $0.rollouts[rollout.id] = rollout } }
+
+    func exclusive<T: Sendable>(wait: Bool, _ body: @Sendable () async throws -> T) async throws -> T? {
+        let key = ObjectIdentifier(db)
+        while !Self.lock.withLock({ $0.insert(key).inserted }) {
+            guard wait else { return nil }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        defer { _ = Self.lock.withLock { $0.remove(key) } }
+        return try await body()
+    }
+
+    func observe(hosts: [UUID], generations: [UUID: Int64], mode: ModeWord) async throws -> [UUID: RolloutObservation] {
+        db.tables.withLock { t in
+            var result: [UUID: RolloutObservation] = [:]
+            for id in hosts {
+                guard let row = t.hosts[id] else { continue }
+                let connected = !row.revoked && row.lastSeen.map { Date().timeIntervalSince($0) < PostgresHostStore.connectedWithin } == true
+                let inSync = PostgresRolloutStore.inSync(mode: mode, desiredMode: row.desired.mode?.mode.rawValue, desiredDigest: row.desired.policy?.digest,
+                                                         assigned: row.assignedPolicy?.digest, reportedMode: row.status?.mode,
+                                                         reportedDigest: row.status?.rulesetDigest, applied: row.observedGeneration >= row.desired.generation)
+                var seen = RolloutObservation(connected: connected, inSync: inSync, noPolicy: row.assignedPolicy == nil)
+                if let generation = generations[id],
+                   let intent = t.modeIntents.first(where: { $0.host == id && $0.generation == generation && [.succeeded, .failed].contains($0.status) }) {
+                    seen.result = AppliedGeneration(generation: generation, ok: intent.status == .succeeded, error: intent.error, rolledBack: intent.rolledBack)
+                }
+                result[id] = seen
+            }
+            return result
+        }
     }
 }
 
