@@ -119,18 +119,23 @@ public final class PostgresCluster: Sendable {
 /// ```
 ///  host a 192.0.2.10 ──── 192.0.2.1    server (cordon-server, PostgreSQL on its loopback, DNS 53)
 ///  host b 198.51.100.10 ── 198.51.100.1
+///  host c 203.0.113.50 ─── 203.0.113.49   (c reaches the server at 192.0.2.1 through it)
 ///  host a 203.0.113.10 ── 203.0.113.20 web (a service isolation cuts off)
 /// ```
 public final class FleetScenario: Sendable {
     public static let serverA = "192.0.2.1", hostA = "192.0.2.10"
     public static let serverB = "198.51.100.1", hostB = "198.51.100.10"
     public static let hostWeb = "203.0.113.10", web = "203.0.113.20"
+    public static let serverC = "203.0.113.49", hostC = "203.0.113.50"
     public static let port = 8443
 
     public let lab: Lab
     public let server: String
     public let a: String
     public let b: String
+    /// A third host, for the rollouts' waves; it reaches the server at `serverA` (a name its
+    /// certificate holds) through its own link.
+    public let c: String
     public let webNamespace: String
     public let postgres: PostgresCluster
     /// The server's data directory (ca.pem and the keys).
@@ -150,10 +155,14 @@ public final class FleetScenario: Sendable {
         server = try lab.namespace("server")
         a = try lab.namespace("a")
         b = try lab.namespace("b")
+        c = try lab.namespace("c")
         webNamespace = try lab.namespace("web")
         try lab.connect(a, ["\(Self.hostA)/24"], server, ["\(Self.serverA)/24"])
         try lab.connect(b, ["\(Self.hostB)/24"], server, ["\(Self.serverB)/24"])
         try lab.connect(a, ["\(Self.hostWeb)/24"], webNamespace, ["\(Self.web)/24"])
+        try lab.connect(c, ["\(Self.hostC)/28"], server, ["\(Self.serverC)/28"])
+        let route = try lab.run(c, ["ip", "route", "add", "\(Self.serverA)/32", "via", Self.serverC])
+        guard route.succeeded else { throw LabError("route to the server from host c: \(route.stderr)") }
         postgres = try PostgresCluster(lab: lab, namespace: server, durable: durableDatabase)
         data = lab.directory + "/server-data"
         let initialised = try lab.run(server, [serverBinary, "init", "--data", data, "--database", postgres.url,
@@ -215,18 +224,22 @@ public final class FleetScenario: Sendable {
         return String(token)
     }
 
-    public func directory(of host: String) -> String { lab.directory + "/" + (host == a ? "a" : "b") }
+    public func directory(of host: String) -> String { lab.directory + "/" + (host == a ? "a" : host == c ? "c" : "b") }
 
-    /// Starts the agent of host a or b, reporting to the server on its link.
-    public func startAgent(_ host: String, secretFile: String?, port: Int = FleetScenario.port, extra: [String] = []) throws -> Child {
+    /// Starts the agent of host a, b or c, reporting to the server on its link. `hostname`: the
+    /// name it enrolls with, in a UTS namespace of its own (the hosts otherwise share the
+    /// machine's).
+    public func startAgent(_ host: String, secretFile: String?, port: Int = FleetScenario.port, extra: [String] = [],
+                           hostname: String? = nil) throws -> Child {
         let directory = directory(of: host)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let serverAddress = host == a ? Self.serverA : Self.serverB
+        let serverAddress = host == b ? Self.serverB : Self.serverA
         var arguments = ["--db", directory + "/cordon.db", "--socket", directory + "/cordon.sock", "--flush-interval", "0.5",
                          "--server", "https://\(serverAddress):\(port)", "--server-ca", caFile, "--resolver", serverAddress]
         if let secretFile { arguments += ["--enroll-secret-file", secretFile] }
+        let prefix = hostname.map { ["unshare", "--uts", "--", "sh", "-c", "hostname \"$0\" && exec \"$@\"", $0] } ?? []
         return try lab.startAgent(in: host, binary: cordonBinary, arguments: arguments + extra, socket: directory + "/cordon.sock",
-                                  log: directory + "/agent.log")
+                                  log: directory + "/agent.log", prefix: prefix)
     }
 
     /// An API call from the server's namespace: the status code and the body.

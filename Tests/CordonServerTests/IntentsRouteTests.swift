@@ -81,6 +81,8 @@ import Testing
             #expect(shown.isolation?["observed_generation"] as? Int == 1)
             #expect(shown.isolation?["pending_since"] is NSNull)
             #expect(shown["connected"] as? Bool == true)
+            s.db.advance(PostgresHostStore.connectedWithin + 1)
+            #expect(try await s.get("/api/v1/hosts/\(host.id)", token: s.viewer)["connected"] as? Bool == false, "silent past the window: not connected")
         }
     }
 

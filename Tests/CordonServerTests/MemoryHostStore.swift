@@ -32,7 +32,7 @@ struct MemoryHostStore: HostStore {
     }
 
     func hosts(ids: [UUID]) async throws -> [HostView] {
-        let now = Date()
+        let now = db.now()
         return db.tables.withLock { t in Self.sorted(ids.compactMap { t.hosts[$0] }).map { Self.view($0, among: t.hosts, now: now) } }
     }
 
@@ -62,7 +62,7 @@ struct MemoryHostStore: HostStore {
     }
 
     func hosts(limit: Int) async throws -> [HostView] {
-        let now = Date()
+        let now = db.now()
         return db.tables.withLock { t in
             Array(t.hosts.values.sorted { ($0.hostname, $0.id.uuidString) < ($1.hostname, $1.id.uuidString) }.prefix(limit)
                 .map { Self.view($0, among: t.hosts, now: now) })
@@ -70,17 +70,17 @@ struct MemoryHostStore: HostStore {
     }
 
     func host(_ id: UUID) async throws -> HostView? {
-        let now = Date()
+        let now = db.now()
         return db.tables.withLock { t in t.hosts[id].map { Self.view($0, among: t.hosts, now: now) } }
     }
 
     func seen(_ ids: [UUID]) async throws {
-        let now = Date()
+        let now = db.now()
         db.tables.withLock { t in for id in ids { t.hosts[id]?.lastSeen = now } }
     }
 
     func counts() async throws -> (enrolled: Int, connected: Int) {
-        let now = Date()
+        let now = db.now()
         return db.tables.withLock { t in
             let enrolled = t.hosts.values.filter { !$0.revoked }
             return (enrolled.count, enrolled.filter { $0.lastSeen.map { now.timeIntervalSince($0) < PostgresHostStore.connectedWithin } == true }.count)

@@ -60,6 +60,12 @@ final class MemoryDatabase: Sendable {
     }
 
     let tables = Mutex(Tables())
+    /// The clock by which a host is connected (seen within 40 s): stopped unless a test moves it,
+    /// because under `swift test` the namespace suites can hold the concurrency pool for minutes
+    /// between a report and the request that looks at it.
+    let clock = Mutex(Date())
+    func now() -> Date { clock.withLock { $0 } }
+    func advance(_ seconds: Double) { clock.withLock { $0 = $0.addingTimeInterval(seconds) } }
     /// NOTIFY's stand-in: told a host's desired state changed, after the change is visible.
     let changed: @Sendable (UUID) -> Void
 
@@ -281,7 +287,7 @@ struct MemoryDesiredStateStore: DesiredStateStore {
             }
             t.hosts[host]!.observed = report.observed
             t.hosts[host]!.observedGeneration = observedGeneration
-            t.hosts[host]!.lastSeen = Date()
+            t.hosts[host]!.lastSeen = db.now()
             t.hosts[host]!.status = report.status
             t.hosts[host]!.addresses = report.status.addresses
             t.hosts[host]!.agentVersion = report.status.agentVersion
@@ -466,7 +472,7 @@ struct MemoryRolloutStore: RolloutStore {
             var result: [UUID: RolloutObservation] = [:]
             for id in hosts {
                 guard let row = t.hosts[id] else { continue }
-                let connected = !row.revoked && row.lastSeen.map { Date().timeIntervalSince($0) < PostgresHostStore.connectedWithin } == true
+                let connected = !row.revoked && row.lastSeen.map { db.now().timeIntervalSince($0) < PostgresHostStore.connectedWithin } == true
                 let inSync = PostgresRolloutStore.inSync(mode: mode, desiredMode: row.desired.mode?.mode.rawValue, desiredDigest: row.desired.policy?.digest,
                                                          assigned: row.assignedPolicy?.digest, reportedMode: row.status?.mode,
                                                          reportedDigest: row.status?.rulesetDigest, applied: row.observedGeneration >= row.desired.generation)

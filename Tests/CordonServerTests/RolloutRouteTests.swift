@@ -92,21 +92,23 @@ import Testing
             let started = try await s.post("/api/v1/rollouts", token: approver,
                                            TestServer.object(["selector": #"role == "web""#, "waves": ["1", "100%"], "soak_seconds": 0]))
             let id = try #require(started["id"] as? String)
-            try await RolloutDriver.tick(s.stores, logger: Self.logger)
+            // The driver's clock stands still: no confirm window runs out however slowly this runs.
+            let now = Date()
+            try await RolloutDriver.tick(s.stores, logger: Self.logger, now: { now })
             let first = Self.document(s, hosts[0].id)
             #expect(first.mode?.mode == .enforce && first.mode?.confirmWithin == 120)
             let policy = try #require(first.policy)
             #expect(Self.document(s, hosts[1].id).mode == nil, "the next wave is untouched")
             // The agent confirms.
             #expect(try await s.post("/agent/v1/report", token: hosts[0].credential, Self.report(applied: first.generation, digest: policy.digest)).status == .ok)
-            try await RolloutDriver.tick(s.stores, logger: Self.logger)
-            try await RolloutDriver.tick(s.stores, logger: Self.logger)
+            try await RolloutDriver.tick(s.stores, logger: Self.logger, now: { now })
+            try await RolloutDriver.tick(s.stores, logger: Self.logger, now: { now })
             for host in hosts[1...] {
                 let document = Self.document(s, host.id)
                 #expect(document.mode?.mode == .enforce && document.policy == policy)
                 _ = try await s.post("/agent/v1/report", token: host.credential, Self.report(applied: document.generation, digest: policy.digest))
             }
-            try await RolloutDriver.tick(s.stores, logger: Self.logger)
+            try await RolloutDriver.tick(s.stores, logger: Self.logger, now: { now })
             let done = try await s.get("/api/v1/rollouts/\(id)", token: s.viewer)
             #expect(done["state"] as? String == "succeeded", "\(done.text)")
             #expect((done["hosts"] as? [[String: Any]])?.map { $0["state"] as? String } == ["confirmed", "confirmed", "confirmed"])
