@@ -227,8 +227,8 @@ public final class FleetScenario: Sendable {
     public func directory(of host: String) -> String { lab.directory + "/" + (host == a ? "a" : host == c ? "c" : "b") }
 
     /// Starts the agent of host a, b or c, reporting to the server on its link. `hostname`: the
-    /// name it enrolls with, in a UTS namespace of its own (the hosts otherwise share the
-    /// machine's).
+    /// name it enrolls with, in a UTS namespace of its own, with a machine id of its own (the
+    /// hosts otherwise share the machine's).
     public func startAgent(_ host: String, secretFile: String?, port: Int = FleetScenario.port, extra: [String] = [],
                            hostname: String? = nil) throws -> Child {
         let directory = directory(of: host)
@@ -237,7 +237,14 @@ public final class FleetScenario: Sendable {
         var arguments = ["--db", directory + "/cordon.db", "--socket", directory + "/cordon.sock", "--flush-interval", "0.5",
                          "--server", "https://\(serverAddress):\(port)", "--server-ca", caFile, "--resolver", serverAddress]
         if let secretFile { arguments += ["--enroll-secret-file", secretFile] }
-        let prefix = hostname.map { ["unshare", "--uts", "--", "sh", "-c", "hostname \"$0\" && exec \"$@\"", $0] } ?? []
+        var prefix: [String] = []
+        if let hostname {
+            // And a machine id of its own, as a separate machine would have.
+            let machineID = directory + "/machine-id"
+            try (UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "") + "\n").write(toFile: machineID, atomically: false, encoding: .utf8)
+            prefix = ["unshare", "--uts", "--mount", "--", "sh", "-c", "hostname \"$0\" && mount --bind \"$1\" /etc/machine-id && shift && exec \"$@\"",
+                      hostname, machineID]
+        }
         return try lab.startAgent(in: host, binary: cordonBinary, arguments: arguments + extra, socket: directory + "/cordon.sock",
                                   log: directory + "/agent.log", prefix: prefix)
     }

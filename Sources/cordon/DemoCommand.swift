@@ -156,21 +156,22 @@ struct DemoCommand: ParsableCommand {
     /// The fleet: cordon-server with a throwaway PostgreSQL, two agents, one isolated remotely and released.
     private func fleet(_ lab: Lab) throws {
         typealias F = FleetScenario
-        step("The fleet: cordon-server (HTTPS, PostgreSQL in a throwaway cluster) on a server namespace, agents on hosts a and b")
+        step("The fleet: cordon-server (HTTPS, PostgreSQL in a throwaway cluster) on a server namespace, agents on hosts a, b and c")
         let fleet = try FleetScenario(lab: lab)
         _ = try fleet.startServer()
         say("   cordon-server init: CA \(fleet.caFile), server certificate for \(F.serverA) and \(F.serverB), admin token printed once")
         let secret = try fleet.enrollSecret(tags: "tier=web")
-        _ = try fleet.startAgent(fleet.a, secretFile: secret)
-        _ = try fleet.startAgent(fleet.b, secretFile: secret)
+        _ = try fleet.startAgent(fleet.a, secretFile: secret, hostname: "web-a")
+        _ = try fleet.startAgent(fleet.b, secretFile: secret, hostname: "web-b")
+        _ = try fleet.startAgent(fleet.c, secretFile: secret, hostname: "web-c")
         let analyst = try fleet.token(role: "responder", name: "analyst")
         var listed = ""
         for _ in 0..<100 {
             listed = try fleet.fleet(["hosts"], token: analyst).stdout
-            if listed.components(separatedBy: " yes ").count > 2 { break }
+            if listed.components(separatedBy: " yes ").count > 3 { break }
             usleep(100_000)
         }
-        step("cordon fleet hosts — both agents enrolled with the secret and connected")
+        step("cordon fleet hosts — the agents enrolled with the secret and connected")
         say(listed, terminator: "")
         let web = { () throws -> String in
             try lab.run(fleet.a, ["socat", "-u", "/dev/null", "TCP:\(F.web):443,connect-timeout=1"], timeout: 10).succeeded ? "connected" : "no answer (dropped)"
@@ -198,6 +199,52 @@ struct DemoCommand: ParsableCommand {
         say(try fleet.fleet(["intents"], token: analyst).stdout, terminator: "")
         let log = try fleet.fleet(["log", id, "--verify"], token: analyst)
         say(log.stdout + log.stderr, terminator: "")
+        try fleetPolicy(lab, fleet, web: web)
+    }
+
+    /// One ruleset for the tier, reviewed per host, approved once, and rolled out in waves.
+    private func fleetPolicy(_ lab: Lab, _ fleet: FleetScenario, web: () throws -> String) throws {
+        typealias F = FleetScenario
+        let approver = try fleet.token(role: "approver", name: "apollo")
+        let file = lab.directory + "/web.yaml"
+        try """
+            name: web
+            appliesTo: 'tier == "web"'
+            networks:
+              - name: resolver
+                entries: [\(F.serverA), \(F.serverB)]
+                services: [udp/53, tcp/53]
+              - name: web
+                entries: [\(F.web)]
+                services: [tcp/443]
+            outgoing:
+              - to: resolver
+              - to: web
+
+            """.write(toFile: file, atomically: false, encoding: .utf8)
+        step("cordon fleet review — the tier's ruleset against each host's own uploaded record, before anything changes")
+        let review = try fleet.fleet(["review", file], token: approver)
+        say(review.stdout + review.stderr, terminator: "")
+        step("cordon fleet approve and assign — one immutable version, bound to the tier by a selector; nothing changes on a host yet")
+        say(try fleet.fleet(["approve", file, "--name", "web"], token: approver).stdout, terminator: "")
+        say(try fleet.fleet(["assign", "web", "--selector", #"tier == "web""#], token: approver).stdout, terminator: "")
+        step("cordon fleet rollout start — default-reject in waves (1 host, then the rest); each host confirms by itself after a round trip to the server")
+        let started = try fleet.fleet(["rollout", "start", "--selector", #"tier == "web""#, "--waves", "1,100%", "--soak", "3s",
+                                       "--confirm-window", "30s", "--json"], token: approver)
+        guard started.succeeded, let object = try JSONSerialization.jsonObject(with: Data(started.stdout.utf8)) as? [String: Any],
+              let id = object["id"] as? String else { throw CLIError.failed("rollout start: \(started.stdout)\(started.stderr)") }
+        let began = Date()
+        var status = ""
+        for _ in 0..<240 {
+            status = try fleet.fleet(["rollout", "status", id], token: approver).stdout
+            if !status.contains(": running,") { break }
+            usleep(250_000)
+        }
+        say(status, terminator: "")
+        say("   \(String(format: "%.1f", Date().timeIntervalSince(began))) s from start to the last host confirmed, with a 3 s soak between the waves")
+        say("   host a to the web service, now allowed by the tier's policy: \(try web())")
+        step("cordon fleet hosts — every host in sync with the tier's policy")
+        say(try fleet.fleet(["hosts"], token: approver).stdout, terminator: "")
     }
 
     private func enforce(_ lab: Lab, scenario: DiscoveryScenario, cordon: String, database: String, socket: String) throws {

@@ -30,11 +30,11 @@ struct FleetHostsCommand: ParsableCommand {
             if hosts.isEmpty { return }
         }
         guard !hosts.isEmpty else { return print("no hosts enrolled") }
-        var table = TextTable(header: ["ID", "HOSTNAME", "CONNECTED", "MODE", "ISOLATION", "LAST SEEN", "FLAGS", "TAGS"])
+        var table = TextTable(header: ["ID", "HOSTNAME", "CONNECTED", "MODE", "SYNC", "ISOLATION", "LAST SEEN", "FLAGS", "TAGS"])
         for h in hosts {
             let isolation = h.isolation.pendingSince != nil ? "\(h.isolation.desired.rawValue) (pending)" : (h.isolation.observed ?? h.isolation.desired).rawValue
             // A tag the host gave itself is marked: only the secret's (and an admin's) were chosen by an administrator.
-            table.add([h.id, h.hostname, h.revoked ? "revoked" : h.connected ? "yes" : "no", h.mode ?? "-", isolation, h.lastSeen ?? "never",
+            table.add([h.id, h.hostname, h.revoked ? "revoked" : h.connected ? "yes" : "no", h.mode ?? "-", h.policy.sync, isolation, h.lastSeen ?? "never",
                        h.duplicateMachineID ? "DUPLICATE-MACHINE-ID" : "-",
                        h.tags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" + (h.tagSources[$0.key] == "host" ? "(host)" : "") }.joined(separator: ",")])
         }
