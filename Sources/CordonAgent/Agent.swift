@@ -182,11 +182,15 @@ public final class Agent: Sendable {
             let receiveBuffer = capture.receiveBuffer
             let fleetLink = try FleetLink(settings: fleet, store: store, runner: runner, whitelist: serverWhitelist, logger: logger) { [self] in
                 let report = status(recorder: recorder, store: store, backend: backend, runner: runner, receiveBuffer: receiveBuffer)
-                return AgentStatus(mode: report.mode, isolated: report.isolated, rulesetVersion: report.ruleset?.version,
-                                   rulesetDigest: report.ruleset?.digest, lostEvents: report.lostEvents,
-                                   guardRestores: tableGuard.restores.load(ordering: .relaxed),
-                                   guardEscalations: tableGuard.escalations.load(ordering: .relaxed), flows: report.flows,
-                                   agentVersion: AgentVersion.current, addresses: FleetLink.addresses(), management: management().whitelist)
+                var status = AgentStatus(mode: report.mode, isolated: report.isolated, rulesetVersion: report.ruleset?.version,
+                                         rulesetDigest: report.ruleset?.digest, lostEvents: report.lostEvents,
+                                         guardRestores: tableGuard.restores.load(ordering: .relaxed),
+                                         guardEscalations: tableGuard.escalations.load(ordering: .relaxed), flows: report.flows,
+                                         agentVersion: AgentVersion.current, addresses: FleetLink.addresses(), management: management().whitelist)
+                let history = tableGuard.restoreHistory()
+                status.lastGuardRestore = history.last.map(TimeText.rfc3339)
+                status.recentGuardRestores = history.recent
+                return status
             }
             link.set(fleetLink)
             fleetLink.start()

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CordonCore
 import CordonNftables
+import CordonWire
 import Foundation
 import Logging
 import Synchronization
@@ -34,6 +35,13 @@ final class TableGuard: Sendable {
     let restores = Atomic<UInt64>(0)
     let escalations = Atomic<UInt64>(0)
     let degraded = Atomic<Bool>(false)
+    /// The times of the latest successful restores (Unix seconds), newest last.
+    private let restoreTimes = Mutex<[Int64]>([])
+
+    /// The last restore's time and how many came within `GuardHint.window` of `now`.
+    func restoreHistory(now: Int64 = TimeText.now()) -> (last: Int64?, recent: Int) {
+        restoreTimes.withLock { times in (times.last, times.filter { now - $0 < GuardHint.window }.count) }
+    }
 
     init(backend: NftablesBackend, installed: InstalledTables, restore: @escaping @Sendable (String) throws -> Void,
          record: @escaping @Sendable (String, String, String) -> Void, logger: Logger) {
@@ -102,6 +110,10 @@ final class TableGuard: Sendable {
                                               + overtaken.map { "table inet \($0)" }.joined(separator: ", ") + " could be verified")
             }
             restores.add(1, ordering: .relaxed)
+            restoreTimes.withLock { times in
+                times.append(TimeText.now())
+                if times.count > 100 { times.removeFirst(times.count - 100) }
+            }
             failures.store(0, ordering: .relaxed)
             logger.warning("guard: \(reason); restored")
         } catch {

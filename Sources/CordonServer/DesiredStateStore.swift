@@ -249,7 +249,19 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
                 VALUES (\(id), \(host), 'mode', \(document.generation), \(mode.mode.rawValue), \(row.desired.mode?.mode.rawValue ?? "discovery"), 'pending',
                         \(name), \(reason), \(rollout))
                 """, logger: logger)
-            return (document.generation, previous)
+            // What the host ran before the rollout is kept with the step, in this transaction: a
+            // step made again (its replica died before it stored the rollout) finds it there
+            // instead of taking the rollout's own document for "before".
+            guard case .rollout = change else { return (document.generation, previous) }
+            var kept = previous
+            for try await text in try await connection.query("""
+                UPDATE rollout_hosts SET previous = coalesce(previous, \(String(decoding: Wire.encode(previous), as: UTF8.self))::jsonb),
+                  generation = \(document.generation)
+                WHERE rollout_id = \(rollout) AND host_id = \(host) RETURNING previous::text
+                """, logger: logger).decode(String.self) {
+                if let stored = try? Wire.decode(Rollout.Previous.self, from: Data(text.utf8)) { kept = stored }
+            }
+            return (document.generation, kept)
         }
     }
 

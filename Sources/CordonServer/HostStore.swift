@@ -57,7 +57,8 @@ public struct PostgresHostStore: HostStore {
         id, hostname, machine_id, tags::text, addresses::text, agent_version, enrolled_at, last_seen, revoked_at IS NOT NULL, status::text,
         desired->'isolation'->>'state', observed_state, generation, observed_generation, desired_at, log_problems::bigint, tag_sources::text,
         EXISTS (SELECT 1 FROM hosts other WHERE other.machine_id = hosts.machine_id AND other.id <> hosts.id AND other.revoked_at IS NULL),
-        assigned_policy::text, desired->'policy'->>'digest'
+        assigned_policy::text, desired->'policy'->>'digest',
+        (SELECT error FROM intents WHERE id::text = hosts.desired->'mode'->>'intent_id' AND status = 'failed')
         """
 
     private func views(_ rows: PostgresRowSequence) async throws -> [HostView] {
@@ -77,12 +78,13 @@ public struct PostgresHostStore: HostStore {
             let duplicate = try columns[17].decode(Bool.self, context: .default)
             let assigned = try columns[18].decode(String?.self, context: .default).flatMap { try? Wire.decode(EffectivePolicy.self, from: Data($0.utf8)) }
             let desiredDigest = try columns[19].decode(String?.self, context: .default)
+            let modeError = try columns[20].decode(String?.self, context: .default)
             let report = status.flatMap { try? Wire.decode(AgentStatus.self, from: Data($0.utf8)) }
             let isolation = IsolationView(
                 desired: IsolationWord(rawValue: desired) ?? .released, observed: observed.flatMap(IsolationWord.init),
                 generation: generation, observedGeneration: observedGeneration,
                 pendingSince: observedGeneration < generation ? Time.text(desiredAt) : nil)
-            result.append(HostView(
+            var view = HostView(
                 id: id.uuidString.lowercased(), hostname: hostname, machineID: machineID,
                 tags: (try? Wire.decode([String: String].self, from: Data(tags.utf8))) ?? [:],
                 tagSources: (try? Wire.decode([String: String].self, from: Data(tagSources.utf8))) ?? [:], duplicateMachineID: duplicate,
@@ -94,26 +96,41 @@ public struct PostgresHostStore: HostStore {
                 logProblems: Int(problems), isolation: isolation,
                 policy: Self.policy(assigned: assigned, desired: desiredDigest, report: report,
                                     connected: !revoked && lastSeen.map { now.timeIntervalSince($0) < Self.connectedWithin } == true,
-                                    applied: observedGeneration >= generation)))
+                                    applied: observedGeneration >= generation, modeError: modeError))
+            view.lastGuardRestore = report?.lastGuardRestore
+            view.guardHint = GuardHint.text(recent: report?.recentGuardRestores)
+            result.append(view)
         }
         return result
     }
 
     /// Whether what the host should run (its assignments), what its document asks and what it
     /// runs agree.
-    public static func policy(assigned: EffectivePolicy?, desired: String?, report: AgentStatus?, connected: Bool, applied: Bool) -> HostPolicyView {
+    public static func policy(assigned: EffectivePolicy?, desired: String?, report: AgentStatus?, connected: Bool, applied: Bool,
+                              modeError: String? = nil) -> HostPolicyView {
         let inForce = report?.mode == "enforce" ? report?.rulesetDigest : nil
         let sync: String
         if !connected {
             sync = "offline"
+        } else if modeError != nil {
+            sync = "error"
+        } else if applied && desired != nil && desired != inForce {
+            // Applied, yet the kernel runs something else: changed on the host itself.
+            sync = "drift"
+        } else if (report?.recentGuardRestores ?? 0) > 0 {
+            // Another program changed the tables lately; the guard put them back. Said before
+            // `pending`: what happens to the kernel matters more than what waits for a rollout.
+            sync = "drift"
         } else if assigned?.digest != desired {
             sync = "pending"
-        } else if desired != nil && (desired != inForce || !applied) {
+        } else if desired != nil && !applied {
             sync = "applying"
         } else {
             sync = "in_sync"
         }
-        return HostPolicyView(assigned: assigned, desiredDigest: desired, inForceDigest: inForce, sync: sync)
+        var view = HostPolicyView(assigned: assigned, desiredDigest: desired, inForceDigest: inForce, sync: sync)
+        view.error = modeError
+        return view
     }
 
     public func hosts(limit: Int) async throws -> [HostView] {

@@ -235,6 +235,7 @@ public enum RolloutPlanner {
                     // observations taken for them.
                 } else {
                     r.state = .succeeded
+                    r.soakUntil = nil
                 }
             }
         }

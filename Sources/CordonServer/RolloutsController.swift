@@ -74,13 +74,8 @@ struct RolloutsController {
                               hosts: ordered.enumerated().map { Rollout.Host(id: $1.id, hostname: $1.hostname, wave: waveOf[$0], changedAt: now) })
         // One rollout per host at a time: two would fight over its document.
         let created = try await stores.rollouts.exclusive(wait: true) { () async throws -> Bool in
-            var busy: [String] = []
-            for id in try await stores.rollouts.running() {
-                guard let other = try await stores.rollouts.rollout(id) else { continue }
-                let theirs = Set(other.hosts.filter { $0.wave >= other.currentWave }.map(\.id))
-                busy += ordered.filter { theirs.contains($0.id) }.map { "\($0.hostname) (rollout \(id.uuidString.lowercased()))" }
-            }
-            guard busy.isEmpty else { throw APIFailure(.conflict, "hosts already in a running rollout: \(Self.list(busy.sorted()))", field: "selector") }
+            let busy = try await Self.busy(ordered.map { ($0.id, $0.hostname) }, stores)
+            guard busy.isEmpty else { throw APIFailure(.conflict, "hosts already in a running rollout: \(Self.list(busy))", field: "selector") }
             try await stores.rollouts.create(rollout)
             return true
         }
@@ -90,6 +85,17 @@ struct RolloutsController {
                                           + "confirm within \(window) s, max failures \(maxFailures)",
                                       remote: context.remote)
         return JSON.response(rollout.view(withHosts: true), status: .created)
+    }
+
+    /// The hosts of `hosts` that a running rollout has yet to finish with, named with it.
+    static func busy(_ hosts: [(UUID, String)], _ stores: Stores) async throws -> [String] {
+        var busy: [String] = []
+        for id in try await stores.rollouts.running() {
+            guard let other = try await stores.rollouts.rollout(id) else { continue }
+            let theirs = Set(other.hosts.filter { $0.wave >= other.currentWave }.map(\.id))
+            busy += hosts.filter { theirs.contains($0.0) }.map { "\($0.1) (rollout \(id.uuidString.lowercased()))" }
+        }
+        return busy.sorted()
     }
 
     static func list(_ names: [String]) -> String {
@@ -120,6 +126,9 @@ struct RolloutsController {
                 try await RolloutDriver.carry(step.commands, &next, stores, now: now)
             case .resume:
                 guard let resumed = RolloutPlanner.resume(rollout, now: now) else { throw Self.conflict(rollout, action) }
+                // Its hosts may have gone to another rollout meanwhile: two would fight over their documents.
+                let busy = try await Self.busy(resumed.hosts.filter { $0.wave >= resumed.currentWave }.map { ($0.id, $0.hostname) }, stores)
+                guard busy.isEmpty else { throw APIFailure(.conflict, "hosts now in a running rollout: \(Self.list(busy))", field: "id") }
                 next = resumed
             case .abort:
                 guard let step = RolloutPlanner.abort(rollout, reason: reason, now: now) else { throw Self.conflict(rollout, action) }

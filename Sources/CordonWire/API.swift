@@ -74,6 +74,11 @@ public struct HostView: Codable, Sendable, Equatable {
     public var lostEvents: UInt64
     public var guardRestores: UInt64
     public var guardEscalations: UInt64
+    /// When the guard last put back Cordon's tables after another program changed them; null
+    /// when it never did (or the agent is older than 0.3.0).
+    public var lastGuardRestore: String? = nil
+    /// Set when restores keep coming: the likely cause and what to change.
+    public var guardHint: String? = nil
     /// Problems of the shipped decision log (a gap, a broken link); empty when it verifies.
     public var logProblems: Int
     public var isolation: IsolationView
@@ -84,6 +89,7 @@ public struct HostView: Codable, Sendable, Equatable {
         case agentVersion = "agent_version", enrolledAt = "enrolled_at"
         case lastSeen = "last_seen", connected, revoked, mode, ruleset, lostEvents = "lost_events", guardRestores = "guard_restores"
         case guardEscalations = "guard_escalations", logProblems = "log_problems", isolation, policy
+        case lastGuardRestore = "last_guard_restore", guardHint = "guard_hint"
     }
 
     /// Nulls are written out: a reader can rely on every field being present.
@@ -106,6 +112,8 @@ public struct HostView: Codable, Sendable, Equatable {
         try c.encode(lostEvents, forKey: .lostEvents)
         try c.encode(guardRestores, forKey: .guardRestores)
         try c.encode(guardEscalations, forKey: .guardEscalations)
+        try c.encode(lastGuardRestore, forKey: .lastGuardRestore)
+        try c.encode(guardHint, forKey: .guardHint)
         try c.encode(logProblems, forKey: .logProblems)
         try c.encode(isolation, forKey: .isolation)
         try c.encode(policy, forKey: .policy)
@@ -131,6 +139,8 @@ public struct HostView: Codable, Sendable, Equatable {
         lostEvents = try c.decode(UInt64.self, forKey: .lostEvents)
         guardRestores = try c.decode(UInt64.self, forKey: .guardRestores)
         guardEscalations = try c.decode(UInt64.self, forKey: .guardEscalations)
+        lastGuardRestore = try c.decodeIfPresent(String.self, forKey: .lastGuardRestore)
+        guardHint = try c.decodeIfPresent(String.self, forKey: .guardHint)
         logProblems = try c.decode(Int.self, forKey: .logProblems)
         isolation = try c.decode(IsolationView.self, forKey: .isolation)
         policy = try c.decodeIfPresent(HostPolicyView.self, forKey: .policy)

@@ -83,6 +83,10 @@ public enum Validation {
         try text(status.agentVersion, "status.agent_version", max: Limits.agentVersion)
         try addresses(status.addresses, "status.addresses")
         if let digest = status.rulesetDigest { try text(digest, "status.ruleset_digest", max: Limits.rulesetDigest) }
+        if let last = status.lastGuardRestore { try text(last, "status.last_guard_restore", max: 64) }
+        if let recent = status.recentGuardRestores, !(0...1_000_000).contains(recent) {
+            throw FieldProblem("status.recent_guard_restores", "expected 0 to 1000000")
+        }
         if let management = status.management {
             if management.count > Limits.managementEntries { throw FieldProblem("status.management", "at most \(Limits.managementEntries) entries") }
             for (index, entry) in management.enumerated() {

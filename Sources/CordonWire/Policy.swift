@@ -221,10 +221,15 @@ public struct HostPolicyView: Codable, Sendable, Equatable {
     public var desiredDigest: String?
     /// What the agent reports in force; null in discovery.
     public var inForceDigest: String?
-    /// `in_sync`, `pending` (assigned but not rolled out), `applying`, `offline`.
+    /// `in_sync`; `pending` (assigned, not rolled out); `applying`; `error` (the agent could not
+    /// apply the document's mode or policy: `error` says why); `drift` (the host runs something
+    /// other than its applied document, or another program changed its tables lately and the
+    /// guard put them back); `offline`.
     public var sync: String
+    /// The agent's message when `sync` is `error`.
+    public var error: String? = nil
 
-    enum CodingKeys: String, CodingKey { case assigned, desiredDigest = "desired_digest", inForceDigest = "in_force_digest", sync }
+    enum CodingKeys: String, CodingKey { case assigned, desiredDigest = "desired_digest", inForceDigest = "in_force_digest", sync, error }
 
     public init(assigned: EffectivePolicy?, desiredDigest: String?, inForceDigest: String?, sync: String) {
         self.assigned = assigned
@@ -239,6 +244,7 @@ public struct HostPolicyView: Codable, Sendable, Equatable {
         try c.encode(desiredDigest, forKey: .desiredDigest)
         try c.encode(inForceDigest, forKey: .inForceDigest)
         try c.encode(sync, forKey: .sync)
+        try c.encode(error, forKey: .error)
     }
 }
 

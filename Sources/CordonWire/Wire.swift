@@ -149,10 +149,15 @@ public struct AgentStatus: Codable, Sendable, Equatable {
     /// whitelist): what enforcement always allows, so a server-side review counts it as allowed.
     /// Absent from agents before 0.3.0.
     public var management: [ManagementChannel.WhitelistEntry]?
+    /// When the guard last restored Cordon's tables, and how many times in the last ten minutes
+    /// (`GuardHint.window`). Absent from agents before 0.3.0.
+    public var lastGuardRestore: String? = nil
+    public var recentGuardRestores: Int? = nil
 
     enum CodingKeys: String, CodingKey {
         case mode, isolated, rulesetVersion = "ruleset_version", rulesetDigest = "ruleset_digest", lostEvents = "lost_events"
         case guardRestores = "guard_restores", guardEscalations = "guard_escalations", flows, agentVersion = "agent_version", addresses, management
+        case lastGuardRestore = "last_guard_restore", recentGuardRestores = "recent_guard_restores"
     }
 
     public init(mode: String, isolated: Bool, rulesetVersion: Int64?, rulesetDigest: String?, lostEvents: UInt64, guardRestores: UInt64,
@@ -168,6 +173,23 @@ public struct AgentStatus: Codable, Sendable, Equatable {
         self.agentVersion = agentVersion
         self.addresses = addresses
         self.management = management
+    }
+}
+
+/// What a host's guard restores say about it: a restore now and then is someone's mistake; many
+/// in a row are another firewall manager that reloads nftables (seed 000's Group Policy case),
+/// which fights Cordon for as long as it runs.
+public enum GuardHint {
+    /// Seconds over which restores are counted.
+    public static let window: Int64 = 600
+    /// Restores within the window from which the host is said to be fought over.
+    public static let repeated = 3
+
+    public static func text(recent: Int?) -> String? {
+        guard let recent, recent >= repeated else { return nil }
+        return "the guard restored Cordon's tables \(recent) times in the last \(window / 60) minutes: another program keeps reloading nftables "
+            + "(firewalld, a configuration-management run, `nft -f` or `iptables-restore` from a timer or hook). Make it leave the tables "
+            + "`inet cordon*` alone (or not flush the ruleset), or stop it managing this host's firewall"
     }
 }
 

@@ -27,10 +27,14 @@ struct FleetShowCommand: ParsableCommand {
                 .joined(separator: ", ")),
             ("agent", "\(h.agentVersion), enrolled \(h.enrolledAt), machine id \(h.machineID)"
                 + (h.duplicateMachineID ? " — ANOTHER HOST HAS THIS MACHINE ID (an impostor, or a cloned image)" : "")),
-            ("counters", "\(h.lostEvents) lost events, \(h.guardRestores) guard restores, \(h.guardEscalations) escalations"),
+            ("policy", "\(h.policy.sync)" + (h.policy.error.map { ": \($0)" } ?? "")
+                + ", desired \(h.policy.desiredDigest.map { String($0.prefix(12)) } ?? "none"), in force \(h.policy.inForceDigest.map { String($0.prefix(12)) } ?? "none")"
+                + (h.policy.assigned.map { ", assigned \($0.digest.prefix(12))" } ?? "")),
+            ("counters", "\(h.lostEvents) lost events, \(h.guardRestores) guard restores\(h.lastGuardRestore.map { " (last \($0))" } ?? ""), "
+                + "\(h.guardEscalations) escalations"),
             ("log", h.logProblems == 0 ? "chain intact" : "\(h.logProblems) PROBLEMS (cordon fleet log --verify)"),
         ]
-        for (label, value) in lines {
+        for (label, value) in lines + (h.guardHint.map { [("WARNING", $0)] } ?? []) {
             print((label + ":").padding(toLength: 15, withPad: " ", startingAt: 0) + value.terminalSafe)
         }
     }

@@ -187,6 +187,27 @@ import Glibc
         #expect(aborted.succeeded && aborted.stdout.contains("aborted"), "\(aborted)")
         let audit = try t.setup.json(try f.api("GET", "/api/v1/audit", token: f.adminToken).body)["items"] as? [[String: Any]] ?? []
         #expect(Set(audit.compactMap { $0["action"] as? String }).isSuperset(of: ["rollout-start", "rollout-halted", "rollout-abort"]))
+
+        // Drift: `nft flush ruleset` on web-c. The guard puts the tables back; the server shows it
+        // within 60 s, and says why when it keeps happening.
+        let flushed = Date()
+        var restoresSeen = 0
+        for _ in 0..<3 {
+            #expect(try t.setup.lab.run(f.c, ["nft", "flush", "ruleset"]).succeeded)
+            #expect(try t.waitInForce(f.c, v1, timeout: 10), "the guard restored web-c's tables")
+            usleep(500_000)
+        }
+        var view: [String: Any] = [:]
+        while Date().timeIntervalSince(flushed) < 60 {
+            view = try t.setup.host(t.ids["web-c"]!)
+            restoresSeen = view["guard_restores"] as? Int ?? 0
+            if restoresSeen >= 3 && view["guard_hint"] is String { break }
+            usleep(500_000)
+        }
+        #expect(restoresSeen >= 3 && view["last_guard_restore"] is String, "\(view)")
+        #expect((view["policy"] as? [String: Any])?["sync"] as? String == "drift", "\(view)")
+        #expect((view["guard_hint"] as? String)?.contains("another program keeps reloading nftables") == true, "\(view)")
+        #expect((try t.setup.host(t.ids["web-b"]!)["policy"] as? [String: Any])?["sync"] as? String == "pending", "web-b: version 2 assigned, not rolled out")
     }
 
     @Test("a host that cannot reach the server through its new rules rolls back and halts the rollout; a kill -9 of the server mid-rollout loses nothing; discovery goes in waves")

@@ -7,12 +7,13 @@ import Foundation
 struct MemoryHostStore: HostStore {
     let db: MemoryDatabase
 
-    private static func view(_ row: MemoryDatabase.HostRow, among all: [UUID: MemoryDatabase.HostRow], now: Date) -> HostView {
+    private static func view(_ row: MemoryDatabase.HostRow, among all: [UUID: MemoryDatabase.HostRow], now: Date,
+                             modeError: String? = nil) -> HostView {
         let isolation = IsolationView(desired: row.desired.isolation.state, observed: row.observed, generation: row.desired.generation,
                                       observedGeneration: row.observedGeneration,
                                       pendingSince: row.observedGeneration < row.desired.generation ? MemoryDatabase.text(row.desiredAt) : nil)
         let status = row.status
-        return HostView(
+        var view = HostView(
             id: row.id.uuidString.lowercased(), hostname: row.hostname, machineID: row.machineID, tags: row.tags, tagSources: row.tagSources,
             duplicateMachineID: all.values.contains { $0.machineID == row.machineID && $0.id != row.id && !$0.revoked },
             addresses: row.addresses, agentVersion: row.agentVersion, enrolledAt: MemoryDatabase.text(row.enrolledAt),
@@ -24,7 +25,16 @@ struct MemoryHostStore: HostStore {
             logProblems: row.logProblems, isolation: isolation,
             policy: PostgresHostStore.policy(assigned: row.assignedPolicy, desired: row.desired.policy?.digest, report: status,
                                              connected: !row.revoked && row.lastSeen.map { now.timeIntervalSince($0) < PostgresHostStore.connectedWithin } == true,
-                                             applied: row.observedGeneration >= row.desired.generation))
+                                             applied: row.observedGeneration >= row.desired.generation, modeError: modeError))
+        view.lastGuardRestore = status?.lastGuardRestore
+        view.guardHint = GuardHint.text(recent: status?.recentGuardRestores)
+        return view
+    }
+
+    /// The error of the failed mode intent the host's document names, as the SQL's subquery.
+    static func modeError(_ row: MemoryDatabase.HostRow, _ t: MemoryDatabase.Tables) -> String? {
+        guard let intent = row.desired.mode?.intentID else { return nil }
+        return t.modeIntents.first { $0.id.uuidString.lowercased() == intent && $0.status == .failed }?.error
     }
 
     private static func sorted(_ rows: some Sequence<MemoryDatabase.HostRow>) -> [MemoryDatabase.HostRow] {
@@ -33,7 +43,7 @@ struct MemoryHostStore: HostStore {
 
     func hosts(ids: [UUID]) async throws -> [HostView] {
         let now = db.now()
-        return db.tables.withLock { t in Self.sorted(ids.compactMap { t.hosts[$0] }).map { Self.view($0, among: t.hosts, now: now) } }
+        return db.tables.withLock { t in Self.sorted(ids.compactMap { t.hosts[$0] }).map { Self.view($0, among: t.hosts, now: now, modeError: Self.modeError($0, t)) } }
     }
 
     func directory() async throws -> [HostEntry] {
@@ -65,13 +75,13 @@ struct MemoryHostStore: HostStore {
         let now = db.now()
         return db.tables.withLock { t in
             Array(t.hosts.values.sorted { ($0.hostname, $0.id.uuidString) < ($1.hostname, $1.id.uuidString) }.prefix(limit)
-                .map { Self.view($0, among: t.hosts, now: now) })
+                .map { Self.view($0, among: t.hosts, now: now, modeError: Self.modeError($0, t)) })
         }
     }
 
     func host(_ id: UUID) async throws -> HostView? {
         let now = db.now()
-        return db.tables.withLock { t in t.hosts[id].map { Self.view($0, among: t.hosts, now: now) } }
+        return db.tables.withLock { t in t.hosts[id].map { Self.view($0, among: t.hosts, now: now, modeError: Self.modeError($0, t)) } }
     }
 
     func seen(_ ids: [UUID]) async throws {

@@ -313,7 +313,13 @@ struct MemoryDesiredStateStore: DesiredStateStore {
             t.hosts[host]!.desired = document
             t.hosts[host]!.desiredAt = Date()
             t.modeIntents.append(.init(id: id, host: host, generation: document.generation, state: mode.mode, status: .pending, error: nil, rolledBack: nil))
-            return (document.generation, Rollout.Previous(mode: row.desired.mode, policy: row.desired.policy))
+            var previous = Rollout.Previous(mode: row.desired.mode, policy: row.desired.policy)
+            if case .rollout = change, let index = t.rollouts[rollout]?.hosts.firstIndex(where: { $0.id == host }) {
+                if let kept = t.rollouts[rollout]!.hosts[index].previous { previous = kept }
+                t.rollouts[rollout]!.hosts[index].previous = previous
+                t.rollouts[rollout]!.hosts[index].generation = document.generation
+            }
+            return (document.generation, previous)
         }
         db.changed(host)
         return result

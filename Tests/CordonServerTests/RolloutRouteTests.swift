@@ -144,4 +144,57 @@ import Testing
             #expect(actions.contains("rollout-halted"))
         }
     }
+
+    @Test func aStepMadeAgainKeepsWhatTheHostRanBefore() async throws {
+        try await withServer { s in
+            let (approver, hosts) = try await Self.tier(s)
+            let started = try await s.post("/api/v1/rollouts", token: approver, TestServer.object(["selector": #"role == "web""#]))
+            let text = try #require(started["id"] as? String)
+            let id = try #require(UUID(uuidString: text))
+            let host = try #require(UUID(uuidString: hosts[0].id))
+            // A replica wrote the step and died before it stored the rollout; the next one writes it again.
+            let first = try await s.stores.desired.setMode(host: host, .rollout(.enforce, confirmWithin: 60), rollout: id, by: "apollo", reason: "wave 1")
+            let again = try await s.stores.desired.setMode(host: host, .rollout(.enforce, confirmWithin: 60), rollout: id, by: "apollo", reason: "wave 1")
+            #expect(again.generation == first.generation + 1)
+            #expect(first.previous == Rollout.Previous(mode: nil, policy: nil))
+            #expect(again.previous == first.previous, "what the host ran before the rollout, not the rollout's own step")
+        }
+    }
+
+    @Test func aHaltedRolloutResumesOnlyIfNoOtherTookItsHosts() async throws {
+        try await withServer { s in
+            let (approver, _) = try await Self.tier(s)
+            let body = TestServer.object(["selector": #"role == "web""#])
+            let first = try #require(try await s.post("/api/v1/rollouts", token: approver, body)["id"] as? String)
+            let halted = try await s.post("/api/v1/rollouts/\(first)/halt", token: approver, #"{"reason":"looking at it"}"#)
+            #expect(halted.status == .ok && halted["halt_reason"] as? String == "halt by apollo: looking at it", "\(halted.text)")
+            #expect(try await s.post("/api/v1/rollouts", token: approver, body).status == .created, "a halted rollout holds no host")
+            let resumed = try await s.post("/api/v1/rollouts/\(first)/resume", token: approver, "")
+            #expect(resumed.status == .conflict && resumed.error?.contains("web-1") == true, "\(resumed.text)")
+            #expect(try await s.post("/api/v1/rollouts/\(first)/abort", token: approver, "").status == .ok)
+        }
+    }
+
+    @Test func syncSaysErrorAndDrift() async throws {
+        let policy = EffectivePolicy(content: "x", digest: String(repeating: "d", count: 64), sources: [])
+        func status(_ digest: String?, recent: Int? = nil) -> AgentStatus {
+            var s = AgentStatus(mode: digest == nil ? "discovery" : "enforce", isolated: false, rulesetVersion: digest == nil ? nil : 1, rulesetDigest: digest,
+                                lostEvents: 0, guardRestores: 0, guardEscalations: 0, flows: 0, agentVersion: "0.3.0", addresses: [])
+            s.recentGuardRestores = recent
+            return s
+        }
+        let d = policy.digest
+        func sync(_ report: AgentStatus, desired: String? = String(repeating: "d", count: 64), applied: Bool = true, error: String? = nil, connected: Bool = true) -> String {
+            PostgresHostStore.policy(assigned: policy, desired: desired, report: report, connected: connected, applied: applied, modeError: error).sync
+        }
+        #expect(sync(status(d)) == "in_sync")
+        #expect(sync(status(d), connected: false) == "offline")
+        #expect(sync(status(nil), desired: nil) == "pending")
+        #expect(sync(status(nil), applied: false) == "applying")
+        #expect(sync(status(nil)) == "drift", "applied, and the host runs something else (discovery, changed on the host)")
+        #expect(sync(status(d, recent: 1)) == "drift", "another program changed the tables lately; the guard put them back")
+        #expect(sync(status(nil), error: "the server's policy does not read") == "error")
+        #expect(PostgresHostStore.policy(assigned: policy, desired: d, report: status(nil), connected: true, applied: true, modeError: "no").error == "no")
+        #expect(GuardHint.text(recent: 2) == nil && GuardHint.text(recent: 3)?.contains("another program keeps reloading nftables") == true)
+    }
 }
