@@ -209,12 +209,24 @@ public final class Agent: Sendable {
             report.names?.hold = holder?.counters
             return report
         }
-        control.serve { [self] command in
+        control.serve { [self] request in
             func answer(_ value: some Encodable) -> Data { (try? JSONEncoder().encode(value)) ?? Data() }
-            switch command {
+            // The server is the source of truth for a managed host's mode and policy: a local
+            // change would be undone by nothing and shown as drift, so it needs saying twice.
+            let managed = request.overrideServer ? nil : link.current?.managedBy
+            switch request.command {
+            case .status:
+                return answer(fullStatus())
+            case .enforce, .discover:
+                if let managed { return answer(ControlAnswer(ok: false, message: managed + "; nothing changed", error: "managed_by_server")) }
+            default: break
+            }
+            let by = { (name: String) in request.overrideServer ? "\(name) (overriding cordon-server)" : name }
+            switch request.command {
             case .status:
                 return answer(fullStatus())
             case .enforce(let name, let window):
+                let name = by(name)
                 let latest: Int64?
                 do { latest = try store.latestRuleset()?.version } catch {
                     return answer(ControlAnswer(ok: false, message: "cannot read the approved rulesets: \(error)"))
@@ -223,7 +235,7 @@ public final class Agent: Sendable {
             case .confirm(let name):
                 return answer(runner.handle(Engine.Request(.confirm, operator: name)))
             case .discover(let name, let reason):
-                return answer(runner.handle(Engine.Request(.discover(reason: reason), operator: name)))
+                return answer(runner.handle(Engine.Request(.discover(reason: reason), operator: by(name))))
             case .isolate(let name, let reason):
                 return answer(Emergency.isolate(runner: runner, store: store, operator: name, reason: reason, via: "through the agent"))
             case .release(let name, let reason):

@@ -137,8 +137,15 @@ public enum ControlCommand: Sendable, Equatable {
 public struct ControlRequest: Codable, Sendable, Equatable {
     public static let version = 1
     public var command: ControlCommand
+    /// `enforce` and `discover` on a host whose mode the fleet's server sets: do it anyway (the
+    /// owner's way out when the server cannot be reached). Logged as an override; the server
+    /// then shows the host in drift.
+    public var overrideServer = false
 
-    public init(_ command: ControlCommand) { self.command = command }
+    public init(_ command: ControlCommand, overrideServer: Bool = false) {
+        self.command = command
+        self.overrideServer = overrideServer
+    }
 
     /// Why a request was refused before it reached the agent's logic; `code` is machine-readable.
     public struct Refusal: Error, Equatable {
@@ -146,7 +153,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         public var message: String
     }
 
-    enum CodingKeys: String, CodingKey { case v, command, `operator`, reason, confirmWithin = "confirm_within" }
+    enum CodingKeys: String, CodingKey { case v, command, `operator`, reason, confirmWithin = "confirm_within", overrideServer = "override_server" }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -162,6 +169,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
             return value
         }
         let reason = try c.decodeIfPresent(String.self, forKey: .reason) ?? ""
+        overrideServer = try c.decodeIfPresent(Bool.self, forKey: .overrideServer) ?? false
         switch name {
         case "status": command = .status
         case "enforce": command = .enforce(operator: try operatorName(), confirmWithin: try c.decodeIfPresent(Int64.self, forKey: .confirmWithin) ?? 120)
@@ -178,6 +186,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(Self.version, forKey: .v)
         try c.encode(command.name, forKey: .command)
+        if overrideServer { try c.encode(true, forKey: .overrideServer) }
         switch command {
         case .status: break
         case .enforce(let name, let window):
@@ -241,7 +250,7 @@ final class ControlServer: Sendable {
     }
 
     /// Accepts on a thread of its own and answers each request on another.
-    func serve(_ answer: @escaping @Sendable (ControlCommand) -> Data) {
+    func serve(_ answer: @escaping @Sendable (ControlRequest) -> Data) {
         let fd = self.fd
         Thread.detachNewThread { [self] in
             while true {
@@ -268,7 +277,7 @@ final class ControlServer: Sendable {
                     }
                     let reply: Data
                     switch ControlClient.readLine(client, deadline: Self.requestDeadline).map(ControlRequest.parse) {
-                    case .success(let request): reply = answer(request.command)
+                    case .success(let request): reply = answer(request)
                     case .failure(let refusal): reply = Self.refuse(refusal)
                     case nil: reply = Self.refuse(.init(code: "malformed", message: "no request line within \(Self.requestDeadline) s"))
                     }
@@ -296,8 +305,8 @@ public struct ControlClient: Sendable {
     public init(path: String) { self.path = path }
 
     /// A command that changes the firewall; the agent says whether it did and what it did.
-    public func command(_ command: ControlCommand, timeoutSeconds: Int = 60) throws -> ControlAnswer {
-        let data = try send(ControlRequest(command), timeoutSeconds: timeoutSeconds)
+    public func command(_ command: ControlCommand, overrideServer: Bool = false, timeoutSeconds: Int = 60) throws -> ControlAnswer {
+        let data = try send(ControlRequest(command, overrideServer: overrideServer), timeoutSeconds: timeoutSeconds)
         guard let answer = try? JSONDecoder().decode(ControlAnswer.self, from: data) else {
             throw AgentError.protocolViolation("unexpected answer: \(String(decoding: data, as: UTF8.self))")
         }

@@ -89,6 +89,11 @@ public final class FleetLink: Sendable {
     static let logAckedState = "fleet_log_acked"
     static let flowsAckedState = "fleet_flows_acked"
     static let revokedState = "fleet_revoked"
+    /// The mode the server's newest document sets (JSON of `ModeIntent`; empty: none), kept so a
+    /// restarted agent refuses local mode changes before the server answers.
+    public static let managedState = "fleet_managed_mode"
+    /// The mode intent carried out last (`FleetReconciler.plan`'s `modeDone`).
+    static let modeDoneState = "fleet_mode_done"
     static let reportInterval: Double = 5
     static let logBatch = 200
     static let flowBatch = 2000
@@ -125,6 +130,10 @@ public final class FleetLink: Sendable {
         var whitelistGeneration: Int64 = -1
         /// The server answered 404 to `/agent/v1/state`: a server before 0.3.0.
         var legacyServer = false
+        /// The mode the newest document sets; nil while the server leaves the mode to the host.
+        var managed: ModeIntent?
+        var managedGeneration: Int64 = -1
+        var modeDone: String?
     }
 
     public let settings: FleetSettings
@@ -156,6 +165,8 @@ public final class FleetLink: Sendable {
             initial.logAcked = Int64(try store.state(Self.logAckedState) ?? "") ?? 0
             initial.flowsAcked = Int64(try store.state(Self.flowsAckedState) ?? "") ?? 0
             initial.revoked = try store.state(Self.revokedState) == "1"
+            initial.managed = (try store.state(Self.managedState)).flatMap { try? Wire.decode(ModeIntent.self, from: Data($0.utf8)) }
+            initial.modeDone = try store.state(Self.modeDoneState).flatMap { $0.isEmpty ? nil : $0 }
         } else if settings.enrollSecret == nil {
             throw AgentError.invalidState("not enrolled with \(settings.server.absoluteString): give --enroll-secret-file for the first start")
         }
@@ -169,6 +180,15 @@ public final class FleetLink: Sendable {
         return FleetStatus(server: settings.server.absoluteString, hostID: s.enrollment?.hostID, connected: s.connected, revoked: s.revoked,
                            lastContact: s.lastContact.map(TimeText.rfc3339), lastError: s.lastError, appliedGeneration: s.applied,
                            unsentLogEntries: unsent)
+    }
+
+    /// Why a local `enforce` or `discover` is refused: the server sets this host's mode (a
+    /// rollout reached it); nil while it leaves the mode to the host.
+    public var managedBy: String? {
+        guard let mode = state.withLock({ $0.revoked ? nil : $0.managed }) else { return nil }
+        return "this host's mode and policy come from cordon-server \(settings.server.absoluteString) (its document asks \(mode.mode.rawValue)"
+            + (mode.intentID.map { ", intent \($0)" } ?? "") + "): change them there (`cordon fleet rollout`, `cordon fleet discover`), "
+            + "or pass --override-server to change them here anyway (shown on the server as drift); `cordon isolate` always works"
     }
 
     public func start() {
@@ -268,7 +288,8 @@ public final class FleetLink: Sendable {
         // A new enrollment starts the server's record afresh: everything is sent from the start.
         // Another server's whitelist is not this one's: it goes until this server's first document.
         try store.setStates([(Self.enrollmentState, String(decoding: Wire.encode(saved), as: UTF8.self)), (Self.appliedState, "0"),
-                             (Self.logAckedState, "0"), (Self.flowsAckedState, "0"), (Self.revokedState, "0"), (ServerWhitelist.state, "[]")])
+                             (Self.logAckedState, "0"), (Self.flowsAckedState, "0"), (Self.revokedState, "0"), (ServerWhitelist.state, "[]"),
+                             (Self.managedState, ""), (Self.modeDoneState, "")])
         _ = whitelist.set([])
         state.withLock {
             $0.enrollment = saved
@@ -276,6 +297,9 @@ public final class FleetLink: Sendable {
             $0.logAcked = 0
             $0.flowsAcked = 0
             $0.reported = nil
+            $0.managed = nil
+            $0.managedGeneration = -1
+            $0.modeDone = nil
         }
         logger.notice("enrolled with \(settings.server.absoluteString) as host \(answer.hostID)")
     }
@@ -375,7 +399,8 @@ public final class FleetLink: Sendable {
             let settled = !s.applying && s.applyEpoch == epoch
             if settled { s.reported = observed }
             // What the server now wants is what the host already is (a local change it adopted).
-            if answer.state.generation > s.applied, settled, FleetReconciler.satisfied(answer.state, host: runner.snapshot, inForceDigest: inForceDigest()),
+            if answer.state.generation > s.applied, settled, FleetReconciler.satisfied(answer.state, host: runner.snapshot, inForceDigest: inForceDigest(),
+                                                                                  modeDone: s.modeDone),
                answer.state.isolation.extraWhitelist == whitelist.entries {
                 s.applied = answer.state.generation
             }
@@ -388,6 +413,15 @@ public final class FleetLink: Sendable {
     }
 
     private func offer(_ desired: DesiredState) {
+        let managedChanged = state.withLock { s -> Bool in
+            guard desired.generation > s.managedGeneration else { return false }
+            s.managedGeneration = desired.generation
+            defer { s.managed = desired.mode }
+            return s.managed != desired.mode
+        }
+        if managedChanged {
+            try? store.setState(Self.managedState, desired.mode.map { String(decoding: Wire.encode($0), as: UTF8.self) } ?? "")
+        }
         let wake = state.withLock { s -> Bool in
             var wake = false
             if desired.generation >= s.whitelistGeneration, desired.isolation.extraWhitelist != s.wantedWhitelist {
@@ -452,14 +486,18 @@ public final class FleetLink: Sendable {
                 return latest
             }
             guard let desired = next else { continue }
-            let plan = FleetReconciler.plan(desired, host: runner.snapshot, inForceDigest: inForceDigest())
+            let plan = FleetReconciler.plan(desired, host: runner.snapshot, inForceDigest: inForceDigest(), modeDone: state.withLock { $0.modeDone })
             let result = apply(plan, generation: desired.generation)
             let now: IsolationWord = runner.snapshot.isolation.isolated ? .isolated : .released
             // An echo of a local change tells the server nothing new: what it knows stays as it was.
             let echo = plan == .echo
+            // The mode intent was carried out (or failed): a later generation does not do it again.
+            let modeDone = desired.mode?.intentID
+            if let modeDone { try? store.setState(Self.modeDoneState, modeDone) }
             state.withLock { s in
                 s.applied = max(s.applied, desired.generation)
                 s.result = result
+                if let modeDone { s.modeDone = modeDone }
                 if !echo { s.reported = now }
                 s.applying = false
                 s.applyEpoch += 1

@@ -37,7 +37,10 @@ public enum FleetReconciler {
     public static let via = "from cordon-server"
 
     /// `inForceDigest`: the digest of the ruleset version in the kernel (nil in discovery).
-    public static func plan(_ document: DesiredState, host: HostState, inForceDigest: String? = nil) -> Plan {
+    /// `modeDone`: the mode intent this agent carried out already. A document that brings it
+    /// again (a later isolation's generation) does not apply it again: a local override since
+    /// (`--override-server`) stands until the server decides the mode anew, and shows as drift.
+    public static func plan(_ document: DesiredState, host: HostState, inForceDigest: String? = nil, modeDone: String? = nil) -> Plan {
         var steps: [Step] = []
         var release: Step?
         let isolation = document.isolation
@@ -52,7 +55,7 @@ public enum FleetReconciler {
             default: break
             }
         }
-        switch modeSteps(document, host: host, inForceDigest: inForceDigest) {
+        switch modeSteps(document, host: host, inForceDigest: inForceDigest, modeDone: modeDone) {
         case .failure(let refusal): return .refuse(refusal.why)
         case .success(let more): steps += more
         }
@@ -65,8 +68,9 @@ public enum FleetReconciler {
 
     /// What the document's mode and policy ask of the host. No mode: the server leaves the mode
     /// to the host (no rollout reached it), whatever policy is assigned meanwhile.
-    static func modeSteps(_ document: DesiredState, host: HostState, inForceDigest: String?) -> Result<[Step], Refusal> {
+    static func modeSteps(_ document: DesiredState, host: HostState, inForceDigest: String?, modeDone: String?) -> Result<[Step], Refusal> {
         guard let mode = document.mode else { return .success([]) }
+        if let id = mode.intentID, id == modeDone { return .success([]) }
         let name = operatorName(mode.intentID.map { "intent \($0)" } ?? "rollout")
         let e = host.enforcement
         switch mode.mode {
@@ -111,10 +115,10 @@ public enum FleetReconciler {
 
     /// Whether the document asks nothing of the host as it is, so that its generation counts as
     /// applied without an apply (a report's answer that adopted a local change).
-    public static func satisfied(_ document: DesiredState, host: HostState, inForceDigest: String? = nil) -> Bool {
+    public static func satisfied(_ document: DesiredState, host: HostState, inForceDigest: String? = nil, modeDone: String? = nil) -> Bool {
         // Mid-release the outcome is not known yet: nothing counts as done.
         guard host.isolation.releasing == nil else { return false }
-        switch plan(document, host: host, inForceDigest: inForceDigest) {
+        switch plan(document, host: host, inForceDigest: inForceDigest, modeDone: modeDone) {
         case .inSync: return true
         case .echo: return document.isolation.state == (host.isolation.isolated ? .isolated : .released)
         case .apply, .refuse: return false

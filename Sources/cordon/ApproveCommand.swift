@@ -32,6 +32,10 @@ struct ApproveCommand: ParsableCommand {
     @Flag(help: "Approve despite lockout risks (they are recorded as accepted).")
     var acceptRisk = false
 
+    @Flag(name: .customLong("override-server"),
+          help: "On a host whose mode the fleet's server sets: approve here anyway (the server's rollouts do not use it).")
+    var overrideServer = false
+
     func validate() throws {
         guard !operatorName.trimmingCharacters(in: .whitespaces).isEmpty else { throw ValidationError("--operator must name someone") }
     }
@@ -46,6 +50,11 @@ struct ApproveCommand: ParsableCommand {
             review = Review(ruleset: ruleset, flows: try store.loadAll(), names: try store.flowNames(), context: HostFacts.reviewContext(store: store))
         } catch {
             throw CLIError.failed("\(error)")
+        }
+        // The server is the source of truth for a managed host's policy (Docs/decisions.md).
+        if !overrideServer, let managed = (try? store.state(FleetLink.managedState)).flatMap({ $0 }), !managed.isEmpty {
+            throw CLIError.failed("this host's mode and policy come from its fleet's cordon-server (a rollout reached it): approve the ruleset there "
+                                  + "(`cordon fleet approve`), or pass --override-server to approve it here anyway; nothing changed")
         }
         let kinds = review.risks.map(\.kind.rawValue)
         if !review.risks.isEmpty && !acceptRisk {

@@ -10,6 +10,10 @@ struct DiscoverCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
+    @Flag(name: .customLong("override-server"),
+          help: "On a host whose mode the fleet's server sets: do it anyway (logged; the server shows the host in drift).")
+    var overrideServer = false
+
     @Option(name: .customLong("operator"), help: ArgumentHelp("Who does it (recorded in the decision log).", valueName: "name"))
     var operatorName: String
 
@@ -21,6 +25,6 @@ struct DiscoverCommand: ParsableCommand {
     }
 
     func run() throws {
-        try sendToAgent(global, .discover(operator: operatorName, reason: reason))
+        try sendToAgent(global, .discover(operator: operatorName, reason: reason), overrideServer: overrideServer)
     }
 }

@@ -18,6 +18,10 @@ struct EnforceCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
+    @Flag(name: .customLong("override-server"),
+          help: "On a host whose mode the fleet's server sets: do it anyway (logged; the server shows the host in drift).")
+    var overrideServer = false
+
     @Option(name: .customLong("operator"), help: ArgumentHelp("Who enforces (recorded in the decision log).", valueName: "name"))
     var operatorName: String
 
@@ -32,18 +36,18 @@ struct EnforceCommand: ParsableCommand {
     }
 
     func run() throws {
-        try sendToAgent(global, .enforce(operator: operatorName, confirmWithin: confirmWithin))
+        try sendToAgent(global, .enforce(operator: operatorName, confirmWithin: confirmWithin), overrideServer: overrideServer)
     }
 }
 
 /// Sends a command that changes the firewall and prints the agent's answer; exit 1 when it
 /// refused or failed. There is no fallback without an agent: only the agent can keep the promise
 /// of a rollback at the deadline.
-func sendToAgent(_ global: GlobalOptions, _ command: ControlCommand) throws {
+func sendToAgent(_ global: GlobalOptions, _ command: ControlCommand, overrideServer: Bool = false) throws {
     let answer: ControlAnswer
     let timeout = 60
     do {
-        answer = try ControlClient(path: global.socket ?? AgentConfig.defaultSocket).command(command, timeoutSeconds: timeout)
+        answer = try ControlClient(path: global.socket ?? AgentConfig.defaultSocket).command(command, overrideServer: overrideServer, timeoutSeconds: timeout)
     } catch AgentError.noAnswer(let socket, let reason) {
         throw CLIError.failed("the agent on \(socket) took `\(command.name)` but \(reason): its outcome is unknown; check `cordon status`")
     } catch AgentError.notRunning(let socket, let reason) {

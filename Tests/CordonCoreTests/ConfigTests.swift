@@ -127,6 +127,12 @@ import Testing
             #expect(String(decoding: data, as: UTF8.self).contains(#""v":1"#))
             #expect(try ControlRequest.parse(data).get().command == command)
         }
+        // An override of the server is said on the wire only when asked for; absent, it is not one.
+        let override = try JSONEncoder().encode(ControlRequest(.discover(operator: "a", reason: "r"), overrideServer: true))
+        #expect(try ControlRequest.parse(override).get().overrideServer)
+        let plain = try JSONEncoder().encode(ControlRequest(.discover(operator: "a", reason: "r")))
+        #expect(!String(decoding: plain, as: UTF8.self).contains("override_server"))
+        #expect(try !ControlRequest.parse(plain).get().overrideServer)
     }
 
     @Test("unknown commands, other versions, missing operators and garbage are refused with a code")

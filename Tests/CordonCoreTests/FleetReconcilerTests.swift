@@ -65,6 +65,17 @@ import Testing
         #expect(!FleetReconciler.satisfied(document, host: enforcing, inForceDigest: String(repeating: "b", count: 64)))
     }
 
+    @Test("a mode intent carried out once is not carried out again by a later generation: a local override since stands")
+    func modeDoneOnce() {
+        let document = Self.enforce(Self.document(.released))
+        #expect(FleetReconciler.plan(document, host: Self.released, modeDone: "m-1") == .inSync)
+        #expect(FleetReconciler.satisfied(document, host: Self.released, modeDone: "m-1"))
+        guard case .apply = FleetReconciler.plan(document, host: Self.released, modeDone: "m-0") else {
+            Issue.record("a new mode intent is carried out")
+            return
+        }
+    }
+
     @Test("in force but unconfirmed (an agent restarted inside its window): the round trip and the confirmation, not another enforce")
     func confirmsAfterARestart() {
         let armed = HostState(enforcement: EnforcementState(mode: .enforce, version: 4, confirmDeadline: 1_800_000_100, confirmWindow: 120,

@@ -255,5 +255,26 @@ import Glibc
         let discovered = try t.wait(id, timeout: 60) { $0["state"] as? String != "running" }
         #expect(discovered["state"] as? String == "succeeded" && discovered["mode"] as? String == "discovery", "\(discovered)")
         #expect(try t.inForce(f.b) == nil && t.inForce(f.c) == nil && t.inForce(f.a) == v1)
+
+        // On a managed host the server is the source of truth: local mode changes and approvals
+        // are refused unless they say they override it; a local isolation always works.
+        let socket = f.directory(of: f.a) + "/cordon.sock", database = f.directory(of: f.a) + "/cordon.db"
+        let local = { (arguments: [String]) throws -> CommandResult in try t.setup.lab.run(f.a, [f.cordonBinary] + arguments, timeout: 60) }
+        let refused = try local(["discover", "--operator", "ivy", "--socket", socket])
+        #expect(refused.status == 1 && refused.stderr.contains("come from cordon-server"), "\(refused)")
+        let approve = try local(["approve", t.setup.lab.directory + "/web.yaml", "--operator", "ivy", "--db", database])
+        #expect(approve.status == 1 && approve.stderr.contains("cordon fleet approve"), "\(approve)")
+        #expect(try t.inForce(f.a) == v1, "nothing changed")
+        #expect(try local(["isolate", "--operator", "ivy", "--reason", "local emergency", "--socket", socket]).succeeded)
+        #expect(try local(["release", "--operator", "ivy", "--reason", "done", "--socket", socket]).succeeded)
+        let overridden = try local(["discover", "--operator", "ivy", "--override-server", "--socket", socket])
+        #expect(overridden.succeeded, "\(overridden)")
+        let drifted = Date().addingTimeInterval(20)
+        var sync = ""
+        while sync != "drift" && Date() < drifted {
+            sync = (try t.setup.host(t.ids["web-a"]!)["policy"] as? [String: Any])?["sync"] as? String ?? ""
+            if sync != "drift" { usleep(250_000) }
+        }
+        #expect(sync == "drift", "the server shows the override")
     }
 }
