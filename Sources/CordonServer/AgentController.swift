@@ -52,6 +52,10 @@ struct AgentController {
         }
         try await stores.audit.record(actor: "enrollment", role: nil, action: "enroll", target: answer.hostID,
                                       detail: "hostname \(enrollment.hostname), machine id \(enrollment.machineID)", remote: context.remote)
+        // A host that joins an assigned tier has that tier's policy waiting for it (`pending`) at once.
+        if let id = UUID(uuidString: answer.hostID), try await !stores.policy.assignments().isEmpty {
+            try await EffectivePolicies.recompute(stores, only: [id])
+        }
         logger.notice("enrolled host \(answer.hostID) (\(enrollment.hostname))")
         return JSON.response(answer, status: .created)
     }

@@ -50,12 +50,21 @@ enum EffectivePolicies {
                                        assignment: $0.assignment.id.uuidString.lowercased()) }
     }
 
-    /// Recomputes and writes what changed; the number of hosts whose policy changed.
+    /// Recomputes and writes what changed; the number of hosts whose policy changed. `only`:
+    /// these hosts alone (a host just enrolled), read by id instead of the whole directory.
     @discardableResult
-    static func recompute(_ stores: Stores) async throws -> Int {
-        let directory = try await stores.hosts.directory()
+    static func recompute(_ stores: Stores, only: [UUID]? = nil) async throws -> Int {
+        let directory: [HostEntry]
+        var current: [UUID: String] = [:]
+        if let only {
+            let views = try await stores.hosts.hosts(ids: only)
+            directory = views.compactMap { view in UUID(uuidString: view.id).map { HostEntry(id: $0, hostname: view.hostname, tags: view.tags) } }
+            for view in views { if let id = UUID(uuidString: view.id), let digest = view.policy.assigned?.digest { current[id] = digest } }
+        } else {
+            directory = try await stores.hosts.directory()
+            current = try await stores.policy.assignedDigests()
+        }
         let (resolved, _) = try await resolve(stores)
-        let current = try await stores.policy.assignedDigests()
         var memo: [[String]: EffectivePolicy] = [:]
         var changes: [UUID: EffectivePolicy?] = [:]
         for host in directory {

@@ -53,7 +53,9 @@ struct FleetScaleBenchmark: ParsableCommand {
         }
         let secretRun = try lab.run(namespace, [serverBinary, "enroll-secret", "create", "--data", data, "--database", postgres.url, "--tags", "tier=bench"])
         guard let secret = secretRun.stdout.split(separator: "\n").last.map(String.init) else { throw ValidationError("enroll-secret") }
-        let server = try lab.spawn(namespace, [serverBinary, "run", "--data", data, "--database", postgres.url, "--listen", "127.0.0.1:\(Self.port)"],
+        let server = try lab.spawn(namespace, [serverBinary, "run", "--data", data, "--database", postgres.url, "--listen", "127.0.0.1:\(Self.port)",
+                                                // Every simulated agent comes from 127.0.0.1: one address, as behind a NAT.
+                                                "--max-connections-per-address", "100000"],
                                    log: lab.directory + "/server.log")
         let ca = try String(contentsOfFile: data + "/ca.pem", encoding: .utf8)
         let (agents, concurrency, entries, flows, samples, pace) = (self.agents, self.concurrency, self.entries, self.flows, self.samples, self.pace)

@@ -197,4 +197,17 @@ import Testing
         #expect(PostgresHostStore.policy(assigned: policy, desired: d, report: status(nil), connected: true, applied: true, modeError: "no").error == "no")
         #expect(GuardHint.text(recent: 2) == nil && GuardHint.text(recent: 3)?.contains("another program keeps reloading nftables") == true)
     }
+
+    @Test func aHostThatJoinsAnAssignedTierHasItsPolicyPendingAtOnce() async throws {
+        try await withServer { s in
+            _ = try await Self.tier(s)
+            let secret = try await s.stores.enrollment.createSecret(tags: ["role": "web"], ttlSeconds: nil, uses: nil, hostTags: false, extraWhitelist: [])
+            let reply = try await s.post("/agent/v1/enroll", token: nil, TestServer.object([
+                "secret": secret, "hostname": "web-9", "machine_id": "m9", "addresses": ["192.0.2.19"], "agent_version": "0.3.0", "tags": [String: String](),
+            ]))
+            let id = try #require(reply["host_id"] as? String, "\(reply.text)")
+            let policy = try await s.get("/api/v1/hosts/\(id)", token: s.viewer)["policy"] as? [String: Any]
+            #expect(policy?["assigned"] is [String: Any], "the tier's policy, without waiting for another change: \(policy ?? [:])")
+        }
+    }
 }
