@@ -585,6 +585,8 @@ public final class FleetLink: Sendable {
             return confirm(name)
         case .confirm(let name):
             return confirm(name)
+        case .fail(let why):
+            return Answer(ok: false, message: why)
         }
     }
 

@@ -14,7 +14,8 @@ public enum FleetReconciler {
         case echo
         /// These steps, in order: whatever tightens first, a release last.
         case apply([Step])
-        /// A part of the document this agent cannot carry out; the generation fails with this.
+        /// A part of the document this agent cannot carry out, with nothing else to do; the
+        /// generation fails with this.
         case refuse(String)
     }
 
@@ -30,6 +31,10 @@ public enum FleetReconciler {
         /// The policy is in force but unconfirmed (the agent restarted inside the window): the
         /// round trip, then the confirmation.
         case confirm(operator: String)
+        /// The mode part of a document that also changes the isolation could not be carried
+        /// out: the isolation is applied all the same (an isolation never waits on a policy),
+        /// then the generation fails with this.
+        case fail(String)
     }
 
     /// Who the decision log names for a server's request.
@@ -56,7 +61,9 @@ public enum FleetReconciler {
             }
         }
         switch modeSteps(document, host: host, inForceDigest: inForceDigest, modeDone: modeDone) {
-        case .failure(let refusal): return .refuse(refusal.why)
+        case .failure(let refusal):
+            if let release { steps.append(release) }
+            return steps.isEmpty ? .refuse(refusal.why) : .apply(steps + [.fail(refusal.why)])
         case .success(let more): steps += more
         }
         if let release { steps.append(release) }

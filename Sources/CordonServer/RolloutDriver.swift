@@ -109,10 +109,16 @@ public struct RolloutDriver: ServiceLifecycle.Service {
                 r.hosts[index].detail = "no effective policy (no assignment matches it)"
                 r.failures += 1
             } catch let refusal as IsolationRefusal {
-                guard case .apply = command else { throw refusal }
-                r.hosts[index].state = .failed
-                r.hosts[index].detail = refusal == .revoked ? "revoked" : "no such host"
-                r.failures += 1
+                let why = refusal == .revoked ? "revoked" : "no such host"
+                if case .revert = command {
+                    // A host revoked (or deleted) since its step has no document to put back; the
+                    // halt is saved all the same, or it would be tried again every second.
+                    r.hosts[index].detail = "not put back: \(why)"
+                } else {
+                    r.hosts[index].state = .failed
+                    r.hosts[index].detail = why
+                    r.failures += 1
+                }
             }
             r.hosts[index].changedAt = now
         }

@@ -131,6 +131,20 @@ import Testing
         #expect(!FleetReconciler.satisfied(Self.enforce(Self.document(.released), policy: nil), host: Self.released))
     }
 
+    @Test("an isolation in a document whose mode part cannot be carried out is applied all the same, and the generation still fails")
+    func isolationDespiteABadModePart() {
+        let plan = FleetReconciler.plan(Self.enforce(Self.document(.isolated), policy: nil), host: Self.released)
+        #expect(plan == .apply([.request(Engine.Request(.isolate(reason: "alert 42 (intent i-1)", via: "from cordon-server"), operator: "cordon-server: rita")),
+                                .fail("the document asks for enforce without a policy")]))
+        // A release too: the server's release is not held hostage by a broken policy.
+        guard case .apply(let steps) = FleetReconciler.plan(Self.enforce(Self.document(.released), window: 0), host: Self.isolated),
+              steps.count == 2, case .request(let release) = steps[0], case .release = release.event, case .fail = steps[1] else {
+            Issue.record("expected the release, then the failure")
+            return
+        }
+        #expect(!FleetReconciler.satisfied(Self.enforce(Self.document(.isolated), policy: nil), host: Self.isolated))
+    }
+
     @Test("a new extra whitelist re-installs the management channel where it is in the kernel (isolated or enforcing), and only there")
     func whitelist() {
         let reinstall = Engine.Request(.tampered("the management channel changed: the server's extra whitelist"))

@@ -175,6 +175,25 @@ import Testing
         }
     }
 
+    @Test func aHaltSavesEvenWhenAHostOfTheWaveWasRevokedSince() async throws {
+        try await withServer { s in
+            let (approver, hosts) = try await Self.tier(s)
+            let started = try await s.post("/api/v1/rollouts", token: approver, TestServer.object(["selector": #"role == "web""#, "waves": ["100%"]]))
+            let id = try #require(started["id"] as? String)
+            let now = Date()
+            try await RolloutDriver.tick(s.stores, logger: Self.logger, now: { now })
+            #expect(Self.document(s, hosts[0].id).mode?.mode == .enforce)
+            #expect(try await s.stores.enrollment.revokeHost(try #require(UUID(uuidString: hosts[0].id))))
+            let halted = try await s.post("/api/v1/rollouts/\(id)/halt", token: approver, #"{"reason":"web-1 was compromised"}"#)
+            #expect(halted.status == .ok && halted["state"] as? String == "halted", "\(halted.text)")
+            let rows = try #require(halted["hosts"] as? [[String: Any]])
+            #expect(rows.first { $0["hostname"] as? String == "web-1" }?["detail"] as? String == "not put back: revoked", "\(halted.text)")
+            for host in hosts[1...] { #expect(Self.document(s, host.id).mode?.mode == .discovery, "the others are put back") }
+            try await RolloutDriver.tick(s.stores, logger: Self.logger, now: { now })
+            #expect(try await s.get("/api/v1/rollouts/\(id)", token: s.viewer)["state"] as? String == "halted")
+        }
+    }
+
     @Test func syncSaysErrorAndDrift() async throws {
         let policy = EffectivePolicy(content: "x", digest: String(repeating: "d", count: 64), sources: [])
         func status(_ digest: String?, recent: Int? = nil) -> AgentStatus {
