@@ -4,10 +4,12 @@
 public enum FleetProposal {
     public struct Host: Sendable {
         public var name: String
-        public var flows: [FlowRecord]
+        /// The records as keys and totals, read once: a tier of 1,000 hosts holds 2M of them, and
+        /// the records' text would be most of the memory and time.
+        var flows: [(key: FlowKey, stats: FlowStats, names: [String])]
         public init(name: String, flows: [FlowRecord]) {
             self.name = name
-            self.flows = flows
+            self.flows = flows.compactMap { record in record.aggregate.map { ($0.key, $0.stats, record.remoteNames) } }
         }
     }
 
@@ -41,19 +43,17 @@ public enum FleetProposal {
         var merged: [(key: FlowKey, stats: FlowStats)] = [], flowNames: [FlowKey: [String]] = [:]
         var networkHosts: [String: Set<String>] = [:], groupHosts: [Group: Set<String>] = [:]
         var firstSeen: [Group: Int64] = [:]
-        var perHost: [String: [(key: FlowKey, stats: FlowStats)]] = [:]
+        func counted(_ key: FlowKey, _ stats: FlowStats) -> Bool { stats.lastSeen >= since && key.verdict == .allowed && key.direction != .forward }
         for host in hosts {
-            for record in host.flows {
-                guard let (key, stats) = record.aggregate, stats.lastSeen >= since, key.verdict == .allowed, key.direction != .forward else { continue }
+            for (key, stats, remoteNames) in host.flows where counted(key, stats) {
                 merged.append((key, stats))
-                if !record.remoteNames.isEmpty { flowNames[key, default: []] += record.remoteNames }
+                if !remoteNames.isEmpty { flowNames[key, default: []] += remoteNames }
                 if let network = proposer.standardNetwork(for: key) {
                     networkHosts[network.name, default: []].insert(host.name)
                 } else {
                     let group = Group(direction: key.direction, transport: key.transport, service: key.service)
                     groupHosts[group, default: []].insert(host.name)
                     firstSeen[group] = min(firstSeen[group] ?? stats.firstSeen, stats.firstSeen)
-                    perHost[host.name, default: []].append((key, stats))
                 }
             }
         }
@@ -122,12 +122,15 @@ public enum FleetProposal {
             for candidate in tier where candidate.direction == direction { out.append("  # - \(key): \(candidateNames[group(candidate)] ?? "")") }
         }
         var outliers = 0
-        let outlierLines = hosts.map(\.name).sorted().flatMap { name -> [String] in
-            let own = Proposer.Candidate.grouping((perHost[name] ?? []).filter { outlierGroups.contains(Group(direction: $0.key.direction,
-                                                                                                             transport: $0.key.transport,
-                                                                                                             service: $0.key.service)) })
+        // A second pass over the hosts for the outliers' groups: most flows are the tier's, and a
+        // copy of every host's leftovers would double the memory for the few that are not.
+        let outlierLines = hosts.sorted { $0.name < $1.name }.flatMap { host -> [String] in
+            let own = Proposer.Candidate.grouping(host.flows.filter { flow in
+                counted(flow.key, flow.stats) && outlierGroups.contains(Group(direction: flow.key.direction, transport: flow.key.transport, service: flow.key.service))
+                    && proposer.standardNetwork(for: flow.key) == nil
+            }.map { ($0.key, $0.stats) })
             outliers += own.count
-            return own.map { "#   \(name): \(ProposalText.summary($0, names: names, listed: listed)); \(coverage(groupHosts[group($0)]?.count ?? 0))" }
+            return own.map { "#   \(host.name): \(ProposalText.summary($0, names: names, listed: listed)); \(coverage(groupHosts[group($0)]?.count ?? 0))" }
         }
         if !outlierLines.isEmpty {
             out.append("")

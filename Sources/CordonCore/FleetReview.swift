@@ -7,12 +7,11 @@ extension FlowRecord {
     public var aggregate: (key: FlowKey, stats: FlowStats)? {
         guard let transport = IPProtocolNumber.parse(`protocol`), let local = IPAddress(localAddress),
               let remote = IPAddress(remoteAddress).map({ IPPrefix($0) }) ?? IPPrefix(remoteAddress),
-              let first = try? Date(firstSeen, strategy: .iso8601), let last = try? Date(lastSeen, strategy: .iso8601) else { return nil }
+              let first = TimeText.unix(firstSeen), let last = TimeText.unix(lastSeen) else { return nil }
         let port = direction == .inbound ? localPort : remotePort
         let key = FlowKey(direction: direction, transport: transport, local: local, remote: remote, port: port, icmpType: icmpType,
                           icmpCode: icmpCode, verdict: verdict)
-        return (key, FlowStats(connections: connections, packets: packets, bytes: bytes, firstSeen: Int64(first.timeIntervalSince1970),
-                               lastSeen: Int64(last.timeIntervalSince1970)))
+        return (key, FlowStats(connections: connections, packets: packets, bytes: bytes, firstSeen: first, lastSeen: last))
     }
 }
 

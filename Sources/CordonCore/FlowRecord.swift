@@ -30,6 +30,27 @@ public struct FlowRecord: Codable, Sendable, Equatable {
         case remoteNames = "remote_names"
     }
 
+    public init(direction: Direction, protocol: String, family: AddressFamily, localAddress: String, localPort: UInt16?, remoteAddress: String,
+                remotePort: UInt16?, icmpType: UInt8?, icmpCode: UInt8?, connections: UInt64, packets: UInt64, bytes: UInt64, firstSeen: String,
+                lastSeen: String, verdict: FlowVerdict, remoteNames: [String]) {
+        self.direction = direction
+        self.protocol = `protocol`
+        self.family = family
+        self.localAddress = localAddress
+        self.localPort = localPort
+        self.remoteAddress = remoteAddress
+        self.remotePort = remotePort
+        self.icmpType = icmpType
+        self.icmpCode = icmpCode
+        self.connections = connections
+        self.packets = packets
+        self.bytes = bytes
+        self.firstSeen = firstSeen
+        self.lastSeen = lastSeen
+        self.verdict = verdict
+        self.remoteNames = remoteNames
+    }
+
     public init(key: FlowKey, stats: FlowStats, remoteNames: [String] = []) {
         self.remoteNames = remoteNames
         direction = key.direction

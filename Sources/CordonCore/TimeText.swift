@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,6 +16,37 @@ public enum TimeText {
         }
         return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))"
             + "T\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2))Z"
+    }
+
+    /// Unix seconds of an RFC 3339 time. The form `rfc3339` writes (every stored row has it) is
+    /// read by arithmetic: Foundation's ISO 8601 strategy cost 1 µs a field, a quarter of a
+    /// fleet propose's time per row. Any other form (offsets, fractions) goes to Foundation.
+    public static func unix(_ text: String) -> Int64? {
+        if let fast = text.utf8.withContiguousStorageIfAvailable(Self.fixed) ?? nil { return fast }
+        return (try? Date(text, strategy: .iso8601)).map { Int64($0.timeIntervalSince1970.rounded(.down)) }
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SSZ` in Unix seconds; nil for any other shape.
+    private static func fixed(_ b: UnsafeBufferPointer<UInt8>) -> Int64? {
+        guard b.count == 20, b[4] == 0x2D, b[7] == 0x2D, b[10] == 0x54, b[13] == 0x3A, b[16] == 0x3A, b[19] == 0x5A else { return nil }
+        func digits(_ from: Int, _ count: Int) -> Int64? {
+            var value: Int64 = 0
+            for i in from..<from + count {
+                guard (0x30...0x39).contains(b[i]) else { return nil }
+                value = value * 10 + Int64(b[i] - 0x30)
+            }
+            return value
+        }
+        guard let y = digits(0, 4), let m = digits(5, 2), let d = digits(8, 2), let h = digits(11, 2), let mi = digits(14, 2), let s = digits(17, 2),
+              (1...12).contains(m), (1...31).contains(d), h < 24, mi < 60, s < 61 else { return nil }
+        // Days since 1970-01-01 of the proleptic Gregorian date (the days-from-civil formula).
+        let year = m <= 2 ? y - 1 : y
+        let era = (year >= 0 ? year : year - 399) / 400
+        let yoe = year - era * 400
+        let doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        let days = era * 146_097 + doe - 719_468
+        return days * 86_400 + h * 3600 + mi * 60 + s
     }
 
     /// Parses a span such as `90s`, `15m`, `2h`, `7d` or `1w` into seconds.

@@ -207,6 +207,18 @@ public enum Migrations {
             """,
             "ALTER TABLE intents ADD COLUMN rollout_id uuid, ADD COLUMN rolled_back boolean",
         ]),
+        // A fleet propose reads every row of a tier (2M for 1,000 hosts): decoding a JSON
+        // document per row took 15 µs of the 19 µs each row cost (issue 20's figures). The key
+        // already holds every field but the first sighting and the names, which get columns.
+        ("007-flow-columns", [
+            "ALTER TABLE host_flows ADD COLUMN first_seen text, ADD COLUMN remote_names text NOT NULL DEFAULT ''",
+            """
+            UPDATE host_flows SET first_seen = record::jsonb->>'first_seen',
+              remote_names = CASE WHEN jsonb_array_length(coalesce(record::jsonb->'remote_names', '[]')) = 0 THEN ''
+                                  ELSE (record::jsonb->'remote_names')::text END
+            """,
+            "ALTER TABLE host_flows ALTER COLUMN first_seen SET NOT NULL, DROP COLUMN record",
+        ]),
     ]
 
     public struct Newer: Error, CustomStringConvertible {

@@ -42,34 +42,53 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
         let keys = Array(latest.keys)
         let rows = keys.map { latest[$0]! }
         try await client.query("""
-            INSERT INTO host_flows (host_id, flow_key, record, last_seen, connections, packets, bytes)
-            SELECT \(host), * FROM unnest(\(keys)::text[], \(rows.map { String(decoding: Wire.encode($0), as: UTF8.self) })::text[],
-                                          \(rows.map(\.lastSeen))::text[], \(rows.map { Int64(clamping: $0.connections) })::bigint[],
-                                          \(rows.map { Int64(clamping: $0.packets) })::bigint[], \(rows.map { Int64(clamping: $0.bytes) })::bigint[])
-            ON CONFLICT (host_id, flow_key) DO UPDATE SET record = excluded.record, last_seen = excluded.last_seen,
-              connections = excluded.connections, packets = excluded.packets, bytes = excluded.bytes
+            INSERT INTO host_flows (host_id, flow_key, first_seen, last_seen, connections, packets, bytes, remote_names)
+            SELECT \(host), * FROM unnest(\(keys)::text[], \(rows.map(\.firstSeen))::text[], \(rows.map(\.lastSeen))::text[],
+                                          \(rows.map { Int64(clamping: $0.connections) })::bigint[], \(rows.map { Int64(clamping: $0.packets) })::bigint[],
+                                          \(rows.map { Int64(clamping: $0.bytes) })::bigint[], \(rows.map { Self.names($0.remoteNames) })::text[])
+            ON CONFLICT (host_id, flow_key) DO UPDATE SET first_seen = excluded.first_seen, last_seen = excluded.last_seen,
+              connections = excluded.connections, packets = excluded.packets, bytes = excluded.bytes, remote_names = excluded.remote_names
             WHERE (excluded.last_seen, excluded.connections, excluded.packets, excluded.bytes)
                >= (host_flows.last_seen, host_flows.connections, host_flows.packets, host_flows.bytes)
             """, logger: logger)
     }
 
+    /// The names as a JSON array, or '' for none (most rows): decoded only where there are some.
+    static func names(_ names: [String]) -> String { names.isEmpty ? "" : String(decoding: Wire.encode(names), as: UTF8.self) }
+
+    static let columns = "flow_key, first_seen, last_seen, connections, packets, bytes, remote_names"
+
+    /// A row back into the record it was stored from; nil for a key this server did not write.
+    static func record(_ row: (String, String, String, Int64, Int64, Int64, String)) -> FlowRecord? {
+        let (key, first, last, connections, packets, bytes, names) = row
+        let parts = key.split(separator: "|", omittingEmptySubsequences: false)
+        guard parts.count == 9, let direction = Direction(rawValue: String(parts[0])), let verdict = FlowVerdict(rawValue: String(parts[8])) else { return nil }
+        func number<T: FixedWidthInteger>(_ part: Substring) -> T? { part == "-" ? nil : T(part) }
+        let local = String(parts[2])
+        return FlowRecord(direction: direction, protocol: String(parts[1]), family: local.contains(":") ? .ipv6 : .ipv4, localAddress: local,
+                          localPort: number(parts[3]), remoteAddress: String(parts[4]), remotePort: number(parts[5]), icmpType: number(parts[6]),
+                          icmpCode: number(parts[7]), connections: UInt64(clamping: connections), packets: UInt64(clamping: packets),
+                          bytes: UInt64(clamping: bytes), firstSeen: first, lastSeen: last, verdict: verdict,
+                          remoteNames: names.isEmpty ? [] : (try? Wire.decode([String].self, from: Data(names.utf8))) ?? [])
+    }
+
     public func rejected(hosts: [UUID], since: String) async throws -> [UUID: [FlowRecord]] {
         guard !hosts.isEmpty else { return [:] }
         var result: [UUID: [FlowRecord]] = [:]
-        for try await (id, text) in try await client.query("""
-            SELECT host_id, record FROM host_flows
+        for try await row in try await client.query("""
+            SELECT host_id, \(unescaped: Self.columns) FROM host_flows
             WHERE host_id = ANY(\(hosts)::uuid[]) AND last_seen >= \(since) AND flow_key LIKE '%|rejected'
-            """, logger: logger).decode((UUID, String).self) {
-            if let record = try? Wire.decode(FlowRecord.self, from: Data(text.utf8)) { result[id, default: []].append(record) }
+            """, logger: logger).decode((UUID, String, String, String, Int64, Int64, Int64, String).self) {
+            if let record = Self.record((row.1, row.2, row.3, row.4, row.5, row.6, row.7)) { result[row.0, default: []].append(record) }
         }
         return result
     }
 
     public func flows(host: UUID) async throws -> [FlowRecord] {
         var result: [FlowRecord] = []
-        for try await text in try await client.query("SELECT record FROM host_flows WHERE host_id = \(host) ORDER BY flow_key", logger: logger)
-            .decode(String.self) {
-            if let record = try? Wire.decode(FlowRecord.self, from: Data(text.utf8)) { result.append(record) }
+        for try await row in try await client.query("SELECT \(unescaped: Self.columns) FROM host_flows WHERE host_id = \(host) ORDER BY flow_key",
+                                                    logger: logger).decode((String, String, String, Int64, Int64, Int64, String).self) {
+            if let record = Self.record(row) { result.append(record) }
         }
         return result
     }

@@ -74,17 +74,35 @@ struct RulesetsController {
         guard !hosts.isEmpty else { throw APIFailure(.unprocessableContent, "selector \(selector) matches no host", field: "selector") }
         let (resolved, _) = try await EffectivePolicies.resolve(stores)
         let from = TimeText.now() - since
-        var reviews: [HostReview] = []
-        for host in hosts {
+        let reviews = try await Self.eachHost(hosts) { host in
             var parts = EffectivePolicies.parts(for: host, resolved, excluding: ruleset.name ?? name)
             parts.append(PolicyComposer.Part(ruleset: ruleset, name: ruleset.name ?? name ?? "reviewed", version: 0, assignment: "review"))
             let verdict = FleetReview.review(PolicyComposer.compose(parts).ruleset, flows: try await stores.flows.flows(host: host.id), since: from,
                                               management: host.management)
-            reviews.append(HostReview(id: host.id.uuidString.lowercased(), hostname: host.hostname, flows: verdict.flows, allowed: verdict.allowed,
-                                      rejectedCount: verdict.rejected.count, rejected: Array(verdict.rejected.prefix(HostReview.shown)),
-                                      risks: verdict.risks))
+            return HostReview(id: host.id.uuidString.lowercased(), hostname: host.hostname, flows: verdict.flows, allowed: verdict.allowed,
+                              rejectedCount: verdict.rejected.count, rejected: Array(verdict.rejected.prefix(HostReview.shown)), risks: verdict.risks)
         }
         return (ruleset, ReviewResult(selector: selector.description, since: sinceWords, sha256: ContentDigest.hex(content), hosts: reviews))
+    }
+
+    /// `body` for every host, a few at a time, in the hosts' order: one host's rows are decoded
+    /// and looked at while the database reads the next one's.
+    static func eachHost<T: Sendable>(_ hosts: [HostEntry], width: Int = 4, _ body: @escaping @Sendable (HostEntry) async throws -> T) async throws -> [T] {
+        try await withThrowingTaskGroup(of: (Int, T).self) { group in
+            var results = [T?](repeating: nil, count: hosts.count)
+            var next = 0
+            func add() {
+                let index = next
+                group.addTask { (index, try await body(hosts[index])) }
+                next += 1
+            }
+            while next < min(width, hosts.count) { add() }
+            while let (index, value) = try await group.next() {
+                results[index] = value
+                if next < hosts.count { add() }
+            }
+            return results.map { $0! }
+        }
     }
 
     @Sendable func review(_ request: Request, context: ServerContext) async throws -> Response {
@@ -108,8 +126,7 @@ struct RulesetsController {
         }
         let matched = HostSelection.matching(selector, in: try await stores.hosts.directory())
         guard !matched.isEmpty else { throw APIFailure(.unprocessableContent, "selector \(selector) matches no host", field: "selector") }
-        var hosts: [FleetProposal.Host] = []
-        for host in matched { hosts.append(FleetProposal.Host(name: host.hostname, flows: try await stores.flows.flows(host: host.id))) }
+        let hosts = try await Self.eachHost(matched) { host in FleetProposal.Host(name: host.hostname, flows: try await stores.flows.flows(host: host.id)) }
         let members = Set(matched.map(\.id))
         // Every other enrolled host is a peer an east-west flow can be named by.
         let peers = try await stores.hosts.hosts(limit: 100_000).filter { !$0.revoked && !members.contains(UUID(uuidString: $0.id)!) }

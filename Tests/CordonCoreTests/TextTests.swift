@@ -6,6 +6,15 @@ import Testing
     @Test func formatsRFC3339InUTC() {
         #expect(TimeText.rfc3339(0) == "1970-01-01T00:00:00Z")
         #expect(TimeText.rfc3339(1795381548) == "2026-11-22T21:05:48Z")
+        // Read back by arithmetic, as Foundation reads it, across leap days and centuries.
+        for seconds: Int64 in [0, 951_782_400, 1_709_164_800, 1_795_381_548, 4_107_542_399, -86_400] {
+            let text = TimeText.rfc3339(seconds)
+            #expect(TimeText.unix(text) == seconds, "\(text)")
+            #expect(TimeText.unix(text) == (try? Date(text, strategy: .iso8601)).map { Int64($0.timeIntervalSince1970) }, "\(text)")
+        }
+        // Other forms go to Foundation; what is not a time is nil.
+        #expect(TimeText.unix("2026-11-22T22:05:48+01:00") == 1_795_381_548)
+        #expect(TimeText.unix("2026-13-22T21:05:48Z") == nil && TimeText.unix("yesterday") == nil && TimeText.unix("2026-11-22T21:05:4xZ") == nil)
     }
 
     @Test(arguments: [("90s", 90), ("15m", 900), ("2h", 7200), ("7d", 604_800), ("1w", 604_800), ("0s", 0)] as [(String, Int64)])

@@ -1,3 +1,4 @@
+import CordonCore
 import CordonLab
 import CordonServer
 import CordonWire
@@ -43,6 +44,26 @@ import Testing
                    (\(localIntent), \(local), 1, 'isolated', 'released', 'succeeded', 'local: ivy', 'on the host')
             """, logger: logger)
 
+        // Flow rows as 0.2.0 stored them, each a JSON record: one with names, one from an agent
+        // older still (no names key at all).
+        let named = FlowRecord(key: FlowKey(direction: .outbound, transport: IPProtocolNumber.tcp, local: IPAddress("192.0.2.10")!,
+                                            remote: IPPrefix(IPAddress("198.51.100.7")!), port: 443),
+                               stats: FlowStats(connections: 12, packets: 90, bytes: 9000, firstSeen: 1_790_000_000, lastSeen: 1_790_086_400),
+                               remoteNames: ["api.example.com", "cdn.example.com"])
+        let ssh = FlowRecord(key: FlowKey(direction: .inbound, transport: IPProtocolNumber.tcp, local: IPAddress("2001:db8::10")!,
+                                          remote: IPPrefix(IPAddress("2001:db8::22")!), port: 22),
+                             stats: FlowStats(connections: 3, packets: 30, bytes: 3000, firstSeen: 1_790_000_100, lastSeen: 1_790_000_200))
+        var oldJSON = try #require(try JSONSerialization.jsonObject(with: Wire.encode(ssh)) as? [String: Any])
+        oldJSON["remote_names"] = nil
+        let sshText = String(decoding: try JSONSerialization.data(withJSONObject: oldJSON), as: UTF8.self)
+        for (key, text, record) in [("outbound|tcp|192.0.2.10|-|198.51.100.7|443|-|-|allowed", String(decoding: Wire.encode(named), as: UTF8.self), named),
+                                    ("inbound|tcp|2001:db8::10|22|2001:db8::22|-|-|-|allowed", sshText, ssh)] {
+            try await client.query("""
+                INSERT INTO host_flows (host_id, flow_key, record, last_seen, connections, packets, bytes)
+                VALUES (\(analyst), \(key), \(text), \(record.lastSeen), \(Int64(record.connections)), \(Int64(record.packets)), \(Int64(record.bytes)))
+                """, logger: logger)
+        }
+
         let applied = try await Migrations.migrate(client, logger: logger)
         #expect(applied.first == "004-desired-document", "\(applied)")
         let stores = Stores(client: client, logger: logger)
@@ -55,6 +76,8 @@ import Testing
         #expect(try await stores.desired.desired(host: untouched) == .initial)
         let intents = try await stores.desired.intents(host: local, status: nil, limit: 10)
         #expect(intents.map(\.origin) == [.local] && intents.map(\.requestedBy) == ["ivy"] && intents.map(\.kind) == [.isolation])
+        // The flow rows read back as they were uploaded, from their columns.
+        #expect(try await stores.flows.flows(host: analyst) == [ssh, named])
         // The host view reads the document.
         #expect(try await stores.hosts.host(analyst)?.isolation.desired == .isolated)
         // The constraint follows the kind: a mode intent takes a mode, not an isolation word.
