@@ -36,6 +36,9 @@ public enum FleetProposal {
 
     struct Group: Hashable { var direction: Direction, transport: UInt8, service: UInt16 }
 
+    /// Outliers listed a host; the count says how many more it has.
+    public static let outliersShown = 20
+
     /// - Parameter minCoverage: percent of the hosts a candidate must be seen on to be the tier's.
     public static func propose(selector: String, hosts: [Host], peers: [Peer], since: Int64, minCoverage: Int, standard: Ruleset,
                                names: ServiceNames, listed: Int = 8) -> Result {
@@ -84,6 +87,10 @@ public enum FleetProposal {
             out.append(contentsOf: ProposalText.block(network, indent: "  "))
         }
         var candidateNames: [Group: String] = [:]
+        // A fleet of 10,000 hosts is 10,000 peers: looked up by address, and their tags counted once.
+        let peersAt = Dictionary(grouping: peers, by: \.address)
+        var carried: [String: [String: Int]] = [:]
+        for peer in peers { for (key, value) in peer.tags { carried[key, default: [:]][value, default: 0] += 1 } }
         if !tier.isEmpty {
             out.append("")
             out.append("  # Somewhere: flows no standard network explains, seen on at least \(minCoverage)% of the hosts. To allow one,")
@@ -95,13 +102,15 @@ public enum FleetProposal {
                 out.append("  # \(ProposalText.summary(candidate, names: names, listed: listed)); \(coverage(groupHosts[g]?.count ?? 0)), "
                            + "first seen \(TimeText.rfc3339(firstSeen[g] ?? candidate.lastSeen))")
                 // East-west: remotes that are enrolled hosts, named by the tag they share.
-                let inside = peers.filter { peer in candidate.remotes.contains { $0.contains(peer.address) } }
+                let inside = candidate.remotes.flatMap { remote in
+                    Int(remote.length) == remote.address.family.bitWidth ? peersAt[remote.address] ?? [] : peers.filter { remote.contains($0.address) }
+                }
                 if !inside.isEmpty {
                     let shared = inside.dropFirst().reduce(inside[0].tags) { common, peer in common.filter { peer.tags[$0.key] == $0.value } }
                     let hostsText = Array(Set(inside.map(\.hostname))).sorted().prefix(listed).joined(separator: ", ")
                     // The tag that names a group of the fleet, not one host: the shared one the
                     // most enrolled hosts carry (role=db over env=prod when only db-1 is prod).
-                    func carriers(_ tag: (key: String, value: String)) -> Int { peers.filter { $0.tags[tag.key] == tag.value }.count }
+                    func carriers(_ tag: (key: String, value: String)) -> Int { carried[tag.key]?[tag.value] ?? 0 }
                     if let (key, value) = shared.sorted(by: { carriers($0) != carriers($1) ? carriers($0) > carriers($1) : $0.key < $1.key }).first {
                         network.name = String(("east-west-\(ProposalText.sanitized(key))-\(ProposalText.sanitized(value))-" + network.name)
                             .prefix(RulesetLimits.nameLength))
@@ -130,7 +139,11 @@ public enum FleetProposal {
                     && proposer.standardNetwork(for: flow.key) == nil
             }.map { ($0.key, $0.stats) })
             outliers += own.count
-            return own.map { "#   \(host.name): \(ProposalText.summary($0, names: names, listed: listed)); \(coverage(groupHosts[group($0)]?.count ?? 0))" }
+            // The busiest first, and a bounded number a host: the file stays one an analyst reads
+            // and a review accepts (a tier of 1,000 noisy hosts listed 190,000 lines).
+            let shown = own.sorted { ($0.connections, $1.service) > ($1.connections, $0.service) }.prefix(outliersShown)
+            return shown.map { "#   \(host.name): \(ProposalText.summary($0, names: names, listed: listed)); \(coverage(groupHosts[group($0)]?.count ?? 0))" }
+                + (own.count > outliersShown ? ["#   \(host.name): and \(own.count - outliersShown) more (all of its flows: GET /api/v1/hosts/{id}/flows)"] : [])
         }
         if !outlierLines.isEmpty {
             out.append("")

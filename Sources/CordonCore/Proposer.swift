@@ -41,26 +41,29 @@ public struct Proposer: Sendable {
         ///   names, not the CNAME targets: a proposal allows what a program asked for).
         public static func grouping(_ flows: [(key: FlowKey, stats: FlowStats)], names: [FlowKey: [String]] = [:]) -> [Candidate] {
             struct Group: Hashable { var direction: Direction, transport: UInt8, service: UInt16 }
+            // Remotes and names gather in sets beside the candidates, changed in place: a copy of
+            // a candidate per flow made a fleet's merged record (2M flows) quadratic.
             var groups: [Group: Candidate] = [:]
-            var named: [Group: Set<IPPrefix>] = [:]
+            var remotes: [Group: Set<IPPrefix>] = [:], groupNames: [Group: Set<String>] = [:], named: [Group: Set<IPPrefix>] = [:]
             for (key, stats) in flows {
                 let group = Group(direction: key.direction, transport: key.transport, service: key.service)
-                var candidate = groups[group] ?? Candidate(direction: key.direction, transport: key.transport, service: key.service,
-                                                           remotes: [], connections: 0, lastSeen: stats.lastSeen)
-                candidate.remotes.append(key.remote)
-                candidate.connections += stats.connections
-                candidate.lastSeen = max(candidate.lastSeen, stats.lastSeen)
+                if groups[group] == nil {
+                    groups[group] = Candidate(direction: key.direction, transport: key.transport, service: key.service, remotes: [], connections: 0,
+                                              lastSeen: stats.lastSeen)
+                }
+                groups[group]!.connections += stats.connections
+                groups[group]!.lastSeen = max(groups[group]!.lastSeen, stats.lastSeen)
+                remotes[group, default: []].insert(key.remote)
                 if key.direction == .outbound, let flowNames = names[key], !flowNames.isEmpty {
-                    candidate.names += flowNames
+                    groupNames[group, default: []].formUnion(flowNames)
                     named[group, default: []].insert(key.remote)
                 }
-                groups[group] = candidate
             }
             // A peer seen allowed (discovery) and refused (enforcing) is one entry.
             return groups.map { group, candidate in
                 var sorted = candidate
-                sorted.remotes = Array(Set(candidate.remotes)).sorted()
-                sorted.names = Array(Set(candidate.names)).sorted()
+                sorted.remotes = (remotes[group] ?? []).sorted()
+                sorted.names = (groupNames[group] ?? []).sorted()
                 sorted.unnamed = sorted.remotes.filter { !(named[group]?.contains($0) ?? false) }
                 return sorted
             }

@@ -25,6 +25,23 @@ import Testing
                                      since: 1_700_000_000, minCoverage: minCoverage, standard: standard, names: ServiceNames())
     }
 
+    @Test("a host's outliers are listed busiest first and bounded; the count says how many more, and the total counts them all")
+    func outliersAreBounded() throws {
+        let standard = try RulesetParser.parse(try String(contentsOfFile: ProposerTests.standardPath, encoding: .utf8), file: ProposerTests.standardPath)
+        var hosts = Self.hosts()
+        let noisy = (0..<(FleetProposal.outliersShown + 5)).map { n in
+            Self.record("192.0.2.11", IPProtocolNumber.tcp, "203.0.113.\(n + 1)", UInt16(7000 + n), connections: UInt64(n + 1))
+        }
+        hosts[0] = FleetProposal.Host(name: "web-1", flows: noisy)
+        let result = FleetProposal.propose(selector: "all()", hosts: hosts, peers: [], since: 1_700_000_000, minCoverage: 50, standard: standard,
+                                           names: ServiceNames())
+        #expect(result.outliers == FleetProposal.outliersShown + 5)
+        let lines = result.text.split(separator: "\n").filter { $0.hasPrefix("#   web-1: outbound tcp/") }
+        #expect(lines.count == FleetProposal.outliersShown)
+        #expect(lines.first?.hasPrefix("#   web-1: outbound tcp/\(7000 + FleetProposal.outliersShown + 4)") == true, "the busiest first: \(lines.first ?? "")")
+        #expect(result.text.contains("#   web-1: and 5 more (all of its flows: GET /api/v1/hosts/{id}/flows)"))
+    }
+
     @Test("the tier's networks say how many hosts agree; what one host does alone is its outlier, not the tier's rule")
     func coverageAndOutliers() throws {
         let result = try Self.propose(minCoverage: 50)
