@@ -6,10 +6,13 @@ public enum FleetProposal {
         public var name: String
         /// The records as keys and totals, read once: a tier of 1,000 hosts holds 2M of them, and
         /// the records' text would be most of the memory and time.
-        var flows: [(key: FlowKey, stats: FlowStats, names: [String])]
-        public init(name: String, flows: [FlowRecord]) {
+        var flows: [FleetFlow]
+        public init(name: String, flows: [FleetFlow]) {
             self.name = name
-            self.flows = flows.compactMap { record in record.aggregate.map { ($0.key, $0.stats, record.remoteNames) } }
+            self.flows = flows
+        }
+        public init(name: String, flows: [FlowRecord]) {
+            self.init(name: name, flows: flows.compactMap(FleetFlow.init))
         }
     }
 
@@ -48,7 +51,8 @@ public enum FleetProposal {
         var firstSeen: [Group: Int64] = [:]
         func counted(_ key: FlowKey, _ stats: FlowStats) -> Bool { stats.lastSeen >= since && key.verdict == .allowed && key.direction != .forward }
         for host in hosts {
-            for (key, stats, remoteNames) in host.flows where counted(key, stats) {
+            for flow in host.flows where counted(flow.key, flow.stats) {
+                let (key, stats, remoteNames) = (flow.key, flow.stats, flow.names)
                 merged.append((key, stats))
                 if !remoteNames.isEmpty { flowNames[key, default: []] += remoteNames }
                 if let network = proposer.standardNetwork(for: key) {

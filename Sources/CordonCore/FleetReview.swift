@@ -5,13 +5,44 @@ extension FlowRecord {
     /// uploaded with the same `Review` a host runs on its own record. nil for a row that does not
     /// read as one (the server refuses those at upload).
     public var aggregate: (key: FlowKey, stats: FlowStats)? {
+        FleetFlow(direction: direction, protocol: `protocol`, localAddress: localAddress, localPort: localPort, remoteAddress: remoteAddress,
+                  remotePort: remotePort, icmpType: icmpType, icmpCode: icmpCode, verdict: verdict, connections: connections, packets: packets,
+                  bytes: bytes, firstSeen: firstSeen, lastSeen: lastSeen).map { ($0.key, $0.stats) }
+    }
+}
+
+/// One uploaded flow as the fleet's propose and review read it: typed, with no text kept. A tier
+/// of 1,000 hosts is 2M of them, read straight from the stored columns.
+public struct FleetFlow: Sendable, Equatable {
+    public var key: FlowKey
+    public var stats: FlowStats
+    public var names: [String]
+
+    public init(key: FlowKey, stats: FlowStats, names: [String] = []) {
+        self.key = key
+        self.stats = stats
+        self.names = names
+    }
+
+    public init?(_ record: FlowRecord) {
+        self.init(direction: record.direction, protocol: record.protocol, localAddress: record.localAddress, localPort: record.localPort,
+                  remoteAddress: record.remoteAddress, remotePort: record.remotePort, icmpType: record.icmpType, icmpCode: record.icmpCode,
+                  verdict: record.verdict, connections: record.connections, packets: record.packets, bytes: record.bytes,
+                  firstSeen: record.firstSeen, lastSeen: record.lastSeen, names: record.remoteNames)
+    }
+
+    /// The record's fields as text, as stored; nil where one does not read.
+    public init?(direction: Direction, protocol: String, localAddress: String, localPort: UInt16?, remoteAddress: String, remotePort: UInt16?,
+                 icmpType: UInt8?, icmpCode: UInt8?, verdict: FlowVerdict, connections: UInt64, packets: UInt64, bytes: UInt64,
+                 firstSeen: String, lastSeen: String, names: [String] = []) {
         guard let transport = IPProtocolNumber.parse(`protocol`), let local = IPAddress(localAddress),
               let remote = IPAddress(remoteAddress).map({ IPPrefix($0) }) ?? IPPrefix(remoteAddress),
               let first = TimeText.unix(firstSeen), let last = TimeText.unix(lastSeen) else { return nil }
         let port = direction == .inbound ? localPort : remotePort
-        let key = FlowKey(direction: direction, transport: transport, local: local, remote: remote, port: port, icmpType: icmpType,
-                          icmpCode: icmpCode, verdict: verdict)
-        return (key, FlowStats(connections: connections, packets: packets, bytes: bytes, firstSeen: first, lastSeen: last))
+        key = FlowKey(direction: direction, transport: transport, local: local, remote: remote, port: port, icmpType: icmpType, icmpCode: icmpCode,
+                      verdict: verdict)
+        stats = FlowStats(connections: connections, packets: packets, bytes: bytes, firstSeen: first, lastSeen: last)
+        self.names = names
     }
 }
 
@@ -32,6 +63,11 @@ public enum FleetReview {
     ///   always allows it (the server among it), so its flows are never the ruleset's to reject.
     public static func review(_ ruleset: Ruleset, flows records: [FlowRecord], since: Int64,
                               management: [ManagementChannel.WhitelistEntry] = []) -> Verdict {
+        review(ruleset, flows: records.compactMap(FleetFlow.init), since: since, management: management)
+    }
+
+    public static func review(_ ruleset: Ruleset, flows uploaded: [FleetFlow], since: Int64,
+                              management: [ManagementChannel.WhitelistEntry] = []) -> Verdict {
         var ruleset = ruleset
         for (index, entry) in management.enumerated() {
             guard let transport = IPProtocolNumber.parse(entry.protocol), let prefix = IPPrefix(entry.address) else { continue }
@@ -42,10 +78,9 @@ public enum FleetReview {
             ruleset.outgoing.append(Rule(network: name))
         }
         var flows: [(key: FlowKey, stats: FlowStats)] = [], names: [FlowKey: [String]] = [:]
-        for record in records {
-            guard let (key, stats) = record.aggregate, stats.lastSeen >= since, key.verdict == .allowed else { continue }
-            flows.append((key, stats))
-            if !record.remoteNames.isEmpty { names[key] = record.remoteNames }
+        for flow in uploaded where flow.stats.lastSeen >= since && flow.key.verdict == .allowed {
+            flows.append((flow.key, flow.stats))
+            if !flow.names.isEmpty { names[flow.key] = flow.names }
         }
         var context = Review.Context()
         var resolvers: [IPAddress] = []

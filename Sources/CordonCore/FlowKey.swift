@@ -43,8 +43,11 @@ public enum IPProtocolNumber {
     /// Accepts a name from `name(_:)` or a number 0-255.
     public static func parse(_ text: String) -> UInt8? {
         if let number = UInt8(text) { return number }
-        return (0...255).lazy.map { UInt8($0) }.first { name($0) == text.lowercased() }
+        return byName[text] ?? byName[text.lowercased()]
     }
+
+    /// Read once per uploaded flow row on the server: a table, not a scan of 256 names.
+    private static let byName: [String: UInt8] = Dictionary(uniqueKeysWithValues: [tcp, udp, icmp, icmpv6, sctp, dccp, udplite].map { (name($0), $0) })
 
     /// Protocols whose conntrack tuple carries ports.
     public static func hasPorts(_ number: UInt8) -> Bool {

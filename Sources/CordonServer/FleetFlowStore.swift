@@ -10,9 +10,15 @@ import PostgresNIO
 public protocol FleetFlowStore: Sendable {
     func upsert(host: UUID, flows: [FlowRecord]) async throws
     func flows(host: UUID) async throws -> [FlowRecord]
+    /// The same rows typed, for a fleet's propose and review: no text kept per row.
+    func uploaded(host: UUID) async throws -> [FleetFlow]
     /// The rejected flows of these hosts seen at or after `since` (RFC 3339): a rollout's wave
     /// looks for regressions among them.
     func rejected(hosts: [UUID], since: String) async throws -> [UUID: [FlowRecord]]
+}
+
+extension FleetFlowStore {
+    public func uploaded(host: UUID) async throws -> [FleetFlow] { try await flows(host: host).compactMap(FleetFlow.init) }
 }
 
 public struct PostgresFleetFlowStore: FleetFlowStore {
@@ -65,7 +71,7 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
         guard parts.count == 9, let direction = Direction(rawValue: String(parts[0])), let verdict = FlowVerdict(rawValue: String(parts[8])) else { return nil }
         func number<T: FixedWidthInteger>(_ part: Substring) -> T? { part == "-" ? nil : T(part) }
         let local = String(parts[2])
-        return FlowRecord(direction: direction, protocol: String(parts[1]), family: local.contains(":") ? .ipv6 : .ipv4, localAddress: local,
+        return FlowRecord(direction: direction, protocol: String(parts[1]), family: local.utf8.contains(UInt8(ascii: ":")) ? .ipv6 : .ipv4, localAddress: local,
                           localPort: number(parts[3]), remoteAddress: String(parts[4]), remotePort: number(parts[5]), icmpType: number(parts[6]),
                           icmpCode: number(parts[7]), connections: UInt64(clamping: connections), packets: UInt64(clamping: packets),
                           bytes: UInt64(clamping: bytes), firstSeen: first, lastSeen: last, verdict: verdict,
@@ -80,6 +86,27 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
             WHERE host_id = ANY(\(hosts)::uuid[]) AND last_seen >= \(since) AND flow_key LIKE '%|rejected'
             """, logger: logger).decode((UUID, String, String, String, Int64, Int64, Int64, String).self) {
             if let record = Self.record((row.1, row.2, row.3, row.4, row.5, row.6, row.7)) { result[row.0, default: []].append(record) }
+        }
+        return result
+    }
+
+    /// Straight from the key's fields to a typed flow: no record, and so no text, in between.
+    static func uploaded(_ row: (String, String, String, Int64, Int64, Int64, String)) -> FleetFlow? {
+        let (key, first, last, connections, packets, bytes, names) = row
+        let parts = key.split(separator: "|", omittingEmptySubsequences: false)
+        guard parts.count == 9, let direction = Direction(rawValue: String(parts[0])), let verdict = FlowVerdict(rawValue: String(parts[8])) else { return nil }
+        func number<T: FixedWidthInteger>(_ part: Substring) -> T? { part == "-" ? nil : T(part) }
+        return FleetFlow(direction: direction, protocol: String(parts[1]), localAddress: String(parts[2]), localPort: number(parts[3]),
+                         remoteAddress: String(parts[4]), remotePort: number(parts[5]), icmpType: number(parts[6]), icmpCode: number(parts[7]),
+                         verdict: verdict, connections: UInt64(clamping: connections), packets: UInt64(clamping: packets), bytes: UInt64(clamping: bytes),
+                         firstSeen: first, lastSeen: last, names: names.isEmpty ? [] : (try? Wire.decode([String].self, from: Data(names.utf8))) ?? [])
+    }
+
+    public func uploaded(host: UUID) async throws -> [FleetFlow] {
+        var result: [FleetFlow] = []
+        for try await row in try await client.query("SELECT \(unescaped: Self.columns) FROM host_flows WHERE host_id = \(host) ORDER BY flow_key",
+                                                    logger: logger).decode((String, String, String, Int64, Int64, Int64, String).self) {
+            if let flow = Self.uploaded(row) { result.append(flow) }
         }
         return result
     }

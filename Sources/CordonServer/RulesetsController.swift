@@ -77,7 +77,7 @@ struct RulesetsController {
         let reviews = try await Self.eachHost(hosts) { host in
             var parts = EffectivePolicies.parts(for: host, resolved, excluding: ruleset.name ?? name)
             parts.append(PolicyComposer.Part(ruleset: ruleset, name: ruleset.name ?? name ?? "reviewed", version: 0, assignment: "review"))
-            let verdict = FleetReview.review(PolicyComposer.compose(parts).ruleset, flows: try await stores.flows.flows(host: host.id), since: from,
+            let verdict = FleetReview.review(PolicyComposer.compose(parts).ruleset, flows: try await stores.flows.uploaded(host: host.id), since: from,
                                               management: host.management)
             return HostReview(id: host.id.uuidString.lowercased(), hostname: host.hostname, flows: verdict.flows, allowed: verdict.allowed,
                               rejectedCount: verdict.rejected.count, rejected: Array(verdict.rejected.prefix(HostReview.shown)), risks: verdict.risks)
@@ -126,7 +126,7 @@ struct RulesetsController {
         }
         let matched = HostSelection.matching(selector, in: try await stores.hosts.directory())
         guard !matched.isEmpty else { throw APIFailure(.unprocessableContent, "selector \(selector) matches no host", field: "selector") }
-        let hosts = try await Self.eachHost(matched) { host in FleetProposal.Host(name: host.hostname, flows: try await stores.flows.flows(host: host.id)) }
+        let hosts = try await Self.eachHost(matched) { host in FleetProposal.Host(name: host.hostname, flows: try await stores.flows.uploaded(host: host.id)) }
         let members = Set(matched.map(\.id))
         // Every other enrolled host is a peer an east-west flow can be named by.
         let peers = try await stores.hosts.hosts(limit: 100_000).filter { !$0.revoked && !members.contains(UUID(uuidString: $0.id)!) }

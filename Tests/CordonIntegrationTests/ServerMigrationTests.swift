@@ -78,6 +78,8 @@ import Testing
         #expect(intents.map(\.origin) == [.local] && intents.map(\.requestedBy) == ["ivy"] && intents.map(\.kind) == [.isolation])
         // The flow rows read back as they were uploaded, from their columns.
         #expect(try await stores.flows.flows(host: analyst) == [ssh, named])
+        #expect(try await stores.flows.uploaded(host: analyst) == [ssh, named].compactMap(FleetFlow.init), "typed, as propose and review read them")
+        #expect(try await stores.flows.uploaded(host: analyst).last?.names == ["api.example.com", "cdn.example.com"])
         // The host view reads the document.
         #expect(try await stores.hosts.host(analyst)?.isolation.desired == .isolated)
         // The constraint follows the kind: a mode intent takes a mode, not an isolation word.
