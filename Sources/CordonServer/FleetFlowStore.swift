@@ -59,23 +59,31 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
             """, logger: logger)
     }
 
-    /// The names as a JSON array, or '' for none (most rows): decoded only where there are some.
-    static func names(_ names: [String]) -> String { names.isEmpty ? "" : String(decoding: Wire.encode(names), as: UTF8.self) }
+    /// The names space-separated ('' for none, most rows): each is a DNS name (checked at upload).
+    static func names(_ names: [String]) -> String { names.joined(separator: " ") }
+    static func names(_ text: String) -> [String] { text.isEmpty ? [] : text.utf8.split(separator: UInt8(ascii: " ")).map { String(decoding: $0, as: UTF8.self) } }
 
     static let columns = "flow_key, first_seen, last_seen, connections, packets, bytes, remote_names"
+
+    /// The key's nine fields (split by byte: the `Character` split was a fifth of a propose's
+    /// time), with its direction and verdict read.
+    static func fields(_ key: String) -> (parts: [String], direction: Direction, verdict: FlowVerdict)? {
+        let parts = key.utf8.split(separator: UInt8(ascii: "|"), omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+        guard parts.count == 9, let direction = Direction(rawValue: parts[0]), let verdict = FlowVerdict(rawValue: parts[8]) else { return nil }
+        return (parts, direction, verdict)
+    }
 
     /// A row back into the record it was stored from; nil for a key this server did not write.
     static func record(_ row: (String, String, String, Int64, Int64, Int64, String)) -> FlowRecord? {
         let (key, first, last, connections, packets, bytes, names) = row
-        let parts = key.split(separator: "|", omittingEmptySubsequences: false)
-        guard parts.count == 9, let direction = Direction(rawValue: String(parts[0])), let verdict = FlowVerdict(rawValue: String(parts[8])) else { return nil }
-        func number<T: FixedWidthInteger>(_ part: Substring) -> T? { part == "-" ? nil : T(part) }
-        let local = String(parts[2])
-        return FlowRecord(direction: direction, protocol: String(parts[1]), family: local.utf8.contains(UInt8(ascii: ":")) ? .ipv6 : .ipv4, localAddress: local,
-                          localPort: number(parts[3]), remoteAddress: String(parts[4]), remotePort: number(parts[5]), icmpType: number(parts[6]),
+        guard let (parts, direction, verdict) = Self.fields(key) else { return nil }
+        func number<T: FixedWidthInteger>(_ part: String) -> T? { part == "-" ? nil : T(part) }
+        let local = parts[2]
+        return FlowRecord(direction: direction, protocol: parts[1], family: local.utf8.contains(UInt8(ascii: ":")) ? .ipv6 : .ipv4, localAddress: local,
+                          localPort: number(parts[3]), remoteAddress: parts[4], remotePort: number(parts[5]), icmpType: number(parts[6]),
                           icmpCode: number(parts[7]), connections: UInt64(clamping: connections), packets: UInt64(clamping: packets),
                           bytes: UInt64(clamping: bytes), firstSeen: first, lastSeen: last, verdict: verdict,
-                          remoteNames: names.isEmpty ? [] : (try? Wire.decode([String].self, from: Data(names.utf8))) ?? [])
+                          remoteNames: Self.names(names))
     }
 
     public func rejected(hosts: [UUID], since: String) async throws -> [UUID: [FlowRecord]] {
@@ -93,13 +101,12 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
     /// Straight from the key's fields to a typed flow: no record, and so no text, in between.
     static func uploaded(_ row: (String, String, String, Int64, Int64, Int64, String)) -> FleetFlow? {
         let (key, first, last, connections, packets, bytes, names) = row
-        let parts = key.split(separator: "|", omittingEmptySubsequences: false)
-        guard parts.count == 9, let direction = Direction(rawValue: String(parts[0])), let verdict = FlowVerdict(rawValue: String(parts[8])) else { return nil }
-        func number<T: FixedWidthInteger>(_ part: Substring) -> T? { part == "-" ? nil : T(part) }
-        return FleetFlow(direction: direction, protocol: String(parts[1]), localAddress: String(parts[2]), localPort: number(parts[3]),
-                         remoteAddress: String(parts[4]), remotePort: number(parts[5]), icmpType: number(parts[6]), icmpCode: number(parts[7]),
+        guard let (parts, direction, verdict) = Self.fields(key) else { return nil }
+        func number<T: FixedWidthInteger>(_ part: String) -> T? { part == "-" ? nil : T(part) }
+        return FleetFlow(direction: direction, protocol: parts[1], localAddress: parts[2], localPort: number(parts[3]),
+                         remoteAddress: parts[4], remotePort: number(parts[5]), icmpType: number(parts[6]), icmpCode: number(parts[7]),
                          verdict: verdict, connections: UInt64(clamping: connections), packets: UInt64(clamping: packets), bytes: UInt64(clamping: bytes),
-                         firstSeen: first, lastSeen: last, names: names.isEmpty ? [] : (try? Wire.decode([String].self, from: Data(names.utf8))) ?? [])
+                         firstSeen: first, lastSeen: last, names: Self.names(names))
     }
 
     public func uploaded(host: UUID) async throws -> [FleetFlow] {
