@@ -46,15 +46,28 @@ public enum FleetProposal {
     public static func propose(selector: String, hosts: [Host], peers: [Peer], since: Int64, minCoverage: Int, standard: Ruleset,
                                names: ServiceNames, listed: Int = 8) -> Result {
         let proposer = Proposer(standard: standard, serviceNames: names)
-        var merged: [(key: FlowKey, stats: FlowStats)] = [], flowNames: [FlowKey: [String]] = [:]
+        // The tier's flows merged across its hosts: the same peer and service from every host is
+        // one flow (the local address is each host's own, and the proposal never reads it). 2M
+        // rows of a tier of 1,000 hosts become some thousands, summed as the proposer would.
+        var merged: [FlowKey: FlowStats] = [:], flowNames: [FlowKey: Set<String>] = [:], rows = 0
         var networkHosts: [String: Set<String>] = [:], groupHosts: [Group: Set<String>] = [:]
         var firstSeen: [Group: Int64] = [:]
+        let anywhere: [AddressFamily: IPAddress] = [.ipv4: IPAddress(ipv4: 0), .ipv6: IPAddress("::")!]
         func counted(_ key: FlowKey, _ stats: FlowStats) -> Bool { stats.lastSeen >= since && key.verdict == .allowed && key.direction != .forward }
         for host in hosts {
             for flow in host.flows where counted(flow.key, flow.stats) {
-                let (key, stats, remoteNames) = (flow.key, flow.stats, flow.names)
-                merged.append((key, stats))
-                if !remoteNames.isEmpty { flowNames[key, default: []] += remoteNames }
+                let (stats, remoteNames) = (flow.stats, flow.names)
+                var key = flow.key
+                key.local = anywhere[key.local.family]!
+                rows += 1
+                if let seen = merged[key] {
+                    merged[key] = FlowStats(connections: seen.connections &+ stats.connections, packets: seen.packets &+ stats.packets,
+                                            bytes: seen.bytes &+ stats.bytes, firstSeen: min(seen.firstSeen, stats.firstSeen),
+                                            lastSeen: max(seen.lastSeen, stats.lastSeen))
+                } else {
+                    merged[key] = stats
+                }
+                if !remoteNames.isEmpty { flowNames[key, default: []].formUnion(remoteNames) }
                 if let network = proposer.standardNetwork(for: key) {
                     networkHosts[network.name, default: []].insert(host.name)
                 } else {
@@ -64,7 +77,7 @@ public enum FleetProposal {
                 }
             }
         }
-        let proposal = proposer.propose(merged, names: flowNames)
+        let proposal = proposer.propose(merged.map { ($0.key, $0.value) }, names: flowNames.mapValues { $0.sorted() })
         let total = max(hosts.count, 1)
         func coverage(_ count: Int) -> String { "seen on \(count) of \(hosts.count) host\(hosts.count == 1 ? "" : "s")" }
         func group(_ c: Proposer.Candidate) -> Group { Group(direction: c.direction, transport: c.transport, service: c.service) }
@@ -73,7 +86,7 @@ public enum FleetProposal {
 
         var out: [String] = [
             "# Proposed by `cordon fleet propose` for \(selector) from the merged record of \(hosts.count) host\(hosts.count == 1 ? "" : "s") "
-                + "(\(merged.count) flow aggregates, last seen since \(TimeText.rfc3339(since))).",
+                + "(\(rows) flow aggregates, last seen since \(TimeText.rfc3339(since))).",
             "# Each network and candidate says on how many of the hosts it was seen. Candidates seen on fewer than \(minCoverage)% of",
             "# them are outliers, listed per host at the end and not part of the tier's rules.",
             "# Check it with `cordon fleet review FILE`; approve it with `cordon fleet approve FILE --name NAME`.",
@@ -155,6 +168,6 @@ public enum FleetProposal {
             out.append("# assigned to that host alone, or find out why it does what its tier does not:")
             out.append(contentsOf: outlierLines)
         }
-        return Result(text: out.joined(separator: "\n") + "\n", hosts: hosts.count, flows: merged.count, candidates: tier.count, outliers: outliers)
+        return Result(text: out.joined(separator: "\n") + "\n", hosts: hosts.count, flows: rows, candidates: tier.count, outliers: outliers)
     }
 }
