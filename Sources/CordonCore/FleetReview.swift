@@ -32,11 +32,11 @@ public struct FleetFlow: Sendable, Equatable {
     }
 
     /// The record's fields as text, as stored; nil where one does not read.
-    public init?(direction: Direction, protocol: String, localAddress: String, localPort: UInt16?, remoteAddress: String, remotePort: UInt16?,
-                 icmpType: UInt8?, icmpCode: UInt8?, verdict: FlowVerdict, connections: UInt64, packets: UInt64, bytes: UInt64,
-                 firstSeen: String, lastSeen: String, names: [String] = []) {
-        guard let transport = IPProtocolNumber.parse(`protocol`), let local = IPAddress(localAddress),
-              let remote = IPAddress(remoteAddress).map({ IPPrefix($0) }) ?? IPPrefix(remoteAddress),
+    public init?<S: StringProtocol>(direction: Direction, protocol: S, localAddress: S, localPort: UInt16?, remoteAddress: S, remotePort: UInt16?,
+                                    icmpType: UInt8?, icmpCode: UInt8?, verdict: FlowVerdict, connections: UInt64, packets: UInt64, bytes: UInt64,
+                                    firstSeen: S, lastSeen: S, names: [String] = []) {
+        guard let transport = IPProtocolNumber.parse(String(`protocol`)), let local = IPAddress(String(localAddress)),
+              let remote = IPAddress(String(remoteAddress)).map({ IPPrefix($0) }) ?? IPPrefix(String(remoteAddress)),
               let first = TimeText.unix(firstSeen), let last = TimeText.unix(lastSeen) else { return nil }
         let port = direction == .inbound ? localPort : remotePort
         key = FlowKey(direction: direction, transport: transport, local: local, remote: remote, port: port, icmpType: icmpType, icmpCode: icmpCode,
@@ -53,8 +53,10 @@ public enum FleetReview {
     public struct Verdict: Sendable {
         public var flows: Int
         public var allowed: Int
-        /// Flows it had that the ruleset would reject, most connections first.
+        /// Flows it had that the ruleset would reject, most connections first (the first
+        /// `shown` of them as records: a review of 1,000 hosts formats only what it shows).
         public var rejected: [FlowRecord]
+        public var rejectedCount: Int
         public var risks: [Review.Risk]
     }
 
@@ -62,12 +64,12 @@ public enum FleetReview {
     /// - Parameter management: the host's management channel as it reported it: enforcement
     ///   always allows it (the server among it), so its flows are never the ruleset's to reject.
     public static func review(_ ruleset: Ruleset, flows records: [FlowRecord], since: Int64,
-                              management: [ManagementChannel.WhitelistEntry] = []) -> Verdict {
-        review(ruleset, flows: records.compactMap(FleetFlow.init), since: since, management: management)
+                              management: [ManagementChannel.WhitelistEntry] = [], shown: Int = .max) -> Verdict {
+        review(ruleset, flows: records.compactMap(FleetFlow.init), since: since, management: management, shown: shown)
     }
 
     public static func review(_ ruleset: Ruleset, flows uploaded: [FleetFlow], since: Int64,
-                              management: [ManagementChannel.WhitelistEntry] = []) -> Verdict {
+                              management: [ManagementChannel.WhitelistEntry] = [], shown: Int = .max) -> Verdict {
         var ruleset = ruleset
         for (index, entry) in management.enumerated() {
             guard let transport = IPProtocolNumber.parse(entry.protocol), let prefix = IPPrefix(entry.address) else { continue }
@@ -92,7 +94,7 @@ public enum FleetReview {
         let review = Review(ruleset: ruleset, flows: flows, names: names, context: context)
         let rejected = review.rejected.filter { $0.key.direction != .forward }
             .sorted { ($0.stats.connections, $0.stats.lastSeen) > ($1.stats.connections, $1.stats.lastSeen) }
-            .map { review.record($0.key, $0.stats) }
-        return Verdict(flows: flows.count, allowed: review.allowed.count, rejected: rejected, risks: review.risks)
+        return Verdict(flows: flows.count, allowed: review.allowed.count, rejected: rejected.prefix(shown).map { review.record($0.key, $0.stats) },
+                       rejectedCount: rejected.count, risks: review.risks)
     }
 }

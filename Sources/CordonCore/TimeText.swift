@@ -21,9 +21,9 @@ public enum TimeText {
     /// Unix seconds of an RFC 3339 time. The form `rfc3339` writes (every stored row has it) is
     /// read by arithmetic: Foundation's ISO 8601 strategy cost 1 µs a field, a quarter of a
     /// fleet propose's time per row. Any other form (offsets, fractions) goes to Foundation.
-    public static func unix(_ text: String) -> Int64? {
+    public static func unix<S: StringProtocol>(_ text: S) -> Int64? {
         if let fast = text.utf8.withContiguousStorageIfAvailable(Self.fixed) ?? nil { return fast }
-        return (try? Date(text, strategy: .iso8601)).map { Int64($0.timeIntervalSince1970.rounded(.down)) }
+        return (try? Date(String(text), strategy: .iso8601)).map { Int64($0.timeIntervalSince1970.rounded(.down)) }
     }
 
     /// `YYYY-MM-DDTHH:MM:SSZ` in Unix seconds; nil for any other shape.

@@ -78,9 +78,9 @@ struct RulesetsController {
             var parts = EffectivePolicies.parts(for: host, resolved, excluding: ruleset.name ?? name)
             parts.append(PolicyComposer.Part(ruleset: ruleset, name: ruleset.name ?? name ?? "reviewed", version: 0, assignment: "review"))
             let verdict = FleetReview.review(PolicyComposer.compose(parts).ruleset, flows: try await stores.flows.uploaded(host: host.id), since: from,
-                                              management: host.management)
+                                              management: host.management, shown: HostReview.shown)
             return HostReview(id: host.id.uuidString.lowercased(), hostname: host.hostname, flows: verdict.flows, allowed: verdict.allowed,
-                              rejectedCount: verdict.rejected.count, rejected: Array(verdict.rejected.prefix(HostReview.shown)), risks: verdict.risks)
+                              rejectedCount: verdict.rejectedCount, rejected: verdict.rejected, risks: verdict.risks)
         }
         return (ruleset, ReviewResult(selector: selector.description, since: sinceWords, sha256: ContentDigest.hex(content), hosts: reviews))
     }

@@ -62,6 +62,15 @@ struct FleetProposeBenchmark: ParsableCommand {
             let size = try fleet.postgres.psql("SELECT pg_size_pretty(pg_total_relation_size('host_flows'))")
             say("#   \(hosts) hosts uploaded \(rows) flow rows (\(size)) in \(format(monotonic() - started, 1)) s; server RSS \(format(Double(fleet.rss) / 1024, 1)) MiB")
 
+            // The floor: PostgreSQL alone producing the rows propose and review read, as text
+            // (COPY, its cheapest path), with nothing decoding them.
+            var floor: [Double] = []
+            for _ in 1...runs {
+                let t0 = monotonic()
+                _ = try fleet.postgres.psql("COPY (SELECT flow_key, first_seen, last_seen, connections, packets, bytes, remote_names FROM host_flows) TO '/dev/null'")
+                floor.append(monotonic() - t0)
+            }
+            say("#   COPY of every row to /dev/null: \(floor.map { format($0, 2) + " s" }.joined(separator: ", "))")
             let selector = #"tier == "web""#
             var proposeSeconds: [Double] = [], proposePeak: [Double] = [], reviewSeconds: [Double] = [], reviewPeak: [Double] = []
             var proposal: ProposalResult?
@@ -97,6 +106,7 @@ struct FleetProposeBenchmark: ParsableCommand {
             say("|---|---|---|")
             say("| fleet propose (`POST /api/v1/proposals`) | \(format(median(proposeSeconds), 2)) s | \(format(median(proposePeak), 0)) MiB |")
             say("| fleet review of that proposal (`POST /api/v1/reviews`) | \(format(median(reviewSeconds), 2)) s | \(format(median(reviewPeak), 0)) MiB |")
+            say("| floor: PostgreSQL's COPY of the same rows to /dev/null | \(format(median(floor), 2)) s | |")
             say("| per host: propose / review | \(format(median(proposeSeconds) / Double(hosts) * 1000, 2)) ms / \(format(median(reviewSeconds) / Double(hosts) * 1000, 2)) ms | |")
             _ = reviewed
         }

@@ -45,6 +45,11 @@ import Testing
         #expect(verdict.rejected.map(\.remoteAddress) == ["203.0.113.20"])
         #expect(verdict.risks.isEmpty, "\(verdict.risks)")
         #expect(FleetReview.review(ruleset, flows: [Self.old], since: 0).rejected.count == 1, "inside a longer window it counts")
+        // Only the busiest `shown` become records; the count is of them all.
+        let all = FleetReview.review(ruleset, flows: [Self.ssh, Self.dns, Self.https, Self.old], since: 0)
+        let first = FleetReview.review(ruleset, flows: [Self.ssh, Self.dns, Self.https, Self.old], since: 0, shown: 1)
+        #expect(all.rejected.count == 2 && all.rejectedCount == 2)
+        #expect(first.rejectedCount == 2 && first.rejected == Array(all.rejected.prefix(1)))
     }
 
     @Test("the host's management channel (the server among it) is always allowed, whatever the ruleset")
