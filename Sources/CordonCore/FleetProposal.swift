@@ -39,6 +39,18 @@ public enum FleetProposal {
 
     struct Group: Hashable { var direction: Direction, transport: UInt8, service: UInt16 }
 
+    /// One peer and service across the tier: its totals, and the hosts (by index) it was seen on.
+    struct Merged {
+        var stats = FlowStats(connections: 0, packets: 0, bytes: 0, firstSeen: .max, lastSeen: .min)
+        var hosts: Set<Int> = []
+
+        mutating func add(_ more: FlowStats, host: Int) {
+            stats = FlowStats(connections: stats.connections &+ more.connections, packets: stats.packets &+ more.packets,
+                              bytes: stats.bytes &+ more.bytes, firstSeen: min(stats.firstSeen, more.firstSeen), lastSeen: max(stats.lastSeen, more.lastSeen))
+            hosts.insert(host)
+        }
+    }
+
     /// Outliers listed a host; the count says how many more it has.
     public static let outliersShown = 20
 
@@ -49,35 +61,32 @@ public enum FleetProposal {
         // The tier's flows merged across its hosts: the same peer and service from every host is
         // one flow (the local address is each host's own, and the proposal never reads it). 2M
         // rows of a tier of 1,000 hosts become some thousands, summed as the proposer would.
-        var merged: [FlowKey: FlowStats] = [:], flowNames: [FlowKey: Set<String>] = [:], rows = 0
-        var networkHosts: [String: Set<String>] = [:], groupHosts: [Group: Set<String>] = [:]
-        var firstSeen: [Group: Int64] = [:]
+        var merged: [FlowKey: Merged] = [:], flowNames: [FlowKey: Set<String>] = [:], rows = 0
         let anywhere: [AddressFamily: IPAddress] = [.ipv4: IPAddress(ipv4: 0), .ipv6: IPAddress("::")!]
         func counted(_ key: FlowKey, _ stats: FlowStats) -> Bool { stats.lastSeen >= since && key.verdict == .allowed && key.direction != .forward }
-        for host in hosts {
+        for (index, host) in hosts.enumerated() {
             for flow in host.flows where counted(flow.key, flow.stats) {
-                let (stats, remoteNames) = (flow.stats, flow.names)
                 var key = flow.key
                 key.local = anywhere[key.local.family]!
                 rows += 1
-                if let seen = merged[key] {
-                    merged[key] = FlowStats(connections: seen.connections &+ stats.connections, packets: seen.packets &+ stats.packets,
-                                            bytes: seen.bytes &+ stats.bytes, firstSeen: min(seen.firstSeen, stats.firstSeen),
-                                            lastSeen: max(seen.lastSeen, stats.lastSeen))
-                } else {
-                    merged[key] = stats
-                }
-                if !remoteNames.isEmpty { flowNames[key, default: []].formUnion(remoteNames) }
-                if let network = proposer.standardNetwork(for: key) {
-                    networkHosts[network.name, default: []].insert(host.name)
-                } else {
-                    let group = Group(direction: key.direction, transport: key.transport, service: key.service)
-                    groupHosts[group, default: []].insert(host.name)
-                    firstSeen[group] = min(firstSeen[group] ?? stats.firstSeen, stats.firstSeen)
-                }
+                merged[key, default: Merged()].add(flow.stats, host: index)
+                if !flow.names.isEmpty { flowNames[key, default: []].formUnion(flow.names) }
             }
         }
-        let proposal = proposer.propose(merged.map { ($0.key, $0.value) }, names: flowNames.mapValues { $0.sorted() })
+        // Which hosts each network and each group of the rest was seen on: per merged flow, not
+        // per row (the standard networks are matched some thousand times, not 2M).
+        var networkHosts: [String: Set<Int>] = [:], groupHosts: [Group: Set<Int>] = [:]
+        var firstSeen: [Group: Int64] = [:]
+        for (key, seen) in merged {
+            if let network = proposer.standardNetwork(for: key) {
+                networkHosts[network.name, default: []].formUnion(seen.hosts)
+            } else {
+                let group = Group(direction: key.direction, transport: key.transport, service: key.service)
+                groupHosts[group, default: []].formUnion(seen.hosts)
+                firstSeen[group] = min(firstSeen[group] ?? seen.stats.firstSeen, seen.stats.firstSeen)
+            }
+        }
+        let proposal = proposer.propose(merged.map { ($0.key, $0.value.stats) }, names: flowNames.mapValues { $0.sorted() })
         let total = max(hosts.count, 1)
         func coverage(_ count: Int) -> String { "seen on \(count) of \(hosts.count) host\(hosts.count == 1 ? "" : "s")" }
         func group(_ c: Proposer.Candidate) -> Group { Group(direction: c.direction, transport: c.transport, service: c.service) }
