@@ -139,35 +139,20 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
     /// 2M (decoding each row was most of a fleet propose's time: issue 20's figures).
     public func shared(hosts: [UUID], since: Int64) async throws -> [FleetProposal.Shared] {
         guard !hosts.isEmpty else { return [] }
-        return try await client.transaction(logger: logger) { connection in
-            // Grouped in a hash table in memory: with the table's statistics stale (just after
-            // a tier uploaded) the planner sorted 2M rows on disk instead, 4 times slower.
-            try await connection.query("SET LOCAL work_mem = '128MB'", logger: logger)
-            try await connection.query("SET LOCAL enable_sort = off", logger: logger)
-            var result: [FleetProposal.Shared] = []
-            for try await (peerKey, line, seenOn) in try await connection.query("""
-                SELECT f.peer_key,
-                  min(f.first_seen) || '|' || max(f.last_seen) || '|' || sum(f.connections) || '|' || sum(f.packets) || '|' || sum(f.bytes)
-                    || '|' || coalesce(string_agg(nullif(f.remote_names, ''), ' '), ''),
-                  array_agg(h.n - 1)
-                FROM host_flows f JOIN unnest(\(hosts)::uuid[]) WITH ORDINALITY AS h (id, n) ON f.host_id = h.id
-                WHERE f.last_seen >= \(TimeText.rfc3339(since)) AND f.flow_key LIKE '%|allowed' AND f.flow_key NOT LIKE 'forward|%'
-                GROUP BY f.peer_key
-                """, logger: logger).decode((String, String, [Int64]).self) {
-                guard let flow = Self.uploaded(Self.anyHost(peerKey) + "|" + line) else { continue }
-                result.append(FleetProposal.Shared(id: peerKey, flow: flow, hosts: seenOn.map { Int($0) }))
-            }
-            return result
+        var result: [FleetProposal.Shared] = []
+        for try await (id, line, seenOn) in try await client.query("""
+            SELECT f.peer_key,
+              min(f.flow_key) || '|' || min(f.first_seen) || '|' || max(f.last_seen) || '|' || sum(f.connections) || '|' || sum(f.packets)
+                || '|' || sum(f.bytes) || '|' || coalesce(string_agg(nullif(f.remote_names, ''), ' '), ''),
+              array_agg(h.n - 1)
+            FROM host_flows f JOIN unnest(\(hosts)::uuid[]) WITH ORDINALITY AS h (id, n) ON f.host_id = h.id
+            WHERE f.last_seen >= \(TimeText.rfc3339(since)) AND f.flow_key LIKE '%|allowed' AND f.flow_key NOT LIKE 'forward|%'
+            GROUP BY f.peer_key
+            """, logger: logger).decode((String, String, [Int64]).self) {
+            guard let flow = Self.uploaded(line) else { continue }
+            result.append(FleetProposal.Shared(id: id, flow: flow, hosts: seenOn.map { Int($0) }))
         }
-    }
-
-    /// A peer key as a flow key again, with the unspecified address of the remote's family as
-    /// the host's own (the proposal never reads it).
-    static func anyHost(_ peerKey: String) -> String {
-        var fields = peerKey.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
-        guard fields.count == 8 else { return peerKey }
-        fields.insert(fields[3].contains(":") ? "::" : "0.0.0.0", at: 2)
-        return fields.joined(separator: "|")
+        return result
     }
 
     public func rows(hosts: [UUID], of ids: [String], since: Int64) async throws -> [Int: [FleetFlow]] {
