@@ -44,87 +44,11 @@ public enum FleetProposal {
         var stats = FlowStats(connections: 0, packets: 0, bytes: 0, firstSeen: .max, lastSeen: .min)
         var hosts: Set<Int> = []
 
-        mutating func add(_ more: FlowStats, hosts seenOn: [Int]) {
+        mutating func add(_ more: FlowStats, host: Int) {
             stats = FlowStats(connections: stats.connections &+ more.connections, packets: stats.packets &+ more.packets,
                               bytes: stats.bytes &+ more.bytes, firstSeen: min(stats.firstSeen, more.firstSeen), lastSeen: max(stats.lastSeen, more.lastSeen))
-            hosts.formUnion(seenOn)
+            hosts.insert(host)
         }
-    }
-
-    /// One peer and service as the tier's hosts saw it: the flow (any one host's address as its
-    /// local one), its totals over them, and the hosts, by index, once a row. The server has
-    /// PostgreSQL merge 2M rows into these (`FleetFlowStore.shared`); `share` does it in memory.
-    public struct Shared: Sendable {
-        /// The store's name for it: the hosts' own rows of it are fetched by it for the outliers.
-        public var id: String
-        public var flow: FleetFlow
-        public var hosts: [Int]
-        public init(id: String, flow: FleetFlow, hosts: [Int]) {
-            self.id = id
-            self.flow = flow
-            self.hosts = hosts
-        }
-    }
-
-    /// The proposal but its outliers, and the merged flows whose hosts' own rows the outliers need.
-    public struct Draft: Sendable {
-        public var outlierIDs: [String]
-        var head: [String]
-        var hostNames: [String]
-        var groupHosts: [Group: Set<Int>]
-        var outlierGroups: Set<Group>
-        var candidates: Int
-        var rows: Int
-        var since: Int64
-        var minCoverage: Int
-        var proposer: Proposer
-        var names: ServiceNames
-        var listed: Int
-    }
-
-    /// A flow with the host's own address left out: the same peer and service from every host.
-    static func shared(_ key: FlowKey) -> FlowKey {
-        var key = key
-        key.local = key.local.family == .ipv4 ? Self.anyV4 : Self.anyV6
-        return key
-    }
-
-    private static let anyV4 = IPAddress(ipv4: 0), anyV6 = IPAddress("::")!
-
-    static func counted(_ key: FlowKey, _ stats: FlowStats, since: Int64) -> Bool {
-        stats.lastSeen >= since && key.verdict == .allowed && key.direction != .forward
-    }
-
-    /// The tier merged in memory, as PostgreSQL merges it for the server.
-    public static func share(_ hosts: [Host], since: Int64) -> [Shared] {
-        var merged: [FlowKey: (flow: FleetFlow, hosts: [Int])] = [:]
-        for (index, host) in hosts.enumerated() {
-            for flow in host.flows where counted(flow.key, flow.stats, since: since) {
-                let key = shared(flow.key)
-                if var seen = merged[key] {
-                    let (a, b) = (seen.flow.stats, flow.stats)
-                    seen.flow.stats = FlowStats(connections: a.connections &+ b.connections, packets: a.packets &+ b.packets, bytes: a.bytes &+ b.bytes,
-                                                firstSeen: min(a.firstSeen, b.firstSeen), lastSeen: max(a.lastSeen, b.lastSeen))
-                    seen.flow.names += flow.names
-                    seen.hosts.append(index)
-                    merged[key] = seen
-                } else {
-                    merged[key] = (flow, [index])
-                }
-            }
-        }
-        return merged.map { key, seen in Shared(id: "\(key)", flow: seen.flow, hosts: seen.hosts) }
-    }
-
-    /// Each host's own rows of these merged flows, by host index, from hosts in memory.
-    public static func rows(of ids: [String], in hosts: [Host]) -> [Int: [FleetFlow]] {
-        let wanted = Set(ids)
-        var result: [Int: [FleetFlow]] = [:]
-        for (index, host) in hosts.enumerated() {
-            let own = host.flows.filter { wanted.contains("\(shared($0.key))") }
-            if !own.isEmpty { result[index] = own }
-        }
-        return result
     }
 
     /// Outliers listed a host; the count says how many more it has.
@@ -133,35 +57,29 @@ public enum FleetProposal {
     /// - Parameter minCoverage: percent of the hosts a candidate must be seen on to be the tier's.
     public static func propose(selector: String, hosts: [Host], peers: [Peer], since: Int64, minCoverage: Int, standard: Ruleset,
                                names: ServiceNames, listed: Int = 8) -> Result {
-        let shared = share(hosts, since: since)
-        let draft = draft(selector: selector, hostNames: hosts.map(\.name), shared: shared, peers: peers, since: since, minCoverage: minCoverage,
-                          standard: standard, names: names, listed: listed)
-        return finish(draft, outliers: rows(of: draft.outlierIDs, in: hosts))
-    }
-
-    /// Everything but the outliers, from the tier's merged flows.
-    public static func draft(selector: String, hostNames: [String], shared: [Shared], peers: [Peer], since: Int64, minCoverage: Int, standard: Ruleset,
-                             names: ServiceNames, listed: Int = 8) -> Draft {
         let proposer = Proposer(standard: standard, serviceNames: names)
-        // The same peer and service from every host is one flow (the local address is each
-        // host's own, and the proposal never reads it).
-        var merged: [FlowKey: Merged] = [:], flowNames: [FlowKey: Set<String>] = [:], ids: [FlowKey: [String]] = [:], rows = 0
-        for item in shared where counted(item.flow.key, item.flow.stats, since: since) {
-            let key = Self.shared(item.flow.key)
-            rows += item.hosts.count
-            merged[key, default: Merged()].add(item.flow.stats, hosts: item.hosts)
-            ids[key, default: []].append(item.id)
-            if !item.flow.names.isEmpty { flowNames[key, default: []].formUnion(item.flow.names) }
+        // The tier's flows merged across its hosts: the same peer and service from every host is
+        // one flow (the local address is each host's own, and the proposal never reads it). 2M
+        // rows of a tier of 1,000 hosts become some thousands, summed as the proposer would.
+        var merged: [FlowKey: Merged] = [:], flowNames: [FlowKey: Set<String>] = [:], rows = 0
+        let anywhere: [AddressFamily: IPAddress] = [.ipv4: IPAddress(ipv4: 0), .ipv6: IPAddress("::")!]
+        func counted(_ key: FlowKey, _ stats: FlowStats) -> Bool { stats.lastSeen >= since && key.verdict == .allowed && key.direction != .forward }
+        for (index, host) in hosts.enumerated() {
+            for flow in host.flows where counted(flow.key, flow.stats) {
+                var key = flow.key
+                key.local = anywhere[key.local.family]!
+                rows += 1
+                merged[key, default: Merged()].add(flow.stats, host: index)
+                if !flow.names.isEmpty { flowNames[key, default: []].formUnion(flow.names) }
+            }
         }
         // Which hosts each network and each group of the rest was seen on: per merged flow, not
         // per row (the standard networks are matched some thousand times, not 2M).
         var networkHosts: [String: Set<Int>] = [:], groupHosts: [Group: Set<Int>] = [:]
         var firstSeen: [Group: Int64] = [:]
-        var standardKeys: Set<FlowKey> = []
         for (key, seen) in merged {
             if let network = proposer.standardNetwork(for: key) {
                 networkHosts[network.name, default: []].formUnion(seen.hosts)
-                standardKeys.insert(key)
             } else {
                 let group = Group(direction: key.direction, transport: key.transport, service: key.service)
                 groupHosts[group, default: []].formUnion(seen.hosts)
@@ -169,14 +87,14 @@ public enum FleetProposal {
             }
         }
         let proposal = proposer.propose(merged.map { ($0.key, $0.value.stats) }, names: flowNames.mapValues { $0.sorted() })
-        let total = max(hostNames.count, 1)
-        func coverage(_ count: Int) -> String { Self.coverage(count, of: hostNames.count) }
+        let total = max(hosts.count, 1)
+        func coverage(_ count: Int) -> String { "seen on \(count) of \(hosts.count) host\(hosts.count == 1 ? "" : "s")" }
         func group(_ c: Proposer.Candidate) -> Group { Group(direction: c.direction, transport: c.transport, service: c.service) }
         let tier = proposal.candidates.filter { (groupHosts[group($0)]?.count ?? 0) * 100 >= minCoverage * total }
         let outlierGroups = Set(proposal.candidates.filter { (groupHosts[group($0)]?.count ?? 0) * 100 < minCoverage * total }.map(group))
 
         var out: [String] = [
-            "# Proposed by `cordon fleet propose` for \(selector) from the merged record of \(hostNames.count) host\(hostNames.count == 1 ? "" : "s") "
+            "# Proposed by `cordon fleet propose` for \(selector) from the merged record of \(hosts.count) host\(hosts.count == 1 ? "" : "s") "
                 + "(\(rows) flow aggregates, last seen since \(TimeText.rfc3339(since))).",
             "# Each network and candidate says on how many of the hosts it was seen. Candidates seen on fewer than \(minCoverage)% of",
             "# them are outliers, listed per host at the end and not part of the tier's rules.",
@@ -238,43 +156,27 @@ public enum FleetProposal {
             for rule in rules { out.append("  - \(key): \(rule.network)") }
             for candidate in tier where candidate.direction == direction { out.append("  # - \(key): \(candidateNames[group(candidate)] ?? "")") }
         }
-        let outlierIDs = merged.keys.filter { key in
-            !standardKeys.contains(key) && outlierGroups.contains(Group(direction: key.direction, transport: key.transport, service: key.service))
-        }.flatMap { ids[$0] ?? [] }
-        return Draft(outlierIDs: outlierIDs.sorted(), head: out, hostNames: hostNames, groupHosts: groupHosts, outlierGroups: outlierGroups,
-                     candidates: tier.count, rows: rows, since: since, minCoverage: minCoverage, proposer: proposer, names: names, listed: listed)
-    }
-
-    static func coverage(_ count: Int, of hosts: Int) -> String { "seen on \(count) of \(hosts) host\(hosts == 1 ? "" : "s")" }
-
-    /// The proposal with its outliers, from each host's own rows of the outliers' flows (by host
-    /// index): a host's outliers are its own connections, not the tier's.
-    public static func finish(_ draft: Draft, outliers rows: [Int: [FleetFlow]]) -> Result {
-        var out = draft.head
         var outliers = 0
-        func group(_ c: Proposer.Candidate) -> Group { Group(direction: c.direction, transport: c.transport, service: c.service) }
-        let outlierLines = draft.hostNames.indices.sorted { draft.hostNames[$0] < draft.hostNames[$1] }.flatMap { index -> [String] in
-            let name = draft.hostNames[index]
-            let own = Proposer.Candidate.grouping((rows[index] ?? []).filter { flow in
-                counted(flow.key, flow.stats, since: draft.since)
-                    && draft.outlierGroups.contains(Group(direction: flow.key.direction, transport: flow.key.transport, service: flow.key.service))
-                    && draft.proposer.standardNetwork(for: flow.key) == nil
+        // A second pass over the hosts for the outliers' groups: most flows are the tier's, and a
+        // copy of every host's leftovers would double the memory for the few that are not.
+        let outlierLines = hosts.sorted { $0.name < $1.name }.flatMap { host -> [String] in
+            let own = Proposer.Candidate.grouping(host.flows.filter { flow in
+                counted(flow.key, flow.stats) && outlierGroups.contains(Group(direction: flow.key.direction, transport: flow.key.transport, service: flow.key.service))
+                    && proposer.standardNetwork(for: flow.key) == nil
             }.map { ($0.key, $0.stats) })
             outliers += own.count
             // The busiest first, and a bounded number a host: the file stays one an analyst reads
             // and a review accepts (a tier of 1,000 noisy hosts listed 190,000 lines).
             let shown = own.sorted { ($0.connections, $1.service) > ($1.connections, $0.service) }.prefix(outliersShown)
-            return shown.map { "#   \(name): \(ProposalText.summary($0, names: draft.names, listed: draft.listed)); "
-                               + Self.coverage(draft.groupHosts[group($0)]?.count ?? 0, of: draft.hostNames.count) }
-                + (own.count > outliersShown ? ["#   \(name): and \(own.count - outliersShown) more (all of its flows: GET /api/v1/hosts/{id}/flows)"] : [])
+            return shown.map { "#   \(host.name): \(ProposalText.summary($0, names: names, listed: listed)); \(coverage(groupHosts[group($0)]?.count ?? 0))" }
+                + (own.count > outliersShown ? ["#   \(host.name): and \(own.count - outliersShown) more (all of its flows: GET /api/v1/hosts/{id}/flows)"] : [])
         }
         if !outlierLines.isEmpty {
             out.append("")
-            out.append("# Outliers: seen on fewer than \(draft.minCoverage)% of the hosts, so not the tier's. Per host; allow one in a ruleset")
+            out.append("# Outliers: seen on fewer than \(minCoverage)% of the hosts, so not the tier's. Per host; allow one in a ruleset")
             out.append("# assigned to that host alone, or find out why it does what its tier does not:")
             out.append(contentsOf: outlierLines)
         }
-        return Result(text: out.joined(separator: "\n") + "\n", hosts: draft.hostNames.count, flows: draft.rows, candidates: draft.candidates,
-                      outliers: outliers)
+        return Result(text: out.joined(separator: "\n") + "\n", hosts: hosts.count, flows: rows, candidates: tier.count, outliers: outliers)
     }
 }

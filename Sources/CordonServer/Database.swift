@@ -212,15 +212,12 @@ public enum Migrations {
         // already holds every field but the first sighting and the names, which get columns (the
         // names space-separated: each is a DNS name, checked at upload).
         ("007-flow-columns", [
-            "ALTER TABLE host_flows ADD COLUMN first_seen text, ADD COLUMN remote_names text NOT NULL DEFAULT '', ADD COLUMN peer_key text",
+            "ALTER TABLE host_flows ADD COLUMN first_seen text, ADD COLUMN remote_names text NOT NULL DEFAULT ''",
             """
             UPDATE host_flows SET first_seen = record::jsonb->>'first_seen',
               remote_names = array_to_string(ARRAY(SELECT jsonb_array_elements_text(coalesce(record::jsonb->'remote_names', '[]'))), ' ')
             """,
-            // The key without the host's own address: the same peer and service on every host,
-            // which a fleet propose has PostgreSQL merge (2M rows into some thousands).
-            #"UPDATE host_flows SET peer_key = regexp_replace(flow_key, '^([^|]*\|[^|]*)\|[^|]*', '\1')"#,
-            "ALTER TABLE host_flows ALTER COLUMN first_seen SET NOT NULL, ALTER COLUMN peer_key SET NOT NULL, DROP COLUMN record",
+            "ALTER TABLE host_flows ALTER COLUMN first_seen SET NOT NULL, DROP COLUMN record",
         ]),
     ]
 

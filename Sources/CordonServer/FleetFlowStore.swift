@@ -12,11 +12,6 @@ public protocol FleetFlowStore: Sendable {
     func flows(host: UUID) async throws -> [FlowRecord]
     /// The same rows typed, for a fleet's propose and review: no text kept per row.
     func uploaded(host: UUID) async throws -> [FleetFlow]
-    /// These hosts' allowed flows seen at or after `since` (Unix time), merged by peer and
-    /// service; hosts by their index in `hosts`.
-    func shared(hosts: [UUID], since: Int64) async throws -> [FleetProposal.Shared]
-    /// Each host's own rows of these merged flows (`FleetProposal.Shared.id`), by host index.
-    func rows(hosts: [UUID], of ids: [String], since: Int64) async throws -> [Int: [FleetFlow]]
     /// The rejected flows of these hosts seen at or after `since` (RFC 3339): a rollout's wave
     /// looks for regressions among them.
     func rejected(hosts: [UUID], since: String) async throws -> [UUID: [FlowRecord]]
@@ -24,21 +19,6 @@ public protocol FleetFlowStore: Sendable {
 
 extension FleetFlowStore {
     public func uploaded(host: UUID) async throws -> [FleetFlow] { try await flows(host: host).compactMap(FleetFlow.init) }
-
-    /// Merged in memory: the in-process stores of the route tests.
-    public func shared(hosts: [UUID], since: Int64) async throws -> [FleetProposal.Shared] {
-        FleetProposal.share(try await tier(hosts), since: since)
-    }
-
-    public func rows(hosts: [UUID], of ids: [String], since: Int64) async throws -> [Int: [FleetFlow]] {
-        FleetProposal.rows(of: ids, in: try await tier(hosts))
-    }
-
-    private func tier(_ hosts: [UUID]) async throws -> [FleetProposal.Host] {
-        var tier: [FleetProposal.Host] = []
-        for id in hosts { tier.append(FleetProposal.Host(name: id.uuidString, flows: try await uploaded(host: id))) }
-        return tier
-    }
 }
 
 public struct PostgresFleetFlowStore: FleetFlowStore {
@@ -68,8 +48,8 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
         let keys = Array(latest.keys)
         let rows = keys.map { latest[$0]! }
         try await client.query("""
-            INSERT INTO host_flows (host_id, flow_key, peer_key, first_seen, last_seen, connections, packets, bytes, remote_names)
-            SELECT \(host), * FROM unnest(\(keys)::text[], \(keys.map(Self.peerKey))::text[], \(rows.map(\.firstSeen))::text[], \(rows.map(\.lastSeen))::text[],
+            INSERT INTO host_flows (host_id, flow_key, first_seen, last_seen, connections, packets, bytes, remote_names)
+            SELECT \(host), * FROM unnest(\(keys)::text[], \(rows.map(\.firstSeen))::text[], \(rows.map(\.lastSeen))::text[],
                                           \(rows.map { Int64(clamping: $0.connections) })::bigint[], \(rows.map { Int64(clamping: $0.packets) })::bigint[],
                                           \(rows.map { Int64(clamping: $0.bytes) })::bigint[], \(rows.map { Self.names($0.remoteNames) })::text[])
             ON CONFLICT (host_id, flow_key) DO UPDATE SET first_seen = excluded.first_seen, last_seen = excluded.last_seen,
@@ -77,13 +57,6 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
             WHERE (excluded.last_seen, excluded.connections, excluded.packets, excluded.bytes)
                >= (host_flows.last_seen, host_flows.connections, host_flows.packets, host_flows.bytes)
             """, logger: logger)
-    }
-
-    /// The key without its third field, the host's own address (as migration 007 computes it).
-    static func peerKey(_ key: String) -> String {
-        var fields = key.split(separator: "|", omittingEmptySubsequences: false)
-        if fields.count > 2 { fields.remove(at: 2) }
-        return fields.joined(separator: "|")
     }
 
     /// The names space-separated ('' for none, most rows): each is a DNS name (checked at upload).
@@ -131,40 +104,6 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
             WHERE host_id = ANY(\(hosts)::uuid[]) AND last_seen >= \(since) AND flow_key LIKE '%|rejected'
             """, logger: logger).decode((UUID, String).self) {
             if let record = Self.record(line) { result[id, default: []].append(record) }
-        }
-        return result
-    }
-
-    /// PostgreSQL merges the tier's rows by peer and service; some thousands of rows cross, not
-    /// 2M (decoding each row was most of a fleet propose's time: issue 20's figures).
-    public func shared(hosts: [UUID], since: Int64) async throws -> [FleetProposal.Shared] {
-        guard !hosts.isEmpty else { return [] }
-        var result: [FleetProposal.Shared] = []
-        for try await (id, line, seenOn) in try await client.query("""
-            SELECT f.peer_key,
-              min(f.flow_key) || '|' || min(f.first_seen) || '|' || max(f.last_seen) || '|' || sum(f.connections) || '|' || sum(f.packets)
-                || '|' || sum(f.bytes) || '|' || coalesce(string_agg(nullif(f.remote_names, ''), ' '), ''),
-              array_agg(h.n - 1)
-            FROM host_flows f JOIN unnest(\(hosts)::uuid[]) WITH ORDINALITY AS h (id, n) ON f.host_id = h.id
-            WHERE f.last_seen >= \(TimeText.rfc3339(since)) AND f.flow_key LIKE '%|allowed' AND f.flow_key NOT LIKE 'forward|%'
-            GROUP BY f.peer_key
-            """, logger: logger).decode((String, String, [Int64]).self) {
-            guard let flow = Self.uploaded(line) else { continue }
-            result.append(FleetProposal.Shared(id: id, flow: flow, hosts: seenOn.map { Int($0) }))
-        }
-        return result
-    }
-
-    public func rows(hosts: [UUID], of ids: [String], since: Int64) async throws -> [Int: [FleetFlow]] {
-        guard !hosts.isEmpty, !ids.isEmpty else { return [:] }
-        var result: [Int: [FleetFlow]] = [:]
-        for try await (index, line) in try await client.query("""
-            SELECT h.n - 1, \(unescaped: Self.line)
-            FROM host_flows f JOIN unnest(\(hosts)::uuid[]) WITH ORDINALITY AS h (id, n) ON f.host_id = h.id
-              JOIN unnest(\(ids)::text[]) AS k (peer_key) ON f.peer_key = k.peer_key
-            WHERE f.last_seen >= \(TimeText.rfc3339(since))
-            """, logger: logger).decode((Int64, String).self) {
-            if let flow = Self.uploaded(line) { result[Int(index), default: []].append(flow) }
         }
         return result
     }

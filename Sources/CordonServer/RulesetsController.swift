@@ -126,15 +126,13 @@ struct RulesetsController {
         }
         let matched = HostSelection.matching(selector, in: try await stores.hosts.directory())
         guard !matched.isEmpty else { throw APIFailure(.unprocessableContent, "selector \(selector) matches no host", field: "selector") }
-        let ids = matched.map(\.id), from = TimeText.now() - since
+        let hosts = try await Self.eachHost(matched) { host in FleetProposal.Host(name: host.hostname, flows: try await stores.flows.uploaded(host: host.id)) }
         let members = Set(matched.map(\.id))
         // Every other enrolled host is a peer an east-west flow can be named by.
         let peers = try await stores.hosts.hosts(limit: 100_000).filter { !$0.revoked && !members.contains(UUID(uuidString: $0.id)!) }
             .flatMap { view in view.addresses.compactMap(IPAddress.init).map { FleetProposal.Peer(address: $0, hostname: view.hostname, tags: view.tags) } }
-        let draft = FleetProposal.draft(selector: selector.description, hostNames: matched.map(\.hostname), shared: try await stores.flows.shared(hosts: ids, since: from),
-                                        peers: peers, since: from, minCoverage: minCoverage, standard: standard,
-                                        names: (try? String(contentsOfFile: "/etc/services", encoding: .utf8)).map(ServiceNames.init(servicesFile:)) ?? ServiceNames())
-        let result = FleetProposal.finish(draft, outliers: try await stores.flows.rows(hosts: ids, of: draft.outlierIDs, since: from))
+        let result = FleetProposal.propose(selector: selector.description, hosts: hosts, peers: peers, since: TimeText.now() - since,
+                                           minCoverage: minCoverage, standard: standard, names: (try? String(contentsOfFile: "/etc/services", encoding: .utf8)).map(ServiceNames.init(servicesFile:)) ?? ServiceNames())
         return JSON.response(ProposalResult(text: result.text, hosts: result.hosts, flows: result.flows, candidates: result.candidates,
                                             outliers: result.outliers))
     }

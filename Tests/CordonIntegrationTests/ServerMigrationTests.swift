@@ -80,9 +80,6 @@ import Testing
         #expect(try await stores.flows.flows(host: analyst) == [ssh, named])
         #expect(try await stores.flows.uploaded(host: analyst) == [ssh, named].compactMap(FleetFlow.init), "typed, as propose and review read them")
         #expect(try await stores.flows.uploaded(host: analyst).last?.names == ["api.example.com", "cdn.example.com"])
-        // Each row's key without the host's address, as an upload now writes it.
-        #expect(try cluster.psql("SELECT peer_key FROM host_flows ORDER BY flow_key")
-                == "inbound|tcp|22|2001:db8::22|-|-|-|allowed\noutbound|tcp|-|198.51.100.7|443|-|-|allowed")
         // The host view reads the document.
         #expect(try await stores.hosts.host(analyst)?.isolation.desired == .isolated)
         // The constraint follows the kind: a mode intent takes a mode, not an isolation word.
