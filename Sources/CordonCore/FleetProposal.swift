@@ -51,6 +51,9 @@ public enum FleetProposal {
         }
     }
 
+    /// The host's own address of a merged flow: none in particular.
+    private static let anyV4 = IPAddress(ipv4: 0), anyV6 = IPAddress("::")!
+
     /// Outliers listed a host; the count says how many more it has.
     public static let outliersShown = 20
 
@@ -62,12 +65,11 @@ public enum FleetProposal {
         // one flow (the local address is each host's own, and the proposal never reads it). 2M
         // rows of a tier of 1,000 hosts become some thousands, summed as the proposer would.
         var merged: [FlowKey: Merged] = [:], flowNames: [FlowKey: Set<String>] = [:], rows = 0
-        let anywhere: [AddressFamily: IPAddress] = [.ipv4: IPAddress(ipv4: 0), .ipv6: IPAddress("::")!]
         func counted(_ key: FlowKey, _ stats: FlowStats) -> Bool { stats.lastSeen >= since && key.verdict == .allowed && key.direction != .forward }
         for (index, host) in hosts.enumerated() {
             for flow in host.flows where counted(flow.key, flow.stats) {
                 var key = flow.key
-                key.local = anywhere[key.local.family]!
+                key.local = key.local.family == .ipv4 ? Self.anyV4 : Self.anyV6
                 rows += 1
                 merged[key, default: Merged()].add(flow.stats, host: index)
                 if !flow.names.isEmpty { flowNames[key, default: []].formUnion(flow.names) }

@@ -108,20 +108,16 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
         return result
     }
 
-    public func uploaded(host: UUID) async throws -> [FleetFlow] {
-        var result: [FleetFlow] = []
-        for try await line in try await client.query("SELECT \(unescaped: Self.line) FROM host_flows WHERE host_id = \(host) ORDER BY flow_key",
-                                                     logger: logger).decode(String.self) {
-            if let flow = Self.uploaded(line) { result.append(flow) }
-        }
-        return result
-    }
+    public func uploaded(host: UUID) async throws -> [FleetFlow] { try await lines(host: host, Self.uploaded) }
 
-    public func flows(host: UUID) async throws -> [FlowRecord] {
-        var result: [FlowRecord] = []
+    public func flows(host: UUID) async throws -> [FlowRecord] { try await lines(host: host, Self.record) }
+
+    /// A host's rows in key order, each read by `parse` (rows it cannot read are left out).
+    private func lines<T>(host: UUID, _ parse: (String) -> T?) async throws -> [T] {
+        var result: [T] = []
         for try await line in try await client.query("SELECT \(unescaped: Self.line) FROM host_flows WHERE host_id = \(host) ORDER BY flow_key",
                                                      logger: logger).decode(String.self) {
-            if let record = Self.record(line) { result.append(record) }
+            if let value = parse(line) { result.append(value) }
         }
         return result
     }
