@@ -77,14 +77,14 @@ final class SimulatedFleet: Sendable {
     var rss: Int { Self.rss(server.pid) }
 
     /// Resident memory of a process, KiB.
-    static func rss(_ pid: pid_t, field: String = "VmRSS:") -> Int {
+    static func rss(_ pid: pid_t) -> Int {
         let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-        let line = text.split(separator: "\n").first { $0.hasPrefix(field) } ?? ""
+        let line = text.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
         return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
     }
 
     /// The server's peak resident memory (KiB) since the last `resetPeak`.
-    var peakRSS: Int { Self.rss(server.pid, field: "VmHWM:") }
+    var peakRSS: Int { ProcessSample.peakRSS(server.pid) / 1024 }
 
     /// Starts counting the peak anew (`clear_refs` 5, Linux 4.0 and later).
     func resetPeak() { try? "5".write(toFile: "/proc/\(server.pid)/clear_refs", atomically: false, encoding: .utf8) }
