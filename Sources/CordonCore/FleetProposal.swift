@@ -42,12 +42,14 @@ public enum FleetProposal {
     /// One peer and service across the tier: its totals, and the hosts (by index) it was seen on.
     struct Merged {
         var stats = FlowStats(connections: 0, packets: 0, bytes: 0, firstSeen: .max, lastSeen: .min)
-        var hosts: Set<Int> = []
+        /// Ascending and unique: the hosts are merged one after the other, so a host already
+        /// counted is the last one (an append, not a set's hash, for each of 2M rows).
+        var hosts: [Int] = []
 
         mutating func add(_ more: FlowStats, host: Int) {
             stats = FlowStats(connections: stats.connections &+ more.connections, packets: stats.packets &+ more.packets,
                               bytes: stats.bytes &+ more.bytes, firstSeen: min(stats.firstSeen, more.firstSeen), lastSeen: max(stats.lastSeen, more.lastSeen))
-            hosts.insert(host)
+            if hosts.last != host { hosts.append(host) }
         }
     }
 

@@ -46,6 +46,16 @@ public enum IPProtocolNumber {
         return byName[text] ?? byName[text.lowercased()]
     }
 
+    /// The same from UTF-8 bytes (a stored flow row's protocol): the names compared byte by
+    /// byte, no `String` made.
+    public static func parse(utf8 text: UnsafeBufferPointer<UInt8>) -> UInt8? {
+        if let number = StrictDecimal.parse(utf8: text, as: UInt8.self) { return number }
+        for (name, number) in byNameUTF8 where name.elementsEqual(text) { return number }
+        return parse(String(decoding: text, as: UTF8.self))
+    }
+
+    private static let byNameUTF8: [([UInt8], UInt8)] = byName.map { (Array($0.key.utf8), $0.value) }.sorted { $0.1 < $1.1 }
+
     /// Read once per uploaded flow row on the server: a table, not a scan of 256 names.
     private static let byName: [String: UInt8] = Dictionary(uniqueKeysWithValues: [tcp, udp, icmp, icmpv6, sctp, dccp, udplite].map { (name($0), $0) })
 

@@ -58,6 +58,49 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
         self.init(bytes: bytes)
     }
 
+    /// The same from UTF-8 bytes, with no `String` made: the server reads two addresses from
+    /// each of a tier's 2M stored flow rows. Dotted quads are read by hand, exactly as
+    /// `inet_pton` reads them (no leading zeros); anything else goes to `inet_pton` from a
+    /// terminated copy on the stack.
+    public init?(utf8 text: UnsafeBufferPointer<UInt8>) {
+        if let value = Self.dottedQuad(text) {
+            self.init(ipv4: value)
+            return
+        }
+        // The longest IPv6 text form is 45 bytes; a NUL inside would end the copy early.
+        guard text.count < Int(INET6_ADDRSTRLEN), !text.contains(0) else { return nil }
+        var v6 = in6_addr()
+        let parsed = withUnsafeTemporaryAllocation(of: CChar.self, capacity: text.count + 1) { copy in
+            for (index, byte) in text.enumerated() { copy[index] = CChar(bitPattern: byte) }
+            copy[text.count] = 0
+            return inet_pton(AF_INET6, copy.baseAddress!, &v6) == 1
+        }
+        guard parsed else { return nil }
+        self.init(bytes: withUnsafeBytes(of: &v6) { Array($0) })
+    }
+
+    private static func dottedQuad(_ text: UnsafeBufferPointer<UInt8>) -> UInt32? {
+        var value: UInt32 = 0, part: UInt32 = 0, digits = 0, parts = 0
+        for byte in text {
+            if byte == UInt8(ascii: ".") {
+                guard digits > 0, parts < 3 else { return nil }
+                value = value << 8 | part
+                part = 0
+                digits = 0
+                parts += 1
+            } else if byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") {
+                guard digits == 0 || part != 0 else { return nil }
+                part = part * 10 + UInt32(byte - UInt8(ascii: "0"))
+                digits += 1
+                guard part <= 255 else { return nil }
+            } else {
+                return nil
+            }
+        }
+        guard digits > 0, parts == 3 else { return nil }
+        return value << 8 | part
+    }
+
     /// Two words per address: direction is decided by set lookups on every event.
     public func hash(into hasher: inout Hasher) {
         hasher.combine(high ^ (family == .ipv6 ? 0x8000_0000_0000_0000 : 0))
@@ -147,6 +190,19 @@ public struct IPPrefix: Hashable, Sendable, Comparable, CustomStringConvertible 
         }
     }
 
+    /// `ADDRESS` or `ADDRESS/LENGTH` from UTF-8 bytes, as `init?(_:)` reads it.
+    public init?(utf8 text: UnsafeBufferPointer<UInt8>) {
+        guard let slash = text.firstIndex(of: UInt8(ascii: "/")) else {
+            guard let address = IPAddress(utf8: text) else { return nil }
+            self.init(address)
+            return
+        }
+        guard let address = IPAddress(utf8: UnsafeBufferPointer(rebasing: text[..<slash])),
+              let length = StrictDecimal.parse(utf8: UnsafeBufferPointer(rebasing: text[(slash + 1)...]), as: Int.self),
+              length <= address.family.bitWidth else { return nil }
+        self.init(address, length: length)
+    }
+
     public var family: AddressFamily { address.family }
 
     /// True when this is one address, not a rolled-up network.
@@ -178,6 +234,20 @@ public enum StrictDecimal {
         guard let first = digits.first, digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
               first != UInt8(ascii: "0") || digits.count == 1 else { return nil }
         return T(text, radix: 10)
+    }
+
+    /// The same from UTF-8 bytes: digits only, no leading zero, no overflow.
+    public static func parse<T: FixedWidthInteger>(utf8 text: UnsafeBufferPointer<UInt8>, as type: T.Type = T.self) -> T? {
+        guard let first = text.first, first != UInt8(ascii: "0") || text.count == 1 else { return nil }
+        var value: T = 0
+        for byte in text {
+            guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else { return nil }
+            let (shifted, overflow) = value.multipliedReportingOverflow(by: 10)
+            let (sum, carry) = shifted.addingReportingOverflow(T(byte - UInt8(ascii: "0")))
+            guard !overflow && !carry else { return nil }
+            value = sum
+        }
+        return value
     }
 }
 

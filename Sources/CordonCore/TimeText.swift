@@ -26,6 +26,12 @@ public enum TimeText {
         return (try? Date(String(text), strategy: .iso8601)).map { Int64($0.timeIntervalSince1970.rounded(.down)) }
     }
 
+    /// The same from UTF-8 bytes, for a stored flow row's times: no `String` made for the
+    /// fixed form.
+    public static func unix(utf8 text: UnsafeBufferPointer<UInt8>) -> Int64? {
+        fixed(text) ?? unix(String(decoding: text, as: UTF8.self))
+    }
+
     /// `YYYY-MM-DDTHH:MM:SSZ` in Unix seconds; nil for any other shape.
     private static func fixed(_ b: UnsafeBufferPointer<UInt8>) -> Int64? {
         guard b.count == 20, b[4] == 0x2D, b[7] == 0x2D, b[10] == 0x54, b[13] == 0x3A, b[16] == 0x3A, b[19] == 0x5A else { return nil }

@@ -15,6 +15,10 @@ import Testing
         // Other forms go to Foundation; what is not a time is nil.
         #expect(TimeText.unix("2026-11-22T22:05:48+01:00") == 1_795_381_548)
         #expect(TimeText.unix("2026-13-22T21:05:48Z") == nil && TimeText.unix("yesterday") == nil && TimeText.unix("2026-11-22T21:05:4xZ") == nil)
+        // From a stored row's bytes, the same.
+        for text in ["2026-11-22T21:05:48Z", "2026-11-22T22:05:48+01:00", "2026-13-22T21:05:48Z", "yesterday", ""] {
+            #expect(Array(text.utf8).withUnsafeBufferPointer { TimeText.unix(utf8: $0) } == TimeText.unix(text), "\(text)")
+        }
     }
 
     @Test(arguments: [("90s", 90), ("15m", 900), ("2h", 7200), ("7d", 604_800), ("1w", 604_800), ("0s", 0)] as [(String, Int64)])
