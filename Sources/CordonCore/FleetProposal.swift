@@ -54,29 +54,54 @@ public enum FleetProposal {
     }
 
     /// The host's own address of a merged flow: none in particular.
-    private static let anyV4 = IPAddress(ipv4: 0), anyV6 = IPAddress("::")!
+    static let anyV4 = IPAddress(ipv4: 0), anyV6 = IPAddress("::")!
 
     /// Outliers listed a host; the count says how many more it has.
     public static let outliersShown = 20
 
+    /// The tier's flows merged across its hosts, a host at a time as each is read: the same peer
+    /// and service from every host is one flow (the local address is each host's own, and the
+    /// proposal never reads it). 2M rows of a tier of 1,000 hosts become some thousands, summed
+    /// as the proposer would; merging while the next hosts are still being read keeps the merge
+    /// off the request's critical path.
+    public struct Tier: Sendable {
+        let since: Int64
+        var hosts: [Host] = []
+        var merged: [FlowKey: Merged] = [:]
+        var names: [FlowKey: Set<String>] = [:]
+        var rows = 0
+
+        /// - Parameter since: only flows last seen at or after this Unix time count.
+        public init(since: Int64) { self.since = since }
+
+        func counted(_ key: FlowKey, _ stats: FlowStats) -> Bool { stats.lastSeen >= since && key.verdict == .allowed && key.direction != .forward }
+
+        public mutating func add(_ host: Host) {
+            let index = hosts.count
+            for flow in host.flows where counted(flow.key, flow.stats) {
+                var key = flow.key
+                key.local = key.local.family == .ipv4 ? FleetProposal.anyV4 : FleetProposal.anyV6
+                rows += 1
+                merged[key, default: Merged()].add(flow.stats, host: index)
+                if !flow.names.isEmpty { names[key, default: []].formUnion(flow.names) }
+            }
+            hosts.append(host)
+        }
+    }
+
     /// - Parameter minCoverage: percent of the hosts a candidate must be seen on to be the tier's.
     public static func propose(selector: String, hosts: [Host], peers: [Peer], since: Int64, minCoverage: Int, standard: Ruleset,
                                names: ServiceNames, listed: Int = 8) -> Result {
+        var tier = Tier(since: since)
+        for host in hosts { tier.add(host) }
+        return propose(selector: selector, tier: tier, peers: peers, minCoverage: minCoverage, standard: standard, names: names, listed: listed)
+    }
+
+    public static func propose(selector: String, tier: Tier, peers: [Peer], minCoverage: Int, standard: Ruleset,
+                               names: ServiceNames, listed: Int = 8) -> Result {
         let proposer = Proposer(standard: standard, serviceNames: names)
-        // The tier's flows merged across its hosts: the same peer and service from every host is
-        // one flow (the local address is each host's own, and the proposal never reads it). 2M
-        // rows of a tier of 1,000 hosts become some thousands, summed as the proposer would.
-        var merged: [FlowKey: Merged] = [:], flowNames: [FlowKey: Set<String>] = [:], rows = 0
-        func counted(_ key: FlowKey, _ stats: FlowStats) -> Bool { stats.lastSeen >= since && key.verdict == .allowed && key.direction != .forward }
-        for (index, host) in hosts.enumerated() {
-            for flow in host.flows where counted(flow.key, flow.stats) {
-                var key = flow.key
-                key.local = key.local.family == .ipv4 ? Self.anyV4 : Self.anyV6
-                rows += 1
-                merged[key, default: Merged()].add(flow.stats, host: index)
-                if !flow.names.isEmpty { flowNames[key, default: []].formUnion(flow.names) }
-            }
-        }
+        let (hosts, merged, flowNames, rows, since) = (tier.hosts, tier.merged, tier.names, tier.rows, tier.since)
+        let counted = tier.counted
         // Which hosts each network and each group of the rest was seen on: per merged flow, not
         // per row (the standard networks are matched some thousand times, not 2M).
         var networkHosts: [String: Set<Int>] = [:], groupHosts: [Group: Set<Int>] = [:]
@@ -164,16 +189,23 @@ public enum FleetProposal {
         // A second pass over the hosts for the outliers' groups: most flows are the tier's, and a
         // copy of every host's leftovers would double the memory for the few that are not.
         let outlierLines = hosts.sorted { $0.name < $1.name }.flatMap { host -> [String] in
-            let own = Proposer.Candidate.grouping(host.flows.filter { flow in
+            let own = host.flows.filter { flow in
                 counted(flow.key, flow.stats) && outlierGroups.contains(Group(direction: flow.key.direction, transport: flow.key.transport, service: flow.key.service))
                     && proposer.standardNetwork(for: flow.key) == nil
-            }.map { ($0.key, $0.stats) })
-            outliers += own.count
+            }
             // The busiest first, and a bounded number a host: the file stays one an analyst reads
-            // and a review accepts (a tier of 1,000 noisy hosts listed 190,000 lines).
-            let shown = own.sorted { ($0.connections, $1.service) > ($1.connections, $0.service) }.prefix(outliersShown)
+            // and a review accepts (a tier of 1,000 noisy hosts listed 190,000 lines). Only the
+            // groups shown are made candidates; the rest are counted.
+            var totals: [Group: UInt64] = [:]
+            for flow in own { totals[Group(direction: flow.key.direction, transport: flow.key.transport, service: flow.key.service), default: 0] += flow.stats.connections }
+            outliers += totals.count
+            let top = Set(totals.sorted { ($0.value, $1.key.service, $1.key.direction.rawValue, $1.key.transport) > ($1.value, $0.key.service, $0.key.direction.rawValue, $0.key.transport) }
+                .prefix(outliersShown).map(\.key))
+            let shown = Proposer.Candidate.grouping(own.filter { top.contains(Group(direction: $0.key.direction, transport: $0.key.transport, service: $0.key.service)) }
+                .map { ($0.key, $0.stats) })
+                .sorted { ($0.connections, $1.service, $1.direction.rawValue, $1.transport) > ($1.connections, $0.service, $0.direction.rawValue, $0.transport) }
             return shown.map { "#   \(host.name): \(ProposalText.summary($0, names: names, listed: listed)); \(coverage(groupHosts[group($0)]?.count ?? 0))" }
-                + (own.count > outliersShown ? ["#   \(host.name): and \(own.count - outliersShown) more (all of its flows: GET /api/v1/hosts/{id}/flows)"] : [])
+                + (totals.count > outliersShown ? ["#   \(host.name): and \(totals.count - outliersShown) more (all of its flows: GET /api/v1/hosts/{id}/flows)"] : [])
         }
         if !outlierLines.isEmpty {
             out.append("")

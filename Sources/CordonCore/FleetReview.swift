@@ -93,7 +93,7 @@ public enum FleetReview {
         context.resolvers = resolvers
         let review = Review(ruleset: ruleset, flows: flows, names: names, context: context)
         let rejected = review.rejected.filter { $0.key.direction != .forward }
-            .sorted { ($0.stats.connections, $0.stats.lastSeen) > ($1.stats.connections, $1.stats.lastSeen) }
+            .sorted { ($0.stats.connections, $0.stats.lastSeen, $1.key.remote, $1.key.service) > ($1.stats.connections, $1.stats.lastSeen, $0.key.remote, $0.key.service) }
         return Verdict(flows: flows.count, allowed: review.allowed.count, rejected: rejected.prefix(shown).map { review.record($0.key, $0.stats) },
                        rejectedCount: rejected.count, risks: review.risks)
     }

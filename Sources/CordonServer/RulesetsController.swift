@@ -85,12 +85,13 @@ struct RulesetsController {
         return (ruleset, ReviewResult(selector: selector.description, since: sinceWords, sha256: ContentDigest.hex(content), hosts: reviews))
     }
 
-    /// `body` for every host, a few at a time, in the hosts' order: one host's rows are decoded
-    /// and looked at while the database reads the next one's.
-    static func eachHost<T: Sendable>(_ hosts: [HostEntry], width: Int = 4, _ body: @escaping @Sendable (HostEntry) async throws -> T) async throws -> [T] {
+    /// `body` for every host, a few at a time, each result handed to `each` in the hosts' order
+    /// as soon as the hosts before it are done: one host's rows are decoded and merged while the
+    /// database reads the next ones'.
+    static func eachHost<T: Sendable>(_ hosts: [HostEntry], width: Int = 4, _ body: @escaping @Sendable (HostEntry) async throws -> T,
+                                      each: (T) throws -> Void) async throws {
         try await withThrowingTaskGroup(of: (Int, T).self) { group in
-            var results = [T?](repeating: nil, count: hosts.count)
-            var next = 0
+            var done: [Int: T] = [:], next = 0, handed = 0
             func add() {
                 let index = next
                 group.addTask { (index, try await body(hosts[index])) }
@@ -98,11 +99,20 @@ struct RulesetsController {
             }
             while next < min(width, hosts.count) { add() }
             while let (index, value) = try await group.next() {
-                results[index] = value
                 if next < hosts.count { add() }
+                done[index] = value
+                while let ready = done.removeValue(forKey: handed) {
+                    try each(ready)
+                    handed += 1
+                }
             }
-            return results.map { $0! }
         }
+    }
+
+    static func eachHost<T: Sendable>(_ hosts: [HostEntry], width: Int = 4, _ body: @escaping @Sendable (HostEntry) async throws -> T) async throws -> [T] {
+        var results: [T] = []
+        try await eachHost(hosts, width: width, body) { results.append($0) }
+        return results
     }
 
     @Sendable func review(_ request: Request, context: ServerContext) async throws -> Response {
@@ -126,13 +136,15 @@ struct RulesetsController {
         }
         let matched = HostSelection.matching(selector, in: try await stores.hosts.directory())
         guard !matched.isEmpty else { throw APIFailure(.unprocessableContent, "selector \(selector) matches no host", field: "selector") }
-        let hosts = try await Self.eachHost(matched) { host in FleetProposal.Host(name: host.hostname, flows: try await stores.flows.uploaded(host: host.id)) }
+        var tier = FleetProposal.Tier(since: TimeText.now() - since)
+        try await Self.eachHost(matched) { host in FleetProposal.Host(name: host.hostname, flows: try await stores.flows.uploaded(host: host.id)) } each: {
+            tier.add($0)
+        }
         let members = Set(matched.map(\.id))
         // Every other enrolled host is a peer an east-west flow can be named by.
         let peers = try await stores.hosts.hosts(limit: 100_000).filter { !$0.revoked && !members.contains(UUID(uuidString: $0.id)!) }
             .flatMap { view in view.addresses.compactMap(IPAddress.init).map { FleetProposal.Peer(address: $0, hostname: view.hostname, tags: view.tags) } }
-        let result = FleetProposal.propose(selector: selector.description, hosts: hosts, peers: peers, since: TimeText.now() - since,
-                                           minCoverage: minCoverage, standard: standard, names: (try? String(contentsOfFile: "/etc/services", encoding: .utf8)).map(ServiceNames.init(servicesFile:)) ?? ServiceNames())
+        let result = FleetProposal.propose(selector: selector.description, tier: tier, peers: peers, minCoverage: minCoverage, standard: standard, names: (try? String(contentsOfFile: "/etc/services", encoding: .utf8)).map(ServiceNames.init(servicesFile:)) ?? ServiceNames())
         return JSON.response(ProposalResult(text: result.text, hosts: result.hosts, flows: result.flows, candidates: result.candidates,
                                             outliers: result.outliers))
     }

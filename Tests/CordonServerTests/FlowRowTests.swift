@@ -58,3 +58,24 @@ import Testing
         #expect(Self.flow(line) == nil, "\(line)")
     }
 }
+
+extension FlowRowTests {
+    /// One reader over a host's lines keeps the last local address: a line with another one must
+    /// still read as its own.
+    @Test func aReaderOverManyLinesReadsEachAsItsOwn() throws {
+        let stored = [
+            Self.record(.outbound, "tcp", local: "192.0.2.10", remote: "203.0.113.20", remotePort: 443),
+            Self.record(.outbound, "tcp", local: "192.0.2.10", remote: "203.0.113.21", remotePort: 443),
+            Self.record(.outbound, "tcp", local: "192.0.2.11", remote: "203.0.113.21", remotePort: 443),
+            Self.record(.outbound, "udp", local: "2001:db8::10", remote: "2001:db8:53::1", remotePort: 53),
+            Self.record(.outbound, "tcp", local: "192.0.2.10", remote: "203.0.113.22", remotePort: 443),
+        ]
+        var reader = FlowRow.Reader()
+        for record in stored {
+            let line = Self.line(record)
+            let flow = Array(line.utf8).withUnsafeBufferPointer { reader.flow(utf8: $0) }
+            #expect(flow == Self.flow(line), "\(line)")
+            #expect(flow?.key.local == IPAddress(record.localAddress))
+        }
+    }
+}
