@@ -39,18 +39,51 @@ public enum FleetProposal {
 
     struct Group: Hashable { var direction: Direction, transport: UInt8, service: UInt16 }
 
-    /// One peer and service across the tier: its totals, and the hosts (by index) it was seen on.
+    /// A merged flow's key in three words: the local address is none in particular, so it is
+    /// only its family. Hashing it is a third of hashing a `FlowKey`, once for each of 2M rows.
+    struct MergeKey: Hashable {
+        let kind: UInt64, high: UInt64, low: UInt64
+
+        init(_ key: FlowKey) {
+            let direction: UInt64 = key.direction == .inbound ? 0 : key.direction == .outbound ? 1 : 2
+            kind = direction | UInt64(key.transport) << 8 | UInt64(key.service) << 16 | UInt64(key.remote.length) << 32
+                | (key.remote.family == .ipv6 ? 1 << 40 : 0) | (key.local.family == .ipv6 ? 1 << 41 : 0) | (key.verdict == .rejected ? 1 << 42 : 0)
+            high = key.remote.address.high
+            low = key.remote.address.low
+        }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(kind)
+            hasher.combine(high)
+            hasher.combine(low)
+        }
+    }
+
+    /// One peer and service across the tier: its totals, the hosts (by index) it was seen on, and
+    /// the names it was looked up by.
     struct Merged {
+        var key: FlowKey
         var stats = FlowStats(connections: 0, packets: 0, bytes: 0, firstSeen: .max, lastSeen: .min)
         /// Ascending and unique: the hosts are merged one after the other, so a host already
         /// counted is the last one (an append, not a set's hash, for each of 2M rows).
         var hosts: [Int] = []
+        /// Unique; most flows have one name or none, so a list compared by value, not a set
+        /// hashed for every row, until it is long.
+        var names: [String] = []
+        var manyNames: Set<String> = []
 
-        mutating func add(_ more: FlowStats, host: Int) {
+        init(key: FlowKey) { self.key = key }
+
+        mutating func add(_ more: FlowStats, host: Int, names moreNames: [String]) {
             stats = FlowStats(connections: stats.connections &+ more.connections, packets: stats.packets &+ more.packets,
                               bytes: stats.bytes &+ more.bytes, firstSeen: min(stats.firstSeen, more.firstSeen), lastSeen: max(stats.lastSeen, more.lastSeen))
             if hosts.last != host { hosts.append(host) }
+            for name in moreNames where !names.contains(name) {
+                if names.count < 16 { names.append(name) } else { manyNames.insert(name) }
+            }
         }
+
+        var allNames: [String] { (names + manyNames).sorted() }
     }
 
     /// The host's own address of a merged flow: none in particular.
@@ -67,8 +100,7 @@ public enum FleetProposal {
     public struct Tier: Sendable {
         let since: Int64
         var hosts: [Host] = []
-        var merged: [FlowKey: Merged] = [:]
-        var names: [FlowKey: Set<String>] = [:]
+        var merged: [MergeKey: Merged] = [:]
         var rows = 0
 
         /// - Parameter since: only flows last seen at or after this Unix time count.
@@ -76,14 +108,17 @@ public enum FleetProposal {
 
         func counted(_ key: FlowKey, _ stats: FlowStats) -> Bool { stats.lastSeen >= since && key.verdict == .allowed && key.direction != .forward }
 
+        static func anonymous(_ key: FlowKey) -> FlowKey {
+            var key = key
+            key.local = key.local.family == .ipv4 ? FleetProposal.anyV4 : FleetProposal.anyV6
+            return key
+        }
+
         public mutating func add(_ host: Host) {
             let index = hosts.count
             for flow in host.flows where counted(flow.key, flow.stats) {
-                var key = flow.key
-                key.local = key.local.family == .ipv4 ? FleetProposal.anyV4 : FleetProposal.anyV6
                 rows += 1
-                merged[key, default: Merged()].add(flow.stats, host: index)
-                if !flow.names.isEmpty { names[key, default: []].formUnion(flow.names) }
+                merged[MergeKey(flow.key), default: Merged(key: Self.anonymous(flow.key))].add(flow.stats, host: index, names: flow.names)
             }
             hosts.append(host)
         }
@@ -100,13 +135,14 @@ public enum FleetProposal {
     public static func propose(selector: String, tier: Tier, peers: [Peer], minCoverage: Int, standard: Ruleset,
                                names: ServiceNames, listed: Int = 8) -> Result {
         let proposer = Proposer(standard: standard, serviceNames: names)
-        let (hosts, merged, flowNames, rows, since) = (tier.hosts, tier.merged, tier.names, tier.rows, tier.since)
+        let (hosts, merged, rows, since) = (tier.hosts, tier.merged.values, tier.rows, tier.since)
         let counted = tier.counted
         // Which hosts each network and each group of the rest was seen on: per merged flow, not
         // per row (the standard networks are matched some thousand times, not 2M).
         var networkHosts: [String: Set<Int>] = [:], groupHosts: [Group: Set<Int>] = [:]
         var firstSeen: [Group: Int64] = [:]
-        for (key, seen) in merged {
+        for seen in merged {
+            let key = seen.key
             if let network = proposer.standardNetwork(for: key) {
                 networkHosts[network.name, default: []].formUnion(seen.hosts)
             } else {
@@ -115,7 +151,8 @@ public enum FleetProposal {
                 firstSeen[group] = min(firstSeen[group] ?? seen.stats.firstSeen, seen.stats.firstSeen)
             }
         }
-        let proposal = proposer.propose(merged.map { ($0.key, $0.value.stats) }, names: flowNames.mapValues { $0.sorted() })
+        let flowNames = Dictionary(uniqueKeysWithValues: merged.filter { !$0.names.isEmpty }.map { ($0.key, $0.allNames) })
+        let proposal = proposer.propose(merged.map { ($0.key, $0.stats) }, names: flowNames)
         let total = max(hosts.count, 1)
         func coverage(_ count: Int) -> String { "seen on \(count) of \(hosts.count) host\(hosts.count == 1 ? "" : "s")" }
         func group(_ c: Proposer.Candidate) -> Group { Group(direction: c.direction, transport: c.transport, service: c.service) }
