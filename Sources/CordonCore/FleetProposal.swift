@@ -86,6 +86,16 @@ public enum FleetProposal {
         var allNames: [String] { (names + manyNames).sorted() }
     }
 
+    /// Which of the tier's hosts (by index) a network or group was seen on, a bit each: the union
+    /// over a tier's merged flows is words ORed, not a set's hash for each of some million
+    /// (flow, host) pairs.
+    struct HostBits {
+        var words: [UInt64]
+        init(hosts: Int) { words = Array(repeating: 0, count: (hosts + 63) / 64) }
+        mutating func insert(_ hosts: [Int]) { for host in hosts { words[host >> 6] |= 1 << UInt64(host & 63) } }
+        var count: Int { words.reduce(0) { $0 + $1.nonzeroBitCount } }
+    }
+
     /// The host's own address of a merged flow: none in particular.
     static let anyV4 = IPAddress(ipv4: 0), anyV6 = IPAddress("::")!
 
@@ -139,15 +149,15 @@ public enum FleetProposal {
         let counted = tier.counted
         // Which hosts each network and each group of the rest was seen on: per merged flow, not
         // per row (the standard networks are matched some thousand times, not 2M).
-        var networkHosts: [String: Set<Int>] = [:], groupHosts: [Group: Set<Int>] = [:]
+        var networkHosts: [String: HostBits] = [:], groupHosts: [Group: HostBits] = [:]
         var firstSeen: [Group: Int64] = [:]
         for seen in merged {
             let key = seen.key
             if let network = proposer.standardNetwork(for: key) {
-                networkHosts[network.name, default: []].formUnion(seen.hosts)
+                networkHosts[network.name, default: HostBits(hosts: hosts.count)].insert(seen.hosts)
             } else {
                 let group = Group(direction: key.direction, transport: key.transport, service: key.service)
-                groupHosts[group, default: []].formUnion(seen.hosts)
+                groupHosts[group, default: HostBits(hosts: hosts.count)].insert(seen.hosts)
                 firstSeen[group] = min(firstSeen[group] ?? seen.stats.firstSeen, seen.stats.firstSeen)
             }
         }

@@ -78,8 +78,10 @@ import Testing
         #expect(intents.map(\.origin) == [.local] && intents.map(\.requestedBy) == ["ivy"] && intents.map(\.kind) == [.isolation])
         // The flow rows read back as they were uploaded, from their columns.
         #expect(try await stores.flows.flows(host: analyst) == [ssh, named])
-        #expect(try await stores.flows.uploaded(host: analyst) == [ssh, named].compactMap(FleetFlow.init), "typed, as propose and review read them")
-        #expect(try await stores.flows.uploaded(host: analyst).last?.names == ["api.example.com", "cdn.example.com"])
+        // Typed, as propose and review read them: in no particular order, so ordered here by peer.
+        let typed = try await stores.flows.uploaded(host: analyst).sorted { $0.key.remote < $1.key.remote }
+        #expect(typed == [ssh, named].compactMap(FleetFlow.init).sorted { $0.key.remote < $1.key.remote }, "typed, as propose and review read them")
+        #expect(typed.count == 2 && typed.contains { $0.names == ["api.example.com", "cdn.example.com"] })
         // The host view reads the document.
         #expect(try await stores.hosts.host(analyst)?.isolation.desired == .isolated)
         // The constraint follows the kind: a mode intent takes a mode, not an isolation word.
