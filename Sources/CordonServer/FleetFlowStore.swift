@@ -70,7 +70,7 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
     public func uploaded(host: UUID) async throws -> [FleetFlow] {
         let reader = UploadedReader()
         try await client.withConnection { connection in
-            _ = try await connection.query("SELECT \(unescaped: FlowRow.columns) FROM host_flows WHERE host_id = \(host)", logger: logger, reader.read).get()
+            _ = try await connection.query("SELECT \(unescaped: FlowRow.line) FROM host_flows WHERE host_id = \(host)", logger: logger, reader.read).get()
         }
         return reader.flows
     }

@@ -41,31 +41,31 @@ enum FlowRow {
                           firstSeen: String(f[9]), lastSeen: String(f[10]), verdict: verdict, remoteNames: Self.names(String(f[14])))
     }
 
-    /// The columns the typed read selects, as stored: PostgreSQL sends the totals as binary
-    /// integers and the rest as their bytes, with nothing converted or joined per row (joining a
-    /// line was a quarter of PostgreSQL's work for a tier).
-    static let columns = "flow_key, first_seen, last_seen, connections, packets, bytes, remote_names"
+    /// A line's bytes straight to a typed flow, the same flow `FleetFlow(record(line))` gives;
+    /// nil for a line that does not read as one.
+    static func flow(utf8 line: UnsafeBufferPointer<UInt8>) -> FleetFlow? {
+        var reader = Reader()
+        return reader.flow(utf8: line)
+    }
 
-    /// Reads a host's rows one after the other into typed flows, each field where it lies: the
-    /// same flow `FleetFlow(record(line))` gives, nil for a row that does not read as one. The
-    /// local address is the host's own on nearly every row: it is parsed once and compared by
-    /// bytes after that.
+    /// Reads a host's lines one after the other, each field where it lies. The local address is
+    /// the host's own on nearly every line: it is parsed once and compared by bytes after that.
     struct Reader {
         private var lastLocal: (text: [UInt8], address: IPAddress)?
 
-        mutating func flow(key: UnsafeBufferPointer<UInt8>, firstSeen: UnsafeBufferPointer<UInt8>, lastSeen: UnsafeBufferPointer<UInt8>,
-                           connections: Int64, packets: Int64, bytes: Int64, names: UnsafeBufferPointer<UInt8>) -> FleetFlow? {
-            var fields = Fields(key)
+        mutating func flow(utf8 line: UnsafeBufferPointer<UInt8>) -> FleetFlow? {
+            var fields = Fields(line)
             guard let direction = fields.next().flatMap(FlowRow.direction), let transport = fields.next().flatMap(IPProtocolNumber.parse(utf8:)),
                   let local = fields.next().flatMap({ self.local(utf8: $0) }), let localPort = fields.optional(UInt16.self),
                   let remote = fields.next().flatMap(IPPrefix.init(utf8:)), let remotePort = fields.optional(UInt16.self),
                   let icmpType = fields.optional(UInt8.self), let icmpCode = fields.optional(UInt8.self),
-                  let verdict = fields.next().flatMap(FlowRow.verdict), fields.atEnd,
-                  let first = TimeText.unix(utf8: firstSeen), let last = TimeText.unix(utf8: lastSeen),
-                  let connections = UInt64(exactly: connections), let packets = UInt64(exactly: packets), let bytes = UInt64(exactly: bytes) else { return nil }
+                  let verdict = fields.next().flatMap(FlowRow.verdict),
+                  let firstSeen = fields.next().flatMap(TimeText.unix(utf8:)), let lastSeen = fields.next().flatMap(TimeText.unix(utf8:)),
+                  let connections = fields.number(UInt64.self), let packets = fields.number(UInt64.self), let bytes = fields.number(UInt64.self),
+                  let names = fields.next(), fields.atEnd else { return nil }
             let key = FlowKey(direction: direction, transport: transport, local: local, remote: remote,
                               port: direction == .inbound ? localPort : remotePort, icmpType: icmpType, icmpCode: icmpCode, verdict: verdict)
-            return FleetFlow(key: key, stats: FlowStats(connections: connections, packets: packets, bytes: bytes, firstSeen: first, lastSeen: last),
+            return FleetFlow(key: key, stats: FlowStats(connections: connections, packets: packets, bytes: bytes, firstSeen: firstSeen, lastSeen: lastSeen),
                              names: names.isEmpty ? [] : names.split(separator: UInt8(ascii: " ")).map { String(decoding: $0, as: UTF8.self) })
         }
 
@@ -110,37 +110,17 @@ enum FlowRow {
     }
 }
 
-/// A host's rows (`FlowRow.columns`) read into typed flows as its connection delivers them, with
-/// no `String` and no task switch per row (the async row sequence cost a tenth of a fleet
-/// propose). Rows arrive one at a time on the connection's event loop, and `flows` is read only
-/// after the query's future completes, so nothing here is shared at once.
+/// A host's `FlowRow.line` rows read into typed flows as its connection delivers them, with no
+/// `String` and no task switch per row (the async row sequence cost a tenth of a fleet propose).
+/// Rows arrive one at a time on the connection's event loop, and `flows` is read only after the
+/// query's future completes, so nothing here is shared at once.
 final class UploadedReader: @unchecked Sendable {
     private(set) var flows: [FleetFlow] = []
     private var reader = FlowRow.Reader()
 
     @Sendable func read(_ row: PostgresRow) throws {
-        var cells = row.makeIterator()
-        guard let key = cells.next(), let first = cells.next(), let last = cells.next(), let connections = cells.next(), let packets = cells.next(),
-              let bytes = cells.next(), let names = cells.next(), cells.next() == nil,
-              key.dataType == .text, first.dataType == .text, last.dataType == .text, names.dataType == .text,
-              connections.dataType == .int8, packets.dataType == .int8, bytes.dataType == .int8, connections.format == .binary else {
-            throw PostgresDecodingError.Code.typeMismatch
-        }
-        func integer(_ cell: PostgresCell) -> Int64? { cell.bytes.flatMap { $0.readableBytes == 8 ? $0.getInteger(at: $0.readerIndex, as: Int64.self) : nil } }
-        guard let keyBytes = key.bytes, let firstBytes = first.bytes, let lastBytes = last.bytes, let connections = integer(connections),
-              let packets = integer(packets), let total = integer(bytes) else { return }
-        let namesBytes = names.bytes ?? ByteBuffer()
-        let flow = keyBytes.withUnsafeReadableBytes { key in
-            firstBytes.withUnsafeReadableBytes { first in
-                lastBytes.withUnsafeReadableBytes { last in
-                    namesBytes.withUnsafeReadableBytes { names in
-                        reader.flow(key: key.assumingMemoryBound(to: UInt8.self), firstSeen: first.assumingMemoryBound(to: UInt8.self),
-                                    lastSeen: last.assumingMemoryBound(to: UInt8.self), connections: connections, packets: packets, bytes: total,
-                                    names: names.assumingMemoryBound(to: UInt8.self))
-                    }
-                }
-            }
-        }
-        if let flow { flows.append(flow) }
+        guard let cell = row.first, cell.dataType == .text || cell.dataType == .varchar else { throw PostgresDecodingError.Code.typeMismatch }
+        guard let bytes = cell.bytes else { return }
+        if let flow = bytes.withUnsafeReadableBytes({ reader.flow(utf8: $0.assumingMemoryBound(to: UInt8.self)) }) { flows.append(flow) }
     }
 }
