@@ -68,11 +68,10 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
     /// In no particular order: propose and review merge and rank what they read, and sorting
     /// each host's rows was a third of PostgreSQL's work for a tier.
     public func uploaded(host: UUID) async throws -> [FleetFlow] {
-        let reader = UploadedReader()
-        try await client.withConnection { connection in
-            _ = try await connection.query("SELECT \(unescaped: FlowRow.line) FROM host_flows WHERE host_id = \(host)", logger: logger, reader.read).get()
-        }
-        return reader.flows
+        let rows = try await client.query("SELECT string_agg(\(unescaped: FlowRow.line), E'\\n') FROM host_flows WHERE host_id = \(host)",
+                                          logger: logger)
+        for try await host in rows.decode(UploadedFlows?.self) { return host?.flows ?? [] }
+        return []
     }
 
     public func flows(host: UUID) async throws -> [FlowRecord] {

@@ -48,6 +48,16 @@ enum FlowRow {
         return reader.flow(utf8: line)
     }
 
+    /// Lines joined by newlines into typed flows; lines that do not read are left out.
+    static func flows(utf8 text: UnsafeBufferPointer<UInt8>) -> [FleetFlow] {
+        var reader = Reader(), flows: [FleetFlow] = [], start = 0
+        for end in 0...text.count where end == text.count || text[end] == UInt8(ascii: "\n") {
+            if end > start, let flow = reader.flow(utf8: UnsafeBufferPointer(rebasing: text[start..<end])) { flows.append(flow) }
+            start = end + 1
+        }
+        return flows
+    }
+
     /// Reads a host's lines one after the other, each field where it lies. The local address is
     /// the host's own on nearly every line: it is parsed once and compared by bytes after that.
     struct Reader {
@@ -110,17 +120,15 @@ enum FlowRow {
     }
 }
 
-/// A host's `FlowRow.line` rows read into typed flows as its connection delivers them, with no
-/// `String` and no task switch per row (the async row sequence cost a tenth of a fleet propose).
-/// Rows arrive one at a time on the connection's event loop, and `flows` is read only after the
-/// query's future completes, so nothing here is shared at once.
-final class UploadedReader: @unchecked Sendable {
-    private(set) var flows: [FleetFlow] = []
-    private var reader = FlowRow.Reader()
+/// A host's rows as one text, `FlowRow.line` joined by newlines (`string_agg` in PostgreSQL; no
+/// field holds a newline), read into typed flows from the wire's bytes. One row a host, not
+/// 2,000: the protocol's work per row, on both sides, was a fifth of a fleet propose.
+struct UploadedFlows: PostgresDecodable {
+    let flows: [FleetFlow]
 
-    @Sendable func read(_ row: PostgresRow) throws {
-        guard let cell = row.first, cell.dataType == .text || cell.dataType == .varchar else { throw PostgresDecodingError.Code.typeMismatch }
-        guard let bytes = cell.bytes else { return }
-        if let flow = bytes.withUnsafeReadableBytes({ reader.flow(utf8: $0.assumingMemoryBound(to: UInt8.self)) }) { flows.append(flow) }
+    init<JSONDecoder: PostgresJSONDecoder>(from byteBuffer: inout ByteBuffer, type: PostgresDataType, format: PostgresFormat,
+                                           context: PostgresDecodingContext<JSONDecoder>) throws {
+        guard type == .text else { throw PostgresDecodingError.Code.typeMismatch }
+        flows = byteBuffer.withUnsafeReadableBytes { FlowRow.flows(utf8: $0.assumingMemoryBound(to: UInt8.self)) }
     }
 }

@@ -79,3 +79,20 @@ extension FlowRowTests {
         }
     }
 }
+
+extension FlowRowTests {
+    /// A host's rows arrive as one text, a line each: every line that reads is a flow, in order,
+    /// and one that does not is left out without taking its neighbours with it.
+    @Test func aHostsLinesJoinedReadAsTheirFlows() {
+        let stored = [
+            Self.record(.outbound, "tcp", local: "192.0.2.10", remote: "203.0.113.20", remotePort: 443, names: ["api.example.com"]),
+            Self.record(.inbound, "tcp", local: "192.0.2.10", localPort: 22, remote: "198.51.100.7"),
+            Self.record(.outbound, "udp", local: "2001:db8::10", remote: "2001:db8:53::1", remotePort: 53),
+        ]
+        let lines = stored.map(Self.line)
+        let joined = [lines[0], "outbound|tcp|not-an-address", lines[1], lines[2]].joined(separator: "\n")
+        let flows = Array(joined.utf8).withUnsafeBufferPointer { FlowRow.flows(utf8: $0) }
+        #expect(flows == stored.compactMap(FleetFlow.init))
+        #expect(Array("".utf8).withUnsafeBufferPointer { FlowRow.flows(utf8: $0) }.isEmpty)
+    }
+}
