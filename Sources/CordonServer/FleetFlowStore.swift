@@ -65,13 +65,15 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
         return result
     }
 
-    /// In no particular order: propose and review merge and rank what they read, and sorting
-    /// each host's rows was a third of PostgreSQL's work for a tier.
+    /// The host's rows as one text (`UploadedFlows`), in no particular order: propose and review
+    /// merge and rank what they read, and sorting each host's rows was a third of PostgreSQL's
+    /// work for a tier. No rows aggregate to NULL: no flows.
     public func uploaded(host: UUID) async throws -> [FleetFlow] {
         let rows = try await client.query("SELECT string_agg(\(unescaped: FlowRow.line), E'\\n') FROM host_flows WHERE host_id = \(host)",
                                           logger: logger)
-        for try await host in rows.decode(UploadedFlows?.self) { return host?.flows ?? [] }
-        return []
+        var flows: [FleetFlow] = []
+        for try await joined in rows.decode(UploadedFlows?.self) { flows += joined?.flows ?? [] }
+        return flows
     }
 
     public func flows(host: UUID) async throws -> [FlowRecord] {
