@@ -70,7 +70,9 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOTLS", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             // The API's contract, one file, compiled in: nothing to install beside the binary.
-            resources: [.embedInCode("openapi.json")]),
+            // And the console's files: served from the binary, no CDN, nothing fetched elsewhere.
+            resources: [.embedInCode("openapi.json")] + ["index.html", "console.css", "app.js", "api.js", "dom.js", "logic.js", "fleet.js", "host.js",
+                                                        "map.js", "policy.js"].map { .embedInCode("Console/" + $0) }),
         .target(
             name: "CordonAgent",
             dependencies: ["CordonCore", "CordonStore", "CordonConntrack", "CordonNftables", "CNftnl", "CordonNetlink", "Yams",

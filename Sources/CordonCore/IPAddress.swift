@@ -171,6 +171,9 @@ public struct IPPrefix: Hashable, Sendable, Comparable, CustomStringConvertible 
     public let address: IPAddress
     public let length: UInt8
 
+    /// One address, not a rolled-up range.
+    public var isHost: Bool { Int(length) == address.family.bitWidth }
+
     public init(_ address: IPAddress, length: Int? = nil) {
         let width = address.family.bitWidth
         let length = max(0, min(length ?? width, width))

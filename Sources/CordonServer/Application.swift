@@ -19,6 +19,7 @@ public struct Stores: Sendable {
     public var audit: any AuditStore
     public var policy: any PolicyStore
     public var rollouts: any RolloutStore
+    public var sessions: any SessionStore
 
     public init(client: PostgresClient, logger: Logger) {
         tokens = PostgresTokenStore(client: client, logger: logger)
@@ -30,11 +31,13 @@ public struct Stores: Sendable {
         audit = PostgresAuditStore(client: client, logger: logger)
         policy = PostgresPolicyStore(client: client, logger: logger)
         rollouts = PostgresRolloutStore(client: client, logger: logger)
+        sessions = PostgresSessionStore(client: client, logger: logger)
     }
 
     /// Any implementations: the route tests run the controllers on stores kept in memory.
     public init(tokens: any TokenStore, enrollment: any EnrollmentStore, hosts: any HostStore, desired: any DesiredStateStore,
-                log: any LogStore, flows: any FleetFlowStore, audit: any AuditStore, policy: any PolicyStore, rollouts: any RolloutStore) {
+                log: any LogStore, flows: any FleetFlowStore, audit: any AuditStore, policy: any PolicyStore, rollouts: any RolloutStore,
+                sessions: any SessionStore) {
         self.tokens = tokens
         self.enrollment = enrollment
         self.hosts = hosts
@@ -44,6 +47,7 @@ public struct Stores: Sendable {
         self.audit = audit
         self.policy = policy
         self.rollouts = rollouts
+        self.sessions = sessions
     }
 }
 
@@ -140,12 +144,16 @@ public enum ServerApplication {
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }
         AgentController(stores: stores, waiters: waiters, seen: seen, metrics: metrics, deadline: deadline, logger: logger).addRoutes(to: router)
-        let api = router.group("/api/v1").add(middleware: Authentication(tokens: stores.tokens, accepts: .apiToken, deadline: deadline))
+        let api = router.group("/api/v1").add(middleware: Authentication(tokens: stores.tokens, sessions: stores.sessions, accepts: .apiToken,
+                                                                          deadline: deadline))
+        SessionController(stores: stores, deadline: deadline).addRoutes(to: router, api: api)
         HostsController(stores: stores, deadline: deadline).addRoutes(to: api)
         IntentsController(stores: stores, deadline: deadline).addRoutes(to: api)
         RulesetsController(stores: stores, deadline: deadline).addRoutes(to: api)
         AssignmentsController(stores: stores, deadline: deadline).addRoutes(to: api)
         RolloutsController(stores: stores, deadline: deadline).addRoutes(to: api)
+        MapController(stores: stores, deadline: deadline).addRoutes(to: api)
+        ConsoleController().addRoutes(to: router)
         return router
     }
 

@@ -10,6 +10,9 @@ public enum Credential {
         case apiToken = "cordon_api_"
         case enrollSecret = "cordon_enroll_"
         case host = "cordon_host_"
+        /// A console session's cookie and its CSRF token: never typed by anyone, never a bearer.
+        case session = "cordon_session_"
+        case csrf = "cordon_csrf_"
     }
 
     /// 32 random bytes, base64url without padding, after the kind's prefix.
@@ -28,6 +31,6 @@ public enum Credential {
     }
 
     public static func kind(of secret: String) -> Kind? {
-        [Kind.apiToken, .enrollSecret, .host].first { secret.hasPrefix($0.rawValue) }
+        [Kind.apiToken, .enrollSecret, .host, .session, .csrf].first { secret.hasPrefix($0.rawValue) }
     }
 }

@@ -219,6 +219,16 @@ public enum Migrations {
             """,
             "ALTER TABLE host_flows ALTER COLUMN first_seen SET NOT NULL, DROP COLUMN record",
         ]),
+        // The console's sessions: an API token exchanged at sign-in for a cookie. Revoking the
+        // token ends them (the lookup joins it), so they need no revocation of their own.
+        ("008-console-sessions", [
+            """
+            CREATE TABLE console_sessions (
+              secret_hash text PRIMARY KEY, token_id uuid NOT NULL REFERENCES api_tokens (id), csrf text NOT NULL,
+              created_at timestamptz NOT NULL DEFAULT now(), expires_at timestamptz NOT NULL)
+            """,
+            "CREATE INDEX console_sessions_expiry ON console_sessions (expires_at)",
+        ]),
     ]
 
     public struct Newer: Error, CustomStringConvertible {

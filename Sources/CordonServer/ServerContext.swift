@@ -12,11 +12,14 @@ public struct ServerContext: RequestContext, RemoteAddressRequestContext {
     public var coreContext: CoreRequestContextStorage
     public var remoteAddress: SocketAddress?
     public var principal: Principal?
+    /// The console session's secret, when the principal came from its cookie.
+    public var session: String?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         remoteAddress = source.channel.remoteAddress
         principal = nil
+        session = nil
     }
 
     /// The peer's address as text: the audit log's "from where".

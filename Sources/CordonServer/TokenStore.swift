@@ -66,7 +66,7 @@ public struct PostgresTokenStore: TokenStore {
                 """, logger: logger)
             for try await id in rows.decode(UUID.self) { return .host(id: id) }
             return nil
-        case .enrollSecret, nil:
+        case .enrollSecret, .session, .csrf, nil:
             return nil
         }
     }

@@ -403,3 +403,110 @@ public struct Readiness: Codable, Sendable, Equatable {
         try c.encode(notifications, forKey: .notifications)
     }
 }
+
+/// `POST /api/v1/session`: the console's sign-in, an API token in the body (never in a URL).
+public struct SignIn: Codable, Sendable {
+    public var token: String
+    public init(token: String) { self.token = token }
+}
+
+/// A console session as the page sees it: who, what they may do, and the CSRF token its
+/// state-changing requests must carry. The cookie itself is HttpOnly and never in a body.
+public struct ConsoleSessionView: Codable, Sendable, Equatable {
+    public var name: String
+    public var role: Role
+    public var csrfToken: String
+    public var expiresAt: String
+    enum CodingKeys: String, CodingKey { case name, role, csrfToken = "csrf_token", expiresAt = "expires_at" }
+    public init(name: String, role: Role, csrfToken: String, expiresAt: String) {
+        self.name = name
+        self.role = role
+        self.csrfToken = csrfToken
+        self.expiresAt = expiresAt
+    }
+}
+
+/// `GET /api/v1/map`: the dependency map, folded to a drawable size and laid out by the server.
+public struct MapView: Codable, Sendable {
+    public struct Node: Codable, Sendable, Equatable {
+        public var id: String
+        /// group, host, network, name, somewhere or other (folded nodes, listed in `members`).
+        public var kind: String
+        public var label: String
+        public var hosts: Int
+        public var connections: UInt64
+        public var members: [String]
+        public var x: Double
+        public var y: Double
+        public init(id: String, kind: String, label: String, hosts: Int, connections: UInt64, members: [String], x: Double, y: Double) {
+            self.id = id
+            self.kind = kind
+            self.label = label
+            self.hosts = hosts
+            self.connections = connections
+            self.members = members
+            self.x = x
+            self.y = y
+        }
+    }
+
+    public struct Edge: Codable, Sendable, Equatable {
+        /// What `GET /api/v1/map/flows?edge=` takes.
+        public var id: String
+        public var from: String
+        public var to: String
+        public var service: String
+        /// discovered, allowed, pending or rejected.
+        public var state: String
+        public var connections: UInt64
+        public var flows: Int
+        public init(id: String, from: String, to: String, service: String, state: String, connections: UInt64, flows: Int) {
+            self.id = id
+            self.from = from
+            self.to = to
+            self.service = service
+            self.state = state
+            self.connections = connections
+            self.flows = flows
+        }
+    }
+
+    public var window: String
+    public var since: String
+    /// The tag key hosts are grouped by; null: each host its own node.
+    public var groupBy: String?
+    public var hosts: Int
+    public var flows: Int
+    public var hiddenEdges: Int
+    public var hiddenConnections: UInt64
+    public var nodes: [Node]
+    public var edges: [Edge]
+    enum CodingKeys: String, CodingKey {
+        case window, since, groupBy = "group_by", hosts, flows, hiddenEdges = "hidden_edges", hiddenConnections = "hidden_connections", nodes, edges
+    }
+    public init(window: String, since: String, groupBy: String?, hosts: Int, flows: Int, hiddenEdges: Int, hiddenConnections: UInt64,
+                nodes: [Node], edges: [Edge]) {
+        self.window = window
+        self.since = since
+        self.groupBy = groupBy
+        self.hosts = hosts
+        self.flows = flows
+        self.hiddenEdges = hiddenEdges
+        self.hiddenConnections = hiddenConnections
+        self.nodes = nodes
+        self.edges = edges
+    }
+}
+
+/// One flow behind a map edge: which host reported it, and the flow as `hosts/{id}/flows` shows it.
+public struct MapFlow: Codable, Sendable {
+    public var hostID: String
+    public var hostname: String
+    public var flow: FlowRecord
+    enum CodingKeys: String, CodingKey { case hostID = "host_id", hostname, flow }
+    public init(hostID: String, hostname: String, flow: FlowRecord) {
+        self.hostID = hostID
+        self.hostname = hostname
+        self.flow = flow
+    }
+}

@@ -763,6 +763,17 @@ import Glibc
             include-path-regex = "^/api/v1/rollouts/"
             checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "422"]
 
+            # The map's selector has its grammar, its edge id its form (400); a host may be unknown (404).
+            [[operations]]
+            include-path-regex = "^/api/v1/map"
+            checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404"]
+
+            # The console's session: the fuzzer's token is a bearer, so there is no session to
+            # show or end (404), and a made-up token does not sign in (401).
+            [[operations]]
+            include-path = "/api/v1/session"
+            checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404"]
+
             # Tags beyond the 32 a host may carry, counting those it has, are 422.
             [[operations]]
             include-name = "PATCH /api/v1/hosts/{id}/tags"

@@ -53,6 +53,12 @@ final class MemoryDatabase: Sendable {
         /// Intents of kind `mode` (a rollout's steps), apart from the isolation ones.
         var modeIntents: [ModeIntentRow] = []
         var rollouts: [UUID: Rollout] = [:]
+        /// By the secret's hash.
+        var sessions: [String: SessionRow] = [:]
+    }
+
+    struct SessionRow {
+        var tokenID: UUID, csrf: String, expires: Date
     }
 
     struct ModeIntentRow {
@@ -78,7 +84,8 @@ final class MemoryDatabase: Sendable {
     func stores() -> Stores {
         Stores(tokens: MemoryTokenStore(db: self), enrollment: MemoryEnrollmentStore(db: self), hosts: MemoryHostStore(db: self),
                desired: MemoryDesiredStateStore(db: self), log: MemoryLogStore(db: self), flows: MemoryFleetFlowStore(db: self),
-               audit: MemoryAuditStore(db: self), policy: MemoryPolicyStore(db: self), rollouts: MemoryRolloutStore(db: self))
+               audit: MemoryAuditStore(db: self), policy: MemoryPolicyStore(db: self), rollouts: MemoryRolloutStore(db: self),
+               sessions: MemorySessionStore(db: self))
     }
 }
 
@@ -111,7 +118,7 @@ struct MemoryTokenStore: TokenStore {
                 return t.tokens.first { $0.hash == hash && !$0.revoked }.map { .token(id: $0.id, name: $0.name, role: $0.role) }
             case .host:
                 return t.hosts.values.first { $0.credentialHash == hash && !$0.revoked }.map { .host(id: $0.id) }
-            case .enrollSecret, nil:
+            case .enrollSecret, .session, .csrf, nil:
                 return nil
             }
         }
@@ -121,6 +128,31 @@ struct MemoryTokenStore: TokenStore {
         guard Credential.kind(of: token) == .host else { return false }
         let hash = Credential.hash(token)
         return db.tables.withLock { t in t.hosts.values.contains { $0.credentialHash == hash && $0.revoked } }
+    }
+}
+
+struct MemorySessionStore: SessionStore {
+    let db: MemoryDatabase
+
+    func create(tokenID: UUID, lifetime: TimeInterval) async throws -> (secret: String, session: ConsoleSession)? {
+        let secret = Credential.generate(.session), csrf = Credential.generate(.csrf), expires = Date().addingTimeInterval(lifetime)
+        return db.tables.withLock { t in
+            guard let token = t.tokens.first(where: { $0.id == tokenID && !$0.revoked }) else { return nil }
+            t.sessions[Credential.hash(secret)] = .init(tokenID: tokenID, csrf: csrf, expires: expires)
+            return (secret, ConsoleSession(principal: .token(id: token.id, name: token.name, role: token.role), csrf: csrf, expiresAt: expires))
+        }
+    }
+
+    func session(secret: String) async throws -> ConsoleSession? {
+        db.tables.withLock { t in
+            guard let row = t.sessions[Credential.hash(secret)], row.expires > Date(),
+                  let token = t.tokens.first(where: { $0.id == row.tokenID && !$0.revoked }) else { return nil }
+            return ConsoleSession(principal: .token(id: token.id, name: token.name, role: token.role), csrf: row.csrf, expiresAt: row.expires)
+        }
+    }
+
+    func delete(secret: String) async throws {
+        _ = db.tables.withLock { $0.sessions.removeValue(forKey: Credential.hash(secret)) }
     }
 }
 

@@ -47,10 +47,11 @@ struct TestServer: Sendable {
     }
 
     /// Enrolls a host through the route, as an agent does: its id and credential.
-    func enroll(hostname: String = "web-1", machineID: String = UUID().uuidString) async throws -> (id: String, credential: String) {
-        let secret = try await stores.enrollment.createSecret(tags: [:], ttlSeconds: nil, uses: nil, hostTags: true, extraWhitelist: [])
+    func enroll(hostname: String = "web-1", machineID: String = UUID().uuidString, addresses: [String] = ["192.0.2.10"],
+                tags: [String: String] = [:]) async throws -> (id: String, credential: String) {
+        let secret = try await stores.enrollment.createSecret(tags: tags, ttlSeconds: nil, uses: nil, hostTags: true, extraWhitelist: [])
         let reply = try await post("/agent/v1/enroll", token: nil, Self.object([
-            "secret": secret, "hostname": hostname, "machine_id": machineID, "addresses": ["192.0.2.10"], "agent_version": "0.3.0", "tags": [String: String](),
+            "secret": secret, "hostname": hostname, "machine_id": machineID, "addresses": addresses, "agent_version": "0.3.0", "tags": [String: String](),
         ]))
         guard reply.status == .created, let id = reply["host_id"] as? String, let credential = reply["credential"] as? String else {
             throw Failure("enrollment answered \(reply.status): \(reply.text)")

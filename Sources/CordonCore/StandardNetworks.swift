@@ -1,4 +1,3 @@
-import CordonCore
 import Foundation
 
 extension ServiceNames {

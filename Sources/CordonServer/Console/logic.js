@@ -1,0 +1,116 @@
+// The console's pure logic: routes in the URL, roles, the map's edge styles, sorting. No DOM
+// here, so `node --test` checks it (Tests/Console).
+
+export const ROLES = ["viewer", "responder", "approver", "admin"];
+
+/** The held role is at least the needed one (as the server's `require`). */
+export function atLeast(held, needed) {
+  const a = ROLES.indexOf(held), b = ROLES.indexOf(needed);
+  return a >= 0 && b >= 0 && a >= b;
+}
+
+/** `#/host/ID?window=7d` → {page: "host", id: "ID", params: {window: "7d"}}. */
+export function parseRoute(hash) {
+  const text = (hash ?? "").replace(/^#\/?/, "");
+  const [path, query = ""] = text.split("?", 2);
+  const [page = "", id = null] = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const params = {};
+  for (const [key, value] of new URLSearchParams(query)) params[key] = value;
+  return { page: page || "fleet", id, params };
+}
+
+/** The inverse of parseRoute; empty parameters are left out and the rest sorted, so one view has one URL. */
+export function formatRoute(page, id, params = {}) {
+  const query = new URLSearchParams();
+  for (const key of Object.keys(params).sort()) {
+    const value = params[key];
+    if (value === undefined || value === null || value === "" || (Array.isArray(value) && value.length === 0)) continue;
+    query.set(key, Array.isArray(value) ? [...value].sort().join(",") : String(value));
+  }
+  const tail = query.toString();
+  return "#/" + page + (id ? "/" + encodeURIComponent(id) : "") + (tail ? "?" + tail : "");
+}
+
+/**
+ * Edge styles: the Okabe–Ito palette (distinguishable with the common colour-vision
+ * deficiencies) and a dash pattern for each state, so that colour is never the only cue.
+ */
+export const EDGE_STYLES = {
+  discovered: { color: "#6b6b6b", dash: "6 4", label: "discovered, no rule yet" },
+  allowed: { color: "#009E73", dash: "", label: "allowed by a rule in force" },
+  pending: { color: "#E69F00", dash: "12 3 2 3", label: "would be rejected by the assigned policy" },
+  rejected: { color: "#D55E00", dash: "", label: "rejected" },
+};
+
+export function edgeStyle(state) {
+  return EDGE_STYLES[state] ?? EDGE_STYLES.discovered;
+}
+
+/** Stroke width by connections, on a log scale from 1.5 to 9 px against the busiest edge. */
+export function edgeWidth(connections, busiest) {
+  if (!(busiest > 1) || !(connections > 0)) return 1.5;
+  const share = Math.log1p(connections) / Math.log1p(busiest);
+  return Math.round((1.5 + 7.5 * Math.min(1, share)) * 10) / 10;
+}
+
+/** What the fleet table shows of a host, as text. */
+export function hostFacts(host) {
+  const isolation = host.isolation ?? {};
+  const observed = isolation.observed ?? "unknown";
+  const isolated = observed === "isolated" || isolation.desired === "isolated";
+  return {
+    hostname: host.hostname,
+    mode: host.mode ?? "not reported",
+    connection: host.connected ? "connected" : host.last_seen ? "last seen " + host.last_seen : "never seen",
+    isolation: isolation.desired === observed ? observed : `${observed} → ${isolation.desired}`,
+    isolated,
+    sync: host.policy?.sync ?? "unknown",
+    lostEvents: host.lost_events ?? 0,
+    guardRestores: host.guard_restores ?? 0,
+  };
+}
+
+const SORTS = {
+  hostname: (h) => h.hostname,
+  mode: (h) => h.mode ?? "",
+  connection: (h) => (h.connected ? "0" : "1") + (h.last_seen ?? ""),
+  isolation: (h) => hostFacts(h).isolation,
+  sync: (h) => h.policy?.sync ?? "",
+  lost_events: (h) => h.lost_events ?? 0,
+  guard_restores: (h) => h.guard_restores ?? 0,
+};
+export const SORT_KEYS = Object.keys(SORTS);
+
+/** A stable sort by a column, ties by hostname then id: the same list always reads the same. */
+export function sortHosts(hosts, key, descending = false) {
+  const by = SORTS[key] ?? SORTS.hostname;
+  const sign = descending ? -1 : 1;
+  const compare = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
+  return [...hosts].sort((a, b) => sign * compare(by(a), by(b)) || compare(a.hostname, b.hostname) || compare(a.id, b.id));
+}
+
+/**
+ * The path of an edge: a straight line, or for the n-th of several edges between the same two
+ * nodes a curve bowed to alternating sides, so parallel services stay apart.
+ */
+export function edgePath(a, b, index = 0) {
+  if (index === 0) return `M${a.x},${a.y} L${b.x},${b.y}`;
+  const mx = (a.x + b.x) / 2, my = (a.y + b.y) / 2;
+  const dx = b.x - a.x, dy = b.y - a.y, length = Math.hypot(dx, dy) || 1;
+  const bow = 18 * Math.ceil(index / 2) * (index % 2 ? 1 : -1);
+  return `M${a.x},${a.y} Q${mx - (dy / length) * bow},${my + (dx / length) * bow} ${b.x},${b.y}`;
+}
+
+/** The view box that holds every node with a margin. */
+export function bounds(nodes, margin = 80) {
+  if (nodes.length === 0) return { x: -200, y: -200, width: 400, height: 400 };
+  const xs = nodes.map((n) => n.x), ys = nodes.map((n) => n.y);
+  const x = Math.min(...xs) - margin, y = Math.min(...ys) - margin;
+  return { x, y, width: Math.max(...xs) + margin - x, height: Math.max(...ys) + margin - y };
+}
+
+/** Zooming by `factor` about a point keeps that point where it is on the screen. */
+export function zoomAbout(box, factor, px, py) {
+  const width = box.width / factor, height = box.height / factor;
+  return { x: px - (px - box.x) / factor, y: py - (py - box.y) / factor, width, height };
+}
