@@ -153,6 +153,7 @@ public enum ServerApplication {
         AssignmentsController(stores: stores, deadline: deadline).addRoutes(to: api)
         RolloutsController(stores: stores, deadline: deadline).addRoutes(to: api)
         MapController(stores: stores, deadline: deadline).addRoutes(to: api)
+        EventsController(events: FleetEvents(stores: stores, logger: logger)).addRoutes(to: api)
         ConsoleController().addRoutes(to: router)
         return router
     }

@@ -4,8 +4,10 @@ starts the server, PostgreSQL and an agent in namespaces and passes what it made
 environment; each step prints what it checked, and the first failure exits non-zero."""
 import json
 import os
+import ssl
 import sys
 import time
+import urllib.request
 
 from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, TimeoutException
@@ -80,6 +82,24 @@ def fetch(driver, method, path, csrf=None):
     """, method, path, csrf)
 
 
+# Read in the page, in one call: an element looked up by selenium can go stale as a live update redraws.
+FACT = """const [name] = arguments;
+  const dt = [...document.querySelectorAll('#facts dt')].find((e) => e.textContent === name);
+  return dt ? dt.nextElementSibling.textContent : null;"""
+ROW = """const [host, column] = arguments;
+  const row = document.querySelector(`#hosts tr[data-host="${host}"]`);
+  return row ? row.children[column].textContent : null;"""
+
+
+def api(method, path, body):
+    """The API as another analyst calls it: the responder's bearer token, the server's CA."""
+    context = ssl.create_default_context(cafile=os.environ["CONSOLE_CA"])
+    request = urllib.request.Request(URL + path, method=method, data=json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {RESPONDER}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, context=context, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
 def main():
     driver = browser()
     try:
@@ -101,6 +121,15 @@ def main():
         check(len(table.find_elements(By.TAG_NAME, "img")) == 0, "a hostname holding <img …> made no element")
         check(driver.execute_script("return window.__cordonXSS === undefined"), "and ran nothing")
         shot(driver, "fleet")
+
+        # A change made elsewhere (the API, as another analyst) reaches the open page by itself.
+        check(driver.find_element(By.ID, "live").is_displayed(), "the page is listening for changes")
+        driver.execute_script("window.__cordonSamePage = 1")
+        api("POST", f"/api/v1/hosts/{PROBE_HOST}/isolation", {"state": "isolated", "reason": "another analyst"})
+        wait(driver, lambda d: d.execute_script(ROW, PROBE_HOST, 3) == "released → isolated", 20)
+        check(driver.execute_script("return window.__cordonSamePage") == 1, "the fleet page showed another analyst's isolation live, without a reload")
+        api("POST", f"/api/v1/hosts/{PROBE_HOST}/isolation", {"state": "released", "reason": "another analyst"})
+        wait(driver, lambda d: d.execute_script(ROW, PROBE_HOST, 3) == "released", 20)
 
         # The selector's live preview.
         field = driver.find_element(By.ID, "selector")
@@ -136,6 +165,9 @@ def main():
         confirm.click()
         wait(driver, lambda d: "Requested" in d.find_element(By.ID, "isolation-message").text)
         check(True, "isolation requested from the page")
+        # The agent's report reaches the open page (server-sent events, or the read after the request).
+        wait(driver, lambda d: d.execute_script(FACT, "Isolation") == "isolated", 30)
+        check(True, "the host page shows the host isolated as its agent reports it")
 
         # A request without the CSRF token fails, though the cookie is sent.
         status, body = fetch(driver, "POST", f"/api/v1/hosts/{AGENT_HOST}/isolation")

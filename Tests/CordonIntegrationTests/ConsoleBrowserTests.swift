@@ -66,7 +66,7 @@ import Testing
         let profile = setup.lab.directory + "/chromium"
         try FileManager.default.createDirectory(atPath: profile, withIntermediateDirectories: true)
         var environment = [
-            "SE_OFFLINE=true", "HOME=\(profile)", "CONSOLE_URL=https://\(F.serverA):\(F.port)", "CONSOLE_PROFILE=\(profile)",
+            "SE_OFFLINE=true", "HOME=\(profile)", "CONSOLE_URL=https://\(F.serverA):\(F.port)", "CONSOLE_PROFILE=\(profile)", "CONSOLE_CA=\(f.caFile)",
             "CONSOLE_SPKI=\(spki.stdout.trimmingCharacters(in: .whitespacesAndNewlines))",
             "CONSOLE_RESPONDER_TOKEN=\(setup.responder)", "CONSOLE_VIEWER_TOKEN=\(setup.viewer)",
             "CONSOLE_AGENT_HOST=\(agentID)", "CONSOLE_AGENT_NAME=\(agentName)", "CONSOLE_PROBE_HOST=\(probeID)", "CONSOLE_PROBE_NAME=\(markup)",

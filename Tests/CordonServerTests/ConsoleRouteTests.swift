@@ -3,6 +3,7 @@ import CordonWire
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 import Testing
 
 /// The console's routes in process: sign-in to a cookie, the CSRF token, the headers its files
@@ -272,6 +273,41 @@ import Testing
                 #expect(reply.status == .badRequest, "\(query)")
             }
             #expect(try await s.get("/api/v1/map", token: nil).status == .unauthorized)
+        }
+    }
+}
+
+/// The console's live updates: which host or rollout changed, from the stores.
+@Suite struct FleetEventsTests {
+    @Test func aChangedHostIsAnnouncedAndAnUnchangedOneIsNot() async throws {
+        try await withServer { s in
+            let host = try await s.enroll(hostname: "web-1")
+            let quiet = try await s.enroll(hostname: "web-2")
+            let events = FleetEvents(stores: s.stores, logger: Logger(label: "test"), period: .milliseconds(20))
+            let stream = await events.listen()
+            // Past the first look (the baseline), then a change.
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(try await s.isolate(host.id).status == .accepted)
+            // Bounded: the stream ends after 10 s whether or not the event came.
+            let received = await withTaskGroup(of: String?.self) { group in
+                group.addTask {
+                    var received = ""
+                    for await text in stream {
+                        received += text
+                        if received.contains("event: host") { break }
+                    }
+                    return received
+                }
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(10))
+                    return nil
+                }
+                let first = await group.next() ?? nil
+                group.cancelAll()
+                return first ?? "(nothing within 10 s)"
+            }
+            #expect(received.contains("event: host\ndata: {\"id\":\"\(host.id)\"}\n\n"), "\(received)")
+            #expect(!received.contains(quiet.id), "an unchanged host is not announced")
         }
     }
 }

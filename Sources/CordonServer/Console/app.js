@@ -43,19 +43,60 @@ async function show() {
   const token = ++shown;
   chrome();
   if (!api.current()) return signInForm();
+  listen();
   const route = parseRoute(location.hash);
   const page = pages[route.page] ?? fleetPage;
   for (const link of document.querySelectorAll("#nav a")) link.classList.toggle("current", link.getAttribute("href") === "#/" + route.page);
   try {
     await page(view, route, { stale: () => token !== shown });
   } catch (failure) {
-    if (failure.status === 401) { await api.restore(); chrome(); return signInForm("Your session has ended; sign in again."); }
+    if (failure.status === 401) { await api.restore(); stopListening(); chrome(); return signInForm("Your session has ended; sign in again."); }
     replace(view, h("p", { class: "error" }, failure.message));
   }
 }
 
+// Live updates: the server says which host or rollout changed (server-sent events); the page
+// showing it is read again, at most every 2 s, and never while someone is typing into it.
+const interested = {
+  host: (route, id) => route.page === "fleet" || (route.page === "host" && route.id === id),
+  rollout: (route) => route.page === "rollouts",
+};
+let events = null, refreshTimer = null, lastRefresh = 0;
+
+function refreshSoon() {
+  if (refreshTimer) return;
+  const delay = Math.max(0, 2000 - (Date.now() - lastRefresh));
+  refreshTimer = setTimeout(() => {
+    refreshTimer = null;
+    if (view.querySelector("input:focus, textarea:focus, select:focus, [data-busy]")) return refreshSoon();
+    lastRefresh = Date.now();
+    show();
+  }, delay);
+}
+
+function listen() {
+  if (events || !api.current()) return;
+  events = new EventSource("/api/v1/events");
+  const live = document.getElementById("live");
+  events.addEventListener("open", () => { live.hidden = false; refreshSoon(); });
+  events.addEventListener("error", () => { live.hidden = true; if (!api.current()) stopListening(); });
+  for (const kind of Object.keys(interested)) {
+    events.addEventListener(kind, (event) => {
+      const { id } = JSON.parse(event.data);
+      if (interested[kind](parseRoute(location.hash), id)) refreshSoon();
+    });
+  }
+}
+
+function stopListening() {
+  events?.close();
+  events = null;
+  document.getElementById("live").hidden = true;
+}
+
 document.getElementById("sign-out").addEventListener("click", async () => {
   await api.signOut().catch(() => {});
+  stopListening();
   show();
 });
 window.addEventListener("hashchange", show);

@@ -22,6 +22,8 @@ function isolationForm(host, refresh) {
     if (!reason.value.trim()) { replace(message, h("span", { class: "error" }, "A reason is required.")); return; }
     confirm.hidden = false;
     start.disabled = true;
+    // Mid-confirmation: a live update must not redraw the form away.
+    confirm.dataset.busy = "1";
   });
   confirm.addEventListener("click", async () => {
     confirm.disabled = true;
