@@ -53,9 +53,18 @@ struct MapController {
     /// the selected hosts carry, else none.
     private func load(_ view: View) async throws -> (selected: [DependencyMap.Host], classifier: DependencyMap.Classifier, group: String?) {
         let all = try await stores.hosts.hosts(limit: 100_000)
+        // Hosts share effective policies: each is parsed once.
+        var compiled: [String: Review.CompiledRules?] = [:]
         let fleet = all.map { host in
-            DependencyMap.Host(id: host.id, hostname: host.hostname, tags: host.tags, addresses: host.addresses.compactMap { IPAddress($0) },
-                               enforcing: host.mode == "enforce")
+            var pending: Review.CompiledRules?
+            if let assigned = host.policy.assigned, assigned.digest != host.policy.inForceDigest {
+                if compiled[assigned.digest] == nil {
+                    compiled[assigned.digest] = .some((try? RulesetParser.parse(assigned.content, file: "effective.yaml")).map(Review.CompiledRules.init))
+                }
+                pending = compiled[assigned.digest] ?? nil
+            }
+            return DependencyMap.Host(id: host.id, hostname: host.hostname, tags: host.tags, addresses: host.addresses.compactMap { IPAddress($0) },
+                                      enforcing: host.mode == "enforce", pending: pending)
         }
         let selected: [DependencyMap.Host]
         if let id = view.host {

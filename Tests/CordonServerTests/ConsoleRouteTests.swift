@@ -258,6 +258,35 @@ import Testing
         }
     }
 
+    @Test func whatAnAssignedPolicyWouldRejectIsAmberUntilItIsInForce() async throws {
+        try await withServer { s in
+            _ = try await Self.fleet(s)
+            let approver = try await s.stores.tokens.create(name: "apollo", role: .approver).token
+            let ruleset = """
+                name: web
+                appliesTo: 'tier == "web"'
+                networks:
+                  - name: db
+                    entries: [192.0.2.20]
+                    services: [tcp/5432]
+                outgoing:
+                  - to: db
+                """
+            #expect(try await s.post("/api/v1/rulesets/web/versions", token: approver, TestServer.object(["content": ruleset])).status == .created)
+            #expect(try await s.post("/api/v1/assignments", token: approver, TestServer.object(["ruleset": "web", "selector": #"tier == "web""#])).status == .created)
+            let reply = try await s.get("/api/v1/map?group=tier", token: s.viewer)
+            let edges = try #require(reply["edges"] as? [[String: Any]])
+            func states(_ to: String) -> Set<String> {
+                Set(edges.filter { $0["from"] as? String == "group:tier=web" && $0["to"] as? String == to }.compactMap { $0["state"] as? String })
+            }
+            #expect(states("group:tier=db") == ["allowed"], "the policy allows the database")
+            #expect(states("somewhere:outbound tcp/443") == ["pending"], "both web hosts' https would be rejected: \(edges)")
+            #expect(states("name:api.example.com") == ["pending"])
+            // A rejected flow stays red: it is refused now, whatever comes.
+            #expect(edges.contains { $0["to"] as? String == "group:tier=web" && $0["state"] as? String == "rejected" })
+        }
+    }
+
     @Test func badMapQueriesNameTheirField() async throws {
         try await withServer { s in
             for (query, field) in [("window=2w", "window"), ("host=nope", "host"), ("selector=(((", "selector"), ("group=a%20b", "group"),
