@@ -155,6 +155,11 @@ def main():
         check(True, "a click on the red edge lists its flow")
         shot(driver, "map")
 
+        # The fleet's map, grouped by the tag most hosts carry.
+        driver.get(URL + "/console/#/map?window=24h")
+        wait(driver, EC.presence_of_element_located((By.CSS_SELECTOR, "svg#map .node")))
+        shot(driver, "fleet-map")
+
         # Isolating from the page: a reason, then a confirmation. The test checks the traffic.
         driver.get(URL + f"/console/#/host/{AGENT_HOST}")
         reason = wait(driver, EC.presence_of_element_located((By.ID, "reason")))

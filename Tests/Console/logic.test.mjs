@@ -1,7 +1,7 @@
 // The console's pure logic (Sources/CordonServer/Console/logic.js), run by `node --test`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { atLeast, bounds, edgePath, edgeStyle, edgeWidth, EDGE_STYLES, formatRoute, hostFacts, parseRoute, sortHosts, zoomAbout }
+import { atLeast, border, bounds, edgePath, edgeStyle, edgeWidth, EDGE_STYLES, formatRoute, hostFacts, parseRoute, sortHosts, zoomAbout }
   from "../../Sources/CordonServer/Console/logic.js";
 
 test("roles compare as the server's do", () => {
@@ -66,10 +66,15 @@ test("a host's facts say what is pending", () => {
   assert.equal(facts.mode, "not reported");
 });
 
-test("parallel edges bow apart; zoom keeps the point under the pointer", () => {
-  const a = { x: 0, y: 0 }, b = { x: 100, y: 0 };
-  assert.equal(edgePath(a, b), "M0,0 L100,0");
+test("edges run from border to border; parallel edges bow apart; zoom keeps the point under the pointer", () => {
+  const a = { id: "net:a", kind: "network", x: 0, y: 0 }, b = { id: "net:b", kind: "network", x: 100, y: 0 };
+  assert.equal(edgePath(a, b), "M23,0 L77,0", "circles of radius 20, 3 px clear");
+  const group = { id: "group:x", kind: "group", x: 0, y: 0 };
+  assert.deepEqual(border(group, { x: 0, y: 100 }), { x: 0, y: 21 }, "a box's top and bottom are 18 px from its centre");
+  assert.deepEqual(border(group, { x: -100, y: 0 }), { x: -49, y: 0 }, "its sides 46 px");
+  assert.deepEqual(border(a, { x: 10, y: 0 }), { x: 5, y: 0 }, "never past halfway to a close neighbour");
   assert.notEqual(edgePath(a, b, 1), edgePath(a, b, 2));
+  assert.match(edgePath(a, b, 1), /^M[-\d.]+,[-\d.]+ Q50,18 /);
   const box = { x: 0, y: 0, width: 200, height: 100 };
   const zoomed = zoomAbout(box, 2, 50, 50);
   assert.deepEqual(zoomed, { x: 25, y: 25, width: 100, height: 50 });

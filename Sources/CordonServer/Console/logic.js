@@ -36,10 +36,10 @@ export function formatRoute(page, id, params = {}) {
  * deficiencies) and a dash pattern for each state, so that colour is never the only cue.
  */
 export const EDGE_STYLES = {
-  discovered: { color: "#6b6b6b", dash: "6 4", label: "discovered, no rule yet" },
-  allowed: { color: "#009E73", dash: "", label: "allowed by a rule in force" },
-  pending: { color: "#E69F00", dash: "12 3 2 3", label: "would be rejected by the assigned policy" },
-  rejected: { color: "#D55E00", dash: "", label: "rejected" },
+  discovered: { color: "#6b6b6b", dash: "6 4", label: "no rule yet (the host enforces nothing)" },
+  allowed: { color: "#009E73", dash: "", label: "a rule in force allows it" },
+  pending: { color: "#E69F00", dash: "12 3 2 3", label: "the assigned policy, not yet in force, would reject it" },
+  rejected: { color: "#D55E00", dash: "", label: "refused by the policy in force" },
 };
 
 export function edgeStyle(state) {
@@ -89,16 +89,36 @@ export function sortHosts(hosts, key, descending = false) {
   return [...hosts].sort((a, b) => sign * compare(by(a), by(b)) || compare(a.hostname, b.hostname) || compare(a.id, b.id));
 }
 
+/** How a node is drawn: fleet nodes as 92×36 boxes, networks as circles of radius 20. */
+export function shape(node) {
+  return node.kind === "group" || node.kind === "host" || node.id === "other:groups" ? { half: [46, 18] } : { radius: 20 };
+}
+
+/** Where the line from `node`'s centre toward `toward` leaves its shape, `gap` further on. */
+export function border(node, toward, gap = 3) {
+  const dx = toward.x - node.x, dy = toward.y - node.y, length = Math.hypot(dx, dy);
+  if (length === 0) return { x: node.x, y: node.y };
+  const s = shape(node);
+  const reach = s.radius ?? Math.min(dx === 0 ? Infinity : s.half[0] / Math.abs(dx / length), dy === 0 ? Infinity : s.half[1] / Math.abs(dy / length));
+  const t = Math.min(reach + gap, length / 2);
+  return { x: node.x + (dx / length) * t, y: node.y + (dy / length) * t };
+}
+
+const round = (v) => Math.round(v * 10) / 10;
+
 /**
- * The path of an edge: a straight line, or for the n-th of several edges between the same two
- * nodes a curve bowed to alternating sides, so parallel services stay apart.
+ * The path of an edge from border to border (so its arrow ends at the target's edge): a straight
+ * line, or for the n-th of several edges between the same two nodes a curve bowed to
+ * alternating sides, so parallel services stay apart.
  */
 export function edgePath(a, b, index = 0) {
-  if (index === 0) return `M${a.x},${a.y} L${b.x},${b.y}`;
   const mx = (a.x + b.x) / 2, my = (a.y + b.y) / 2;
   const dx = b.x - a.x, dy = b.y - a.y, length = Math.hypot(dx, dy) || 1;
-  const bow = 18 * Math.ceil(index / 2) * (index % 2 ? 1 : -1);
-  return `M${a.x},${a.y} Q${mx - (dy / length) * bow},${my + (dx / length) * bow} ${b.x},${b.y}`;
+  const bow = index === 0 ? 0 : 18 * Math.ceil(index / 2) * (index % 2 ? 1 : -1);
+  const control = { x: mx - (dy / length) * bow, y: my + (dx / length) * bow };
+  const start = border(a, control), end = border(b, control);
+  if (index === 0) return `M${round(start.x)},${round(start.y)} L${round(end.x)},${round(end.y)}`;
+  return `M${round(start.x)},${round(start.y)} Q${round(control.x)},${round(control.y)} ${round(end.x)},${round(end.y)}`;
 }
 
 /** The view box that holds every node with a margin. */

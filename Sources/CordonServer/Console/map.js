@@ -3,7 +3,7 @@
 // SVG export. The view (host or selector, window, grouping, expanded groups) is in the URL.
 import * as api from "/console/api.js";
 import { h, s, replace } from "/console/dom.js";
-import { bounds, edgePath, edgeStyle, edgeWidth, EDGE_STYLES, formatRoute, zoomAbout } from "/console/logic.js";
+import { bounds, edgePath, edgeStyle, edgeWidth, EDGE_STYLES, formatRoute, shape, zoomAbout } from "/console/logic.js";
 
 const FLOWS_PAGE = 50;
 
@@ -96,16 +96,18 @@ export async function mapPage(view, route, { stale }) {
     return path;
   });
   const drawn = map.nodes.map((node) => {
-    const fleet = node.kind === "group" || node.kind === "host" || node.id === "other:groups";
-    const shape = fleet ? s("rect", { x: node.x - 46, y: node.y - 18, width: 92, height: 36, rx: 6 }) : s("circle", { cx: node.x, cy: node.y, r: 20 });
-    const g = s("g", { class: "node " + node.kind, "data-node": node.id }, shape,
+    const form = shape(node), fleet = !form.radius;
+    const drawn = fleet ? s("rect", { x: node.x - form.half[0], y: node.y - form.half[1], width: 2 * form.half[0], height: 2 * form.half[1], rx: 6 })
+                        : s("circle", { cx: node.x, cy: node.y, r: form.radius });
+    const g = s("g", { class: "node " + node.kind, "data-node": node.id }, drawn,
       s("text", { x: node.x, y: fleet ? node.y + 4 : node.y + 34, "text-anchor": "middle" }, node.label.length > 28 ? node.label.slice(0, 27) + "…" : node.label),
       s("title", {}, `${node.label}${node.hosts ? ` (${node.hosts} hosts)` : ""}: ${node.connections} connections${node.members.length ? "\n" + node.members.join("\n") : ""}`));
     if (node.kind === "group") g.addEventListener("click", () => go({ expand: [...expanded, node.id].join(",") }));
     return g;
   });
   const markers = s("defs", {}, Object.entries(EDGE_STYLES).map(([state, style]) =>
-    s("marker", { id: `arrow-${state}`, viewBox: "0 0 10 10", refX: 28, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto-start-reverse" },
+    s("marker", { id: `arrow-${state}`, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 14, markerHeight: 14, markerUnits: "userSpaceOnUse",
+      orient: "auto" },
       s("path", { d: "M0,0 L10,5 L0,10 z", fill: style.color }))));
   const box = bounds(map.nodes);
   const svg = s("svg", { id: "map", role: "img", "aria-label": "dependency map", preserveAspectRatio: "xMidYMid meet" },
@@ -116,7 +118,7 @@ export async function mapPage(view, route, { stale }) {
     const data = new FormData(event.target);
     go({ selector: data.get("selector"), window: data.get("window"), group: data.get("group"), expand: "" });
   } },
-  params.host ? h("span", {}, "One host. ", h("a", { href: formatRoute("host", params.host) }, "Its page")) :
+  params.host ? h("span", {}, "One host (", h("a", { href: formatRoute("host", params.host) }, "its page"), "). ") :
     [h("label", {}, "Selector ", h("input", { name: "selector", value: params.selector ?? "", size: 24 })), " ",
      h("label", {}, "Group by tag ", h("input", { name: "group", value: params.group ?? map.group_by ?? "", size: 10 })), " "],
   h("label", {}, "Window ", h("select", { name: "window" }, ["1h", "24h", "7d", "30d"].map((w) => h("option", { value: w, selected: w === map.window }, w)))),
