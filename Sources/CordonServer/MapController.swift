@@ -135,9 +135,10 @@ struct MapController {
                 if key == edge { matching.append((host, flow)) }
             }
         }
+        // Busiest first; ties by host, then peer and service: a total order, so pages never overlap.
         matching.sort {
-            ($0.flow.stats.connections, $1.host.hostname, $1.flow.key.remote, $1.flow.key.service, $1.flow.key.local.description)
-                > ($1.flow.stats.connections, $0.host.hostname, $0.flow.key.remote, $0.flow.key.service, $0.flow.key.local.description)
+            ($0.flow.stats.connections, $1.host.hostname, $1.host.id, $1.flow.key.remote, $1.flow.key.service, $1.flow.key.local)
+                > ($1.flow.stats.connections, $0.host.hostname, $0.host.id, $0.flow.key.remote, $0.flow.key.service, $0.flow.key.local)
         }
         let page = matching.dropFirst(offset).prefix(limit).map { item in
             MapFlow(hostID: item.host.id, hostname: item.host.hostname,

@@ -42,6 +42,12 @@ struct SessionController {
     }
 
     @Sendable func signIn(_ request: Request, context: ServerContext) async throws -> Response {
+        // A cross-site HTML form can post text/plain that parses as JSON, and so sign a victim's
+        // browser in with the poster's token; it cannot send application/json without a CORS
+        // preflight, which this server never grants.
+        guard request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true else {
+            throw APIFailure(.unsupportedMediaType, "the sign-in is JSON (Content-Type: application/json)", field: "Content-Type")
+        }
         let body = try await JSON.decode(SignIn.self, from: request, limit: 4 << 10)
         guard Credential.kind(of: body.token) == .apiToken else {
             throw APIFailure(.unauthorized, "expected an API token (cordon_api_…)", field: "token")

@@ -91,11 +91,12 @@ final class SimulatedFleet: Sendable {
 
     /// Enrolls `count` simulated hosts with `secret`; (host id, credential) in index order.
     static func enroll(_ client: FleetClient, secret: String, count: Int, concurrency: Int, name: @escaping @Sendable (Int) -> String,
-                       address: @escaping @Sendable (Int) -> String) throws -> [(id: String, credential: String)] {
+                       address: @escaping @Sendable (Int) -> String,
+                       tags: @escaping @Sendable (Int) -> [String: String] = { _ in [:] }) throws -> [(id: String, credential: String)] {
         try FleetBenchmark.wait { () async throws -> [(id: String, credential: String)]? in
             try await Self.parallel(count, concurrency) { index in
                 let request = EnrollRequest(secret: secret, hostname: name(index), machineID: "m-\(name(index))", addresses: [address(index)],
-                                            agentVersion: "sim", tags: [:])
+                                            agentVersion: "sim", tags: tags(index))
                 let answer = try await client.call(.POST, "/agent/v1/enroll", body: request, timeout: 60, as: EnrollResponse.self)
                 return (answer.hostID, answer.credential)
             }

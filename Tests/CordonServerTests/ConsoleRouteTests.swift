@@ -58,6 +58,11 @@ import Testing
                 #expect(reply.field == "token")
                 #expect(reply.headers[.setCookie] == nil)
             }
+            // A form posting text/plain that happens to parse as JSON is not a sign-in.
+            let form = try await s.call(.post, "/api/v1/session", token: nil, body: TestServer.object(["token": s.viewer]),
+                                        headers: [.contentType: "text/plain"])
+            #expect(form.status == .unsupportedMediaType)
+            #expect(form.headers[.setCookie] == nil)
             let missing = try await s.post("/api/v1/session", token: nil, "{}")
             #expect(missing.status == .badRequest)
             #expect(missing.field == "token")
