@@ -15,7 +15,8 @@ public actor FleetEvents {
     private var watcher: Task<Void, Never>?
     private var hosts: [String: String] = [:]
     private var rollouts: [String: String] = [:]
-    private var ticks = 0
+    /// Looks taken since a page first listened (the first is the baseline, which sends nothing).
+    public private(set) var looks = 0
 
     public init(stores: Stores, logger: Logger, period: Duration = .seconds(1)) {
         self.stores = stores
@@ -42,6 +43,7 @@ public actor FleetEvents {
             watcher = nil
             hosts = [:]
             rollouts = [:]
+            looks = 0
         }
     }
 
@@ -74,7 +76,7 @@ public actor FleetEvents {
             hosts = hostsNow
             rollouts = rolloutsNow
         }
-        ticks += 1
+        looks += 1
         guard !baseline else { return }
         var events: [String] = []
         for (id, state) in hostsNow where hosts[id] != state { events.append(Self.event("host", id)) }
@@ -82,7 +84,7 @@ public actor FleetEvents {
         for (id, state) in rolloutsNow where rollouts[id] != state { events.append(Self.event("rollout", id)) }
         // A comment every 15 s keeps proxies from closing a quiet stream, and lets each stream
         // check its lifetime.
-        if ticks % 15 == 0 { events.append(": keep-alive\n\n") }
+        if looks % 15 == 0 { events.append(": keep-alive\n\n") }
         guard !events.isEmpty else { return }
         let text = events.joined()
         for listener in listeners.values { listener.yield(text) }

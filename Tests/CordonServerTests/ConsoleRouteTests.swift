@@ -229,9 +229,14 @@ import Testing
             let probe = edge("somewhere:inbound tcp/23", "group:tier=web")
             #expect(probe.first?["state"] as? String == "rejected")
             #expect(reply["group_by"] as? String == "tier")
-            // Positions are the server's, and the same request gives the same picture.
+            // Positions are the server's, and the same request gives the same picture (`since`
+            // moves with the clock between the two requests; the picture does not).
             let again = try await s.get("/api/v1/map?group=tier", token: s.viewer)
-            #expect(again.text == reply.text)
+            let picture = { (r: TestServer.Reply) in
+                try JSONSerialization.data(withJSONObject: ["nodes": r["nodes"] ?? NSNull(), "edges": r["edges"] ?? NSNull()], options: [.sortedKeys])
+            }
+            #expect(try picture(again) == picture(reply))
+            #expect((reply["nodes"] as? [[String: Any]])?.contains { ($0["x"] as? Double ?? 0) != 0 } == true, "the nodes have positions")
         }
     }
 
@@ -319,8 +324,9 @@ import Testing
             let quiet = try await s.enroll(hostname: "web-2")
             let events = FleetEvents(stores: s.stores, logger: Logger(label: "test"), period: .milliseconds(20))
             let stream = await events.listen()
-            // Past the first look (the baseline), then a change.
-            try await Task.sleep(for: .milliseconds(200))
+            // Past the first look (the baseline, however slow the machine), then a change.
+            for _ in 0..<1000 where await events.looks == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(await events.looks > 0, "the watcher looked within 10 s")
             #expect(try await s.isolate(host.id).status == .accepted)
             // Bounded: the stream ends after 10 s whether or not the event came.
             let received = await withTaskGroup(of: String?.self) { group in
