@@ -186,13 +186,44 @@ public final class Lab: Sendable {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    /// Deletes namespaces left by labs whose process no longer exists (a crash, a SIGKILL).
+    /// Clears what labs whose process no longer exists (a crash, a trap, a SIGKILL: no cleanup
+    /// ran) left behind: the processes in their namespaces (a server, PostgreSQL), which outlive
+    /// a deleted namespace, then the namespaces, then any process still naming their directory
+    /// and the directory itself.
     public static func sweepStale() {
+        func dead(_ tag: Substring) -> Bool {
+            guard let pid = Int32(tag.prefix { $0.isNumber }) else { return false }
+            return kill(pid, 0) != 0 && errno == ESRCH
+        }
         let names = (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []
-        for name in names where name.hasPrefix(namePrefix) {
-            let pidText = name.dropFirst(namePrefix.count).prefix { $0.isNumber }
-            guard let pid = Int32(pidText), kill(pid, 0) != 0, errno == ESRCH else { continue }
+        for name in names where name.hasPrefix(namePrefix) && dead(name.dropFirst(namePrefix.count)) {
+            processes(inNamespace: name).forEach { kill($0, SIGKILL) }
             (try? Child(["ip", "netns", "del", name]))?.wait(timeout: 10)
+        }
+        let temporary = NSTemporaryDirectory()
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: temporary)) ?? []
+        for entry in entries where entry.hasPrefix("cordon-lab-") && dead(entry.dropFirst("cordon-lab-".count)) {
+            let directory = temporary + entry
+            processes(naming: directory + "/").forEach { kill($0, SIGKILL) }
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+
+    /// The processes in a named namespace (`ip netns pids`).
+    private static func processes(inNamespace name: String) -> [pid_t] {
+        let output = NSTemporaryDirectory() + "cordon-sweep-\(getpid()).out"
+        defer { unlink(output) }
+        guard let child = try? Child(["ip", "netns", "pids", name], output: output), child.wait(timeout: 10) == 0 else { return [] }
+        return ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { pid_t($0) }
+    }
+
+    /// The processes whose command line holds `text` (a dead lab's directory: its PostgreSQL's
+    /// `-D`, its server's `--data`).
+    private static func processes(naming text: String) -> [pid_t] {
+        let ids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return ids.compactMap { pid_t($0) }.filter { pid in
+            guard pid != getpid(), let line = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+            return String(decoding: line.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self).contains(text)
         }
     }
 
