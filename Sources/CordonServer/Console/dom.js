@@ -38,3 +38,9 @@ export function replace(target, ...children) {
   build(target, {}, children);
   return target;
 }
+
+/** A table with a header row: each cell is text or a node. */
+export function table(id, columns, rows) {
+  return h("table", { id }, h("thead", {}, h("tr", {}, columns.map((c) => h("th", {}, c)))),
+    h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((c) => h("td", {}, c))))));
+}

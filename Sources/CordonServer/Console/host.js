@@ -1,13 +1,8 @@
 // A host: what it is and runs, its isolation (with the actions its role allows), its flows,
 // its decision log as the server verified it, and the intents sent to it.
 import * as api from "/console/api.js";
-import { h, replace } from "/console/dom.js";
+import { h, replace, table } from "/console/dom.js";
 import { atLeast, formatRoute, hostFacts } from "/console/logic.js";
-
-function table(id, columns, rows) {
-  return h("table", { id }, h("thead", {}, h("tr", {}, columns.map((c) => h("th", {}, c)))),
-    h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((c) => h("td", {}, c))))));
-}
 
 /** Isolate or release, in two steps: a reason, then a confirmation naming the host. */
 function isolationForm(host, refresh) {

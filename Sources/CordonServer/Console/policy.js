@@ -1,13 +1,8 @@
 // Rulesets, rollouts and the audit log. Buttons appear only for a role that may press them;
 // the server checks the role again whatever the page shows.
 import * as api from "/console/api.js";
-import { h, replace } from "/console/dom.js";
+import { h, replace, table } from "/console/dom.js";
 import { atLeast, formatRoute } from "/console/logic.js";
-
-function table(id, columns, rows) {
-  return h("table", { id }, h("thead", {}, h("tr", {}, columns.map((c) => h("th", {}, c)))),
-    h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((c) => h("td", {}, c))))));
-}
 
 export async function rulesetsPage(view, route, { stale }) {
   const [rulesets, assignments] = await Promise.all([api.get("/api/v1/rulesets"), api.get("/api/v1/assignments")]);
