@@ -8,6 +8,10 @@ import PostgresNIO
 public protocol HostStore: Sendable {
     func hosts(limit: Int) async throws -> [HostView]
     func hosts(ids: [UUID]) async throws -> [HostView]
+    /// One page in the order asked, sorted and cut by the store: the console's fleet page at
+    /// 10,000 hosts reads its 50 rows, not 10,000 (7.6 s before). `ids` nil: every host, revoked
+    /// ones too.
+    func page(ids: [UUID]?, order: HostOrder, offset: Int, limit: Int) async throws -> (items: [HostView], total: Int)
     func host(_ id: UUID) async throws -> HostView?
     /// Every host that is not revoked, with its name and tags: what selectors are evaluated on.
     func directory() async throws -> [HostEntry]
@@ -18,6 +22,36 @@ public protocol HostStore: Sendable {
     func seen(_ ids: [UUID]) async throws
     /// Hosts enrolled (not revoked), and those of them connected now: the metrics' gauges.
     func counts() async throws -> (enrolled: Int, connected: Int)
+}
+
+/// The host list's orders. Policy sync is not one: it is worked out from five facts per host,
+/// and sorting by it would read every host again.
+public struct HostOrder: Sendable, Equatable {
+    public enum Key: String, CaseIterable, Sendable {
+        case hostname, mode, connection, isolation
+        case lostEvents = "lost_events", guardRestores = "guard_restores"
+    }
+    public var key: Key
+    public var descending: Bool
+
+    public init(_ key: Key = .hostname, descending: Bool = false) {
+        self.key = key
+        self.descending = descending
+    }
+
+    /// The ORDER BY; ties by name, then id, so that pages never overlap. `connection` ascending
+    /// is the most recently seen first: connected hosts lead.
+    var sql: String {
+        let (forward, backward) = descending ? ("DESC", "ASC") : ("ASC", "DESC")
+        switch key {
+        case .hostname: return "hostname \(forward), id \(forward)"
+        case .mode: return "status->>'mode' \(forward) NULLS LAST, hostname, id"
+        case .connection: return "last_seen \(backward) NULLS LAST, hostname, id"
+        case .isolation: return "desired->'isolation'->>'state' \(forward), observed_state \(forward) NULLS LAST, hostname, id"
+        case .lostEvents: return "coalesce((status->>'lost_events')::numeric, 0) \(forward), hostname, id"
+        case .guardRestores: return "coalesce((status->>'guard_restores')::numeric, 0) \(forward), hostname, id"
+        }
+    }
 }
 
 /// A host as selectors see it.
@@ -58,7 +92,7 @@ public struct PostgresHostStore: HostStore {
         desired->'isolation'->>'state', observed_state, generation, observed_generation, desired_at, log_problems::bigint, tag_sources::text,
         EXISTS (SELECT 1 FROM hosts other WHERE other.machine_id = hosts.machine_id AND other.id <> hosts.id AND other.revoked_at IS NULL),
         assigned_policy::text, desired->'policy'->>'digest',
-        (SELECT error FROM intents WHERE id::text = hosts.desired->'mode'->>'intent_id' AND status = 'failed')
+        (SELECT error FROM intents WHERE id = (hosts.desired->'mode'->>'intent_id')::uuid AND status = 'failed')
         """
 
     private func views(_ rows: PostgresRowSequence) async throws -> [HostView] {
@@ -142,6 +176,18 @@ public struct PostgresHostStore: HostStore {
         return try await views(try await client.query("""
             SELECT \(unescaped: Self.columns) FROM hosts WHERE id = ANY(\(ids)::uuid[]) ORDER BY hostname, id
             """, logger: logger))
+    }
+
+    public func page(ids: [UUID]?, order: HostOrder, offset: Int, limit: Int) async throws -> (items: [HostView], total: Int) {
+        let all = ids == nil, ids = ids ?? []
+        var total = 0
+        for try await count in try await client.query("SELECT count(*) FROM hosts WHERE \(all) OR id = ANY(\(ids)::uuid[])",
+                                                      logger: logger).decode(Int.self) { total = count }
+        let items = try await views(try await client.query("""
+            SELECT \(unescaped: Self.columns) FROM hosts WHERE \(all) OR id = ANY(\(ids)::uuid[])
+            ORDER BY \(unescaped: order.sql) OFFSET \(offset) LIMIT \(limit)
+            """, logger: logger))
+        return (items, total)
     }
 
     public func directory() async throws -> [HostEntry] {

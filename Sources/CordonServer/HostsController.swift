@@ -27,7 +27,8 @@ struct HostsController {
         return host
     }
 
-    /// Paged by `limit` and `offset`, by host name; `selector` keeps the hosts it matches.
+    /// Paged by `limit` and `offset`, sorted by `sort` and `order` (by host name); `selector`
+    /// keeps the hosts it matches.
     @Sendable func list(_ request: Request, context: ServerContext) async throws -> Response {
         _ = try context.require(.viewer)
         let query = request.uri.queryParameters
@@ -37,15 +38,22 @@ struct HostsController {
         guard let offset = query.get("offset").map({ Int($0) }) ?? 0, offset >= 0 else {
             throw APIFailure(.badRequest, "expected 0 or more", field: "offset")
         }
+        let order = try Self.order(query.get("sort"), query.get("order"))
         let selector = try query.get("selector").map { try HostSelection.parse($0) }
         // The directory holds hosts that are not revoked; without a selector the list shows them all.
-        guard let selector else {
-            let all = try await stores.hosts.hosts(limit: 100_000)
-            return JSON.response(Page(items: Array(all.dropFirst(offset).prefix(limit)), total: all.count))
+        var ids: [UUID]?
+        if let selector { ids = HostSelection.matching(selector, in: try await stores.hosts.directory()).map(\.id) }
+        let page = try await stores.hosts.page(ids: ids, order: order, offset: offset, limit: limit)
+        return JSON.response(Page(items: page.items, total: page.total))
+    }
+
+    static func order(_ sort: String?, _ order: String?) throws -> HostOrder {
+        guard let key = sort.map({ HostOrder.Key(rawValue: $0) }) ?? .hostname else {
+            throw APIFailure(.badRequest, "expected one of \(HostOrder.Key.allCases.map(\.rawValue).joined(separator: ", "))", field: "sort")
         }
-        let matching = HostSelection.matching(selector, in: try await stores.hosts.directory())
-        let page = Array(matching.dropFirst(offset).prefix(limit))
-        return JSON.response(Page(items: try await stores.hosts.hosts(ids: page.map(\.id)), total: matching.count))
+        let direction = order ?? "asc"
+        guard ["asc", "desc"].contains(direction) else { throw APIFailure(.badRequest, "expected asc or desc", field: "order") }
+        return HostOrder(key, descending: direction == "desc")
     }
 
     @Sendable func preview(_ request: Request, context: ServerContext) async throws -> Response {

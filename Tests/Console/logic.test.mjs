@@ -1,7 +1,7 @@
 // The console's pure logic (Sources/CordonServer/Console/logic.js), run by `node --test`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { atLeast, border, bounds, edgePath, edgeStyle, edgeWidth, EDGE_STYLES, formatRoute, hostFacts, parseRoute, sortHosts, zoomAbout }
+import { atLeast, border, bounds, edgePath, edgeStyle, edgeWidth, EDGE_STYLES, formatRoute, hostFacts, parseRoute, zoomAbout }
   from "../../Sources/CordonServer/Console/logic.js";
 
 test("roles compare as the server's do", () => {
@@ -42,19 +42,6 @@ test("edge width grows with connections, bounded", () => {
   assert.ok(edgeWidth(10, 100) > edgeWidth(2, 100));
   assert.ok(edgeWidth(1e9, 100) <= 9);
   assert.equal(edgeWidth(5, 0), 1.5);
-});
-
-test("hosts sort by a column, ties by name then id, in either direction", () => {
-  const hosts = [
-    { id: "3", hostname: "b", mode: "enforce", connected: true, lost_events: 2 },
-    { id: "1", hostname: "a", mode: "discovery", connected: false, last_seen: "2026-12-01T00:00:00Z", lost_events: 2 },
-    { id: "2", hostname: "a", mode: "enforce", connected: true, lost_events: 0 },
-  ];
-  assert.deepEqual(sortHosts(hosts, "hostname").map((h) => h.id), ["1", "2", "3"]);
-  assert.deepEqual(sortHosts(hosts, "lost_events", true).map((h) => h.id), ["1", "3", "2"]);
-  assert.deepEqual(sortHosts(hosts, "connection").map((h) => h.id), ["2", "3", "1"]);
-  assert.deepEqual(sortHosts(hosts, "no-such-column").map((h) => h.id), ["1", "2", "3"]);
-  assert.equal(hosts[0].id, "3", "the input is not reordered");
 });
 
 test("a host's facts say what is pending", () => {

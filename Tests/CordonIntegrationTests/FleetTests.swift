@@ -413,6 +413,19 @@ import Glibc
         let page = try setup.json(try f.api("GET", "/api/v1/hosts?limit=1&offset=1", token: setup.viewer).body)
         #expect(page["total"] as? Int == 3 && (page["items"] as? [[String: Any]])?.map { $0["hostname"] as? String } == ["db-2"], "\(page)")
         #expect(try f.api("GET", "/api/v1/hosts?limit=0", token: setup.viewer).status == 400)
+        // Sorted in the database by every key, both ways: each is the same hosts, and by name
+        // descending is the reverse of ascending.
+        let names = { (query: String) throws -> [String] in
+            (try setup.json(try f.api("GET", "/api/v1/hosts?" + query, token: setup.viewer).body)["items"] as? [[String: Any]] ?? [])
+                .map { $0["hostname"] as? String ?? "" }
+        }
+        let ascending = try names("sort=hostname")
+        #expect(ascending.count == 3 && ascending == ascending.sorted(), "\(ascending)")
+        #expect(try names("sort=hostname&order=desc") == ascending.reversed())
+        for key in ["hostname", "mode", "connection", "isolation", "lost_events", "guard_restores"] { for order in ["asc", "desc"] {
+            #expect(try names("sort=\(key)&order=\(order)").sorted() == ascending, "\(key) \(order)")
+        } }
+        #expect(try names("sort=lost_events&selector=" + "has(pci)".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!).count == 0)
     }
 
     @Test("fleet policy: a per-host review from the uploaded record (exit 3 on lost traffic), approve as an immutable version, assign by selector (pending, nothing changes on the host), unassign")

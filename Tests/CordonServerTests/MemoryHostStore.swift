@@ -79,6 +79,43 @@ struct MemoryHostStore: HostStore {
         }
     }
 
+    func page(ids: [UUID]?, order: HostOrder, offset: Int, limit: Int) async throws -> (items: [HostView], total: Int) {
+        let now = db.now()
+        return db.tables.withLock { t in
+            let rows = ids.map { $0.compactMap { t.hosts[$0] } } ?? Array(t.hosts.values)
+            let views = Self.sorted(rows).map { Self.view($0, among: t.hosts, now: now, modeError: Self.modeError($0, t)) }
+            return (Array(Self.ordered(views, order).dropFirst(offset).prefix(limit)), rows.count)
+        }
+    }
+
+    /// `HostOrder.sql` over views that come sorted by name (the sort is stable).
+    static func ordered(_ views: [HostView], _ order: HostOrder) -> [HostView] {
+        func compare<T: Comparable>(_ x: T?, _ y: T?, nilsLast: Bool) -> Bool? {
+            switch (x, y) {
+            case let (x?, y?): return x == y ? nil : (x < y) != order.descending
+            case (nil, nil): return nil
+            case (nil, _): return !nilsLast
+            case (_, nil): return nilsLast
+            }
+        }
+        func before(_ a: HostView, _ b: HostView) -> Bool? {
+            switch order.key {
+            case .hostname: return compare(a.hostname, b.hostname, nilsLast: true)
+            case .mode: return compare(a.mode, b.mode, nilsLast: true)
+            case .connection: return compare(b.lastSeen, a.lastSeen, nilsLast: false)
+            case .isolation: return compare(a.isolation.desired.rawValue, b.isolation.desired.rawValue, nilsLast: true)
+                ?? compare(a.isolation.observed?.rawValue, b.isolation.observed?.rawValue, nilsLast: true)
+            case .lostEvents: return compare(a.lostEvents, b.lostEvents, nilsLast: false)
+            case .guardRestores: return compare(a.guardRestores, b.guardRestores, nilsLast: false)
+            }
+        }
+        var sorted = views
+        sorted.sort { a, b in
+            before(a, b) ?? (order.key == .hostname && order.descending ? a.id > b.id : (a.hostname, a.id) < (b.hostname, b.id))
+        }
+        return sorted
+    }
+
     func host(_ id: UUID) async throws -> HostView? {
         let now = db.now()
         return db.tables.withLock { t in t.hosts[id].map { Self.view($0, among: t.hosts, now: now, modeError: Self.modeError($0, t)) } }

@@ -72,6 +72,16 @@ import Testing
             for query in ["limit=0", "limit=1001", "offset=-1", "limit=x"] {
                 #expect(try await s.get("/api/v1/hosts?\(query)", token: s.viewer).status == .badRequest, "\(query)")
             }
+            let names = { (query: String) in try await s.get("/api/v1/hosts?" + query, token: s.viewer).items.map { $0["hostname"] as? String ?? "" } }
+            let ascending = try await names("sort=hostname")
+            #expect(ascending.count > 2 && ascending == ascending.sorted())
+            #expect(try await names("sort=hostname&order=desc") == ascending.reversed())
+            #expect(try await names("sort=hostname&order=desc&limit=1&offset=1") == [ascending[ascending.count - 2]])
+            // Policy sync is worked out per host, not a column the store sorts by.
+            for (query, field) in [("sort=sync", "sort"), ("sort=", "sort"), ("order=up", "order")] {
+                let refused = try await s.get("/api/v1/hosts?\(query)", token: s.viewer)
+                #expect(refused.status == .badRequest && refused.field == field, "\(query): \(refused.text)")
+            }
         }
     }
 

@@ -70,25 +70,6 @@ export function hostFacts(host) {
   };
 }
 
-const SORTS = {
-  hostname: (h) => h.hostname,
-  mode: (h) => h.mode ?? "",
-  connection: (h) => (h.connected ? "0" : "1") + (h.last_seen ?? ""),
-  isolation: (h) => hostFacts(h).isolation,
-  sync: (h) => h.policy?.sync ?? "",
-  lost_events: (h) => h.lost_events ?? 0,
-  guard_restores: (h) => h.guard_restores ?? 0,
-};
-export const SORT_KEYS = Object.keys(SORTS);
-
-/** A stable sort by a column, ties by hostname then id: the same list always reads the same. */
-export function sortHosts(hosts, key, descending = false) {
-  const by = SORTS[key] ?? SORTS.hostname;
-  const sign = descending ? -1 : 1;
-  const compare = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
-  return [...hosts].sort((a, b) => sign * compare(by(a), by(b)) || compare(a.hostname, b.hostname) || compare(a.id, b.id));
-}
-
 /** How a node is drawn: fleet nodes as 92×36 boxes, networks as circles of radius 20. */
 export function shape(node) {
   return node.kind === "group" || node.kind === "host" || node.id === "other:groups" ? { half: [46, 18] } : { radius: 20 };
