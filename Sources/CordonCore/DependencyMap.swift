@@ -72,6 +72,13 @@ public enum DependencyMap {
         /// What the console passes back to list the edge's flows.
         public var id: String { [from, to, service, state.rawValue].joined(separator: "|") }
 
+        /// From the client's node to the server's: `direction` is the flow's, seen from `own`.
+        public init(_ direction: Direction, own: String, peer: String, service: String, state: EdgeState) {
+            if direction == .inbound { self.init(from: peer, to: own, service: service, state: state) } else {
+                self.init(from: own, to: peer, service: service, state: state)
+            }
+        }
+
         public init?(id: String) {
             let parts = id.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
             guard parts.count == 4, let state = EdgeState(rawValue: parts[3]) else { return nil }
@@ -114,22 +121,62 @@ public enum DependencyMap {
         }
     }
 
+    /// Where a flow's far end lands when no fleet host holds its address: a standard network by
+    /// name, then the first DNS name programs used, then Somewhere, by service. It depends on the
+    /// flow alone, so the server works it out once, at upload, and the map's query groups by it.
+    public struct ExternalPeers: Sendable {
+        let proposer: Proposer
+
+        public init(standard: Ruleset) { proposer = Proposer(standard: standard) }
+
+        public func node(_ key: FlowKey, names: [String]) -> Node {
+            if let network = proposer.standardNetwork(for: key) { return Node(id: "net:" + network.name, kind: .network, label: network.name) }
+            if let name = names.first { return Node(id: "name:" + name.lowercased(), kind: .name, label: name.lowercased()) }
+            return Node(id: "somewhere:" + key.direction.rawValue + " " + Classifier.service(key), kind: .somewhere,
+                        label: (key.direction == .inbound ? "from somewhere " : "somewhere ") + Classifier.service(key))
+        }
+
+        /// The node `node(_:names:)` made with this id, as the database gives the id back; nil
+        /// for an id it does not make.
+        public static func node(id: String) -> Node? {
+            func rest(_ prefix: String) -> String? { id.hasPrefix(prefix) && id.count > prefix.count ? String(id.dropFirst(prefix.count)) : nil }
+            if let name = rest("net:") { return Node(id: id, kind: .network, label: name) }
+            if let name = rest("name:") { return Node(id: id, kind: .name, label: name) }
+            guard let place = rest("somewhere:"), let space = place.firstIndex(of: " "),
+                  let direction = Direction(rawValue: String(place[..<space])), direction != .forward else { return nil }
+            return Node(id: id, kind: .somewhere, label: (direction == .inbound ? "from somewhere " : "somewhere ") + place[place.index(after: space)...])
+        }
+    }
+
+    /// An edge's state: rejected by the policy in force; else amber when the assigned policy,
+    /// not yet in force, would reject it; else allowed by a rule in force, or only discovered.
+    public static func state(verdict: FlowVerdict, enforcing: Bool, pendingRejects: Bool = false) -> EdgeState {
+        if verdict == .rejected { return .rejected }
+        if pendingRejects { return .pending }
+        return enforcing ? .allowed : .discovered
+    }
+
     /// Where flows land. `fleet` is every host (east-west peers are found among them),
     /// `groupBy` the tag key hosts are grouped by (nil: each host its own node), `expanded` the
     /// groups shown as their hosts.
     public struct Classifier: Sendable {
         let groupBy: String?
         let expanded: Set<String>
-        let owners: [IPAddress: Host]
-        let proposer: Proposer
+        /// The fleet host holding each address: the first to report it.
+        public let owners: [IPAddress: Host]
+        public let external: ExternalPeers
 
-        public init(fleet: [Host], standard: Ruleset, groupBy: String?, expanded: Set<String> = []) {
+        public init(fleet: [Host], external: ExternalPeers, groupBy: String?, expanded: Set<String> = []) {
             self.groupBy = groupBy
             self.expanded = expanded
             var owners: [IPAddress: Host] = [:]
             for host in fleet { for address in host.addresses where owners[address] == nil { owners[address] = host } }
             self.owners = owners
-            proposer = Proposer(standard: standard)
+            self.external = external
+        }
+
+        public init(fleet: [Host], standard: Ruleset, groupBy: String?, expanded: Set<String> = []) {
+            self.init(fleet: fleet, external: ExternalPeers(standard: standard), groupBy: groupBy, expanded: expanded)
         }
 
         /// The node a host is drawn in.
@@ -148,29 +195,23 @@ public enum DependencyMap {
             guard key.direction != .forward else { return nil }
             let own = node(of: host)
             let peer = peerNode(key, names: flow.names)
-            let state: EdgeState
-            if key.verdict == .rejected {
-                state = .rejected
-            } else if let pending = host.pending, pending.rule(allowing: key, names: flow.names) == nil {
-                state = .pending
-            } else {
-                state = host.enforcing ? .allowed : .discovered
-            }
-            let service = Self.service(key)
-            let edge = key.direction == .outbound ? EdgeKey(from: own.id, to: peer.id, service: service, state: state)
-                                                  : EdgeKey(from: peer.id, to: own.id, service: service, state: state)
+            let pendingRejects = key.verdict != .rejected && host.pending.map { $0.rule(allowing: key, names: flow.names) == nil } == true
+            let edge = EdgeKey(key.direction, own: own.id, peer: peer.id, service: Self.service(key),
+                               state: DependencyMap.state(verdict: key.verdict, enforcing: host.enforcing, pendingRejects: pendingRejects))
             return (edge, peer, own)
         }
 
-        /// An east-west peer is the fleet host holding the address; then a standard network by
-        /// name; then the first DNS name programs used; then Somewhere, by service.
+        /// Both ends of an east-west connection report it: the client's report draws the edge,
+        /// and the server's counts only when it refused the connection.
+        public func countedByClient(_ key: FlowKey, selected: Set<String>) -> Bool {
+            guard key.direction == .inbound, key.verdict == .allowed, key.remote.isHost, let client = owners[key.remote.address] else { return false }
+            return selected.contains(client.id)
+        }
+
+        /// An east-west peer is the fleet host holding the address; else it is external.
         func peerNode(_ key: FlowKey, names: [String]) -> Node {
             if key.remote.isHost, let host = owners[key.remote.address] { return node(of: host) }
-            if let network = proposer.standardNetwork(for: key) { return Node(id: "net:" + network.name, kind: .network, label: network.name) }
-            if let name = names.first { return Node(id: "name:" + name.lowercased(), kind: .name, label: name.lowercased()) }
-            let where_ = key.direction == .inbound ? "from somewhere" : "somewhere"
-            let service = Self.service(key)
-            return Node(id: "somewhere:" + key.direction.rawValue + " " + service, kind: .somewhere, label: where_ + " " + service)
+            return external.node(key, names: names)
         }
 
         public static func service(_ key: FlowKey) -> String {
@@ -195,36 +236,58 @@ public enum DependencyMap {
         }
     }
 
+    /// Sums flows into a graph: a host's own flows one by one, or totals a database summed by
+    /// edge already (`add(_:peer:connections:flows:)`); both give the same graph.
+    public struct Builder {
+        public let classifier: Classifier
+        public let selected: Set<String>
+        private var nodes: [String: Node] = [:]
+        private var members: [String: Set<String>] = [:]
+        private var edges: [EdgeKey: Edge] = [:]
+        private var flows = 0
+
+        public init(classifier: Classifier, selected: [Host]) {
+            self.classifier = classifier
+            self.selected = Set(selected.map(\.id))
+            for host in selected {
+                let own = classifier.node(of: host)
+                if nodes[own.id] == nil { nodes[own.id] = own }
+                members[own.id, default: []].insert(host.id)
+            }
+        }
+
+        /// `host`'s flows seen at or after `since` (unix seconds).
+        public mutating func add(_ flows: [FleetFlow], of host: Host, since: Int64) {
+            for flow in flows where flow.stats.lastSeen >= since && !classifier.countedByClient(flow.key, selected: selected) {
+                guard let (key, peer, _) = classifier.place(flow, of: host) else { continue }
+                add(key, peer: peer, connections: flow.stats.connections, flows: 1)
+            }
+        }
+
+        public mutating func add(_ key: EdgeKey, peer: Node, connections: UInt64, flows: Int) {
+            if nodes[peer.id] == nil { nodes[peer.id] = peer }
+            edges[key, default: Edge(key: key, connections: 0, flows: 0)].connections &+= connections
+            edges[key]!.flows += flows
+            self.flows += flows
+        }
+
+        public func graph() -> Graph {
+            var nodes = nodes
+            for (id, hosts) in members { nodes[id]!.hosts = hosts.count }
+            for edge in edges.values {
+                nodes[edge.key.from]!.connections &+= edge.connections
+                nodes[edge.key.to]!.connections &+= edge.connections
+            }
+            return Graph(nodes: nodes.values.sorted { $0.id < $1.id }, edges: edges.values.sorted { $0.key < $1.key },
+                         hosts: selected.count, flows: flows)
+        }
+    }
+
     /// The graph of `selected` hosts' flows seen at or after `since` (unix seconds), before
     /// any folding or layout.
     public static func build(selected: [(host: Host, flows: [FleetFlow])], classifier: Classifier, since: Int64) -> Graph {
-        var nodes: [String: Node] = [:]
-        var members: [String: Set<String>] = [:]
-        var edges: [EdgeKey: Edge] = [:]
-        var count = 0
-        let selectedIDs = Set(selected.map(\.host.id))
-        for (host, flows) in selected {
-            let own = classifier.node(of: host)
-            if nodes[own.id] == nil { nodes[own.id] = own }
-            members[own.id, default: []].insert(host.id)
-            for flow in flows where flow.stats.lastSeen >= since {
-                // Both ends of an east-west connection report it; the client's report draws the
-                // edge unless the server refused it.
-                if flow.key.direction == .inbound, flow.key.verdict == .allowed, flow.key.remote.isHost,
-                   let client = classifier.owners[flow.key.remote.address], selectedIDs.contains(client.id) { continue }
-                guard let (key, peer, _) = classifier.place(flow, of: host) else { continue }
-                if nodes[peer.id] == nil { nodes[peer.id] = peer }
-                edges[key, default: Edge(key: key, connections: 0, flows: 0)].connections &+= flow.stats.connections
-                edges[key]!.flows += 1
-                count += 1
-            }
-        }
-        for (id, hosts) in members { nodes[id]!.hosts = hosts.count }
-        for edge in edges.values {
-            nodes[edge.key.from]!.connections &+= edge.connections
-            nodes[edge.key.to]!.connections &+= edge.connections
-        }
-        return Graph(nodes: nodes.values.sorted { $0.id < $1.id }, edges: edges.values.sorted { $0.key < $1.key },
-                     hosts: selected.count, flows: count)
+        var builder = Builder(classifier: classifier, selected: selected.map(\.host))
+        for (host, flows) in selected { builder.add(flows, of: host, since: since) }
+        return builder.graph()
     }
 }

@@ -114,6 +114,8 @@ public enum ServerApplication {
         app.beforeServerStarts {
             let applied = try await Migrations.migrate(client, logger: logger)
             if !applied.isEmpty { logger.notice("database \(settings.database): applied migrations \(applied.joined(separator: ", "))") }
+            let classified = try await PostgresFleetFlowStore(client: client, logger: logger).classifyUnclassified()
+            if classified > 0 { logger.notice("database \(settings.database): placed \(classified) flow rows stored before the map's columns") }
         }
         return app
     }

@@ -229,6 +229,16 @@ public enum Migrations {
             """,
             "CREATE INDEX console_sessions_expiry ON console_sessions (expires_at)",
         ]),
+        // The map sums flows by where they land (issue 21: classifying 200,000 rows in Swift per
+        // request took 10 s). Where a row's far end lands outside the fleet depends on the row
+        // alone, so it is worked out at upload; the fleet address it may be is joined per
+        // request. Rows stored before are classified by the server at start
+        // (`classifyUnclassified`): the standard networks are Swift's to read.
+        ("009-flow-map-columns", [
+            "ALTER TABLE host_flows ADD COLUMN direction text, ADD COLUMN verdict text, ADD COLUMN service text, ADD COLUMN peer_address text, "
+                + "ADD COLUMN peer_node text",
+            "CREATE INDEX host_flows_unclassified ON host_flows (host_id) WHERE peer_node IS NULL",
+        ]),
     ]
 
     public struct Newer: Error, CustomStringConvertible {

@@ -13,6 +13,9 @@ public protocol HostStore: Sendable {
     /// ones too.
     func page(ids: [UUID]?, order: HostOrder, offset: Int, limit: Int) async throws -> (items: [HostView], total: Int)
     func host(_ id: UUID) async throws -> HostView?
+    /// Every host as the dependency map places it: no status document, and a policy's text
+    /// only where it waits for a rollout (read once per policy).
+    func mapHosts() async throws -> [MapHostRow]
     /// Every host that is not revoked, with its name and tags: what selectors are evaluated on.
     func directory() async throws -> [HostEntry]
     /// An administrator's tags: set ones win over the secret's and the host's, unset ones go
@@ -51,6 +54,30 @@ public struct HostOrder: Sendable, Equatable {
         case .lostEvents: return "coalesce((status->>'lost_events')::numeric, 0) \(forward), hostname, id"
         case .guardRestores: return "coalesce((status->>'guard_restores')::numeric, 0) \(forward), hostname, id"
         }
+    }
+}
+
+/// A host as the map sees it.
+public struct MapHostRow: Sendable {
+    public var id: UUID
+    public var hostname: String
+    public var tags: [String: String]
+    public var addresses: [String]
+    /// Its agent reports enforcing: what it let through, a rule allowed.
+    public var enforcing: Bool
+    /// The digest and text of the policy assigned to it and not yet in force.
+    public var waitingDigest: String?
+    public var waitingPolicy: String?
+
+    public init(id: UUID, hostname: String, tags: [String: String], addresses: [String], enforcing: Bool, waitingDigest: String? = nil,
+                waitingPolicy: String? = nil) {
+        self.id = id
+        self.hostname = hostname
+        self.tags = tags
+        self.addresses = addresses
+        self.enforcing = enforcing
+        self.waitingDigest = waitingDigest
+        self.waitingPolicy = waitingPolicy
     }
 }
 
@@ -138,11 +165,14 @@ public struct PostgresHostStore: HostStore {
         return result
     }
 
+    /// The policy a host's agent enforces, by its report.
+    public static func inForce(mode: String?, digest: String?) -> String? { mode == "enforce" ? digest : nil }
+
     /// Whether what the host should run (its assignments), what its document asks and what it
     /// runs agree.
     public static func policy(assigned: EffectivePolicy?, desired: String?, report: AgentStatus?, connected: Bool, applied: Bool,
                               modeError: String? = nil) -> HostPolicyView {
-        let inForce = report?.mode == "enforce" ? report?.rulesetDigest : nil
+        let inForce = Self.inForce(mode: report?.mode, digest: report?.rulesetDigest)
         let sync: String
         if !connected {
             sync = "offline"
@@ -188,6 +218,28 @@ public struct PostgresHostStore: HostStore {
             ORDER BY \(unescaped: order.sql) OFFSET \(offset) LIMIT \(limit)
             """, logger: logger))
         return (items, total)
+    }
+
+    public func mapHosts() async throws -> [MapHostRow] {
+        var rows: [MapHostRow] = []
+        for try await (id, hostname, tags, addresses, mode, digest, assigned) in try await client.query("""
+            SELECT id, hostname, tags::text, addresses::text, status->>'mode', status->>'ruleset_digest', assigned_policy->>'digest'
+            FROM hosts ORDER BY hostname, id
+            """, logger: logger).decode((UUID, String, String, String, String?, String?, String?).self) {
+            let inForce = Self.inForce(mode: mode, digest: digest)
+            rows.append(MapHostRow(id: id, hostname: hostname, tags: (try? Wire.decode([String: String].self, from: Data(tags.utf8))) ?? [:],
+                                   addresses: (try? Wire.decode([String].self, from: Data(addresses.utf8))) ?? [], enforcing: mode == "enforce",
+                                   waitingDigest: assigned != nil && assigned != inForce ? assigned : nil))
+        }
+        let waiting = Array(Set(rows.compactMap(\.waitingDigest)))
+        guard !waiting.isEmpty else { return rows }
+        var contents: [String: String] = [:]
+        for try await (digest, content) in try await client.query("""
+            SELECT DISTINCT ON (assigned_policy->>'digest') assigned_policy->>'digest', assigned_policy->>'content'
+            FROM hosts WHERE assigned_policy->>'digest' = ANY(\(waiting)::text[])
+            """, logger: logger).decode((String, String).self) { contents[digest] = content }
+        for index in rows.indices { rows[index].waitingPolicy = rows[index].waitingDigest.flatMap { contents[$0] } }
+        return rows
     }
 
     public func directory() async throws -> [HostEntry] {

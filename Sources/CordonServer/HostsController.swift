@@ -32,12 +32,8 @@ struct HostsController {
     @Sendable func list(_ request: Request, context: ServerContext) async throws -> Response {
         _ = try context.require(.viewer)
         let query = request.uri.queryParameters
-        guard let limit = query.get("limit").map({ Int($0) }) ?? Self.largestPage, (1...Self.largestPage).contains(limit) else {
-            throw APIFailure(.badRequest, "expected 1-\(Self.largestPage)", field: "limit")
-        }
-        guard let offset = query.get("offset").map({ Int($0) }) ?? 0, offset >= 0 else {
-            throw APIFailure(.badRequest, "expected 0 or more", field: "offset")
-        }
+        let (offset, limit) = try Paging.parse(limit: query.get("limit"), offset: query.get("offset"), largest: Self.largestPage,
+                                               defaultLimit: Self.largestPage)
         let order = try Self.order(query.get("sort"), query.get("order"))
         let selector = try query.get("selector").map { try HostSelection.parse($0) }
         // The directory holds hosts that are not revoked; without a selector the list shows them all.

@@ -9,9 +9,6 @@ import Hummingbird
 struct MapController {
     let stores: Stores
     let deadline: DatabaseDeadline
-    /// The standard networks named on the map, read once; none found (a server installed
-    /// without them) leaves those flows to names and Somewhere.
-    static let standard = StandardNetworks.server()
     static let largestPage = 500
     static let windows = ["1h", "24h", "7d", "30d"]
 
@@ -48,24 +45,11 @@ struct MapController {
         }
     }
 
-    /// The hosts the view selects and every host (east-west peers are found among them), with
-    /// the tag key the map groups by: the one asked for, else (for a selector) the key most of
-    /// the selected hosts carry, else none.
+    /// The hosts the view selects and the classifier over every host (east-west peers are found
+    /// among them), grouping by the tag key asked for, else (for a selector) the key most of the
+    /// selected hosts carry, else none.
     private func load(_ view: View) async throws -> (selected: [DependencyMap.Host], classifier: DependencyMap.Classifier, group: String?) {
-        let all = try await stores.hosts.hosts(limit: 100_000)
-        // Hosts share effective policies: each is parsed once.
-        var compiled: [String: Review.CompiledRules?] = [:]
-        let fleet = all.map { host in
-            var pending: Review.CompiledRules?
-            if let assigned = host.policy.assigned, assigned.digest != host.policy.inForceDigest {
-                if compiled[assigned.digest] == nil {
-                    compiled[assigned.digest] = .some((try? RulesetParser.parse(assigned.content, file: "effective.yaml")).map(Review.CompiledRules.init))
-                }
-                pending = compiled[assigned.digest] ?? nil
-            }
-            return DependencyMap.Host(id: host.id, hostname: host.hostname, tags: host.tags, addresses: host.addresses.compactMap { IPAddress($0) },
-                                      enforcing: host.mode == "enforce", pending: pending)
-        }
+        let fleet = DependencyMap.Host.fleet(try await stores.hosts.mapHosts())
         let selected: [DependencyMap.Host]
         if let id = view.host {
             let text = id.uuidString.lowercased()
@@ -83,24 +67,14 @@ struct MapController {
             for host in selected { for key in host.tags.keys { counts[key, default: 0] += 1 } }
             group = counts.max { ($0.value, $1.key) < ($1.value, $0.key) }?.key
         }
-        return (selected, DependencyMap.Classifier(fleet: fleet, standard: Self.standard, groupBy: group, expanded: view.expand), group)
-    }
-
-    private func graph(_ view: View) async throws -> (fitted: MapBudget.Fitted, selected: Int, group: String?,
-                                                      flows: [(DependencyMap.Host, [FleetFlow])], classifier: DependencyMap.Classifier) {
-        let (selected, classifier, group) = try await load(view)
-        let entries = selected.map { HostEntry(id: UUID(uuidString: $0.id)!, hostname: $0.hostname, tags: $0.tags) }
-        let stores = stores
-        let uploaded = try await RulesetsController.eachHost(entries) { entry in try await stores.flows.uploaded(host: entry.id) }
-        let flows = Array(zip(selected, uploaded))
-        let graph = DependencyMap.build(selected: flows.map { ($0.0, $0.1) }, classifier: classifier, since: view.since)
-        return (MapBudget.fit(graph), selected.count, group, flows, classifier)
+        return (selected, DependencyMap.Classifier(fleet: fleet, external: .server, groupBy: group, expanded: view.expand), group)
     }
 
     @Sendable func map(_ request: Request, context: ServerContext) async throws -> Response {
         _ = try context.require(.viewer)
         let view = try View(Self.query(request), now: Int64(Date().timeIntervalSince1970))
-        let (fitted, _, group, _, _) = try await graph(view)
+        let (selected, classifier, group) = try await load(view)
+        let fitted = MapBudget.fit(try await stores.flows.graph(of: selected, classifier: classifier, since: view.since))
         let placed = MapLayout.place(fitted.graph)
         return JSON.response(MapView(
             window: view.window, since: TimeText.rfc3339(view.since), groupBy: group, hosts: placed.hosts, flows: placed.flows,
@@ -111,7 +85,9 @@ struct MapController {
                                                    connections: $0.connections, flows: $0.flows) }))
     }
 
-    /// The flows behind one edge of the map the same view draws, busiest first, paged.
+    /// The flows behind one edge of the map the same view draws, busiest first, paged. An edge
+    /// between nodes the map drew as they are needs no map; one to a folded node (`other:*`)
+    /// needs the fold's members, so the map is built for it.
     @Sendable func flows(_ request: Request, context: ServerContext) async throws -> Response {
         _ = try context.require(.viewer)
         let query = Self.query(request)
@@ -119,32 +95,16 @@ struct MapController {
         guard let text = query["edge"], let edge = DependencyMap.EdgeKey(id: text) else {
             throw APIFailure(.badRequest, "expected an edge id from the map (from|to|service|state)", field: "edge")
         }
-        guard let limit = query["limit"].map({ Int($0) }) ?? 100, (1...Self.largestPage).contains(limit) else {
-            throw APIFailure(.badRequest, "expected 1-\(Self.largestPage)", field: "limit")
+        let (offset, limit) = try Paging.parse(limit: query["limit"], offset: query["offset"], largest: Self.largestPage, defaultLimit: 100)
+        let (selected, classifier, _) = try await load(view)
+        var members: [String: [String]] = [:]
+        if [MapBudget.otherGroups, MapBudget.otherNetworks].contains(where: { $0 == edge.from || $0 == edge.to }) {
+            let fitted = MapBudget.fit(try await stores.flows.graph(of: selected, classifier: classifier, since: view.since))
+            for node in fitted.graph.nodes where !node.members.isEmpty { members[node.id] = node.members }
         }
-        guard let offset = query["offset"].map({ Int($0) }) ?? 0, offset >= 0 else { throw APIFailure(.badRequest, "expected 0 or more", field: "offset") }
-        let (fitted, _, _, flows, classifier) = try await graph(view)
-        var renamed: [String: String] = [:]
-        for node in fitted.graph.nodes { for member in node.members { renamed[member] = node.id } }
-        var matching: [(host: DependencyMap.Host, flow: FleetFlow)] = []
-        for (host, hostFlows) in flows {
-            for flow in hostFlows where flow.stats.lastSeen >= view.since {
-                guard var (key, _, _) = classifier.place(flow, of: host) else { continue }
-                key.from = renamed[key.from] ?? key.from
-                key.to = renamed[key.to] ?? key.to
-                if key == edge { matching.append((host, flow)) }
-            }
-        }
-        // Busiest first; ties by host, then peer and service: a total order, so pages never overlap.
-        matching.sort {
-            ($0.flow.stats.connections, $1.host.hostname, $1.host.id, $1.flow.key.remote, $1.flow.key.service, $1.flow.key.local)
-                > ($1.flow.stats.connections, $0.host.hostname, $0.host.id, $0.flow.key.remote, $0.flow.key.service, $0.flow.key.local)
-        }
-        let page = matching.dropFirst(offset).prefix(limit).map { item in
-            MapFlow(hostID: item.host.id, hostname: item.host.hostname,
-                    flow: FlowRecord(key: item.flow.key, stats: item.flow.stats, remoteNames: item.flow.names))
-        }
-        return JSON.response(Page(items: Array(page), total: matching.count))
+        let page = try await stores.flows.flows(on: edge, members: members, of: selected, classifier: classifier, since: view.since,
+                                                offset: offset, limit: limit)
+        return JSON.response(Page(items: page.items, total: page.total))
     }
 
     static func query(_ request: Request) -> [String: String] {
@@ -154,10 +114,28 @@ struct MapController {
     }
 }
 
-extension StandardNetworks {
-    /// The map's standard networks: the installed file (or the source tree's, in development),
-    /// else none, and their flows are drawn by name or as Somewhere.
-    static func server() -> Ruleset {
-        (try? load()) ?? Ruleset(networks: [], incoming: [], outgoing: [])
+extension DependencyMap.Host {
+    /// The map's hosts from the store's rows; hosts sharing a waiting policy share its parse (a
+    /// policy that does not parse waits with nothing amber).
+    public static func fleet(_ rows: [MapHostRow]) -> [DependencyMap.Host] {
+        var compiled: [String: Review.CompiledRules?] = [:]
+        return rows.map { row in
+            var pending: Review.CompiledRules?
+            if let digest = row.waitingDigest, let content = row.waitingPolicy {
+                if compiled[digest] == nil {
+                    compiled[digest] = .some((try? RulesetParser.parse(content, file: "effective.yaml")).map(Review.CompiledRules.init))
+                }
+                pending = compiled[digest] ?? nil
+            }
+            return DependencyMap.Host(id: row.id.uuidString.lowercased(), hostname: row.hostname, tags: row.tags,
+                                      addresses: row.addresses.compactMap { IPAddress($0) }, enforcing: row.enforcing, pending: pending)
+        }
     }
+}
+
+extension DependencyMap.ExternalPeers {
+    /// The map's standard networks: the installed file (or the source tree's, in development),
+    /// read once; none found (a server installed without them) leaves those flows to names and
+    /// Somewhere.
+    public static let server = DependencyMap.ExternalPeers(standard: (try? StandardNetworks.load()) ?? Ruleset(networks: [], incoming: [], outgoing: []))
 }

@@ -116,6 +116,14 @@ struct MemoryHostStore: HostStore {
         return sorted
     }
 
+    func mapHosts() async throws -> [MapHostRow] {
+        try await hosts(limit: .max).map { view in
+            let waiting = view.policy.assigned.flatMap { $0.digest != view.policy.inForceDigest ? $0 : nil }
+            return MapHostRow(id: UUID(uuidString: view.id)!, hostname: view.hostname, tags: view.tags, addresses: view.addresses,
+                              enforcing: view.mode == "enforce", waitingDigest: waiting?.digest, waitingPolicy: waiting?.content)
+        }
+    }
+
     func host(_ id: UUID) async throws -> HostView? {
         let now = db.now()
         return db.tables.withLock { t in t.hosts[id].map { Self.view($0, among: t.hosts, now: now, modeError: Self.modeError($0, t)) } }
