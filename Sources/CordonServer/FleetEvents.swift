@@ -62,11 +62,7 @@ public actor FleetEvents {
 
     /// Compares each host's and rollout's visible state with the last look and sends what moved.
     private func look(baseline: Bool) async throws {
-        var hostsNow: [String: String] = [:]
-        for host in try await stores.hosts.hosts(limit: 100_000) {
-            hostsNow[host.id] = [host.isolation.desired.rawValue, host.isolation.observed?.rawValue ?? "", host.mode ?? "", host.connected ? "1" : "0",
-                                 host.policy.sync, String(host.lostEvents), String(host.guardRestores), String(host.logProblems)].joined(separator: "|")
-        }
+        let hostsNow = try await stores.hosts.marks()
         var rolloutsNow: [String: String] = [:]
         for rollout in try await stores.rollouts.rollouts(limit: 100) {
             let view = rollout.view(withHosts: false)

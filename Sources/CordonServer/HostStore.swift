@@ -16,6 +16,10 @@ public protocol HostStore: Sendable {
     /// Every host as the dependency map places it: no status document, and a policy's text
     /// only where it waits for a rollout (read once per policy).
     func mapHosts() async throws -> [MapHostRow]
+    /// Per host, one text that changes whenever what a console page shows of it may have:
+    /// `FleetEvents` compares them every second while a page listens, so the read is narrow
+    /// (the inputs of policy sync, not the views).
+    func marks() async throws -> [String: String]
     /// Every host that is not revoked, with its name and tags: what selectors are evaluated on.
     func directory() async throws -> [HostEntry]
     /// An administrator's tags: set ones win over the secret's and the host's, unset ones go
@@ -240,6 +244,18 @@ public struct PostgresHostStore: HostStore {
             """, logger: logger).decode((String, String).self) { contents[digest] = content }
         for index in rows.indices { rows[index].waitingPolicy = rows[index].waitingDigest.flatMap { contents[$0] } }
         return rows
+    }
+
+    public func marks() async throws -> [String: String] {
+        var marks: [String: String] = [:]
+        for try await (id, mark) in try await client.query("""
+            SELECT id::text, concat_ws('|', desired->'isolation'->>'state', observed_state, status->>'mode',
+                   revoked_at IS NULL AND last_seen > now() - make_interval(secs => \(Self.connectedWithin)), status->>'lost_events',
+                   status->>'guard_restores', status->>'recent_guard_restores', log_problems, generation, observed_generation,
+                   assigned_policy->>'digest', desired->'policy'->>'digest', status->>'ruleset_digest', desired->'mode'->>'intent_id')
+            FROM hosts
+            """, logger: logger).decode((String, String).self) { marks[id] = mark }
+        return marks
     }
 
     public func directory() async throws -> [HostEntry] {

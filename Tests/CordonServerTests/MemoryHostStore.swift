@@ -124,6 +124,15 @@ struct MemoryHostStore: HostStore {
         }
     }
 
+    func marks() async throws -> [String: String] {
+        var marks: [String: String] = [:]
+        for host in try await hosts(limit: .max) {
+            marks[host.id] = [host.isolation.desired.rawValue, host.isolation.observed?.rawValue ?? "", host.mode ?? "", host.connected ? "1" : "0",
+                              host.policy.sync, String(host.lostEvents), String(host.guardRestores), String(host.logProblems)].joined(separator: "|")
+        }
+        return marks
+    }
+
     func host(_ id: UUID) async throws -> HostView? {
         let now = db.now()
         return db.tables.withLock { t in t.hosts[id].map { Self.view($0, among: t.hosts, now: now, modeError: Self.modeError($0, t)) } }
