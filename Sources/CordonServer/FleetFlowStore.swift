@@ -215,6 +215,17 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
         }
     }
 
+    /// Runs a map query with room to hash: 200,000 rows joined and summed spilled to disk at the
+    /// default 4 MB, and the planner's merge joins sorted them by text (1 s against 0.6 s for
+    /// hash joins, measured at 2,000 hosts).
+    private func summing<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        try await client.transaction(logger: logger) { connection in
+            try await connection.query("SET LOCAL work_mem = '64MB'", logger: logger)
+            try await connection.query("SET LOCAL enable_mergejoin = off", logger: logger)
+            return try await body(connection)
+        }
+    }
+
     /// The flows of hosts with a policy waiting are classified one by one (what the waiting
     /// policy would reject is a rule's question); every other host's are summed by PostgreSQL.
     public func graph(of hosts: [DependencyMap.Host], classifier: DependencyMap.Classifier, since: Int64) async throws -> DependencyMap.Graph {
@@ -222,7 +233,9 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
         for host in hosts where host.pending != nil { builder.add(try await uploaded(host: UUID(uuidString: host.id)!), of: host, since: since) }
         let joined = Joined(hosts.filter { $0.pending == nil }, selected: builder.selected, classifier: classifier)
         guard !joined.ids.isEmpty else { return builder.graph() }
-        let rows = try await client.query("""
+        let sums = try await summing { connection in
+            var sums: [(String, String, String, String, String, Bool, Int64, Int64)] = []
+            for try await row in try await connection.query("""
             WITH own AS (SELECT * FROM unnest(\(joined.ids)::uuid[], \(joined.nodes)::text[], \(joined.enforcing)::bool[]) AS o(host_id, node, enforcing)),
                  peer AS (SELECT * FROM unnest(\(joined.addresses)::text[], \(joined.peerNodes)::text[], \(joined.peerSelected)::bool[])
                           AS p(address, node, selected))
@@ -232,9 +245,10 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
             WHERE f.last_seen >= \(TimeText.rfc3339(since)) AND f.direction <> 'forward' AND f.peer_node <> ''
               AND NOT (f.direction = 'inbound' AND f.verdict = 'allowed' AND peer.selected IS TRUE)
             GROUP BY 1, 2, 3, 4, 5, 6
-            """, logger: logger)
-        for try await (own, peer, direction, service, verdict, enforcing, connections, flows)
-                in rows.decode((String, String, String, String, String, Bool, Int64, Int64).self) {
+            """, logger: logger).decode((String, String, String, String, String, Bool, Int64, Int64).self) { sums.append(row) }
+            return sums
+        }
+        for (own, peer, direction, service, verdict, enforcing, connections, flows) in sums {
             guard let direction = Direction(rawValue: direction), let verdict = FlowVerdict(rawValue: verdict),
                   let node = joined.fleetNodes[peer] ?? DependencyMap.ExternalPeers.node(id: peer) else { continue }
             let key = DependencyMap.EdgeKey(direction, own: own, peer: peer, service: service,
@@ -249,15 +263,20 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
     public func flows(on edge: DependencyMap.EdgeKey, members: [String: [String]], of hosts: [DependencyMap.Host],
                       classifier: DependencyMap.Classifier, since: Int64, offset: Int, limit: Int) async throws -> (items: [MapFlow], total: Int) {
         let waiting = try await placed(on: edge, members: members, of: hosts.filter { $0.pending != nil }, classifier: classifier, since: since)
-        let joined = Joined(hosts.filter { $0.pending == nil }, selected: Set(hosts.map(\.id)), classifier: classifier)
+        let (from, to) = ([edge.from] + (members[edge.from] ?? []), [edge.to] + (members[edge.to] ?? []))
+        let ends = Set(from + to)
+        // Only hosts drawn at an end of the edge have flows on it; every host's address stays joinable.
+        let joined = Joined(hosts.filter { $0.pending == nil && ends.contains(classifier.node(of: $0).id) }, selected: Set(hosts.map(\.id)),
+                            classifier: classifier)
         // The (verdict, enforcing) pairs that give the edge's state; none for amber, which only waiting hosts have.
         let pairs = FlowVerdict.allCases.flatMap { verdict in [false, true].map { (verdict, $0) } }
             .filter { DependencyMap.state(verdict: $0.0, enforcing: $0.1) == edge.state }
-        let (from, to) = ([edge.from] + (members[edge.from] ?? []), [edge.to] + (members[edge.to] ?? []))
         let (skip, take) = waiting.isEmpty ? (offset, limit) : (0, offset + limit)
         var page: [MapFlow] = [], total = 0
         if !joined.ids.isEmpty, !pairs.isEmpty {
-            for try await (id, hostname, line, count) in try await client.query("""
+            let rows = try await summing { connection in
+                var rows: [(UUID, String, String, Int64)] = []
+                for try await row in try await connection.query("""
                 WITH own AS (SELECT * FROM unnest(\(joined.ids)::uuid[], \(joined.nodes)::text[], \(joined.enforcing)::bool[], \(joined.hostnames)::text[])
                              AS o(host_id, node, enforcing, hostname)),
                      peer AS (SELECT * FROM unnest(\(joined.addresses)::text[], \(joined.peerNodes)::text[], \(joined.peerSelected)::bool[])
@@ -271,7 +290,10 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
                     OR (f.direction = 'inbound' AND own.node = ANY(\(to)::text[]) AND coalesce(peer.node, f.peer_node) = ANY(\(from)::text[])))
                   AND (f.verdict, own.enforcing) IN (SELECT verdict, enforcing FROM state)
                 ORDER BY \(unescaped: MapFlowOrder.sql) OFFSET \(skip) LIMIT \(take)
-                """, logger: logger).decode((UUID, String, String, Int64).self) {
+                """, logger: logger).decode((UUID, String, String, Int64).self) { rows.append(row) }
+                return rows
+            }
+            for (id, hostname, line, count) in rows {
                 total = Int(count)
                 if let record = FlowRow.record(line) { page.append(MapFlow(hostID: id.uuidString.lowercased(), hostname: hostname, flow: record)) }
             }

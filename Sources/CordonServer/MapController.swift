@@ -15,6 +15,7 @@ struct MapController {
     func addRoutes(to group: RouterGroup<ServerContext>) {
         group.get("map", use: deadline(map, seconds: 30))
         group.get("map/flows", use: deadline(flows, seconds: 30))
+        group.get("map/edges", use: deadline(edges, seconds: 30))
     }
 
     /// What the query asks for, validated field by field.
@@ -105,6 +106,27 @@ struct MapController {
         let page = try await stores.flows.flows(on: edge, members: members, of: selected, classifier: classifier, since: view.since,
                                                 offset: offset, limit: limit)
         return JSON.response(Page(items: page.items, total: page.total))
+    }
+
+    /// Every edge of the view's graph, none folded, busiest first, paged: the table for what the
+    /// picture leaves out past its budget. Each id lists its flows as a drawn edge's does.
+    @Sendable func edges(_ request: Request, context: ServerContext) async throws -> Response {
+        _ = try context.require(.viewer)
+        let query = Self.query(request)
+        let view = try View(query, now: Int64(Date().timeIntervalSince1970))
+        let (offset, limit) = try Paging.parse(limit: query["limit"], offset: query["offset"], largest: Self.largestPage, defaultLimit: 100)
+        let (selected, classifier, _) = try await load(view)
+        let graph = try await stores.flows.graph(of: selected, classifier: classifier, since: view.since)
+        var labels: [String: String] = [:]
+        for node in graph.nodes { labels[node.id] = node.label }
+        let busiest = graph.edges.sorted { ($0.connections, $1.key) > ($1.connections, $0.key) }
+        let page = busiest.dropFirst(offset).prefix(limit).map { edge in
+            var row = MapView.Edge(id: edge.key.id, from: edge.key.from, to: edge.key.to, service: edge.key.service, state: edge.key.state.rawValue,
+                                   connections: edge.connections, flows: edge.flows)
+            (row.fromLabel, row.toLabel) = (labels[edge.key.from], labels[edge.key.to])
+            return row
+        }
+        return JSON.response(Page(items: Array(page), total: busiest.count))
     }
 
     static func query(_ request: Request) -> [String: String] {

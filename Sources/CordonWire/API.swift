@@ -460,6 +460,10 @@ public struct MapView: Codable, Sendable {
         public var state: String
         public var connections: UInt64
         public var flows: Int
+        /// The ends' labels, in the edge table only (`GET /api/v1/map/edges`): its edges' nodes may not be drawn.
+        public var fromLabel: String?
+        public var toLabel: String?
+        enum CodingKeys: String, CodingKey { case id, from, to, service, state, connections, flows, fromLabel = "from_label", toLabel = "to_label" }
         public init(id: String, from: String, to: String, service: String, state: String, connections: UInt64, flows: Int) {
             self.id = id
             self.from = from

@@ -20,6 +20,7 @@ URL = os.environ["CONSOLE_URL"]
 SPKI = os.environ["CONSOLE_SPKI"]
 RESPONDER = os.environ["CONSOLE_RESPONDER_TOKEN"]
 VIEWER = os.environ["CONSOLE_VIEWER_TOKEN"]
+ADMIN = os.environ["CONSOLE_ADMIN_TOKEN"]
 AGENT_HOST = os.environ["CONSOLE_AGENT_HOST"]
 AGENT_NAME = os.environ["CONSOLE_AGENT_NAME"]
 PROBE_HOST = os.environ["CONSOLE_PROBE_HOST"]
@@ -153,6 +154,12 @@ def main():
         wait(driver, EC.presence_of_element_located((By.ID, "edge-flows")))
         wait(driver, lambda d: "198.51.100.66" in d.find_element(By.ID, "edge-flows").text)
         check(True, "a click on the red edge lists its flow")
+        # The table view lists every edge, and its rows list flows too.
+        driver.find_element(By.CSS_SELECTOR, "#edge-table summary").click()
+        wait(driver, EC.presence_of_element_located((By.ID, "edge-table-rows")))
+        cells = driver.find_elements(By.CSS_SELECTOR, "#edge-table-rows tr[data-state=rejected] a[data-edge]")
+        check(len(cells) == 1 and len(driver.find_elements(By.CSS_SELECTOR, "#edge-table-rows tbody tr")) == len(driver.find_elements(By.CSS_SELECTOR, "svg#map path.edge")),
+              "the table view lists the map's edges, the refused one among them")
         shot(driver, "map")
 
         # The fleet's map, grouped by the tag most hosts carry.
@@ -180,6 +187,42 @@ def main():
 
         # The audit log (the responder may not read it: no link shown, and the server refuses it).
         check(not driver.find_element(By.CSS_SELECTOR, "a[href='#/audit']").is_displayed(), "a responder sees no audit link")
+        driver.get(URL + "/console/#/rollouts")
+        wait(driver, EC.presence_of_element_located((By.ID, "rollouts")))
+        check(len(driver.find_elements(By.ID, "start-rollout")) == 0, "a responder has no form to start a rollout")
+        sign_out(driver)
+
+        # An administrator starts a rollout from the page: a bad number is named before anything
+        # is sent, the server's refusal is shown with its field, and a good one asks for a
+        # confirmation naming how many hosts it changes, then runs, its waves' progress live.
+        sign_in(driver, ADMIN)
+        driver.get(URL + "/console/#/rollouts")
+        form = wait(driver, EC.presence_of_element_located((By.ID, "start-rollout")))
+        def start(selector, soak):
+            for name, value in [("selector", selector), ("waves", "100%"), ("soak", soak)]:
+                field = form.find_element(By.NAME, name)
+                field.clear()
+                field.send_keys(value)
+            form.find_element(By.CSS_SELECTOR, "#rollout-mode option[value=discovery]").click()
+            driver.find_element(By.ID, "start-rollout-button").click()
+        start('tier == "web"', "x")
+        wait(driver, lambda d: "soak_seconds" in d.find_element(By.ID, "rollout-confirm").text)
+        start('role == "probe"', "0")
+        wait(driver, EC.element_to_be_clickable((By.ID, "confirm-rollout"))).click()
+        wait(driver, lambda d: "approved on the host itself" in d.find_element(By.ID, "rollout-confirm").text)
+        check(driver.find_element(By.ID, "rollout-confirm").text.startswith("selector:"), "the server's refusal is shown with its field")
+        start('tier == "web"', "0")
+        go = wait(driver, EC.element_to_be_clickable((By.ID, "confirm-rollout")))
+        check(go.text == "Start: discovery on 1 hosts in waves 100%", f"the confirmation names what changes: {go.text}")
+        go.click()
+        wait(driver, EC.presence_of_element_located((By.CSS_SELECTOR, "#rollout-waves li[data-wave='1']")))
+        wait(driver, lambda d: "succeeded" in d.find_element(By.ID, "rollout-title").text, 30)
+        check(driver.execute_script("return document.querySelector('#rollout-waves progress').value") == 1,
+              f"the rollout ran, shown live, its wave's bar full: {driver.find_element(By.ID, 'rollout-waves').text}")
+        shot(driver, "rollouts")
+        driver.get(URL + "/console/#/audit")
+        wait(driver, lambda d: "rollout-start" in d.find_element(By.ID, "audit").text)
+        check("discovery tier == \"web\" (1 hosts)" in driver.find_element(By.ID, "audit").text, "the start is in the audit log, as the administrator's")
         sign_out(driver)
 
         # A viewer: no isolate button, and a forged request is 403 for the role.

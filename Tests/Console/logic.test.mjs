@@ -1,7 +1,7 @@
 // The console's pure logic (Sources/CordonServer/Console/logic.js), run by `node --test`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { atLeast, border, bounds, edgePath, edgeStyle, edgeWidth, EDGE_STYLES, formatRoute, hostFacts, parseRoute, zoomAbout }
+import { atLeast, border, bounds, edgePath, edgeStyle, edgeWidth, EDGE_STYLES, formatRoute, hostFacts, layerTransform, parseRoute, pointAt, rolloutRequest, viewport, waveProgress, zoomAbout }
   from "../../Sources/CordonServer/Console/logic.js";
 
 test("roles compare as the server's do", () => {
@@ -68,4 +68,40 @@ test("edges run from border to border; parallel edges bow apart; zoom keeps the 
   // The point keeps its fraction of the box.
   assert.equal((50 - zoomed.x) / zoomed.width, (50 - box.x) / box.width);
   assert.deepEqual(bounds([{ x: -10, y: 5 }, { x: 30, y: 25 }], 10), { x: -20, y: -5, width: 60, height: 40 });
+});
+
+test("a panned and zoomed layer puts every point where the new view box would draw it", () => {
+  const drawn = { x: -100, y: -50, width: 800, height: 400 }, size = [640, 480];
+  const screen = (view, u) => { const v = viewport(view, ...size); return { x: v.x + (u.x - view.x) * v.scale, y: v.y + (u.y - view.y) * v.scale }; };
+  for (const view of [zoomAbout(drawn, 1.15, 30, 70), zoomAbout(zoomAbout(drawn, 1 / 1.15, 500, -20), 3, 0, 0), { ...drawn, x: 40, y: -90 }]) {
+    const t = layerTransform(drawn, view, ...size);
+    for (const u of [{ x: 0, y: 0 }, { x: 700, y: 350 }, { x: -100, y: 20 }]) {
+      const before = screen(drawn, u), after = screen(view, u);
+      assert.ok(Math.abs(t.k * before.x + t.x - after.x) < 1e-9 && Math.abs(t.k * before.y + t.y - after.y) < 1e-9, JSON.stringify({ view, u }));
+      const back = pointAt(view, ...size, after.x, after.y);
+      assert.ok(Math.abs(back.x - u.x) < 1e-9 && Math.abs(back.y - u.y) < 1e-9);
+    }
+  }
+  assert.deepEqual(layerTransform(drawn, drawn, ...size), { k: 1, x: 0, y: 0 });
+});
+
+test("a rollout's waves count their hosts by state", () => {
+  const rollout = {
+    waves: [{ number: 1, size: "1", state: "done" }, { number: 2, size: "100%", state: "running" }],
+    hosts: [{ wave: 1, state: "confirmed" }, { wave: 2, state: "skipped" }, { wave: 2, state: "applying" }, { wave: 2, state: "failed" },
+      { wave: 2, state: "reverted" }, { wave: 2, state: "waiting" }],
+  };
+  assert.deepEqual(waveProgress(rollout), [
+    { number: 1, size: "1", state: "done", hosts: 1, done: 1, failed: 0, applying: 0, waiting: 0 },
+    { number: 2, size: "100%", state: "running", hosts: 5, done: 1, failed: 2, applying: 1, waiting: 1 },
+  ]);
+  assert.deepEqual(waveProgress({}), []);
+});
+
+test("the start form becomes the API's request, a bad number naming the API's field", () => {
+  assert.deepEqual(rolloutRequest({ selector: ' tier == "web" ', mode: "discovery", waves: "1, 10% ,100%,", soak: "0", confirm: "", failures: "2" }),
+    { selector: 'tier == "web"', mode: "discovery", waves: ["1", "10%", "100%"], soak_seconds: 0, max_failures: 2 });
+  assert.deepEqual(rolloutRequest({ selector: "all()" }), { selector: "all()", mode: "enforce" });
+  assert.throws(() => rolloutRequest({ selector: "all()", confirm: "-5" }), (e) => e.field === "confirm_window_seconds");
+  assert.throws(() => rolloutRequest({ selector: "all()", soak: "1e3" }), (e) => e.field === "soak_seconds");
 });

@@ -68,7 +68,7 @@ import Testing
         var environment = [
             "SE_OFFLINE=true", "HOME=\(profile)", "CONSOLE_URL=https://\(F.serverA):\(F.port)", "CONSOLE_PROFILE=\(profile)", "CONSOLE_CA=\(f.caFile)",
             "CONSOLE_SPKI=\(spki.stdout.trimmingCharacters(in: .whitespacesAndNewlines))",
-            "CONSOLE_RESPONDER_TOKEN=\(setup.responder)", "CONSOLE_VIEWER_TOKEN=\(setup.viewer)",
+            "CONSOLE_RESPONDER_TOKEN=\(setup.responder)", "CONSOLE_VIEWER_TOKEN=\(setup.viewer)", "CONSOLE_ADMIN_TOKEN=\(f.adminToken)",
             "CONSOLE_AGENT_HOST=\(agentID)", "CONSOLE_AGENT_NAME=\(agentName)", "CONSOLE_PROBE_HOST=\(probeID)", "CONSOLE_PROBE_NAME=\(markup)",
         ]
         if let screenshots = ProcessInfo.processInfo.environment["CORDON_SCREENSHOTS"] {

@@ -297,6 +297,27 @@ import Testing
         }
     }
 
+    @Test func theEdgeTableListsEveryEdgeBusiestFirstWithItsEndsLabelled() async throws {
+        try await withServer { s in
+            _ = try await Self.fleet(s)
+            let map = try await s.get("/api/v1/map?group=tier", token: s.viewer)
+            let drawn = try #require(map["edges"] as? [[String: Any]])
+            let table = try await s.get("/api/v1/map/edges?group=tier&limit=500", token: s.viewer)
+            #expect(table.status == .ok && table["total"] as? Int == drawn.count, "\(table.text)")
+            let connections = table.items.compactMap { $0["connections"] as? Int }
+            #expect(connections.count == drawn.count && connections == connections.sorted(by: >), "\(connections)")
+            #expect(Set(table.items.compactMap { $0["id"] as? String }) == Set(drawn.compactMap { $0["id"] as? String }))
+            let probe = try #require(table.items.first { $0["state"] as? String == "rejected" })
+            #expect(probe["from_label"] as? String == "from somewhere tcp/23" && probe["to_label"] as? String == "tier=web", "\(probe)")
+            #expect(drawn.allSatisfy { $0["from_label"] == nil }, "the map's own edges carry no labels: its nodes do")
+            let second = try await s.get("/api/v1/map/edges?group=tier&limit=1&offset=1", token: s.viewer)
+            #expect(second.items.map { $0["id"] as? String } == [table.items[1]["id"] as? String] && second["total"] as? Int == drawn.count)
+            for (query, field) in [("limit=0", "limit"), ("offset=-1", "offset"), ("window=9d", "window")] {
+                #expect(try await s.get("/api/v1/map/edges?\(query)", token: s.viewer).field == field, "\(query)")
+            }
+        }
+    }
+
     @Test func badMapQueriesNameTheirField() async throws {
         try await withServer { s in
             for (query, field) in [("window=2w", "window"), ("host=nope", "host"), ("selector=(((", "selector"), ("group=a%20b", "group"),

@@ -115,3 +115,50 @@ export function zoomAbout(box, factor, px, py) {
   const width = box.width / factor, height = box.height / factor;
   return { x: px - (px - box.x) / factor, y: py - (py - box.y) / factor, width, height };
 }
+
+/** How a view box fits a `width`×`height` element centred and whole (preserveAspectRatio meet): scale and offsets. */
+export function viewport(view, width, height) {
+  const scale = Math.min(width / view.width, height / view.height);
+  return { scale, x: (width - view.width * scale) / 2, y: (height - view.height * scale) / 2 };
+}
+
+/** The point of the picture under an element's pixel (px, py) when it shows `view`. */
+export function pointAt(view, width, height, px, py) {
+  const v = viewport(view, width, height);
+  return { x: view.x + (px - v.x) / v.scale, y: view.y + (py - v.y) / v.scale };
+}
+
+/**
+ * The CSS transform (origin top left) that moves a picture drawn for view box `drawn` to where
+ * view box `view` would draw it: panning and zooming move one layer, and nothing is painted
+ * again until the view rests.
+ */
+export function layerTransform(drawn, view, width, height) {
+  const d = viewport(drawn, width, height), v = viewport(view, width, height);
+  const k = v.scale / d.scale;
+  return { k, x: v.x - k * d.x + (drawn.x - view.x) * v.scale, y: v.y - k * d.y + (drawn.y - view.y) * v.scale };
+}
+
+/** A rollout's waves with their hosts counted by state: what each wave's progress bar shows. */
+export function waveProgress(rollout) {
+  return (rollout.waves ?? []).map((wave) => {
+    const hosts = (rollout.hosts ?? []).filter((x) => x.wave === wave.number);
+    const count = (...states) => hosts.filter((x) => states.includes(x.state)).length;
+    return { number: wave.number, size: wave.size, state: wave.state, hosts: hosts.length,
+      done: count("confirmed", "skipped"), failed: count("failed", "reverted"), applying: count("applying"), waiting: count("waiting") };
+  });
+}
+
+/** The start form's fields as the API's request body; a bad number throws naming the API's field. */
+export function rolloutRequest(fields) {
+  const body = { selector: (fields.selector ?? "").trim(), mode: fields.mode || "enforce" };
+  const waves = (fields.waves ?? "").split(",").map((w) => w.trim()).filter(Boolean);
+  if (waves.length) body.waves = waves;
+  for (const [name, key] of [["soak", "soak_seconds"], ["confirm", "confirm_window_seconds"], ["failures", "max_failures"]]) {
+    const text = (fields[name] ?? "").trim();
+    if (!text) continue;
+    if (!/^\d{1,9}$/.test(text)) throw Object.assign(new Error("expected a whole number of 0 or more"), { field: key });
+    body[key] = Number(text);
+  }
+  return body;
+}

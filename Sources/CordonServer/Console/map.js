@@ -3,7 +3,7 @@
 // SVG export. The view (host or selector, window, grouping, expanded groups) is in the URL.
 import * as api from "/console/api.js";
 import { h, s, replace } from "/console/dom.js";
-import { bounds, edgePath, edgeStyle, edgeWidth, EDGE_STYLES, formatRoute, shape, zoomAbout } from "/console/logic.js";
+import { bounds, edgePath, edgeStyle, edgeWidth, EDGE_STYLES, formatRoute, layerTransform, pointAt, shape, zoomAbout } from "/console/logic.js";
 
 const FLOWS_PAGE = 50;
 
@@ -37,6 +37,29 @@ async function showFlows(panel, params, edge, offset = 0) {
       h("tbody", {}, rows)), h("p", {}, `${offset + 1}–${offset + page.items.length} of ${page.total} `, more));
 }
 
+const TABLE_PAGE = 100;
+
+/** The edge table: every edge of the view, none folded, busiest first, a page at a time. */
+async function showTable(target, panel, params, offset = 0) {
+  replace(target, h("p", {}, "Loading edges…"));
+  const page = await api.get(`/api/v1/map/edges?${query(params)}&limit=${TABLE_PAGE}&offset=${offset}`);
+  const rows = page.items.map((edge) => {
+    const service = h("a", { href: "#", "data-edge": edge.id }, edge.service);
+    service.addEventListener("click", (event) => {
+      event.preventDefault();
+      showFlows(panel, params, edge).catch((failure) => replace(panel, h("p", { class: "error" }, failure.message)));
+    });
+    return h("tr", { "data-state": edge.state }, h("td", {}, edge.from_label ?? edge.from), h("td", {}, edge.to_label ?? edge.to), h("td", {}, service),
+      h("td", {}, edge.state), h("td", { class: "number" }, String(edge.connections)), h("td", { class: "number" }, String(edge.flows)));
+  });
+  const more = [];
+  if (offset > 0) more.push(h("button", { type: "button", onclick: () => showTable(target, panel, params, Math.max(0, offset - TABLE_PAGE)) }, "‹ previous"));
+  if (offset + TABLE_PAGE < page.total) more.push(h("button", { type: "button", onclick: () => showTable(target, panel, params, offset + TABLE_PAGE) }, "next ›"));
+  replace(target, h("table", { id: "edge-table-rows" },
+    h("thead", {}, h("tr", {}, ["From", "To", "Service", "State", "Connections", "Flows"].map((c) => h("th", {}, c)))), h("tbody", {}, rows)),
+  h("p", {}, `${Math.min(offset + 1, page.total)}–${offset + page.items.length} of ${page.total} edges `, more));
+}
+
 function exportSVG(svg) {
   const copy = svg.cloneNode(true);
   copy.setAttribute("xmlns", "http://www.w3.org/2000/svg");
@@ -48,29 +71,47 @@ function exportSVG(svg) {
   setTimeout(() => URL.revokeObjectURL(link.href), 1000);
 }
 
-/** Drag to pan, wheel to zoom about the pointer: the view box changes, nothing is redrawn. */
+/**
+ * Drag to pan, wheel to zoom about the pointer. While the hand moves, the drawn picture is moved
+ * and scaled as one layer (a CSS transform: 1,500 edges are not painted again each frame); once
+ * it rests for 200 ms, the view box takes the change and the picture is drawn sharp again.
+ */
 function panAndZoom(svg, box) {
-  let view = { ...box }, drag = null;
-  const apply = () => svg.setAttribute("viewBox", `${view.x} ${view.y} ${view.width} ${view.height}`);
-  const point = (event) => {
-    const rect = svg.getBoundingClientRect();
-    return { x: view.x + ((event.clientX - rect.left) / rect.width) * view.width, y: view.y + ((event.clientY - rect.top) / rect.height) * view.height };
+  const frame = svg.parentElement;
+  let drawn = { ...box }, view = { ...box }, drag = null, timer = null;
+  const size = () => ({ width: frame.clientWidth, height: frame.clientHeight });
+  const commit = () => {
+    drawn = { ...view };
+    svg.setAttribute("viewBox", `${view.x} ${view.y} ${view.width} ${view.height}`);
+    svg.style.transform = "";
   };
-  svg.addEventListener("wheel", (event) => {
+  const apply = () => {
+    const { width, height } = size();
+    const t = layerTransform(drawn, view, width, height);
+    svg.style.transform = `translate(${t.x}px, ${t.y}px) scale(${t.k})`;
+    clearTimeout(timer);
+    timer = setTimeout(commit, 200);
+  };
+  const point = (event) => {
+    const rect = frame.getBoundingClientRect(), { width, height } = size();
+    return pointAt(view, width, height, event.clientX - rect.left, event.clientY - rect.top);
+  };
+  frame.addEventListener("wheel", (event) => {
     event.preventDefault();
     const p = point(event);
     view = zoomAbout(view, event.deltaY < 0 ? 1.15 : 1 / 1.15, p.x, p.y);
     apply();
   }, { passive: false });
-  svg.addEventListener("pointerdown", (event) => { if (event.target === svg || event.target.classList.contains("backdrop")) drag = { x: event.clientX, y: event.clientY, view: { ...view } }; });
-  svg.addEventListener("pointermove", (event) => {
+  svg.addEventListener("pointerdown", (event) => { if (event.target === svg || event.target.classList.contains("backdrop")) drag = { p: point(event), view: { ...view } }; });
+  frame.addEventListener("pointermove", (event) => {
     if (!drag) return;
-    const rect = svg.getBoundingClientRect();
-    view = { ...drag.view, x: drag.view.x - ((event.clientX - drag.x) / rect.width) * view.width, y: drag.view.y - ((event.clientY - drag.y) / rect.height) * view.height };
+    const rect = frame.getBoundingClientRect(), { width, height } = size();
+    const p = pointAt(drag.view, width, height, event.clientX - rect.left, event.clientY - rect.top);
+    view = { ...drag.view, x: drag.view.x - (p.x - drag.p.x), y: drag.view.y - (p.y - drag.p.y) };
     apply();
   });
   window.addEventListener("pointerup", () => { drag = null; });
-  apply();
+  commit();
   return { zoom: (factor) => { view = zoomAbout(view, factor, view.x + view.width / 2, view.y + view.height / 2); apply(); } };
 }
 
@@ -82,6 +123,7 @@ export async function mapPage(view, route, { stale }) {
   const go = (changes) => { location.hash = formatRoute("map", null, { ...params, ...changes }); };
   const nodes = new Map(map.nodes.map((n) => [n.id, n]));
   const busiest = Math.max(1, ...map.edges.map((e) => e.connections));
+  const rows = h("div", { id: "edge-rows" });
   const panel = h("section", { id: "edge-panel" }, h("p", { class: "muted" }, "Click an edge to list its flows."));
   const seen = new Map();
   const edges = map.edges.map((edge) => {
@@ -128,11 +170,9 @@ export async function mapPage(view, route, { stale }) {
     h("button", { type: "button", id: "export-svg", onclick: () => exportSVG(svg) }, "Export SVG"), " ",
     expanded.size ? h("button", { type: "button", onclick: () => go({ expand: "" }) }, "Collapse groups") : "",
     ` ${map.hosts} hosts, ${map.nodes.length} nodes, ${map.edges.length} edges since ${map.since}`,
-    map.hidden_edges ? h("strong", {}, ` · ${map.hidden_edges} quieter edges (${map.hidden_connections} connections) not drawn: see the table`) : "");
-  const table = h("details", { id: "edge-table" }, h("summary", {}, "Table view"),
-    h("table", {}, h("thead", {}, h("tr", {}, ["From", "To", "Service", "State", "Connections", "Flows"].map((c) => h("th", {}, c)))),
-      h("tbody", {}, map.edges.map((e) => h("tr", { "data-state": e.state }, h("td", {}, nodes.get(e.from).label), h("td", {}, nodes.get(e.to).label),
-        h("td", {}, e.service), h("td", {}, e.state), h("td", { class: "number" }, String(e.connections)), h("td", { class: "number" }, String(e.flows)))))));
+    map.hidden_edges ? h("strong", {}, ` · ${map.hidden_edges} quieter edges (${map.hidden_connections} connections) not drawn: see the table view`) : "");
+  const table = h("details", { id: "edge-table", ontoggle: (event) => { if (event.target.open) showTable(rows, panel, params); } },
+    h("summary", {}, map.hidden_edges ? `Table view: every edge, the ${map.hidden_edges} not drawn too` : "Table view: every edge"), rows);
   replace(view, h("h1", {}, "Dependency map"), controls, legend(), tools, h("div", { class: "map-frame" }, svg), panel, table);
   const zoom = panAndZoom(svg, box);
   document.getElementById("zoom-in").addEventListener("click", () => zoom.zoom(1.25));

@@ -2,7 +2,7 @@
 // the server checks the role again whatever the page shows.
 import * as api from "/console/api.js";
 import { h, replace, table } from "/console/dom.js";
-import { atLeast, formatRoute } from "/console/logic.js";
+import { atLeast, formatRoute, rolloutRequest, waveProgress } from "/console/logic.js";
 
 export async function rulesetsPage(view, route, { stale }) {
   const [rulesets, assignments] = await Promise.all([api.get("/api/v1/rulesets"), api.get("/api/v1/assignments")]);
@@ -48,17 +48,59 @@ export async function rulesetsPage(view, route, { stale }) {
     h("p", {}, review, " ", approve), result);
 }
 
+/** Starting a rollout: the form, then a confirmation that says how many hosts it will change. */
+function startForm(message, reload) {
+  const confirm = h("p", { id: "rollout-confirm" });
+  const form = h("form", { id: "start-rollout", onsubmit: async (event) => {
+    event.preventDefault();
+    const data = Object.fromEntries(new FormData(event.target));
+    let body;
+    try {
+      body = rolloutRequest(data);
+      const preview = await api.get("/api/v1/selectors/preview?selector=" + encodeURIComponent(body.selector));
+      const go = h("button", { type: "button", id: "confirm-rollout" }, `Start: ${body.mode} on ${preview.matches} hosts in waves ${(body.waves ?? ["1", "10%", "100%"]).join(", ")}`);
+      go.addEventListener("click", async () => {
+        try {
+          const rollout = await api.post("/api/v1/rollouts", body);
+          replace(confirm, "");
+          reload(rollout.id);
+        } catch (failure) { replace(confirm, h("span", { class: "error" }, (failure.field ? failure.field + ": " : "") + failure.message)); }
+      });
+      replace(confirm, go, " ", h("button", { type: "button", onclick: () => replace(confirm, "") }, "Cancel"));
+    } catch (failure) { replace(confirm, h("span", { class: "error" }, (failure.field ? failure.field + ": " : "") + failure.message)); }
+  } },
+  h("h2", {}, "Start a rollout"),
+  h("label", {}, "Selector ", h("input", { name: "selector", id: "rollout-selector", size: 24, placeholder: 'tier == "web"' })), " ",
+  h("label", {}, "Mode ", h("select", { name: "mode", id: "rollout-mode" }, h("option", { value: "enforce" }, "enforce"), h("option", { value: "discovery" }, "discovery"))), " ",
+  h("label", {}, "Waves ", h("input", { name: "waves", id: "rollout-waves", size: 12, placeholder: "1, 10%, 100%" })), " ",
+  h("label", {}, "Soak s ", h("input", { name: "soak", size: 5, placeholder: "900" })), " ",
+  h("label", {}, "Confirm s ", h("input", { name: "confirm", size: 4, placeholder: "120" })), " ",
+  h("label", {}, "Failures ", h("input", { name: "failures", size: 3, placeholder: "0" })), " ",
+  h("button", { type: "submit", id: "start-rollout-button" }, "Start…"));
+  return [form, confirm];
+}
+
+/** Each wave as a bar: hosts done (confirmed or untouched), failed, applying, waiting. */
+function waves(rollout) {
+  return h("ol", { id: "rollout-waves" }, waveProgress(rollout).map((w) =>
+    h("li", { "data-wave": w.number, "data-state": w.state },
+      `Wave ${w.number} (${w.size}, ${w.hosts} hosts) ${w.state} `,
+      h("progress", { value: w.done, max: Math.max(1, w.hosts) }),
+      ` ${w.done} done, ${w.applying} applying, ${w.failed} failed, ${w.waiting} waiting`)));
+}
+
 export async function rolloutsPage(view, route, { stale }) {
   const rollouts = await api.get("/api/v1/rollouts");
   if (stale()) return;
   const approver = atLeast(api.current().role, "approver");
   const message = h("p", { id: "rollout-message" });
+  const reload = (id) => { if (id && id !== route.id) location.hash = formatRoute("rollouts", id); else rolloutsPage(view, route, { stale }); };
   const control = (rollout, action) => {
     const button = h("button", { type: "button", "data-action": action, "data-rollout": rollout.id }, action);
     button.addEventListener("click", async () => {
       try {
         await api.post(`/api/v1/rollouts/${rollout.id}/${action}`, { reason: `from the console` });
-        rolloutsPage(view, route, { stale });
+        reload();
       } catch (failure) { replace(message, h("span", { class: "error" }, failure.message)); }
     });
     return button;
@@ -72,7 +114,9 @@ export async function rolloutsPage(view, route, { stale }) {
   if (stale()) return;
   replace(view, h("h1", {}, "Rollouts"), message,
     table("rollouts", ["Rollout", "Selector", "Mode", "State", "Progress", "Failures", "Halt reason", ""], rows),
-    detail ? [h("h2", {}, `Rollout ${detail.id}`), detail.halt_reason ? h("p", { class: "error" }, "Halted: " + detail.halt_reason) : "",
+    approver ? startForm(message, reload) : "",
+    detail ? [h("h2", { id: "rollout-title" }, `Rollout ${detail.id}: ${detail.state}`), detail.halt_reason ? h("p", { class: "error" }, "Halted: " + detail.halt_reason) : "",
+      waves(detail),
       table("rollout-hosts", ["Host", "Wave", "State", "Detail", "Changed"], (detail.hosts ?? []).map((x) =>
         [h("a", { href: formatRoute("host", x.host_id) }, x.hostname), String(x.wave), x.state, x.detail ?? "", x.changed_at]))] : "");
 }
