@@ -226,14 +226,16 @@ public struct PostgresHostStore: HostStore {
 
     public func mapHosts() async throws -> [MapHostRow] {
         var rows: [MapHostRow] = []
-        for try await (id, hostname, tags, addresses, mode, digest, assigned) in try await client.query("""
-            SELECT id, hostname, tags::text, addresses::text, status->>'mode', status->>'ruleset_digest', assigned_policy->>'digest'
+        // Tags and addresses as text arrays, not JSON: decoding 20,000 small documents was a
+        // quarter of a 2,000-host map's time.
+        for try await (id, hostname, keys, values, addresses, mode, digest, assigned) in try await client.query("""
+            SELECT id, hostname, ARRAY(SELECT jsonb_object_keys(tags) ORDER BY 1), ARRAY(SELECT tags->>key FROM jsonb_object_keys(tags) AS key ORDER BY key),
+                   ARRAY(SELECT jsonb_array_elements_text(addresses)), status->>'mode', status->>'ruleset_digest', assigned_policy->>'digest'
             FROM hosts ORDER BY hostname, id
-            """, logger: logger).decode((UUID, String, String, String, String?, String?, String?).self) {
+            """, logger: logger).decode((UUID, String, [String], [String], [String], String?, String?, String?).self) {
             let inForce = Self.inForce(mode: mode, digest: digest)
-            rows.append(MapHostRow(id: id, hostname: hostname, tags: (try? Wire.decode([String: String].self, from: Data(tags.utf8))) ?? [:],
-                                   addresses: (try? Wire.decode([String].self, from: Data(addresses.utf8))) ?? [], enforcing: mode == "enforce",
-                                   waitingDigest: assigned != nil && assigned != inForce ? assigned : nil))
+            rows.append(MapHostRow(id: id, hostname: hostname, tags: Dictionary(zip(keys, values), uniquingKeysWith: { first, _ in first }),
+                                   addresses: addresses, enforcing: mode == "enforce", waitingDigest: assigned != nil && assigned != inForce ? assigned : nil))
         }
         let waiting = Array(Set(rows.compactMap(\.waitingDigest)))
         guard !waiting.isEmpty else { return rows }

@@ -32,7 +32,7 @@ import Testing
     static func fleet(_ db: StoreConcurrencyTests.Database) async throws -> [String: UUID] {
         let secret = try await db.stores.enrollment.createSecret(tags: [:], ttlSeconds: nil, uses: nil, hostTags: true, extraWhitelist: [])
         var ids: [String: UUID] = [:]
-        for (name, address, tags) in [("web-1", "192.0.2.11", ["tier": "web"]), ("web-2", "192.0.2.12", ["tier": "web"]),
+        for (name, address, tags) in [("web-1", "192.0.2.11", ["tier": "web", "env": "prod"]), ("web-2", "192.0.2.12", ["tier": "web"]),
                                       ("db-1", "192.0.2.20", ["tier": "db"]), ("lone", "2001:db8::30", [:])] {
             let enrolled = try #require(try await db.stores.enrollment.enroll(
                 EnrollRequest(secret: secret, hostname: name, machineID: "m-\(name)", addresses: [address], agentVersion: "test", tags: tags)))
@@ -127,6 +127,7 @@ import Testing
         let ids = try await Self.fleet(db)
         let rows = try await db.stores.hosts.mapHosts()
         #expect(rows.first { $0.hostname == "web-1" }?.enforcing == true && rows.first { $0.hostname == "web-2" }?.enforcing == false)
+        #expect(rows.first { $0.hostname == "web-1" }?.tags == ["tier": "web", "env": "prod"] && rows.first { $0.hostname == "web-1" }?.addresses == ["192.0.2.11"])
         #expect(rows.first { $0.hostname == "web-2" }?.waitingDigest == "sha256:waiting" && rows.first { $0.hostname == "web-1" }?.waitingPolicy == nil)
 
         var byView: [String: [DependencyMap.Edge]] = [:]
