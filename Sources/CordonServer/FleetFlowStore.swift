@@ -60,9 +60,8 @@ extension FleetFlowStore {
 }
 
 /// An edge's flows: busiest first, then by host name, host and the row's key, compared as bytes:
-/// a total order, the same in PostgreSQL (`COLLATE "C"`) and here, so pages never overlap.
+/// a total order, so pages never overlap.
 enum MapFlowOrder {
-    static let sql = #"f.connections DESC, own.hostname COLLATE "C", f.host_id, f.flow_key COLLATE "C""#
 
     static func before(_ a: MapFlow, _ b: MapFlow) -> Bool {
         if a.flow.connections != b.flow.connections { return a.flow.connections > b.flow.connections }
@@ -77,6 +76,7 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
     let client: PostgresClient
     let logger: Logger
     let external: DependencyMap.ExternalPeers
+    let cache = FlowMapCache()
 
     public init(client: PostgresClient, logger: Logger, external: DependencyMap.ExternalPeers = .server) {
         self.client = client
@@ -96,7 +96,9 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
         let keys = Array(latest.keys)
         let rows = keys.map { latest[$0]! }
         let map = rows.map { MapColumns($0, external: external) }
+        // The host's version moves in the same statement: a replica's map reloads the host.
         try await client.query("""
+            WITH moved AS (UPDATE hosts SET flows_version = flows_version + 1 WHERE id = \(host))
             INSERT INTO host_flows (host_id, flow_key, first_seen, last_seen, connections, packets, bytes, remote_names,
                                     direction, verdict, service, peer_address, peer_node)
             SELECT \(host), * FROM unnest(\(keys)::text[], \(rows.map(\.firstSeen))::text[], \(rows.map(\.lastSeen))::text[],
@@ -186,123 +188,122 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
                   AS c(host_id, flow_key, direction, verdict, service, peer_address, peer_node)
                 WHERE host_flows.host_id = c.host_id AND host_flows.flow_key = c.flow_key
                 """, logger: logger)
+            try await client.query("UPDATE hosts SET flows_version = flows_version + 1 WHERE id = ANY(\(Array(Set(hosts)))::uuid[])", logger: logger)
             total += keys.count
         }
     }
 
-    /// The hosts as the map's queries join them: each host's node, and each fleet address's.
-    /// `peer.selected`: the address's host is on the map, so its connections are drawn from the
-    /// client's report (`Classifier.countedByClient`; the SQL says the same in its WHERE).
-    private struct Joined {
-        var ids: [UUID] = [], nodes: [String] = [], enforcing: [Bool] = [], hostnames: [String] = []
-        var addresses: [String] = [], peerNodes: [String] = [], peerSelected: [Bool] = []
-        var fleetNodes: [String: DependencyMap.Node] = [:]
-
-        init(_ hosts: [DependencyMap.Host], selected: Set<String>, classifier: DependencyMap.Classifier) {
-            for host in hosts {
-                ids.append(UUID(uuidString: host.id)!)
-                nodes.append(classifier.node(of: host).id)
-                enforcing.append(host.enforcing)
-                hostnames.append(host.hostname)
-            }
-            for (address, host) in classifier.owners {
-                let node = classifier.node(of: host)
-                fleetNodes[node.id] = node
-                addresses.append(address.description)
-                peerNodes.append(node.id)
-                peerSelected.append(selected.contains(host.id))
-            }
-        }
-    }
-
-    /// Runs a map query with room to hash: 200,000 rows joined and summed spilled to disk at the
-    /// default 4 MB, and the planner's merge joins sorted them by text (1 s against 0.6 s for
-    /// hash joins, measured at 2,000 hosts).
-    private func summing<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
-        try await client.transaction(logger: logger) { connection in
-            try await connection.query("SET LOCAL work_mem = '64MB'", logger: logger)
-            try await connection.query("SET LOCAL enable_mergejoin = off", logger: logger)
-            return try await body(connection)
-        }
+    /// Reads every host's rows into this replica's memory; returns how many.
+    public func warm() async throws -> Int {
+        try await cache.current(client: client, logger: logger).rows.values.reduce(0) { $0 + $1.count }
     }
 
     /// The flows of hosts with a policy waiting are classified one by one (what the waiting
-    /// policy would reject is a rule's question); every other host's are summed by PostgreSQL.
+    /// policy would reject is a rule's question); every other host's are summed from the rows
+    /// kept in memory (`FlowMapCache`).
     public func graph(of hosts: [DependencyMap.Host], classifier: DependencyMap.Classifier, since: Int64) async throws -> DependencyMap.Graph {
         var builder = DependencyMap.Builder(classifier: classifier, selected: hosts)
         for host in hosts where host.pending != nil { builder.add(try await uploaded(host: UUID(uuidString: host.id)!), of: host, since: since) }
-        let joined = Joined(hosts.filter { $0.pending == nil }, selected: builder.selected, classifier: classifier)
-        guard !joined.ids.isEmpty else { return builder.graph() }
-        let sums = try await summing { connection in
-            var sums: [(String, String, String, String, String, Bool, Int64, Int64)] = []
-            for try await row in try await connection.query("""
-            WITH own AS (SELECT * FROM unnest(\(joined.ids)::uuid[], \(joined.nodes)::text[], \(joined.enforcing)::bool[]) AS o(host_id, node, enforcing)),
-                 peer AS (SELECT * FROM unnest(\(joined.addresses)::text[], \(joined.peerNodes)::text[], \(joined.peerSelected)::bool[])
-                          AS p(address, node, selected))
-            SELECT own.node, coalesce(peer.node, f.peer_node), f.direction, f.service, f.verdict, own.enforcing,
-                   sum(f.connections)::bigint, count(*)::bigint
-            FROM host_flows f JOIN own ON own.host_id = f.host_id LEFT JOIN peer ON peer.address = f.peer_address
-            WHERE f.last_seen >= \(TimeText.rfc3339(since)) AND f.direction <> 'forward' AND f.peer_node <> ''
-              AND NOT (f.direction = 'inbound' AND f.verdict = 'allowed' AND peer.selected IS TRUE)
-            GROUP BY 1, 2, 3, 4, 5, 6
-            """, logger: logger).decode((String, String, String, String, String, Bool, Int64, Int64).self) { sums.append(row) }
-            return sums
+        let summed = hosts.filter { $0.pending == nil }
+        guard !summed.isEmpty else { return builder.graph() }
+        let rows = try await cache.current(client: client, logger: logger)
+        let peers = rows.fleetPeers(classifier, selected: builder.selected)
+        // Per host its node, numbered: the sums are keyed by numbers, not texts.
+        var owns: [String] = [], ownIndex: [String: Int32] = [:]
+        let own = summed.map { host in
+            let id = classifier.node(of: host).id
+            return ownIndex[id] ?? { ownIndex[id] = Int32(owns.count); owns.append(id); return Int32(owns.count - 1) }()
         }
-        for (own, peer, direction, service, verdict, enforcing, connections, flows) in sums {
-            guard let direction = Direction(rawValue: direction), let verdict = FlowVerdict(rawValue: verdict),
-                  let node = joined.fleetNodes[peer] ?? DependencyMap.ExternalPeers.node(id: peer) else { continue }
-            let key = DependencyMap.EdgeKey(direction, own: own, peer: peer, service: service,
-                                            state: DependencyMap.state(verdict: verdict, enforcing: enforcing))
-            builder.add(key, peer: node, connections: UInt64(max(0, connections)), flows: Int(flows))
+        struct Key: Hashable {
+            var own: Int32, peer: Int32, service: Int32
+            var direction: Direction, state: DependencyMap.EdgeState
+        }
+        var sums: [Key: (connections: UInt64, flows: Int)] = [:]
+        rows.each(of: summed, peers: peers, since: since) { host, row, peer in
+            // Fleet nodes negative, external ones their interned id.
+            let far: Int32
+            switch peer {
+            case .fleet(let node): far = -1 - Int32(node)
+            case .external(let id): far = id
+            }
+            let key = Key(own: own[host], peer: far, service: row.service, direction: row.direction,
+                          state: DependencyMap.state(verdict: row.verdict, enforcing: summed[host].enforcing))
+            sums[key, default: (0, 0)].connections &+= UInt64(max(0, row.connections))
+            sums[key]!.flows += 1
+        }
+        var externals: [Int32: DependencyMap.Node?] = [:]
+        for (key, sum) in sums {
+            let node: DependencyMap.Node?
+            if key.peer < 0 {
+                node = peers.nodes[Int(-1 - key.peer)]
+            } else {
+                if externals[key.peer] == nil { externals[key.peer] = DependencyMap.ExternalPeers.node(id: rows.strings.texts[Int(key.peer)]) }
+                node = externals[key.peer]!
+            }
+            guard let node else { continue }
+            builder.add(DependencyMap.EdgeKey(key.direction, own: owns[Int(key.own)], peer: node.id, service: rows.strings.texts[Int(key.service)], state: key.state),
+                        peer: node, connections: sum.connections, flows: sum.flows)
         }
         return builder.graph()
     }
 
-    /// One page from PostgreSQL in `MapFlowOrder`, merged with the flows of hosts with a policy
-    /// waiting, placed one by one.
+    /// One page placed from the rows in memory, busiest first (`MapFlowOrder`), the page's
+    /// records read from PostgreSQL; merged with the flows of hosts with a policy waiting,
+    /// placed one by one.
     public func flows(on edge: DependencyMap.EdgeKey, members: [String: [String]], of hosts: [DependencyMap.Host],
                       classifier: DependencyMap.Classifier, since: Int64, offset: Int, limit: Int) async throws -> (items: [MapFlow], total: Int) {
         let waiting = try await placed(on: edge, members: members, of: hosts.filter { $0.pending != nil }, classifier: classifier, since: since)
-        let (from, to) = ([edge.from] + (members[edge.from] ?? []), [edge.to] + (members[edge.to] ?? []))
-        let ends = Set(from + to)
+        let (from, to) = (Set([edge.from] + (members[edge.from] ?? [])), Set([edge.to] + (members[edge.to] ?? [])))
         // Only hosts drawn at an end of the edge have flows on it; every host's address stays joinable.
-        let joined = Joined(hosts.filter { $0.pending == nil && ends.contains(classifier.node(of: $0).id) }, selected: Set(hosts.map(\.id)),
-                            classifier: classifier)
-        // The (verdict, enforcing) pairs that give the edge's state; none for amber, which only waiting hosts have.
-        let pairs = FlowVerdict.allCases.flatMap { verdict in [false, true].map { (verdict, $0) } }
-            .filter { DependencyMap.state(verdict: $0.0, enforcing: $0.1) == edge.state }
-        let (skip, take) = waiting.isEmpty ? (offset, limit) : (0, offset + limit)
-        var page: [MapFlow] = [], total = 0
-        if !joined.ids.isEmpty, !pairs.isEmpty {
-            let rows = try await summing { connection in
-                var rows: [(UUID, String, String, Int64)] = []
-                for try await row in try await connection.query("""
-                WITH own AS (SELECT * FROM unnest(\(joined.ids)::uuid[], \(joined.nodes)::text[], \(joined.enforcing)::bool[], \(joined.hostnames)::text[])
-                             AS o(host_id, node, enforcing, hostname)),
-                     peer AS (SELECT * FROM unnest(\(joined.addresses)::text[], \(joined.peerNodes)::text[], \(joined.peerSelected)::bool[])
-                              AS p(address, node, selected)),
-                     state AS (SELECT * FROM unnest(\(pairs.map(\.0.rawValue))::text[], \(pairs.map(\.1))::bool[]) AS s(verdict, enforcing))
-                SELECT f.host_id, own.hostname, \(unescaped: FlowRow.line), count(*) OVER ()
-                FROM host_flows f JOIN own ON own.host_id = f.host_id LEFT JOIN peer ON peer.address = f.peer_address
-                WHERE f.last_seen >= \(TimeText.rfc3339(since)) AND f.direction <> 'forward' AND f.peer_node <> '' AND f.service = \(edge.service)
-                  AND NOT (f.direction = 'inbound' AND f.verdict = 'allowed' AND peer.selected IS TRUE)
-                  AND ((f.direction = 'outbound' AND own.node = ANY(\(from)::text[]) AND coalesce(peer.node, f.peer_node) = ANY(\(to)::text[]))
-                    OR (f.direction = 'inbound' AND own.node = ANY(\(to)::text[]) AND coalesce(peer.node, f.peer_node) = ANY(\(from)::text[])))
-                  AND (f.verdict, own.enforcing) IN (SELECT verdict, enforcing FROM state)
-                ORDER BY \(unescaped: MapFlowOrder.sql) OFFSET \(skip) LIMIT \(take)
-                """, logger: logger).decode((UUID, String, String, Int64).self) { rows.append(row) }
-                return rows
+        let summed = hosts.filter { $0.pending == nil && (from.contains(classifier.node(of: $0).id) || to.contains(classifier.node(of: $0).id)) }
+        var matching: [(connections: Int64, host: Int, row: FlowMapCache.Row)] = []
+        if !summed.isEmpty {
+            let rows = try await cache.current(client: client, logger: logger)
+            let peers = rows.fleetPeers(classifier, selected: Set(hosts.map(\.id)))
+            let ends = summed.map { (from: from.contains(classifier.node(of: $0).id), to: to.contains(classifier.node(of: $0).id)) }
+            let fleetEnds = peers.nodes.map { (from: from.contains($0.id), to: to.contains($0.id)) }
+            var externalEnds: [Int32: (from: Bool, to: Bool)] = [:]
+            for id in from.union(to) { if let interned = rows.strings.id(id) { externalEnds[interned] = (from.contains(id), to.contains(id)) } }
+            if let service = rows.strings.id(edge.service) {
+                rows.each(of: summed, peers: peers, since: since) { host, row, peer in
+                    guard row.service == service, DependencyMap.state(verdict: row.verdict, enforcing: summed[host].enforcing) == edge.state else { return }
+                    let far: (from: Bool, to: Bool)
+                    switch peer {
+                    case .fleet(let node): far = fleetEnds[node]
+                    case .external(let id): far = externalEnds[id] ?? (false, false)
+                    }
+                    let on = row.direction == .outbound ? ends[host].from && far.to : row.direction == .inbound && ends[host].to && far.from
+                    if on { matching.append((row.connections, host, row)) }
+                }
             }
-            for (id, hostname, line, count) in rows {
-                total = Int(count)
-                if let record = FlowRow.record(line) { page.append(MapFlow(hostID: id.uuidString.lowercased(), hostname: hostname, flow: record)) }
-            }
-            // Past the last page no row carries the count: count them.
-            if page.isEmpty, skip > 0 {
-                return ([], try await flows(on: edge, members: members, of: hosts, classifier: classifier, since: since, offset: 0, limit: 1).total)
+            // MapFlowOrder: busiest first, then host name, host id and flow key, compared as bytes.
+            var rank = [Int](repeating: 0, count: summed.count)
+            for (place, index) in summed.indices.sorted(by: {
+                let (a, b) = (summed[$0], summed[$1])
+                return a.hostname.utf8.elementsEqual(b.hostname.utf8) ? a.id < b.id : a.hostname.utf8.lexicographicallyPrecedes(b.hostname.utf8)
+            }).enumerated() { rank[index] = place }
+            matching.sort {
+                if $0.connections != $1.connections { return $0.connections > $1.connections }
+                if $0.host != $1.host { return rank[$0.host] < rank[$1.host] }
+                return $0.row.key.utf8.lexicographicallyPrecedes($1.row.key.utf8)
             }
         }
-        guard !waiting.isEmpty else { return (page, total) }
-        return (Array((page + waiting).sorted(by: MapFlowOrder.before).dropFirst(offset).prefix(limit)), total + waiting.count)
+        let (skip, take) = waiting.isEmpty ? (offset, limit) : (0, offset + limit)
+        let chosen = matching.dropFirst(skip).prefix(take)
+        var records: [String: FlowRecord] = [:]
+        if !chosen.isEmpty {
+            let ids = chosen.map { UUID(uuidString: summed[$0.host].id)! }, keys = chosen.map(\.row.key)
+            for try await (id, key, line) in try await client.query("""
+                SELECT host_id, flow_key, \(unescaped: FlowRow.line) FROM host_flows JOIN unnest(\(ids)::uuid[], \(keys)::text[]) AS p(host_id, flow_key)
+                USING (host_id, flow_key)
+                """, logger: logger).decode((UUID, String, String).self) {
+                records[id.uuidString.lowercased() + " " + key] = FlowRow.record(line)
+            }
+        }
+        let page = chosen.compactMap { match in
+            records[summed[match.host].id + " " + match.row.key].map { MapFlow(hostID: summed[match.host].id, hostname: summed[match.host].hostname, flow: $0) }
+        }
+        guard !waiting.isEmpty else { return (page, matching.count) }
+        return (Array((page + waiting).sorted(by: MapFlowOrder.before).dropFirst(offset).prefix(limit)), matching.count + waiting.count)
     }
 }
