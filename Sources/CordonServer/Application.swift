@@ -121,7 +121,7 @@ public enum ServerApplication {
             if let flows = stores.flows as? PostgresFleetFlowStore {
                 Task {
                     do {
-                        let rows = try await flows.warm()
+                        let rows = try await flows.refreshMap()
                         logger.notice("map: \(rows) flow rows in memory")
                     } catch { logger.warning("map: rows not read ahead: \(error)") }
                 }

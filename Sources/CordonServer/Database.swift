@@ -238,9 +238,16 @@ public enum Migrations {
             "ALTER TABLE host_flows ADD COLUMN direction text, ADD COLUMN verdict text, ADD COLUMN service text, ADD COLUMN peer_address text, "
                 + "ADD COLUMN peer_node text",
             "CREATE INDEX host_flows_unclassified ON host_flows (host_id) WHERE peer_node IS NULL",
-            // Moves with every upload of the host's flows: each replica keeps the rows in memory
-            // for the map (`FlowMapCache`) and reloads a host when its version moved.
-            "ALTER TABLE hosts ADD COLUMN flows_version bigint NOT NULL DEFAULT 0",
+            // Every written row is stamped with its transaction, whoever wrote it: each replica
+            // keeps the rows in memory for the map (`FlowMapCache`) and reads what was stamped
+            // since its last read.
+            "ALTER TABLE host_flows ADD COLUMN changed_txid xid8 NOT NULL DEFAULT '0'",
+            """
+            CREATE FUNCTION host_flows_stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN NEW.changed_txid := pg_current_xact_id(); RETURN NEW; END $$
+            """,
+            "CREATE TRIGGER host_flows_stamp BEFORE INSERT OR UPDATE ON host_flows FOR EACH ROW EXECUTE FUNCTION host_flows_stamp()",
+            "CREATE INDEX host_flows_changed ON host_flows (changed_txid)",
         ]),
     ]
 

@@ -40,11 +40,13 @@ extension FleetFlowStore {
     }
 
     /// The flows of `hosts` that land on `edge`, each placed by the classifier, in `MapFlowOrder`.
+    /// `selected`: every host on the map, when `hosts` are only some of them (whose connections
+    /// the client's report draws: `Classifier.countedByClient`).
     func placed(on edge: DependencyMap.EdgeKey, members: [String: [String]], of hosts: [DependencyMap.Host],
-                classifier: DependencyMap.Classifier, since: Int64) async throws -> [MapFlow] {
+                classifier: DependencyMap.Classifier, since: Int64, selected: Set<String>? = nil) async throws -> [MapFlow] {
         var renamed: [String: String] = [:]
         for (node, ids) in members { for id in ids { renamed[id] = node } }
-        let selected = Set(hosts.map(\.id))
+        let selected = selected ?? Set(hosts.map(\.id))
         var matching: [MapFlow] = []
         for host in hosts {
             for record in try await flows(host: UUID(uuidString: host.id)!) {
@@ -96,9 +98,7 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
         let keys = Array(latest.keys)
         let rows = keys.map { latest[$0]! }
         let map = rows.map { MapColumns($0, external: external) }
-        // The host's version moves in the same statement: a replica's map reloads the host.
         try await client.query("""
-            WITH moved AS (UPDATE hosts SET flows_version = flows_version + 1 WHERE id = \(host))
             INSERT INTO host_flows (host_id, flow_key, first_seen, last_seen, connections, packets, bytes, remote_names,
                                     direction, verdict, service, peer_address, peer_node)
             SELECT \(host), * FROM unnest(\(keys)::text[], \(rows.map(\.firstSeen))::text[], \(rows.map(\.lastSeen))::text[],
@@ -188,14 +188,14 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
                   AS c(host_id, flow_key, direction, verdict, service, peer_address, peer_node)
                 WHERE host_flows.host_id = c.host_id AND host_flows.flow_key = c.flow_key
                 """, logger: logger)
-            try await client.query("UPDATE hosts SET flows_version = flows_version + 1 WHERE id = ANY(\(Array(Set(hosts)))::uuid[])", logger: logger)
             total += keys.count
         }
     }
 
-    /// Reads every host's rows into this replica's memory; returns how many.
-    public func warm() async throws -> Int {
-        try await cache.current(client: client, logger: logger).rows.values.reduce(0) { $0 + $1.count }
+    /// Reads what changed since the last read into this replica's memory (at start: every
+    /// row); returns how many rows it read.
+    public func refreshMap() async throws -> Int {
+        try await cache.current(client: client, logger: logger).read
     }
 
     /// The flows of hosts with a policy waiting are classified one by one (what the waiting
@@ -206,7 +206,7 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
         for host in hosts where host.pending != nil { builder.add(try await uploaded(host: UUID(uuidString: host.id)!), of: host, since: since) }
         let summed = hosts.filter { $0.pending == nil }
         guard !summed.isEmpty else { return builder.graph() }
-        let rows = try await cache.current(client: client, logger: logger)
+        let rows = try await cache.current(client: client, logger: logger).snapshot
         let peers = rows.fleetPeers(classifier, selected: builder.selected)
         // Per host its node, numbered: the sums are keyed by numbers, not texts.
         var owns: [String] = [], ownIndex: [String: Int32] = [:]
@@ -252,13 +252,14 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
     /// placed one by one.
     public func flows(on edge: DependencyMap.EdgeKey, members: [String: [String]], of hosts: [DependencyMap.Host],
                       classifier: DependencyMap.Classifier, since: Int64, offset: Int, limit: Int) async throws -> (items: [MapFlow], total: Int) {
-        let waiting = try await placed(on: edge, members: members, of: hosts.filter { $0.pending != nil }, classifier: classifier, since: since)
+        let waiting = try await placed(on: edge, members: members, of: hosts.filter { $0.pending != nil }, classifier: classifier, since: since,
+                                       selected: Set(hosts.map(\.id)))
         let (from, to) = (Set([edge.from] + (members[edge.from] ?? [])), Set([edge.to] + (members[edge.to] ?? [])))
         // Only hosts drawn at an end of the edge have flows on it; every host's address stays joinable.
         let summed = hosts.filter { $0.pending == nil && (from.contains(classifier.node(of: $0).id) || to.contains(classifier.node(of: $0).id)) }
         var matching: [(connections: Int64, host: Int, row: FlowMapCache.Row)] = []
         if !summed.isEmpty {
-            let rows = try await cache.current(client: client, logger: logger)
+            let rows = try await cache.current(client: client, logger: logger).snapshot
             let peers = rows.fleetPeers(classifier, selected: Set(hosts.map(\.id)))
             let ends = summed.map { (from: from.contains(classifier.node(of: $0).id), to: to.contains(classifier.node(of: $0).id)) }
             let fleetEnds = peers.nodes.map { (from: from.contains($0.id), to: to.contains($0.id)) }

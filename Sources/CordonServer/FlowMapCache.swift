@@ -2,20 +2,21 @@ import CordonCore
 import Foundation
 import Logging
 import PostgresNIO
-import Synchronization
 
 /// Every host's flow rows as the map reads them, kept in this replica's memory: numbers and
 /// interned texts, no records. Summing 200,000 rows in PostgreSQL took 600 ms a request on this
 /// machine however it was planned (scan, hash join, hash aggregate); the same sums over rows in
-/// memory take a few milliseconds, so the map's work grows with the rows a view covers and not
-/// with the database's.
+/// memory take milliseconds, so the map's work grows with the rows a view covers and not with
+/// the database's.
 ///
-/// The database stays the truth: an upload bumps its host's `flows_version` in the statement
-/// that writes its rows, and every map request first reads the versions (one narrow row per
-/// host) and reloads the hosts whose version moved. Versions are read before rows, so what is
-/// kept is never older than the version it is filed under; a reload at most repeats work. Each
-/// replica keeps its own copy, and a replica that just started reads every host once.
-final class FlowMapCache: Sendable {
+/// The database stays the truth. A trigger stamps every written row with its transaction
+/// (`host_flows.changed_txid`), whoever wrote it: this server's uploads, an older replica's
+/// during an upgrade, a hand-made UPDATE. Each refresh reads the rows stamped at or after the
+/// oldest transaction that was still running at the previous refresh, so a transaction that
+/// committed late is read then; rows read twice are replaced by themselves. Agents upload every
+/// few seconds, so a refresh reads what changed since the last map, not every row a host has.
+/// Refreshes run one at a time, in order, each starting after the request that asked for it.
+actor FlowMapCache {
     /// One row: what the map groups by, and its flow key, which orders an edge's flows.
     struct Row: Sendable {
         var key: String
@@ -23,10 +24,29 @@ final class FlowMapCache: Sendable {
         var connections: Int64
         var direction: Direction
         var verdict: FlowVerdict
-        /// Interned: the service, the peer's address ('' interned when none) and its node outside the fleet.
+        /// Interned: the service, the peer's address ('' when none) and its node outside the fleet.
         var service: Int32
         var address: Int32
         var node: Int32
+    }
+
+    /// One host's rows, and where each flow key is among them.
+    struct HostRows: Sendable {
+        var rows: [Row] = []
+        var index: [String: Int] = [:]
+
+        mutating func put(_ row: Row?, key: String) {
+            if let at = index[key] {
+                if let row { rows[at] = row; return }
+                // Gone from the map (a row that no longer reads as one): the last row takes its place.
+                let last = rows.removeLast()
+                index[key] = nil
+                if at < rows.count { rows[at] = last; index[last.key] = at }
+            } else if let row {
+                index[key] = rows.count
+                rows.append(row)
+            }
+        }
     }
 
     /// Texts that many rows repeat (services, external nodes, peer addresses), each kept once.
@@ -47,51 +67,52 @@ final class FlowMapCache: Sendable {
 
     /// What one request reads: the rows as they were when it asked, never changed under it.
     struct Snapshot: Sendable {
-        var versions: [UUID: Int64] = [:]
-        var rows: [UUID: [Row]] = [:]
+        var rows: [UUID: HostRows] = [:]
         var strings = Strings()
+        var count: Int { rows.values.reduce(0) { $0 + $1.rows.count } }
     }
 
-    private let state = Mutex(Snapshot())
+    private var state = Snapshot()
+    /// The oldest transaction running at the last refresh: rows stamped from it on are read again.
+    private var horizon = "0"
+    private var tail: Task<Void, Never>?
 
-    /// The rows as the database has them now: versions read, moved hosts reloaded.
-    func current(client: PostgresClient, logger: Logger) async throws -> Snapshot {
-        var versions: [UUID: Int64] = [:]
-        for try await (id, version) in try await client.query("SELECT id, flows_version FROM hosts", logger: logger).decode((UUID, Int64).self) {
-            versions[id] = version
+    /// The rows as the database has them now, and how many rows this refresh read.
+    func current(client: PostgresClient, logger: Logger) async throws -> (snapshot: Snapshot, read: Int) {
+        let previous = tail
+        let refresh = Task { () async throws -> Int in
+            await previous?.value
+            return try await self.refresh(client: client, logger: logger)
         }
-        let known = state.withLock { $0.versions }
-        let moved = versions.compactMap { id, version in known[id] == version ? nil : id }
-        typealias Raw = (key: String, lastSeen: Int64, connections: Int64, direction: Direction, verdict: FlowVerdict,
-                         service: String, address: String, node: String)
-        var loaded: [UUID: [Raw]] = [:]
-        if !moved.isEmpty {
-            // Rows the map never draws are not kept: forwarded traffic, and rows that did not read as flows.
-            for try await (id, key, lastSeen, connections, direction, verdict, service, address, node) in try await client.query("""
-                SELECT host_id, flow_key, last_seen, connections, direction, verdict, service, peer_address, peer_node FROM host_flows
-                WHERE host_id = ANY(\(moved)::uuid[]) AND peer_node <> '' AND direction <> 'forward'
-                """, logger: logger).decode((UUID, String, String, Int64, String, String, String, String, String).self) {
-                guard let seen = TimeText.unix(lastSeen), let direction = Direction(rawValue: direction),
-                      let verdict = FlowVerdict(rawValue: verdict) else { continue }
-                loaded[id, default: []].append((key, seen, connections, direction, verdict, service, address, node))
-            }
+        tail = Task { _ = try? await refresh.value }
+        let read = try await refresh.value
+        return (state, read)
+    }
+
+    private func refresh(client: PostgresClient, logger: Logger) async throws -> Int {
+        // The horizon first: whatever committed before it is visible to the read that follows.
+        var next = horizon
+        for try await xmin in try await client.query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", logger: logger).decode(String.self) {
+            next = xmin
         }
-        // Texts are interned under the lock: two requests loading at once must not give one id two meanings.
-        return state.withLock { kept in
-            // Another request may have loaded newer rows meanwhile: the newer of the two stays.
-            for id in moved where kept.versions[id].map({ $0 < versions[id]! }) ?? true {
-                kept.versions[id] = versions[id]
-                kept.rows[id] = (loaded[id] ?? []).map { raw in
-                    Row(key: raw.key, lastSeen: raw.lastSeen, connections: raw.connections, direction: raw.direction, verdict: raw.verdict,
-                        service: kept.strings.intern(raw.service), address: kept.strings.intern(raw.address), node: kept.strings.intern(raw.node))
-                }
+        var read = 0
+        for try await (id, key, lastSeen, connections, direction, verdict, service, address, node) in try await client.query("""
+            SELECT host_id, flow_key, last_seen, connections, coalesce(direction, ''), coalesce(verdict, ''), coalesce(service, ''),
+                   coalesce(peer_address, ''), coalesce(peer_node, '')
+            FROM host_flows WHERE changed_txid >= \(horizon)::xid8
+            """, logger: logger).decode((UUID, String, String, Int64, String, String, String, String, String).self) {
+            read += 1
+            // Rows the map never draws are not kept: forwarded traffic, rows that did not read as flows.
+            var row: Row?
+            if !node.isEmpty, let seen = TimeText.unix(lastSeen), let direction = Direction(rawValue: direction), direction != .forward,
+               let verdict = FlowVerdict(rawValue: verdict) {
+                row = Row(key: key, lastSeen: seen, connections: connections, direction: direction, verdict: verdict,
+                          service: state.strings.intern(service), address: state.strings.intern(address), node: state.strings.intern(node))
             }
-            for id in kept.versions.keys where versions[id] == nil {
-                kept.versions[id] = nil
-                kept.rows[id] = nil
-            }
-            return kept
+            state.rows[id, default: HostRows()].put(row, key: key)
         }
+        horizon = next
+        return read
     }
 }
 
@@ -123,8 +144,8 @@ extension FlowMapCache.Snapshot {
     func each(of hosts: [DependencyMap.Host], peers: FleetPeers, since: Int64,
               _ body: (_ host: Int, _ row: FlowMapCache.Row, _ peer: Peer) -> Void) {
         for (index, host) in hosts.enumerated() {
-            guard let id = UUID(uuidString: host.id), let rows = rows[id] else { continue }
-            for row in rows where row.lastSeen >= since {
+            guard let id = UUID(uuidString: host.id), let kept = rows[id] else { continue }
+            for row in kept.rows where row.lastSeen >= since {
                 let fleet = peers.byAddress[row.address]
                 if row.direction == .inbound, row.verdict == .allowed, fleet?.selected == true { continue }
                 body(index, row, fleet.map { .fleet($0.node) } ?? .external(row.node))

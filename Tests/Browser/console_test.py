@@ -162,6 +162,14 @@ def main():
               "the table view lists the map's edges, the refused one among them")
         shot(driver, "map")
 
+        # Host a's map: its real agent enforces a policy and refused tcp/8443; that edge is red.
+        driver.get(URL + f"/console/#/map?host={AGENT_HOST}&window=24h")
+        wait(driver, EC.presence_of_element_located((By.CSS_SELECTOR, "svg#map .node")))
+        refused = [e.get_attribute("data-edge") for e in driver.find_elements(By.CSS_SELECTOR, "svg#map path.edge[data-state=rejected]")]
+        check(any("|tcp/8443|" in (edge or "") for edge in refused), f"the agent's map shows a red edge for the port its kernel refused: {refused}")
+        allowed = [e.get_attribute("data-edge") for e in driver.find_elements(By.CSS_SELECTOR, "svg#map path.edge[data-state=allowed]")]
+        check(len(allowed) >= 1, f"and solid green for what its policy allows: {allowed}")
+
         # The fleet's map, grouped by the tag most hosts carry.
         driver.get(URL + "/console/#/map?window=24h")
         wait(driver, EC.presence_of_element_located((By.CSS_SELECTOR, "svg#map .node")))

@@ -59,6 +59,25 @@ import Testing
         let stored = try f.api("GET", "/api/v1/hosts/\(probeID)/flows", token: setup.viewer)
         #expect(stored.body.contains("198.51.100.66") && !stored.body.contains("onerror"), "the markup name's row is refused at upload: \(stored.body)")
 
+        // Host a enforces a policy (approved, assigned and rolled out as an administrator would)
+        // and its kernel refuses a connection the policy has no rule for: the red edge the page
+        // must show on host a's map comes from a real agent, not from a report written here.
+        let ruleset = setup.lab.directory + "/web.yaml"
+        try FleetRolloutTests.ruleset(web: true).write(toFile: ruleset, atomically: false, encoding: .utf8)
+        for arguments in [["approve", ruleset, "--name", "web"], ["assign", "web", "--selector", #"tier == "web""#],
+                          ["rollout", "start", "--selector", #"tier == "web""#, "--waves", "100%", "--soak", "1s", "--confirm-window", "30s"]] {
+            let done = try f.fleet(arguments, token: f.adminToken)
+            #expect(done.succeeded, "\(arguments): \(done)")
+        }
+        try Integration.waitUntil("host a enforces the tier's policy", seconds: 60) { try setup.status(f.a)["mode"] as? String == "enforce" }
+        let refused = try setup.lab.run(f.a, ["socat", "-u", "OPEN:/dev/null", "TCP4:\(F.web):8443,connect-timeout=1"], timeout: 5)
+        #expect(!refused.succeeded, "host a's policy refuses tcp/8443 to the web service")
+        try Integration.waitUntil("host a uploads the refused connection", seconds: 30) {
+            let answer = try f.api("GET", "/api/v1/hosts/\(agentID)/flows", token: setup.viewer)
+            let items = try setup.json(answer.body)["items"] as? [[String: Any]] ?? []
+            return items.contains { $0["remote_port"] as? Int == 8443 && $0["verdict"] as? String == "rejected" }
+        }
+
         // The server's key, by the hash Chromium pins it with.
         let spki = try setup.lab.run(nil, ["sh", "-c", "openssl x509 -in \"$0\" -pubkey -noout | openssl pkey -pubin -outform der "
                                                + "| openssl dgst -sha256 -binary | base64", f.data + "/server.pem"])
