@@ -218,7 +218,15 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
             var own: Int32, peer: Int32, service: Int32
             var direction: Direction, state: DependencyMap.EdgeState
         }
+        // A host's rows come grouped as uploaded (a service's peers together): a run of rows with
+        // one key is summed before the dictionary is touched, once a run, not once a row.
         var sums: [Key: (connections: UInt64, flows: Int)] = [:]
+        var run: Key?, runConnections: UInt64 = 0, runFlows = 0
+        func flush() {
+            guard let key = run else { return }
+            sums[key, default: (0, 0)].connections &+= runConnections
+            sums[key]!.flows += runFlows
+        }
         rows.each(of: summed, peers: peers, since: since) { host, row, peer in
             // Fleet nodes negative, external ones their interned id.
             let far: Int32
@@ -228,9 +236,14 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
             }
             let key = Key(own: own[host], peer: far, service: row.service, direction: row.direction,
                           state: DependencyMap.state(verdict: row.verdict, enforcing: summed[host].enforcing))
-            sums[key, default: (0, 0)].connections &+= UInt64(max(0, row.connections))
-            sums[key]!.flows += 1
+            if key != run {
+                flush()
+                (run, runConnections, runFlows) = (key, 0, 0)
+            }
+            runConnections &+= UInt64(max(0, row.connections))
+            runFlows += 1
         }
+        flush()
         var externals: [Int32: DependencyMap.Node?] = [:]
         for (key, sum) in sums {
             let node: DependencyMap.Node?

@@ -49,6 +49,15 @@ actor FlowMapCache {
         }
     }
 
+    /// Rows landing on one edge side by side (by external node, service, direction, verdict),
+    /// so that a map sums a run of them at once.
+    static func group(_ kept: inout HostRows) {
+        kept.rows.sort { a, b in
+            (a.node, a.service, a.direction.rawValue, a.verdict.rawValue) < (b.node, b.service, b.direction.rawValue, b.verdict.rawValue)
+        }
+        kept.index = Dictionary(uniqueKeysWithValues: kept.rows.enumerated().map { ($1.key, $0) })
+    }
+
     /// Texts that many rows repeat (services, external nodes, peer addresses), each kept once.
     struct Strings: Sendable {
         private var ids: [String: Int32] = [:]
@@ -96,6 +105,7 @@ actor FlowMapCache {
             next = xmin
         }
         var read = 0
+        var touched: Set<UUID> = []
         for try await (id, key, lastSeen, connections, direction, verdict, service, address, node) in try await client.query("""
             SELECT host_id, flow_key, last_seen, connections, coalesce(direction, ''), coalesce(verdict, ''), coalesce(service, ''),
                    coalesce(peer_address, ''), coalesce(peer_node, '')
@@ -110,7 +120,9 @@ actor FlowMapCache {
                           service: state.strings.intern(service), address: state.strings.intern(address), node: state.strings.intern(node))
             }
             state.rows[id, default: HostRows()].put(row, key: key)
+            touched.insert(id)
         }
+        for id in touched { Self.group(&state.rows[id]!) }
         horizon = next
         return read
     }
@@ -124,17 +136,19 @@ extension FlowMapCache.Snapshot {
     /// that address's host is on the map (`Classifier.countedByClient`).
     struct FleetPeers {
         var nodes: [DependencyMap.Node] = []
-        var byAddress: [Int32: (node: Int, selected: Bool)] = [:]
+        /// By interned text: the fleet node's index plus one, negative when its host is on the
+        /// map; 0 for texts no fleet host holds. An array, not a dictionary: it is read once a row.
+        var byAddress: [Int32] = []
     }
 
     func fleetPeers(_ classifier: DependencyMap.Classifier, selected: Set<String>) -> FleetPeers {
-        var peers = FleetPeers()
+        var peers = FleetPeers(byAddress: [Int32](repeating: 0, count: strings.texts.count))
         var index: [String: Int] = [:]
         for (address, host) in classifier.owners {
             guard let id = strings.id(address.description) else { continue }
             let node = classifier.node(of: host)
             let at = index[node.id] ?? { index[node.id] = peers.nodes.count; peers.nodes.append(node); return peers.nodes.count - 1 }()
-            peers.byAddress[id] = (at, selected.contains(host.id))
+            peers.byAddress[Int(id)] = Int32(at + 1) * (selected.contains(host.id) ? -1 : 1)
         }
         return peers
     }
@@ -146,9 +160,10 @@ extension FlowMapCache.Snapshot {
         for (index, host) in hosts.enumerated() {
             guard let id = UUID(uuidString: host.id), let kept = rows[id] else { continue }
             for row in kept.rows where row.lastSeen >= since {
-                let fleet = peers.byAddress[row.address]
-                if row.direction == .inbound, row.verdict == .allowed, fleet?.selected == true { continue }
-                body(index, row, fleet.map { .fleet($0.node) } ?? .external(row.node))
+                let fleet = peers.byAddress[Int(row.address)]
+                if fleet == 0 { body(index, row, .external(row.node)); continue }
+                if fleet < 0, row.direction == .inbound, row.verdict == .allowed { continue }
+                body(index, row, .fleet(Int(abs(fleet)) - 1))
             }
         }
     }

@@ -130,6 +130,15 @@ import Testing
         #expect(rows.first { $0.hostname == "web-1" }?.tags == ["tier": "web", "env": "prod"] && rows.first { $0.hostname == "web-1" }?.addresses == ["192.0.2.11"])
         #expect(rows.first { $0.hostname == "web-2" }?.waitingDigest == "sha256:waiting" && rows.first { $0.hostname == "web-1" }?.waitingPolicy == nil)
 
+        // Tags and addresses are kept between reads under the text they came from: a change is read again.
+        try await db.client.query("""
+            UPDATE hosts SET tags = '{"tier": "db"}', addresses = '["2001:db8::31"]' WHERE hostname = 'lone'
+            """, logger: db.logger)
+        let changed = try #require(try await db.stores.hosts.mapHosts().first { $0.hostname == "lone" })
+        #expect(changed.tags == ["tier": "db"] && changed.addresses == ["2001:db8::31"])
+        try await db.client.query("UPDATE hosts SET tags = '{}', addresses = '[\"2001:db8::30\"]' WHERE hostname = 'lone'", logger: db.logger)
+        #expect(try await db.stores.hosts.mapHosts().first { $0.hostname == "lone" }.map { $0.tags.isEmpty && $0.addresses == ["2001:db8::30"] } == true)
+
         var byView: [String: [DependencyMap.Edge]] = [:]
         for view in Self.views { byView[view.description] = try await Self.compare(db, view) }
         // What the sums must show, beyond agreeing: one east-west edge per connection, counted from
