@@ -227,7 +227,7 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
             sums[key, default: (0, 0)].connections &+= runConnections
             sums[key]!.flows += runFlows
         }
-        rows.each(of: summed, peers: peers, since: since) { host, row, peer in
+        rows.each(of: summed, peers: peers, since: since) { host, row, peer, _, _ in
             // Fleet nodes negative, external ones their interned id.
             let far: Int32
             switch peer {
@@ -270,7 +270,7 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
         let (from, to) = (Set([edge.from] + (members[edge.from] ?? [])), Set([edge.to] + (members[edge.to] ?? [])))
         // Only hosts drawn at an end of the edge have flows on it; every host's address stays joinable.
         let summed = hosts.filter { $0.pending == nil && (from.contains(classifier.node(of: $0).id) || to.contains(classifier.node(of: $0).id)) }
-        var matching: [(connections: Int64, host: Int, row: FlowMapCache.Row)] = []
+        var matching: [(connections: Int64, host: Int, key: String)] = []
         if !summed.isEmpty {
             let rows = try await cache.current(client: client, logger: logger).snapshot
             let peers = rows.fleetPeers(classifier, selected: Set(hosts.map(\.id)))
@@ -279,7 +279,7 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
             var externalEnds: [Int32: (from: Bool, to: Bool)] = [:]
             for id in from.union(to) { if let interned = rows.strings.id(id) { externalEnds[interned] = (from.contains(id), to.contains(id)) } }
             if let service = rows.strings.id(edge.service) {
-                rows.each(of: summed, peers: peers, since: since) { host, row, peer in
+                rows.each(of: summed, peers: peers, since: since) { host, row, peer, keys, at in
                     guard row.service == service, DependencyMap.state(verdict: row.verdict, enforcing: summed[host].enforcing) == edge.state else { return }
                     let far: (from: Bool, to: Bool)
                     switch peer {
@@ -287,7 +287,7 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
                     case .external(let id): far = externalEnds[id] ?? (false, false)
                     }
                     let on = row.direction == .outbound ? ends[host].from && far.to : row.direction == .inbound && ends[host].to && far.from
-                    if on { matching.append((row.connections, host, row)) }
+                    if on { matching.append((row.connections, host, keys[at])) }
                 }
             }
             // MapFlowOrder: busiest first, then host name, host id and flow key, compared as bytes.
@@ -299,14 +299,14 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
             matching.sort {
                 if $0.connections != $1.connections { return $0.connections > $1.connections }
                 if $0.host != $1.host { return rank[$0.host] < rank[$1.host] }
-                return $0.row.key.utf8.lexicographicallyPrecedes($1.row.key.utf8)
+                return $0.key.utf8.lexicographicallyPrecedes($1.key.utf8)
             }
         }
         let (skip, take) = waiting.isEmpty ? (offset, limit) : (0, offset + limit)
         let chosen = matching.dropFirst(skip).prefix(take)
         var records: [String: FlowRecord] = [:]
         if !chosen.isEmpty {
-            let ids = chosen.map { UUID(uuidString: summed[$0.host].id)! }, keys = chosen.map(\.row.key)
+            let ids = chosen.map { UUID(uuidString: summed[$0.host].id)! }, keys = chosen.map(\.key)
             for try await (id, key, line) in try await client.query("""
                 SELECT host_id, flow_key, \(unescaped: FlowRow.line) FROM host_flows JOIN unnest(\(ids)::uuid[], \(keys)::text[]) AS p(host_id, flow_key)
                 USING (host_id, flow_key)
@@ -315,7 +315,7 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
             }
         }
         let page = chosen.compactMap { match in
-            records[summed[match.host].id + " " + match.row.key].map { MapFlow(hostID: summed[match.host].id, hostname: summed[match.host].hostname, flow: $0) }
+            records[summed[match.host].id + " " + match.key].map { MapFlow(hostID: summed[match.host].id, hostname: summed[match.host].hostname, flow: $0) }
         }
         guard !waiting.isEmpty else { return (page, matching.count) }
         return (Array((page + waiting).sorted(by: MapFlowOrder.before).dropFirst(offset).prefix(limit)), matching.count + waiting.count)

@@ -17,9 +17,9 @@ import PostgresNIO
 /// few seconds, so a refresh reads what changed since the last map, not every row a host has.
 /// Refreshes run one at a time, in order, each starting after the request that asked for it.
 actor FlowMapCache {
-    /// One row: what the map groups by, and its flow key, which orders an edge's flows.
+    /// One row: what the map groups by. Plain numbers, copied without reference counting; its
+    /// flow key is kept beside it (`HostRows.keys`).
     struct Row: Sendable {
-        var key: String
         var lastSeen: Int64
         var connections: Int64
         var direction: Direction
@@ -30,32 +30,36 @@ actor FlowMapCache {
         var node: Int32
     }
 
-    /// One host's rows, and where each flow key is among them.
+    /// One host's rows, their flow keys (which order an edge's flows), and where each key is.
     struct HostRows: Sendable {
         var rows: [Row] = []
+        var keys: [String] = []
         var index: [String: Int] = [:]
 
         mutating func put(_ row: Row?, key: String) {
             if let at = index[key] {
                 if let row { rows[at] = row; return }
                 // Gone from the map (a row that no longer reads as one): the last row takes its place.
-                let last = rows.removeLast()
+                let (last, lastKey) = (rows.removeLast(), keys.removeLast())
                 index[key] = nil
-                if at < rows.count { rows[at] = last; index[last.key] = at }
+                if at < rows.count { (rows[at], keys[at]) = (last, lastKey); index[lastKey] = at }
             } else if let row {
                 index[key] = rows.count
                 rows.append(row)
+                keys.append(key)
             }
         }
-    }
 
-    /// Rows landing on one edge side by side (by external node, service, direction, verdict),
-    /// so that a map sums a run of them at once.
-    static func group(_ kept: inout HostRows) {
-        kept.rows.sort { a, b in
-            (a.node, a.service, a.direction.rawValue, a.verdict.rawValue) < (b.node, b.service, b.direction.rawValue, b.verdict.rawValue)
+        /// Rows landing on one edge side by side (by external node, service, direction,
+        /// verdict), so that a map sums a run of them at once.
+        mutating func group() {
+            let order = rows.indices.sorted { a, b in
+                let (x, y) = (rows[a], rows[b])
+                return (x.node, x.service, x.direction.rawValue, x.verdict.rawValue) < (y.node, y.service, y.direction.rawValue, y.verdict.rawValue)
+            }
+            (rows, keys) = (order.map { rows[$0] }, order.map { keys[$0] })
+            index = Dictionary(uniqueKeysWithValues: keys.enumerated().map { ($1, $0) })
         }
-        kept.index = Dictionary(uniqueKeysWithValues: kept.rows.enumerated().map { ($1.key, $0) })
     }
 
     /// Texts that many rows repeat (services, external nodes, peer addresses), each kept once.
@@ -116,13 +120,13 @@ actor FlowMapCache {
             var row: Row?
             if !node.isEmpty, let seen = TimeText.unix(lastSeen), let direction = Direction(rawValue: direction), direction != .forward,
                let verdict = FlowVerdict(rawValue: verdict) {
-                row = Row(key: key, lastSeen: seen, connections: connections, direction: direction, verdict: verdict,
+                row = Row(lastSeen: seen, connections: connections, direction: direction, verdict: verdict,
                           service: state.strings.intern(service), address: state.strings.intern(address), node: state.strings.intern(node))
             }
             state.rows[id, default: HostRows()].put(row, key: key)
             touched.insert(id)
         }
-        for id in touched { Self.group(&state.rows[id]!) }
+        for id in touched { state.rows[id]!.group() }
         horizon = next
         return read
     }
@@ -155,15 +159,17 @@ extension FlowMapCache.Snapshot {
 
     /// Each row of `hosts` seen at or after `since` that the map draws, with where its far end
     /// lands: the same rows, placed the same, as `Classifier.place` flow by flow.
+    /// `body` gets the host's index in `hosts`, the row, where it lands, and the host's flow keys
+    /// with the row's place among them.
     func each(of hosts: [DependencyMap.Host], peers: FleetPeers, since: Int64,
-              _ body: (_ host: Int, _ row: FlowMapCache.Row, _ peer: Peer) -> Void) {
+              _ body: (_ host: Int, _ row: FlowMapCache.Row, _ peer: Peer, _ keys: [String], _ at: Int) -> Void) {
         for (index, host) in hosts.enumerated() {
             guard let id = UUID(uuidString: host.id), let kept = rows[id] else { continue }
-            for row in kept.rows where row.lastSeen >= since {
+            for (at, row) in kept.rows.enumerated() where row.lastSeen >= since {
                 let fleet = peers.byAddress[Int(row.address)]
-                if fleet == 0 { body(index, row, .external(row.node)); continue }
+                if fleet == 0 { body(index, row, .external(row.node), kept.keys, at); continue }
                 if fleet < 0, row.direction == .inbound, row.verdict == .allowed { continue }
-                body(index, row, .fleet(Int(abs(fleet)) - 1))
+                body(index, row, .fleet(Int(abs(fleet)) - 1), kept.keys, at)
             }
         }
     }
