@@ -74,7 +74,7 @@ import Testing
         #expect(!refused.succeeded, "host a's policy refuses tcp/8443 to the web service")
         try Integration.waitUntil("host a uploads the refused connection", seconds: 30) {
             let answer = try f.api("GET", "/api/v1/hosts/\(agentID)/flows", token: setup.viewer)
-            let items = try setup.json(answer.body)["items"] as? [[String: Any]] ?? []
+            let items = try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [[String: Any]] ?? []
             return items.contains { $0["remote_port"] as? Int == 8443 && $0["verdict"] as? String == "rejected" }
         }
 
