@@ -64,7 +64,6 @@ extension FleetFlowStore {
 /// An edge's flows: busiest first, then by host name, host and the row's key, compared as bytes:
 /// a total order, so pages never overlap.
 enum MapFlowOrder {
-
     static func before(_ a: MapFlow, _ b: MapFlow) -> Bool {
         if a.flow.connections != b.flow.connections { return a.flow.connections > b.flow.connections }
         let (x, y) = ((Array(a.hostname.utf8), a.hostID, Array(FlowRow.key(a.flow).utf8)), (Array(b.hostname.utf8), b.hostID, Array(FlowRow.key(b.flow).utf8)))
@@ -209,16 +208,13 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
         let rows = try await cache.current(client: client, logger: logger).snapshot
         let peers = rows.fleetPeers(classifier, selected: builder.selected)
         // Per host its node, numbered: the sums are keyed by numbers, not texts.
-        var owns: [String] = [], ownIndex: [String: Int32] = [:]
-        let own = summed.map { host in
-            let id = classifier.node(of: host).id
-            return ownIndex[id] ?? { ownIndex[id] = Int32(owns.count); owns.append(id); return Int32(owns.count - 1) }()
-        }
+        var owns = FlowMapCache.Strings()
+        let own = summed.map { owns.intern(classifier.node(of: $0).id) }
         struct Key: Hashable {
             var own: Int32, peer: Int32, service: Int32
             var direction: Direction, state: DependencyMap.EdgeState
         }
-        // A host's rows come grouped as uploaded (a service's peers together): a run of rows with
+        // A host's rows are kept grouped by where they land (`HostRows.group`): a run of rows with
         // one key is summed before the dictionary is touched, once a run, not once a row.
         var sums: [Key: (connections: UInt64, flows: Int)] = [:]
         var run: Key?, runConnections: UInt64 = 0, runFlows = 0
@@ -254,7 +250,7 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
                 node = externals[key.peer]!
             }
             guard let node else { continue }
-            builder.add(DependencyMap.EdgeKey(key.direction, own: owns[Int(key.own)], peer: node.id, service: rows.strings.texts[Int(key.service)], state: key.state),
+            builder.add(DependencyMap.EdgeKey(key.direction, own: owns.texts[Int(key.own)], peer: node.id, service: rows.strings.texts[Int(key.service)], state: key.state),
                         peer: node, connections: sum.connections, flows: sum.flows)
         }
         return builder.graph()
@@ -269,12 +265,14 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
                                        selected: Set(hosts.map(\.id)))
         let (from, to) = (Set([edge.from] + (members[edge.from] ?? [])), Set([edge.to] + (members[edge.to] ?? [])))
         // Only hosts drawn at an end of the edge have flows on it; every host's address stays joinable.
-        let summed = hosts.filter { $0.pending == nil && (from.contains(classifier.node(of: $0).id) || to.contains(classifier.node(of: $0).id)) }
+        let drawn = hosts.filter { $0.pending == nil }.map { (host: $0, node: classifier.node(of: $0).id) }
+            .filter { from.contains($0.node) || to.contains($0.node) }
+        let summed = drawn.map(\.host)
         var matching: [(connections: Int64, host: Int, key: String)] = []
         if !summed.isEmpty {
             let rows = try await cache.current(client: client, logger: logger).snapshot
             let peers = rows.fleetPeers(classifier, selected: Set(hosts.map(\.id)))
-            let ends = summed.map { (from: from.contains(classifier.node(of: $0).id), to: to.contains(classifier.node(of: $0).id)) }
+            let ends = drawn.map { (from: from.contains($0.node), to: to.contains($0.node)) }
             let fleetEnds = peers.nodes.map { (from: from.contains($0.id), to: to.contains($0.id)) }
             var externalEnds: [Int32: (from: Bool, to: Bool)] = [:]
             for id in from.union(to) { if let interned = rows.strings.id(id) { externalEnds[interned] = (from.contains(id), to.contains(id)) } }
