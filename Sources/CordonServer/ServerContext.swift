@@ -60,8 +60,29 @@ enum JSON {
             let (field, message) = Wire.describe(error)
             throw APIFailure(.badRequest, message, field: field)
         }
-        if let field = fieldWithNUL(value) { throw APIFailure(.badRequest, "text may not contain NUL (\\u0000)", field: field) }
+        if mayHoldNUL(buffer.readableBytesView), let field = fieldWithNUL(value) {
+            throw APIFailure(.badRequest, "text may not contain NUL (\\u0000)", field: field)
+        }
         return value
+    }
+
+    /// Whether a decoded text can hold a NUL at all: JSON writes one as the escape `\u0000` (a
+    /// raw one is not JSON). Walking the decoded value by reflection cost a quarter of the
+    /// server's CPU under agents' reports; the bytes are scanned instead, and walked only when
+    /// the escape is there.
+    static func mayHoldNUL(_ bytes: ByteBufferView) -> Bool {
+        var state = 0
+        for byte in bytes {
+            if byte == 0 { return true }
+            switch (state, byte) {
+            case (_, UInt8(ascii: "\\")): state = state == 1 ? 0 : 1
+            case (1, UInt8(ascii: "u")): state = 2
+            case (2...4, UInt8(ascii: "0")): state += 1
+            case (5, UInt8(ascii: "0")): return true
+            default: state = 0
+            }
+        }
+        return false
     }
 
     /// As `decode`, for a body that may be left out: an empty one is nil.
