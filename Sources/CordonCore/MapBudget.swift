@@ -21,9 +21,9 @@ public enum MapBudget {
         }
     }
 
+    /// The graph within the budget, nodes by id and edges by key whatever order they came in.
     public static func fit(_ graph: DependencyMap.Graph, nodes maxNodes: Int = nodes, edges maxEdges: Int = edges) -> Fitted {
-        var graph = graph
-        if graph.nodes.count > maxNodes { graph = fold(graph, budget: max(maxNodes - 2, 2)) }
+        var graph = graph.nodes.count > maxNodes ? fold(graph, budget: max(maxNodes - 2, 2)) : graph.sorted()
         guard graph.edges.count > maxEdges else { return Fitted(graph: graph, hiddenEdges: 0, hiddenConnections: 0) }
         // Red and amber first: what is refused, or would be, is what the map is for.
         let ranked = graph.edges.sorted { ($0.key.state, $0.connections, $1.key) > ($1.key.state, $1.connections, $0.key) }
@@ -33,34 +33,45 @@ public enum MapBudget {
     }
 
     /// Keeps the busiest fleet nodes and networks, shared out so that neither side crowds the
-    /// other out entirely, and folds the rest.
+    /// other out entirely, and folds the rest. Nodes are ranked by index, not moved, and only the
+    /// edges touching a folded node are merged: the rest are already distinct.
     static func fold(_ graph: DependencyMap.Graph, budget: Int) -> DependencyMap.Graph {
-        let busiest: (DependencyMap.Node, DependencyMap.Node) -> Bool = { ($0.connections, $1.id) > ($1.connections, $0.id) }
-        let fleet = graph.nodes.filter(\.isFleet).sorted(by: busiest)
-        let networks = graph.nodes.filter { !$0.isFleet }.sorted(by: busiest)
+        let all = graph.nodes
+        let busiest: (Int, Int) -> Bool = { (all[$0].connections, all[$1].id) > (all[$1].connections, all[$0].id) }
+        let fleet = all.indices.filter { all[$0].isFleet }.sorted(by: busiest)
+        let networks = all.indices.filter { !all[$0].isFleet }.sorted(by: busiest)
         let fleetKept = min(fleet.count, max(budget / 2, budget - networks.count))
         let networksKept = min(networks.count, budget - fleetKept)
         var renamed: [String: String] = [:]
-        var nodes = Array(fleet.prefix(fleetKept)) + Array(networks.prefix(networksKept))
+        renamed.reserveCapacity(all.count - fleetKept - networksKept)
+        var nodes = (fleet.prefix(fleetKept) + networks.prefix(networksKept)).map { all[$0] }
         for (folded, id, label) in [(fleet.dropFirst(fleetKept), otherGroups, "other groups"),
                                     (networks.dropFirst(networksKept), otherNetworks, "other networks")] where !folded.isEmpty {
-            var other = DependencyMap.Node(id: id, kind: .other, label: "\(folded.count) \(label)", hosts: folded.reduce(0) { $0 + $1.hosts },
-                                           connections: folded.reduce(0) { $0 &+ $1.connections })
-            other.members = folded.map(\.id).sorted()
-            for node in folded { renamed[node.id] = id }
+            var other = DependencyMap.Node(id: id, kind: .other, label: "\(folded.count) \(label)", hosts: folded.reduce(0) { $0 + all[$1].hosts },
+                                           connections: folded.reduce(0) { $0 &+ all[$1].connections })
+            other.members = folded.map { all[$0].id }.sorted()
+            for index in folded { renamed[all[index].id] = id }
             nodes.append(other)
         }
-        var edges: [DependencyMap.EdgeKey: DependencyMap.Edge] = [:]
+        var edges: [DependencyMap.Edge] = []
+        var merged: [DependencyMap.EdgeKey: Int] = [:]
         for edge in graph.edges {
+            let (from, to) = (renamed[edge.key.from], renamed[edge.key.to])
+            guard from != nil || to != nil else { edges.append(edge); continue }
             var key = edge.key
-            key.from = renamed[key.from] ?? key.from
-            key.to = renamed[key.to] ?? key.to
-            edges[key, default: DependencyMap.Edge(key: key, connections: 0, flows: 0)].connections &+= edge.connections
-            edges[key]!.flows += edge.flows
+            key.from = from ?? key.from
+            key.to = to ?? key.to
+            if let at = merged[key] {
+                edges[at].connections &+= edge.connections
+                edges[at].flows += edge.flows
+            } else {
+                merged[key] = edges.count
+                edges.append(DependencyMap.Edge(key: key, connections: edge.connections, flows: edge.flows))
+            }
         }
         var folded = graph
         folded.nodes = nodes.sorted { $0.id < $1.id }
-        folded.edges = edges.values.sorted { $0.key < $1.key }
+        folded.edges = edges.sorted { $0.key < $1.key }
         return folded
     }
 }

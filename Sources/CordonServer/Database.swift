@@ -249,6 +249,27 @@ public enum Migrations {
             "CREATE TRIGGER host_flows_stamp BEFORE INSERT OR UPDATE ON host_flows FOR EACH ROW EXECUTE FUNCTION host_flows_stamp()",
             "CREATE INDEX host_flows_changed ON host_flows (changed_txid)",
         ]),
+        // What the map shows of a host (name, tags, addresses, mode, the policy in force and the
+        // one assigned) is stamped with the transaction that changed it, and only then: agents'
+        // contacts rewrite the row every few seconds, and each replica keeps the map's hosts in
+        // memory (`PostgresHostStore.mapHosts`), reading what was stamped since its last read.
+        ("010-host-map-stamp", [
+            "ALTER TABLE hosts ADD COLUMN map_changed_txid xid8 NOT NULL DEFAULT '0'",
+            """
+            CREATE FUNCTION hosts_map_stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF TG_OP = 'INSERT' OR NEW.hostname IS DISTINCT FROM OLD.hostname OR NEW.tags IS DISTINCT FROM OLD.tags
+                   OR NEW.addresses IS DISTINCT FROM OLD.addresses OR NEW.status->>'mode' IS DISTINCT FROM OLD.status->>'mode'
+                   OR NEW.status->>'ruleset_digest' IS DISTINCT FROM OLD.status->>'ruleset_digest'
+                   OR NEW.assigned_policy->>'digest' IS DISTINCT FROM OLD.assigned_policy->>'digest' THEN
+                    NEW.map_changed_txid := pg_current_xact_id();
+                END IF;
+                RETURN NEW;
+            END $$
+            """,
+            "CREATE TRIGGER hosts_map_stamp BEFORE INSERT OR UPDATE ON hosts FOR EACH ROW EXECUTE FUNCTION hosts_map_stamp()",
+            "CREATE INDEX hosts_map_changed ON hosts (map_changed_txid)",
+        ]),
     ]
 
     public struct Newer: Error, CustomStringConvertible {

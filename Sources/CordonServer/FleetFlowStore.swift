@@ -15,7 +15,8 @@ public protocol FleetFlowStore: Sendable {
     /// The rejected flows of these hosts seen at or after `since` (RFC 3339): a rollout's wave
     /// looks for regressions among them.
     func rejected(hosts: [UUID], since: String) async throws -> [UUID: [FlowRecord]]
-    /// The dependency map of these hosts' flows seen at or after `since` (unix seconds).
+    /// The dependency map of these hosts' flows seen at or after `since` (unix seconds), its
+    /// nodes and edges in no set order (`Graph.sorted()`).
     func graph(of hosts: [DependencyMap.Host], classifier: DependencyMap.Classifier, since: Int64) async throws -> DependencyMap.Graph
     /// The flows behind `edge` of that graph, busiest first, one page, and how many there are.
     /// `members`: what each folded node stands for.
@@ -205,53 +206,26 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
         for host in hosts where host.pending != nil { builder.add(try await uploaded(host: UUID(uuidString: host.id)!), of: host, since: since) }
         let summed = hosts.filter { $0.pending == nil }
         guard !summed.isEmpty else { return builder.graph() }
-        let rows = try await cache.current(client: client, logger: logger).snapshot
+        let rows = try await cache.current(client: client, logger: logger).state
         let peers = rows.fleetPeers(classifier, selected: builder.selected)
         // Per host its node, numbered: the sums are keyed by numbers, not texts.
         var owns = FlowMapCache.Strings()
         let own = summed.map { owns.intern(classifier.node(of: $0).id) }
-        struct Key: Hashable {
-            var own: Int32, peer: Int32, service: Int32
-            var direction: Direction, state: DependencyMap.EdgeState
-        }
-        // A host's rows are kept grouped by where they land (`HostRows.group`): a run of rows with
-        // one key is summed before the dictionary is touched, once a run, not once a row.
-        var sums: [Key: (connections: UInt64, flows: Int)] = [:]
-        var run: Key?, runConnections: UInt64 = 0, runFlows = 0
-        func flush() {
-            guard let key = run else { return }
-            sums[key, default: (0, 0)].connections &+= runConnections
-            sums[key]!.flows += runFlows
-        }
-        rows.each(of: summed, peers: peers, since: since) { host, row, peer, _, _ in
-            // Fleet nodes negative, external ones their interned id.
-            let far: Int32
-            switch peer {
-            case .fleet(let node): far = -1 - Int32(node)
-            case .external(let id): far = id
-            }
-            let key = Key(own: own[host], peer: far, service: row.service, direction: row.direction,
-                          state: DependencyMap.state(verdict: row.verdict, enforcing: summed[host].enforcing))
-            if key != run {
-                flush()
-                (run, runConnections, runFlows) = (key, 0, 0)
-            }
-            runConnections &+= UInt64(max(0, row.connections))
-            runFlows += 1
-        }
-        flush()
+        let totals = rows.totals(of: summed, own: own, peers: peers, since: since)
+        builder.reserve(edges: totals.count)
         var externals: [Int32: DependencyMap.Node?] = [:]
-        for (key, sum) in sums {
+        for total in totals {
             let node: DependencyMap.Node?
-            if key.peer < 0 {
-                node = peers.nodes[Int(-1 - key.peer)]
+            if total.far < 0 {
+                node = peers.nodes[Int(-1 - total.far)]
             } else {
-                if externals[key.peer] == nil { externals[key.peer] = DependencyMap.ExternalPeers.node(id: rows.strings.texts[Int(key.peer)]) }
-                node = externals[key.peer]!
+                if externals[total.far] == nil { externals[total.far] = DependencyMap.ExternalPeers.node(id: rows.strings.values[Int(total.far)]) }
+                node = externals[total.far]!
             }
             guard let node else { continue }
-            builder.add(DependencyMap.EdgeKey(key.direction, own: owns.texts[Int(key.own)], peer: node.id, service: rows.strings.texts[Int(key.service)], state: key.state),
-                        peer: node, connections: sum.connections, flows: sum.flows)
+            builder.add(DependencyMap.EdgeKey(total.direction, own: owns.values[Int(total.own)], peer: node.id,
+                                              service: rows.strings.values[Int(total.service)], state: total.state),
+                        peer: node, connections: total.connections, flows: total.flows)
         }
         return builder.graph()
     }
@@ -270,7 +244,7 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
         let summed = drawn.map(\.host)
         var matching: [(connections: Int64, host: Int, key: String)] = []
         if !summed.isEmpty {
-            let rows = try await cache.current(client: client, logger: logger).snapshot
+            let rows = try await cache.current(client: client, logger: logger).state
             let peers = rows.fleetPeers(classifier, selected: Set(hosts.map(\.id)))
             let ends = drawn.map { (from: from.contains($0.node), to: to.contains($0.node)) }
             let fleetEnds = peers.nodes.map { (from: from.contains($0.id), to: to.contains($0.id)) }
