@@ -162,7 +162,8 @@ public enum DependencyMap {
     public struct Classifier: Sendable {
         let groupBy: String?
         let expanded: Set<String>
-        /// The fleet host holding each address: the first to report it.
+        /// The fleet host holding each address: the first of `fleet` holding it (the server
+        /// orders the fleet by name, then id).
         public let owners: [IPAddress: Host]
         public let external: ExternalPeers
         /// Each folded group's node by its tag value, made once: a map asks for a node once a
@@ -301,13 +302,17 @@ public enum DependencyMap {
         }
 
         /// The graph in no set order (`Graph.sorted()`, `MapBudget.fit` order it): a map folds
-        /// 10,000 nodes to 300 before ordering them. The nodes' connections are added in place,
-        /// without copying them; the builder is spent.
+        /// 10,000 nodes to 300 before ordering them. The nodes and edges are moved out, not
+        /// copied: the builder is spent, and a second call gives an empty graph.
         public mutating func graph() -> Graph {
+            var (nodes, edges) = ([String: Node](), [EdgeKey: Edge]())
+            swap(&nodes, &self.nodes)
+            swap(&edges, &self.edges)
             for edge in edges.values {
                 nodes[edge.key.from]!.connections &+= edge.connections
                 nodes[edge.key.to]!.connections &+= edge.connections
             }
+            defer { flows = 0 }
             return Graph(nodes: Array(nodes.values), edges: Array(edges.values), hosts: selected.count, flows: flows)
         }
     }

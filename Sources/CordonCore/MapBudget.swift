@@ -57,7 +57,11 @@ public enum MapBudget {
         var merged: [DependencyMap.EdgeKey: Int] = [:]
         for edge in graph.edges {
             let (from, to) = (renamed[edge.key.from], renamed[edge.key.to])
-            guard from != nil || to != nil else { edges.append(edge); continue }
+            // Edges between kept nodes are distinct already, unless the graph was folded before.
+            guard from != nil || to != nil || edge.key.from.hasPrefix("other:") || edge.key.to.hasPrefix("other:") else {
+                edges.append(edge)
+                continue
+            }
             var key = edge.key
             key.from = from ?? key.from
             key.to = to ?? key.to

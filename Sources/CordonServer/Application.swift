@@ -116,13 +116,16 @@ public enum ServerApplication {
             if !applied.isEmpty { logger.notice("database \(settings.database): applied migrations \(applied.joined(separator: ", "))") }
             let classified = try await PostgresFleetFlowStore(client: client, logger: logger).classifyUnclassified()
             if classified > 0 { logger.notice("database \(settings.database): placed \(classified) flow rows stored before the map's columns") }
-            // The map's rows read into memory beside serving, not before it: agents' isolation
-            // must not wait on it. A map asked for meanwhile reads what is missing itself.
+            let restamped = try await Migrations.restamp(client, logger: logger)
+            if restamped > 0 { logger.notice("database \(settings.database): \(restamped) rows stamped by another cluster's transactions (a restore?) stamped again") }
+            // The map's rows and hosts read into memory beside serving, not before it: agents'
+            // isolation must not wait on it. A map asked for meanwhile reads what is missing itself.
             if let flows = stores.flows as? PostgresFleetFlowStore {
                 Task {
                     do {
                         let rows = try await flows.refreshMap()
-                        logger.notice("map: \(rows) flow rows in memory")
+                        let hosts = try await stores.hosts.mapHosts().count
+                        logger.notice("map: \(rows) flow rows and \(hosts) hosts in memory")
                     } catch { logger.warning("map: rows not read ahead: \(error)") }
                 }
             }

@@ -280,6 +280,20 @@ public enum Migrations {
         }
     }
 
+    /// Rows stamped above the cluster's transaction ids (a database restored into another
+    /// cluster keeps the old one's stamps) are stamped as written now: else every refresh of the
+    /// map's caches would read them again (`StampedCache`). Returns how many were.
+    @discardableResult
+    public static func restamp(_ client: PostgresClient, logger: Logger) async throws -> Int {
+        var count = 0
+        for table in ["host_flows SET changed_txid = pg_current_xact_id() WHERE changed_txid", "hosts SET map_changed_txid = pg_current_xact_id() WHERE map_changed_txid"] {
+            for try await (changed) in try await client.query(
+                "WITH changed AS (UPDATE \(unescaped: table) > pg_current_xact_id() RETURNING 1) SELECT count(*) FROM changed", logger: logger
+            ).decode(Int.self) { count += changed }
+        }
+        return count
+    }
+
     /// Applies what is missing; returns the names applied. `through`: stop after that migration
     /// (the upgrade tests build a database as an older server left it).
     @discardableResult

@@ -3,6 +3,7 @@ import CordonWire
 import Foundation
 import Logging
 import PostgresNIO
+import Synchronization
 
 /// The record of every host, as the API shows it.
 public protocol HostStore: Sendable {
@@ -116,6 +117,12 @@ public struct PostgresHostStore: HostStore {
     /// (`hosts.map_changed_txid`): every agent contact rewrites its host's row, but rarely its
     /// name, tags, addresses or mode, and reading 10,000 hosts was a third of a map's time.
     private let mapCache = StampedCache(MapHosts())
+    /// Waiting policies' texts by digest, for the map's amber edges.
+    private let policyTexts = PolicyTexts()
+
+    final class PolicyTexts: Sendable {
+        let kept = Mutex<[String: String]>([:])
+    }
 
     /// The hosts by name (then id), and where each is.
     struct MapHosts: Sendable {
@@ -261,13 +268,18 @@ public struct PostgresHostStore: HostStore {
             }
             return changes
         }, apply: { $0.apply($1) }).state.rows
-        let waiting = Array(Set(rows.compactMap(\.waitingDigest)))
+        let waiting = Set(rows.compactMap(\.waitingDigest))
         guard !waiting.isEmpty else { return rows }
-        var contents: [String: String] = [:]
-        for try await (digest, content) in try await client.query("""
-            SELECT DISTINCT ON (assigned_policy->>'digest') assigned_policy->>'digest', assigned_policy->>'content'
-            FROM hosts WHERE assigned_policy->>'digest' = ANY(\(waiting)::text[])
-            """, logger: logger).decode((String, String).self) { contents[digest] = content }
+        // A digest names one text for good: each is read once, not on every map of a rollout.
+        var contents = policyTexts.kept.withLock { $0 }
+        let missing = Array(waiting.subtracting(contents.keys))
+        if !missing.isEmpty {
+            for try await (digest, content) in try await client.query("""
+                SELECT DISTINCT ON (assigned_policy->>'digest') assigned_policy->>'digest', assigned_policy->>'content'
+                FROM hosts WHERE assigned_policy->>'digest' = ANY(\(missing)::text[])
+                """, logger: logger).decode((String, String).self) { contents[digest] = content }
+            policyTexts.kept.withLock { kept in for digest in missing { kept[digest] = contents[digest] } }
+        }
         for index in rows.indices { rows[index].waitingPolicy = rows[index].waitingDigest.flatMap { contents[$0] } }
         return rows
     }

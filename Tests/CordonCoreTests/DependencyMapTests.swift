@@ -104,6 +104,17 @@ import Testing
         #expect(MapBudget.fit(wide(groups: 10)) == MapBudget.Fitted(graph: wide(groups: 10), hiddenEdges: 0, hiddenConnections: 0))
     }
 
+    /// The store hands the graph over in no set order; what is drawn does not depend on it.
+    @Test(arguments: [10, 1000])
+    func fittingDoesNotDependOnTheOrderGiven(groups: Int) {
+        var generator = SystemRandomNumberGenerator()
+        var shuffled = wide(groups: groups)
+        shuffled.nodes.shuffle(using: &generator)
+        shuffled.edges.shuffle(using: &generator)
+        #expect(shuffled != wide(groups: groups))
+        #expect(MapBudget.fit(shuffled) == MapBudget.fit(wide(groups: groups)))
+    }
+
     @Test func theLayoutIsTheSameForTheSameDataAndNothingOverlaps() {
         let graph = MapBudget.fit(wide(groups: 60)).graph
         let placed = MapLayout.place(graph)

@@ -21,3 +21,15 @@ import Testing
         #expect(JSON.mayHoldNUL(ByteBuffer(string: body).readableBytesView) == holds, "\(body)")
     }
 }
+
+/// A cache of stamped rows starts over when transaction ids went backwards: the database is
+/// another cluster's (a restore), and stamps above its ids would otherwise hide its rows.
+@Suite struct StampedCacheTests {
+    @Test func idsGoingBackwardsStartOver() {
+        #expect(!StampedCache<Int>.startsOver(horizon: "0", xmin: "5"))
+        #expect(!StampedCache<Int>.startsOver(horizon: "900", xmin: "900"))
+        #expect(!StampedCache<Int>.startsOver(horizon: "900", xmin: "1200"))
+        #expect(StampedCache<Int>.startsOver(horizon: "900", xmin: "740"))
+        #expect(StampedCache<Int>.startsOver(horizon: "18446744073709551000", xmin: "3"))
+    }
+}
