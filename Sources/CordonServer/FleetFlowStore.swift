@@ -216,15 +216,16 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
         var externals: [Int32: DependencyMap.Node?] = [:]
         for total in totals {
             let node: DependencyMap.Node?
-            if total.far < 0 {
-                node = peers.nodes[Int(-1 - total.far)]
+            let key = total.key
+            if key.far < 0 {
+                node = peers.nodes[Int(-1 - key.far)]
             } else {
-                if externals[total.far] == nil { externals[total.far] = DependencyMap.ExternalPeers.node(id: rows.strings.values[Int(total.far)]) }
-                node = externals[total.far]!
+                if externals[key.far] == nil { externals[key.far] = DependencyMap.ExternalPeers.node(id: rows.strings.values[Int(key.far)]) }
+                node = externals[key.far]!
             }
             guard let node else { continue }
-            builder.add(DependencyMap.EdgeKey(total.direction, own: owns.values[Int(total.own)], peer: node.id,
-                                              service: rows.strings.values[Int(total.service)], state: total.state),
+            builder.add(DependencyMap.EdgeKey(key.direction, own: owns.values[Int(key.own)], peer: node.id,
+                                              service: rows.strings.values[Int(key.service)], state: key.state),
                         peer: node, connections: total.connections, flows: total.flows)
         }
         return builder.graph()

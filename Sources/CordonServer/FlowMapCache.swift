@@ -212,8 +212,11 @@ extension FlowMapCache.Snapshot {
     /// One edge's totals before its nodes are named: `own` as numbered by the caller, `far` a
     /// fleet node (negative: -1 - its index in `FleetPeers.nodes`) or an interned external node.
     struct Total {
-        var own: Int32, far: Int32, service: Int32
-        var direction: Direction, state: DependencyMap.EdgeState
+        struct Key: Hashable {
+            var own: Int32, far: Int32, service: Int32
+            var direction: Direction, state: DependencyMap.EdgeState
+        }
+        var key: Key
         var connections: UInt64 = 0, flows = 0
     }
 
@@ -223,9 +226,13 @@ extension FlowMapCache.Snapshot {
     /// over 200,000 rows touches its table once a run, not once a row, and hashes one integer.
     func totals(of hosts: [DependencyMap.Host], own: [Int32], peers: FleetPeers, since: Int64) -> [Total] {
         var totals: [Total] = []
-        var external: [UInt64: Int] = [:]
-        struct FleetKey: Hashable { var own: Int32, far: Int32, service: Int32, direction: Direction, state: DependencyMap.EdgeState }
-        var fleet: [FleetKey: Int] = [:]
+        var external: [UInt64: Int] = [:], fleet: [Total.Key: Int] = [:]
+        /// Adds to the total filed under `id` in `table`, made from `key()` the first time.
+        func add<ID: Hashable>(_ id: ID, in table: inout [ID: Int], _ key: () -> Total.Key, connections: UInt64, flows: Int) {
+            let at = table[id] ?? { totals.append(Total(key: key())); table[id] = totals.count - 1; return totals.count - 1 }()
+            totals[at].connections &+= connections
+            totals[at].flows += flows
+        }
         for (index, host) in hosts.enumerated() {
             guard let id = UUID(uuidString: host.id), let kept = rows[id] else { continue }
             let enforcing = host.enforcing
@@ -239,31 +246,21 @@ extension FlowMapCache.Snapshot {
                             connections &+= UInt64(max(0, row.connections))
                             flows += 1
                         case .fleet(let node)?:
-                            let state = DependencyMap.state(verdict: row.verdict, enforcing: enforcing)
-                            let key = FleetKey(own: own[index], far: -1 - Int32(node), service: row.service, direction: row.direction, state: state)
-                            let at = fleet[key] ?? {
-                                totals.append(Total(own: key.own, far: key.far, service: key.service, direction: key.direction, state: state))
-                                fleet[key] = totals.count - 1
-                                return totals.count - 1
-                            }()
-                            totals[at].connections &+= UInt64(max(0, row.connections))
-                            totals[at].flows += 1
+                            let key = Total.Key(own: own[index], far: -1 - Int32(node), service: row.service, direction: row.direction,
+                                                state: DependencyMap.state(verdict: row.verdict, enforcing: enforcing))
+                            add(key, in: &fleet, { key }, connections: UInt64(max(0, row.connections)), flows: 1)
                         case nil:
                             continue
                         }
                     }
                     start = Int(run.end)
                     guard flows > 0 else { continue }
-                    let key = UInt64(UInt32(bitPattern: own[index])) << 33 | UInt64(UInt32(bitPattern: run.signature)) << 1 | (enforcing ? 1 : 0)
-                    let at = external[key] ?? {
+                    let packed = UInt64(UInt32(bitPattern: own[index])) << 33 | UInt64(UInt32(bitPattern: run.signature)) << 1 | (enforcing ? 1 : 0)
+                    add(packed, in: &external, {
                         let signature = signatures.values[Int(run.signature)]
-                        totals.append(Total(own: own[index], far: signature.node, service: signature.service, direction: signature.direction,
-                                            state: DependencyMap.state(verdict: signature.verdict, enforcing: enforcing)))
-                        external[key] = totals.count - 1
-                        return totals.count - 1
-                    }()
-                    totals[at].connections &+= connections
-                    totals[at].flows += flows
+                        return Total.Key(own: own[index], far: signature.node, service: signature.service, direction: signature.direction,
+                                         state: DependencyMap.state(verdict: signature.verdict, enforcing: enforcing))
+                    }, connections: connections, flows: flows)
                 }
             }
         }
