@@ -105,6 +105,19 @@ public final class PostgresCluster: Sendable {
         child.wait(timeout: 30)
     }
 
+    /// A backup of the database as an operator takes one (`pg_dump`, custom format).
+    public func dump(to file: String) throws {
+        let result = try lab.run(namespace, [bin + "/pg_dump", "-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-Fc", "-f", file, "postgres"])
+        guard result.succeeded else { throw LabError("pg_dump failed: \(result.stderr)") }
+    }
+
+    /// That backup restored over the database, as an operator restores one (`pg_restore --clean`).
+    public func restore(from file: String) throws {
+        let result = try lab.run(namespace, [bin + "/pg_restore", "-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "--clean", "--if-exists",
+                                             "--single-transaction", "-d", "postgres", file])
+        guard result.succeeded else { throw LabError("pg_restore failed: \(result.stderr)") }
+    }
+
     /// psql against the cluster; its output.
     public func psql(_ sql: String) throws -> String {
         let result = try lab.run(namespace, [bin + "/psql", "-X", "-q", "-t", "-A", "-h", "127.0.0.1", "-p", String(port), "-U", "postgres",

@@ -273,7 +273,10 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
 
     public func observe(host: UUID, report: AgentReport) async throws -> DesiredState {
         try await client.transaction(logger: logger) { connection in
-            guard let row = try await lockHost(connection, host) else { throw IsolationRefusal.noHost }
+            guard var row = try await lockHost(connection, host) else { throw IsolationRefusal.noHost }
+            if report.appliedGeneration > row.desired.generation {
+                row.desired = try await rebase(connection, host: host, row, report)
+            }
             // Never past what the server issued: a generation it has not made cannot have been applied.
             var observedGeneration = min(max(row.observedGeneration, report.appliedGeneration), row.desired.generation)
             var document = row.desired
@@ -323,6 +326,41 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
                 """, logger: logger)
             return document
         }
+    }
+
+    /// The host applied a generation this server never issued: the database was restored from a
+    /// backup older than the host's last document. The server's generation moves up to the
+    /// host's, so that its next request is newer than anything the host applied (else every
+    /// request would be ignored as old), and the document takes what the host runs, so that
+    /// nothing the restore lost is undone: its isolation as observed (re-issuing the backup's
+    /// could release an isolated host), and no mode unless the backup's is what the host runs (a
+    /// restored mode intent would bring an older policy back at the next generation). Nothing is
+    /// sent: the host applied this generation already. Said in the audit log.
+    private func rebase(_ connection: PostgresConnection, host: UUID, _ row: Row, _ report: AgentReport) async throws -> DesiredState {
+        var document = row.desired
+        document.generation = report.appliedGeneration
+        var kept: [String] = []
+        if document.isolation.state != report.observed {
+            document.isolation = DesiredState.Isolation(state: report.observed, origin: .local, intentID: nil,
+                                                        reason: "as the host runs it: the server's database was restored from an older backup",
+                                                        requestedBy: "cordon-server", extraWhitelist: row.desired.isolation.extraWhitelist)
+            kept.append("the host's isolation (\(report.observed.rawValue)) over the backup's (\(row.desired.isolation.state.rawValue))")
+        }
+        if let mode = document.mode {
+            let runs = report.status.mode == mode.mode.rawValue && (mode.mode == .discovery || report.status.rulesetDigest == document.policy?.digest)
+            if !runs {
+                document.mode = nil
+                kept.append("the host's mode (\(report.status.mode), policy \(report.status.rulesetDigest ?? "none")) over the backup's (\(mode.mode.rawValue))")
+            }
+        }
+        try await setDesired(connection, host: host, document, supersededBecause: "the server's database was restored from an older backup")
+        let detail = "the host had applied generation \(report.appliedGeneration), the server's record was at \(row.desired.generation): "
+            + "re-based; kept " + (kept.isEmpty ? "the backup's document, which is what the host runs" : kept.joined(separator: "; "))
+        try await connection.query("""
+            INSERT INTO audit_log (actor, role, action, target, detail) VALUES ('cordon-server', NULL, 'restore re-base', \(host.uuidString.lowercased()), \(detail))
+            """, logger: logger)
+        logger.warning("host \(host.uuidString.lowercased()): \(detail)")
+        return document
     }
 
     private func isKnown(_ local: LocalIsolationChange, host: UUID, on connection: PostgresConnection) async throws -> Bool {
