@@ -275,7 +275,14 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
         try await client.transaction(logger: logger) { connection in
             guard var row = try await lockHost(connection, host) else { throw IsolationRefusal.noHost }
             if report.appliedGeneration > row.desired.generation {
-                row.desired = try await rebase(connection, host: host, row, report)
+                if report.appliedGeneration - row.desired.generation <= Self.largestRebase {
+                    row.desired = try await rebase(connection, host: host, row, report)
+                } else {
+                    logger.warning("""
+                        host \(host.uuidString.lowercased()) reports generation \(report.appliedGeneration) applied, the server's record is at \(row.desired.generation): \
+                        too far ahead for a restore, not re-based
+                        """)
+                }
             }
             // Never past what the server issued: a generation it has not made cannot have been applied.
             var observedGeneration = min(max(row.observedGeneration, report.appliedGeneration), row.desired.generation)
@@ -336,6 +343,11 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
     /// could release an isolated host), and no mode unless the backup's is what the host runs (a
     /// restored mode intent would bring an older policy back at the next generation). Nothing is
     /// sent: the host applied this generation already. Said in the audit log.
+    /// How far ahead of its record a host may be re-based: a backup a million requests behind one
+    /// host is no restore, and an agent that claims Int64's end must not make every later
+    /// request for its host overflow.
+    static let largestRebase: Int64 = 1_000_000
+
     private func rebase(_ connection: PostgresConnection, host: UUID, _ row: Row, _ report: AgentReport) async throws -> DesiredState {
         var document = row.desired
         document.generation = report.appliedGeneration

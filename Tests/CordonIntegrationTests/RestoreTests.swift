@@ -80,5 +80,12 @@ import Testing
             """)
         let same = try await desired.observe(host: other, report: Self.report(applied: 5, observed: .released))
         #expect(same.generation == 5 && same.mode?.mode == .discovery)
+
+        // An agent claiming a generation no restore explains is not followed: its next request
+        // would overflow.
+        let claimed = try await desired.observe(host: other, report: Self.report(applied: .max, observed: .released))
+        #expect(claimed.generation == 5)
+        #expect(try await desired.request(host: other, IsolationRequest(state: .isolated, reason: "incident"), by: "analyst", tokenID: nil,
+                                          idempotencyKey: nil).generation == 6)
     }
 }
