@@ -380,21 +380,24 @@ public final class FleetLink: Sendable {
         // a repeat and dropped.
         let localSequence = try store.latestIsolationSequence()
         let observed: IsolationWord = snapshot.isolation.isolated ? .isolated : .released
-        let (applied, result, local) = state.withLock { s -> (Int64, AppliedGeneration?, LocalIsolationChange?) in
+        let (applied, result, local, settled) = state.withLock { s -> (Int64, AppliedGeneration?, LocalIsolationChange?, Bool) in
+            let quiet = !s.applying && s.applyEpoch == epoch
             // Before the first report the server knows the host as released (an isolation from
             // before the enrollment is reported like any other local one).
-            let local = FleetReconciler.localChange(host: snapshot, known: s.reported, settled: !s.applying && s.applyEpoch == epoch,
-                                                    sequence: localSequence, now: TimeText.now())
-            return (s.applied, s.result, local)
+            let local = FleetReconciler.localChange(host: snapshot, known: s.reported, settled: quiet, sequence: localSequence, now: TimeText.now())
+            return (s.applied, s.result, local, quiet && (s.latest?.generation ?? 0) <= s.applied)
         }
         let report = AgentReport(status: agentStatus(), observed: observed, appliedGeneration: applied, applied: result, local: local,
-                                 log: entries, flows: flows.map(\.record))
+                                 log: entries, flows: flows.map(\.record), settled: settled, flowsAfter: flowsAcked,
+                                 flowsThrough: flows.last?.sequence ?? flowsAcked)
         let answer = try await client.call(.POST, "/agent/v1/report", body: report, timeout: 20, as: ReportResponse.self)
         let flowsCursor = flows.last?.sequence ?? flowsAcked
         state.withLock { s in
-            // The server's head, even if lower (its database restored from a backup): it gets the rest again.
+            // The server's heads, even if lower (its database restored from a backup): it gets
+            // the rest again. Never past what this store sent: a server head above it cannot
+            // stand for rows this store holds.
             s.logAcked = answer.logAckedThrough
-            s.flowsAcked = flowsCursor
+            s.flowsAcked = min(answer.flowsAckedThrough ?? flowsCursor, flowsCursor)
             if s.result == result { s.result = nil }
             let settled = !s.applying && s.applyEpoch == epoch
             if settled { s.reported = observed }

@@ -140,6 +140,10 @@ struct AgentController {
         guard report.appliedGeneration >= 0, (report.applied?.generation ?? 0) >= 0 else {
             throw APIFailure(.unprocessableContent, "generations are not negative", field: "applied_generation")
         }
+        if let after = report.flowsAfter, after < 0 { throw APIFailure(.unprocessableContent, "sequences are not negative", field: "flows_after") }
+        if let through = report.flowsThrough, through < (report.flowsAfter ?? 0) {
+            throw APIFailure(.unprocessableContent, "not below flows_after (nor negative)", field: "flows_through")
+        }
         report.status.management = report.status.management.map(Validation.readable)
         if let local = report.local, !(0...Self.latestTime).contains(local.at) {
             throw APIFailure(.unprocessableContent, "expected Unix seconds between 1970 and 9999", field: "local.at")
@@ -160,12 +164,16 @@ struct AgentController {
         if !refused.isEmpty { logger.warning("host \(host): \(refused.count) flow rows refused, the first at flows[\(refused[0].index)].\(refused[0].field): \(refused[0].message)") }
         let acked = try await stores.log.append(host: host, entries: report.log)
         try await stores.flows.upsert(host: host, flows: flows)
+        var flowHead: Int64?
+        if let after = report.flowsAfter, let through = report.flowsThrough {
+            flowHead = try await stores.flows.acknowledge(host: host, after: after, through: through)
+        }
         let desired = try await stores.desired.observe(host: host, report: report)
         if let local = report.local {
             try await stores.audit.record(actor: "local: \(local.operator)", role: nil, action: "local \(local.state.rawValue)",
                                           target: host.uuidString.lowercased(), detail: local.reason, remote: context.remote)
         }
-        return JSON.response(ReportResponse(logAckedThrough: acked, state: desired, refusedFlows: refused))
+        return JSON.response(ReportResponse(logAckedThrough: acked, state: desired, refusedFlows: refused, flowsAckedThrough: flowHead))
     }
 }
 

@@ -270,6 +270,12 @@ public enum Migrations {
             "CREATE TRIGGER hosts_map_stamp BEFORE INSERT OR UPDATE ON hosts FOR EACH ROW EXECUTE FUNCTION hosts_map_stamp()",
             "CREATE INDEX hosts_map_changed ON hosts (map_changed_txid)",
         ]),
+        // A database restored from an older backup (issue 22): each host's flow head, so that
+        // the agent sends again what the restore lost, and the host's re-base above the
+        // generation it had applied, which halts the rollouts the backup held as running.
+        ("011-restore-rebase", [
+            "ALTER TABLE hosts ADD COLUMN flows_head bigint, ADD COLUMN rebased_at timestamptz, ADD COLUMN rebase_detail text",
+        ]),
     ]
 
     public struct Newer: Error, CustomStringConvertible {

@@ -17,6 +17,10 @@ public enum IsolationRefusal: Error, Equatable {
 public enum ModeRefusal: Error, Equatable {
     /// Enforce, and no assignment gives the host a policy.
     case noPolicy
+    /// The host was re-based after the rollout's wave began (the database was restored from an
+    /// older backup): what the rollout knows of it is older than what it runs, so neither a step
+    /// nor a revert is made; the driver halts the rollout.
+    case restored
 }
 
 /// One desired-state document per host (`DesiredState`), with a generation that only grows, and
@@ -132,6 +136,11 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
             UPDATE intents SET status = 'superseded', completed_at = now(), error = \(why)
             WHERE host_id = \(host) AND status = 'pending' AND kind = \(kind.rawValue)
             """, logger: logger)
+        try await write(connection, host: host, document)
+    }
+
+    /// The document at its generation, and the replicas told.
+    private func write(_ connection: PostgresConnection, host: UUID, _ document: DesiredState) async throws {
         try await connection.query("""
             UPDATE hosts SET desired = \(String(decoding: Wire.encode(document), as: UTF8.self))::jsonb, generation = \(document.generation),
               desired_at = now() WHERE id = \(host)
@@ -232,6 +241,10 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
         try await client.transaction(logger: logger) { connection in
             guard let row = try await lockHost(connection, host) else { throw IsolationRefusal.noHost }
             guard !row.revoked else { throw IsolationRefusal.revoked }
+            for try await _ in try await connection.query("""
+                SELECT 1 FROM hosts h, rollouts r
+                WHERE h.id = \(host) AND r.id = \(rollout) AND h.rebased_at >= coalesce(r.wave_started_at, r.created_at)
+                """, logger: logger) { throw ModeRefusal.restored }
             var assigned: EffectivePolicy?
             for try await text in try await connection.query("SELECT assigned_policy::text FROM hosts WHERE id = \(host)", logger: logger)
                 .decode(String?.self) { assigned = text.flatMap { try? Wire.decode(EffectivePolicy.self, from: Data($0.utf8)) } }
@@ -274,15 +287,8 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
     public func observe(host: UUID, report: AgentReport) async throws -> DesiredState {
         try await client.transaction(logger: logger) { connection in
             guard var row = try await lockHost(connection, host) else { throw IsolationRefusal.noHost }
-            if report.appliedGeneration > row.desired.generation {
-                if report.appliedGeneration - row.desired.generation <= Self.largestRebase {
-                    row.desired = try await rebase(connection, host: host, row, report)
-                } else {
-                    logger.warning("""
-                        host \(host.uuidString.lowercased()) reports generation \(report.appliedGeneration) applied, the server's record is at \(row.desired.generation): \
-                        too far ahead for a restore, not re-based
-                        """)
-                }
+            if report.appliedGeneration > row.desired.generation, let rebased = try await rebase(connection, host: host, row, report) {
+                row.desired = rebased
             }
             // Never past what the server issued: a generation it has not made cannot have been applied.
             var observedGeneration = min(max(row.observedGeneration, report.appliedGeneration), row.desired.generation)
@@ -335,44 +341,100 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
         }
     }
 
-    /// The host applied a generation this server never issued: the database was restored from a
-    /// backup older than the host's last document. The server's generation moves up to the
-    /// host's, so that its next request is newer than anything the host applied (else every
-    /// request would be ignored as old), and the document takes what the host runs, so that
-    /// nothing the restore lost is undone: its isolation as observed (re-issuing the backup's
-    /// could release an isolated host), and no mode unless the backup's is what the host runs (a
-    /// restored mode intent would bring an older policy back at the next generation). Nothing is
-    /// sent: the host applied this generation already. Said in the audit log.
     /// How far ahead of its record a host may be re-based: a backup a million requests behind one
     /// host is no restore, and an agent that claims Int64's end must not make every later
     /// request for its host overflow.
     static let largestRebase: Int64 = 1_000_000
+    /// How far past the host's applied generation a re-base puts the server: past anything the
+    /// lost server may have sent that the host holds and has not applied yet, so that no later
+    /// request is taken by the agent for one it has seen.
+    static let rebaseMargin: Int64 = 1000
+    /// Re-bases of one host in an hour beyond which the server stops following it: a restore
+    /// re-bases each host once, while two databases serving at once (a lagging standby promoted
+    /// beside a live primary) or a host forging its reports would do it again and again.
+    static let rebasesPerHour = 3
 
-    private func rebase(_ connection: PostgresConnection, host: UUID, _ row: Row, _ report: AgentReport) async throws -> DesiredState {
+    /// The host applied a generation this server never issued: the database was restored from a
+    /// backup older than the host's last document. The server's generation moves past the
+    /// host's, so that its next request is newer than anything the host holds (else every request
+    /// would be ignored as old), and the document takes what the host runs, so that nothing the
+    /// restore lost is undone: the observed isolation (re-issuing the backup's could release an
+    /// isolated host) unless the backup holds an isolation the host never confirmed, which is
+    /// sent again (a report never cancels a pending isolation); no mode or policy unless the
+    /// backup's is what the host runs (a restored mode intent would bring an older policy back
+    /// at the next generation). What the backup held pending is superseded: the host went past
+    /// it. The host's row keeps the re-base, which halts the rollouts the backup held as running
+    /// (`RolloutDriver`). Nil when the report cannot be trusted for it; said in the server's log.
+    private func rebase(_ connection: PostgresConnection, host: UUID, _ row: Row, _ report: AgentReport) async throws -> DesiredState? {
+        let name = host.uuidString.lowercased()
+        let record = row.desired.generation, applied = report.appliedGeneration
+        // A report made mid-apply pairs a generation with an isolation of another moment; the
+        // agent reports again as soon as it has applied.
+        guard report.settled != false else { return nil }
+        guard applied - record <= Self.largestRebase else {
+            logger.error("host \(name) reports generation \(applied) applied, the server's record is at \(record): too far ahead for a restore, not re-based")
+            return nil
+        }
+        var recent = 0
+        for try await count in try await connection.query("""
+            SELECT count(*) FROM audit_log WHERE action = 'restore re-base' AND target = \(name) AND at > now() - interval '1 hour'
+            """, logger: logger).decode(Int.self) { recent = count }
+        guard recent < Self.rebasesPerHour else {
+            logger.error("""
+                host \(name) reports generation \(applied) applied, the server's record is at \(record), and it was re-based \(recent) times in the last hour: \
+                not re-based again. Two databases may be serving at once (a standby promoted while the old primary still serves), or the host forges its reports
+                """)
+            return nil
+        }
         var document = row.desired
-        document.generation = report.appliedGeneration
+        document.generation = applied + Self.rebaseMargin
         var kept: [String] = []
-        if document.isolation.state != report.observed {
+        var keptIntent: UUID?
+        let isolation = row.desired.isolation
+        if isolation.origin == .server, isolation.state == .isolated, report.observed != .isolated, row.observedGeneration < record,
+           let id = isolation.intentID.flatMap(UUID.init(uuidString:)) {
+            keptIntent = id
+            try await connection.query("UPDATE intents SET generation = \(document.generation) WHERE id = \(id) AND status = 'pending'", logger: logger)
+            kept.append("the backup's isolation by \(isolation.requestedBy), which the host never confirmed, sent again (intent \(id.uuidString.lowercased()))")
+        } else if isolation.state != report.observed {
             document.isolation = DesiredState.Isolation(state: report.observed, origin: .local, intentID: nil,
                                                         reason: "as the host runs it: the server's database was restored from an older backup",
-                                                        requestedBy: "cordon-server", extraWhitelist: row.desired.isolation.extraWhitelist)
-            kept.append("the host's isolation (\(report.observed.rawValue)) over the backup's (\(row.desired.isolation.state.rawValue))")
+                                                        requestedBy: "cordon-server", extraWhitelist: isolation.extraWhitelist)
+            kept.append("the host's isolation (\(report.observed.rawValue)) over the backup's (\(isolation.state.rawValue))")
         }
         if let mode = document.mode {
             let runs = report.status.mode == mode.mode.rawValue && (mode.mode == .discovery || report.status.rulesetDigest == document.policy?.digest)
             if !runs {
                 document.mode = nil
-                kept.append("the host's mode (\(report.status.mode), policy \(report.status.rulesetDigest ?? "none")) over the backup's (\(mode.mode.rawValue))")
+                document.policy = nil
+                kept.append("the host's mode (\(report.status.mode)) over the backup's (\(mode.mode.rawValue)\(row.desired.policy.map { ", policy \($0.digest)" } ?? ""))")
             }
         }
-        try await setDesired(connection, host: host, document, supersededBecause: "the server's database was restored from an older backup")
-        let detail = "the host had applied generation \(report.appliedGeneration), the server's record was at \(row.desired.generation): "
-            + "re-based; kept " + (kept.isEmpty ? "the backup's document, which is what the host runs" : kept.joined(separator: "; "))
+        if report.status.mode == ModeWord.enforce.rawValue, let digest = report.status.rulesetDigest, try await !isKnown(policy: digest, on: connection) {
+            kept.append("the host enforces policy \(digest), which this database does not hold: lost to the restore")
+        }
         try await connection.query("""
-            INSERT INTO audit_log (actor, role, action, target, detail) VALUES ('cordon-server', NULL, 'restore re-base', \(host.uuidString.lowercased()), \(detail))
+            UPDATE intents SET status = 'superseded', completed_at = now(),
+              error = \("the server's database was restored from an older backup; the host had gone past this intent (generation \(applied))")
+            WHERE host_id = \(host) AND status = 'pending' AND id IS DISTINCT FROM \(keptIntent)
             """, logger: logger)
-        logger.warning("host \(host.uuidString.lowercased()): \(detail)")
+        let detail = "the host had applied generation \(applied), the server's record was at \(record): re-based to \(document.generation); kept "
+            + (kept.isEmpty ? "the backup's document, which is what the host runs" : kept.joined(separator: "; "))
+        try await write(connection, host: host, document)
+        try await connection.query("UPDATE hosts SET rebased_at = now(), rebase_detail = \(detail) WHERE id = \(host)", logger: logger)
+        try await connection.query("""
+            INSERT INTO audit_log (actor, role, action, target, detail) VALUES ('cordon-server', NULL, 'restore re-base', \(name), \(detail))
+            """, logger: logger)
+        logger.warning("host \(name): \(detail)")
         return document
+    }
+
+    /// A policy some host's assignment or document names: one a restore did not lose.
+    private func isKnown(policy digest: String, on connection: PostgresConnection) async throws -> Bool {
+        for try await _ in try await connection.query("""
+            SELECT 1 FROM hosts WHERE assigned_policy->>'digest' = \(digest) OR desired->'policy'->>'digest' = \(digest) LIMIT 1
+            """, logger: logger) { return true }
+        return false
     }
 
     private func isKnown(_ local: LocalIsolationChange, host: UUID, on connection: PostgresConnection) async throws -> Bool {

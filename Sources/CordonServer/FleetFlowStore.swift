@@ -9,6 +9,11 @@ import PostgresNIO
 /// changes nothing.
 public protocol FleetFlowStore: Sendable {
     func upsert(host: UUID, flows: [FlowRecord]) async throws
+    /// The agent's rows changed after `after` through `through` were stored: the host's flow
+    /// head moves to `through` when the batch follows on from it (or none is known yet). After
+    /// a restore the head is below what the agent sent from, and stays: the answer tells the
+    /// agent to send the rest again. Returns the head.
+    func acknowledge(host: UUID, after: Int64, through: Int64) async throws -> Int64?
     func flows(host: UUID) async throws -> [FlowRecord]
     /// The same rows typed, for a fleet's propose and review: no text kept per row.
     func uploaded(host: UUID) async throws -> [FleetFlow]
@@ -113,6 +118,16 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
             WHERE (excluded.last_seen, excluded.connections, excluded.packets, excluded.bytes)
                >= (host_flows.last_seen, host_flows.connections, host_flows.packets, host_flows.bytes)
             """, logger: logger)
+    }
+
+    public func acknowledge(host: UUID, after: Int64, through: Int64) async throws -> Int64? {
+        let rows = try await client.query("""
+            UPDATE hosts SET flows_head = CASE WHEN flows_head IS NULL OR \(after) <= flows_head THEN greatest(coalesce(flows_head, 0), \(through))
+                                               ELSE flows_head END
+            WHERE id = \(host) RETURNING flows_head
+            """, logger: logger)
+        for try await head in rows.decode(Int64?.self) { return head }
+        return nil
     }
 
     public func rejected(hosts: [UUID], since: String) async throws -> [UUID: [FlowRecord]] {

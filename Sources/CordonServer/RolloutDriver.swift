@@ -43,6 +43,14 @@ public struct RolloutDriver: ServiceLifecycle.Service {
 
     static func drive(_ id: UUID, _ stores: Stores, logger: Logger, now: Date) async throws {
         guard let rollout = try await stores.rollouts.rollout(id), rollout.state == .running else { return }
+        // Restored from a backup: reported, never driven on (nor reverted) from an older record.
+        if let why = try await stores.rollouts.restoredSince(id),
+           let halted = RolloutPlanner.halt(rollout, reason: "the server's database was restored from an older backup (\(why)); "
+                                            + "nothing reverted: resume or abort it once checked", now: now, revert: false) {
+            try await stores.rollouts.save(halted.rollout)
+            try await record(halted.rollout, from: rollout, stores, logger: logger)
+            return
+        }
         let wave = rollout.hosts.filter { $0.wave == rollout.currentWave }
         var generations: [UUID: Int64] = [:]
         for host in wave { if let g = host.generation { generations[host.id] = g } }
@@ -53,6 +61,12 @@ public struct RolloutDriver: ServiceLifecycle.Service {
         try await carry(step.commands, &next, stores, now: now)
         guard next != rollout else { return }
         try await stores.rollouts.save(next)
+        try await record(next, from: rollout, stores, logger: logger)
+    }
+
+    /// A new state or wave goes to the server's log and the audit log.
+    static func record(_ next: Rollout, from rollout: Rollout, _ stores: Stores, logger: Logger) async throws {
+        let id = next.id
         if next.state != rollout.state || next.currentWave != rollout.currentWave {
             let detail: String
             switch next.state {
@@ -104,6 +118,9 @@ public struct RolloutDriver: ServiceLifecycle.Service {
                 let (generation, previous) = try await stores.desired.setMode(host: host, change, rollout: r.id, by: r.createdBy, reason: reason)
                 r.hosts[index].generation = generation
                 if case .apply = command { r.hosts[index].previous = previous }
+            } catch ModeRefusal.restored {
+                // Left as it is; the next turn halts the rollout (`RolloutStore.restoredSince`).
+                r.hosts[index].detail = "not changed: re-based after a restore from an older backup"
             } catch let refusal as ModeRefusal where refusal == .noPolicy {
                 r.hosts[index].state = .failed
                 r.hosts[index].detail = "no effective policy (no assignment matches it)"

@@ -257,14 +257,17 @@ public enum RolloutPlanner {
         return commands
     }
 
-    /// An analyst's halt: as an automatic one, the current wave going back.
-    public static func halt(_ rollout: Rollout, reason: String, now: Date) -> Step? {
+    /// An analyst's halt: as an automatic one, the current wave going back. Without `revert`,
+    /// the hosts stay as they are: after a restore from an older backup the rollout's record of
+    /// what they ran before is older than what they run, and putting it back could bring back
+    /// a policy the restore lost the reasons for.
+    public static func halt(_ rollout: Rollout, reason: String, now: Date, revert: Bool = true) -> Step? {
         guard rollout.state == .running else { return nil }
         var r = rollout
         r.state = .halted
         r.haltReason = reason
         r.soakUntil = nil
-        let commands = revertWave(&r, now: now, because: reason)
+        let commands = revert ? revertWave(&r, now: now, because: reason) : []
         r.updatedAt = now
         return Step(rollout: r, commands: commands)
     }

@@ -20,6 +20,11 @@ public protocol RolloutStore: Sendable {
     /// What the hosts are now, for the rollout's mode: connected, already in sync, with a policy
     /// to enforce, and the agent's result for the generation the step set (`generations`).
     func observe(hosts: [UUID], generations: [UUID: Int64], mode: ModeWord) async throws -> [UUID: RolloutObservation]
+    /// A host re-based since the rollout's current wave began (or the rollout began): the
+    /// database was restored from a backup older than what that host runs, so the rollout's
+    /// record may be too (a rollout aborted after the backup is running in it). The first
+    /// such host's name and why; nil when there is none.
+    func restoredSince(_ rollout: UUID) async throws -> String?
 }
 
 public struct PostgresRolloutStore: RolloutStore {
@@ -145,6 +150,17 @@ public struct PostgresRolloutStore: RolloutStore {
                 throw error
             }
         }
+    }
+
+    public func restoredSince(_ rollout: UUID) async throws -> String? {
+        for try await (hostname, detail) in try await client.query("""
+            SELECT h.hostname, h.rebase_detail FROM hosts h, rollouts r
+            WHERE r.id = \(rollout) AND h.rebased_at >= coalesce(r.wave_started_at, r.created_at)
+            ORDER BY h.rebased_at LIMIT 1
+            """, logger: logger).decode((String, String?).self) {
+            return "host \(hostname) was re-based: \(detail ?? "the server's database was restored from an older backup")"
+        }
+        return nil
     }
 
     public func observe(hosts: [UUID], generations: [UUID: Int64], mode: ModeWord) async throws -> [UUID: RolloutObservation] {

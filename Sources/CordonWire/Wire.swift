@@ -248,13 +248,27 @@ public struct AgentReport: Codable, Sendable {
     public var local: LocalIsolationChange?
     public var log: [Decision]
     public var flows: [FlowRecord]
+    /// Nothing was being applied or waiting to be while the report was made, so `observed` and
+    /// `applied_generation` are of one moment: only such a report may re-base a server restored
+    /// from an older backup on what the host runs. Absent from agents before 0.3.0.
+    public var settled: Bool?
+    /// The agent's own change sequence of its flow rows: `flows` are those changed after
+    /// `flows_after`, up to `flows_through`. The server keeps the head it has stored and answers
+    /// it, so a server restored from an older backup gets the rows it lost sent again. Absent
+    /// from agents before 0.3.0.
+    public var flowsAfter: Int64?
+    public var flowsThrough: Int64?
 
     enum CodingKeys: String, CodingKey {
-        case status, observed, appliedGeneration = "applied_generation", applied, local, log, flows
+        case status, observed, appliedGeneration = "applied_generation", applied, local, log, flows, settled
+        case flowsAfter = "flows_after", flowsThrough = "flows_through"
     }
 
     public init(status: AgentStatus, observed: IsolationWord, appliedGeneration: Int64, applied: AppliedGeneration?,
-                local: LocalIsolationChange?, log: [Decision], flows: [FlowRecord]) {
+                local: LocalIsolationChange?, log: [Decision], flows: [FlowRecord], settled: Bool? = nil, flowsAfter: Int64? = nil,
+                flowsThrough: Int64? = nil) {
+        self.flowsAfter = flowsAfter
+        self.flowsThrough = flowsThrough
         self.status = status
         self.observed = observed
         self.appliedGeneration = appliedGeneration
@@ -262,6 +276,7 @@ public struct AgentReport: Codable, Sendable {
         self.local = local
         self.log = log
         self.flows = flows
+        self.settled = settled
     }
 }
 
@@ -272,11 +287,17 @@ public struct ReportResponse: Codable, Sendable {
     public var state: DesiredState
     /// Flow rows the server refused (and did not store), by their index in the report; the rest were stored.
     public var refusedFlows: [RefusedFlow]
-    enum CodingKeys: String, CodingKey { case logAckedThrough = "log_acked_through", state, desired, refusedFlows = "refused_flows" }
-    public init(logAckedThrough: Int64, state: DesiredState, refusedFlows: [RefusedFlow] = []) {
+    /// The agent's flow sequence the server has stored every row up to (`AgentReport.flowsThrough`);
+    /// null from servers before 0.3.0 and before the host's first report with it.
+    public var flowsAckedThrough: Int64?
+    enum CodingKeys: String, CodingKey {
+        case logAckedThrough = "log_acked_through", state, desired, refusedFlows = "refused_flows", flowsAckedThrough = "flows_acked_through"
+    }
+    public init(logAckedThrough: Int64, state: DesiredState, refusedFlows: [RefusedFlow] = [], flowsAckedThrough: Int64? = nil) {
         self.logAckedThrough = logAckedThrough
         self.state = state
         self.refusedFlows = refusedFlows
+        self.flowsAckedThrough = flowsAckedThrough
     }
 
     /// `desired` (the isolation alone) is written too, for agents before 0.3.0.
@@ -286,6 +307,7 @@ public struct ReportResponse: Codable, Sendable {
         try c.encode(state, forKey: .state)
         try c.encode(state.legacy, forKey: .desired)
         try c.encode(refusedFlows, forKey: .refusedFlows)
+        try c.encode(flowsAckedThrough, forKey: .flowsAckedThrough)
     }
 
     /// A server before 0.3.0 sends `desired` only, and no `refused_flows`.
@@ -298,6 +320,7 @@ public struct ReportResponse: Codable, Sendable {
             state = DesiredState(legacy: try c.decode(DesiredIsolation.self, forKey: .desired))
         }
         refusedFlows = try c.decodeIfPresent([RefusedFlow].self, forKey: .refusedFlows) ?? []
+        flowsAckedThrough = try c.decodeIfPresent(Int64.self, forKey: .flowsAckedThrough)
     }
 }
 

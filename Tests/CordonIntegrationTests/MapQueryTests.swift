@@ -13,6 +13,7 @@ import Testing
     struct OneByOne: FleetFlowStore {
         let store: any FleetFlowStore
         func upsert(host: UUID, flows: [FlowRecord]) async throws { try await store.upsert(host: host, flows: flows) }
+        func acknowledge(host: UUID, after: Int64, through: Int64) async throws -> Int64? { try await store.acknowledge(host: host, after: after, through: through) }
         func flows(host: UUID) async throws -> [FlowRecord] { try await store.flows(host: host) }
         func rejected(hosts: [UUID], since: String) async throws -> [UUID: [FlowRecord]] { try await store.rejected(hosts: hosts, since: since) }
     }

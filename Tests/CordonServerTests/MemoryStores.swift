@@ -47,6 +47,7 @@ final class MemoryDatabase: Sendable {
         var log: [UUID: [Int64: Decision]] = [:]
         var logProblems: [UUID: [String]] = [:]
         var flows: [UUID: [String: FlowRecord]] = [:]
+        var flowHeads: [UUID: Int64] = [:]
         var audit: [AuditEntry] = []
         var versions: [RulesetVersionView] = []
         var assignments: [StoredAssignment] = []
@@ -452,6 +453,14 @@ struct MemoryFleetFlowStore: FleetFlowStore {
         }
     }
 
+    func acknowledge(host: UUID, after: Int64, through: Int64) async throws -> Int64? {
+        db.tables.withLock { t in
+            let head = t.flowHeads[host]
+            if head == nil || after <= head! { t.flowHeads[host] = max(head ?? 0, through) }
+            return t.flowHeads[host]
+        }
+    }
+
     func flows(host: UUID) async throws -> [FlowRecord] {
         db.tables.withLock { t in (t.flows[host] ?? [:]).sorted { $0.key < $1.key }.map(\.value) }
     }
@@ -474,6 +483,10 @@ struct MemoryRolloutStore: RolloutStore {
     static let lock = Mutex<Set<ObjectIdentifier>>([])
 
     func create(_ rollout: Rollout) async throws { db.tables.withLock { $0.rollouts[rollout.id] = rollout } }
+
+    /// Never: the memory stores are never restored from a backup (the re-base is PostgreSQL's,
+    /// tested in `RestoreTests`).
+    func restoredSince(_ rollout: UUID) async throws -> String? { nil }
 
     func rollout(_ id: UUID) async throws -> Rollout? {
         db.tables.withLock { t in
