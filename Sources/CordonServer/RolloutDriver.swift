@@ -12,6 +12,10 @@ public struct RolloutDriver: ServiceLifecycle.Service {
     let stores: Stores
     let logger: Logger
     let interval: Duration
+    let started = Date()
+    /// How long after the start a host that has not reported yet holds back its wave: agents
+    /// reconnect with a back-off of at most 30 s, jittered by half.
+    public static let startGrace: TimeInterval = 45
 
     public init(stores: Stores, logger: Logger, interval: Duration = .seconds(1)) {
         self.stores = stores
@@ -24,7 +28,7 @@ public struct RolloutDriver: ServiceLifecycle.Service {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             try? await Task.sleep(for: interval)
             do {
-                try await Self.tick(stores, logger: logger)
+                try await Self.tick(stores, logger: logger, started: started)
                 failing = false
             } catch {
                 // A database outage: said once, tried again every second.
@@ -35,13 +39,15 @@ public struct RolloutDriver: ServiceLifecycle.Service {
     }
 
     /// One turn: every running rollout one step further, unless another replica is driving.
-    public static func tick(_ stores: Stores, logger: Logger, now: @escaping @Sendable () -> Date = { Date() }) async throws {
+    /// `started`: when this server started (`RolloutObservation.heardSinceStart`).
+    public static func tick(_ stores: Stores, logger: Logger, now: @escaping @Sendable () -> Date = { Date() },
+                            started: Date = .distantPast) async throws {
         _ = try await stores.rollouts.exclusive(wait: false) {
-            for id in try await stores.rollouts.running() { try await drive(id, stores, logger: logger, now: now()) }
+            for id in try await stores.rollouts.running() { try await drive(id, stores, logger: logger, now: now(), started: started) }
         }
     }
 
-    static func drive(_ id: UUID, _ stores: Stores, logger: Logger, now: Date) async throws {
+    static func drive(_ id: UUID, _ stores: Stores, logger: Logger, now: Date, started: Date) async throws {
         guard let rollout = try await stores.rollouts.rollout(id), rollout.state == .running else { return }
         // Restored from a backup: reported, never driven on (nor reverted) from an older record.
         if let why = try await stores.rollouts.restoredSince(id),
@@ -56,6 +62,9 @@ public struct RolloutDriver: ServiceLifecycle.Service {
         for host in wave { if let g = host.generation { generations[host.id] = g } }
         var observations = try await stores.rollouts.observe(hosts: wave.map(\.id), generations: generations, mode: rollout.mode)
         for (host, regression) in try await regressions(wave, stores) { observations[host]?.regression = regression }
+        if now.timeIntervalSince(started) < startGrace {
+            for (host, seen) in observations { observations[host]?.heardSinceStart = (seen.lastSeen ?? .distantPast) >= started }
+        }
         let step = RolloutPlanner.step(rollout, observations: observations, now: now)
         var next = step.rollout
         try await carry(step.commands, &next, stores, now: now)

@@ -169,14 +169,14 @@ public struct PostgresRolloutStore: RolloutStore {
         let rows = try await client.query("""
             SELECT id, revoked_at IS NULL AND last_seen > now() - make_interval(secs => \(PostgresHostStore.connectedWithin)),
                    desired->'mode'->>'mode', desired->'policy'->>'digest', assigned_policy->>'digest', status->>'mode', status->>'ruleset_digest',
-                   observed_generation >= generation
+                   observed_generation >= generation, last_seen
             FROM hosts WHERE id = ANY(\(hosts)::uuid[])
             """, logger: logger)
-        for try await (id, connected, desiredMode, desiredDigest, assigned, reportedMode, reportedDigest, applied)
-            in rows.decode((UUID, Bool, String?, String?, String?, String?, String?, Bool).self) {
+        for try await (id, connected, desiredMode, desiredDigest, assigned, reportedMode, reportedDigest, applied, lastSeen)
+            in rows.decode((UUID, Bool, String?, String?, String?, String?, String?, Bool, Date?).self) {
             let inSync = Self.inSync(mode: mode, desiredMode: desiredMode, desiredDigest: desiredDigest, assigned: assigned,
                                      reportedMode: reportedMode, reportedDigest: reportedDigest, applied: applied)
-            result[id] = RolloutObservation(connected: connected, inSync: inSync, noPolicy: assigned == nil)
+            result[id] = RolloutObservation(connected: connected, inSync: inSync, noPolicy: assigned == nil, lastSeen: lastSeen)
         }
         let stepped = generations.filter { hosts.contains($0.key) }
         if !stepped.isEmpty {
