@@ -14,6 +14,7 @@ public final class PostgresCluster: Sendable {
     public let port: Int
     public let directory: String
     private let bin: String
+    private let listen: String
     private let process: Mutex<Child?>
 
     /// The binaries of the newest PostgreSQL installed (Debian's /usr/lib/postgresql/N/bin).
@@ -22,16 +23,17 @@ public final class PostgresCluster: Sendable {
         return versions.last.map { "/usr/lib/postgresql/\($0)/bin" }.flatMap { access($0 + "/initdb", X_OK) == 0 ? $0 : nil }
     }
 
-    public init(lab: Lab, namespace: String?, port: Int = 5432, durable: Bool = false) throws {
-        guard let bin = Self.binaries() else { throw LabError("PostgreSQL not found: apt-get install -y postgresql-15 (with policy-rc.d: no service starts)") }
-        guard let user = getpwnam("postgres") else { throw LabError("no `postgres` user: install Debian's postgresql package") }
+    /// `name`: its directory in the lab (two clusters in one lab need two). `listen`: the
+    /// addresses it listens on ("*" for a replicated pair reached over links).
+    public init(lab: Lab, namespace: String?, port: Int = 5432, durable: Bool = false, name: String = "postgres", listen: String = "127.0.0.1") throws {
+        let (bin, user) = try Self.prerequisites()
         self.lab = lab
         self.namespace = namespace
         self.port = port
         self.bin = bin
-        directory = lab.directory + "/postgres"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        guard chown(directory, user.pointee.pw_uid, user.pointee.pw_gid) == 0 else { throw LabError("chown \(directory) failed") }
+        self.listen = listen
+        directory = lab.directory + "/" + name
+        try Self.ownedDirectory(directory, user)
         let initdb = try lab.run(nil, ["runuser", "-u", "postgres", "--", bin + "/initdb", "-A", "trust", "-U", "postgres", "-D", directory + "/data",
                                        "--no-sync", "-E", "UTF8"], timeout: 120)
         guard initdb.succeeded else { throw LabError("initdb failed: \(initdb.stderr)") }
@@ -39,9 +41,57 @@ public final class PostgresCluster: Sendable {
         let settings = durable ? "" : "fsync = off\nfull_page_writes = off\n"
         try (settings + "max_connections = 200\nshared_buffers = 128MB\n")
             .write(toFile: directory + "/data/postgresql.auto.conf", atomically: false, encoding: .utf8)
-        _ = chown(directory + "/data/postgresql.auto.conf", user.pointee.pw_uid, user.pointee.pw_gid)
+        _ = chown(directory + "/data/postgresql.auto.conf", user.pw_uid, user.pw_gid)
+        if listen != "127.0.0.1" {
+            // The lab's links only: trust, as the loopback is trusted.
+            let hba = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/data/pg_hba.conf"))
+            hba.seekToEndOfFile()
+            hba.write(Data("host all all 0.0.0.0/0 trust\nhost replication all 0.0.0.0/0 trust\n".utf8))
+            try hba.close()
+        }
         process = Mutex(nil)
         try start()
+    }
+
+    /// A streaming standby of `primary`, made as an operator makes one (`pg_basebackup -R`),
+    /// reaching it at `primaryAddress`, named `standby` to it (its `application_name`, for
+    /// `synchronous_standby_names`).
+    public init(standbyOf primary: PostgresCluster, at primaryAddress: String, namespace: String, name: String) throws {
+        let (bin, user) = try Self.prerequisites()
+        lab = primary.lab
+        self.namespace = namespace
+        port = primary.port
+        self.bin = bin
+        listen = primary.listen
+        directory = lab.directory + "/" + name
+        try Self.ownedDirectory(directory, user)
+        let backup = try lab.run(namespace, ["runuser", "-u", "postgres", "--", bin + "/pg_basebackup", "-h", primaryAddress, "-p", String(port),
+                                             "-U", "postgres", "-D", directory + "/data", "-X", "stream", "-R", "--no-sync"], timeout: 120)
+        guard backup.succeeded else { throw LabError("pg_basebackup failed: \(backup.stderr)") }
+        let conf = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/data/postgresql.auto.conf"))
+        conf.seekToEndOfFile()
+        conf.write(Data("primary_conninfo = 'host=\(primaryAddress) port=\(port) user=postgres application_name=standby'\n".utf8))
+        try conf.close()
+        process = Mutex(nil)
+        try start()
+    }
+
+    private static func prerequisites() throws -> (String, passwd) {
+        guard let bin = binaries() else { throw LabError("PostgreSQL not found: apt-get install -y postgresql-15 (with policy-rc.d: no service starts)") }
+        guard let user = getpwnam("postgres") else { throw LabError("no `postgres` user: install Debian's postgresql package") }
+        return (bin, user.pointee)
+    }
+
+    private static func ownedDirectory(_ path: String, _ user: passwd) throws {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        guard chown(path, user.pw_uid, user.pw_gid) == 0 else { throw LabError("chown \(path) failed") }
+    }
+
+    /// The standby made primary, as an operator or a promoter does (`pg_ctl promote`, which
+    /// waits until it is done).
+    public func promote() throws {
+        let result = try lab.run(namespace, ["runuser", "-u", "postgres", "--", bin + "/pg_ctl", "promote", "-w", "-D", directory + "/data"], timeout: 60)
+        guard result.succeeded else { throw LabError("pg_ctl promote failed: \(result.stderr)\(result.stdout)") }
     }
 
     public var url: String { "postgresql://postgres@127.0.0.1:\(port)/postgres" }
@@ -49,7 +99,7 @@ public final class PostgresCluster: Sendable {
     /// Starts the server and waits until it accepts connections.
     public func start() throws {
         let child = try lab.spawn(namespace, ["runuser", "-u", "postgres", "--", bin + "/postgres", "-D", directory + "/data", "-p", String(port),
-                                              "-k", directory, "-c", "listen_addresses=127.0.0.1"], log: directory + "/server.log")
+                                              "-k", directory, "-c", "listen_addresses=\(listen)"], log: directory + "/server.log")
         process.withLock { $0 = child }
         for _ in 0..<300 {
             if try lab.run(namespace, [bin + "/pg_isready", "-q", "-h", "127.0.0.1", "-p", String(port)]).succeeded { return }
@@ -151,13 +201,26 @@ public final class FleetScenario: Sendable {
     public let c: String
     public let webNamespace: String
     public let postgres: PostgresCluster
+    /// With `replicated`: the synchronous streaming standby, in a namespace of its own.
+    public let standby: PostgresCluster?
+    /// What the servers are given: the primary's loopback, or with `replicated` the service
+    /// address that a failover moves to the standby (`failover()`).
+    public let databaseURL: String
     /// The server's data directory (ca.pem and the keys).
     public let data: String
     public let adminToken: String
     public let serverBinary: String
     public let cordonBinary: String
 
-    public init(lab: Lab, durableDatabase: Bool = false) throws {
+    /// The database's namespaces and links with `replicated`: the primary pg1 and the standby
+    /// pg2 each on a link of the server's, and to each other for streaming; the service address
+    /// on the primary's loopback, routed to by the server's namespace.
+    public static let databaseAddress = "203.0.113.80"
+    static let pg1Link = ("203.0.113.65", "203.0.113.66"), pg2Link = ("203.0.113.69", "203.0.113.70"), streamLink = ("203.0.113.73", "203.0.113.74")
+
+    /// `replicated`: PostgreSQL as a primary and a synchronous streaming standby (issue 22's
+    /// failover), durable, reached at `databaseAddress`.
+    public init(lab: Lab, durableDatabase: Bool = false, replicated: Bool = false) throws {
         for (tool, package) in [("socat", "socat"), ("curl", "curl"), ("nft", "nftables")] where Lab.which(tool) == nil {
             throw LabError("missing tool \(tool): apt-get install -y \(package)")
         }
@@ -176,9 +239,38 @@ public final class FleetScenario: Sendable {
         try lab.connect(c, ["\(Self.hostC)/28"], server, ["\(Self.serverC)/28"])
         let route = try lab.run(c, ["ip", "route", "add", "\(Self.serverA)/32", "via", Self.serverC])
         guard route.succeeded else { throw LabError("route to the server from host c: \(route.stderr)") }
-        postgres = try PostgresCluster(lab: lab, namespace: server, durable: durableDatabase)
+        if replicated {
+            let pg1 = try lab.namespace("pg1"), pg2 = try lab.namespace("pg2")
+            try lab.connect(server, ["\(Self.pg1Link.0)/30"], pg1, ["\(Self.pg1Link.1)/30"])
+            try lab.connect(server, ["\(Self.pg2Link.0)/30"], pg2, ["\(Self.pg2Link.1)/30"])
+            try lab.connect(pg1, ["\(Self.streamLink.0)/30"], pg2, ["\(Self.streamLink.1)/30"])
+            for (namespace, command) in [(pg1, ["ip", "addr", "add", "\(Self.databaseAddress)/32", "dev", "lo"]),
+                                         (server, ["ip", "route", "add", "\(Self.databaseAddress)/32", "via", Self.pg1Link.1])] {
+                let done = try lab.run(namespace, command)
+                guard done.succeeded else { throw LabError("\(command.joined(separator: " ")): \(done.stderr)") }
+            }
+            postgres = try PostgresCluster(lab: lab, namespace: pg1, durable: true, name: "pg1", listen: "*")
+            let standby = try PostgresCluster(standbyOf: postgres, at: Self.streamLink.0, namespace: pg2, name: "pg2")
+            // Synchronous: a commit is acknowledged once the standby has it, so a kill -9 of the
+            // primary loses nothing acknowledged. Set on the primary alone: the promoted standby
+            // has no standby to wait for.
+            _ = try postgres.psql("ALTER SYSTEM SET synchronous_standby_names = 'standby'")
+            _ = try postgres.psql("SELECT pg_reload_conf()")
+            var streaming = ""
+            for _ in 0..<200 where streaming != "sync" {
+                streaming = try postgres.psql("SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby'")
+                if streaming != "sync" { usleep(50_000) }
+            }
+            guard streaming == "sync" else { throw LabError("the standby is not streaming synchronously: \(streaming)") }
+            self.standby = standby
+            databaseURL = "postgresql://postgres@\(Self.databaseAddress):\(postgres.port)/postgres"
+        } else {
+            postgres = try PostgresCluster(lab: lab, namespace: server, durable: durableDatabase)
+            standby = nil
+            databaseURL = postgres.url
+        }
         data = lab.directory + "/server-data"
-        let initialised = try lab.run(server, [serverBinary, "init", "--data", data, "--database", postgres.url,
+        let initialised = try lab.run(server, [serverBinary, "init", "--data", data, "--database", databaseURL,
                                                "--name", Self.serverA, "--name", Self.serverB], timeout: 60)
         guard initialised.succeeded, let token = initialised.stdout.split(separator: "\n").last else {
             throw LabError("cordon-server init failed: \(initialised.stderr)")
@@ -193,11 +285,26 @@ public final class FleetScenario: Sendable {
 
     public var caFile: String { data + "/ca.pem" }
 
+    /// The primary dies (kill -9) and the standby takes over, as an operator's runbook or a
+    /// promoter does it: promoted (`pg_ctl promote`), then the service address moved to it.
+    /// The servers are not told: they reconnect to the address. Returns when both are done.
+    public func failover() throws {
+        guard let standby, let pg1 = postgres.namespace, let pg2 = standby.namespace else { throw LabError("not a replicated scenario") }
+        postgres.crash()
+        try standby.promote()
+        for (namespace, command) in [(pg1, ["ip", "addr", "del", "\(Self.databaseAddress)/32", "dev", "lo"]),
+                                     (pg2, ["ip", "addr", "add", "\(Self.databaseAddress)/32", "dev", "lo"]),
+                                     (server, ["ip", "route", "replace", "\(Self.databaseAddress)/32", "via", Self.pg2Link.1])] {
+            let done = try lab.run(namespace, command)
+            guard done.succeeded else { throw LabError("\(command.joined(separator: " ")): \(done.stderr)") }
+        }
+    }
+
     /// Starts a replica of the server; waits until it answers over HTTPS.
     /// `prefix` runs before the server's command line (`prlimit --nofile=1024 --`).
     public func startServer(port: Int = FleetScenario.port, name: String = "1", extra: [String] = [], prefix: [String] = []) throws -> Child {
         let log = lab.directory + "/server-\(name).log"
-        let child = try lab.spawn(server, prefix + [serverBinary, "run", "--data", data, "--database", postgres.url, "--listen", "0.0.0.0:\(port)"] + extra,
+        let child = try lab.spawn(server, prefix + [serverBinary, "run", "--data", data, "--database", databaseURL, "--listen", "0.0.0.0:\(port)"] + extra,
                                   log: log)
         for _ in 0..<300 {
             if try lab.run(server, ["curl", "-sf", "--cacert", caFile, "https://\(Self.serverA):\(port)/healthz"]).succeeded { return child }
@@ -210,7 +317,7 @@ public final class FleetScenario: Sendable {
     /// A new enrollment secret, in a file for `--enroll-secret-file`.
     public func enrollSecret(tags: String = "tier=test", uses: Int? = nil, hostTags: Bool = true, ttl: String? = nil,
                              extraAllow: [String] = []) throws -> String {
-        var arguments = [serverBinary, "enroll-secret", "create", "--data", data, "--database", postgres.url, "--tags", tags]
+        var arguments = [serverBinary, "enroll-secret", "create", "--data", data, "--database", databaseURL, "--tags", tags]
         if let uses { arguments += ["--uses", String(uses)] }
         if let ttl { arguments += ["--ttl", ttl] }
         for entry in extraAllow { arguments += ["--extra-allow", entry] }
@@ -232,7 +339,7 @@ public final class FleetScenario: Sendable {
 
     /// A new API token of `role`.
     public func token(role: String, name: String) throws -> String {
-        let result = try lab.run(server, [serverBinary, "token", "create", "--data", data, "--database", postgres.url, "--role", role, "--name", name])
+        let result = try lab.run(server, [serverBinary, "token", "create", "--data", data, "--database", databaseURL, "--role", role, "--name", name])
         guard result.succeeded, let token = result.stdout.split(separator: "\n").last else { throw LabError("token create: \(result.stderr)") }
         return String(token)
     }

@@ -31,10 +31,10 @@ import Glibc
         let responder: String
         let viewer: String
 
-        init(agentA: Bool = true, serverExtra: [String] = [], agentExtra: [String] = [], serverPrefix: [String] = []) throws {
+        init(agentA: Bool = true, serverExtra: [String] = [], agentExtra: [String] = [], serverPrefix: [String] = [], replicated: Bool = false) throws {
             lab = try Lab()
             do {
-                fleet = try FleetScenario(lab: lab)
+                fleet = try FleetScenario(lab: lab, replicated: replicated)
                 server = try fleet.startServer(extra: serverExtra, prefix: serverPrefix)
                 responder = try fleet.token(role: "responder", name: "rita")
                 viewer = try fleet.token(role: "viewer", name: "vic")

@@ -20,8 +20,8 @@ import Glibc
         let ids: [String: String]
         var f: FleetScenario { setup.fleet }
 
-        init() throws {
-            setup = try Setup(agentA: false)
+        init(replicated: Bool = false) throws {
+            setup = try Setup(agentA: false, replicated: replicated)
             let f = setup.fleet
             do {
                 approver = try f.token(role: "approver", name: "apollo")
