@@ -11,7 +11,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cordon-bench",
         abstract: "Measure Cordon against the kernel's own tools, in throwaway network namespaces.",
-        subcommands: [FleetBenchmark.self, ConsoleBenchmark.self, FleetOutageBenchmark.self, FleetFailoverBenchmark.self, FleetScaleBenchmark.self, FleetRolloutBenchmark.self, FleetProposeBenchmark.self, IngestBenchmark.self, WeekBenchmark.self, ShutdownBenchmark.self, IdleBenchmark.self, ProposeBenchmark.self, ApplyBenchmark.self,
+        subcommands: [FleetBenchmark.self, ConsoleBenchmark.self, FleetOutageBenchmark.self, FleetFailoverBenchmark.self, FleetSoakBenchmark.self, FleetScaleBenchmark.self, FleetRolloutBenchmark.self, FleetProposeBenchmark.self, IngestBenchmark.self, WeekBenchmark.self, ShutdownBenchmark.self, IdleBenchmark.self, ProposeBenchmark.self, ApplyBenchmark.self,
                       PacketCostBenchmark.self, IsolateBenchmark.self, ControlBenchmark.self, RenderBenchmark.self, DNSBenchmark.self, DNSClientCommand.self, GenerateCommand.self, InjectCommand.self]
     )
 }
