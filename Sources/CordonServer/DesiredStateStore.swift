@@ -391,16 +391,40 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
         var kept: [String] = []
         var keptIntent: UUID?
         let isolation = row.desired.isolation
-        if isolation.origin == .server, isolation.state == .isolated, report.observed != .isolated, row.observedGeneration < record,
-           let id = isolation.intentID.flatMap(UUID.init(uuidString:)) {
-            keptIntent = id
-            try await connection.query("UPDATE intents SET generation = \(document.generation) WHERE id = \(id) AND status = 'pending'", logger: logger)
-            kept.append("the backup's isolation by \(isolation.requestedBy), which the host never confirmed, sent again (intent \(id.uuidString.lowercased()))")
-        } else if isolation.state != report.observed {
+        // The analyst's word that the host should be isolated stands: an isolation asked for
+        // since the host's last contact (against a record the host may have left, so it may even
+        // read succeeded at once), else the backup's, if its intent is still pending.
+        var candidates: [UUID] = []
+        for try await id in try await connection.query("""
+            SELECT i.id FROM intents i JOIN hosts h ON h.id = i.host_id
+            WHERE i.host_id = \(host) AND i.kind = 'isolation' AND i.origin = 'server' AND i.state = 'isolated' AND i.status IN ('pending', 'succeeded')
+              AND i.requested_at > coalesce(h.last_seen, '-infinity')
+            ORDER BY i.requested_at DESC LIMIT 1
+            """, logger: logger).decode(UUID.self) { candidates.append(id) }
+        if isolation.origin == .server, isolation.state == .isolated, let id = isolation.intentID.flatMap(UUID.init(uuidString:)) { candidates.append(id) }
+        if report.observed != .isolated {
+            for id in candidates where keptIntent == nil {
+                for try await (by, reason) in try await connection.query("""
+                    UPDATE intents SET status = 'pending', generation = \(document.generation), completed_at = NULL, error = NULL
+                    WHERE id = \(id) AND status IN ('pending', 'succeeded') AND (status = 'pending' OR requested_at > (SELECT coalesce(last_seen, '-infinity') FROM hosts WHERE id = \(host)))
+                    RETURNING requested_by, reason
+                    """, logger: logger).decode((String, String).self) {
+                    keptIntent = id
+                    document.isolation = DesiredState.Isolation(state: .isolated, origin: .server, intentID: id.uuidString.lowercased(), reason: reason,
+                                                                requestedBy: by, extraWhitelist: isolation.extraWhitelist)
+                    kept.append("the isolation asked by \(by), which the host never applied, sent again (intent \(id.uuidString.lowercased()))")
+                }
+            }
+        }
+        if keptIntent == nil {
+            // As the host runs it, and origin local: an echo the agent never applies, so a report
+            // that raced a change on the host cannot undo that change.
             document.isolation = DesiredState.Isolation(state: report.observed, origin: .local, intentID: nil,
                                                         reason: "as the host runs it: the server's database was restored from an older backup",
                                                         requestedBy: "cordon-server", extraWhitelist: isolation.extraWhitelist)
-            kept.append("the host's isolation (\(report.observed.rawValue)) over the backup's (\(isolation.state.rawValue))")
+            if isolation.state != report.observed {
+                kept.append("the host's isolation (\(report.observed.rawValue)) over the backup's (\(isolation.state.rawValue))")
+            }
         }
         if let mode = document.mode {
             let runs = report.status.mode == mode.mode.rawValue && (mode.mode == .discovery || report.status.rulesetDigest == document.policy?.digest)
@@ -413,6 +437,13 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
         if report.status.mode == ModeWord.enforce.rawValue, let digest = report.status.rulesetDigest, try await !isKnown(policy: digest, on: connection) {
             kept.append("the host enforces policy \(digest), which this database does not hold: lost to the restore")
         }
+        // Taken for done against the restored record, yet the host runs otherwise: said as failed.
+        try await connection.query("""
+            UPDATE intents SET status = 'failed', completed_at = now(),
+              error = \("the server's database was restored from an older backup; the host reports " + report.observed.rawValue + ": ask again")
+            WHERE host_id = \(host) AND kind = 'isolation' AND status = 'succeeded' AND state <> \(report.observed.rawValue)
+              AND id IS DISTINCT FROM \(keptIntent) AND requested_at > (SELECT coalesce(last_seen, '-infinity') FROM hosts WHERE id = \(host))
+            """, logger: logger)
         try await connection.query("""
             UPDATE intents SET status = 'superseded', completed_at = now(),
               error = \("the server's database was restored from an older backup; the host had gone past this intent (generation \(applied))")
@@ -421,7 +452,13 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
         let detail = "the host had applied generation \(applied), the server's record was at \(record): re-based to \(document.generation); kept "
             + (kept.isEmpty ? "the backup's document, which is what the host runs" : kept.joined(separator: "; "))
         try await write(connection, host: host, document)
-        try await connection.query("UPDATE hosts SET rebased_at = now(), rebase_detail = \(detail) WHERE id = \(host)", logger: logger)
+        // The server's clock, as a rollout's wave start is (`RolloutStore.restoredSince`).
+        try await connection.query("UPDATE hosts SET rebased_at = \(Date()), rebase_detail = \(detail) WHERE id = \(host)", logger: logger)
+        // What a rollout knows the host ran before its step is older than what it runs: a
+        // resumed rollout records it anew at its step, and nothing puts the backup's back.
+        try await connection.query("""
+            UPDATE rollout_hosts SET previous = NULL WHERE host_id = \(host) AND rollout_id IN (SELECT id FROM rollouts WHERE state IN ('running', 'halted'))
+            """, logger: logger)
         try await connection.query("""
             INSERT INTO audit_log (actor, role, action, target, detail) VALUES ('cordon-server', NULL, 'restore re-base', \(name), \(detail))
             """, logger: logger)

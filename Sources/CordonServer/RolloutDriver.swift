@@ -13,8 +13,8 @@ public struct RolloutDriver: ServiceLifecycle.Service {
     let logger: Logger
     let interval: Duration
     let started = Date()
-    /// How long after the start a host that has not reported yet holds back its wave: agents
-    /// reconnect with a back-off of at most 30 s, jittered by half.
+    /// How long after the start rollouts are held: agents reconnect with a back-off of at most
+    /// 30 s, jittered by half.
     public static let startGrace: TimeInterval = 45
 
     public init(stores: Stores, logger: Logger, interval: Duration = .seconds(1)) {
@@ -39,7 +39,7 @@ public struct RolloutDriver: ServiceLifecycle.Service {
     }
 
     /// One turn: every running rollout one step further, unless another replica is driving.
-    /// `started`: when this server started (`RolloutObservation.heardSinceStart`).
+    /// `started`: when this server started (rollouts are held for `startGrace` after it).
     public static func tick(_ stores: Stores, logger: Logger, now: @escaping @Sendable () -> Date = { Date() },
                             started: Date = .distantPast) async throws {
         _ = try await stores.rollouts.exclusive(wait: false) {
@@ -57,14 +57,16 @@ public struct RolloutDriver: ServiceLifecycle.Service {
             try await record(halted.rollout, from: rollout, stores, logger: logger)
             return
         }
+        // Just started: no step, no wave, no timeout until the agents have had time to report,
+        // so that a database restored from an older backup learns what they run (a re-base, which
+        // halts the rollout above) before a rollout of its backup moves anything.
+        guard now.timeIntervalSince(started) >= startGrace else { return }
         let wave = rollout.hosts.filter { $0.wave == rollout.currentWave }
         var generations: [UUID: Int64] = [:]
         for host in wave { if let g = host.generation { generations[host.id] = g } }
         var observations = try await stores.rollouts.observe(hosts: wave.map(\.id), generations: generations, mode: rollout.mode)
         for (host, regression) in try await regressions(wave, stores) { observations[host]?.regression = regression }
-        if now.timeIntervalSince(started) < startGrace {
-            for (host, seen) in observations { observations[host]?.heardSinceStart = (seen.lastSeen ?? .distantPast) >= started }
-        }
+
         let step = RolloutPlanner.step(rollout, observations: observations, now: now)
         var next = step.rollout
         try await carry(step.commands, &next, stores, now: now)
@@ -128,7 +130,9 @@ public struct RolloutDriver: ServiceLifecycle.Service {
                 r.hosts[index].generation = generation
                 if case .apply = command { r.hosts[index].previous = previous }
             } catch ModeRefusal.restored {
-                // Left as it is; the next turn halts the rollout (`RolloutStore.restoredSince`).
+                // Left as it is. A re-base since the wave began halts the rollout at the next turn
+                // (`RolloutStore.restoredSince`); one just before it only delays this host's step.
+                if case .apply = command { r.hosts[index].state = .waiting }
                 r.hosts[index].detail = "not changed: re-based after a restore from an older backup"
             } catch let refusal as ModeRefusal where refusal == .noPolicy {
                 r.hosts[index].state = .failed

@@ -131,17 +131,8 @@ public struct RolloutObservation: Sendable, Equatable {
     public var result: AppliedGeneration?
     /// A flow the host now rejects that its own record shows it had before the rollout.
     public var regression: String?
-    /// When the agent last called in (nil: never).
-    public var lastSeen: Date?
-    /// The host reported since this server started, or the start is long enough ago that its
-    /// silence means it is offline. Until then its wave does not start on it: a database
-    /// restored from an older backup learns what the host runs from that report (a re-base),
-    /// and a step made before it could carry out a rollout the restore brought back.
-    public var heardSinceStart = true
 
-    public init(connected: Bool, inSync: Bool = false, noPolicy: Bool = false, result: AppliedGeneration? = nil, regression: String? = nil,
-                lastSeen: Date? = nil) {
-        self.lastSeen = lastSeen
+    public init(connected: Bool, inSync: Bool = false, noPolicy: Bool = false, result: AppliedGeneration? = nil, regression: String? = nil) {
         self.connected = connected
         self.inSync = inSync
         self.noPolicy = noPolicy
@@ -194,7 +185,6 @@ public enum RolloutPlanner {
             }
             switch host.state {
             case .waiting:
-                if !seen.heardSinceStart { continue }
                 if seen.inSync { set(.skipped, "already in sync") }
                 else if !seen.connected { set(.failed, "offline when its wave started"); r.failures += 1 }
                 else if seen.noPolicy && r.mode == .enforce { set(.failed, "no effective policy (no assignment matches it)"); r.failures += 1 }

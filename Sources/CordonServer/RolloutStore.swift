@@ -20,10 +20,11 @@ public protocol RolloutStore: Sendable {
     /// What the hosts are now, for the rollout's mode: connected, already in sync, with a policy
     /// to enforce, and the agent's result for the generation the step set (`generations`).
     func observe(hosts: [UUID], generations: [UUID: Int64], mode: ModeWord) async throws -> [UUID: RolloutObservation]
-    /// A host re-based since the rollout's current wave began (or the rollout began): the
-    /// database was restored from a backup older than what that host runs, so the rollout's
-    /// record may be too (a rollout aborted after the backup is running in it). The first
-    /// such host's name and why; nil when there is none.
+    /// Any host of the fleet re-based since the rollout's current wave began (or the rollout
+    /// began): the database was restored from a backup older than what that host runs, so the
+    /// rollout's record may be too (a rollout aborted after the backup is running in it),
+    /// whether that host is one of its own or not. The first such host's name and why; nil
+    /// when there is none.
     func restoredSince(_ rollout: UUID) async throws -> String?
 }
 
@@ -167,16 +168,16 @@ public struct PostgresRolloutStore: RolloutStore {
         guard !hosts.isEmpty else { return [:] }
         var result: [UUID: RolloutObservation] = [:]
         let rows = try await client.query("""
-            SELECT id, revoked_at IS NULL AND last_seen > now() - make_interval(secs => \(PostgresHostStore.connectedWithin)),
+            SELECT id, coalesce(revoked_at IS NULL AND last_seen > now() - make_interval(secs => \(PostgresHostStore.connectedWithin)), false),
                    desired->'mode'->>'mode', desired->'policy'->>'digest', assigned_policy->>'digest', status->>'mode', status->>'ruleset_digest',
-                   observed_generation >= generation, last_seen
+                   observed_generation >= generation
             FROM hosts WHERE id = ANY(\(hosts)::uuid[])
             """, logger: logger)
-        for try await (id, connected, desiredMode, desiredDigest, assigned, reportedMode, reportedDigest, applied, lastSeen)
-            in rows.decode((UUID, Bool, String?, String?, String?, String?, String?, Bool, Date?).self) {
+        for try await (id, connected, desiredMode, desiredDigest, assigned, reportedMode, reportedDigest, applied)
+            in rows.decode((UUID, Bool, String?, String?, String?, String?, String?, Bool).self) {
             let inSync = Self.inSync(mode: mode, desiredMode: desiredMode, desiredDigest: desiredDigest, assigned: assigned,
                                      reportedMode: reportedMode, reportedDigest: reportedDigest, applied: applied)
-            result[id] = RolloutObservation(connected: connected, inSync: inSync, noPolicy: assigned == nil, lastSeen: lastSeen)
+            result[id] = RolloutObservation(connected: connected, inSync: inSync, noPolicy: assigned == nil)
         }
         let stepped = generations.filter { hosts.contains($0.key) }
         if !stepped.isEmpty {

@@ -181,6 +181,57 @@ import Testing
         #expect(try await db.stores.rollouts.restoredSince(rollout.id) == nil)
     }
 
+    @Test("an isolation asked for after the restore, taken for done against the restored record, is sent again when the host turns out released; a release so taken is said failed")
+    func anIsolationAgainstTheRestoredRecordStands() async throws {
+        guard StoreConcurrencyTests.shouldRun else { Issue.record(Integration.skipNote); return }
+        let db = try await StoreConcurrencyTests.Database()
+        defer { db.close() }
+        let desired = db.stores.desired
+        let host = try await db.host("h"), other = try await db.host("g")
+        // The backup: both hosts isolated, confirmed; since then the hosts were released (h) and
+        // kept isolated (g) at generation 5, and the server restored.
+        for id in [host, other] {
+            let isolated = try await Self.isolate(db, id)
+            _ = try await desired.observe(host: id, report: Self.report(applied: isolated.generation, observed: .isolated))
+        }
+        _ = try db.cluster.psql("UPDATE hosts SET last_seen = now() - interval '1 minute'")
+        let again = try await Self.isolate(db, host)
+        #expect(again.status == .succeeded, "the restored record says isolated and confirmed")
+        let release = try await Self.isolate(db, other, .released)
+        let rebased = try await desired.observe(host: host, report: Self.report(applied: 5, observed: .released))
+        #expect(rebased.isolation.state == .isolated && rebased.isolation.origin == .server && rebased.isolation.intentID == again.intentID)
+        let againID = try #require(UUID(uuidString: again.intentID)), releaseID = try #require(UUID(uuidString: release.intentID))
+        let reopened = try #require(try await desired.intent(againID))
+        #expect(reopened.status == .pending && reopened.generation == 1005, "\(reopened)")
+        #expect(release.status == .pending, "a release changes the document")
+        let kept = try await desired.observe(host: other, report: Self.report(applied: 5, observed: .isolated))
+        #expect(kept.isolation.state == .isolated && kept.isolation.origin == .local, "the host's isolation, as an echo")
+        let released = try #require(try await desired.intent(releaseID))
+        #expect(released.status != .succeeded && released.status != .pending, "\(released)")
+    }
+
+    @Test("for its first 45 s a server drives no rollout (no step, no wave) unless to halt it after a re-base")
+    func rolloutsHeldAfterAStart() async throws {
+        guard StoreConcurrencyTests.shouldRun else { Issue.record(Integration.skipNote); return }
+        let db = try await StoreConcurrencyTests.Database()
+        defer { db.close() }
+        let a = try await db.host("a"), b = try await db.host("b")
+        let began = Date().addingTimeInterval(-60)
+        let rollout = Rollout(id: UUID(), selector: "all", mode: .discovery, waves: ["1", "100%"], soakSeconds: 1, confirmWindowSeconds: 60, maxFailures: 0,
+                              state: .running, currentWave: 0, waveStartedAt: began, soakUntil: began, failures: 0, haltReason: nil, createdBy: "apollo",
+                              createdAt: began, updatedAt: began,
+                              hosts: [Rollout.Host(id: a, hostname: "a", wave: 0, state: .confirmed, generation: 1, startedAt: began, changedAt: began),
+                                      Rollout.Host(id: b, hostname: "b", wave: 1, changedAt: began)])
+        try await db.stores.rollouts.create(rollout)
+        try await db.stores.rollouts.save(rollout)  // its wave's start and soak, as a driver stored them
+        let logger = Logger(label: "restore-test")
+        try await RolloutDriver.tick(db.stores, logger: logger, started: Date())
+        #expect(try await db.stores.rollouts.rollout(rollout.id)?.currentWave == 0, "held: the soak is over, yet no wave starts")
+        try await RolloutDriver.tick(db.stores, logger: logger, started: Date().addingTimeInterval(-RolloutDriver.startGrace))
+        let after = try #require(try await db.stores.rollouts.rollout(rollout.id))
+        #expect(after.currentWave == 1, "after the grace it goes on: \(after)")
+    }
+
     @Test("the host's flow head: a batch that follows on moves it, one from past a restored head does not, so the agent sends the rest again")
     func flowHead() async throws {
         guard StoreConcurrencyTests.shouldRun else { Issue.record(Integration.skipNote); return }

@@ -73,20 +73,6 @@ import Testing
         #expect(step.rollout.state == .succeeded && step.rollout.soakUntil == nil)
     }
 
-    @Test("after a server start, a host not heard from since holds its wave back (neither stepped nor failed as offline); heard, it is stepped")
-    func heardSinceStart() {
-        var silent = RolloutObservation(connected: true)
-        silent.heardSinceStart = false
-        var step = Self.run(Self.rollout(), [Self.a: silent], at: 0)
-        #expect(step.commands.isEmpty && step.rollout.hosts.map(\.state) == [.waiting, .waiting, .waiting] && step.rollout.failures == 0)
-        var offline = RolloutObservation(connected: false)
-        offline.heardSinceStart = false
-        step = Self.run(step.rollout, [Self.a: offline], at: 1)
-        #expect(step.commands.isEmpty && step.rollout.hosts[0].state == .waiting, "the restored record's last contact says nothing yet")
-        step = Self.run(step.rollout, [Self.a: Self.online], at: 2)
-        #expect(step.commands == [.apply(Self.a)])
-    }
-
     @Test("a halt without revert (a restore) leaves every host as it is")
     func haltWithoutRevert() throws {
         var confirmed = Self.online
