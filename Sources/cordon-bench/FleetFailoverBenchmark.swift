@@ -46,15 +46,7 @@ struct FleetFailoverBenchmark: ParsableCommand {
         let fleet = try FleetScenario(lab: lab, replicated: true)
         _ = try fleet.startServer()
         let token = try fleet.token(role: "responder", name: "bench")
-        _ = try fleet.startAgent(fleet.a, secretFile: try fleet.enrollSecret())
-        var host: String?
-        for _ in 0..<200 where host == nil {
-            let answer = try fleet.api("GET", "/api/v1/hosts", token: token)
-            host = (try? JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])
-                .flatMap { ($0["items"] as? [[String: Any]])?.first { $0["connected"] as? Bool == true }?["id"] as? String }
-            if host == nil { usleep(100_000) }
-        }
-        guard let host else { throw ValidationError("no host enrolled") }
+        let host = try FleetOutageBenchmark.agentA(fleet, token: token)
 
         let killed = monotonic()
         if promote {
