@@ -140,9 +140,8 @@ struct AgentController {
         guard report.appliedGeneration >= 0, (report.applied?.generation ?? 0) >= 0 else {
             throw APIFailure(.unprocessableContent, "generations are not negative", field: "applied_generation")
         }
-        if let after = report.flowsAfter, after < 0 { throw APIFailure(.unprocessableContent, "sequences are not negative", field: "flows_after") }
-        if let through = report.flowsThrough, through < (report.flowsAfter ?? 0) {
-            throw APIFailure(.unprocessableContent, "not below flows_after (nor negative)", field: "flows_through")
+        for (value, field) in [(report.flowsAfter, "flows_after"), (report.flowsThrough, "flows_through")] where (value ?? 0) < 0 {
+            throw APIFailure(.unprocessableContent, "sequences are not negative", field: field)
         }
         report.status.management = report.status.management.map(Validation.readable)
         if let local = report.local, !(0...Self.latestTime).contains(local.at) {
@@ -165,7 +164,9 @@ struct AgentController {
         let acked = try await stores.log.append(host: host, entries: report.log)
         try await stores.flows.upsert(host: host, flows: flows)
         var flowHead: Int64?
-        if let after = report.flowsAfter, let through = report.flowsThrough {
+        // A batch that does not say consistently which rows it carries moves no head; the rows
+        // themselves count like any others.
+        if let after = report.flowsAfter, let through = report.flowsThrough, through >= after {
             flowHead = try await stores.flows.acknowledge(host: host, after: after, through: through)
         }
         let desired = try await stores.desired.observe(host: host, report: report)

@@ -185,6 +185,24 @@ import Testing
         }
     }
 
+    @Test("the flow head: a batch that follows on moves it, one from past it (a restored server) does not, one below its own start moves nothing and is still stored")
+    func flowHead() async throws {
+        try await withServer { s in
+            let host = try await s.enroll()
+            let flows = { (after: Int, through: Int) -> String in
+                TestServer.report(flows: [TestServer.flow()])
+                    .replacingOccurrences(of: #""observed":"#, with: #""flows_after":\#(after),"flows_through":\#(through),"observed":"#)
+            }
+            // (9, 5): not a batch of anything; its rows are stored, no head is answered.
+            for (after, through, head) in [(0, 7, 7), (7, 9, 9), (20, 30, 9), (9, 5, nil), (9, 12, 12)] as [(Int, Int, Int?)] {
+                let answer = try await s.post("/agent/v1/report", token: host.credential, flows(after, through))
+                #expect(answer.status == .ok && answer["flows_acked_through"] as? Int == head, "\(after)-\(through): \(answer.json)")
+            }
+            let plain = try await s.post("/agent/v1/report", token: host.credential, TestServer.report())
+            #expect(plain["flows_acked_through"] is NSNull, "a report without the fields: no answer to go by")
+        }
+    }
+
     @Test func badReportsNameTheirField() async throws {
         try await withServer { s in
             let host = try await s.enroll()
@@ -195,6 +213,12 @@ import Testing
             let generation = try await s.post("/agent/v1/report", token: host.credential, TestServer.report(applied: -1))
             #expect(generation.status == .unprocessableContent)
             #expect(generation.field == "applied_generation")
+            let flows = { (after: Int, through: Int) -> String in
+                TestServer.report().replacingOccurrences(of: #""flows":[]"#, with: #""flows":[],"flows_after":\#(after),"flows_through":\#(through)"#)
+            }
+            #expect(flows(0, 0).contains("flows_after"), "the report's JSON as the test expects it")
+            let negative = try await s.post("/agent/v1/report", token: host.credential, flows(-1, 3))
+            #expect(negative.status == .unprocessableContent && negative.field == "flows_after")
             let notJSON = try await s.post("/agent/v1/report", token: host.credential, "{")
             #expect(notJSON.status == .badRequest)
             #expect(notJSON.error == "the body is not valid JSON")
