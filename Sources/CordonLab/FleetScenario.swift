@@ -44,10 +44,7 @@ public final class PostgresCluster: Sendable {
         _ = chown(directory + "/data/postgresql.auto.conf", user.pw_uid, user.pw_gid)
         if listen != "127.0.0.1" {
             // The lab's links only: trust, as the loopback is trusted.
-            let hba = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/data/pg_hba.conf"))
-            hba.seekToEndOfFile()
-            hba.write(Data("host all all 0.0.0.0/0 trust\nhost replication all 0.0.0.0/0 trust\n".utf8))
-            try hba.close()
+            try Self.append("host all all 0.0.0.0/0 trust\nhost replication all 0.0.0.0/0 trust\n", to: directory + "/data/pg_hba.conf")
         }
         process = Mutex(nil)
         try start()
@@ -68,10 +65,8 @@ public final class PostgresCluster: Sendable {
         let backup = try lab.run(namespace, ["runuser", "-u", "postgres", "--", bin + "/pg_basebackup", "-h", primaryAddress, "-p", String(port),
                                              "-U", "postgres", "-D", directory + "/data", "-X", "stream", "-R", "--no-sync"], timeout: 120)
         guard backup.succeeded else { throw LabError("pg_basebackup failed: \(backup.stderr)") }
-        let conf = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/data/postgresql.auto.conf"))
-        conf.seekToEndOfFile()
-        conf.write(Data("primary_conninfo = 'host=\(primaryAddress) port=\(port) user=postgres application_name=standby'\n".utf8))
-        try conf.close()
+        try Self.append("primary_conninfo = 'host=\(primaryAddress) port=\(port) user=postgres application_name=standby'\n",
+                        to: directory + "/data/postgresql.auto.conf")
         process = Mutex(nil)
         try start()
     }
@@ -80,6 +75,14 @@ public final class PostgresCluster: Sendable {
         guard let bin = binaries() else { throw LabError("PostgreSQL not found: apt-get install -y postgresql-15 (with policy-rc.d: no service starts)") }
         guard let user = getpwnam("postgres") else { throw LabError("no `postgres` user: install Debian's postgresql package") }
         return (bin, user.pointee)
+    }
+
+    /// Appends to one of the cluster's configuration files, as `>>` does (its owner unchanged).
+    private static func append(_ text: String, to path: String) throws {
+        let file = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        defer { try? file.close() }
+        file.seekToEndOfFile()
+        file.write(Data(text.utf8))
     }
 
     private static func ownedDirectory(_ path: String, _ user: passwd) throws {
@@ -246,8 +249,7 @@ public final class FleetScenario: Sendable {
             try lab.connect(pg1, ["\(Self.streamLink.0)/30"], pg2, ["\(Self.streamLink.1)/30"])
             for (namespace, command) in [(pg1, ["ip", "addr", "add", "\(Self.databaseAddress)/32", "dev", "lo"]),
                                          (server, ["ip", "route", "add", "\(Self.databaseAddress)/32", "via", Self.pg1Link.1])] {
-                let done = try lab.run(namespace, command)
-                guard done.succeeded else { throw LabError("\(command.joined(separator: " ")): \(done.stderr)") }
+                try lab.mustRun(namespace, command)
             }
             postgres = try PostgresCluster(lab: lab, namespace: pg1, durable: true, name: "pg1", listen: "*")
             let standby = try PostgresCluster(standbyOf: postgres, at: Self.streamLink.0, namespace: pg2, name: "pg2")
@@ -295,8 +297,7 @@ public final class FleetScenario: Sendable {
         for (namespace, command) in [(pg1, ["ip", "addr", "del", "\(Self.databaseAddress)/32", "dev", "lo"]),
                                      (pg2, ["ip", "addr", "add", "\(Self.databaseAddress)/32", "dev", "lo"]),
                                      (server, ["ip", "route", "replace", "\(Self.databaseAddress)/32", "via", Self.pg2Link.1])] {
-            let done = try lab.run(namespace, command)
-            guard done.succeeded else { throw LabError("\(command.joined(separator: " ")): \(done.stderr)") }
+            try lab.mustRun(namespace, command)
         }
     }
 

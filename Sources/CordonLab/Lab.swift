@@ -246,6 +246,11 @@ public final class Lab: Sendable {
         namespace.map { ["ip", "netns", "exec", $0] + arguments } ?? arguments
     }
 
+    /// Runs a setup step that must succeed; its failure, with what it printed, is thrown.
+    public func mustRun(_ namespace: String?, _ arguments: [String]) throws {
+        try check(try run(namespace, arguments), arguments.joined(separator: " "))
+    }
+
     private func check(_ result: CommandResult, _ what: String) throws {
         guard result.succeeded else {
             throw LabError("\(what) failed (exit \(result.status)): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")

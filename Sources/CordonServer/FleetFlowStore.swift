@@ -121,10 +121,15 @@ public struct PostgresFleetFlowStore: FleetFlowStore {
     }
 
     public func acknowledge(host: UUID, after: Int64, through: Int64) async throws -> Int64? {
+        // Reports come every few seconds and most carry no new rows: the row is written only when
+        // the head moves (an UPDATE that changes nothing still writes a row version).
         let rows = try await client.query("""
-            UPDATE hosts SET flows_head = CASE WHEN flows_head IS NULL OR \(after) <= flows_head THEN greatest(coalesce(flows_head, 0), \(through))
-                                               ELSE flows_head END
-            WHERE id = \(host) RETURNING flows_head
+            WITH moved AS (
+              UPDATE hosts SET flows_head = greatest(coalesce(flows_head, 0), \(through))
+              WHERE id = \(host) AND (flows_head IS NULL OR (\(after) <= flows_head AND \(through) > flows_head))
+              RETURNING flows_head)
+            SELECT flows_head FROM moved
+            UNION ALL SELECT flows_head FROM hosts WHERE id = \(host) AND NOT EXISTS (SELECT 1 FROM moved)
             """, logger: logger)
         for try await head in rows.decode(Int64?.self) { return head }
         return nil

@@ -237,6 +237,11 @@ public final class FlowStore: Sendable {
                 """)
         }
         registerNameMigrations(&migrator)
+        // No table changes: the mark of a database 0.3.0 wrote. It may hold what 0.2.0 cannot
+        // read (rulesets with `appliesTo` selector expressions, kept from the server's policy),
+        // and 0.2.0 refuses a database with a migration it does not know, so a downgrade is
+        // refused by name instead of failing on the first such ruleset.
+        migrator.registerMigration("v8-written-by-0.3.0") { _ in }
         return migrator
     }
 

@@ -19,9 +19,7 @@ import Glibc
         defer { t.setup.lab.cleanup() }
         let f = t.f, s = t.setup
         let (b, c) = (t.ids["web-b"]!, t.ids["web-c"]!)
-        try t.approve(FleetRolloutTests.ruleset(web: true), file: "v1.yaml")
-        #expect(try f.fleet(["assign", "web", "--selector", #"tier == "web""#], token: t.approver).succeeded)
-        let v1 = try t.assigned()
+        let v1 = try t.assignWeb(file: "v1.yaml")
         let rollout = try t.start(["--selector", #"tier == "web""#, "--waves", "1,100%", "--soak", "8s", "--confirm-window", "30s"])
         let soaking = try t.wait(rollout, timeout: 60) { ($0["waves"] as? [[String: Any]])?.first?["state"] as? String == "soaking" }
         #expect((soaking["waves"] as? [[String: Any]])?.first?["state"] as? String == "soaking", "\(soaking)")

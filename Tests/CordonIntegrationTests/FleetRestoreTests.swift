@@ -19,9 +19,7 @@ import Glibc
         defer { t.setup.lab.cleanup() }
         let f = t.f, s = t.setup
         let (a, b, c) = (t.ids["web-a"]!, t.ids["web-b"]!, t.ids["web-c"]!)
-        try t.approve(FleetRolloutTests.ruleset(web: true), file: "v1.yaml")
-        #expect(try f.fleet(["assign", "web", "--selector", #"tier == "web""#], token: t.approver).succeeded)
-        let v1 = try t.assigned()
+        let v1 = try t.assignWeb(file: "v1.yaml")
 
         // The backup: rollout R1 soaking after its first wave (web-a enforces v1). Its soak is
         // over by the time the server is back: the restored record would start its next wave.

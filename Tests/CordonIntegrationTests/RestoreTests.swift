@@ -150,12 +150,7 @@ import Testing
         defer { db.close() }
         let a = try await db.host("a"), b = try await db.host("b")
         let began = Date().addingTimeInterval(-60)
-        let hosts = [Rollout.Host(id: a, hostname: "a", wave: 0, state: .confirmed, generation: 1, previous: Rollout.Previous(mode: nil, policy: nil),
-                                  startedAt: began, changedAt: began),
-                     Rollout.Host(id: b, hostname: "b", wave: 1, changedAt: began)]
-        let rollout = Rollout(id: UUID(), selector: "all", mode: .discovery, waves: ["1", "100%"], soakSeconds: 1, confirmWindowSeconds: 60, maxFailures: 0,
-                              state: .running, currentWave: 0, waveStartedAt: began, soakUntil: began, failures: 0, haltReason: nil, createdBy: "apollo",
-                              createdAt: began, updatedAt: began, hosts: hosts)
+        let rollout = Self.soakedRollout(a, b, began: began)
         try await db.stores.rollouts.create(rollout)
         #expect(try await db.stores.rollouts.restoredSince(rollout.id) == nil)
 
@@ -217,11 +212,7 @@ import Testing
         defer { db.close() }
         let a = try await db.host("a"), b = try await db.host("b")
         let began = Date().addingTimeInterval(-60)
-        let rollout = Rollout(id: UUID(), selector: "all", mode: .discovery, waves: ["1", "100%"], soakSeconds: 1, confirmWindowSeconds: 60, maxFailures: 0,
-                              state: .running, currentWave: 0, waveStartedAt: began, soakUntil: began, failures: 0, haltReason: nil, createdBy: "apollo",
-                              createdAt: began, updatedAt: began,
-                              hosts: [Rollout.Host(id: a, hostname: "a", wave: 0, state: .confirmed, generation: 1, startedAt: began, changedAt: began),
-                                      Rollout.Host(id: b, hostname: "b", wave: 1, changedAt: began)])
+        let rollout = Self.soakedRollout(a, b, began: began)
         try await db.stores.rollouts.create(rollout)
         try await db.stores.rollouts.save(rollout)  // its wave's start and soak, as a driver stored them
         let logger = Logger(label: "restore-test")
@@ -248,5 +239,23 @@ import Testing
         #expect(try await flows.acknowledge(host: host, after: 120, through: 130) == 80, "rows 81 to 120 were lost: sent again from 80")
         #expect(try await flows.acknowledge(host: host, after: 80, through: 130) == 130)
         #expect(try await flows.acknowledge(host: host, after: 100, through: 110) == 130, "a batch sent again moves nothing back")
+        // Most reports carry no new rows; those must not rewrite the host's row.
+        let version = "SELECT xmin FROM hosts WHERE id = '\(host.uuidString.lowercased())'"
+        let before = try db.cluster.psql(version)
+        #expect(try await flows.acknowledge(host: host, after: 130, through: 130) == 130)
+        #expect(try await flows.acknowledge(host: host, after: 100, through: 110) == 130)
+        #expect(try db.cluster.psql(version) == before, "a report that moves no head writes no row version")
+        #expect(try await flows.acknowledge(host: UUID(), after: 0, through: 5) == nil, "no such host")
+    }
+
+    /// A running two-wave rollout whose first wave (`first`, confirmed, its "before" recorded)
+    /// began at `began` and soaked by then; `second` waits for the next wave.
+    static func soakedRollout(_ first: UUID, _ second: UUID, began: Date) -> Rollout {
+        let hosts = [Rollout.Host(id: first, hostname: "a", wave: 0, state: .confirmed, generation: 1, previous: Rollout.Previous(mode: nil, policy: nil),
+                                  startedAt: began, changedAt: began),
+                     Rollout.Host(id: second, hostname: "b", wave: 1, changedAt: began)]
+        return Rollout(id: UUID(), selector: "all", mode: .discovery, waves: ["1", "100%"], soakSeconds: 1, confirmWindowSeconds: 60, maxFailures: 0,
+                       state: .running, currentWave: 0, waveStartedAt: began, soakUntil: began, failures: 0, haltReason: nil, createdBy: "apollo",
+                       createdAt: began, updatedAt: began, hosts: hosts)
     }
 }

@@ -76,6 +76,15 @@ import Glibc
             guard approved.succeeded else { throw LabError("approve: \(approved)") }
         }
 
+        /// The starting point of most scenarios: a version that allows web, approved and assigned
+        /// to the tier (nothing enforces it yet); its digest.
+        func assignWeb(file: String = "web.yaml") throws -> String {
+            try approve(FleetRolloutTests.ruleset(web: true), file: file)
+            let assigned = try f.fleet(["assign", "web", "--selector", #"tier == "web""#], token: approver)
+            guard assigned.succeeded else { throw LabError("assign: \(assigned)") }
+            return try self.assigned()
+        }
+
         /// The digest of the effective policy the tier's assignment gives web-a now.
         func assigned() throws -> String {
             let policy = try setup.host(ids["web-a"]!)["policy"] as? [String: Any]
@@ -139,9 +148,7 @@ import Glibc
         }
         #expect(seen, "web-a uploaded its flow to the web service")
 
-        try t.approve(Self.ruleset(web: true), file: "web.yaml")
-        #expect(try f.fleet(["assign", "web", "--selector", #"tier == "web""#], token: t.approver).succeeded)
-        let v1 = try t.assigned()
+        let v1 = try t.assignWeb()
         // A viewer starts, halts, resumes and aborts nothing.
         for arguments in [["rollout", "start", "--selector", #"tier == "web""#], ["discover", "--selector", #"tier == "web""#],
                           ["rollout", "halt", UUID().uuidString], ["rollout", "resume", UUID().uuidString], ["rollout", "abort", UUID().uuidString]] {
@@ -216,9 +223,7 @@ import Glibc
         var t = try Tier()
         defer { t.setup.lab.cleanup() }
         let f = t.f
-        try t.approve(Self.ruleset(web: true), file: "web.yaml")
-        #expect(try f.fleet(["assign", "web", "--selector", #"tier == "web""#], token: t.approver).succeeded)
-        let v1 = try t.assigned()
+        let v1 = try t.assignWeb()
 
         // web-b's new connections to the server are dropped by a table of someone else's: the
         // connections it holds go on, the round trip a confirmation needs does not.
