@@ -1,5 +1,6 @@
 import CordonCore
 import CordonTelemetry
+import CordonWire
 import Foundation
 import Logging
 import Yams
@@ -33,6 +34,10 @@ public struct AgentConfig: Sendable, Equatable {
     public var logFormat = LogFormat.text
     public var logLevel = Logger.Level.info
 
+    /// The fleet server as the config file names it (`server`, `server_ca`, `enroll_secret_file`,
+    /// `tags`), read into `fleet` at the start: the packaged unit runs `cordon agent --config`
+    /// alone, and a host enrolls without a drop-in that overrides its command line.
+    public var fleetFiles = FleetFiles()
     /// The fleet server to enroll with and report to (`--server`); nil runs the host alone.
     public var fleet: FleetSettings?
     /// The fleet server's addresses, resolved once at start: collectors like the configured ones.
@@ -156,11 +161,55 @@ public struct AgentConfig: Sendable, Equatable {
             case "log_level":
                 guard let v = value.string.flatMap(Logger.Level.init(rawValue:)) else { throw fail("expected one of \(Logger.Level.names)") }
                 config.logLevel = v
+            case "server":
+                guard let v = value.string, FleetFiles.serverURL(v) != nil else { throw fail("expected https://HOST:PORT") }
+                config.fleetFiles.server = v
+            case "server_ca", "enroll_secret_file":
+                guard let v = value.string, !v.isEmpty else { throw fail("expected a file path") }
+                if key == "server_ca" { config.fleetFiles.serverCA = v } else { config.fleetFiles.enrollSecretFile = v }
+            case "tags":
+                guard let v = value.string else { throw fail("expected k=v,...") }
+                do { _ = try Tags.parse(v) } catch { throw fail("\(error)") }
+                config.fleetFiles.tags = v
             default:
-                throw fail("unknown setting; valid: database, socket, flush_interval, remote_cap, receive_buffer_mib, collectors, resolvers, extra_allow, log_group, addresses_per_name, names_per_address, names_max, metrics, log_format, log_level")
+                throw fail("unknown setting; valid: database, socket, flush_interval, remote_cap, receive_buffer_mib, collectors, resolvers, extra_allow, log_group, addresses_per_name, names_per_address, names_max, metrics, log_format, log_level, server, server_ca, enroll_secret_file, tags")
             }
         }
+        // The fleet settings belong together: a CA or a secret without a server is a half-done edit.
+        if config.fleetFiles.server == nil, let stray = ["server_ca", "enroll_secret_file", "tags"].first(where: { seen[$0] != nil }) {
+            throw ConfigError(file: path, line: seen[stray], field: stray, message: "goes with server: (no server is set)")
+        }
+        if config.fleetFiles.server != nil, config.fleetFiles.serverCA == nil {
+            throw ConfigError(file: path, line: seen["server"], field: "server", message: "needs server_ca: (the server's ca.pem)")
+        }
         return config
+    }
+}
+
+/// The fleet settings by file name and text, as the config file or the command line gives them.
+public struct FleetFiles: Sendable, Equatable {
+    public var server: String?
+    public var serverCA: String?
+    public var enrollSecretFile: String?
+    public var tags: String?
+
+    public init(server: String? = nil, serverCA: String? = nil, enrollSecretFile: String? = nil, tags: String? = nil) {
+        self.server = server
+        self.serverCA = serverCA
+        self.enrollSecretFile = enrollSecretFile
+        self.tags = tags
+    }
+
+    /// The server's address when it is one an agent can use: https, a host, no path.
+    public static func serverURL(_ text: String) -> URL? {
+        guard let url = URL(string: text), url.scheme == "https", url.host != nil, url.path.isEmpty || url.path == "/" else { return nil }
+        return url
+    }
+
+    /// Each setting the command line gives replaces the config file's.
+    public func overridden(by flags: FleetFiles) -> FleetFiles {
+        FleetFiles(server: flags.server ?? server, serverCA: flags.serverCA ?? serverCA,
+                   enrollSecretFile: flags.enrollSecretFile ?? enrollSecretFile, tags: flags.tags ?? tags)
     }
 }
 

@@ -2,6 +2,7 @@ import CordonWire
 import Foundation
 import Logging
 import PostgresNIO
+import Synchronization
 
 /// A request the store refuses, as the API says it.
 public enum IsolationRefusal: Error, Equatable {
@@ -77,6 +78,7 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
     static let keyLockSpace: Int32 = 7411002
     let client: PostgresClient
     let logger: Logger
+    let refusals = RefusalLog()
 
     public init(client: PostgresClient, logger: Logger) {
         self.client = client
@@ -372,7 +374,9 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
         // agent reports again as soon as it has applied.
         guard report.settled != false else { return nil }
         guard applied - record <= Self.largestRebase else {
-            logger.error("host \(name) reports generation \(applied) applied, the server's record is at \(record): too far ahead for a restore, not re-based")
+            if refusals.shouldLog(host) {
+                logger.error("host \(name) reports generation \(applied) applied, the server's record is at \(record): too far ahead for a restore, not re-based")
+            }
             return nil
         }
         var recent = 0
@@ -380,6 +384,7 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
             SELECT count(*) FROM audit_log WHERE action = 'restore re-base' AND target = \(name) AND at > now() - interval '1 hour'
             """, logger: logger).decode(Int.self) { recent = count }
         guard recent < Self.rebasesPerHour else {
+            guard refusals.shouldLog(host) else { return nil }
             logger.error("""
                 host \(name) reports generation \(applied) applied, the server's record is at \(record), and it was re-based \(recent) times in the last hour: \
                 not re-based again. Two databases may be serving at once (a standby promoted while the old primary still serves), or the host forges its reports
@@ -516,5 +521,23 @@ public struct PostgresDesiredStateStore: DesiredStateStore {
             WHERE (\(host)::uuid IS NULL OR host_id = \(host)) AND (\(status?.rawValue)::text IS NULL OR status = \(status?.rawValue))
             ORDER BY requested_at DESC, generation DESC LIMIT \(limit)
             """, logger: logger))
+    }
+}
+
+/// When each host's refused re-base was last logged: a refused host goes on reporting every few
+/// seconds, and one error line per host per quarter hour (per server) says what a line per report
+/// would, without burying the rest of the log.
+final class RefusalLog: Sendable {
+    static let interval: TimeInterval = 900
+    private let logged = Mutex<[UUID: Date]>([:])
+
+    /// Whether to log a refusal for `host` now; if so, it counts as logged.
+    func shouldLog(_ host: UUID, now: Date = Date()) -> Bool {
+        logged.withLock { logged in
+            if let last = logged[host], now.timeIntervalSince(last) < Self.interval { return false }
+            logged = logged.filter { now.timeIntervalSince($0.value) < Self.interval }
+            logged[host] = now
+            return true
+        }
     }
 }

@@ -72,14 +72,10 @@ struct AgentCommand: ParsableCommand {
         if let logLevel, Logger.Level(rawValue: logLevel) == nil {
             throw ValidationError("--log-level '\(logLevel)': expected one of \(Logger.Level.names)")
         }
-        if server == nil, serverCA != nil || enrollSecretFile != nil || tags != nil {
-            throw ValidationError("--server-ca, --enroll-secret-file and --tags go with --server")
-        }
-        if let server {
-            guard let url = URL(string: server), url.scheme == "https", url.host != nil, url.path.isEmpty || url.path == "/" else {
-                throw ValidationError("--server '\(server)': expected https://HOST:PORT")
-            }
-            guard serverCA != nil else { throw ValidationError("--server needs --server-ca FILE (the server's ca.pem)") }
+        // Whether --server-ca and the rest have a server to go with is known once the config
+        // file is read (`run`): its `server:` counts.
+        if let server, FleetFiles.serverURL(server) == nil {
+            throw ValidationError("--server '\(server)': expected https://HOST:PORT")
         }
         if let tags {
             do { _ = try Tags.parse(tags) } catch { throw ValidationError("--\(error)") }
@@ -113,20 +109,25 @@ struct AgentCommand: ParsableCommand {
         if !resolvers.isEmpty { settings.management.resolvers = overrides.resolvers }
         if !extraAllow.isEmpty { settings.management.extra = overrides.extra }
 
-        if let server, let serverCA {
+        let files = settings.fleetFiles.overridden(by: FleetFiles(server: server, serverCA: serverCA, enrollSecretFile: enrollSecretFile, tags: tags))
+        if files.server == nil, files.serverCA != nil || files.enrollSecretFile != nil || files.tags != nil {
+            throw CLIError.invalid("--server-ca, --enroll-secret-file and --tags go with --server (or server: in the config file)")
+        }
+        if let server = files.server {
+            guard let serverCA = files.serverCA else { throw CLIError.invalid("--server needs --server-ca FILE (the server's ca.pem)") }
             let ca: String
             var secret: String?
             do {
                 ca = try String(contentsOfFile: serverCA, encoding: .utf8)
-                secret = try enrollSecretFile.map { try String(contentsOfFile: $0, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) }
+                secret = try files.enrollSecretFile.map { try String(contentsOfFile: $0, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) }
             } catch {
                 throw CLIError.invalid("\((error as NSError).localizedDescription)")
             }
             if secret?.isEmpty == true { secret = nil }
-            let fleet = FleetSettings(server: URL(string: server)!, caPEM: ca, enrollSecret: secret, tags: try tags.map(Tags.parse) ?? [:])
+            let fleet = FleetSettings(server: FleetFiles.serverURL(server)!, caPEM: ca, enrollSecret: secret, tags: try files.tags.map(Tags.parse) ?? [:])
             settings.fleet = fleet
             settings.fleetEndpoints = fleet.endpoints()
-            guard !settings.fleetEndpoints.isEmpty else { throw CLIError.invalid("--server: cannot resolve \(server)") }
+            guard !settings.fleetEndpoints.isEmpty else { throw CLIError.invalid("server: cannot resolve \(server)") }
         }
         let agent = Agent(config: settings, logger: Logger(label: "cordon agent"))
         do {

@@ -79,6 +79,34 @@ import Testing
         #expect(error.description.contains("\(path):2: remote_cap"))
     }
 
+    @Test("the fleet server from the config file (the packaged unit gives no flags), each flag replacing its key")
+    func readsTheFleetServer() throws {
+        let path = try write("server: https://cordon.example.com:8443\nserver_ca: /etc/cordon/ca.pem\nenroll_secret_file: /etc/cordon/enroll.secret\ntags: tier=web,env=prod\n")
+        defer { unlink(path) }
+        let files = try AgentConfig.load(path: path).fleetFiles
+        #expect(files == FleetFiles(server: "https://cordon.example.com:8443", serverCA: "/etc/cordon/ca.pem",
+                                    enrollSecretFile: "/etc/cordon/enroll.secret", tags: "tier=web,env=prod"))
+        let merged = files.overridden(by: FleetFiles(server: "https://192.0.2.1:8443", tags: "tier=db"))
+        #expect(merged == FleetFiles(server: "https://192.0.2.1:8443", serverCA: "/etc/cordon/ca.pem",
+                                     enrollSecretFile: "/etc/cordon/enroll.secret", tags: "tier=db"))
+        #expect(try AgentConfig.load(path: try write("log_level: info\n")).fleetFiles == FleetFiles(), "none: the host runs alone")
+    }
+
+    @Test("fleet settings that cannot work are errors by line and field", arguments: [
+        ("server: http://cordon.example.com:8443\nserver_ca: /ca.pem\n", 1, "server", "https://HOST:PORT"),
+        ("server: https://cordon.example.com:8443/api\nserver_ca: /ca.pem\n", 1, "server", "https://HOST:PORT"),
+        ("log_level: info\nserver: https://cordon.example.com:8443\n", 2, "server", "needs server_ca"),
+        ("log_level: info\nenroll_secret_file: /s\n", 2, "enroll_secret_file", "goes with server"),
+        ("server: https://c.example:1\nserver_ca: /ca.pem\ntags: tier\n", 3, "tags", "key=value"),
+        ("server: https://c.example:1\nserver_ca: ''\n", 2, "server_ca", "file path"),
+    ])
+    func badFleetSettings(text: String, line: Int, field: String, message: String) throws {
+        let path = try write(text)
+        defer { unlink(path) }
+        let error = try #require(throws: ConfigError.self) { try AgentConfig.load(path: path) }
+        #expect(error.line == line && error.field == field && error.description.contains(message), "\(error)")
+    }
+
     @Test func unknownSettingsAreErrors() throws {
         let path = try write("flush_intervall: 2\n")
         defer { unlink(path) }

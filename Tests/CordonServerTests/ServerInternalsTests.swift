@@ -1,4 +1,5 @@
 @testable import CordonServer
+import Foundation
 import Hummingbird
 import Testing
 
@@ -31,5 +32,17 @@ import Testing
         #expect(!StampedCache<Int>.startsOver(horizon: "900", xmin: "1200"))
         #expect(StampedCache<Int>.startsOver(horizon: "900", xmin: "740"))
         #expect(StampedCache<Int>.startsOver(horizon: "18446744073709551000", xmin: "3"))
+    }
+}
+
+/// A refused re-base is logged once per host per quarter hour, not at every report.
+@Suite struct RefusalLogTests {
+    @Test func oncePerHostPerInterval() {
+        let log = RefusalLog(), a = UUID(), b = UUID(), start = Date(timeIntervalSince1970: 1_000_000)
+        #expect(log.shouldLog(a, now: start))
+        #expect(!log.shouldLog(a, now: start.addingTimeInterval(5)), "the next report's refusal is not logged")
+        #expect(log.shouldLog(b, now: start.addingTimeInterval(5)), "another host's is")
+        #expect(!log.shouldLog(a, now: start.addingTimeInterval(RefusalLog.interval - 1)))
+        #expect(log.shouldLog(a, now: start.addingTimeInterval(RefusalLog.interval)), "a quarter hour on, again")
     }
 }
